@@ -1,0 +1,41 @@
+/// What a request wants to do; `Role.allows` is the whole access policy (DESIGN §3).
+public enum Action: Sendable, Equatable {
+    case readResources
+    case writeResources
+    /// Status of one resource (agents, controller, devices).
+    case writeStatus(resource: String)
+    case readEvents
+    case manageTokens
+    /// /metrics and /openapi.yaml: any authenticated caller.
+    case readServerInfo
+}
+
+public struct Principal: Sendable, Equatable {
+    public var name: String
+    public var role: Role
+    public var resource: String?
+
+    public init(name: String, role: Role, resource: String? = nil) {
+        self.name = name
+        self.role = role
+        self.resource = resource
+    }
+
+    public func may(_ action: Action) -> Bool {
+        switch (role, action) {
+        case (.admin, _): true
+        case (_, .readServerInfo): true
+        case (.`operator`, .readResources), (.`operator`, .writeResources), (.`operator`, .writeStatus), (.`operator`, .readEvents): true
+        case (.app, .readResources): true
+        case (.integrator, .readResources), (.integrator, .readEvents): true
+        // A device reads and reports the one resource it was created for.
+        case (.device, .writeStatus(let name)): name == resource
+        default: false
+        }
+    }
+
+    /// A device token may read only its own resource.
+    public func mayRead(resource name: String) -> Bool {
+        may(.readResources) || (role == .device && resource == name)
+    }
+}

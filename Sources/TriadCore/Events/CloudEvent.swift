@@ -1,0 +1,31 @@
+import Foundation
+
+/// Renders registry events as CloudEvents 1.0 JSON (DESIGN §4). The resource document is
+/// spliced in as stored, so an event costs no decoding.
+public enum CloudEventRenderer {
+    public static func render(_ event: RegistryEvent) -> Data {
+        let header: [String: String] = [
+            "specversion": "1.0",
+            "id": String(event.id),
+            "source": "/triad/resources/\(event.name)",
+            "type": event.type.cloudEventType,
+            "subject": event.name,
+            "time": event.time,
+            "datacontenttype": "application/json",
+            "resourcekind": event.kind.routingName,
+            "resourceversion": String(event.id),
+        ]
+        var out = JSONCoding.encode(header)
+        // Replace the closing brace with `,"data":<document>}`.
+        out.removeLast()
+        out.append(contentsOf: Array(#","data":"#.utf8))
+        out.append(event.document)
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    /// The AMQP routing key `<kind>.<name>.<event>`.
+    public static func routingKey(_ event: RegistryEvent) -> String {
+        "\(event.kind.routingName).\(event.name).\(event.type.rawValue)"
+    }
+}

@@ -1,0 +1,152 @@
+import Foundation
+import Yams
+
+/// Reads request bodies and files (JSON, YAML, multi-document YAML) into JSON trees.
+public enum DocumentReader {
+    public enum Format: Sendable { case json, yaml }
+
+    /// One document. YAML with more than one document is an error here.
+    public static func read(_ data: Data, format: Format) throws(DocumentSyntaxError) -> JSONValue {
+        switch format {
+        case .json: return try JSONCoding.parse(data)
+        case .yaml:
+            let docs = try readAll(data, format: .yaml)
+            guard docs.count == 1 else { throw DocumentSyntaxError("expected exactly one YAML document, found \(docs.count)") }
+            return docs[0]
+        }
+    }
+
+    /// Every document in a file: a JSON value (a `List` is not unpacked here) or each YAML document.
+    public static func readAll(_ data: Data, format: Format) throws(DocumentSyntaxError) -> [JSONValue] {
+        switch format {
+        case .json: return [try JSONCoding.parse(data)]
+        case .yaml:
+            guard let text = String(data: data, encoding: .utf8) else { throw DocumentSyntaxError("body is not UTF-8 text") }
+            let nodes: [Node]
+            do {
+                nodes = Array(try Yams.compose_all(yaml: text))
+            } catch let error as YamlError {
+                throw DocumentSyntaxError("body is not valid YAML: \(yamlProblem(error))")
+            } catch {
+                throw DocumentSyntaxError("body is not valid YAML")
+            }
+            return try nodes.map { node throws(DocumentSyntaxError) in try value(of: node) }
+        }
+    }
+
+    /// Guesses the format of a file: JSON when it starts with `{` or `[`.
+    public static func sniff(_ data: Data) -> Format {
+        for byte in data {
+            switch byte {
+            case UInt8(ascii: " "), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "\t"): continue
+            case UInt8(ascii: "{"), UInt8(ascii: "["): return .json
+            default: return .yaml
+            }
+        }
+        return .yaml
+    }
+
+    private static func yamlProblem(_ error: YamlError) -> String {
+        switch error {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _):
+            let where_ = "line \(mark.line), column \(mark.column)"
+            if let context { return "\(problem) \(context.text) at \(where_)" }
+            return "\(problem) at \(where_)"
+        default:
+            return "syntax error"
+        }
+    }
+
+    private static func value(of node: Node) throws(DocumentSyntaxError) -> JSONValue {
+        switch node {
+        case .scalar(let scalar):
+            // Quoted scalars are always strings; plain ones follow the YAML 1.2 core schema,
+            // except timestamps, which stay strings (the model keeps RFC 3339 text as written).
+            if scalar.style != .plain { return .string(scalar.string) }
+            switch node.tag.description {
+            case Tag.Name.null.rawValue: return .null
+            case Tag.Name.bool.rawValue: return .bool(Bool.construct(from: scalar) ?? false)
+            case Tag.Name.int.rawValue:
+                guard let i = Int.construct(from: scalar) else { throw DocumentSyntaxError("integer out of range: \(scalar.string)") }
+                return .number(Double(i))
+            case Tag.Name.float.rawValue:
+                guard let d = Double.construct(from: scalar), d.isFinite else { throw DocumentSyntaxError("numbers must be finite: \(scalar.string)") }
+                return .number(d)
+            default: return .string(scalar.string)
+            }
+        case .sequence(let seq):
+            var items: [JSONValue] = []
+            for child in seq { items.append(try value(of: child)) }
+            return .array(items)
+        case .mapping(let map):
+            var members: [String: JSONValue] = [:]
+            for (k, v) in map {
+                guard case .scalar(let key) = k else { throw DocumentSyntaxError("mapping keys must be strings") }
+                guard members[key.string] == nil else { throw DocumentSyntaxError("duplicate key \"\(key.string)\"") }
+                members[key.string] = try value(of: v)
+            }
+            return .object(members)
+        case .alias:
+            throw DocumentSyntaxError("YAML aliases are not supported")
+        }
+    }
+}
+
+/// Writes documents as YAML for people (`triad get -o yaml`).
+public enum DocumentWriter {
+    public static func yaml(_ value: JSONValue) -> String {
+        var out = ""
+        write(value, indent: 0, into: &out, inSequence: false)
+        return out
+    }
+
+    private static func scalar(_ v: JSONValue) -> String? {
+        switch v {
+        case .null: return "null"
+        case .bool(let b): return b ? "true" : "false"
+        case .number(let d): return d.rounded() == d && abs(d) < 9e15 ? String(Int64(d)) : String(d)
+        case .string(let s): return quoteIfNeeded(s)
+        case .array(let a) where a.isEmpty: return "[]"
+        case .object(let o) where o.isEmpty: return "{}"
+        default: return nil
+        }
+    }
+
+    private static func quoteIfNeeded(_ s: String) -> String {
+        let plainSafe = !s.isEmpty && s.allSatisfy { $0.isLetter || $0.isNumber || "-_./".contains($0) }
+            && !["true", "false", "null", "yes", "no", "on", "off", "~"].contains(s.lowercased())
+            && Double(s) == nil && Int(s) == nil
+        if plainSafe { return s }
+        return String(decoding: JSONCoding.encode(s), as: UTF8.self)
+    }
+
+    private static func write(_ value: JSONValue, indent: Int, into out: inout String, inSequence: Bool) {
+        let pad = String(repeating: "  ", count: indent)
+        switch value {
+        case .object(let members) where !members.isEmpty:
+            var first = true
+            for key in members.keys.sorted() {
+                let child = members[key]!
+                let prefix = (inSequence && first) ? "" : pad
+                first = false
+                if let s = scalar(child) {
+                    out += "\(prefix)\(quoteIfNeeded(key)): \(s)\n"
+                } else {
+                    out += "\(prefix)\(quoteIfNeeded(key)):\n"
+                    write(child, indent: indent + 1, into: &out, inSequence: false)
+                }
+            }
+        case .array(let items) where !items.isEmpty:
+            for item in items {
+                if let s = scalar(item) {
+                    out += "\(pad)- \(s)\n"
+                } else {
+                    out += "\(pad)- "
+                    write(item, indent: indent + 1, into: &out, inSequence: true)
+                }
+            }
+        default:
+            out += "\(inSequence ? "" : pad)\(scalar(value) ?? "null")\n"
+        }
+    }
+}

@@ -1,0 +1,265 @@
+import Foundation
+
+/// One thing wrong with a document, located by an RFC 6901 JSON pointer.
+public struct Violation: Sendable, Equatable, Codable, CustomStringConvertible {
+    public var pointer: String
+    public var message: String
+    public init(pointer: String, message: String) {
+        self.pointer = pointer
+        self.message = message
+    }
+    public var description: String { "\(pointer.isEmpty ? "/" : pointer): \(message)" }
+}
+
+/// Limits that protect the server; the same numbers are in `schemas/resource.schema.json`.
+public enum ResourceLimits {
+    public static let nameMaxLength = 63
+    public static let maxLabels = 64
+    public static let maxAnnotations = 64
+    public static let maxOperations = 64
+    public static let maxProbeArgs = 64
+    public static let maxConditions = 32
+}
+
+/// Judges a Resource document exactly as `schemas/resource.schema.json` does and reports every
+/// violation. A test runs both over the same examples.
+public enum ResourceValidator {
+    public static func validate(_ document: JSONValue) -> [Violation] {
+        var v = Walker()
+        v.object(document, at: "", required: ["apiVersion", "kind", "metadata", "spec"],
+                 allowed: ["apiVersion", "kind", "metadata", "spec", "status"]) { members, w in
+            if let api = members["apiVersion"] { w.constant(api, Resource.apiVersion, at: "/apiVersion") }
+            if let kind = members["kind"] { w.constant(kind, Resource.kindName, at: "/kind") }
+            if let meta = members["metadata"] { w.metadata(meta, at: "/metadata") }
+            if let spec = members["spec"] { w.spec(spec, at: "/spec") }
+            if let status = members["status"] { w.status(status, at: "/status") }
+        }
+        return v.violations
+    }
+
+    /// Status writes: only `status` is read, validated as in a whole document.
+    public static func validateStatus(_ status: JSONValue, at pointer: String = "/status") -> [Violation] {
+        var v = Walker()
+        v.status(status, at: pointer)
+        return v.violations
+    }
+
+    public static func isValidName(_ name: String) -> Bool {
+        name.count <= ResourceLimits.nameMaxLength && name.wholeMatch(of: Patterns.dnsLabel) != nil
+    }
+}
+
+enum Patterns {
+    nonisolated(unsafe) static let dnsLabel = #/[a-z0-9]([-a-z0-9]*[a-z0-9])?/#
+    nonisolated(unsafe) static let qualifiedKey = #/([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?/#
+    nonisolated(unsafe) static let labelValue = #/(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?/#
+    nonisolated(unsafe) static let httpURL = #/https?:\/\/[^\s\/?#]+([\/?#]\S*)?/#
+}
+
+/// Escapes a key for use in a JSON pointer (RFC 6901).
+func pointerEscape(_ key: String) -> String {
+    key.replacingOccurrences(of: "~", with: "~0").replacingOccurrences(of: "/", with: "~1")
+}
+
+private struct Walker {
+    var violations: [Violation] = []
+
+    mutating func fail(_ pointer: String, _ message: String) {
+        violations.append(Violation(pointer: pointer, message: message))
+    }
+
+    mutating func object(_ value: JSONValue, at p: String, required: [String] = [], allowed: Set<String>?,
+                         _ body: (([String: JSONValue], inout Walker) -> Void)? = nil) {
+        guard case .object(let members) = value else { return fail(p, "must be an object, not \(value.typeName)") }
+        for key in required where members[key] == nil { fail("\(p)/\(pointerEscape(key))", "is required") }
+        if let allowed {
+            for key in members.keys.sorted() where !allowed.contains(key) { fail("\(p)/\(pointerEscape(key))", "is not a known field") }
+        }
+        body?(members, &self)
+    }
+
+    mutating func constant(_ value: JSONValue, _ expected: String, at p: String) {
+        if value != .string(expected) { fail(p, "must be \"\(expected)\"") }
+    }
+
+    @discardableResult
+    mutating func string(_ value: JSONValue, at p: String, maxLength: Int? = nil) -> String? {
+        guard case .string(let s) = value else { fail(p, "must be a string, not \(value.typeName)"); return nil }
+        if let maxLength, s.count > maxLength { fail(p, "must be at most \(maxLength) characters"); return nil }
+        return s
+    }
+
+    mutating func oneOf<E: RawRepresentable & CaseIterable>(_ value: JSONValue, _: E.Type, at p: String) where E.RawValue == String {
+        guard let s = string(value, at: p) else { return }
+        if E(rawValue: s) == nil {
+            fail(p, "must be one of \(E.allCases.map { $0.rawValue }.joined(separator: ", ")), not \"\(s)\"")
+        }
+    }
+
+    mutating func bool(_ value: JSONValue, at p: String) {
+        if case .bool = value { return }
+        fail(p, "must be a boolean, not \(value.typeName)")
+    }
+
+    mutating func integer(_ value: JSONValue, at p: String, minimum: Double) {
+        guard case .number(let d) = value, d.rounded() == d else { return fail(p, "must be an integer") }
+        if d < minimum { fail(p, "must be at least \(Int(minimum))") }
+    }
+
+    mutating func dateTime(_ value: JSONValue, at p: String) {
+        guard let s = string(value, at: p) else { return }
+        if !Timestamp.isRFC3339(s) { fail(p, "must be an RFC 3339 date-time such as 2026-11-25T10:00:00Z") }
+    }
+
+    mutating func stringMap(_ value: JSONValue, at p: String, maxEntries: Int?, valueMaxLength: Int?,
+                            keyRule: ((String) -> String?)? = nil, valueRule: ((String) -> String?)? = nil) {
+        guard case .object(let members) = value else { return fail(p, "must be an object of strings, not \(value.typeName)") }
+        if let maxEntries, members.count > maxEntries { fail(p, "must have at most \(maxEntries) entries") }
+        for key in members.keys.sorted() {
+            let cp = "\(p)/\(pointerEscape(key))"
+            if let keyRule, let problem = keyRule(key) { fail(cp, problem) }
+            guard let s = string(members[key]!, at: cp, maxLength: valueMaxLength) else { continue }
+            if let valueRule, let problem = valueRule(s) { fail(cp, problem) }
+        }
+    }
+
+    mutating func name(_ value: JSONValue, at p: String) {
+        guard let s = string(value, at: p, maxLength: ResourceLimits.nameMaxLength) else { return }
+        if s.wholeMatch(of: Patterns.dnsLabel) == nil {
+            fail(p, "must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit")
+        }
+    }
+
+    static func qualifiedKeyProblem(_ key: String) -> String? {
+        if key.count > 253 || key.wholeMatch(of: Patterns.qualifiedKey) == nil {
+            return "key must be a qualified name such as triad.io/space (an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.')"
+        }
+        return nil
+    }
+
+    mutating func metadata(_ value: JSONValue, at p: String) {
+        object(value, at: p, required: ["name"],
+               allowed: ["name", "labels", "annotations", "uid", "resourceVersion", "generation", "creationTimestamp"]) { m, w in
+            if let n = m["name"] { w.name(n, at: "\(p)/name") }
+            if let labels = m["labels"] {
+                w.stringMap(labels, at: "\(p)/labels", maxEntries: ResourceLimits.maxLabels, valueMaxLength: 63,
+                            keyRule: Walker.qualifiedKeyProblem) { value in
+                    value.wholeMatch(of: Patterns.labelValue) == nil
+                        ? "label values must be empty or start and end with a letter or digit, with '-', '_' or '.' between" : nil
+                }
+            }
+            if let annotations = m["annotations"] {
+                w.stringMap(annotations, at: "\(p)/annotations", maxEntries: ResourceLimits.maxAnnotations, valueMaxLength: 4096,
+                            keyRule: Walker.qualifiedKeyProblem)
+            }
+            if let uid = m["uid"] { w.string(uid, at: "\(p)/uid") }
+            if let rv = m["resourceVersion"] { w.string(rv, at: "\(p)/resourceVersion") }
+            if let g = m["generation"] { w.integer(g, at: "\(p)/generation", minimum: 0) }
+            if let t = m["creationTimestamp"] { w.dateTime(t, at: "\(p)/creationTimestamp") }
+        }
+    }
+
+    mutating func spec(_ value: JSONValue, at p: String) {
+        object(value, at: p, required: ["kind"],
+               allowed: ["kind", "icon", "description", "accessMode", "operations", "probeImage", "probeArgs", "probeEnabled", "aliasName"]) { m, w in
+            if let kind = m["kind"] { w.oneOf(kind, ResourceKind.self, at: "\(p)/kind") }
+            if let icon = m["icon"] { w.string(icon, at: "\(p)/icon", maxLength: 2048) }
+            if let d = m["description"] { w.stringMap(d, at: "\(p)/description", maxEntries: 64, valueMaxLength: 4096) }
+            if let mode = m["accessMode"] { w.oneOf(mode, ResourceAccessMode.self, at: "\(p)/accessMode") }
+            if let ops = m["operations"] { w.operations(ops, at: "\(p)/operations") }
+            if let image = m["probeImage"] { w.string(image, at: "\(p)/probeImage", maxLength: 2048) }
+            if let args = m["probeArgs"] {
+                if case .array(let items) = args {
+                    if items.count > ResourceLimits.maxProbeArgs { w.fail("\(p)/probeArgs", "must have at most \(ResourceLimits.maxProbeArgs) items") }
+                    for (i, item) in items.enumerated() { w.string(item, at: "\(p)/probeArgs/\(i)") }
+                } else {
+                    w.fail("\(p)/probeArgs", "must be an array of strings, not \(args.typeName)")
+                }
+            }
+            if let enabled = m["probeEnabled"] { w.bool(enabled, at: "\(p)/probeEnabled") }
+            if let alias = m["aliasName"] { w.string(alias, at: "\(p)/aliasName", maxLength: 253) }
+        }
+    }
+
+    mutating func operations(_ value: JSONValue, at p: String) {
+        guard case .array(let items) = value else { return fail(p, "must be an array, not \(value.typeName)") }
+        if items.count > ResourceLimits.maxOperations { fail(p, "must have at most \(ResourceLimits.maxOperations) operations") }
+        var seen: [String: Int] = [:]
+        for (i, item) in items.enumerated() {
+            let ip = "\(p)/\(i)"
+            object(item, at: ip, required: ["name", "httpAction"], allowed: ["name", "price", "description", "httpAction"]) { m, w in
+                if let n = m["name"] {
+                    w.name(n, at: "\(ip)/name")
+                    // Operation names address `/operations/{op}`, so they must be unique (not expressible in the schema).
+                    if let s = n.stringValue {
+                        if let first = seen[s] { w.fail("\(ip)/name", "duplicates operation \(first)") } else { seen[s] = i }
+                    }
+                }
+                if let price = m["price"] {
+                    if case .number(let d) = price {
+                        if d < 0 { w.fail("\(ip)/price", "must be at least 0") }
+                    } else {
+                        w.fail("\(ip)/price", "must be a number, not \(price.typeName)")
+                    }
+                }
+                if let d = m["description"] { w.string(d, at: "\(ip)/description", maxLength: 4096) }
+                if let action = m["httpAction"] { w.httpAction(action, at: "\(ip)/httpAction") }
+            }
+        }
+    }
+
+    static let methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+    mutating func httpAction(_ value: JSONValue, at p: String) {
+        object(value, at: p, required: ["action", "url"], allowed: ["action", "url", "query", "headers"]) { m, w in
+            if let action = m["action"], let s = w.string(action, at: "\(p)/action"), !Walker.methods.contains(s) {
+                w.fail("\(p)/action", "must be one of \(Walker.methods.joined(separator: ", ")), not \"\(s)\"")
+            }
+            if let url = m["url"], let s = w.string(url, at: "\(p)/url", maxLength: 2048), s.wholeMatch(of: Patterns.httpURL) == nil {
+                w.fail("\(p)/url", "must be an absolute http:// or https:// URL")
+            }
+            if let q = m["query"] { w.stringMap(q, at: "\(p)/query", maxEntries: nil, valueMaxLength: nil) }
+            if let h = m["headers"] { w.stringMap(h, at: "\(p)/headers", maxEntries: nil, valueMaxLength: nil) }
+        }
+    }
+
+    mutating func status(_ value: JSONValue, at p: String) {
+        object(value, at: p, allowed: ["phase", "probePhase", "bound", "createTime", "startTime", "observedGeneration",
+                                       "conditions", "location", "telemetry"]) { m, w in
+            if let v = m["phase"] { w.oneOf(v, ResourcePhase.self, at: "\(p)/phase") }
+            if let v = m["probePhase"] { w.oneOf(v, ProbePhase.self, at: "\(p)/probePhase") }
+            if let v = m["bound"] { w.bool(v, at: "\(p)/bound") }
+            if let v = m["createTime"] { w.dateTime(v, at: "\(p)/createTime") }
+            if let v = m["startTime"] { w.dateTime(v, at: "\(p)/startTime") }
+            if let v = m["observedGeneration"] { w.integer(v, at: "\(p)/observedGeneration", minimum: 0) }
+            if let v = m["conditions"] { w.conditions(v, at: "\(p)/conditions") }
+            if let v = m["location"] {
+                w.object(v, at: "\(p)/location", allowed: nil) { lm, w in
+                    if let space = lm["space"] { w.string(space, at: "\(p)/location/space") }
+                    if let since = lm["since"] { w.dateTime(since, at: "\(p)/location/since") }
+                }
+            }
+            if let v = m["telemetry"] {
+                w.object(v, at: "\(p)/telemetry", allowed: ["lastSeen", "values"]) { tm, w in
+                    if let t = tm["lastSeen"] { w.dateTime(t, at: "\(p)/telemetry/lastSeen") }
+                    if let values = tm["values"] { w.object(values, at: "\(p)/telemetry/values", allowed: nil) }
+                }
+            }
+        }
+    }
+
+    mutating func conditions(_ value: JSONValue, at p: String) {
+        guard case .array(let items) = value else { return fail(p, "must be an array, not \(value.typeName)") }
+        if items.count > ResourceLimits.maxConditions { fail(p, "must have at most \(ResourceLimits.maxConditions) conditions") }
+        for (i, item) in items.enumerated() {
+            let ip = "\(p)/\(i)"
+            object(item, at: ip, required: ["type", "status"], allowed: ["type", "status", "reason", "message", "lastTransitionTime"]) { m, w in
+                if let t = m["type"] { w.string(t, at: "\(ip)/type", maxLength: 316) }
+                if let s = m["status"] { w.oneOf(s, Condition.Status.self, at: "\(ip)/status") }
+                if let r = m["reason"] { w.string(r, at: "\(ip)/reason", maxLength: 1024) }
+                if let msg = m["message"] { w.string(msg, at: "\(ip)/message", maxLength: 32768) }
+                if let t = m["lastTransitionTime"] { w.dateTime(t, at: "\(ip)/lastTransitionTime") }
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+import Foundation
+
+/// Which version a write expects, and how the caller said so (the answer differs: 409 or 412).
+public struct VersionPrecondition: Sendable, Equatable {
+    public enum Source: Sendable { case resourceVersion, ifMatch }
+    public var source: Source
+    /// `nil` for `If-Match: *` (any existing version).
+    public var version: String?
+
+    public init(source: Source, version: String?) {
+        self.source = source
+        self.version = version
+    }
+
+    func check(against current: StoredResource?) throws(RegistryError) {
+        let currentVersion = current.map { String($0.revision) }
+        switch (current, version) {
+        case (nil, _):
+            if source == .ifMatch { throw .preconditionFailed(current: nil) }
+            throw .conflict(current: nil, detail: "the resource does not exist, so version \(version ?? "*") is stale")
+        case (_?, nil): return
+        case (_?, let expected?):
+            if expected == currentVersion { return }
+            if source == .ifMatch { throw .preconditionFailed(current: currentVersion) }
+            throw .conflict(current: currentVersion, detail: "resourceVersion \(expected) is stale; the current version is \(currentVersion ?? "none")")
+        }
+    }
+}
+
+public struct ListQuery: Sendable, Equatable {
+    public var kind: ResourceKind?
+    public var selector: LabelSelector
+    public var limit: Int
+    public var continueToken: String?
+
+    public static let defaultLimit = 500
+    public static let maxLimit = 1000
+
+    public init(kind: ResourceKind? = nil, selector: LabelSelector = .everything, limit: Int = ListQuery.defaultLimit, continueToken: String? = nil) {
+        self.kind = kind
+        self.selector = selector
+        self.limit = limit
+        self.continueToken = continueToken
+    }
+}
+
+public struct ResourcePage: Sendable {
+    public var items: [StoredResource]
+    public var continueToken: String?
+    public var revision: Int64
+}
+
+/// The registry's rules (server-set fields, generation, preconditions, the outbox), written once
+/// over any `RegistryBackend`. It does no I/O of its own.
+public struct Registry: Sendable {
+    public let backend: any RegistryBackend
+    private let clock: @Sendable () -> Date
+    private let makeUID: @Sendable () -> String
+
+    public init(backend: any RegistryBackend,
+                clock: @escaping @Sendable () -> Date = { Date() },
+                makeUID: @escaping @Sendable () -> String = { UUID().uuidString.lowercased() }) {
+        self.backend = backend
+        self.clock = clock
+        self.makeUID = makeUID
+    }
+
+    // MARK: reads
+
+    public func get(_ name: String) async throws -> StoredResource {
+        guard let found = try await backend.get(name: name) else { throw RegistryError.notFound(name: name) }
+        return found
+    }
+
+    public func list(_ query: ListQuery) async throws -> ResourcePage {
+        let revision = try await backend.latestRevision()
+        var after = try query.continueToken.map(ContinueToken.decode)
+        let limit = max(1, min(query.limit, ListQuery.maxLimit))
+        var items: [StoredResource] = []
+        // Keyset pagination by name: an item that exists for the whole listing is returned exactly once.
+        while true {
+            let batch = try await backend.list(kind: query.kind, after: after, limit: limit + 1)
+            for row in batch where query.selector.matches(row.labels) {
+                if items.count == limit {
+                    return ResourcePage(items: items, continueToken: ContinueToken.encode(items[limit - 1].name), revision: revision)
+                }
+                items.append(row)
+            }
+            guard batch.count == limit + 1, let last = batch.last else { break }
+            after = last.name
+        }
+        return ResourcePage(items: items, continueToken: nil, revision: revision)
+    }
+
+    // MARK: writes
+
+    public func create(_ incoming: Resource) async throws -> StoredResource {
+        let now = Timestamp.format(clock())
+        let uid = makeUID()
+        return try await backend.withWriteTransaction { tx in
+            let revision = try await tx.nextRevision()
+            if try await tx.load(name: incoming.name) != nil { throw RegistryError.alreadyExists(name: incoming.name) }
+            let record = StoredResource(Self.fresh(incoming, uid: uid, now: now, revision: revision), revision: revision)
+            try await tx.insert(record)
+            try await tx.append(Self.event(.created, record, now))
+            return record
+        }
+    }
+
+    /// Create-or-replace of spec and metadata (`PUT`, `triad apply`). Status is kept.
+    public func replace(_ incoming: Resource, precondition: VersionPrecondition?) async throws -> (StoredResource, created: Bool) {
+        let now = Timestamp.format(clock())
+        let uid = makeUID()
+        return try await backend.withWriteTransaction { tx in
+            let revision = try await tx.nextRevision()
+            let existing = try await tx.load(name: incoming.name)
+            try precondition?.check(against: existing)
+            guard let existing else {
+                let record = StoredResource(Self.fresh(incoming, uid: uid, now: now, revision: revision), revision: revision)
+                try await tx.insert(record)
+                try await tx.append(Self.event(.created, record, now))
+                return (record, true)
+            }
+            let current = try existing.decode()
+            var next = current
+            next.metadata.labels = incoming.metadata.labels
+            next.metadata.annotations = incoming.metadata.annotations
+            next.spec = incoming.spec
+            let record = Self.stamp(next, previous: current, revision: revision)
+            try await tx.update(record)
+            try await tx.append(Self.event(.updated, record, now))
+            return (record, false)
+        }
+    }
+
+    /// `PATCH` with a merge patch of the document; status in the patch is ignored (use the subresource).
+    public func patch(_ name: String, patch: JSONValue, precondition: VersionPrecondition?) async throws -> StoredResource {
+        let now = Timestamp.format(clock())
+        return try await backend.withWriteTransaction { tx in
+            let revision = try await tx.nextRevision()
+            let existing = try await tx.load(name: name)
+            try Self.patchPrecondition(patch, explicit: precondition)?.check(against: existing)
+            guard let existing else { throw RegistryError.notFound(name: name) }
+            let current = try existing.decode()
+            var merged = MergePatch.apply(patch, to: current.jsonTree)
+            if case .object(var members) = merged {
+                members["status"] = current.status.map { statusTree($0) }
+                merged = .object(members)
+            }
+            let violations = ResourceValidator.validate(merged)
+            guard violations.isEmpty else { throw RegistryError.invalid(violations) }
+            let incoming = try Resource(validated: merged)
+            guard incoming.name == name else {
+                throw RegistryError.invalid([Violation(pointer: "/metadata/name", message: "cannot be changed (it is \"\(name)\")")])
+            }
+            var next = current
+            next.metadata.labels = incoming.metadata.labels
+            next.metadata.annotations = incoming.metadata.annotations
+            next.spec = incoming.spec
+            let record = Self.stamp(next, previous: current, revision: revision)
+            try await tx.update(record)
+            try await tx.append(Self.event(.updated, record, now))
+            return record
+        }
+    }
+
+    public enum StatusWrite: Sendable {
+        /// `PUT …/status`: the whole status.
+        case replace(JSONValue)
+        /// `PATCH …/status`: a merge patch of the status object.
+        case merge(JSONValue)
+    }
+
+    public func writeStatus(_ name: String, _ write: StatusWrite, precondition: VersionPrecondition?) async throws -> StoredResource {
+        let now = Timestamp.format(clock())
+        return try await backend.withWriteTransaction { tx in
+            let revision = try await tx.nextRevision()
+            let existing = try await tx.load(name: name)
+            try precondition?.check(against: existing)
+            guard let existing else { throw RegistryError.notFound(name: name) }
+            var current = try existing.decode()
+            let newStatus: JSONValue
+            switch write {
+            case .replace(let tree): newStatus = tree
+            case .merge(let patch): newStatus = MergePatch.apply(patch, to: current.status.map { statusTree($0) } ?? .object([:]))
+            }
+            let violations = ResourceValidator.validateStatus(newStatus)
+            guard violations.isEmpty else { throw RegistryError.invalid(violations) }
+            current.status = try JSONDecoder().decode(ResourceStatus.self, from: JSONCoding.encode(newStatus))
+            current.metadata.resourceVersion = String(revision)
+            let record = StoredResource(current, revision: revision)
+            try await tx.update(record)
+            try await tx.append(Self.event(.status, record, now))
+            return record
+        }
+    }
+
+    public func delete(_ name: String, precondition: VersionPrecondition?) async throws -> StoredResource {
+        let now = Timestamp.format(clock())
+        return try await backend.withWriteTransaction { tx in
+            let revision = try await tx.nextRevision()
+            let existing = try await tx.load(name: name)
+            try precondition?.check(against: existing)
+            guard let existing else { throw RegistryError.notFound(name: name) }
+            try await tx.delete(name: name)
+            var last = try existing.decode()
+            last.metadata.resourceVersion = String(revision)
+            let record = StoredResource(last, revision: revision)
+            try await tx.append(Self.event(.deleted, record, now))
+            return record
+        }
+    }
+
+    // MARK: rules
+
+    /// A new resource: server-set metadata and an initial status; status in the request is ignored.
+    static func fresh(_ incoming: Resource, uid: String, now: String, revision: Int64) -> Resource {
+        var r = Resource(metadata: ObjectMeta(name: incoming.name, labels: incoming.metadata.labels,
+                                              annotations: incoming.metadata.annotations),
+                         spec: incoming.spec)
+        r.metadata.uid = uid
+        r.metadata.resourceVersion = String(revision)
+        r.metadata.generation = 1
+        r.metadata.creationTimestamp = now
+        var status = ResourceStatus()
+        status.phase = .pending
+        status.probePhase = .notReady
+        status.bound = false
+        status.createTime = now
+        r.status = status
+        return r
+    }
+
+    /// A new version of an existing resource: generation moves only when the spec changed.
+    static func stamp(_ next: Resource, previous: Resource, revision: Int64) -> StoredResource {
+        var r = next
+        r.metadata.resourceVersion = String(revision)
+        if next.spec != previous.spec { r.metadata.generation = (previous.metadata.generation ?? 0) + 1 }
+        return StoredResource(r, revision: revision)
+    }
+
+    static func event(_ type: RegistryEventType, _ record: StoredResource, _ now: String) -> RegistryEvent {
+        RegistryEvent(id: record.revision, type: type, name: record.name, kind: record.kind,
+                      labels: record.labels, time: now, document: record.document)
+    }
+
+    /// A `metadata.resourceVersion` inside a merge patch is a precondition, as in Kubernetes.
+    static func patchPrecondition(_ patch: JSONValue, explicit: VersionPrecondition?) -> VersionPrecondition? {
+        if let explicit { return explicit }
+        if case .string(let v)? = patch["metadata"]?["resourceVersion"] { return VersionPrecondition(source: .resourceVersion, version: v) }
+        return nil
+    }
+}
+
+private func statusTree(_ status: ResourceStatus) -> JSONValue {
+    (try? JSONDecoder().decode(JSONValue.self, from: JSONCoding.encode(status))) ?? .object([:])
+}
+
+/// `continue` tokens are opaque to clients; inside they carry the last name returned.
+public enum ContinueToken {
+    public static func encode(_ name: String) -> String {
+        Data("n:\(name)".utf8).base64EncodedString()
+    }
+
+    public static func decode(_ token: String) throws -> String {
+        guard let data = Data(base64Encoded: token), let text = String(data: data, encoding: .utf8), text.hasPrefix("n:") else {
+            throw InvalidContinueToken()
+        }
+        return String(text.dropFirst(2))
+    }
+
+    public struct InvalidContinueToken: Error {}
+}

@@ -1,0 +1,144 @@
+import Foundation
+
+/// A resource as the registry stores it: the canonical JSON document plus the columns
+/// that lists filter on, so reads can return stored bytes without decoding them.
+public struct StoredResource: Sendable, Equatable {
+    public var name: String
+    public var kind: ResourceKind
+    public var labels: [String: String]
+    /// The revision of the write that produced this document (`metadata.resourceVersion`).
+    public var revision: Int64
+    /// Canonical JSON of the whole document, `metadata.resourceVersion` included.
+    public var document: Data
+
+    public init(name: String, kind: ResourceKind, labels: [String: String], revision: Int64, document: Data) {
+        self.name = name
+        self.kind = kind
+        self.labels = labels
+        self.revision = revision
+        self.document = document
+    }
+
+    public init(_ resource: Resource, revision: Int64) {
+        self.init(name: resource.name, kind: resource.spec.kind, labels: resource.metadata.labels ?? [:],
+                  revision: revision, document: JSONCoding.encode(resource))
+    }
+
+    public func decode() throws -> Resource {
+        try JSONDecoder().decode(Resource.self, from: document)
+    }
+}
+
+public enum RegistryEventType: String, Sendable, CaseIterable, Codable {
+    case created, updated, deleted, status
+
+    public var cloudEventType: String { "io.triad.resource.\(rawValue)" }
+}
+
+/// One row of the outbox (DESIGN §4): written in the same transaction as the change it reports.
+/// Its id is the revision of that change, so ids are strictly increasing and never reused.
+public struct RegistryEvent: Sendable, Equatable {
+    public var id: Int64
+    public var type: RegistryEventType
+    public var name: String
+    public var kind: ResourceKind
+    public var labels: [String: String]
+    public var time: String
+    /// The resource document after the change (before it, for `deleted`).
+    public var document: Data
+
+    public init(id: Int64, type: RegistryEventType, name: String, kind: ResourceKind, labels: [String: String], time: String, document: Data) {
+        self.id = id
+        self.type = type
+        self.name = name
+        self.kind = kind
+        self.labels = labels
+        self.time = time
+        self.document = document
+    }
+}
+
+public struct EventBatch: Sendable {
+    public var events: [RegistryEvent]
+    /// The oldest id still retained (nil when the log is empty); resuming before it has gaps.
+    public var oldestRetained: Int64?
+    public init(events: [RegistryEvent], oldestRetained: Int64?) {
+        self.events = events
+        self.oldestRetained = oldestRetained
+    }
+}
+
+public enum Role: String, Sendable, CaseIterable, Codable {
+    case admin, `operator`, app, device, integrator
+}
+
+public struct TokenRecord: Sendable, Equatable {
+    public var name: String
+    public var role: Role
+    /// For `device` tokens: the one resource they may write status and telemetry for.
+    public var resource: String?
+    /// Hex SHA-256 of the secret; the secret itself is never stored.
+    public var secretHash: String
+    public var createdAt: String
+    public var revokedAt: String?
+
+    public init(name: String, role: Role, resource: String?, secretHash: String, createdAt: String, revokedAt: String? = nil) {
+        self.name = name
+        self.role = role
+        self.resource = resource
+        self.secretHash = secretHash
+        self.createdAt = createdAt
+        self.revokedAt = revokedAt
+    }
+}
+
+/// What a write transaction can do; backends implement it over their own connection.
+public protocol RegistryTransaction {
+    /// Takes the next revision. Backends serialise writers here (PostgreSQL: the counter row
+    /// lock, held to commit), so revisions commit in order and readers never see a gap fill later.
+    func nextRevision() async throws -> Int64
+    func load(name: String) async throws -> StoredResource?
+    func insert(_ record: StoredResource) async throws
+    func update(_ record: StoredResource) async throws
+    func delete(name: String) async throws
+    func append(_ event: RegistryEvent) async throws
+}
+
+/// The storage contract. Two backends: SQLite (embedded default) and PostgreSQL.
+public protocol RegistryBackend: Sendable {
+    /// Runs `body` in one serialisable write transaction; commits if it returns, rolls back if it throws.
+    func withWriteTransaction<T: Sendable>(_ body: @Sendable (any RegistryTransaction) async throws -> T) async throws -> T
+
+    func get(name: String) async throws -> StoredResource?
+    /// Resources ordered by name, after `after` (exclusive), optionally of one kind.
+    func list(kind: ResourceKind?, after: String?, limit: Int) async throws -> [StoredResource]
+    func latestRevision() async throws -> Int64
+
+    func events(after id: Int64, limit: Int) async throws -> EventBatch
+    /// Deletes all but the newest `keep` events; returns how many were deleted.
+    func compactEvents(keep: Int) async throws -> Int
+
+    func insertToken(_ token: TokenRecord) async throws
+    func token(secretHash: String) async throws -> TokenRecord?
+    func tokens() async throws -> [TokenRecord]
+    func revokeToken(name: String, at: String) async throws -> TokenRecord?
+    func activeAdminCount() async throws -> Int
+
+    /// Whether the backend can serve (used by `/readyz`).
+    func ping() async throws
+
+    func shutdown() async
+}
+
+public enum RegistryError: Error, Sendable, Equatable {
+    case notFound(name: String)
+    case alreadyExists(name: String)
+    /// A stale `metadata.resourceVersion`.
+    case conflict(current: String?, detail: String)
+    /// A stale `If-Match`.
+    case preconditionFailed(current: String?)
+    case invalid([Violation])
+    case tokenExists(name: String)
+    /// The backend refused or failed; the message is safe to show.
+    case unavailable(String)
+}

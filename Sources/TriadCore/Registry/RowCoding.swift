@@ -1,0 +1,27 @@
+import Foundation
+
+/// How both SQL backends put labels and kinds in columns.
+public enum RowCoding {
+    public static func labelsText(_ labels: [String: String]) -> String {
+        String(decoding: JSONCoding.encode(labels), as: UTF8.self)
+    }
+
+    public static func labels(_ text: String) -> [String: String] {
+        (try? JSONDecoder().decode([String: String].self, from: Data(text.utf8))) ?? [:]
+    }
+
+    public static func kind(_ text: String) throws -> ResourceKind {
+        guard let kind = ResourceKind(rawValue: text) else { throw RegistryError.unavailable("stored row has unknown kind \(text)") }
+        return kind
+    }
+
+    public static func role(_ text: String) throws -> Role {
+        guard let role = Role(rawValue: text) else { throw RegistryError.unavailable("stored token has unknown role \(text)") }
+        return role
+    }
+
+    public static func eventType(_ text: String) throws -> RegistryEventType {
+        guard let type = RegistryEventType(rawValue: text) else { throw RegistryError.unavailable("stored event has unknown type \(text)") }
+        return type
+    }
+}

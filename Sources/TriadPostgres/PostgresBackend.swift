@@ -1,0 +1,279 @@
+import Foundation
+import Logging
+import PostgresNIO
+import TriadCore
+
+/// The registry on PostgreSQL, for many replicas. Writers serialise on the revision counter's
+/// row lock (held to commit), so event ids commit in order and the outbox never has a late gap.
+public final class PostgresBackend: RegistryBackend {
+    public let client: PostgresClient
+    private let logger: Logger
+    /// The pool's connection loop; owned here so the backend is usable as soon as `connect` returns.
+    private let runTask: Task<Void, Never>
+
+    public struct URLError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Parses `postgres://user:password@host:port/database[?sslmode=disable|require]`.
+    public static func configuration(url: String) throws -> PostgresClient.Configuration {
+        guard let c = URLComponents(string: url), c.scheme == "postgres" || c.scheme == "postgresql", let host = c.host, !host.isEmpty else {
+            throw URLError(description: "database URL must look like postgres://user:password@host:5432/database")
+        }
+        let database = c.path.hasPrefix("/") ? String(c.path.dropFirst()) : c.path
+        let sslmode = c.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "disable"
+        let tls: PostgresClient.Configuration.TLS
+        switch sslmode {
+        case "disable": tls = .disable
+        case "prefer": tls = .prefer(.makeClientConfiguration())
+        case "require", "verify-full": tls = .require(.makeClientConfiguration())
+        default: throw URLError(description: "unsupported sslmode \(sslmode): use disable, prefer or require")
+        }
+        var config = PostgresClient.Configuration(
+            host: host, port: c.port ?? 5432, username: c.user ?? "postgres", password: c.password,
+            database: database.isEmpty ? nil : database, tls: tls)
+        config.options.maximumConnections = 16
+        return config
+    }
+
+    public static func connect(url: String, searchPath: String? = nil, logger: Logger) async throws -> PostgresBackend {
+        var config = try configuration(url: url)
+        if let searchPath { config.options.additionalStartupParameters = [("search_path", searchPath)] }
+        let client = PostgresClient(configuration: config, backgroundLogger: logger)
+        let backend = PostgresBackend(client: client, logger: logger)
+        try await PostgresMigrations.run(on: client, logger: logger)
+        return backend
+    }
+
+    private init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+        self.runTask = Task { await client.run() }
+    }
+
+    public func withWriteTransaction<T: Sendable>(_ body: @Sendable (any RegistryTransaction) async throws -> T) async throws -> T {
+        let logger = self.logger
+        return try await client.withTransaction(logger: logger) { connection in
+            try await body(PostgresTransaction(connection: connection, logger: logger))
+        }
+    }
+
+    public func get(name: String) async throws -> StoredResource? {
+        let rows = try await client.query(
+            "SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = \(name)", logger: logger)
+        for try await row in rows.decode((String, String, String, Int64, String).self) { return try Self.resource(row) }
+        return nil
+    }
+
+    public func list(kind: ResourceKind?, after: String?, limit: Int) async throws -> [StoredResource] {
+        let afterName = after ?? ""
+        let rows: PostgresRowSequence
+        if let kind {
+            rows = try await client.query("""
+                SELECT name, kind, labels, revision, document FROM triad_resources
+                WHERE name > \(afterName) AND kind = \(kind.rawValue) ORDER BY name LIMIT \(limit)
+                """, logger: logger)
+        } else {
+            rows = try await client.query("""
+                SELECT name, kind, labels, revision, document FROM triad_resources
+                WHERE name > \(afterName) ORDER BY name LIMIT \(limit)
+                """, logger: logger)
+        }
+        var out: [StoredResource] = []
+        for try await row in rows.decode((String, String, String, Int64, String).self) { out.append(try Self.resource(row)) }
+        return out
+    }
+
+    public func latestRevision() async throws -> Int64 {
+        let rows = try await client.query("SELECT value FROM triad_counters WHERE name = 'revision'", logger: logger)
+        for try await value in rows.decode(Int64.self) { return value }
+        return 0
+    }
+
+    public func events(after id: Int64, limit: Int) async throws -> EventBatch {
+        let rows = try await client.query("""
+            SELECT id, type, name, kind, labels, time, document FROM triad_events
+            WHERE id > \(id) ORDER BY id LIMIT \(limit)
+            """, logger: logger)
+        var events: [RegistryEvent] = []
+        for try await r in rows.decode((Int64, String, String, String, String, String, String).self) {
+            events.append(RegistryEvent(id: r.0, type: try RowCoding.eventType(r.1), name: r.2, kind: try RowCoding.kind(r.3),
+                                        labels: RowCoding.labels(r.4), time: r.5, document: Data(r.6.utf8)))
+        }
+        var oldest: Int64?
+        for try await value in try await client.query("SELECT min(id) FROM triad_events", logger: logger).decode(Int64?.self) {
+            oldest = value
+        }
+        return EventBatch(events: events, oldestRetained: oldest)
+    }
+
+    public func compactEvents(keep: Int) async throws -> Int {
+        let keep64 = Int64(keep)
+        let rows = try await client.query("""
+            DELETE FROM triad_events WHERE id <= (SELECT max(id) FROM triad_events) - \(keep64) RETURNING id
+            """, logger: logger)
+        var n = 0
+        for try await _ in rows { n += 1 }
+        return n
+    }
+
+    public func insertToken(_ token: TokenRecord) async throws {
+        let rows = try await client.query("""
+            INSERT INTO triad_tokens (name, role, resource, secret_hash, created_at)
+            VALUES (\(token.name), \(token.role.rawValue), \(token.resource), \(token.secretHash), \(token.createdAt))
+            ON CONFLICT (name) DO NOTHING RETURNING name
+            """, logger: logger)
+        var inserted = false
+        for try await _ in rows { inserted = true }
+        if !inserted { throw RegistryError.tokenExists(name: token.name) }
+    }
+
+    public func token(secretHash: String) async throws -> TokenRecord? {
+        try await tokens(where: "secret_hash", equals: secretHash).first
+    }
+
+    public func tokens() async throws -> [TokenRecord] {
+        try await collectTokens(try await client.query(
+            "SELECT name, role, resource, secret_hash, created_at, revoked_at FROM triad_tokens ORDER BY name", logger: logger))
+    }
+
+    private func tokens(where column: String, equals value: String) async throws -> [TokenRecord] {
+        let rows: PostgresRowSequence
+        if column == "name" {
+            rows = try await client.query(
+                "SELECT name, role, resource, secret_hash, created_at, revoked_at FROM triad_tokens WHERE name = \(value)", logger: logger)
+        } else {
+            rows = try await client.query(
+                "SELECT name, role, resource, secret_hash, created_at, revoked_at FROM triad_tokens WHERE secret_hash = \(value)", logger: logger)
+        }
+        return try await collectTokens(rows)
+    }
+
+    private func collectTokens(_ rows: PostgresRowSequence) async throws -> [TokenRecord] {
+        var out: [TokenRecord] = []
+        for try await r in rows.decode((String, String, String?, String, String, String?).self) {
+            out.append(TokenRecord(name: r.0, role: try RowCoding.role(r.1), resource: r.2, secretHash: r.3, createdAt: r.4, revokedAt: r.5))
+        }
+        return out
+    }
+
+    public func revokeToken(name: String, at time: String) async throws -> TokenRecord? {
+        _ = try await client.query(
+            "UPDATE triad_tokens SET revoked_at = \(time) WHERE name = \(name) AND revoked_at IS NULL", logger: logger)
+        return try await tokens(where: "name", equals: name).first
+    }
+
+    public func activeAdminCount() async throws -> Int {
+        let rows = try await client.query(
+            "SELECT count(*) FROM triad_tokens WHERE role = 'admin' AND revoked_at IS NULL", logger: logger)
+        for try await n in rows.decode(Int64.self) { return Int(n) }
+        return 0
+    }
+
+    public func ping() async throws {
+        _ = try await client.query("SELECT 1", logger: logger)
+    }
+
+    public func shutdown() async {
+        runTask.cancel()
+        await runTask.value
+    }
+
+    static func resource(_ r: (String, String, String, Int64, String)) throws -> StoredResource {
+        StoredResource(name: r.0, kind: try RowCoding.kind(r.1), labels: RowCoding.labels(r.2), revision: r.3, document: Data(r.4.utf8))
+    }
+}
+
+struct PostgresTransaction: RegistryTransaction {
+    let connection: PostgresConnection
+    let logger: Logger
+
+    func nextRevision() async throws -> Int64 {
+        let rows = try await connection.query(
+            "UPDATE triad_counters SET value = value + 1 WHERE name = 'revision' RETURNING value", logger: logger)
+        for try await value in rows.decode(Int64.self) { return value }
+        throw RegistryError.unavailable("revision counter missing")
+    }
+
+    func load(name: String) async throws -> StoredResource? {
+        let rows = try await connection.query(
+            "SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = \(name)", logger: logger)
+        for try await row in rows.decode((String, String, String, Int64, String).self) { return try PostgresBackend.resource(row) }
+        return nil
+    }
+
+    func insert(_ r: StoredResource) async throws {
+        let document = String(decoding: r.document, as: UTF8.self)
+        _ = try await connection.query("""
+            INSERT INTO triad_resources (name, kind, labels, revision, document)
+            VALUES (\(r.name), \(r.kind.rawValue), \(RowCoding.labelsText(r.labels)), \(r.revision), \(document))
+            """, logger: logger)
+    }
+
+    func update(_ r: StoredResource) async throws {
+        let document = String(decoding: r.document, as: UTF8.self)
+        _ = try await connection.query("""
+            UPDATE triad_resources SET kind = \(r.kind.rawValue), labels = \(RowCoding.labelsText(r.labels)),
+              revision = \(r.revision), document = \(document) WHERE name = \(r.name)
+            """, logger: logger)
+    }
+
+    func delete(name: String) async throws {
+        _ = try await connection.query("DELETE FROM triad_resources WHERE name = \(name)", logger: logger)
+    }
+
+    func append(_ e: RegistryEvent) async throws {
+        let document = String(decoding: e.document, as: UTF8.self)
+        _ = try await connection.query("""
+            INSERT INTO triad_events (id, type, name, kind, labels, time, document)
+            VALUES (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(RowCoding.labelsText(e.labels)), \(e.time), \(document))
+            """, logger: logger)
+    }
+}
+
+/// Versioned schema changes, applied in order at start under an advisory lock, so replicas
+/// starting together migrate once.
+enum PostgresMigrations {
+    static let lockKey: Int64 = 0x7472_6961_6401  // "triad" + 1
+
+    static let steps: [(version: Int, statements: [String])] = [
+        (1, [
+            "CREATE TABLE triad_counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+            "INSERT INTO triad_counters (name, value) VALUES ('revision', 0)",
+            """
+            CREATE TABLE triad_resources (name TEXT PRIMARY KEY COLLATE "C", kind TEXT NOT NULL, labels TEXT NOT NULL,
+              revision BIGINT NOT NULL, document TEXT NOT NULL)
+            """,
+            "CREATE INDEX triad_resources_kind ON triad_resources (kind, name)",
+            """
+            CREATE TABLE triad_events (id BIGINT PRIMARY KEY, type TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+              labels TEXT NOT NULL, time TEXT NOT NULL, document TEXT NOT NULL)
+            """,
+            """
+            CREATE TABLE triad_tokens (name TEXT PRIMARY KEY, role TEXT NOT NULL, resource TEXT,
+              secret_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT)
+            """,
+        ]),
+    ]
+
+    static func run(on client: PostgresClient, logger: Logger) async throws {
+        try await client.withTransaction(logger: logger) { conn in
+            _ = try await conn.query("SELECT pg_advisory_xact_lock(\(lockKey))", logger: logger)
+            _ = try await conn.query(
+                "CREATE TABLE IF NOT EXISTS triad_migrations (version INT PRIMARY KEY, applied_at TEXT NOT NULL)", logger: logger)
+            var applied = Set<Int>()
+            for try await v in try await conn.query("SELECT version FROM triad_migrations", logger: logger).decode(Int32.self) {
+                applied.insert(Int(v))
+            }
+            for step in steps where !applied.contains(step.version) {
+                for statement in step.statements {
+                    _ = try await conn.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                let version = Int32(step.version)
+                let now = Timestamp.format(Date())
+                _ = try await conn.query("INSERT INTO triad_migrations (version, applied_at) VALUES (\(version), \(now))", logger: logger)
+                logger.info("applied registry migration", metadata: ["version": "\(step.version)", "backend": "postgres"])
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+import Foundation
+import Logging
+import SQLiteNIO
+import Synchronization
+import TriadCore
+
+/// The embedded registry: one SQLite file in WAL mode. Writes go through a single connection,
+/// one transaction at a time; reads use their own connections and never see uncommitted data.
+public final class SQLiteBackend: RegistryBackend {
+    private let writer: SQLiteConnection
+    private let writeLock = AsyncMutex()
+    private let readers: [SQLiteConnection]
+    private let nextReader = Atomic<Int>(0)
+
+    public static func open(path: String, readers readerCount: Int = 4, logger: Logger) async throws -> SQLiteBackend {
+        let writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+        // WAL: readers do not block the writer; synchronous=NORMAL survives a killed process.
+        _ = try await writer.query("PRAGMA journal_mode=WAL", [])
+        _ = try await writer.query("PRAGMA synchronous=NORMAL", [])
+        _ = try await writer.query("PRAGMA busy_timeout=5000", [])
+        try await SQLiteMigrations.run(on: writer, logger: logger)
+        var readers: [SQLiteConnection] = []
+        for _ in 0..<max(1, readerCount) {
+            let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+            _ = try await reader.query("PRAGMA busy_timeout=5000", [])
+            readers.append(reader)
+        }
+        return SQLiteBackend(writer: writer, readers: readers)
+    }
+
+    private init(writer: SQLiteConnection, readers: [SQLiteConnection]) {
+        self.writer = writer
+        self.readers = readers
+    }
+
+    private var reader: SQLiteConnection {
+        readers[nextReader.wrappingAdd(1, ordering: .relaxed).oldValue % readers.count]
+    }
+
+    public func withWriteTransaction<T: Sendable>(_ body: @Sendable (any RegistryTransaction) async throws -> T) async throws -> T {
+        try await writeLock.withLock {
+            _ = try await writer.query("BEGIN IMMEDIATE", [])
+            do {
+                let result = try await body(SQLiteTransaction(connection: writer))
+                _ = try await writer.query("COMMIT", [])
+                return result
+            } catch {
+                _ = try? await writer.query("ROLLBACK", [])
+                throw error
+            }
+        }
+    }
+
+    public func get(name: String) async throws -> StoredResource? {
+        try await reader.query("SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = ?", [.text(name)])
+            .first.map(Self.resource)
+    }
+
+    public func list(kind: ResourceKind?, after: String?, limit: Int) async throws -> [StoredResource] {
+        var sql = "SELECT name, kind, labels, revision, document FROM triad_resources WHERE name > ?"
+        var binds: [SQLiteData] = [.text(after ?? "")]
+        if let kind {
+            sql += " AND kind = ?"
+            binds.append(.text(kind.rawValue))
+        }
+        sql += " ORDER BY name LIMIT ?"
+        binds.append(.integer(limit))
+        return try await reader.query(sql, binds).map(Self.resource)
+    }
+
+    public func latestRevision() async throws -> Int64 {
+        let rows = try await reader.query("SELECT value FROM triad_counters WHERE name = 'revision'", [])
+        return Int64(rows.first?.column("value")?.integer ?? 0)
+    }
+
+    public func events(after id: Int64, limit: Int) async throws -> EventBatch {
+        let conn = reader
+        let rows = try await conn.query(
+            "SELECT id, type, name, kind, labels, time, document FROM triad_events WHERE id > ? ORDER BY id LIMIT ?",
+            [.integer(Int(id)), .integer(limit)])
+        let oldest = try await conn.query("SELECT min(id) AS id FROM triad_events", []).first?.column("id")?.integer
+        return EventBatch(events: try rows.map(Self.event), oldestRetained: oldest.map(Int64.init))
+    }
+
+    public func compactEvents(keep: Int) async throws -> Int {
+        try await writeLock.withLock {
+            let rows = try await writer.query(
+                "DELETE FROM triad_events WHERE id <= (SELECT max(id) FROM triad_events) - ? RETURNING id", [.integer(keep)])
+            return rows.count
+        }
+    }
+
+    public func insertToken(_ token: TokenRecord) async throws {
+        try await writeLock.withLock {
+            let existing = try await writer.query("SELECT name FROM triad_tokens WHERE name = ?", [.text(token.name)])
+            guard existing.isEmpty else { throw RegistryError.tokenExists(name: token.name) }
+            _ = try await writer.query(
+                "INSERT INTO triad_tokens (name, role, resource, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                [.text(token.name), .text(token.role.rawValue), token.resource.map(SQLiteData.text) ?? .null,
+                 .text(token.secretHash), .text(token.createdAt)])
+        }
+    }
+
+    public func token(secretHash: String) async throws -> TokenRecord? {
+        try await reader.query("SELECT * FROM triad_tokens WHERE secret_hash = ?", [.text(secretHash)]).first.map(Self.token)
+    }
+
+    public func tokens() async throws -> [TokenRecord] {
+        try await reader.query("SELECT * FROM triad_tokens ORDER BY name", []).map(Self.token)
+    }
+
+    public func revokeToken(name: String, at time: String) async throws -> TokenRecord? {
+        try await writeLock.withLock {
+            _ = try await writer.query("UPDATE triad_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                                       [.text(time), .text(name)])
+            return try await writer.query("SELECT * FROM triad_tokens WHERE name = ?", [.text(name)]).first.map(Self.token)
+        }
+    }
+
+    public func activeAdminCount() async throws -> Int {
+        let rows = try await reader.query("SELECT count(*) AS n FROM triad_tokens WHERE role = 'admin' AND revoked_at IS NULL", [])
+        return rows.first?.column("n")?.integer ?? 0
+    }
+
+    public func ping() async throws {
+        _ = try await reader.query("SELECT 1", [])
+    }
+
+    public func shutdown() async {
+        try? await writer.close()
+        for r in readers { try? await r.close() }
+    }
+
+    static func resource(_ row: SQLiteRow) throws -> StoredResource {
+        StoredResource(
+            name: row.column("name")?.string ?? "",
+            kind: try RowCoding.kind(row.column("kind")?.string ?? ""),
+            labels: RowCoding.labels(row.column("labels")?.string ?? "{}"),
+            revision: Int64(row.column("revision")?.integer ?? 0),
+            document: Data((row.column("document")?.string ?? "").utf8))
+    }
+
+    static func event(_ row: SQLiteRow) throws -> RegistryEvent {
+        RegistryEvent(
+            id: Int64(row.column("id")?.integer ?? 0),
+            type: try RowCoding.eventType(row.column("type")?.string ?? ""),
+            name: row.column("name")?.string ?? "",
+            kind: try RowCoding.kind(row.column("kind")?.string ?? ""),
+            labels: RowCoding.labels(row.column("labels")?.string ?? "{}"),
+            time: row.column("time")?.string ?? "",
+            document: Data((row.column("document")?.string ?? "").utf8))
+    }
+
+    static func token(_ row: SQLiteRow) throws -> TokenRecord {
+        TokenRecord(
+            name: row.column("name")?.string ?? "",
+            role: try RowCoding.role(row.column("role")?.string ?? ""),
+            resource: row.column("resource")?.string,
+            secretHash: row.column("secret_hash")?.string ?? "",
+            createdAt: row.column("created_at")?.string ?? "",
+            revokedAt: row.column("revoked_at")?.string)
+    }
+}
+
+/// Statements of one write transaction on the writer connection.
+struct SQLiteTransaction: RegistryTransaction {
+    let connection: SQLiteConnection
+
+    func nextRevision() async throws -> Int64 {
+        let rows = try await connection.query(
+            "UPDATE triad_counters SET value = value + 1 WHERE name = 'revision' RETURNING value", [])
+        guard let value = rows.first?.column("value")?.integer else { throw RegistryError.unavailable("revision counter missing") }
+        return Int64(value)
+    }
+
+    func load(name: String) async throws -> StoredResource? {
+        try await connection.query("SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = ?", [.text(name)])
+            .first.map(SQLiteBackend.resource)
+    }
+
+    func insert(_ r: StoredResource) async throws {
+        _ = try await connection.query(
+            "INSERT INTO triad_resources (name, kind, labels, revision, document) VALUES (?, ?, ?, ?, ?)",
+            [.text(r.name), .text(r.kind.rawValue), .text(RowCoding.labelsText(r.labels)), .integer(Int(r.revision)),
+             .text(String(decoding: r.document, as: UTF8.self))])
+    }
+
+    func update(_ r: StoredResource) async throws {
+        _ = try await connection.query(
+            "UPDATE triad_resources SET kind = ?, labels = ?, revision = ?, document = ? WHERE name = ?",
+            [.text(r.kind.rawValue), .text(RowCoding.labelsText(r.labels)), .integer(Int(r.revision)),
+             .text(String(decoding: r.document, as: UTF8.self)), .text(r.name)])
+    }
+
+    func delete(name: String) async throws {
+        _ = try await connection.query("DELETE FROM triad_resources WHERE name = ?", [.text(name)])
+    }
+
+    func append(_ e: RegistryEvent) async throws {
+        _ = try await connection.query(
+            "INSERT INTO triad_events (id, type, name, kind, labels, time, document) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [.integer(Int(e.id)), .text(e.type.rawValue), .text(e.name), .text(e.kind.rawValue),
+             .text(RowCoding.labelsText(e.labels)), .text(e.time), .text(String(decoding: e.document, as: UTF8.self))])
+    }
+}
+
+/// Versioned schema changes, applied in order at start; each runs once.
+enum SQLiteMigrations {
+    static let steps: [(version: Int, statements: [String])] = [
+        (1, [
+            "CREATE TABLE triad_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+            "INSERT INTO triad_counters (name, value) VALUES ('revision', 0)",
+            """
+            CREATE TABLE triad_resources (name TEXT PRIMARY KEY, kind TEXT NOT NULL, labels TEXT NOT NULL,
+              revision INTEGER NOT NULL, document TEXT NOT NULL)
+            """,
+            "CREATE INDEX triad_resources_kind ON triad_resources (kind, name)",
+            """
+            CREATE TABLE triad_events (id INTEGER PRIMARY KEY, type TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+              labels TEXT NOT NULL, time TEXT NOT NULL, document TEXT NOT NULL)
+            """,
+            """
+            CREATE TABLE triad_tokens (name TEXT PRIMARY KEY, role TEXT NOT NULL, resource TEXT,
+              secret_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT)
+            """,
+        ]),
+    ]
+
+    static func run(on db: SQLiteConnection, logger: Logger) async throws {
+        _ = try await db.query("CREATE TABLE IF NOT EXISTS triad_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)", [])
+        let applied = Set(try await db.query("SELECT version FROM triad_migrations", []).compactMap { $0.column("version")?.integer })
+        for step in steps where !applied.contains(step.version) {
+            _ = try await db.query("BEGIN IMMEDIATE", [])
+            do {
+                for statement in step.statements { _ = try await db.query(statement, []) }
+                _ = try await db.query("INSERT INTO triad_migrations (version, applied_at) VALUES (?, ?)",
+                                       [.integer(step.version), .text(Timestamp.format(Date()))])
+                _ = try await db.query("COMMIT", [])
+                logger.info("applied registry migration", metadata: ["version": "\(step.version)", "backend": "sqlite"])
+            } catch {
+                _ = try? await db.query("ROLLBACK", [])
+                throw error
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import Crypto
+import Foundation
+import Logging
+import Synchronization
+import TriadCore
+
+/// Issues, checks and revokes bearer tokens. Only SHA-256 hashes are stored; secrets are shown
+/// once, at creation, and never logged.
+public final class TokenAuthority: Sendable {
+    private let backend: any RegistryBackend
+    /// Recently checked tokens, so a read does not cost a database round trip. Revocation on this
+    /// server clears it at once; another replica's revocation takes effect within `cacheTTL`.
+    private let cache = Mutex<[String: (principal: Principal?, expires: ContinuousClock.Instant)]>([:])
+    private let cacheTTL: Duration = .seconds(5)
+
+    public init(backend: any RegistryBackend) {
+        self.backend = backend
+    }
+
+    public static func hash(_ secret: String) -> String {
+        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    public static func generateSecret() -> String {
+        var rng = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        return "triad_" + bytes.map { String(format: "%02x", $0) }.joined()
+    }
+
+    public func authenticate(_ secret: String) async throws -> Principal? {
+        let hash = Self.hash(secret)
+        let now = ContinuousClock.now
+        if let hit = cache.withLock({ $0[hash] }), hit.expires > now { return hit.principal }
+        let record = try await backend.token(secretHash: hash)
+        let principal = record.flatMap { $0.revokedAt == nil ? Principal(name: $0.name, role: $0.role, resource: $0.resource) : nil }
+        cache.withLock { entries in
+            if entries.count > 10_000 { entries.removeAll() }
+            entries[hash] = (principal, now + cacheTTL)
+        }
+        return principal
+    }
+
+    /// Creates a token and returns its secret (the only time it exists outside the caller).
+    public func create(name: String, role: Role, resource: String?, secret: String = TokenAuthority.generateSecret()) async throws -> (TokenRecord, String) {
+        let record = TokenRecord(name: name, role: role, resource: resource, secretHash: Self.hash(secret),
+                                 createdAt: Timestamp.format(Date()))
+        try await backend.insertToken(record)
+        cache.withLock { $0.removeValue(forKey: record.secretHash) }
+        return (record, secret)
+    }
+
+    public func revoke(name: String) async throws -> TokenRecord? {
+        let record = try await backend.revokeToken(name: name, at: Timestamp.format(Date()))
+        if let record { cache.withLock { _ = $0.removeValue(forKey: record.secretHash) } }
+        return record
+    }
+
+    public func list() async throws -> [TokenRecord] {
+        try await backend.tokens()
+    }
+
+    public enum Bootstrap: Equatable, Sendable {
+        /// A new admin token was written to this file.
+        case wroteFile(path: String, secret: String)
+        /// `TRIAD_ADMIN_TOKEN` is an active admin token.
+        case fromEnvironment
+        /// An admin already exists; nothing to do.
+        case existing
+    }
+
+    /// Ensures an admin can log in (DESIGN §3): `TRIAD_ADMIN_TOKEN` if given, else on the first
+    /// start a new token in `<data-dir>/admin.token` (mode 0600).
+    public func bootstrap(dataDir: String, environmentToken: String?, logger: Logger) async throws -> Bootstrap {
+        if let secret = environmentToken, !secret.isEmpty {
+            if let existing = try await backend.token(secretHash: Self.hash(secret)) {
+                if existing.revokedAt != nil { logger.warning("TRIAD_ADMIN_TOKEN names a revoked token; it stays revoked") }
+                else if existing.role != .admin { logger.warning("TRIAD_ADMIN_TOKEN names a token that is not an admin") }
+                return .fromEnvironment
+            }
+            let name = try await freeName(base: "env-admin")
+            _ = try await create(name: name, role: .admin, resource: nil, secret: secret)
+            logger.info("created admin token from TRIAD_ADMIN_TOKEN", metadata: ["token.name": "\(name)"])
+            return .fromEnvironment
+        }
+        guard try await backend.activeAdminCount() == 0 else { return .existing }
+        let name = try await freeName(base: "admin")
+        let (_, secret) = try await create(name: name, role: .admin, resource: nil)
+        let path = URL(fileURLWithPath: dataDir).appendingPathComponent("admin.token").path
+        FileManager.default.createFile(atPath: path, contents: Data((secret + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        _ = chmod(path, 0o600)
+        logger.info("created bootstrap admin token", metadata: ["token.name": "\(name)", "file": "\(path)"])
+        return .wroteFile(path: path, secret: secret)
+    }
+
+    private func freeName(base: String) async throws -> String {
+        let taken = Set(try await backend.tokens().map(\.name))
+        if !taken.contains(base) { return base }
+        var n = 2
+        while taken.contains("\(base)-\(n)") { n += 1 }
+        return "\(base)-\(n)"
+    }
+}

@@ -1,0 +1,33 @@
+import Hummingbird
+import TriadCore
+
+public struct TriadRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// Set by `AuthMiddleware` for every route but the open ones.
+    public var principal: Principal?
+
+    public init(source: Source) {
+        self.coreContext = .init(source: source)
+        self.principal = nil
+    }
+
+    /// The caller, if allowed to do `action`; otherwise the problem to answer with.
+    func require(_ action: Action) throws -> Principal {
+        guard let principal else { throw Problem.unauthorized("a bearer token is required") }
+        guard principal.may(action) else {
+            throw Problem.forbidden("role \(principal.role.rawValue) may not \(Self.describe(action))")
+        }
+        return principal
+    }
+
+    static func describe(_ action: Action) -> String {
+        switch action {
+        case .readResources: "read resources"
+        case .writeResources: "write resources"
+        case .writeStatus(let name): "write the status of \(name)"
+        case .readEvents: "read events"
+        case .manageTokens: "manage tokens"
+        case .readServerInfo: "read server information"
+        }
+    }
+}

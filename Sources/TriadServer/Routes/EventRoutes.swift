@@ -1,0 +1,97 @@
+import Foundation
+import Hummingbird
+import Logging
+import TriadCore
+
+/// `GET /api/v1/events`: registry events as Server-Sent Events of CloudEvents, resumable with
+/// `Last-Event-ID` (or `?since=`). Without either, the stream starts from now.
+struct EventRoutes {
+    let registry: Registry
+    let notifier: EventNotifier
+    static let keepAliveInterval: Duration = .seconds(15)
+    static let batchSize = 500
+
+    func register(_ routes: RouteTable) {
+        routes.on(.get, "/api/v1/events", stream)
+    }
+
+    @Sendable func stream(_ request: Request, context: TriadRequestContext) async throws -> Response {
+        _ = try context.require(.readEvents)
+        let params = request.uri.queryParameters
+        var types: Set<String>?
+        if let list = params.get("types"), !list.isEmpty {
+            let requested = Set(list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+            let known = Set(RegistryEventType.allCases.map(\.cloudEventType))
+            let unknown = requested.subtracting(known).sorted()
+            if !unknown.isEmpty {
+                throw Problem.badRequest("unknown event types \(unknown.joined(separator: ", ")); known: \(known.sorted().joined(separator: ", "))")
+            }
+            types = requested
+        }
+        var selector = LabelSelector.everything
+        if let text = params.get("labelSelector") {
+            do { selector = try LabelSelector(parsing: text) } catch { throw Problem.badRequest(error.message) }
+        }
+        let follow: Bool
+        switch params.get("follow") {
+        case nil, "true": follow = true
+        case "false": follow = false
+        default: throw Problem.badRequest("follow must be true or false")
+        }
+        let resumeText = request.headers.first(where: { $0.name.canonicalName == "last-event-id" })?.value ?? params.get("since")
+        let start: Int64
+        if let resumeText {
+            guard let id = Int64(resumeText.trimmingCharacters(in: .whitespaces)), id >= 0 else {
+                throw Problem.badRequest("Last-Event-ID and since must be an event id (a non-negative integer)")
+            }
+            let first = try await registry.backend.events(after: id, limit: 1)
+            if let oldest = first.oldestRetained, id + 1 < oldest {
+                throw Problem.gone("events after \(id) up to \(oldest - 1) were compacted; list resources to resync, then follow from \(try await registry.backend.latestRevision())")
+            }
+            start = id
+        } else {
+            start = try await registry.backend.latestRevision()
+        }
+        let wakeups = notifier.subscribe()
+        let backend = registry.backend
+        let logger = context.logger
+        let wanted = types
+        let labelFilter = selector
+        let filter: @Sendable (RegistryEvent) -> Bool = { event in
+            (wanted?.contains(event.type.cloudEventType) ?? true) && labelFilter.matches(event.labels)
+        }
+        let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache"]
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            var cursor = start
+            var lastWrite = ContinuousClock.now
+            // Opening comment: the stream is live even before the first event.
+            try await writer.write(ByteBuffer(string: ": stream open from \(cursor)\n\n"))
+            var iterator = wakeups.makeAsyncIterator()
+            while !Task.isCancelled {
+                let batch = try await backend.events(after: cursor, limit: Self.batchSize)
+                var out = ByteBuffer()
+                for event in batch.events {
+                    cursor = event.id
+                    guard filter(event) else { continue }
+                    out.writeString("id: \(event.id)\nevent: \(event.type.cloudEventType)\ndata: ")
+                    out.writeBytes(CloudEventRenderer.render(event))
+                    out.writeString("\n\n")
+                }
+                if out.readableBytes > 0 {
+                    try await writer.write(out)
+                    lastWrite = .now
+                }
+                if batch.events.count == Self.batchSize { continue }
+                // follow=false: the backlog only (what `triad events` without --follow prints).
+                if !follow { break }
+                if ContinuousClock.now - lastWrite >= Self.keepAliveInterval {
+                    try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                    lastWrite = .now
+                }
+                guard await iterator.next() != nil else { break }
+            }
+            logger.debug("event stream closed")
+            try await writer.finish(nil)
+        })
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import Hummingbird
+import TriadCore
+
+/// `/api/v1/resources` and the status subresource (DESIGN §3).
+struct ResourceRoutes {
+    let registry: Registry
+    let reader: RequestReader
+    let written: @Sendable () -> Void
+
+    func register(_ routes: RouteTable) {
+        routes.on(.get, "/api/v1/resources", list)
+        routes.on(.post, "/api/v1/resources", create)
+        routes.on(.get, "/api/v1/resources/{name}", get)
+        routes.on(.put, "/api/v1/resources/{name}", replace)
+        routes.on(.patch, "/api/v1/resources/{name}", patch)
+        routes.on(.delete, "/api/v1/resources/{name}", delete)
+        routes.on(.get, "/api/v1/resources/{name}/status", get)
+        routes.on(.put, "/api/v1/resources/{name}/status", replaceStatus)
+        routes.on(.patch, "/api/v1/resources/{name}/status", patchStatus)
+    }
+
+    @Sendable func list(_ request: Request, context: TriadRequestContext) async throws -> Response {
+        _ = try context.require(.readResources)
+        let params = request.uri.queryParameters
+        var query = ListQuery()
+        if let text = params.get("labelSelector") {
+            do { query.selector = try LabelSelector(parsing: text) } catch { throw Problem.badRequest(error.message) }
+        }
+        if let kind = params.get("kind"), !kind.isEmpty {
+            guard let k = ResourceKind(rawValue: kind) else {
+                throw Problem.badRequest("kind must be one of \(ResourceKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            query.kind = k
+        }
+        if let limit = params.get("limit") {
+            guard let n = Int(limit), (1...ListQuery.maxLimit).contains(n) else {
+                throw Problem.badRequest("limit must be an integer from 1 to \(ListQuery.maxLimit)")
+            }
+            query.limit = n
+        }
+        if let token = params.get("continue"), !token.isEmpty {
+            guard (try? ContinueToken.decode(token)) != nil else { throw Problem.badRequest("continue is not a token this server issued") }
+            query.continueToken = token
+        }
+        let page = try await registry.list(query)
+        // Spliced from stored documents: a list costs no decoding.
+        var out = Data(#"{"apiVersion":"triad.io/v1alpha1","items":["#.utf8)
+        for (i, item) in page.items.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(item.document)
+        }
+        var meta: [String: String] = ["resourceVersion": String(page.revision)]
+        if let token = page.continueToken { meta["continue"] = token }
+        out.append(contentsOf: Array(#"],"kind":"ResourceList","metadata":"#.utf8))
+        out.append(JSONCoding.encode(meta))
+        out.append(UInt8(ascii: "}"))
+        return .json(.ok, out)
+    }
+
+    @Sendable func get(_ request: Request, context: TriadRequestContext) async throws -> Response {
+        let name = try context.parameters.name()
+        guard let principal = context.principal else { throw Problem.unauthorized("a bearer token is required") }
+        guard principal.mayRead(resource: name) else { throw Problem.forbidden("role \(principal.role.rawValue) may not read \(name)") }
+        return .resource(try await registry.get(name))
+    }
+
+    @Sendable func create(_ request: Request, context: TriadRequestContext) async throws -> Response {
+        _ = try context.require(.writeResources)
+        let resource = try await document(request)
+        let record = try await registry.create(resource)
+        written()
+        return .resource(record, status: .created, location: true)
+    }
+
+    @Sendable func replace(_ request: Request, context: TriadRequestContext) async throws -> Response {
+        _ = try context.require(.writeResources)
+        let name = try context.parameters.name()
+        let resource = try await document(request, pathName: name)
+        let precondition = try reader.precondition(request, bodyVersion: resource.metadata.resourceVersion)
+        let (record, created) = try await registry.replace(resource, precondition: precondition)
+        written()
+        return .resource(record, status: created ? .created : .ok, location: created)
+    }
+
+    @Sendable func patch(_ request: Request, context: TriadRequestContext) async throws -> Response {
+        _ = try context.require(.writeResources)
+        let name = try context.parameters.name()
+        let patch = try await reader.tree(request, kind: .mergePatch)
+        guard case .object = patch else { throw Problem.badRequest("a merge patch must be a JSON object") }
+        let record = try await registry.patch(name, patch: patch, precondition: try reader.precondition(request, bodyVersion: nil))
+        written()
+        return .resource(record)
+    }
+
+    @Sendable func delete(_ request: Request, context: TriadRequestContext) async throws -> Response {
+        _ = try context.require(.writeResources)
+        let name = try context.parameters.name()
+        let record = try await registry.delete(name, precondition: try reader.precondition(request, bodyVersion: nil))
+        written()
+        return .resource(record)
+    }
+
+    @Sendable func replaceStatus(_ request: Request, context: TriadRequestContext) async throws -> Response {
+        let name = try context.parameters.name()
+        _ = try context.require(.writeStatus(resource: name))
+        let tree = try await reader.tree(request, kind: .document)
+        guard case .object(let members) = tree else { throw Problem.invalid([Violation(pointer: "", message: "must be an object")]) }
+        guard let status = members["status"] else { throw Problem.invalid([Violation(pointer: "/status", message: "is required")]) }
+        let bodyVersion = try statusWriteVersion(tree)
+        let record = try await registry.writeStatus(name, .replace(status), precondition: try reader.precondition(request, bodyVersion: bodyVersion))
+        written()
+        return .resource(record)
+    }
+
+    @Sendable func patchStatus(_ request: Request, context: TriadRequestContext) async throws -> Response {
+        let name = try context.parameters.name()
+        _ = try context.require(.writeStatus(resource: name))
+        let tree = try await reader.tree(request, kind: .mergePatch)
+        guard case .object(let members) = tree else { throw Problem.badRequest("a merge patch must be a JSON object") }
+        let unknown = members.keys.filter { $0 != "status" && $0 != "metadata" }.sorted()
+        if !unknown.isEmpty {
+            throw Problem.invalid(unknown.map { Violation(pointer: "/\($0)", message: "a status patch may only contain status (and metadata.resourceVersion)") })
+        }
+        guard let status = members["status"] else { throw Problem.invalid([Violation(pointer: "/status", message: "is required")]) }
+        let bodyVersion = try statusWriteVersion(tree)
+        let record = try await registry.writeStatus(name, .merge(status), precondition: try reader.precondition(request, bodyVersion: bodyVersion))
+        written()
+        return .resource(record)
+    }
+
+    /// Reads, validates and decodes a Resource document from the body.
+    private func document(_ request: Request, pathName: String? = nil) async throws -> Resource {
+        let tree = try await reader.tree(request, kind: .document)
+        var violations = ResourceValidator.validate(tree)
+        if let pathName, let bodyName = tree["metadata"]?["name"]?.stringValue, bodyName != pathName {
+            violations.append(Violation(pointer: "/metadata/name", message: "must match the name in the URL (\(pathName))"))
+        }
+        guard violations.isEmpty else { throw Problem.invalid(violations) }
+        return try Resource(validated: tree)
+    }
+
+    private func statusWriteVersion(_ tree: JSONValue) throws -> String? {
+        guard let version = tree["metadata"]?["resourceVersion"] else { return nil }
+        guard case .string(let s) = version else {
+            throw Problem.invalid([Violation(pointer: "/metadata/resourceVersion", message: "must be a string")])
+        }
+        return s
+    }
+}

@@ -1,0 +1,52 @@
+import Foundation
+
+/// Everything `triad server` can be told (flags > `TRIAD_*` environment > YAML file > defaults).
+public struct ServerConfiguration: Sendable, Equatable {
+    /// `sqlite:<path>` or `postgres://…`. Default: SQLite under the data directory.
+    public var database: String?
+    public var dataDir: String = ".triad"
+    public var listenHost: String = "127.0.0.1"
+    public var listenPort: Int = 8080
+    public var maxBodyBytes: Int = 1 << 20
+    /// How many registry events the log keeps for resuming streams.
+    public var eventRetention: Int = 100_000
+    /// `TRIAD_ADMIN_TOKEN`: ensures an admin with this token instead of writing `admin.token`.
+    public var adminToken: String?
+
+    public init() {}
+
+    public enum Database: Equatable, Sendable {
+        case sqlite(path: String)
+        case postgres(url: String)
+    }
+
+    public struct Invalid: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    public func resolvedDatabase() throws -> Database {
+        guard let database, !database.isEmpty else {
+            return .sqlite(path: URL(fileURLWithPath: dataDir).appendingPathComponent("triad.db").path)
+        }
+        if database.hasPrefix("postgres://") || database.hasPrefix("postgresql://") { return .postgres(url: database) }
+        if database.hasPrefix("sqlite:") {
+            var path = String(database.dropFirst("sqlite:".count))
+            if path.hasPrefix("//") { path = String(path.dropFirst(2)) }
+            guard !path.isEmpty else { throw Invalid(description: "--database sqlite: needs a file path, e.g. sqlite:.triad/triad.db") }
+            return .sqlite(path: path)
+        }
+        throw Invalid(description: "--database must be sqlite:<path> or postgres://user:password@host:port/database")
+    }
+
+    /// Parses `HOST:PORT` (`[::1]:8080` for IPv6).
+    public mutating func setListen(_ text: String) throws {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw Invalid(description: "--listen must be HOST:PORT, e.g. 127.0.0.1:8080")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw Invalid(description: "--listen must name a host, e.g. 127.0.0.1:8080") }
+        listenHost = host
+        listenPort = port
+    }
+}

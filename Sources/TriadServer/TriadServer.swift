@@ -1,0 +1,105 @@
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import TriadCore
+import TriadPostgres
+import TriadSQLite
+
+/// Wires the registry, tokens and HTTP routes into one server. `triad server` and the tests
+/// both start it through here.
+public final class TriadServer: Sendable {
+    public let configuration: ServerConfiguration
+    public let registry: Registry
+    public let authority: TokenAuthority
+    public let notifier = EventNotifier()
+    public let bootstrap: TokenAuthority.Bootstrap
+    private let logger: Logger
+
+    public static func open(_ configuration: ServerConfiguration, logger: Logger) async throws -> TriadServer {
+        try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
+        let backend: any RegistryBackend
+        switch try configuration.resolvedDatabase() {
+        case .sqlite(let path):
+            let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            backend = try await SQLiteBackend.open(path: path, logger: logger)
+            logger.info("registry opened", metadata: ["backend": "sqlite", "path": "\(path)"])
+        case .postgres(let url):
+            backend = try await PostgresBackend.connect(url: url, logger: logger)
+            logger.info("registry opened", metadata: ["backend": "postgres"])
+        }
+        return try await TriadServer(configuration: configuration, backend: backend, logger: logger)
+    }
+
+    public init(configuration: ServerConfiguration, backend: any RegistryBackend, logger: Logger) async throws {
+        self.configuration = configuration
+        self.registry = Registry(backend: backend)
+        self.authority = TokenAuthority(backend: backend)
+        self.logger = logger
+        self.bootstrap = try await authority.bootstrap(dataDir: configuration.dataDir, environmentToken: configuration.adminToken, logger: logger)
+        _ = ServerMetrics.registry
+    }
+
+    /// The routes, recorded for the OpenAPI test.
+    public func makeRouter() -> (Router<TriadRequestContext>, RouteTable) {
+        let router = Router(context: TriadRequestContext.self)
+        router.add(middleware: ProblemMiddleware())
+        router.add(middleware: MetricsMiddleware())
+        router.add(middleware: AuthMiddleware(authority: authority))
+        let table = RouteTable(router: router)
+        let reader = RequestReader(maxBodyBytes: configuration.maxBodyBytes)
+        let notifier = self.notifier
+        SystemRoutes(registry: registry, metrics: ServerMetrics.registry).register(table)
+        ResourceRoutes(registry: registry, reader: reader, written: { notifier.notify() }).register(table)
+        EventRoutes(registry: registry, notifier: notifier).register(table)
+        TokenRoutes(authority: authority, registry: registry, reader: reader).register(table)
+        return (router, table)
+    }
+
+    /// Serves until cancelled or, with `handleSignals`, until SIGTERM/SIGINT; then shuts down gracefully.
+    public func run(handleSignals: Bool = true, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let (router, _) = makeRouter()
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(configuration.listenHost, port: configuration.listenPort), serverName: nil),
+            services: [
+                PeriodicService(name: "event-wakeup", interval: .seconds(1)) { [notifier] in notifier.notify() },
+                PeriodicService(name: "event-compaction", interval: .seconds(60)) { [registry, configuration, logger] in
+                    let removed = try await registry.backend.compactEvents(keep: configuration.eventRetention)
+                    if removed > 0 { logger.info("compacted event log", metadata: ["removed": "\(removed)"]) }
+                },
+            ],
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
+            logger: logger)
+        defer { notifier.finishAll() }
+        if handleSignals {
+            try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        } else {
+            try await app.run()
+        }
+    }
+
+    public func shutdown() async {
+        notifier.finishAll()
+        await registry.backend.shutdown()
+    }
+}
+
+/// A loop that runs `work` every `interval` until graceful shutdown; a failed round is logged, not fatal.
+struct PeriodicService: Service {
+    let name: String
+    let interval: Duration
+    let work: @Sendable () async throws -> Void
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do { try await work() } catch {
+                    Logger(label: "triad.\(name)").warning("periodic task failed", metadata: ["task": "\(name)", "error.type": "\(type(of: error))"])
+                }
+                try await Task.sleep(for: interval)
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import ArgumentParser
+import Foundation
+import Logging
+import TriadCore
+import TriadServer
+import Yams
+
+struct ServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "server",
+        abstract: "Run the Triad server.",
+        discussion: """
+        Every setting comes from a flag, else a TRIAD_* environment variable, else the YAML file \
+        given with --config, else its default. Keys: database (TRIAD_DATABASE), dataDir \
+        (TRIAD_DATA_DIR), listen (TRIAD_LISTEN), maxBodyBytes (TRIAD_MAX_BODY_BYTES), \
+        eventRetention (TRIAD_EVENT_RETENTION), logLevel (TRIAD_LOG_LEVEL). TRIAD_ADMIN_TOKEN \
+        ensures an admin with that token (environment only, never a file or flag).
+        """)
+
+    @Option(help: "YAML configuration file.")
+    var config: String?
+    @Option(help: "sqlite:<path> or postgres://user:password@host:port/database (default: SQLite in the data directory).")
+    var database: String?
+    @Option(help: "Directory for the embedded database and admin.token (default ./.triad).")
+    var dataDir: String?
+    @Option(help: "HOST:PORT to listen on (default 127.0.0.1:8080).")
+    var listen: String?
+    @Option(help: "Largest request body in bytes (default 1048576).")
+    var maxBodyBytes: Int?
+    @Option(help: "Registry events kept for resuming streams (default 100000).")
+    var eventRetention: Int?
+    @Option(help: "trace, debug, info, notice, warning, error or critical (default info).")
+    var logLevel: String?
+
+    static let fileKeys: Set<String> = ["database", "dataDir", "listen", "maxBodyBytes", "eventRetention", "logLevel"]
+
+    func run() async throws {
+        let env = ProcessInfo.processInfo.environment
+        let file = try loadConfigFile()
+        func setting(_ flag: String?, _ envKey: String, _ fileKey: String) -> String? {
+            flag ?? env[envKey] ?? file[fileKey]
+        }
+        func integer(_ flag: Int?, _ envKey: String, _ fileKey: String, minimum: Int) throws -> Int? {
+            if let flag { return try check(flag, fileKey, minimum) }
+            guard let text = env[envKey] ?? file[fileKey] else { return nil }
+            guard let n = Int(text) else { throw ValidationError("\(fileKey) must be an integer, not \(text)") }
+            return try check(n, fileKey, minimum)
+        }
+        func check(_ n: Int, _ key: String, _ minimum: Int) throws -> Int {
+            guard n >= minimum else { throw ValidationError("\(key) must be at least \(minimum)") }
+            return n
+        }
+
+        var cfg = ServerConfiguration()
+        cfg.database = setting(database, "TRIAD_DATABASE", "database")
+        if let dir = setting(dataDir, "TRIAD_DATA_DIR", "dataDir") { cfg.dataDir = dir }
+        if let listen = setting(listen, "TRIAD_LISTEN", "listen") {
+            do { try cfg.setListen(listen) } catch { throw ValidationError("\(error)") }
+        }
+        if let n = try integer(maxBodyBytes, "TRIAD_MAX_BODY_BYTES", "maxBodyBytes", minimum: 1024) { cfg.maxBodyBytes = n }
+        if let n = try integer(eventRetention, "TRIAD_EVENT_RETENTION", "eventRetention", minimum: 100) { cfg.eventRetention = n }
+        cfg.adminToken = env["TRIAD_ADMIN_TOKEN"]
+        do { _ = try cfg.resolvedDatabase() } catch { throw ValidationError("\(error)") }
+        let levelText = setting(logLevel, "TRIAD_LOG_LEVEL", "logLevel") ?? "info"
+        guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("logLevel must be one of trace, debug, info, notice, warning, error, critical") }
+
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "triad.server")
+        let server: TriadServer
+        do {
+            server = try await TriadServer.open(cfg, logger: logger)
+        } catch {
+            FileHandle.standardError.write(Data("error: cannot open the registry: \(String(describing: error))\n".utf8))
+            throw ExitCode(1)
+        }
+        switch server.bootstrap {
+        case .wroteFile(let path, let secret):
+            // Shown once so the first user can log in; only on a terminal, never into a log file.
+            if isatty(STDOUT_FILENO) != 0 {
+                print("bootstrap admin token: \(secret)")
+            }
+            print("bootstrap admin token written to \(path)")
+        case .fromEnvironment, .existing:
+            break
+        }
+        let host = cfg.listenHost
+        do {
+            try await server.run { port in
+                logger.info("listening", metadata: ["address": "\(host):\(port)"])
+            }
+        } catch {
+            await server.shutdown()
+            FileHandle.standardError.write(Data("error: the server stopped: \(String(describing: error))\n".utf8))
+            throw ExitCode(1)
+        }
+        await server.shutdown()
+    }
+
+    /// The flat YAML map of --config; unknown keys are an error, not ignored.
+    func loadConfigFile() throws -> [String: String] {
+        guard let config else { return [:] }
+        guard let data = FileManager.default.contents(atPath: config) else { throw ValidationError("cannot read config file \(config)") }
+        let tree: JSONValue
+        do { tree = try DocumentReader.read(data, format: .yaml) } catch { throw ValidationError("config file \(config): \(error.message)") }
+        guard case .object(let members) = tree else { throw ValidationError("config file \(config) must be a YAML map of settings") }
+        var out: [String: String] = [:]
+        for (key, value) in members {
+            guard Self.fileKeys.contains(key) else {
+                throw ValidationError("config file \(config): unknown key \"\(key)\"; known: \(Self.fileKeys.sorted().joined(separator: ", "))")
+            }
+            switch value {
+            case .string(let s): out[key] = s
+            case .number(let d) where d.rounded() == d: out[key] = String(Int64(d))
+            default: throw ValidationError("config file \(config): \(key) must be a string or an integer")
+            }
+        }
+        return out
+    }
+}
