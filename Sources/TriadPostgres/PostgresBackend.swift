@@ -53,8 +53,14 @@ public final class PostgresBackend: RegistryBackend {
 
     public func withWriteTransaction<T: Sendable>(_ body: @Sendable (any RegistryTransaction) async throws -> T) async throws -> T {
         let logger = self.logger
-        return try await client.withTransaction(logger: logger) { connection in
-            try await body(PostgresTransaction(connection: connection, logger: logger))
+        do {
+            return try await client.withTransaction(logger: logger) { connection in
+                try await body(PostgresTransaction(connection: connection, logger: logger))
+            }
+        } catch let error as PostgresTransactionError {
+            // The registry's own refusals (conflict, not found, invalid) come back unwrapped.
+            if let refusal = error.closureError as? RegistryError, error.rollbackError == nil { throw refusal }
+            throw error
         }
     }
 

@@ -1,0 +1,268 @@
+import Foundation
+import Testing
+import TriadCore
+
+/// One contract, two backends: every test here runs against SQLite and against PostgreSQL.
+@Suite("Registry conformance")
+struct RegistryConformanceTests {
+    static func resource(_ name: String, kind: ResourceKind = .device, labels: [String: String]? = nil) -> Resource {
+        var spec = ResourceSpec(kind: kind)
+        spec.description = ["brand": "Acme"]
+        return Resource(metadata: ObjectMeta(name: name, labels: labels), spec: spec)
+    }
+
+    func withRegistry(_ kind: BackendKind, _ body: (Registry) async throws -> Void) async throws {
+        let (backend, _) = try await TestEnvironment.makeBackend(kind)
+        let registry = Registry(backend: backend)
+        do { try await body(registry) } catch {
+            await backend.shutdown()
+            throw error
+        }
+        await backend.shutdown()
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func createGetReplaceDelete(_ kind: BackendKind) async throws {
+        try await withRegistry(kind) { registry in
+            let created = try await registry.create(Self.resource("coffee-3f"))
+            let doc = try created.decode()
+            #expect(doc.metadata.generation == 1)
+            #expect(doc.metadata.uid != nil)
+            #expect(doc.metadata.resourceVersion == String(created.revision))
+            #expect(doc.status?.phase == .pending)
+            #expect(doc.status?.probePhase == .notReady)
+            #expect(try await registry.get("coffee-3f") == created)
+
+            await #expect(throws: RegistryError.alreadyExists(name: "coffee-3f")) { try await registry.create(Self.resource("coffee-3f")) }
+
+            var changed = Self.resource("coffee-3f", labels: ["a": "b"])
+            changed.spec.aliasName = "Pantry coffee"
+            let (replaced, wasCreated) = try await registry.replace(changed, precondition: nil)
+            #expect(!wasCreated)
+            let r = try replaced.decode()
+            #expect(r.metadata.generation == 2)
+            #expect(r.metadata.uid == doc.metadata.uid)
+            #expect(r.metadata.creationTimestamp == doc.metadata.creationTimestamp)
+            #expect(replaced.revision > created.revision)
+            #expect(r.spec.aliasName == "Pantry coffee")
+
+            let deleted = try await registry.delete("coffee-3f", precondition: nil)
+            #expect(deleted.revision > replaced.revision)
+            await #expect(throws: RegistryError.notFound(name: "coffee-3f")) { try await registry.get("coffee-3f") }
+            await #expect(throws: RegistryError.notFound(name: "coffee-3f")) { try await registry.delete("coffee-3f", precondition: nil) }
+        }
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func generationMovesOnSpecWritesOnly(_ kind: BackendKind) async throws {
+        try await withRegistry(kind) { registry in
+            let v1 = try await registry.create(Self.resource("lamp"))
+            // Label-only write: new version, same generation.
+            let (v2, _) = try await registry.replace(Self.resource("lamp", labels: ["floor": "3"]), precondition: nil)
+            #expect(try v2.decode().metadata.generation == 1)
+            #expect(v2.revision > v1.revision)
+            // Status write: new version, same generation.
+            let v3 = try await registry.writeStatus("lamp", .merge(.object(["phase": .string("Running")])), precondition: nil)
+            #expect(try v3.decode().metadata.generation == 1)
+            #expect(try v3.decode().status?.phase == .running)
+            #expect(try v3.decode().status?.createTime != nil, "a merge keeps the other status fields")
+            // Spec write through a merge patch: generation moves.
+            let v4 = try await registry.patch("lamp", patch: .object(["spec": .object(["aliasName": .string("Desk lamp")])]), precondition: nil)
+            #expect(try v4.decode().metadata.generation == 2)
+            #expect(try v4.decode().status?.phase == .running, "spec writes keep status")
+            // Status in a main-resource patch is ignored.
+            let v5 = try await registry.patch("lamp", patch: .object(["status": .object(["phase": .string("Failed")])]), precondition: nil)
+            #expect(try v5.decode().status?.phase == .running)
+            // Status replace drops fields not given.
+            let v6 = try await registry.writeStatus("lamp", .replace(.object(["phase": .string("Failed")])), precondition: nil)
+            #expect(try v6.decode().status == { var s = ResourceStatus(); s.phase = .failed; return s }())
+            #expect(try v6.decode().metadata.generation == 2)
+        }
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func staleVersionsConflict(_ kind: BackendKind) async throws {
+        try await withRegistry(kind) { registry in
+            let v1 = try await registry.create(Self.resource("fan"))
+            let stale = String(v1.revision)
+            _ = try await registry.writeStatus("fan", .merge(.object(["bound": .bool(true)])), precondition: VersionPrecondition(source: .resourceVersion, version: stale))
+            let current = try await registry.get("fan")
+            await #expect(throws: RegistryError.conflict(current: String(current.revision), detail: "resourceVersion \(stale) is stale; the current version is \(current.revision)")) {
+                try await registry.replace(Self.resource("fan"), precondition: VersionPrecondition(source: .resourceVersion, version: stale))
+            }
+            await #expect(throws: RegistryError.preconditionFailed(current: String(current.revision))) {
+                try await registry.delete("fan", precondition: VersionPrecondition(source: .ifMatch, version: stale))
+            }
+            await #expect(throws: RegistryError.self) {
+                try await registry.patch("fan", patch: .object(["metadata": .object(["resourceVersion": .string(stale)])]), precondition: nil)
+            }
+            #expect(try await registry.get("fan") == current, "failed writes change nothing")
+            _ = try await registry.delete("fan", precondition: VersionPrecondition(source: .ifMatch, version: String(current.revision)))
+        }
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func invalidPatchesChangeNothing(_ kind: BackendKind) async throws {
+        try await withRegistry(kind) { registry in
+            let v1 = try await registry.create(Self.resource("sensor"))
+            await #expect(throws: RegistryError.invalid([Violation(pointer: "/spec/kind", message: "must be one of Device, Person, Space, not \"Robot\"")])) {
+                try await registry.patch("sensor", patch: .object(["spec": .object(["kind": .string("Robot")])]), precondition: nil)
+            }
+            await #expect(throws: RegistryError.self) {
+                try await registry.patch("sensor", patch: .object(["metadata": .object(["name": .string("other")])]), precondition: nil)
+            }
+            await #expect(throws: RegistryError.self) {
+                try await registry.writeStatus("sensor", .merge(.object(["phase": .string("Sleeping")])), precondition: nil)
+            }
+            #expect(try await registry.get("sensor") == v1)
+            let events = try await registry.backend.events(after: 0, limit: 100).events
+            #expect(events.map(\.type) == [.created], "rejected writes leave no event")
+        }
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func selectorsAndKinds(_ kind: BackendKind) async throws {
+        try await withRegistry(kind) { registry in
+            _ = try await registry.create(Self.resource("coffee-3f", labels: ["triad.io/space": "pantry-3f", "tier": "gold"]))
+            _ = try await registry.create(Self.resource("fan-3f", labels: ["triad.io/space": "pantry-3f"]))
+            _ = try await registry.create(Self.resource("fan-4f", labels: ["triad.io/space": "lab-4f", "tier": "silver"]))
+            _ = try await registry.create(Self.resource("alice", kind: .person, labels: ["triad.io/space": "pantry-3f"]))
+            _ = try await registry.create(Self.resource("pantry-3f", kind: .space))
+            func names(_ selector: String, kind: ResourceKind? = nil) async throws -> [String] {
+                try await registry.list(ListQuery(kind: kind, selector: LabelSelector(parsing: selector))).items.map(\.name)
+            }
+            #expect(try await names("triad.io/space=pantry-3f") == ["alice", "coffee-3f", "fan-3f"])
+            #expect(try await names("triad.io/space=pantry-3f", kind: .device) == ["coffee-3f", "fan-3f"])
+            #expect(try await names("triad.io/space!=pantry-3f") == ["fan-4f", "pantry-3f"])
+            #expect(try await names("tier in (gold, silver)") == ["coffee-3f", "fan-4f"])
+            #expect(try await names("tier notin (gold)") == ["alice", "fan-3f", "fan-4f", "pantry-3f"])
+            #expect(try await names("tier") == ["coffee-3f", "fan-4f"])
+            #expect(try await names("!tier") == ["alice", "fan-3f", "pantry-3f"])
+            #expect(try await names("", kind: .space) == ["pantry-3f"])
+            #expect(try await names("triad.io/space=pantry-3f,!tier") == ["alice", "fan-3f"])
+        }
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func paginationUnderConcurrentWrites(_ kind: BackendKind) async throws {
+        try await withRegistry(kind) { registry in
+            let stable = (0..<60).map { String(format: "stable-%03d", $0) }
+            for name in stable { _ = try await registry.create(Self.resource(name, labels: ["set": "a"])) }
+            // Page through while another task creates, updates and deletes other resources.
+            let writer = Task {
+                for i in 0..<60 {
+                    let name = String(format: "churn-%03d", i)
+                    _ = try await registry.create(Self.resource(name, labels: ["set": "a"]))
+                    _ = try await registry.replace(Self.resource(name, labels: ["set": "a", "n": "\(i)"]), precondition: nil)
+                    if i % 2 == 0 { _ = try await registry.delete(name, precondition: nil) }
+                    _ = try await registry.replace(Self.resource(stable[i], labels: ["set": "a", "touched": "yes"]), precondition: nil)
+                }
+            }
+            var seen: [String] = []
+            var query = ListQuery(selector: try LabelSelector(parsing: "set=a"), limit: 7)
+            repeat {
+                let page = try await registry.list(query)
+                #expect(page.items.count <= 7)
+                seen += page.items.map(\.name)
+                query.continueToken = page.continueToken
+                try await Task.sleep(for: .milliseconds(5))
+            } while query.continueToken != nil
+            try await writer.value
+            #expect(Set(seen).count == seen.count, "no item twice")
+            #expect(Set(stable).isSubset(of: Set(seen)), "every item that existed throughout is listed")
+            #expect(seen == seen.sorted(), "pages are in name order")
+        }
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func eventLogIsMonotonicResumableAndCompacted(_ kind: BackendKind) async throws {
+        try await withRegistry(kind) { registry in
+            let a = try await registry.create(Self.resource("a"))
+            _ = try await registry.writeStatus("a", .merge(.object(["phase": .string("Running")])), precondition: nil)
+            _ = try await registry.replace(Self.resource("a", labels: ["x": "y"]), precondition: nil)
+            _ = try await registry.delete("a", precondition: nil)
+            let all = try await registry.backend.events(after: 0, limit: 100)
+            #expect(all.events.map(\.type) == [.created, .status, .updated, .deleted])
+            #expect(all.events.map(\.id) == all.events.map(\.id).sorted())
+            #expect(Set(all.events.map(\.id)).count == 4)
+            #expect(all.events.first?.id == a.revision)
+            #expect(all.events.last?.labels == ["x": "y"], "a deleted event carries the last document")
+            let tail = try await registry.backend.events(after: all.events[1].id, limit: 100)
+            #expect(tail.events.map(\.type) == [.updated, .deleted])
+            // Compaction keeps the newest events and never reuses ids.
+            for i in 0..<10 { _ = try await registry.create(Self.resource("c\(i)")) }
+            let removed = try await registry.backend.compactEvents(keep: 5)
+            #expect(removed == 9)
+            let kept = try await registry.backend.events(after: 0, limit: 100)
+            #expect(kept.events.count == 5)
+            #expect(kept.oldestRetained == kept.events.first?.id)
+            let next = try await registry.create(Self.resource("after-compaction"))
+            #expect(next.revision > kept.events.last!.id)
+        }
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func concurrentWritersOneWinsEachRound(_ kind: BackendKind) async throws {
+        try await withRegistry(kind) { registry in
+            let start = try await registry.create(Self.resource("counter", labels: ["count": "0"]))
+            var version = String(start.revision)
+            for round in 1...10 {
+                let expected = version
+                let outcomes = await withTaskGroup(of: Result<StoredResource, any Error>.self) { group in
+                    for writer in 0..<4 {
+                        group.addTask {
+                            do {
+                                return .success(try await registry.replace(
+                                    Self.resource("counter", labels: ["count": "\(round)", "writer": "\(writer)"]),
+                                    precondition: VersionPrecondition(source: .resourceVersion, version: expected)).0)
+                            } catch { return .failure(error) }
+                        }
+                    }
+                    var all: [Result<StoredResource, any Error>] = []
+                    for await r in group { all.append(r) }
+                    return all
+                }
+                let winners = outcomes.compactMap { try? $0.get() }
+                #expect(winners.count == 1, "round \(round): exactly one writer wins")
+                for case .failure(let error) in outcomes {
+                    guard case RegistryError.conflict = error else { Issue.record("unexpected \(error)"); continue }
+                }
+                version = String(winners[0].revision)
+            }
+        }
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func tokensAreStoredHashedAndRevocable(_ kind: BackendKind) async throws {
+        try await withRegistry(kind) { registry in
+            let backend = registry.backend
+            #expect(try await backend.activeAdminCount() == 0)
+            try await backend.insertToken(TokenRecord(name: "root", role: .admin, resource: nil, secretHash: "h1", createdAt: "2026-11-25T10:00:00Z"))
+            await #expect(throws: RegistryError.tokenExists(name: "root")) {
+                try await backend.insertToken(TokenRecord(name: "root", role: .app, resource: nil, secretHash: "h2", createdAt: "2026-11-25T10:00:00Z"))
+            }
+            try await backend.insertToken(TokenRecord(name: "probe", role: .device, resource: "fan", secretHash: "h3", createdAt: "2026-11-25T10:00:00Z"))
+            #expect(try await backend.token(secretHash: "h3")?.resource == "fan")
+            #expect(try await backend.activeAdminCount() == 1)
+            let revoked = try await backend.revokeToken(name: "root", at: "2026-11-25T11:00:00Z")
+            #expect(revoked?.revokedAt == "2026-11-25T11:00:00Z")
+            #expect(try await backend.activeAdminCount() == 0)
+            #expect(try await backend.revokeToken(name: "nobody", at: "2026-11-25T11:00:00Z") == nil)
+            #expect(try await backend.tokens().map(\.name) == ["probe", "root"])
+        }
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func reopeningKeepsDataAndMigratesOnce(_ kind: BackendKind) async throws {
+        let (backend, location) = try await TestEnvironment.makeBackend(kind)
+        let registry = Registry(backend: backend)
+        let created = try await registry.create(Self.resource("kept"))
+        await backend.shutdown()
+        let (reopened, _) = try await TestEnvironment.makeBackend(kind, reuse: location)
+        let again = Registry(backend: reopened)
+        #expect(try await again.get("kept") == created)
+        let next = try await again.create(Self.resource("next"))
+        #expect(next.revision == created.revision + 1, "revisions continue across restarts")
+        await reopened.shutdown()
+    }
+}

@@ -1,0 +1,106 @@
+import AsyncHTTPClient
+import Foundation
+import NIOHTTP1
+import Testing
+import TriadClient
+import TriadCore
+import TriadServer
+
+/// A real server on a loopback port, in this process, over a fresh backend.
+final class TestServer: Sendable {
+    let server: TriadServer
+    let baseURL: String
+    let adminToken: String
+    let dataDir: String
+    private let task: Task<Void, any Error>
+
+    static func start(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000) async throws -> TestServer {
+        let (backend, _) = try await TestEnvironment.makeBackend(kind)
+        var config = ServerConfiguration()
+        config.dataDir = try TestEnvironment.temporaryDirectory()
+        config.listenPort = 0
+        config.maxBodyBytes = maxBodyBytes
+        config.eventRetention = eventRetention
+        config.adminToken = "test-admin-" + UUID().uuidString
+        let server = try await TriadServer(configuration: config, backend: backend, logger: TestEnvironment.logger)
+        let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
+        let task = Task {
+            try await server.run(handleSignals: false) { port in portContinuation.yield(port) }
+        }
+        var iterator = portStream.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw TestEnvironment.SetupError("server did not start") }
+        return TestServer(server: server, baseURL: "http://127.0.0.1:\(port)", adminToken: config.adminToken!, dataDir: config.dataDir, task: task)
+    }
+
+    private init(server: TriadServer, baseURL: String, adminToken: String, dataDir: String, task: Task<Void, any Error>) {
+        self.server = server
+        self.baseURL = baseURL
+        self.adminToken = adminToken
+        self.dataDir = dataDir
+        self.task = task
+    }
+
+    func stop() async {
+        task.cancel()
+        _ = try? await task.value
+        await server.shutdown()
+    }
+
+    func client(token: String? = nil) -> TriadClient {
+        TriadClient(server: baseURL, token: token ?? adminToken)
+    }
+
+    var admin: TriadClient { client() }
+
+    /// A token of `role` made through the API.
+    func token(_ role: Role, resource: String? = nil) async throws -> String {
+        var body: [String: JSONValue] = ["name": .string("t-\(UUID().uuidString.prefix(8).lowercased())"), "role": .string(role.rawValue)]
+        if let resource { body["resource"] = .string(resource) }
+        let reply = try await admin.call(.POST, "/api/v1/tokens", body: JSONCoding.encode(JSONValue.object(body)))
+        return try #require(reply.json?["token"]?.stringValue)
+    }
+}
+
+/// Runs `body` with a started server and always stops it.
+func withServer(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000,
+                _ body: (TestServer) async throws -> Void) async throws {
+    let server = try await TestServer.start(kind, maxBodyBytes: maxBodyBytes, eventRetention: eventRetention)
+    do {
+        try await body(server)
+    } catch {
+        await server.stop()
+        throw error
+    }
+    await server.stop()
+}
+
+enum Docs {
+    static func device(_ name: String, labels: [String: String] = [:], price: Double = 3.5) -> JSONValue {
+        var meta: [String: JSONValue] = ["name": .string(name)]
+        if !labels.isEmpty { meta["labels"] = .object(labels.mapValues { .string($0) }) }
+        return .object([
+            "apiVersion": .string("triad.io/v1alpha1"),
+            "kind": .string("Resource"),
+            "metadata": .object(meta),
+            "spec": .object([
+                "kind": .string("Device"),
+                "accessMode": .string("Exclusive"),
+                "operations": .array([.object([
+                    "name": .string("brew"), "price": .number(price),
+                    "httpAction": .object(["action": .string("POST"), "url": .string("http://127.0.0.1:9101/operations/brew")]),
+                ])]),
+            ]),
+        ])
+    }
+
+    static func resource(_ name: String, kind: String, labels: [String: String] = [:]) -> JSONValue {
+        var meta: [String: JSONValue] = ["name": .string(name)]
+        if !labels.isEmpty { meta["labels"] = .object(labels.mapValues { .string($0) }) }
+        return .object([
+            "apiVersion": .string("triad.io/v1alpha1"), "kind": .string("Resource"),
+            "metadata": .object(meta), "spec": .object(["kind": .string(kind)]),
+        ])
+    }
+
+    static func json(_ v: JSONValue) -> Data { JSONCoding.encode(v) }
+}
