@@ -57,10 +57,10 @@ public final class TriadServer: Sendable {
         return (router, table)
     }
 
-    /// Serves until cancelled or, with `handleSignals`, until SIGTERM/SIGINT; then shuts down gracefully.
-    public func run(handleSignals: Bool = true, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+    /// The HTTP application with the server's background loops, ready to run as a `Service`.
+    public func makeApplication(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         let (router, _) = makeRouter()
-        let app = Application(
+        return Application(
             router: router,
             configuration: .init(address: .hostname(configuration.listenHost, port: configuration.listenPort), serverName: nil),
             services: [
@@ -72,12 +72,12 @@ public final class TriadServer: Sendable {
             ],
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully (open event streams end first).
+    public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         defer { notifier.finishAll() }
-        if handleSignals {
-            try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
-        } else {
-            try await app.run()
-        }
+        try await makeApplication(onRunning: onRunning).runService(gracefulShutdownSignals: [.sigterm, .sigint])
     }
 
     public func shutdown() async {

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOHTTP1
+import ServiceLifecycle
 import Testing
 import TriadClient
 import TriadCore
@@ -13,6 +14,7 @@ final class TestServer: Sendable {
     let adminToken: String
     let dataDir: String
     private let task: Task<Void, any Error>
+    private let group: ServiceGroup
 
     static func start(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000) async throws -> TestServer {
         let (backend, _) = try await TestEnvironment.makeBackend(kind)
@@ -24,24 +26,26 @@ final class TestServer: Sendable {
         config.adminToken = "test-admin-" + UUID().uuidString
         let server = try await TriadServer(configuration: config, backend: backend, logger: TestEnvironment.logger)
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
-        let task = Task {
-            try await server.run(handleSignals: false) { port in portContinuation.yield(port) }
-        }
+        let app = server.makeApplication { port in portContinuation.yield(port) }
+        let group = ServiceGroup(configuration: .init(services: [app], logger: TestEnvironment.logger))
+        let task = Task { try await group.run() }
         var iterator = portStream.makeAsyncIterator()
         guard let port = await iterator.next() else { throw TestEnvironment.SetupError("server did not start") }
-        return TestServer(server: server, baseURL: "http://127.0.0.1:\(port)", adminToken: config.adminToken!, dataDir: config.dataDir, task: task)
+        return TestServer(server: server, baseURL: "http://127.0.0.1:\(port)", adminToken: config.adminToken!, dataDir: config.dataDir, task: task, group: group)
     }
 
-    private init(server: TriadServer, baseURL: String, adminToken: String, dataDir: String, task: Task<Void, any Error>) {
+    private init(server: TriadServer, baseURL: String, adminToken: String, dataDir: String, task: Task<Void, any Error>, group: ServiceGroup) {
         self.server = server
         self.baseURL = baseURL
         self.adminToken = adminToken
         self.dataDir = dataDir
         self.task = task
+        self.group = group
     }
 
     func stop() async {
-        task.cancel()
+        server.notifier.finishAll()
+        await group.triggerGracefulShutdown()
         _ = try? await task.value
         await server.shutdown()
     }
