@@ -22,9 +22,11 @@ public enum DocumentReader {
         case .json: return [try JSONCoding.parse(data)]
         case .yaml:
             guard let text = String(data: data, encoding: .utf8) else { throw DocumentSyntaxError("body is not UTF-8 text") }
-            let nodes: [Node]
+            var nodes: [Node] = []
             do {
-                nodes = Array(try Yams.compose_all(yaml: text))
+                // Parser.nextRoot reports errors; iterating compose_all would end silently on them.
+                let parser = try Parser(yaml: text)
+                while let node = try parser.nextRoot() { nodes.append(node) }
             } catch let error as YamlError {
                 throw DocumentSyntaxError("body is not valid YAML: \(yamlProblem(error))")
             } catch {
