@@ -11,7 +11,7 @@ struct EventsCommand: AsyncParsableCommand {
     var follow = false
     @Option(help: "Comma-separated CloudEvent types, e.g. io.triad.resource.created,io.triad.resource.status.")
     var types: String?
-    @Option(name: .shortAndLong, help: "Label selector of the resources whose events to show.")
+    @Option(name: [.customShort("l"), .long], help: "Label selector of the resources whose events to show.")
     var selector: String?
     @Option(help: "Start after this event id (default: all retained events; with --follow and no --since, from now).")
     var since: String?

@@ -66,7 +66,7 @@ struct GetCommand: AsyncParsableCommand {
     var type: String
     @Argument(help: "A resource name (omit to list).")
     var name: String?
-    @Option(name: .shortAndLong, help: "Label selector, e.g. triad.io/space=pantry-3f.")
+    @Option(name: [.customShort("l"), .long], help: "Label selector, e.g. triad.io/space=pantry-3f.")
     var selector: String?
     @Option(help: "Only this kind: Device, Person or Space.")
     var kind: String?

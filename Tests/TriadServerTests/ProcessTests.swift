@@ -1,0 +1,174 @@
+import Foundation
+import Testing
+import TriadClient
+import TriadCore
+
+/// The `triad` executable as users run it: first start, kill -9 and restart, and the CLI verbs.
+@Suite("Server process and CLI")
+struct ProcessTests {
+    /// A server's database argument for `kind`: a new SQLite file or a new PostgreSQL database.
+    static func databaseArguments(_ kind: BackendKind, dataDir: String) async throws -> [String] {
+        switch kind {
+        case .sqlite:
+            return ["--data-dir", dataDir]
+        case .postgres:
+            let db = TestEnvironment.uniqueName("restart")
+            try await TestEnvironment.postgresAdmin("CREATE DATABASE \(db)")
+            let base = try TestEnvironment.postgresURL()
+            let url = base[..<base.lastIndex(of: "/")!] + "/" + db
+            return ["--data-dir", dataDir, "--database", String(url)]
+        }
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func everythingAcknowledgedSurvivesKill9(_ kind: BackendKind) async throws {
+        let dir = try TestEnvironment.temporaryDirectory()
+        let args = try await Self.databaseArguments(kind, dataDir: dir + "/data")
+        let token = "restart-admin-token"
+        let first = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        let api = TriadClient(server: first.baseURL, token: token)
+        // Writers keep going while the server is killed; only acknowledged writes are promised.
+        let progress = Acknowledged()
+        let writer = Task {
+            for i in 0..<100_000 {
+                let name = String(format: "r-%05d", i)
+                guard let reply = try? await api.send(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))), reply.status == 201 else { break }
+                await progress.add(name, reply.json?["metadata"]?["resourceVersion"]?.stringValue ?? "")
+            }
+        }
+        while await progress.count < 50 { try await Task.sleep(for: .milliseconds(20)) }
+        first.kill9()
+        await writer.value
+        let acknowledged = await progress.items
+        #expect(acknowledged.count >= 50)
+
+        let second = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        defer { second.stop() }
+        let again = TriadClient(server: second.baseURL, token: token)
+        let list = try await again.call(.GET, "/api/v1/resources?limit=1000")
+        var found: [String: String] = [:]
+        for item in list.json?["items"]?.arrayValue ?? [] {
+            if let n = item["metadata"]?["name"]?.stringValue { found[n] = item["metadata"]?["resourceVersion"]?.stringValue }
+        }
+        for (name, version) in acknowledged {
+            #expect(found[name] == version, "\(name) was acknowledged at version \(version)")
+        }
+        // The event log lost nothing either, and ids continue after the restart.
+        let events = Collected()
+        try await again.streamEvents(query: "?follow=false", lastEventID: "0") { id, type, data in await events.add(id, type, data) }
+        let createdIDs = Set(await events.items.map(\.0))
+        for version in acknowledged.values { #expect(createdIDs.contains(version)) }
+        let next = try await again.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("after-restart")))
+        let nextVersion = Int(next.json?["metadata"]?["resourceVersion"]?.stringValue ?? "") ?? 0
+        #expect(nextVersion > acknowledged.values.compactMap { Int($0) }.max() ?? 0)
+    }
+
+    @Test func firstStartWritesTheAdminTokenFileOnce() async throws {
+        let dir = try TestEnvironment.temporaryDirectory()
+        let server = try await ServerProcess.start([], directory: dir)
+        let path = dir + "/.triad/admin.token"
+        let token = try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        #expect(try await TriadClient(server: server.baseURL, token: token).send(.GET, "/api/v1/resources").status == 200)
+        #expect(!server.log.contains(token), "the secret is not logged")
+        server.stop()
+        try FileManager.default.removeItem(atPath: path)
+        let again = try await ServerProcess.start([], directory: dir)
+        defer { again.stop() }
+        #expect(!FileManager.default.fileExists(atPath: path), "an existing admin means no new token file")
+        #expect(try await TriadClient(server: again.baseURL, token: token).send(.GET, "/api/v1/resources").status == 200)
+    }
+
+    @Test func cliVerbsAgainstARunningServer() async throws {
+        let dir = try TestEnvironment.temporaryDirectory()
+        let server = try await ServerProcess.start(["--data-dir", dir + "/data"], environment: ["TRIAD_ADMIN_TOKEN": "cli-admin"], directory: dir)
+        defer { server.stop() }
+        let env = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": "cli-admin"]
+        let manifest = """
+        apiVersion: triad.io/v1alpha1
+        kind: Resource
+        metadata: {name: coffee-3f, labels: {triad.io/space: pantry-3f}}
+        spec:
+          kind: Device
+          accessMode: Exclusive
+          operations:
+            - {name: brew, price: 3.5, httpAction: {action: POST, url: "http://127.0.0.1:9101/operations/brew"}}
+        ---
+        apiVersion: triad.io/v1alpha1
+        kind: Resource
+        metadata: {name: alice}
+        spec: {kind: Person}
+        ---
+        apiVersion: triad.io/v1alpha1
+        kind: Resource
+        metadata: {name: pantry-3f}
+        spec: {kind: Space}
+        """
+        try manifest.write(toFile: dir + "/demo.yaml", atomically: true, encoding: .utf8)
+        var r = try runTriad(["apply", "-f", dir + "/demo.yaml"], environment: env)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "resource/coffee-3f created\nresource/alice created\nresource/pantry-3f created\n")
+        r = try runTriad(["apply", "-f", "-"], stdin: manifest, environment: env)
+        #expect(r.stdout.contains("resource/alice configured"))
+
+        r = try runTriad(["get", "resources", "-l", "triad.io/space=pantry-3f", "-o", "json"], environment: env)
+        #expect(r.status == 0)
+        #expect(try JSONCoding.parse(Data(r.stdout.utf8))["items"]?.arrayValue?.count == 1)
+        r = try runTriad(["get", "resources", "--kind", "Person"], environment: env)
+        #expect(r.stdout.hasPrefix("NAME") && r.stdout.contains("alice") && !r.stdout.contains("coffee-3f"))
+        r = try runTriad(["get", "resources", "coffee-3f", "-o", "yaml"], environment: env)
+        #expect(r.stdout.contains("name: coffee-3f"))
+        r = try runTriad(["describe", "resource", "coffee-3f"], environment: env)
+        #expect(r.status == 0 && r.stdout.contains("brew") && r.stdout.contains("io.triad.resource.created"))
+
+        // Server errors: one readable line on stderr and a non-zero exit.
+        r = try runTriad(["get", "resources", "missing"], environment: env)
+        #expect(r.status != 0)
+        #expect(r.stderr == "error: Not found: resource \"missing\" does not exist (HTTP 404)\n")
+        r = try runTriad(["apply", "-f", "-"], stdin: "apiVersion: triad.io/v1alpha1\nkind: Resource\nmetadata: {name: bad}\nspec: {kind: Robot}\n", environment: env)
+        #expect(r.status != 0)
+        #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("/spec/kind"))
+        r = try runTriad(["apply", "-f", "-"], stdin: "metadata: {name: [\n", environment: env)
+        #expect(r.status != 0 && r.stderr.hasPrefix("error: -: body is not valid YAML"))
+        r = try runTriad(["get", "resources"], environment: ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": "wrong"])
+        #expect(r.status != 0 && r.stderr.contains("HTTP 401"))
+
+        // Tokens: created (printed alone), used, revoked.
+        r = try runTriad(["token", "create", "--role", "app", "--name", "kiosk"], environment: env)
+        #expect(r.status == 0)
+        let kiosk = r.stdout.trimmingCharacters(in: .newlines)
+        #expect(!kiosk.contains(" ") && r.stdout.split(separator: "\n").count == 1)
+        #expect(try runTriad(["get", "resources"], environment: ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": kiosk]).status == 0)
+        r = try runTriad(["delete", "resource", "alice"], environment: ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": kiosk])
+        #expect(r.status != 0 && r.stderr.contains("HTTP 403"))
+        r = try runTriad(["token", "create", "--role", "device", "--name", "probe", "--resource", "coffee-3f"], environment: env)
+        #expect(r.status == 0)
+        #expect(try runTriad(["token", "revoke", "kiosk"], environment: env).stdout == "token/kiosk revoked\n")
+        #expect(try runTriad(["get", "resources"], environment: ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": kiosk]).status != 0)
+
+        r = try runTriad(["events", "--types", "io.triad.resource.created"], environment: env)
+        #expect(r.status == 0)
+        #expect(r.stdout.split(separator: "\n").count == 3)
+        #expect(try runTriad(["delete", "resource", "alice"], environment: env).stdout == "resource/alice deleted\n")
+    }
+
+    @Test func badServerConfigurationIsRefusedClearly() throws {
+        let dir = try TestEnvironment.temporaryDirectory()
+        var r = try runTriad(["server", "--database", "mysql://x"], directory: dir)
+        #expect(r.status != 0 && r.stderr.contains("--database must be"))
+        r = try runTriad(["server", "--listen", "nowhere"], directory: dir)
+        #expect(r.status != 0 && r.stderr.contains("--listen must be HOST:PORT"))
+        try "database: sqlite:x.db\ncolour: blue\n".write(toFile: dir + "/c.yaml", atomically: true, encoding: .utf8)
+        r = try runTriad(["server", "--config", dir + "/c.yaml"], directory: dir)
+        #expect(r.status != 0 && r.stderr.contains("unknown key \"colour\""))
+        r = try runTriad(["server"], directory: dir, environment: ["TRIAD_MAX_BODY_BYTES": "lots"])
+        #expect(r.status != 0 && r.stderr.contains("maxBodyBytes must be an integer"))
+    }
+}
+
+actor Acknowledged {
+    var items: [String: String] = [:]
+    var count: Int { items.count }
+    func add(_ name: String, _ version: String) { items[name] = version }
+}

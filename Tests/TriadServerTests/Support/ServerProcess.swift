@@ -1,0 +1,87 @@
+import Foundation
+import Synchronization
+import Testing
+
+/// `triad` run as a separate process, as users run it: for restarts, kill -9 and the CLI.
+final class ServerProcess: Sendable {
+    let process: Process
+    let baseURL: String
+    private let output: Output
+
+    final class Output: Sendable {
+        let text = Mutex<String>("")
+        func append(_ data: Data) { text.withLock { $0 += String(decoding: data, as: UTF8.self) } }
+        var value: String { text.withLock { $0 } }
+    }
+
+    /// Starts `triad server` with `arguments` (listening on a free loopback port) and waits until it serves.
+    static func start(_ arguments: [String], environment: [String: String] = [:], directory: String) async throws -> ServerProcess {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try TestEnvironment.triadExecutable())
+        process.arguments = ["server", "--listen", "127.0.0.1:0"] + arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        var env = ProcessInfo.processInfo.environment
+        env.removeValue(forKey: "TRIAD_ADMIN_TOKEN")
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        let output = Output()
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { handle in output.append(handle.availableData) }
+        try process.run()
+        let pattern = #/address=127\.0\.0\.1:(\d+) \[triad\] listening/#
+        for _ in 0..<300 {
+            if let match = output.value.firstMatch(of: pattern) {
+                return ServerProcess(process: process, baseURL: "http://127.0.0.1:\(match.1)", output: output)
+            }
+            if !process.isRunning { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        process.terminate()
+        throw TestEnvironment.SetupError("triad server did not start: \(output.value)")
+    }
+
+    private init(process: Process, baseURL: String, output: Output) {
+        self.process = process
+        self.baseURL = baseURL
+        self.output = output
+    }
+
+    var log: String { output.value }
+
+    func kill9() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+}
+
+/// Runs the `triad` CLI and returns its exit code, stdout and stderr.
+func runTriad(_ arguments: [String], stdin: String? = nil, directory: String? = nil, environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: try TestEnvironment.triadExecutable())
+    process.arguments = arguments
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    var env = ProcessInfo.processInfo.environment
+    for key in ["TRIAD_SERVER", "TRIAD_TOKEN", "TRIAD_ADMIN_TOKEN"] { env.removeValue(forKey: key) }
+    for (k, v) in environment { env[k] = v }
+    process.environment = env
+    let out = Pipe(), err = Pipe(), input = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = input
+    try process.run()
+    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+    try input.fileHandleForWriting.close()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
