@@ -53,6 +53,18 @@ struct ResourceModelTests {
         }
     }
 
+    /// The README's example documents stay valid.
+    @Test func examplesAreValid() throws {
+        let dir = Self.repositoryRoot.appendingPathComponent("examples")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".yaml") }
+        #expect(!files.isEmpty)
+        for file in files {
+            let docs = try DocumentReader.readAll(Data(contentsOf: dir.appendingPathComponent(file)), format: .yaml)
+            #expect(docs.count == 3)
+            for doc in docs { #expect(ResourceValidator.validate(doc).isEmpty, "\(file)") }
+        }
+    }
+
     @Test func everyViolationIsReported() {
         let tree: JSONValue = .object([
             "apiVersion": .string("v2"), "kind": .string("Resource"),
