@@ -45,15 +45,53 @@ public enum ResourceValidator {
     }
 
     public static func isValidName(_ name: String) -> Bool {
-        name.count <= ResourceLimits.nameMaxLength && name.wholeMatch(of: Patterns.dnsLabel) != nil
+        name.utf8.count <= ResourceLimits.nameMaxLength && Syntax.isDNSLabel(name)
     }
 }
 
-enum Patterns {
-    nonisolated(unsafe) static let dnsLabel = #/[a-z0-9]([-a-z0-9]*[a-z0-9])?/#
-    nonisolated(unsafe) static let qualifiedKey = #/([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?/#
-    nonisolated(unsafe) static let labelValue = #/(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?/#
-    nonisolated(unsafe) static let httpURL = #/https?:\/\/[^\s\/?#]+([\/?#]\S*)?/#
+/// The name syntaxes of `schemas/resource.schema.json`, written out by hand: they run on every
+/// request (path names), and Swift's Regex costs microseconds per match.
+enum Syntax {
+    private static func isLower(_ b: UInt8) -> Bool { b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z") }
+    private static func isUpper(_ b: UInt8) -> Bool { b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") }
+    private static func isDigit(_ b: UInt8) -> Bool { b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") }
+    private static func isAlnum(_ b: UInt8) -> Bool { isLower(b) || isUpper(b) || isDigit(b) }
+
+    /// `[a-z0-9]([-a-z0-9]*[a-z0-9])?` (DNS-1123 label, without the length limit).
+    static func isDNSLabel<S: StringProtocol>(_ s: S) -> Bool {
+        let bytes = Array(s.utf8)
+        guard let first = bytes.first, let last = bytes.last,
+              isLower(first) || isDigit(first), isLower(last) || isDigit(last) else { return false }
+        return bytes.allSatisfy { isLower($0) || isDigit($0) || $0 == UInt8(ascii: "-") }
+    }
+
+    /// `(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?`
+    static func isLabelValue<S: StringProtocol>(_ s: S) -> Bool {
+        let bytes = Array(s.utf8)
+        guard let first = bytes.first, let last = bytes.last else { return true }
+        guard isAlnum(first), isAlnum(last) else { return false }
+        return bytes.allSatisfy { isAlnum($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") }
+    }
+
+    /// `(dns-subdomain/)?name`, the name 1 to 63 characters of label-value syntax.
+    static func isQualifiedKey(_ key: String) -> Bool {
+        let parts = key.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        let name = parts.count == 2 ? parts[1] : parts[0]
+        if parts.count == 2 {
+            let labels = parts[0].split(separator: ".", omittingEmptySubsequences: false)
+            guard labels.allSatisfy({ isDNSLabel($0) }) else { return false }
+        }
+        return !name.isEmpty && name.utf8.count <= 63 && !name.contains("/") && isLabelValue(name)
+    }
+
+    /// `https?://[^\s/?#]+([/?#]\S*)?`
+    static func isHTTPURL(_ url: String) -> Bool {
+        let rest: Substring
+        if url.hasPrefix("http://") { rest = url.dropFirst(7) } else if url.hasPrefix("https://") { rest = url.dropFirst(8) } else { return false }
+        guard !rest.contains(where: { $0.isWhitespace }) else { return false }
+        let host = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        return !host.isEmpty
+    }
 }
 
 /// Escapes a key for use in a JSON pointer (RFC 6901).
@@ -125,13 +163,13 @@ private struct Walker {
 
     mutating func name(_ value: JSONValue, at p: String) {
         guard let s = string(value, at: p, maxLength: ResourceLimits.nameMaxLength) else { return }
-        if s.wholeMatch(of: Patterns.dnsLabel) == nil {
+        if !Syntax.isDNSLabel(s) {
             fail(p, "must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit")
         }
     }
 
     static func qualifiedKeyProblem(_ key: String) -> String? {
-        if key.count > 253 || key.wholeMatch(of: Patterns.qualifiedKey) == nil {
+        if key.count > 253 || !Syntax.isQualifiedKey(key) {
             return "key must be a qualified name such as triad.io/space (an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.')"
         }
         return nil
@@ -144,7 +182,7 @@ private struct Walker {
             if let labels = m["labels"] {
                 w.stringMap(labels, at: "\(p)/labels", maxEntries: ResourceLimits.maxLabels, valueMaxLength: 63,
                             keyRule: Walker.qualifiedKeyProblem) { value in
-                    value.wholeMatch(of: Patterns.labelValue) == nil
+                    !Syntax.isLabelValue(value)
                         ? "label values must be empty or start and end with a letter or digit, with '-', '_' or '.' between" : nil
                 }
             }
@@ -215,7 +253,7 @@ private struct Walker {
             if let action = m["action"], let s = w.string(action, at: "\(p)/action"), !Walker.methods.contains(s) {
                 w.fail("\(p)/action", "must be one of \(Walker.methods.joined(separator: ", ")), not \"\(s)\"")
             }
-            if let url = m["url"], let s = w.string(url, at: "\(p)/url", maxLength: 2048), s.wholeMatch(of: Patterns.httpURL) == nil {
+            if let url = m["url"], let s = w.string(url, at: "\(p)/url", maxLength: 2048), !Syntax.isHTTPURL(s) {
                 w.fail("\(p)/url", "must be an absolute http:// or https:// URL")
             }
             if let q = m["query"] { w.stringMap(q, at: "\(p)/query", maxEntries: nil, valueMaxLength: nil) }

@@ -60,7 +60,7 @@ public struct LabelSelector: Sendable, Equatable {
 
     private static func checkKey(_ key: String, in clause: String) throws(ParseError) -> String {
         let k = key.trimmingCharacters(in: .whitespaces)
-        if k.isEmpty || k.count > 253 || k.wholeMatch(of: Patterns.qualifiedKey) == nil {
+        if k.isEmpty || k.count > 253 || !Syntax.isQualifiedKey(k) {
             throw ParseError(message: "invalid label key \"\(k)\" in \"\(clause)\"")
         }
         return k
@@ -68,7 +68,7 @@ public struct LabelSelector: Sendable, Equatable {
 
     private static func checkValue(_ value: String, in clause: String) throws(ParseError) -> String {
         let v = value.trimmingCharacters(in: .whitespaces)
-        if v.count > 63 || v.wholeMatch(of: Patterns.labelValue) == nil {
+        if v.count > 63 || !Syntax.isLabelValue(v) {
             throw ParseError(message: "invalid label value \"\(v)\" in \"\(clause)\"")
         }
         return v
