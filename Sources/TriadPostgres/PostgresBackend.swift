@@ -242,25 +242,7 @@ struct PostgresTransaction: RegistryTransaction {
 enum PostgresMigrations {
     static let lockKey: Int64 = 0x7472_6961_6401  // "triad" + 1
 
-    static let steps: [(version: Int, statements: [String])] = [
-        (1, [
-            "CREATE TABLE triad_counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
-            "INSERT INTO triad_counters (name, value) VALUES ('revision', 0)",
-            """
-            CREATE TABLE triad_resources (name TEXT PRIMARY KEY COLLATE "C", kind TEXT NOT NULL, labels TEXT NOT NULL,
-              revision BIGINT NOT NULL, document TEXT NOT NULL)
-            """,
-            "CREATE INDEX triad_resources_kind ON triad_resources (kind, name)",
-            """
-            CREATE TABLE triad_events (id BIGINT PRIMARY KEY, type TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
-              labels TEXT NOT NULL, time TEXT NOT NULL, document TEXT NOT NULL)
-            """,
-            """
-            CREATE TABLE triad_tokens (name TEXT PRIMARY KEY, role TEXT NOT NULL, resource TEXT,
-              secret_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT)
-            """,
-        ]),
-    ]
+    static let steps = RegistrySchema.migrations(.postgres)
 
     static func run(on client: PostgresClient, logger: Logger) async throws {
         try await client.withTransaction(logger: logger) { conn in

@@ -206,25 +206,7 @@ struct SQLiteTransaction: RegistryTransaction {
 
 /// Versioned schema changes, applied in order at start; each runs once.
 enum SQLiteMigrations {
-    static let steps: [(version: Int, statements: [String])] = [
-        (1, [
-            "CREATE TABLE triad_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-            "INSERT INTO triad_counters (name, value) VALUES ('revision', 0)",
-            """
-            CREATE TABLE triad_resources (name TEXT PRIMARY KEY, kind TEXT NOT NULL, labels TEXT NOT NULL,
-              revision INTEGER NOT NULL, document TEXT NOT NULL)
-            """,
-            "CREATE INDEX triad_resources_kind ON triad_resources (kind, name)",
-            """
-            CREATE TABLE triad_events (id INTEGER PRIMARY KEY, type TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
-              labels TEXT NOT NULL, time TEXT NOT NULL, document TEXT NOT NULL)
-            """,
-            """
-            CREATE TABLE triad_tokens (name TEXT PRIMARY KEY, role TEXT NOT NULL, resource TEXT,
-              secret_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT)
-            """,
-        ]),
-    ]
+    static let steps = RegistrySchema.migrations(.sqlite)
 
     static func run(on db: SQLiteConnection, logger: Logger) async throws {
         _ = try await db.query("CREATE TABLE IF NOT EXISTS triad_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)", [])

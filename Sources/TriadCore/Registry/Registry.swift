@@ -122,11 +122,7 @@ public struct Registry: Sendable {
                 return (record, true)
             }
             let current = try existing.decode()
-            var next = current
-            next.metadata.labels = incoming.metadata.labels
-            next.metadata.annotations = incoming.metadata.annotations
-            next.spec = incoming.spec
-            let record = Self.stamp(next, previous: current, revision: revision)
+            let record = Self.stamp(Self.adopt(incoming, into: current), previous: current, revision: revision)
             try await tx.update(record)
             try await tx.append(Self.event(.updated, record, now))
             return (record, false)
@@ -153,11 +149,7 @@ public struct Registry: Sendable {
             guard incoming.name == name else {
                 throw RegistryError.invalid([Violation(pointer: "/metadata/name", message: "cannot be changed (it is \"\(name)\")")])
             }
-            var next = current
-            next.metadata.labels = incoming.metadata.labels
-            next.metadata.annotations = incoming.metadata.annotations
-            next.spec = incoming.spec
-            let record = Self.stamp(next, previous: current, revision: revision)
+            let record = Self.stamp(Self.adopt(incoming, into: current), previous: current, revision: revision)
             try await tx.update(record)
             try await tx.append(Self.event(.updated, record, now))
             return record
@@ -229,6 +221,16 @@ public struct Registry: Sendable {
         status.createTime = now
         r.status = status
         return r
+    }
+
+    /// What a spec/metadata write takes from the request: labels, annotations and spec. The
+    /// server-set metadata and the status stay as they are.
+    static func adopt(_ incoming: Resource, into current: Resource) -> Resource {
+        var next = current
+        next.metadata.labels = incoming.metadata.labels
+        next.metadata.annotations = incoming.metadata.annotations
+        next.spec = incoming.spec
+        return next
     }
 
     /// A new version of an existing resource: generation moves only when the spec changed.

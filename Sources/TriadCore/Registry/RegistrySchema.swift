@@ -1,0 +1,30 @@
+/// The registry's tables as versioned migrations, one list for both SQL backends (the SQL is
+/// the same but for two type names). Backends apply the steps they have not applied yet, in order.
+public enum RegistrySchema {
+    public enum Dialect: Sendable { case sqlite, postgres }
+
+    public static func migrations(_ dialect: Dialect) -> [(version: Int, statements: [String])] {
+        let int64 = dialect == .sqlite ? "INTEGER" : "BIGINT"
+        // Names compare byte-wise in both, so `continue` tokens page the same way.
+        let bytewise = dialect == .postgres ? " COLLATE \"C\"" : ""
+        return [
+            (1, [
+                "CREATE TABLE triad_counters (name TEXT PRIMARY KEY, value \(int64) NOT NULL)",
+                "INSERT INTO triad_counters (name, value) VALUES ('revision', 0)",
+                """
+                CREATE TABLE triad_resources (name TEXT\(bytewise) PRIMARY KEY, kind TEXT NOT NULL, labels TEXT NOT NULL,
+                  revision \(int64) NOT NULL, document TEXT NOT NULL)
+                """,
+                "CREATE INDEX triad_resources_kind ON triad_resources (kind, name)",
+                """
+                CREATE TABLE triad_events (id \(int64) PRIMARY KEY, type TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+                  labels TEXT NOT NULL, time TEXT NOT NULL, document TEXT NOT NULL)
+                """,
+                """
+                CREATE TABLE triad_tokens (name TEXT PRIMARY KEY, role TEXT NOT NULL, resource TEXT,
+                  secret_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT)
+                """,
+            ]),
+        ]
+    }
+}
