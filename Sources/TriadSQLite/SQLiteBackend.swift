@@ -4,15 +4,27 @@ import SQLiteNIO
 import Synchronization
 import TriadCore
 
-/// The embedded registry: one SQLite file in WAL mode. Writes go through a single connection,
-/// one transaction at a time; reads use their own connections and never see uncommitted data.
+/// The embedded registry: one SQLite file in WAL mode, owned by one process. Writes go through a
+/// single connection, one transaction at a time; resources are also kept in a `ResourceIndex`
+/// that commits update, so reads by name and lists are served from memory. Events and tokens
+/// are read from the file by their own connections, which never see uncommitted data.
 public final class SQLiteBackend: RegistryBackend {
     private let writer: SQLiteConnection
     private let writeLock = AsyncMutex()
     private let readers: [SQLiteConnection]
     private let nextReader = Atomic<Int>(0)
+    private let index: Mutex<ResourceIndex>
+    private let fileLock: FileLock
 
-    public static func open(path: String, readers readerCount: Int = 4, logger: Logger) async throws -> SQLiteBackend {
+    public struct InUse: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public static func open(path: String, readers readerCount: Int = 2, logger: Logger) async throws -> SQLiteBackend {
+        // A second server on the same file would make the index stale: refuse it.
+        guard let fileLock = FileLock(path: path + ".lock") else {
+            throw InUse(description: "another triad server is using \(path)")
+        }
         let writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
         // WAL: readers do not block the writer; synchronous=NORMAL survives a killed process.
         _ = try await writer.query("PRAGMA journal_mode=WAL", [])
@@ -25,12 +37,20 @@ public final class SQLiteBackend: RegistryBackend {
             _ = try await reader.query("PRAGMA busy_timeout=5000", [])
             readers.append(reader)
         }
-        return SQLiteBackend(writer: writer, readers: readers)
+        var index = ResourceIndex()
+        for row in try await writer.query("SELECT name, kind, labels, revision, document FROM triad_resources", []) {
+            index.put(try resource(row))
+        }
+        index.revision = Int64(try await writer.query("SELECT value FROM triad_counters WHERE name = 'revision'", [])
+            .first?.column("value")?.integer ?? 0)
+        return SQLiteBackend(writer: writer, readers: readers, index: index, fileLock: fileLock)
     }
 
-    private init(writer: SQLiteConnection, readers: [SQLiteConnection]) {
+    private init(writer: SQLiteConnection, readers: [SQLiteConnection], index: ResourceIndex, fileLock: FileLock) {
         self.writer = writer
         self.readers = readers
+        self.index = Mutex(index)
+        self.fileLock = fileLock
     }
 
     private var reader: SQLiteConnection {
@@ -41,8 +61,10 @@ public final class SQLiteBackend: RegistryBackend {
         try await writeLock.withLock {
             _ = try await writer.query("BEGIN IMMEDIATE", [])
             do {
-                let result = try await body(SQLiteTransaction(connection: writer))
+                let tx = SQLiteTransaction(connection: writer, committed: index.withLock { $0 })
+                let result = try await body(tx)
                 _ = try await writer.query("COMMIT", [])
+                index.withLock { tx.apply(to: &$0) }
                 return result
             } catch {
                 _ = try? await writer.query("ROLLBACK", [])
@@ -52,25 +74,15 @@ public final class SQLiteBackend: RegistryBackend {
     }
 
     public func get(name: String) async throws -> StoredResource? {
-        try await reader.query("SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = ?", [.text(name)])
-            .first.map(Self.resource)
+        index.withLock { $0.byName[name] }
     }
 
     public func list(kind: ResourceKind?, after: String?, limit: Int) async throws -> [StoredResource] {
-        var sql = "SELECT name, kind, labels, revision, document FROM triad_resources WHERE name > ?"
-        var binds: [SQLiteData] = [.text(after ?? "")]
-        if let kind {
-            sql += " AND kind = ?"
-            binds.append(.text(kind.rawValue))
-        }
-        sql += " ORDER BY name LIMIT ?"
-        binds.append(.integer(limit))
-        return try await reader.query(sql, binds).map(Self.resource)
+        index.withLock { $0.page(kind: kind, after: after, limit: limit) }
     }
 
     public func latestRevision() async throws -> Int64 {
-        let rows = try await reader.query("SELECT value FROM triad_counters WHERE name = 'revision'", [])
-        return Int64(rows.first?.column("value")?.integer ?? 0)
+        index.withLock { $0.revision }
     }
 
     public func events(after id: Int64, limit: Int) async throws -> EventBatch {
@@ -129,6 +141,7 @@ public final class SQLiteBackend: RegistryBackend {
     public func shutdown() async {
         try? await writer.close()
         for r in readers { try? await r.close() }
+        fileLock.release()
     }
 
     static func resource(_ row: SQLiteRow) throws -> StoredResource {
@@ -162,23 +175,41 @@ public final class SQLiteBackend: RegistryBackend {
     }
 }
 
-/// Statements of one write transaction on the writer connection.
-struct SQLiteTransaction: RegistryTransaction {
+/// Statements of one write transaction on the writer connection, and what it changed, for the
+/// index once it commits. Used by one task at a time, under the backend's write lock.
+final class SQLiteTransaction: RegistryTransaction {
     let connection: SQLiteConnection
+    private let committed: ResourceIndex
+    private var changes: [(name: String, record: StoredResource?)] = []
+    private var revision: Int64?
+
+    init(connection: SQLiteConnection, committed: ResourceIndex) {
+        self.connection = connection
+        self.committed = committed
+    }
+
+    func apply(to index: inout ResourceIndex) {
+        for change in changes {
+            if let record = change.record { index.put(record) } else { index.remove(change.name) }
+        }
+        if let revision { index.revision = revision }
+    }
 
     func nextRevision() async throws -> Int64 {
         let rows = try await connection.query(
             "UPDATE triad_counters SET value = value + 1 WHERE name = 'revision' RETURNING value", [])
         guard let value = rows.first?.column("value")?.integer else { throw RegistryError.unavailable("revision counter missing") }
+        revision = Int64(value)
         return Int64(value)
     }
 
     func load(name: String) async throws -> StoredResource? {
-        try await connection.query("SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = ?", [.text(name)])
-            .first.map(SQLiteBackend.resource)
+        if let change = changes.last(where: { $0.name == name }) { return change.record }
+        return committed.byName[name]
     }
 
     func insert(_ r: StoredResource) async throws {
+        changes.append((r.name, r))
         _ = try await connection.query(
             "INSERT INTO triad_resources (name, kind, labels, revision, document) VALUES (?, ?, ?, ?, ?)",
             [.text(r.name), .text(r.kind.rawValue), .text(RowCoding.labelsText(r.labels)), .integer(Int(r.revision)),
@@ -186,6 +217,7 @@ struct SQLiteTransaction: RegistryTransaction {
     }
 
     func update(_ r: StoredResource) async throws {
+        changes.append((r.name, r))
         _ = try await connection.query(
             "UPDATE triad_resources SET kind = ?, labels = ?, revision = ?, document = ? WHERE name = ?",
             [.text(r.kind.rawValue), .text(RowCoding.labelsText(r.labels)), .integer(Int(r.revision)),
@@ -193,6 +225,7 @@ struct SQLiteTransaction: RegistryTransaction {
     }
 
     func delete(name: String) async throws {
+        changes.append((name, nil))
         _ = try await connection.query("DELETE FROM triad_resources WHERE name = ?", [.text(name)])
     }
 

@@ -153,6 +153,16 @@ struct ProcessTests {
         #expect(try runTriad(["delete", "resource", "alice"], environment: env).stdout == "resource/alice deleted\n")
     }
 
+    /// The embedded registry serves from memory, so a second server on the same file must not start.
+    @Test func aSecondServerOnTheSameSQLiteFileIsRefused() async throws {
+        let dir = try TestEnvironment.temporaryDirectory()
+        let first = try await ServerProcess.start(["--data-dir", dir + "/data"], directory: dir)
+        defer { first.stop() }
+        let r = try runTriad(["server", "--data-dir", dir + "/data", "--listen", "127.0.0.1:0"], directory: dir)
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("another triad server is using"), "\(r.stderr)")
+    }
+
     @Test func badServerConfigurationIsRefusedClearly() throws {
         let dir = try TestEnvironment.temporaryDirectory()
         var r = try runTriad(["server", "--database", "mysql://x"], directory: dir)

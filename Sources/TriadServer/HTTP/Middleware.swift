@@ -49,7 +49,6 @@ struct AuthMiddleware: RouterMiddleware {
         }
         var context = context
         context.principal = principal
-        context.logger[metadataKey: "triad.caller"] = "\(principal.name)"
         return try await next(request, context)
     }
 }
