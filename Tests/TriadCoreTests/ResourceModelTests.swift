@@ -169,3 +169,41 @@ struct ResourceModelTests {
         #expect(CloudEventRenderer.routingKey(event) == "device.fan.status")
     }
 }
+
+@Suite("JSON parser")
+struct JSONParserTests {
+    @Test func parsesWhatJSONAllows() throws {
+        let text = #"{"a": [1, -2.5e3, 0, true, false, null], "b": {"c": "x\"y\\z\/\n\u00e9\ud83d\ude00"}, "": ""}"#
+        let v = try JSONCoding.parse(Data(text.utf8))
+        #expect(v["a"] == .array([.number(1), .number(-2500), .number(0), .bool(true), .bool(false), .null]))
+        #expect(v["b"]?["c"] == .string("x\"y\\z/\né😀"))
+        #expect(v[""] == .string(""))
+        #expect(try JSONCoding.parse(Data(" 3 ".utf8)) == .number(3))
+        // Agrees with Foundation's decoder on a real document.
+        let doc = try Data(contentsOf: ResourceModelTests.fixtures.appendingPathComponent("valid/full-status.json"))
+        #expect(try JSONCoding.parse(doc) == (try JSONDecoder().decode(JSONValue.self, from: doc)))
+    }
+
+    @Test(arguments: [
+        ("{\"a\": 1,}", "line 1, column 9"),
+        ("{\n  \"a\": tru\n}", "line 2, column 8"),
+        ("{\"a\": 1} x", "unexpected text after the document"),
+        ("{\"a\": 1, \"a\": 2}", "duplicate key \"a\""),
+        ("[01]", "leading zeros"),
+        ("\"\\ud800\"", "unpaired surrogate"),
+        ("\"a\u{1}b\"", "control character"),
+        ("{\"a\": \"b", "unterminated string"),
+        ("", "unexpected end of input"),
+        (String(repeating: "[", count: 200) + String(repeating: "]", count: 200), "nesting deeper than 128"),
+        ("[1e999]", "number out of range"),
+    ])
+    func rejectsWithAPlace(_ text: String, _ expected: String) {
+        do {
+            _ = try JSONCoding.parse(Data(text.utf8))
+            Issue.record("accepted \(text)")
+        } catch {
+            #expect(error.message.hasPrefix("body is not valid JSON: "))
+            #expect(error.message.contains(expected), "\(error.message)")
+        }
+    }
+}

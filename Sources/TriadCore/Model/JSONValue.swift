@@ -95,12 +95,8 @@ public enum JSONCoding {
         (try? encoder().encode(value)) ?? Data("null".utf8)
     }
 
-    /// Parses JSON text into a tree; the error message never contains the decoder's internals.
+    /// Parses JSON text into a tree; errors say where, never how the parser works inside.
     public static func parse(_ data: Data) throws(DocumentSyntaxError) -> JSONValue {
-        do {
-            return try JSONDecoder().decode(JSONValue.self, from: data)
-        } catch {
-            throw DocumentSyntaxError("body is not valid JSON")
-        }
+        try JSONParser.parse(data)
     }
 }

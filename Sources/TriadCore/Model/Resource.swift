@@ -142,8 +142,10 @@ public struct TelemetrySnapshot: Codable, Sendable, Equatable {
 
 extension Resource {
     /// Decodes a tree that `ResourceValidator` accepted. Throws only for trees it did not check.
-    public init(validated tree: JSONValue) throws {
-        self = try JSONDecoder().decode(Resource.self, from: JSONCoding.encode(tree))
+    /// `json`, when given, is the text the tree was parsed from: decoding it directly saves
+    /// encoding the tree again.
+    public init(validated tree: JSONValue, json: Data? = nil) throws {
+        self = try JSONDecoder().decode(Resource.self, from: json ?? JSONCoding.encode(tree))
     }
 
     public var jsonTree: JSONValue {
