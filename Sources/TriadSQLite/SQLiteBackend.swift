@@ -57,19 +57,18 @@ public final class SQLiteBackend: RegistryBackend {
         readers[nextReader.wrappingAdd(1, ordering: .relaxed).oldValue % readers.count]
     }
 
+    /// One writer at a time. A registry write appends exactly one event, and that one INSERT
+    /// (with the triggers of `RegistrySchema`) is the whole write, so no BEGIN/COMMIT is needed:
+    /// if the body throws before it, nothing was written.
     public func withWriteTransaction<T: Sendable>(_ body: @Sendable (any RegistryTransaction) async throws -> T) async throws -> T {
         try await writeLock.withLock {
-            _ = try await writer.query("BEGIN IMMEDIATE", [])
-            do {
-                let tx = SQLiteTransaction(connection: writer, committed: index.withLock { $0 })
-                let result = try await body(tx)
-                _ = try await writer.query("COMMIT", [])
-                index.withLock { tx.apply(to: &$0) }
-                return result
-            } catch {
-                _ = try? await writer.query("ROLLBACK", [])
-                throw error
+            // The index changes only here, after a write, so the transaction may read it live.
+            let tx = SQLiteTransaction(connection: writer, revision: index.withLock { $0.revision }) { name in
+                self.index.withLock { $0.byName[name] }
             }
+            let result = try await body(tx)
+            index.withLock { tx.apply(to: &$0) }
+            return result
         }
     }
 
@@ -175,65 +174,51 @@ public final class SQLiteBackend: RegistryBackend {
     }
 }
 
-/// Statements of one write transaction on the writer connection, and what it changed, for the
-/// index once it commits. Used by one task at a time, under the backend's write lock.
+/// One registry write on the writer connection: reads come from the index, the change is
+/// remembered for it, and the event's INSERT writes everything. Used by one task at a time,
+/// under the backend's write lock.
 final class SQLiteTransaction: RegistryTransaction {
     let connection: SQLiteConnection
-    private let committed: ResourceIndex
-    private var changes: [(name: String, record: StoredResource?)] = []
-    private var revision: Int64?
+    /// Reads the committed index without copying it (a copy would cost a whole dictionary per write).
+    private let committed: (String) -> StoredResource?
+    private let lastRevision: Int64
+    private var change: (name: String, record: StoredResource?)?
+    private var written: Int64?
 
-    init(connection: SQLiteConnection, committed: ResourceIndex) {
+    init(connection: SQLiteConnection, revision: Int64, committed: @escaping (String) -> StoredResource?) {
         self.connection = connection
+        self.lastRevision = revision
         self.committed = committed
     }
 
     func apply(to index: inout ResourceIndex) {
-        for change in changes {
+        guard let written else { return }
+        if let change {
             if let record = change.record { index.put(record) } else { index.remove(change.name) }
         }
-        if let revision { index.revision = revision }
+        index.revision = written
     }
 
     func nextRevision() async throws -> Int64 {
-        let rows = try await connection.query(
-            "UPDATE triad_counters SET value = value + 1 WHERE name = 'revision' RETURNING value", [])
-        guard let value = rows.first?.column("value")?.integer else { throw RegistryError.unavailable("revision counter missing") }
-        revision = Int64(value)
-        return Int64(value)
+        lastRevision + 1
     }
 
     func load(name: String) async throws -> StoredResource? {
-        if let change = changes.last(where: { $0.name == name }) { return change.record }
-        return committed.byName[name]
+        if let change, change.name == name { return change.record }
+        return committed(name)
     }
 
-    func insert(_ r: StoredResource) async throws {
-        changes.append((r.name, r))
-        _ = try await connection.query(
-            "INSERT INTO triad_resources (name, kind, labels, revision, document) VALUES (?, ?, ?, ?, ?)",
-            [.text(r.name), .text(r.kind.rawValue), .text(RowCoding.labelsText(r.labels)), .integer(Int(r.revision)),
-             .text(String(decoding: r.document, as: UTF8.self))])
-    }
-
-    func update(_ r: StoredResource) async throws {
-        changes.append((r.name, r))
-        _ = try await connection.query(
-            "UPDATE triad_resources SET kind = ?, labels = ?, revision = ?, document = ? WHERE name = ?",
-            [.text(r.kind.rawValue), .text(RowCoding.labelsText(r.labels)), .integer(Int(r.revision)),
-             .text(String(decoding: r.document, as: UTF8.self)), .text(r.name)])
-    }
-
-    func delete(name: String) async throws {
-        changes.append((name, nil))
-        _ = try await connection.query("DELETE FROM triad_resources WHERE name = ?", [.text(name)])
-    }
+    func insert(_ r: StoredResource) async throws { change = (r.name, r) }
+    func update(_ r: StoredResource) async throws { change = (r.name, r) }
+    func delete(name: String) async throws { change = (name, nil) }
 
     func append(_ e: RegistryEvent) async throws {
+        guard written == nil else { throw RegistryError.unavailable("a registry write appends one event") }
         _ = try await connection.query(
             "INSERT INTO triad_events (id, type, name, kind, labels, time, document) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [.integer(Int(e.id)), .text(e.type.rawValue), .text(e.name), .text(e.kind.rawValue),
              .text(RowCoding.labelsText(e.labels)), .text(e.time), .text(String(decoding: e.document, as: UTF8.self))])
+        written = e.id
     }
 }
 
