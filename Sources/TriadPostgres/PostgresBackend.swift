@@ -190,9 +190,27 @@ public final class PostgresBackend: RegistryBackend {
     }
 }
 
-struct PostgresTransaction: RegistryTransaction {
+/// One registry write in a PostgreSQL transaction: the resource's row is locked when loaded,
+/// the revision counter only once the write is decided, and the change goes out with its event
+/// in one statement, so the counter lock (which orders all writers) is held for two round trips
+/// and the commit.
+final class PostgresTransaction: RegistryTransaction {
     let connection: PostgresConnection
     let logger: Logger
+    private enum Change { case insert(StoredResource), update(StoredResource), delete(String) }
+    private var change: Change?
+
+    init(connection: PostgresConnection, logger: Logger) {
+        self.connection = connection
+        self.logger = logger
+    }
+
+    func load(name: String) async throws -> StoredResource? {
+        let rows = try await connection.query(
+            "SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = \(name) FOR UPDATE", logger: logger)
+        for try await row in rows.decode((String, String, String, Int64, String).self) { return try PostgresBackend.resource(row) }
+        return nil
+    }
 
     func nextRevision() async throws -> Int64 {
         let rows = try await connection.query(
@@ -201,39 +219,40 @@ struct PostgresTransaction: RegistryTransaction {
         throw RegistryError.unavailable("revision counter missing")
     }
 
-    func load(name: String) async throws -> StoredResource? {
-        let rows = try await connection.query(
-            "SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = \(name)", logger: logger)
-        for try await row in rows.decode((String, String, String, Int64, String).self) { return try PostgresBackend.resource(row) }
-        return nil
-    }
-
-    func insert(_ r: StoredResource) async throws {
-        let document = String(decoding: r.document, as: UTF8.self)
-        _ = try await connection.query("""
-            INSERT INTO triad_resources (name, kind, labels, revision, document)
-            VALUES (\(r.name), \(r.kind.rawValue), \(RowCoding.labelsText(r.labels)), \(r.revision), \(document))
-            """, logger: logger)
-    }
-
-    func update(_ r: StoredResource) async throws {
-        let document = String(decoding: r.document, as: UTF8.self)
-        _ = try await connection.query("""
-            UPDATE triad_resources SET kind = \(r.kind.rawValue), labels = \(RowCoding.labelsText(r.labels)),
-              revision = \(r.revision), document = \(document) WHERE name = \(r.name)
-            """, logger: logger)
-    }
-
-    func delete(name: String) async throws {
-        _ = try await connection.query("DELETE FROM triad_resources WHERE name = \(name)", logger: logger)
-    }
+    func insert(_ r: StoredResource) async throws { change = .insert(r) }
+    func update(_ r: StoredResource) async throws { change = .update(r) }
+    func delete(name: String) async throws { change = .delete(name) }
 
     func append(_ e: RegistryEvent) async throws {
         let document = String(decoding: e.document, as: UTF8.self)
-        _ = try await connection.query("""
-            INSERT INTO triad_events (id, type, name, kind, labels, time, document)
-            VALUES (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(RowCoding.labelsText(e.labels)), \(e.time), \(document))
-            """, logger: logger)
+        let labels = RowCoding.labelsText(e.labels)
+        let event = "INSERT INTO triad_events (id, type, name, kind, labels, time, document) VALUES"
+        do {
+            switch change {
+            case .insert(let r):
+                _ = try await connection.query("""
+                    WITH changed AS (INSERT INTO triad_resources (name, kind, labels, revision, document)
+                      VALUES (\(r.name), \(r.kind.rawValue), \(labels), \(r.revision), \(document)))
+                    \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
+                    """, logger: logger)
+            case .update(let r):
+                _ = try await connection.query("""
+                    WITH changed AS (UPDATE triad_resources SET kind = \(r.kind.rawValue), labels = \(labels),
+                      revision = \(r.revision), document = \(document) WHERE name = \(r.name))
+                    \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
+                    """, logger: logger)
+            case .delete(let name):
+                _ = try await connection.query("""
+                    WITH changed AS (DELETE FROM triad_resources WHERE name = \(name))
+                    \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
+                    """, logger: logger)
+            case nil:
+                throw RegistryError.unavailable("a registry event without a change")
+            }
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
+            // Two creators of one name: both saw no row; the one that committed first wins.
+            throw RegistryError.alreadyExists(name: e.name)
+        }
     }
 }
 

@@ -233,6 +233,31 @@ struct RegistryConformanceTests {
     }
 
     @Test(arguments: BackendKind.allCases)
+    func concurrentCreatorsOfOneNameOneWins(_ kind: BackendKind) async throws {
+        try await withRegistry(kind) { registry in
+            for round in 0..<5 {
+                let name = "same-\(round)"
+                let results = await withTaskGroup(of: Result<StoredResource, any Error>.self) { group in
+                    for _ in 0..<6 {
+                        group.addTask {
+                            do { return .success(try await registry.create(Self.resource(name))) } catch { return .failure(error) }
+                        }
+                    }
+                    var all: [Result<StoredResource, any Error>] = []
+                    for await r in group { all.append(r) }
+                    return all
+                }
+                #expect(results.filter { (try? $0.get()) != nil }.count == 1)
+                for case .failure(let error) in results {
+                    #expect(error as? RegistryError == .alreadyExists(name: name), "\(error)")
+                }
+            }
+            let events = try await registry.backend.events(after: 0, limit: 100).events
+            #expect(events.count == 5, "one created event per name")
+        }
+    }
+
+    @Test(arguments: BackendKind.allCases)
     func tokensAreStoredHashedAndRevocable(_ kind: BackendKind) async throws {
         try await withRegistry(kind) { registry in
             let backend = registry.backend

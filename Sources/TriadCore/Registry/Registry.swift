@@ -98,8 +98,8 @@ public struct Registry: Sendable {
         let now = Timestamp.format(clock())
         let uid = makeUID()
         return try await backend.withWriteTransaction { tx in
-            let revision = try await tx.nextRevision()
             if try await tx.load(name: incoming.name) != nil { throw RegistryError.alreadyExists(name: incoming.name) }
+            let revision = try await tx.nextRevision()
             let record = StoredResource(Self.fresh(incoming, uid: uid, now: now, revision: revision), revision: revision)
             try await tx.insert(record)
             try await tx.append(Self.event(.created, record, now))
@@ -112,9 +112,9 @@ public struct Registry: Sendable {
         let now = Timestamp.format(clock())
         let uid = makeUID()
         return try await backend.withWriteTransaction { tx in
-            let revision = try await tx.nextRevision()
             let existing = try await tx.load(name: incoming.name)
             try precondition?.check(against: existing)
+            let revision = try await tx.nextRevision()
             guard let existing else {
                 let record = StoredResource(Self.fresh(incoming, uid: uid, now: now, revision: revision), revision: revision)
                 try await tx.insert(record)
@@ -133,7 +133,6 @@ public struct Registry: Sendable {
     public func patch(_ name: String, patch: JSONValue, precondition: VersionPrecondition?) async throws -> StoredResource {
         let now = Timestamp.format(clock())
         return try await backend.withWriteTransaction { tx in
-            let revision = try await tx.nextRevision()
             let existing = try await tx.load(name: name)
             try Self.patchPrecondition(patch, explicit: precondition)?.check(against: existing)
             guard let existing else { throw RegistryError.notFound(name: name) }
@@ -149,7 +148,7 @@ public struct Registry: Sendable {
             guard incoming.name == name else {
                 throw RegistryError.invalid([Violation(pointer: "/metadata/name", message: "cannot be changed (it is \"\(name)\")")])
             }
-            let record = Self.stamp(Self.adopt(incoming, into: current), previous: current, revision: revision)
+            let record = Self.stamp(Self.adopt(incoming, into: current), previous: current, revision: try await tx.nextRevision())
             try await tx.update(record)
             try await tx.append(Self.event(.updated, record, now))
             return record
@@ -166,7 +165,6 @@ public struct Registry: Sendable {
     public func writeStatus(_ name: String, _ write: StatusWrite, precondition: VersionPrecondition?) async throws -> StoredResource {
         let now = Timestamp.format(clock())
         return try await backend.withWriteTransaction { tx in
-            let revision = try await tx.nextRevision()
             let existing = try await tx.load(name: name)
             try precondition?.check(against: existing)
             guard let existing else { throw RegistryError.notFound(name: name) }
@@ -179,6 +177,7 @@ public struct Registry: Sendable {
             let violations = ResourceValidator.validateStatus(newStatus)
             guard violations.isEmpty else { throw RegistryError.invalid(violations) }
             current.status = try JSONDecoder().decode(ResourceStatus.self, from: JSONCoding.encode(newStatus))
+            let revision = try await tx.nextRevision()
             current.metadata.resourceVersion = String(revision)
             let record = StoredResource(current, revision: revision)
             try await tx.update(record)
@@ -190,10 +189,10 @@ public struct Registry: Sendable {
     public func delete(_ name: String, precondition: VersionPrecondition?) async throws -> StoredResource {
         let now = Timestamp.format(clock())
         return try await backend.withWriteTransaction { tx in
-            let revision = try await tx.nextRevision()
             let existing = try await tx.load(name: name)
             try precondition?.check(against: existing)
             guard let existing else { throw RegistryError.notFound(name: name) }
+            let revision = try await tx.nextRevision()
             try await tx.delete(name: name)
             var last = try existing.decode()
             last.metadata.resourceVersion = String(revision)

@@ -92,12 +92,16 @@ public struct TokenRecord: Sendable, Equatable {
     }
 }
 
-/// What a write transaction can do; backends implement it over their own connection.
+/// What a write transaction can do; backends implement it over their own connection. The
+/// registry calls, in this order: `load` (the current version, locked against other writers of
+/// it), `nextRevision` once the write is decided, one of `insert`/`update`/`delete`, then
+/// `append` of the one event that reports the change. Backends may defer the change and write
+/// it together with the event.
 public protocol RegistryTransaction {
+    func load(name: String) async throws -> StoredResource?
     /// Takes the next revision. Backends serialise writers here (PostgreSQL: the counter row
     /// lock, held to commit), so revisions commit in order and readers never see a gap fill later.
     func nextRevision() async throws -> Int64
-    func load(name: String) async throws -> StoredResource?
     func insert(_ record: StoredResource) async throws
     func update(_ record: StoredResource) async throws
     func delete(name: String) async throws
