@@ -163,6 +163,22 @@ struct ProcessTests {
         #expect(r.stderr.contains("another triad server is using"), "\(r.stderr)")
     }
 
+    /// Flags override TRIAD_* variables, which override the --config file.
+    @Test func configurationPrecedence() async throws {
+        let dir = try TestEnvironment.temporaryDirectory()
+        try "dataDir: \(dir)/from-file\nlogLevel: info\n".write(toFile: dir + "/triad.yaml", atomically: true, encoding: .utf8)
+        var server = try await ServerProcess.start(["--config", dir + "/triad.yaml"], directory: dir)
+        server.stop()
+        #expect(FileManager.default.fileExists(atPath: dir + "/from-file/admin.token"), "the file's dataDir")
+        server = try await ServerProcess.start(["--config", dir + "/triad.yaml"], environment: ["TRIAD_DATA_DIR": dir + "/from-env"], directory: dir)
+        server.stop()
+        #expect(FileManager.default.fileExists(atPath: dir + "/from-env/admin.token"), "the environment beats the file")
+        server = try await ServerProcess.start(["--config", dir + "/triad.yaml", "--data-dir", dir + "/from-flag"],
+                                               environment: ["TRIAD_DATA_DIR": dir + "/from-env"], directory: dir)
+        server.stop()
+        #expect(FileManager.default.fileExists(atPath: dir + "/from-flag/admin.token"), "the flag beats both")
+    }
+
     @Test func badServerConfigurationIsRefusedClearly() throws {
         let dir = try TestEnvironment.temporaryDirectory()
         var r = try runTriad(["server", "--database", "mysql://x"], directory: dir)
