@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
 import ServiceLifecycle
 import TriadCore
 import TriadPostgres
@@ -67,6 +68,7 @@ public final class TriadServer: Sendable {
                 PeriodicService(name: "event-wakeup", interval: .seconds(1)) { [notifier] in notifier.notify() },
                 PeriodicService(name: "event-compaction", interval: .seconds(60)) { [registry, configuration, logger] in
                     let removed = try await registry.backend.compactEvents(keep: configuration.eventRetention)
+                    Counter(label: "triad_events_compacted_total").increment(by: removed)
                     if removed > 0 { logger.info("compacted event log", metadata: ["removed": "\(removed)"]) }
                 },
             ],

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
 import TriadCore
 
 /// `GET /api/v1/events`: registry events as Server-Sent Events of CloudEvents, resumable with
@@ -62,6 +63,9 @@ struct EventRoutes {
         }
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache"]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            let open = Meter(label: "triad_event_streams")
+            open.increment()
+            defer { open.decrement() }
             var cursor = start
             var lastWrite = ContinuousClock.now
             // Opening comment: the stream is live even before the first event.

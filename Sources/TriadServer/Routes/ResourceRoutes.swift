@@ -1,11 +1,13 @@
 import Foundation
 import Hummingbird
+import Metrics
 import TriadCore
 
 /// `/api/v1/resources` and the status subresource (DESIGN §3).
 struct ResourceRoutes {
     let registry: Registry
     let reader: RequestReader
+    /// Called after every successful write (wakes event streams).
     let written: @Sendable () -> Void
 
     func register(_ routes: RouteTable) {
@@ -68,8 +70,7 @@ struct ResourceRoutes {
     @Sendable func create(_ request: Request, context: TriadRequestContext) async throws -> Response {
         _ = try context.require(.writeResources)
         let resource = try await document(request)
-        let record = try await registry.create(resource)
-        written()
+        let record = try await write("create") { try await registry.create(resource) }
         return .resource(record, status: .created, location: true)
     }
 
@@ -78,8 +79,7 @@ struct ResourceRoutes {
         let name = try context.parameters.name()
         let resource = try await document(request, pathName: name)
         let precondition = try reader.precondition(request, bodyVersion: resource.metadata.resourceVersion)
-        let (record, created) = try await registry.replace(resource, precondition: precondition)
-        written()
+        let (record, created) = try await write("replace") { try await registry.replace(resource, precondition: precondition) }
         return .resource(record, status: created ? .created : .ok, location: created)
     }
 
@@ -88,16 +88,16 @@ struct ResourceRoutes {
         let name = try context.parameters.name()
         let patch = try await reader.tree(request, kind: .mergePatch)
         guard case .object = patch else { throw Problem.badRequest("a merge patch must be a JSON object") }
-        let record = try await registry.patch(name, patch: patch, precondition: try reader.precondition(request, bodyVersion: nil))
-        written()
+        let precondition = try reader.precondition(request, bodyVersion: nil)
+        let record = try await write("patch") { try await registry.patch(name, patch: patch, precondition: precondition) }
         return .resource(record)
     }
 
     @Sendable func delete(_ request: Request, context: TriadRequestContext) async throws -> Response {
         _ = try context.require(.writeResources)
         let name = try context.parameters.name()
-        let record = try await registry.delete(name, precondition: try reader.precondition(request, bodyVersion: nil))
-        written()
+        let precondition = try reader.precondition(request, bodyVersion: nil)
+        let record = try await write("delete") { try await registry.delete(name, precondition: precondition) }
         return .resource(record)
     }
 
@@ -108,8 +108,8 @@ struct ResourceRoutes {
         guard case .object(let members) = tree else { throw Problem.invalid([Violation(pointer: "", message: "must be an object")]) }
         guard let status = members["status"] else { throw Problem.invalid([Violation(pointer: "/status", message: "is required")]) }
         let bodyVersion = try statusWriteVersion(tree)
-        let record = try await registry.writeStatus(name, .replace(status), precondition: try reader.precondition(request, bodyVersion: bodyVersion))
-        written()
+        let precondition = try reader.precondition(request, bodyVersion: bodyVersion)
+        let record = try await write("status") { try await registry.writeStatus(name, .replace(status), precondition: precondition) }
         return .resource(record)
     }
 
@@ -124,9 +124,38 @@ struct ResourceRoutes {
         }
         guard let status = members["status"] else { throw Problem.invalid([Violation(pointer: "/status", message: "is required")]) }
         let bodyVersion = try statusWriteVersion(tree)
-        let record = try await registry.writeStatus(name, .merge(status), precondition: try reader.precondition(request, bodyVersion: bodyVersion))
-        written()
+        let precondition = try reader.precondition(request, bodyVersion: bodyVersion)
+        let record = try await write("status") { try await registry.writeStatus(name, .merge(status), precondition: precondition) }
         return .resource(record)
+    }
+
+    /// Runs a registry write, counting it by outcome (`triad_registry_writes_total`) and timing
+    /// it (`triad_registry_write_seconds`), and wakes event streams when it succeeded.
+    private func write<T>(_ operation: String, _ body: () async throws -> T) async throws -> T {
+        let start = DispatchTime.now()
+        let outcome: String
+        defer {
+            Counter(label: "triad_registry_writes_total", dimensions: [("operation", operation), ("result", outcome)]).increment()
+            Timer(label: "triad_registry_write_seconds", dimensions: [("operation", operation)]).recordInterval(since: start)
+        }
+        do {
+            let result = try await body()
+            outcome = "ok"
+            written()
+            return result
+        } catch let error as RegistryError {
+            outcome = switch error {
+            case .notFound: "not_found"
+            case .alreadyExists, .conflict, .tokenExists: "conflict"
+            case .preconditionFailed: "precondition_failed"
+            case .invalid: "invalid"
+            case .unavailable: "unavailable"
+            }
+            throw error
+        } catch {
+            outcome = "error"
+            throw error
+        }
     }
 
     /// Reads, validates and decodes a Resource document from the body.
