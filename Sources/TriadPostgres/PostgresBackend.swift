@@ -65,28 +65,14 @@ public final class PostgresBackend: RegistryBackend {
     }
 
     public func get(name: String) async throws -> StoredResource? {
-        let rows = try await client.query(
-            "SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = \(name)", logger: logger)
-        for try await row in rows.decode((String, String, String, Int64, String).self) { return try Self.resource(row) }
+        for try await row in try await client.execute(ResourceByName(name: name), logger: logger) { return try Self.resource(row) }
         return nil
     }
 
     public func list(kind: ResourceKind?, after: String?, limit: Int) async throws -> [StoredResource] {
-        let afterName = after ?? ""
-        let rows: PostgresRowSequence
-        if let kind {
-            rows = try await client.query("""
-                SELECT name, kind, labels, revision, document FROM triad_resources
-                WHERE name > \(afterName) AND kind = \(kind.rawValue) ORDER BY name LIMIT \(limit)
-                """, logger: logger)
-        } else {
-            rows = try await client.query("""
-                SELECT name, kind, labels, revision, document FROM triad_resources
-                WHERE name > \(afterName) ORDER BY name LIMIT \(limit)
-                """, logger: logger)
-        }
         var out: [StoredResource] = []
-        for try await row in rows.decode((String, String, String, Int64, String).self) { out.append(try Self.resource(row)) }
+        let rows = try await client.execute(ResourcePage(kind: kind?.rawValue, after: after ?? "", limit: Int64(limit)), logger: logger)
+        for try await row in rows { out.append(try Self.resource(row)) }
         return out
     }
 
@@ -190,6 +176,65 @@ public final class PostgresBackend: RegistryBackend {
     }
 }
 
+/// The read paths as prepared statements: each connection parses and plans them once.
+struct ResourceByName: PostgresPreparedStatement {
+    static let sql = "SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = $1"
+    typealias Row = (String, String, String, Int64, String)
+    var name: String
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings()
+        bindings.append(name)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
+/// The row of a resource about to be written, locked until the transaction ends.
+struct ResourceForUpdate: PostgresPreparedStatement {
+    static let sql = "SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = $1 FOR UPDATE"
+    typealias Row = (String, String, String, Int64, String)
+    var name: String
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings()
+        bindings.append(name)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
+struct NextRevision: PostgresPreparedStatement {
+    static let sql = "UPDATE triad_counters SET value = value + 1 WHERE name = 'revision' RETURNING value"
+    typealias Row = Int64
+
+    func makeBindings() throws -> PostgresBindings { PostgresBindings() }
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Int64.self) }
+}
+
+struct ResourcePage: PostgresPreparedStatement {
+    static let sql = """
+        SELECT name, kind, labels, revision, document FROM triad_resources
+        WHERE name > $1 AND ($2::text IS NULL OR kind = $2) ORDER BY name LIMIT $3
+        """
+    typealias Row = (String, String, String, Int64, String)
+    var kind: String?
+    var after: String
+    var limit: Int64
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings()
+        bindings.append(after)
+        bindings.append(kind)
+        bindings.append(limit)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
 /// One registry write in a PostgreSQL transaction: the resource's row is locked when loaded,
 /// the revision counter only once the write is decided, and the change goes out with its event
 /// in one statement, so the counter lock (which orders all writers) is held for two round trips
@@ -206,16 +251,14 @@ final class PostgresTransaction: RegistryTransaction {
     }
 
     func load(name: String) async throws -> StoredResource? {
-        let rows = try await connection.query(
-            "SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = \(name) FOR UPDATE", logger: logger)
-        for try await row in rows.decode((String, String, String, Int64, String).self) { return try PostgresBackend.resource(row) }
+        for try await row in try await connection.execute(ResourceForUpdate(name: name), logger: logger) {
+            return try PostgresBackend.resource(row)
+        }
         return nil
     }
 
     func nextRevision() async throws -> Int64 {
-        let rows = try await connection.query(
-            "UPDATE triad_counters SET value = value + 1 WHERE name = 'revision' RETURNING value", logger: logger)
-        for try await value in rows.decode(Int64.self) { return value }
+        for try await value in try await connection.execute(NextRevision(), logger: logger) { return value }
         throw RegistryError.unavailable("revision counter missing")
     }
 
