@@ -45,8 +45,9 @@ public final class TriadServer: Sendable {
     /// The routes, recorded for the OpenAPI test.
     public func makeRouter() -> (Router<TriadRequestContext>, RouteTable) {
         let router = Router(context: TriadRequestContext.self)
+        // Metrics outermost, so every answer (problems included) is counted with its status.
+        router.add(middleware: RequestMetricsMiddleware())
         router.add(middleware: ProblemMiddleware())
-        router.add(middleware: MetricsMiddleware())
         router.add(middleware: AuthMiddleware(authority: authority))
         let table = RouteTable(router: router)
         let reader = RequestReader(maxBodyBytes: configuration.maxBodyBytes)
