@@ -64,11 +64,7 @@ struct ServerCommand: AsyncParsableCommand {
         let levelText = setting(logLevel, "TRIAD_LOG_LEVEL", "logLevel") ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("logLevel must be one of trace, debug, info, notice, warning, error, critical") }
 
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level) }
         let logger = Logger(label: "triad.server")
         let server: TriadServer
         do {

@@ -30,7 +30,7 @@ final class ServerProcess: Sendable {
         process.standardError = pipe
         pipe.fileHandleForReading.readabilityHandler = { handle in output.append(handle.availableData) }
         try process.run()
-        let pattern = #/address=127\.0\.0\.1:(\d+) \[triad\] listening/#
+        let pattern = #/ listening address=127\.0\.0\.1:(\d+)/#
         for _ in 0..<300 {
             if let match = output.value.firstMatch(of: pattern) {
                 return ServerProcess(process: process, baseURL: "http://127.0.0.1:\(match.1)", output: output)
