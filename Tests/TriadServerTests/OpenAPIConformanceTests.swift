@@ -13,6 +13,12 @@ struct OpenAPIConformanceTests {
         #expect(result.status == 0, "\(result.output)")
     }
 
+    /// deploy/kubernetes carries the same schema as a CRD; it is generated, and must not drift.
+    @Test func kubernetesCRDMatchesTheResourceSchema() throws {
+        let result = try Python.run("render_crd.py", ["--check"])
+        #expect(result.status == 0, "\(result.output)")
+    }
+
     @Test func everyServedRouteIsDocumentedAndEveryDocumentedRouteIsServed() async throws {
         try await withServer(.sqlite) { server in
             let routes = server.server.makeRouter().1.routes
