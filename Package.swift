@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Layout: TriadCore is pure (model, validation, selectors, the registry contract, auth rules);
-// TriadSQLite and TriadPostgres are the two registry backends; TriadServer is the HTTP edge;
+// TriadSQLite and TriadPostgres are the two registry backends; TriadAMQP publishes events to
+// RabbitMQ through rabbitmq-c (CRabbitMQ); TriadServer is the HTTP edge;
 // TriadClient talks to a server for the CLI; `triad` only wires them together.
 let package = Package(
     name: "triad",
@@ -43,7 +44,20 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .systemLibrary(
+            name: "CRabbitMQ",
+            path: "Sources/CRabbitMQ",
+            pkgConfig: "librabbitmq",
+            providers: [.apt(["librabbitmq-dev"])]
+        ),
+        .target(
+            name: "TriadAMQP",
+            dependencies: [
+                "TriadCore",
+                "CRabbitMQ",
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
@@ -52,6 +66,7 @@ let package = Package(
                 "TriadCore",
                 "TriadSQLite",
                 "TriadPostgres",
+                "TriadAMQP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -84,6 +99,10 @@ let package = Package(
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
+            name: "TriadAMQPTests",
+            dependencies: ["TriadAMQP"]
+        ),
+        .testTarget(
             name: "TriadServerTests",
             dependencies: [
                 "TriadCore",
@@ -91,6 +110,7 @@ let package = Package(
                 "TriadClient",
                 "TriadSQLite",
                 "TriadPostgres",
+                "TriadAMQP",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),

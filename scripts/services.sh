@@ -10,13 +10,25 @@
 #   TRIAD_SVC_DIR   where the services keep their data    (default /tmp/triad-services)
 #   TRIAD_PG_PORT   PostgreSQL port on 127.0.0.1          (default 55432, not 5432: the
 #                   machine may run its own cluster there)
+#   TRIAD_AMQP_PORT RabbitMQ AMQP port on 127.0.0.1       (default 55672)
+#   TRIAD_AMQP_DIST_PORT  its Erlang distribution port    (default AMQP port + 20000, or
+#                   AMQP port - 10000 when that would pass 65535, e.g. 45672 for 55672)
+#   CI              when "true", stop also kills epmd (shared by every Erlang node on the box)
 set -euo pipefail
 
 SVC_DIR=${TRIAD_SVC_DIR:-/tmp/triad-services}
 PG_PORT=${TRIAD_PG_PORT:-55432}
 PG_DIR=$SVC_DIR/pg
 PG_DB=triad_test
-SERVICES=(pg)
+AMQP_PORT=${TRIAD_AMQP_PORT:-55672}
+# RabbitMQ's convention is AMQP + 20000 (5672 -> 25672), but 55672 + 20000 is no port: the node
+# dies at boot with invalid_dist_port_range. The fallback also stays clear of 35672-35682,
+# which rabbitmqctl itself uses as its client distribution ports.
+if [ $((AMQP_PORT + 20000)) -le 65535 ]; then AMQP_DIST_DEFAULT=$((AMQP_PORT + 20000))
+else AMQP_DIST_DEFAULT=$((AMQP_PORT - 10000)); fi
+AMQP_DIST_PORT=${TRIAD_AMQP_DIST_PORT:-$AMQP_DIST_DEFAULT}
+RMQ_DIR=$SVC_DIR/rabbitmq
+SERVICES=(pg rabbitmq)
 
 die() { echo "services.sh: error: $*" >&2; exit 1; }
 log() { echo "services.sh: $*"; }
@@ -119,6 +131,93 @@ status_pg() {
     log "postgres running on 127.0.0.1:$PG_PORT (data $PG_DIR/data)"
   else
     log "postgres stopped"; return 1
+  fi
+}
+
+# --- RabbitMQ -------------------------------------------------------------------------
+
+# Run a RabbitMQ CLI against the private node. Use /usr/lib/rabbitmq/bin/*, not the /usr/sbin
+# wrappers: as root those su to user rabbitmq with HOME=/var/lib/rabbitmq, whose Erlang cookie
+# does not match the one our node created in $RMQ_DIR/home ("Erlang cookie not matching").
+rmq() {
+  local cmd=$1; shift
+  env HOME="$RMQ_DIR/home" RABBITMQ_NODENAME=rabbit@localhost \
+    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$AMQP_PORT" \
+    RABBITMQ_DIST_PORT="$AMQP_DIST_PORT" ERL_CRASH_DUMP="$RMQ_DIR/erl_crash.dump" \
+    RABBITMQ_MNESIA_BASE="$RMQ_DIR/mnesia" RABBITMQ_LOG_BASE="$RMQ_DIR/log" \
+    RABBITMQ_PID_FILE="$RMQ_DIR/rabbit.pid" RABBITMQ_CONFIG_FILE="$RMQ_DIR/rabbitmq.conf" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$RMQ_DIR/enabled_plugins" \
+    RABBITMQ_CONF_ENV_FILE="$RMQ_DIR/rabbitmq-env.conf" \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+    ERL_EPMD_ADDRESS=127.0.0.1 "/usr/lib/rabbitmq/bin/$cmd" "$@"
+}
+# inet_dist_use_interface / ERL_EPMD_ADDRESS: the dist port and epmd would otherwise bind 0.0.0.0.
+# ERL_CRASH_DUMP: a node that fails to boot would otherwise drop erl_crash.dump into the cwd.
+
+# Check the pid file first: any rabbitmqctl call starts an epmd, which `stop` may just have killed.
+rabbitmq_running() {
+  local pid
+  [ -x /usr/lib/rabbitmq/bin/rabbitmqctl ] || return 1
+  pid=$(cat "$RMQ_DIR/rabbit.pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null || return 1
+  rmq rabbitmqctl -q status >/dev/null 2>&1
+}
+
+install_rabbitmq() {
+  local missing=() p
+  for p in rabbitmq-server librabbitmq-dev amqp-tools; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
+}
+
+start_rabbitmq() {
+  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || die "RabbitMQ is not installed (run: $0 install)"
+  if rabbitmq_running; then
+    log "rabbitmq already running in $RMQ_DIR"
+  else
+    if (exec 3<>"/dev/tcp/127.0.0.1/$AMQP_PORT") 2>/dev/null; then
+      die "port $AMQP_PORT on 127.0.0.1 is already in use by another process (set TRIAD_AMQP_PORT)"
+    fi
+    mkdir -p "$RMQ_DIR/home" "$RMQ_DIR/mnesia" "$RMQ_DIR/log"
+    # Empty env file and plugin list: ignore the system-wide /etc/rabbitmq ones.
+    : > "$RMQ_DIR/rabbitmq-env.conf"
+    echo '[].' > "$RMQ_DIR/enabled_plugins"
+    printf 'listeners.tcp.default = 127.0.0.1:%s\nlog.console = false\nlog.file.level = warning\n' \
+      "$AMQP_PORT" > "$RMQ_DIR/rabbitmq.conf"
+    rm -f "$RMQ_DIR/erl_crash.dump"
+    # -detached returns at once (and spawns epmd).
+    rmq rabbitmq-server -detached >"$RMQ_DIR/start.log" 2>&1 || { cat "$RMQ_DIR/start.log" >&2; die "rabbitmq-server did not start"; }
+    # `rabbitmqctl wait` blocks until the app runs, but a node that died at boot never writes its
+    # pid file, so wait in short slices and give up as soon as the VM leaves a crash dump.
+    local i
+    for i in $(seq 1 24); do
+      rmq rabbitmqctl wait --timeout 5 "$RMQ_DIR/rabbit.pid" >>"$RMQ_DIR/start.log" 2>&1 && break
+      if [ -e "$RMQ_DIR/erl_crash.dump" ] || [ "$i" = 24 ]; then
+        grep -m1 '^Slogan' "$RMQ_DIR/erl_crash.dump" >&2 2>/dev/null || tail -5 "$RMQ_DIR/start.log" >&2
+        die "rabbitmq did not come up (logs: $RMQ_DIR/log, $RMQ_DIR/start.log)"
+      fi
+    done
+  fi
+  log "rabbitmq up: amqp://guest:guest@127.0.0.1:$AMQP_PORT"
+}
+
+stop_rabbitmq() {
+  if rabbitmq_running; then
+    # Given the pid file, stop waits until the Erlang VM has exited, not just the app.
+    rmq rabbitmqctl -q stop "$RMQ_DIR/rabbit.pid" >/dev/null || die "rabbitmq did not stop"
+    log "rabbitmq stopped"
+  else
+    log "rabbitmq not running"
+  fi
+  # epmd outlives the node; kill it only in CI, since it serves every Erlang node on the machine.
+  if [ "${CI:-}" = true ] && command -v epmd >/dev/null; then epmd -kill >/dev/null 2>&1 || true; fi
+}
+
+status_rabbitmq() {
+  if rabbitmq_running; then
+    log "rabbitmq running on 127.0.0.1:$AMQP_PORT (data $RMQ_DIR)"
+  else
+    log "rabbitmq stopped"; return 1
   fi
 }
 

@@ -99,14 +99,28 @@ public final class PostgresBackend: RegistryBackend {
         return EventBatch(events: events, oldestRetained: oldest)
     }
 
-    public func compactEvents(keep: Int) async throws -> Int {
+    public func compactEvents(keep: Int, notAfter: Int64?) async throws -> Int {
         let keep64 = Int64(keep)
+        let limit = notAfter ?? Int64.max
         let rows = try await client.query("""
-            DELETE FROM triad_events WHERE id <= (SELECT max(id) FROM triad_events) - \(keep64) RETURNING id
+            DELETE FROM triad_events WHERE id <= least((SELECT max(id) FROM triad_events) - \(keep64), \(limit)) RETURNING id
             """, logger: logger)
         var n = 0
         for try await _ in rows { n += 1 }
         return n
+    }
+
+    public func relayCursor(_ name: String) async throws -> Int64 {
+        let rows = try await client.query("SELECT last_id FROM triad_relay_cursors WHERE name = \(name)", logger: logger)
+        for try await id in rows.decode(Int64.self) { return id }
+        return 0
+    }
+
+    public func setRelayCursor(_ name: String, to id: Int64) async throws {
+        _ = try await client.query("""
+            INSERT INTO triad_relay_cursors (name, last_id) VALUES (\(name), \(id))
+            ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id
+            """, logger: logger)
     }
 
     public func insertToken(_ token: TokenRecord) async throws {
@@ -176,12 +190,12 @@ public final class PostgresBackend: RegistryBackend {
     }
 }
 
-/// The read paths as prepared statements: each connection parses and plans them once.
-struct ResourceByName: PostgresPreparedStatement {
-    static let sql = "SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = $1"
-    typealias Row = (String, String, String, Int64, String)
-    var name: String
+/// Statements that read one resource row by name, prepared once per connection.
+protocol ResourceRowByName: PostgresPreparedStatement where Row == (String, String, String, Int64, String) {
+    var name: String { get }
+}
 
+extension ResourceRowByName {
     func makeBindings() throws -> PostgresBindings {
         var bindings = PostgresBindings()
         bindings.append(name)
@@ -191,19 +205,15 @@ struct ResourceByName: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }
 
-/// The row of a resource about to be written, locked until the transaction ends.
-struct ResourceForUpdate: PostgresPreparedStatement {
-    static let sql = "SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = $1 FOR UPDATE"
-    typealias Row = (String, String, String, Int64, String)
+struct ResourceByName: ResourceRowByName {
+    static let sql = "SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = $1"
     var name: String
+}
 
-    func makeBindings() throws -> PostgresBindings {
-        var bindings = PostgresBindings()
-        bindings.append(name)
-        return bindings
-    }
-
-    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+/// The row of a resource about to be written, locked until the transaction ends.
+struct ResourceForUpdate: ResourceRowByName {
+    static let sql = "SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = $1 FOR UPDATE"
+    var name: String
 }
 
 struct NextRevision: PostgresPreparedStatement {

@@ -93,11 +93,25 @@ public final class SQLiteBackend: RegistryBackend {
         return EventBatch(events: try rows.map(Self.event), oldestRetained: oldest.map(Int64.init))
     }
 
-    public func compactEvents(keep: Int) async throws -> Int {
+    public func compactEvents(keep: Int, notAfter: Int64?) async throws -> Int {
         try await writeLock.withLock {
             let rows = try await writer.query(
-                "DELETE FROM triad_events WHERE id <= (SELECT max(id) FROM triad_events) - ? RETURNING id", [.integer(keep)])
+                "DELETE FROM triad_events WHERE id <= min((SELECT max(id) FROM triad_events) - ?, ?) RETURNING id",
+                [.integer(keep), .integer(Int(notAfter ?? Int64.max))])
             return rows.count
+        }
+    }
+
+    public func relayCursor(_ name: String) async throws -> Int64 {
+        Int64(try await reader.query("SELECT last_id FROM triad_relay_cursors WHERE name = ?", [.text(name)])
+            .first?.column("last_id")?.integer ?? 0)
+    }
+
+    public func setRelayCursor(_ name: String, to id: Int64) async throws {
+        try await writeLock.withLock {
+            _ = try await writer.query(
+                "INSERT INTO triad_relay_cursors (name, last_id) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id",
+                [.text(name), .integer(Int(id))])
         }
     }
 

@@ -10,6 +10,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var maxBodyBytes: Int = 1 << 20
     /// How many registry events the log keeps for resuming streams.
     public var eventRetention: Int = 100_000
+    /// `amqp://user:password@host:port[/vhost]`: relay registry events to RabbitMQ (off when nil).
+    public var amqp: String?
     /// `TRIAD_ADMIN_TOKEN`: ensures an admin with this token instead of writing `admin.token`.
     public var adminToken: String?
 

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import Metrics
 import ServiceLifecycle
+import TriadAMQP
 import TriadCore
 import TriadPostgres
 import TriadSQLite
@@ -15,6 +16,7 @@ public final class TriadServer: Sendable {
     public let authority: TokenAuthority
     public let notifier = EventNotifier()
     public let bootstrap: TokenAuthority.Bootstrap
+    public let relay: OutboxRelay?
     private let logger: Logger
 
     public static func open(_ configuration: ServerConfiguration, logger: Logger) async throws -> TriadServer {
@@ -30,14 +32,19 @@ public final class TriadServer: Sendable {
             backend = try await PostgresBackend.connect(url: url, logger: logger)
             logger.info("registry opened", metadata: ["backend": "postgres"])
         }
-        return try await TriadServer(configuration: configuration, backend: backend, logger: logger)
+        let publisher = try configuration.amqp.map { try AMQPEventPublisher(url: $0) }
+        return try await TriadServer(configuration: configuration, backend: backend, publisher: publisher, logger: logger)
     }
 
-    public init(configuration: ServerConfiguration, backend: any RegistryBackend, logger: Logger) async throws {
+    /// `publisher`, when given, receives every registry event through the outbox relay.
+    public init(configuration: ServerConfiguration, backend: any RegistryBackend, publisher: (any EventPublisher)? = nil,
+                logger: Logger) async throws {
         self.configuration = configuration
         self.registry = Registry(backend: backend)
         self.authority = TokenAuthority(backend: backend)
         self.logger = logger
+        let notifier = self.notifier
+        self.relay = publisher.map { OutboxRelay(backend: backend, publisher: $0, notifier: notifier, logger: logger) }
         self.bootstrap = try await authority.bootstrap(dataDir: configuration.dataDir, environmentToken: configuration.adminToken, logger: logger)
         _ = ServerMetrics.registry
     }
@@ -52,7 +59,7 @@ public final class TriadServer: Sendable {
         let table = RouteTable(router: router)
         let reader = RequestReader(maxBodyBytes: configuration.maxBodyBytes)
         let notifier = self.notifier
-        SystemRoutes(registry: registry, metrics: ServerMetrics.registry).register(table)
+        SystemRoutes(registry: registry, relay: relay, metrics: ServerMetrics.registry).register(table)
         ResourceRoutes(registry: registry, reader: reader, written: { notifier.notify() }).register(table)
         EventRoutes(registry: registry, notifier: notifier).register(table)
         TokenRoutes(authority: authority, registry: registry, reader: reader).register(table)
@@ -67,12 +74,14 @@ public final class TriadServer: Sendable {
             configuration: .init(address: .hostname(configuration.listenHost, port: configuration.listenPort), serverName: nil),
             services: [
                 PeriodicService(name: "event-wakeup", interval: .seconds(1)) { [notifier] in notifier.notify() },
-                PeriodicService(name: "event-compaction", interval: .seconds(60)) { [registry, configuration, logger] in
-                    let removed = try await registry.backend.compactEvents(keep: configuration.eventRetention)
+                PeriodicService(name: "event-compaction", interval: .seconds(60)) { [registry, configuration, logger, relay] in
+                    // Events the relay has not delivered stay, however many there are.
+                    let undelivered = relay == nil ? nil : try await registry.backend.relayCursor(OutboxRelay.cursorName)
+                    let removed = try await registry.backend.compactEvents(keep: configuration.eventRetention, notAfter: undelivered)
                     Counter(label: "triad_events_compacted_total").increment(by: removed)
                     if removed > 0 { logger.info("compacted event log", metadata: ["removed": "\(removed)"]) }
                 },
-            ],
+            ] + (relay.map { [$0] } ?? []),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }

@@ -12,7 +12,7 @@ struct ServerCommand: AsyncParsableCommand {
         discussion: """
         Every setting comes from a flag, else a TRIAD_* environment variable, else the YAML file \
         given with --config, else its default. Keys: database (TRIAD_DATABASE), dataDir \
-        (TRIAD_DATA_DIR), listen (TRIAD_LISTEN), maxBodyBytes (TRIAD_MAX_BODY_BYTES), \
+        (TRIAD_DATA_DIR), amqp (TRIAD_AMQP), listen (TRIAD_LISTEN), maxBodyBytes (TRIAD_MAX_BODY_BYTES), \
         eventRetention (TRIAD_EVENT_RETENTION), logLevel (TRIAD_LOG_LEVEL). TRIAD_ADMIN_TOKEN \
         ensures an admin with that token (environment only, never a file or flag).
         """)
@@ -21,6 +21,8 @@ struct ServerCommand: AsyncParsableCommand {
     var config: String?
     @Option(help: "sqlite:<path> or postgres://user:password@host:port/database (default: SQLite in the data directory).")
     var database: String?
+    @Option(help: "amqp://user:password@host:port[/vhost]: publish registry events to RabbitMQ (default: off).")
+    var amqp: String?
     @Option(help: "Directory for the embedded database and admin.token (default ./.triad).")
     var dataDir: String?
     @Option(help: "HOST:PORT to listen on (default 127.0.0.1:8080).")
@@ -32,7 +34,7 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).")
     var logLevel: String?
 
-    static let fileKeys: Set<String> = ["database", "dataDir", "listen", "maxBodyBytes", "eventRetention", "logLevel"]
+    static let fileKeys: Set<String> = ["database", "amqp", "dataDir", "listen", "maxBodyBytes", "eventRetention", "logLevel"]
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
@@ -53,6 +55,7 @@ struct ServerCommand: AsyncParsableCommand {
 
         var cfg = ServerConfiguration()
         cfg.database = setting(database, "TRIAD_DATABASE", "database")
+        cfg.amqp = setting(amqp, "TRIAD_AMQP", "amqp")
         if let dir = setting(dataDir, "TRIAD_DATA_DIR", "dataDir") { cfg.dataDir = dir }
         if let listen = setting(listen, "TRIAD_LISTEN", "listen") {
             do { try cfg.setListen(listen) } catch { throw ValidationError("\(error)") }
@@ -70,7 +73,7 @@ struct ServerCommand: AsyncParsableCommand {
         do {
             server = try await TriadServer.open(cfg, logger: logger)
         } catch {
-            FileHandle.standardError.write(Data("error: cannot open the registry: \(String(describing: error))\n".utf8))
+            FileHandle.standardError.write(Data("error: cannot start the server: \(String(describing: error))\n".utf8))
             throw ExitCode(1)
         }
         switch server.bootstrap {
@@ -88,6 +91,9 @@ struct ServerCommand: AsyncParsableCommand {
             try await server.run { port in
                 logger.info("listening", metadata: ["address": "\(host):\(port)"])
             }
+            logger.info("stopped")
+        } catch is CancellationError {
+            // SIGTERM/SIGINT: a graceful shutdown, not a failure.
         } catch {
             await server.shutdown()
             FileHandle.standardError.write(Data("error: the server stopped: \(String(describing: error))\n".utf8))

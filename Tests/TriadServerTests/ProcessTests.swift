@@ -73,6 +73,7 @@ struct ProcessTests {
         #expect(try await TriadClient(server: server.baseURL, token: token).send(.GET, "/api/v1/resources").status == 200)
         #expect(!server.log.contains(token), "the secret is not logged")
         server.stop()
+        #expect(server.process.terminationStatus == 0, "SIGTERM is a clean shutdown: \(server.log)")
         try FileManager.default.removeItem(atPath: path)
         let again = try await ServerProcess.start([], directory: dir)
         defer { again.stop() }

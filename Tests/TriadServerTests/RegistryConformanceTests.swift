@@ -198,6 +198,13 @@ struct RegistryConformanceTests {
             #expect(kept.oldestRetained == kept.events.first?.id)
             let next = try await registry.create(Self.resource("after-compaction"))
             #expect(next.revision > kept.events.last!.id)
+            // A relay's cursor bounds compaction: nothing it has not delivered is deleted.
+            #expect(try await registry.backend.relayCursor("amqp") == 0)
+            let cursor = kept.events[1].id
+            try await registry.backend.setRelayCursor("amqp", to: cursor)
+            #expect(try await registry.backend.relayCursor("amqp") == cursor)
+            _ = try await registry.backend.compactEvents(keep: 1, notAfter: cursor)
+            #expect(try await registry.backend.events(after: 0, limit: 100).oldestRetained == cursor + 1)
         }
     }
 

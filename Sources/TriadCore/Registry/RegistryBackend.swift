@@ -119,8 +119,13 @@ public protocol RegistryBackend: Sendable {
     func latestRevision() async throws -> Int64
 
     func events(after id: Int64, limit: Int) async throws -> EventBatch
-    /// Deletes all but the newest `keep` events; returns how many were deleted.
-    func compactEvents(keep: Int) async throws -> Int
+    /// Deletes all but the newest `keep` events, and none after `notAfter` (events a relay has
+    /// not delivered yet); returns how many were deleted.
+    func compactEvents(keep: Int, notAfter: Int64?) async throws -> Int
+
+    /// How far the relay `name` has delivered the event log (0 before its first delivery).
+    func relayCursor(_ name: String) async throws -> Int64
+    func setRelayCursor(_ name: String, to id: Int64) async throws
 
     func insertToken(_ token: TokenRecord) async throws
     func token(secretHash: String) async throws -> TokenRecord?
@@ -132,6 +137,12 @@ public protocol RegistryBackend: Sendable {
     func ping() async throws
 
     func shutdown() async
+}
+
+extension RegistryBackend {
+    public func compactEvents(keep: Int) async throws -> Int {
+        try await compactEvents(keep: keep, notAfter: nil)
+    }
 }
 
 public enum RegistryError: Error, Sendable, Equatable {

@@ -26,7 +26,9 @@ public enum RegistrySchema {
                   secret_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT)
                 """,
             ]),
-        ] + (dialect == .sqlite ? sqliteWriteTriggers : [])
+        ] + (dialect == .sqlite ? sqliteWriteTriggers : []) + [
+            (3, ["CREATE TABLE triad_relay_cursors (name TEXT PRIMARY KEY, last_id \(int64) NOT NULL)"]),
+        ]
     }
 
     /// SQLite: appending an event applies it to the resource table and the revision counter, so

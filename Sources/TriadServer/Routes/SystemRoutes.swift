@@ -6,6 +6,7 @@ import TriadCore
 /// Health, readiness, metrics and the API's own description.
 struct SystemRoutes {
     let registry: Registry
+    let relay: OutboxRelay?
     let metrics: PrometheusCollectorRegistry
 
     func register(_ routes: RouteTable) {
@@ -24,6 +25,14 @@ struct SystemRoutes {
         } catch {
             ok = false
             checks["database"] = .object(["ok": .bool(false), "message": .string("the registry database does not answer")])
+        }
+        if let relay {
+            if let problem = relay.health {
+                ok = false
+                checks["amqp"] = .object(["ok": .bool(false), "message": .string(problem)])
+            } else {
+                checks["amqp"] = .object(["ok": .bool(true)])
+            }
         }
         let body = JSONValue.object(["status": .string(ok ? "ready" : "not ready"), "checks": .object(checks)])
         return .json(ok ? .ok : .serviceUnavailable, JSONCoding.encode(body))

@@ -5,6 +5,7 @@ import ServiceLifecycle
 import Testing
 import TriadClient
 import TriadCore
+import TriadAMQP
 import TriadServer
 
 /// A real server on a loopback port, in this process, over a fresh backend.
@@ -16,7 +17,7 @@ final class TestServer: Sendable {
     private let task: Task<Void, any Error>
     private let group: ServiceGroup
 
-    static func start(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000) async throws -> TestServer {
+    static func start(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000, amqp: String? = nil) async throws -> TestServer {
         let (backend, _) = try await TestEnvironment.makeBackend(kind)
         var config = ServerConfiguration()
         config.dataDir = try TestEnvironment.temporaryDirectory()
@@ -24,7 +25,8 @@ final class TestServer: Sendable {
         config.maxBodyBytes = maxBodyBytes
         config.eventRetention = eventRetention
         config.adminToken = "test-admin-" + UUID().uuidString
-        let server = try await TriadServer(configuration: config, backend: backend, logger: TestEnvironment.logger)
+        let publisher = try amqp.map { try AMQPEventPublisher(url: $0) }
+        let server = try await TriadServer(configuration: config, backend: backend, publisher: publisher, logger: TestEnvironment.logger)
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
         let app = server.makeApplication { port in portContinuation.yield(port) }
         let group = ServiceGroup(configuration: .init(services: [app], logger: TestEnvironment.logger))
@@ -66,9 +68,9 @@ final class TestServer: Sendable {
 }
 
 /// Runs `body` with a started server and always stops it.
-func withServer(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000,
+func withServer(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000, amqp: String? = nil,
                 _ body: (TestServer) async throws -> Void) async throws {
-    let server = try await TestServer.start(kind, maxBodyBytes: maxBodyBytes, eventRetention: eventRetention)
+    let server = try await TestServer.start(kind, maxBodyBytes: maxBodyBytes, eventRetention: eventRetention, amqp: amqp)
     do {
         try await body(server)
     } catch {

@@ -1,0 +1,76 @@
+import Foundation
+import Logging
+import Metrics
+import ServiceLifecycle
+import Synchronization
+import TriadCore
+
+/// Delivers the registry's event log to an `EventPublisher`, in log order, in batches, and moves
+/// its cursor only after the publisher confirmed a batch: an event is never skipped, and is sent
+/// twice only if the server dies between a confirm and the cursor write. While the destination
+/// is down the API keeps accepting writes; the events wait in the log (compaction stops at the
+/// cursor) and go out when it returns.
+public final class OutboxRelay: Service, Sendable {
+    public static let cursorName = "amqp"
+    let backend: any RegistryBackend
+    let publisher: any EventPublisher
+    let notifier: EventNotifier
+    let logger: Logger
+    let batchSize: Int
+    /// nil while delivering; otherwise why not (for `/readyz`).
+    private let problem = Mutex<String?>("not connected yet")
+
+    public init(backend: any RegistryBackend, publisher: any EventPublisher, notifier: EventNotifier, logger: Logger, batchSize: Int = 200) {
+        self.backend = backend
+        self.publisher = publisher
+        self.notifier = notifier
+        self.logger = logger
+        self.batchSize = batchSize
+    }
+
+    public var health: String? { problem.withLock { $0 } }
+
+    public func run() async throws {
+        let delivered = Counter(label: "triad_relay_events_total")
+        let failures = Counter(label: "triad_relay_failures_total")
+        try await cancelWhenGracefulShutdown {
+            var iterator = self.notifier.subscribe().makeAsyncIterator()
+            var backoff: Duration = .milliseconds(200)
+            var connected = false
+            var cursor = try await self.backend.relayCursor(Self.cursorName)
+            while !Task.isCancelled {
+                do {
+                    if !connected {
+                        try await self.publisher.connect()
+                        connected = true
+                        self.problem.withLock { $0 = nil }
+                        backoff = .milliseconds(200)
+                        self.logger.info("event relay connected", metadata: ["destination": "\(self.publisher.destination)"])
+                    }
+                    let batch = try await self.backend.events(after: cursor, limit: self.batchSize).events
+                    if batch.isEmpty {
+                        // Woken by this server's writes, and every second for other replicas'.
+                        _ = await iterator.next()
+                        continue
+                    }
+                    try await self.publisher.publish(batch)
+                    cursor = batch[batch.count - 1].id
+                    try await self.backend.setRelayCursor(Self.cursorName, to: cursor)
+                    delivered.increment(by: batch.count)
+                } catch is CancellationError {
+                    break
+                } catch {
+                    failures.increment()
+                    if connected { await self.publisher.disconnect() }
+                    connected = false
+                    let message = "cannot deliver events to \(self.publisher.destination): \(error)"
+                    self.problem.withLock { $0 = message }
+                    self.logger.warning("event relay failed; retrying", metadata: ["error": "\(error)", "retry.in": "\(backoff)"])
+                    try await Task.sleep(for: backoff)
+                    backoff = min(backoff * 2, .seconds(10))
+                }
+            }
+            if connected { await self.publisher.disconnect() }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+import Foundation
+import Testing
+import TriadAMQP
+import TriadClient
+import TriadCore
+import TriadServer
+
+/// The outbox relay against the real RabbitMQ that scripts/test.sh starts (DESIGN §4).
+@Suite("Event relay to RabbitMQ")
+struct EventRelayTests {
+    static func amqpURL() throws -> String {
+        guard let url = ProcessInfo.processInfo.environment["TRIAD_TEST_AMQP_URL"], !url.isEmpty else {
+            throw TestEnvironment.SetupError("TRIAD_TEST_AMQP_URL is not set: run the suite with scripts/test.sh, which starts RabbitMQ")
+        }
+        return url
+    }
+
+    /// Waits until `/readyz` says the relay is connected (so the exchange exists).
+    static func waitForRelay(_ server: TestServer) async throws {
+        let anonymous = TriadClient(server: server.baseURL, token: nil)
+        for _ in 0..<100 {
+            if try await anonymous.send(.GET, "/readyz").json?["checks"]?["amqp"]?["ok"] == .bool(true) { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw TestEnvironment.SetupError("the relay did not connect to RabbitMQ")
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func anIntegratorBoundToDevicesGetsEveryDeviceEventAndNothingElse(_ kind: BackendKind) async throws {
+        let url = try Self.amqpURL()
+        try await withServer(kind, amqp: url) { server in
+            try await Self.waitForRelay(server)
+            let consumer = AMQPConsumer(endpoint: try AMQPEndpoint(url: url))
+            try await consumer.connect()
+            defer { consumer.close() }
+            try await consumer.declareQueue("", durable: false)
+            try await consumer.bind(exchange: AMQPEventPublisher.exchange, routingKey: "device.#")
+            try await consumer.startConsuming()
+
+            let api = server.admin
+            // Names unique to this test case: the exchange is shared by every server in the run.
+            let fan = "fan-\(UUID().uuidString.prefix(8).lowercased())"
+            let alice = "alice-\(UUID().uuidString.prefix(8).lowercased())"
+            var versions: [String] = []
+            func version(_ reply: TriadClient.Reply) -> String { reply.json?["metadata"]?["resourceVersion"]?.stringValue ?? "" }
+            versions.append(version(try await api.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(fan)))))
+            _ = try await api.call(.POST, "/api/v1/resources", body: Docs.json(Docs.resource(alice, kind: "Person")))
+            versions.append(version(try await api.call(.PATCH, "/api/v1/resources/\(fan)/status",
+                                                       body: Data(#"{"status":{"phase":"Running"}}"#.utf8), contentType: "application/merge-patch+json")))
+            versions.append(version(try await api.call(.PATCH, "/api/v1/resources/\(fan)",
+                                                       body: Data(#"{"spec":{"aliasName":"Desk fan"}}"#.utf8), contentType: "application/merge-patch+json")))
+            versions.append(version(try await api.call(.DELETE, "/api/v1/resources/\(fan)")))
+
+            var received: [AMQPDelivery] = []
+            while received.count < 4, let delivery = try await consumer.next(timeout: .seconds(10)) {
+                if delivery.routingKey.hasPrefix("device.\(fan).") { received.append(delivery) }
+            }
+            #expect(received.map(\.routingKey) == ["created", "status", "updated", "deleted"].map { "device.\(fan).\($0)" })
+            #expect(received.map(\.messageID) == versions.map { Optional($0) }, "message_id is the event id, in order")
+            for delivery in received {
+                #expect(delivery.persistent)
+                #expect(delivery.contentType == "application/cloudevents+json")
+                let event = try JSONCoding.parse(Data(delivery.body))
+                #expect(event["specversion"] == .string("1.0"))
+                #expect(event["id"]?.stringValue == delivery.messageID)
+                #expect(event["subject"] == .string(fan))
+                #expect(event["resourcekind"] == .string("device"))
+                #expect(event["data"]?["metadata"]?["resourceVersion"]?.stringValue == delivery.messageID)
+            }
+            #expect(try JSONCoding.parse(Data(received[1].body))["data"]?["status"]?["phase"] == .string("Running"))
+            // Nothing about the person reaches a queue bound to devices.
+            while let extra = try await consumer.next(timeout: .milliseconds(500)) {
+                #expect(!extra.routingKey.contains(alice), "\(extra.routingKey)")
+            }
+            #expect(try await server.server.registry.backend.relayCursor(OutboxRelay.cursorName) >= Int64(versions.last!)!)
+        }
+    }
+
+    @Test func anUnreachableBrokerLeavesWritesAcceptedAndReadinessFalse() async throws {
+        // A port where nothing listens: the relay cannot connect, the API still takes writes.
+        try await withServer(.sqlite, amqp: "amqp://guest:guest@127.0.0.1:1") { server in
+            let created = try await server.admin.send(.POST, "/api/v1/resources", body: Docs.json(Docs.device("kept")))
+            #expect(created.status == 201)
+            try await Task.sleep(for: .milliseconds(300))
+            let ready = try await TriadClient(server: server.baseURL, token: nil).send(.GET, "/readyz")
+            #expect(ready.status == 503)
+            let message = ready.json?["checks"]?["amqp"]?["message"]?.stringValue ?? ""
+            #expect(message.contains("127.0.0.1:1"), "\(message)")
+            #expect(!message.contains("guest:guest"), "no credentials in readiness")
+            #expect(try await server.server.registry.backend.relayCursor(OutboxRelay.cursorName) == 0, "nothing marked delivered")
+        }
+    }
+}
