@@ -28,6 +28,8 @@ if [ $((AMQP_PORT + 20000)) -le 65535 ]; then AMQP_DIST_DEFAULT=$((AMQP_PORT + 2
 else AMQP_DIST_DEFAULT=$((AMQP_PORT - 10000)); fi
 AMQP_DIST_PORT=${TRIAD_AMQP_DIST_PORT:-$AMQP_DIST_DEFAULT}
 RMQ_DIR=$SVC_DIR/rabbitmq
+# A second node on the machine (e.g. a test's own broker) needs its own name: they share epmd.
+RMQ_NODE=${TRIAD_RABBITMQ_NODE:-rabbit@localhost}
 SERVICES=(pg rabbitmq)
 
 die() { echo "services.sh: error: $*" >&2; exit 1; }
@@ -141,7 +143,7 @@ status_pg() {
 # does not match the one our node created in $RMQ_DIR/home ("Erlang cookie not matching").
 rmq() {
   local cmd=$1; shift
-  env HOME="$RMQ_DIR/home" RABBITMQ_NODENAME=rabbit@localhost \
+  env HOME="$RMQ_DIR/home" RABBITMQ_NODENAME="$RMQ_NODE" \
     RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$AMQP_PORT" \
     RABBITMQ_DIST_PORT="$AMQP_DIST_PORT" ERL_CRASH_DUMP="$RMQ_DIR/erl_crash.dump" \
     RABBITMQ_MNESIA_BASE="$RMQ_DIR/mnesia" RABBITMQ_LOG_BASE="$RMQ_DIR/log" \
@@ -225,14 +227,22 @@ status_rabbitmq() {
 
 [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and uses runuser)"
 
+usage() { echo "usage: $0 install|start|stop|status [${SERVICES[*]}]" >&2; exit 2; }
+verb=${1:-}
+[ $# -gt 0 ] && shift
+# Optional service names after the verb; default: all of them.
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=("${SERVICES[@]}")
+for t in "${targets[@]}"; do [[ " ${SERVICES[*]} " == *" $t "* ]] || usage; done
+
 rc=0
-case "${1:-}" in
-  install) for s in "${SERVICES[@]}"; do "install_$s"; done ;;
-  start)   for s in "${SERVICES[@]}"; do "start_$s"; done ;;
+case "$verb" in
+  install) for s in "${targets[@]}"; do "install_$s"; done ;;
+  start)   for s in "${targets[@]}"; do "start_$s"; done ;;
   # Stop in reverse order, so later services that may depend on earlier ones go first.
-  stop)    for ((i=${#SERVICES[@]}-1; i>=0; i--)); do "stop_${SERVICES[i]}"; done ;;
+  stop)    for ((i=${#targets[@]}-1; i>=0; i--)); do "stop_${targets[i]}"; done ;;
   # Exit 3 when anything is down, like systemctl status.
-  status)  for s in "${SERVICES[@]}"; do "status_$s" || rc=3; done ;;
-  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+  status)  for s in "${targets[@]}"; do "status_$s" || rc=3; done ;;
+  *) usage ;;
 esac
 exit "$rc"

@@ -90,4 +90,54 @@ struct EventRelayTests {
             #expect(try await server.server.registry.backend.relayCursor(OutboxRelay.cursorName) == 0, "nothing marked delivered")
         }
     }
+
+    /// kill -9 of the server while it writes and relays: after a restart every acknowledged
+    /// write's event reaches the integrator (duplicates allowed, losses not).
+    @Test(arguments: BackendKind.allCases)
+    func noEventIsLostWhenTheServerIsKilled(_ kind: BackendKind) async throws {
+        let url = try Self.amqpURL()
+        let consumer = AMQPConsumer(endpoint: try AMQPEndpoint(url: url))
+        try await consumer.connect()
+        defer { consumer.close() }
+        try await consumer.declareQueue("", durable: false)
+        // The exchange may not exist yet on a fresh broker: declare it as the relay does.
+        let declarer = try AMQPEventPublisher(url: url)
+        try await declarer.connect()
+        await declarer.disconnect()
+        try await consumer.bind(exchange: AMQPEventPublisher.exchange, routingKey: "device.#")
+        try await consumer.startConsuming()
+
+        let dir = try TestEnvironment.temporaryDirectory()
+        let args = try await ProcessTests.databaseArguments(kind, dataDir: dir + "/data") + ["--amqp", url]
+        let token = "relay-kill-token"
+        let prefix = "k\(UUID().uuidString.prefix(6).lowercased())"
+        let first = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        let api = TriadClient(server: first.baseURL, token: token)
+        let progress = Acknowledged()
+        let writer = Task {
+            for i in 0..<100_000 {
+                let name = "\(prefix)-\(i)"
+                guard let reply = try? await api.send(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))), reply.status == 201 else { break }
+                await progress.add(name, reply.json?["metadata"]?["resourceVersion"]?.stringValue ?? "")
+            }
+        }
+        while await progress.count < 50 { try await Task.sleep(for: .milliseconds(20)) }
+        first.kill9()
+        await writer.value
+        let acknowledged = await progress.items
+
+        let second = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        defer { second.stop() }
+        let marker = "\(prefix)-marker"
+        _ = try await TriadClient(server: second.baseURL, token: token).call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(marker)))
+        var seen = Set<String>()
+        while let delivery = try await consumer.next(timeout: .seconds(15)) {
+            guard delivery.routingKey.hasPrefix("device.\(prefix)-") else { continue }
+            if let id = delivery.messageID { seen.insert(id) }
+            if delivery.routingKey == "device.\(marker).created" { break }
+        }
+        let missing = acknowledged.filter { !seen.contains($0.value) }.map(\.key).sorted()
+        #expect(missing.isEmpty, "events never delivered: \(missing.prefix(5))")
+        #expect(seen.count >= acknowledged.count + 1)
+    }
 }
