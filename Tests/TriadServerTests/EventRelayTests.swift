@@ -112,19 +112,7 @@ struct EventRelayTests {
         let token = "relay-kill-token"
         let prefix = "k\(UUID().uuidString.prefix(6).lowercased())"
         let first = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
-        let api = TriadClient(server: first.baseURL, token: token)
-        let progress = Acknowledged()
-        let writer = Task {
-            for i in 0..<100_000 {
-                let name = "\(prefix)-\(i)"
-                guard let reply = try? await api.send(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))), reply.status == 201 else { break }
-                await progress.add(name, reply.json?["metadata"]?["resourceVersion"]?.stringValue ?? "")
-            }
-        }
-        while await progress.count < 50 { try await Task.sleep(for: .milliseconds(20)) }
-        first.kill9()
-        await writer.value
-        let acknowledged = await progress.items
+        let acknowledged = try await first.killWhileWriting(token: token, prefix: prefix)
 
         let second = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
         defer { second.stop() }

@@ -26,20 +26,7 @@ struct ProcessTests {
         let args = try await Self.databaseArguments(kind, dataDir: dir + "/data")
         let token = "restart-admin-token"
         let first = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
-        let api = TriadClient(server: first.baseURL, token: token)
-        // Writers keep going while the server is killed; only acknowledged writes are promised.
-        let progress = Acknowledged()
-        let writer = Task {
-            for i in 0..<100_000 {
-                let name = String(format: "r-%05d", i)
-                guard let reply = try? await api.send(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))), reply.status == 201 else { break }
-                await progress.add(name, reply.json?["metadata"]?["resourceVersion"]?.stringValue ?? "")
-            }
-        }
-        while await progress.count < 50 { try await Task.sleep(for: .milliseconds(20)) }
-        first.kill9()
-        await writer.value
-        let acknowledged = await progress.items
+        let acknowledged = try await first.killWhileWriting(token: token, prefix: "r")
         #expect(acknowledged.count >= 50)
 
         let second = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
@@ -192,10 +179,4 @@ struct ProcessTests {
         r = try runTriad(["server"], directory: dir, environment: ["TRIAD_MAX_BODY_BYTES": "lots"])
         #expect(r.status != 0 && r.stderr.contains("maxBodyBytes must be an integer"))
     }
-}
-
-actor Acknowledged {
-    var items: [String: String] = [:]
-    var count: Int { items.count }
-    func add(_ name: String, _ version: String) { items[name] = version }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+import TriadClient
 
 /// `triad` run as a separate process, as users run it: for restarts, kill -9 and the CLI.
 final class ServerProcess: Sendable {
@@ -50,6 +51,25 @@ final class ServerProcess: Sendable {
 
     var log: String { output.value }
 
+    /// Creates devices named `<prefix>-<n>` until at least `atLeast` are acknowledged, then
+    /// kills the server with SIGKILL while the writer goes on. Returns what was acknowledged
+    /// (name → resourceVersion): the only writes a server promises to keep.
+    func killWhileWriting(token: String, prefix: String, atLeast: Int = 50) async throws -> [String: String] {
+        let api = TriadClient(server: baseURL, token: token)
+        let progress = Acknowledged()
+        let writer = Task {
+            for i in 0..<100_000 {
+                let name = "\(prefix)-\(i)"
+                guard let reply = try? await api.send(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))), reply.status == 201 else { break }
+                await progress.add(name, reply.json?["metadata"]?["resourceVersion"]?.stringValue ?? "")
+            }
+        }
+        while await progress.count < atLeast { try await Task.sleep(for: .milliseconds(20)) }
+        kill9()
+        await writer.value
+        return await progress.items
+    }
+
     func kill9() {
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
@@ -84,4 +104,10 @@ func runTriad(_ arguments: [String], stdin: String? = nil, directory: String? = 
     let e = err.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+actor Acknowledged {
+    var items: [String: String] = [:]
+    var count: Int { items.count }
+    func add(_ name: String, _ version: String) { items[name] = version }
 }
