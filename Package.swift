@@ -3,7 +3,8 @@ import PackageDescription
 
 // Layout: TriadCore is pure (model, validation, selectors, the registry contract, auth rules);
 // TriadSQLite and TriadPostgres are the two registry backends; TriadAMQP publishes events to
-// RabbitMQ through rabbitmq-c (CRabbitMQ); TriadServer is the HTTP edge;
+// RabbitMQ through rabbitmq-c (CRabbitMQ); TriadMQTT talks MQTT through libmosquitto
+// (CMosquitto); TriadServer is the HTTP edge;
 // TriadClient talks to a server for the CLI; `triad` only wires them together.
 let package = Package(
     name: "triad",
@@ -60,6 +61,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .systemLibrary(
+            name: "CMosquitto",
+            path: "Sources/CMosquitto",
+            pkgConfig: "libmosquitto",
+            providers: [.apt(["libmosquitto-dev"])]
+        ),
+        .target(
+            name: "TriadMQTT",
+            dependencies: ["CMosquitto"]
+        ),
         .target(
             name: "TriadServer",
             dependencies: [
@@ -67,6 +78,7 @@ let package = Package(
                 "TriadSQLite",
                 "TriadPostgres",
                 "TriadAMQP",
+                "TriadMQTT",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -89,6 +101,7 @@ let package = Package(
                 "TriadCore",
                 "TriadServer",
                 "TriadClient",
+                "TriadMQTT",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -111,6 +124,7 @@ let package = Package(
                 "TriadSQLite",
                 "TriadPostgres",
                 "TriadAMQP",
+                "TriadMQTT",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),

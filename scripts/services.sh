@@ -13,6 +13,7 @@
 #   TRIAD_AMQP_PORT RabbitMQ AMQP port on 127.0.0.1       (default 55672)
 #   TRIAD_AMQP_DIST_PORT  its Erlang distribution port    (default AMQP port + 20000, or
 #                   AMQP port - 10000 when that would pass 65535, e.g. 45672 for 55672)
+#   TRIAD_MQTT_PORT Mosquitto MQTT port on 127.0.0.1      (default 51883)
 #   CI              when "true", stop also kills epmd (shared by every Erlang node on the box)
 set -euo pipefail
 
@@ -30,7 +31,9 @@ AMQP_DIST_PORT=${TRIAD_AMQP_DIST_PORT:-$AMQP_DIST_DEFAULT}
 RMQ_DIR=$SVC_DIR/rabbitmq
 # A second node on the machine (e.g. a test's own broker) needs its own name: they share epmd.
 RMQ_NODE=${TRIAD_RABBITMQ_NODE:-rabbit@localhost}
-SERVICES=(pg rabbitmq)
+MQTT_PORT=${TRIAD_MQTT_PORT:-51883}
+MQTT_DIR=$SVC_DIR/mosquitto
+SERVICES=(pg rabbitmq mosquitto)
 
 die() { echo "services.sh: error: $*" >&2; exit 1; }
 log() { echo "services.sh: $*"; }
@@ -220,6 +223,67 @@ status_rabbitmq() {
     log "rabbitmq running on 127.0.0.1:$AMQP_PORT (data $RMQ_DIR)"
   else
     log "rabbitmq stopped"; return 1
+  fi
+}
+
+# --- Mosquitto ------------------------------------------------------------------------
+
+mosquitto_running() {
+  local pid
+  pid=$(cat "$MQTT_DIR/mosquitto.pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null
+}
+
+install_mosquitto() {
+  local missing=() p
+  for p in mosquitto mosquitto-clients libmosquitto-dev; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
+}
+
+start_mosquitto() {
+  command -v mosquitto >/dev/null || die "Mosquitto is not installed (run: $0 install)"
+  if mosquitto_running; then
+    log "mosquitto already running in $MQTT_DIR"
+  else
+    if (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null; then
+      die "port $MQTT_PORT on 127.0.0.1 is already in use by another process (set TRIAD_MQTT_PORT)"
+    fi
+    # Started as root, mosquitto drops to user mosquitto: its pid and log files must be theirs.
+    mkdir -p "$MQTT_DIR"
+    chown mosquitto: "$MQTT_DIR" 2>/dev/null || chmod 777 "$MQTT_DIR"
+    # Loopback only; anonymous is fine there (2.0 refuses it unless said). No persistence:
+    # test brokers start empty.
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\npid_file %s\nlog_dest file %s\nmax_queued_messages 100000\n' \
+      "$MQTT_PORT" "$MQTT_DIR/mosquitto.pid" "$MQTT_DIR/mosquitto.log" > "$MQTT_DIR/mosquitto.conf"
+    rm -f "$MQTT_DIR/mosquitto.pid"
+    mosquitto -c "$MQTT_DIR/mosquitto.conf" -d || die "mosquitto did not start (log: $MQTT_DIR/mosquitto.log)"
+    local i
+    for i in $(seq 1 100); do
+      mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" -t '$SYS/broker/version' -C 1 -W 2 >/dev/null 2>&1 && break
+      [ "$i" = 100 ] && { tail -5 "$MQTT_DIR/mosquitto.log" >&2 || true; die "mosquitto did not come up"; }
+      sleep 0.1
+    done
+  fi
+  log "mosquitto up: mqtt://127.0.0.1:$MQTT_PORT"
+}
+
+stop_mosquitto() {
+  if mosquitto_running; then
+    local pid i; pid=$(cat "$MQTT_DIR/mosquitto.pid")
+    kill "$pid"
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    log "mosquitto stopped"
+  else
+    log "mosquitto not running"
+  fi
+}
+
+status_mosquitto() {
+  if mosquitto_running; then
+    log "mosquitto running on 127.0.0.1:$MQTT_PORT"
+  else
+    log "mosquitto stopped"; return 1
   fi
 }
 

@@ -35,6 +35,7 @@ trap cleanup EXIT
 
 export TRIAD_TEST_POSTGRES_URL=postgres://postgres:postgres@127.0.0.1:${TRIAD_PG_PORT:-55432}/triad_test
 export TRIAD_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:${TRIAD_AMQP_PORT:-55672}
+export TRIAD_TEST_MQTT_URL=mqtt://127.0.0.1:${TRIAD_MQTT_PORT:-51883}
 
 swift build --build-tests
 set +e

@@ -123,6 +123,36 @@ public final class PostgresBackend: RegistryBackend {
             """, logger: logger)
     }
 
+    public func appendTelemetry(_ samples: [TelemetrySample]) async throws {
+        guard !samples.isEmpty else { return }
+        // One statement for the whole batch: arrays unnested into rows.
+        _ = try await client.query("""
+            INSERT INTO triad_telemetry (resource, time, received_at, sample_values)
+            SELECT * FROM unnest(\(samples.map(\.resource))::text[], \(samples.map(\.time))::text[],
+                                 \(samples.map(\.receivedAt))::text[], \(samples.map { String(decoding: $0.values, as: UTF8.self) })::text[])
+            """, logger: logger)
+    }
+
+    public func telemetry(resource: String, from: String?, to: String?, limit: Int) async throws -> [TelemetrySample] {
+        let rows = try await client.query("""
+            SELECT resource, time, received_at, sample_values FROM triad_telemetry
+            WHERE resource = \(resource) AND time >= \(from ?? "") AND time < \(to ?? "~")
+            ORDER BY time DESC, seq DESC LIMIT \(Int64(limit))
+            """, logger: logger)
+        var samples: [TelemetrySample] = []
+        for try await (r, time, received, values) in rows.decode((String, String, String, String).self) {
+            samples.append(TelemetrySample(resource: r, time: time, receivedAt: received, values: Data(values.utf8)))
+        }
+        return samples.reversed()
+    }
+
+    public func compactTelemetry(receivedBefore: String) async throws -> Int {
+        let rows = try await client.query("DELETE FROM triad_telemetry WHERE received_at < \(receivedBefore) RETURNING seq", logger: logger)
+        var n = 0
+        for try await _ in rows { n += 1 }
+        return n
+    }
+
     public func insertToken(_ token: TokenRecord) async throws {
         let rows = try await client.query("""
             INSERT INTO triad_tokens (name, role, resource, secret_hash, created_at)

@@ -115,6 +115,45 @@ public final class SQLiteBackend: RegistryBackend {
         }
     }
 
+    public func appendTelemetry(_ samples: [TelemetrySample]) async throws {
+        guard !samples.isEmpty else { return }
+        try await writeLock.withLock {
+            // Multi-row INSERTs (each statement costs a thread hop), in one transaction.
+            _ = try await writer.query("BEGIN", [])
+            do {
+                for chunk in stride(from: 0, to: samples.count, by: 200).map({ samples[$0..<min($0 + 200, samples.count)] }) {
+                    let rows = Array(repeating: "(?, ?, ?, ?)", count: chunk.count).joined(separator: ", ")
+                    let binds = chunk.flatMap { s -> [SQLiteData] in
+                        [.text(s.resource), .text(s.time), .text(s.receivedAt), .text(String(decoding: s.values, as: UTF8.self))]
+                    }
+                    _ = try await writer.query("INSERT INTO triad_telemetry (resource, time, received_at, sample_values) VALUES \(rows)", binds)
+                }
+                _ = try await writer.query("COMMIT", [])
+            } catch {
+                _ = try? await writer.query("ROLLBACK", [])
+                throw error
+            }
+        }
+    }
+
+    public func telemetry(resource: String, from: String?, to: String?, limit: Int) async throws -> [TelemetrySample] {
+        let rows = try await reader.query("""
+            SELECT resource, time, received_at, sample_values FROM triad_telemetry
+            WHERE resource = ? AND time >= ? AND time < ? ORDER BY time DESC, seq DESC LIMIT ?
+            """, [.text(resource), .text(from ?? ""), .text(to ?? "~"), .integer(limit)])
+        return rows.reversed().map { row in
+            TelemetrySample(resource: row.column("resource")?.string ?? "", time: row.column("time")?.string ?? "",
+                            receivedAt: row.column("received_at")?.string ?? "",
+                            values: Data((row.column("sample_values")?.string ?? "{}").utf8))
+        }
+    }
+
+    public func compactTelemetry(receivedBefore: String) async throws -> Int {
+        try await writeLock.withLock {
+            try await writer.query("DELETE FROM triad_telemetry WHERE received_at < ? RETURNING seq", [.text(receivedBefore)]).count
+        }
+    }
+
     public func insertToken(_ token: TokenRecord) async throws {
         try await writeLock.withLock {
             let existing = try await writer.query("SELECT name FROM triad_tokens WHERE name = ?", [.text(token.name)])

@@ -12,6 +12,15 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var eventRetention: Int = 100_000
     /// `amqp://user:password@host:port[/vhost]`: relay registry events to RabbitMQ (off when nil).
     public var amqp: String?
+    /// `mqtt://[user:password@]host:port`: take telemetry from MQTT (off when nil; the REST
+    /// telemetry route works either way).
+    public var mqtt: String?
+    /// Subscribe with `$share/triad/…` so replicas on one broker split the telemetry.
+    public var mqttShared: Bool = false
+    /// How long telemetry history is kept, in hours.
+    public var telemetryRetentionHours: Int = 168
+    /// Samples per second each resource may send before the rest are rejected as rate-limited.
+    public var telemetryRate: Int = 100
     /// `TRIAD_ADMIN_TOKEN`: ensures an admin with this token instead of writing `admin.token`.
     public var adminToken: String?
 

@@ -17,6 +17,9 @@ public final class TriadServer: Sendable {
     public let notifier = EventNotifier()
     public let bootstrap: TokenAuthority.Bootstrap
     public let relay: OutboxRelay?
+    public let telemetry: TelemetryIngest
+    let telemetryForwarder: TelemetryForwarder?
+    let telemetrySubscriber: TelemetrySubscriber?
     private let logger: Logger
 
     public static func open(_ configuration: ServerConfiguration, logger: Logger) async throws -> TriadServer {
@@ -32,19 +35,28 @@ public final class TriadServer: Sendable {
             backend = try await PostgresBackend.connect(url: url, logger: logger)
             logger.info("registry opened", metadata: ["backend": "postgres"])
         }
-        let publisher = try configuration.amqp.map { try AMQPEventPublisher(url: $0) }
-        return try await TriadServer(configuration: configuration, backend: backend, publisher: publisher, logger: logger)
+        return try await TriadServer(configuration: configuration, backend: backend, logger: logger)
     }
 
-    /// `publisher`, when given, receives every registry event through the outbox relay.
-    public init(configuration: ServerConfiguration, backend: any RegistryBackend, publisher: (any EventPublisher)? = nil,
-                logger: Logger) async throws {
+    /// With `configuration.amqp`, registry events go to RabbitMQ through the outbox relay and
+    /// telemetry through the forwarder; with `configuration.mqtt`, telemetry comes from MQTT.
+    public init(configuration: ServerConfiguration, backend: any RegistryBackend, logger: Logger) async throws {
         self.configuration = configuration
         self.registry = Registry(backend: backend)
         self.authority = TokenAuthority(backend: backend)
         self.logger = logger
         let notifier = self.notifier
+        let publisher = try configuration.amqp.map { try AMQPEventPublisher(url: $0) }
         self.relay = publisher.map { OutboxRelay(backend: backend, publisher: $0, notifier: notifier, logger: logger) }
+        let forwarder = try configuration.amqp.map { try TelemetryForwarder(url: $0, logger: logger) }
+        self.telemetryForwarder = forwarder
+        let ingest = TelemetryIngest(registry: registry, forwarder: forwarder,
+                                     retention: .seconds(configuration.telemetryRetentionHours * 3600),
+                                     rate: Double(configuration.telemetryRate), burst: Double(configuration.telemetryRate * 2), logger: logger)
+        self.telemetry = ingest
+        self.telemetrySubscriber = try configuration.mqtt.map {
+            try TelemetrySubscriber(url: $0, shared: configuration.mqttShared, ingest: ingest, logger: logger)
+        }
         self.bootstrap = try await authority.bootstrap(dataDir: configuration.dataDir, environmentToken: configuration.adminToken, logger: logger)
         _ = ServerMetrics.registry
     }
@@ -59,10 +71,15 @@ public final class TriadServer: Sendable {
         let table = RouteTable(router: router)
         let reader = RequestReader(maxBodyBytes: configuration.maxBodyBytes)
         let notifier = self.notifier
-        SystemRoutes(registry: registry, relay: relay, metrics: ServerMetrics.registry).register(table)
+        var checks: [HealthCheck] = []
+        if let relay { checks.append(HealthCheck(name: "amqp") { relay.health }) }
+        if let forwarder = telemetryForwarder { checks.append(HealthCheck(name: "amqpTelemetry") { forwarder.health }) }
+        if let subscriber = telemetrySubscriber { checks.append(HealthCheck(name: "mqtt") { subscriber.health }) }
+        SystemRoutes(registry: registry, checks: checks, metrics: ServerMetrics.registry).register(table)
         ResourceRoutes(registry: registry, reader: reader, written: { notifier.notify() }).register(table)
         EventRoutes(registry: registry, notifier: notifier).register(table)
         TokenRoutes(authority: authority, registry: registry, reader: reader).register(table)
+        TelemetryRoutes(registry: registry, ingest: telemetry).register(table)
         return (router, table)
     }
 
@@ -81,7 +98,8 @@ public final class TriadServer: Sendable {
                     Counter(label: "triad_events_compacted_total").increment(by: removed)
                     if removed > 0 { logger.info("compacted event log", metadata: ["removed": "\(removed)"]) }
                 },
-            ] + (relay.map { [$0] } ?? []),
+                telemetry,
+            ] + ([relay, telemetryForwarder, telemetrySubscriber] as [(any Service)?]).compactMap { $0 },
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }

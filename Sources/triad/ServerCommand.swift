@@ -12,7 +12,8 @@ struct ServerCommand: AsyncParsableCommand {
         discussion: """
         Every setting comes from a flag, else a TRIAD_* environment variable, else the YAML file \
         given with --config, else its default. Keys: database (TRIAD_DATABASE), dataDir \
-        (TRIAD_DATA_DIR), amqp (TRIAD_AMQP), listen (TRIAD_LISTEN), maxBodyBytes (TRIAD_MAX_BODY_BYTES), \
+        (TRIAD_DATA_DIR), amqp (TRIAD_AMQP), mqtt (TRIAD_MQTT), mqttShared (TRIAD_MQTT_SHARED), \
+        telemetryRetentionHours (TRIAD_TELEMETRY_RETENTION_HOURS), telemetryRate (TRIAD_TELEMETRY_RATE), listen (TRIAD_LISTEN), maxBodyBytes (TRIAD_MAX_BODY_BYTES), \
         eventRetention (TRIAD_EVENT_RETENTION), logLevel (TRIAD_LOG_LEVEL). TRIAD_ADMIN_TOKEN \
         ensures an admin with that token (environment only, never a file or flag).
         """)
@@ -23,6 +24,14 @@ struct ServerCommand: AsyncParsableCommand {
     var database: String?
     @Option(help: "amqp://user:password@host:port[/vhost]: publish registry events to RabbitMQ (default: off).")
     var amqp: String?
+    @Option(help: "mqtt://[user:password@]host:port: take telemetry from MQTT (default: off).")
+    var mqtt: String?
+    @Option(help: "true: subscribe with $share/triad/ so replicas split telemetry (default false).")
+    var mqttShared: String?
+    @Option(help: "Hours of telemetry history kept (default 168).")
+    var telemetryRetentionHours: Int?
+    @Option(help: "Telemetry samples per second accepted from each resource (default 100).")
+    var telemetryRate: Int?
     @Option(help: "Directory for the embedded database and admin.token (default ./.triad).")
     var dataDir: String?
     @Option(help: "HOST:PORT to listen on (default 127.0.0.1:8080).")
@@ -34,7 +43,7 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).")
     var logLevel: String?
 
-    static let fileKeys: Set<String> = ["database", "amqp", "dataDir", "listen", "maxBodyBytes", "eventRetention", "logLevel"]
+    static let fileKeys: Set<String> = ["database", "amqp", "mqtt", "mqttShared", "telemetryRetentionHours", "telemetryRate", "dataDir", "listen", "maxBodyBytes", "eventRetention", "logLevel"]
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
@@ -56,6 +65,13 @@ struct ServerCommand: AsyncParsableCommand {
         var cfg = ServerConfiguration()
         cfg.database = setting(database, "TRIAD_DATABASE", "database")
         cfg.amqp = setting(amqp, "TRIAD_AMQP", "amqp")
+        cfg.mqtt = setting(mqtt, "TRIAD_MQTT", "mqtt")
+        if let shared = setting(mqttShared, "TRIAD_MQTT_SHARED", "mqttShared") {
+            guard let b = Bool(shared) else { throw ValidationError("mqttShared must be true or false, not \(shared)") }
+            cfg.mqttShared = b
+        }
+        if let n = try integer(telemetryRetentionHours, "TRIAD_TELEMETRY_RETENTION_HOURS", "telemetryRetentionHours", minimum: 1) { cfg.telemetryRetentionHours = n }
+        if let n = try integer(telemetryRate, "TRIAD_TELEMETRY_RATE", "telemetryRate", minimum: 1) { cfg.telemetryRate = n }
         if let dir = setting(dataDir, "TRIAD_DATA_DIR", "dataDir") { cfg.dataDir = dir }
         if let listen = setting(listen, "TRIAD_LISTEN", "listen") {
             do { try cfg.setListen(listen) } catch { throw ValidationError("\(error)") }
@@ -117,6 +133,7 @@ struct ServerCommand: AsyncParsableCommand {
             switch value {
             case .string(let s): out[key] = s
             case .number(let d) where d.rounded() == d: out[key] = String(Int64(d))
+            case .bool(let b): out[key] = String(b)
             default: throw ValidationError("config file \(config): \(key) must be a string or an integer")
             }
         }

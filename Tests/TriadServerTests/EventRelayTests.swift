@@ -19,7 +19,8 @@ struct EventRelayTests {
     static func waitForRelay(_ server: TestServer) async throws {
         let anonymous = TriadClient(server: server.baseURL, token: nil)
         for _ in 0..<100 {
-            if try await anonymous.send(.GET, "/readyz").json?["checks"]?["amqp"]?["ok"] == .bool(true) { return }
+            let checks = try await anonymous.send(.GET, "/readyz").json?["checks"]
+            if checks?["amqp"]?["ok"] == .bool(true) && checks?["amqpTelemetry"]?["ok"] == .bool(true) { return }
             try await Task.sleep(for: .milliseconds(100))
         }
         throw TestEnvironment.SetupError("the relay did not connect to RabbitMQ")
@@ -49,11 +50,26 @@ struct EventRelayTests {
                                                        body: Data(#"{"status":{"phase":"Running"}}"#.utf8), contentType: "application/merge-patch+json")))
             versions.append(version(try await api.call(.PATCH, "/api/v1/resources/\(fan)",
                                                        body: Data(#"{"spec":{"aliasName":"Desk fan"}}"#.utf8), contentType: "application/merge-patch+json")))
+            for name in [fan, alice] {
+                _ = try await api.call(.POST, "/api/v1/resources/\(name)/telemetry", body: Data(#"{"values":{"rpm":1200}}"#.utf8))
+            }
             versions.append(version(try await api.call(.DELETE, "/api/v1/resources/\(fan)")))
 
             var received: [AMQPDelivery] = []
-            while received.count < 4, let delivery = try await consumer.next(timeout: .seconds(10)) {
-                if delivery.routingKey.hasPrefix("device.\(fan).") { received.append(delivery) }
+            var telemetry: [AMQPDelivery] = []
+            while received.count + telemetry.count < 5, let delivery = try await consumer.next(timeout: .seconds(10)) {
+                guard delivery.routingKey.hasPrefix("device.\(fan).") else { continue }
+                // Samples travel apart from the outbox, so their order against registry events is free.
+                if delivery.routingKey.hasSuffix(".telemetry") { telemetry.append(delivery) } else { received.append(delivery) }
+            }
+            #expect(telemetry.count == 1)
+            if let sample = telemetry.first {
+                let event = try JSONCoding.parse(Data(sample.body))
+                #expect(event["type"] == .string("io.triad.telemetry"))
+                #expect(event["subject"] == .string(fan))
+                #expect(event["id"]?.stringValue == sample.messageID)
+                #expect(event["data"]?["values"] == .object(["rpm": .number(1200)]))
+                #expect(sample.persistent && sample.contentType == "application/cloudevents+json")
             }
             #expect(received.map(\.routingKey) == ["created", "status", "updated", "deleted"].map { "device.\(fan).\($0)" })
             #expect(received.map(\.messageID) == versions.map { Optional($0) }, "message_id is the event id, in order")

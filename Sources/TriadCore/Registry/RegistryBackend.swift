@@ -127,6 +127,14 @@ public protocol RegistryBackend: Sendable {
     func relayCursor(_ name: String) async throws -> Int64
     func setRelayCursor(_ name: String, to id: Int64) async throws
 
+    /// Telemetry history: appended in batches; `telemetry` returns the newest `limit` samples
+    /// with `from <= time < to`, oldest first (times are normalised RFC 3339 UTC, so they
+    /// compare as text).
+    func appendTelemetry(_ samples: [TelemetrySample]) async throws
+    func telemetry(resource: String, from: String?, to: String?, limit: Int) async throws -> [TelemetrySample]
+    /// Deletes samples received before `receivedBefore`; returns how many.
+    func compactTelemetry(receivedBefore: String) async throws -> Int
+
     func insertToken(_ token: TokenRecord) async throws
     func token(secretHash: String) async throws -> TokenRecord?
     func tokens() async throws -> [TokenRecord]

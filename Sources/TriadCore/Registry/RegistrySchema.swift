@@ -28,6 +28,16 @@ public enum RegistrySchema {
             ]),
         ] + (dialect == .sqlite ? sqliteWriteTriggers : []) + [
             (3, ["CREATE TABLE triad_relay_cursors (name TEXT PRIMARY KEY, last_id \(int64) NOT NULL)"]),
+            // Telemetry history (DESIGN §6): outside the registry's write path, written in batches.
+            (4, [
+                """
+                CREATE TABLE triad_telemetry (seq \(dialect == .sqlite ? "INTEGER PRIMARY KEY" : "BIGSERIAL PRIMARY KEY"),
+                  resource TEXT\(bytewise) NOT NULL, time TEXT\(bytewise) NOT NULL, received_at TEXT\(bytewise) NOT NULL,
+                  sample_values TEXT NOT NULL)
+                """,
+                "CREATE INDEX triad_telemetry_resource_time ON triad_telemetry (resource, time)",
+                "CREATE INDEX triad_telemetry_received ON triad_telemetry (received_at)",
+            ]),
         ]
     }
 

@@ -3,10 +3,16 @@ import Hummingbird
 import Prometheus
 import TriadCore
 
+/// One dependency `/readyz` reports on: `problem` is nil when it is fine, else why not.
+struct HealthCheck: Sendable {
+    let name: String
+    let problem: @Sendable () -> String?
+}
+
 /// Health, readiness, metrics and the API's own description.
 struct SystemRoutes {
     let registry: Registry
-    let relay: OutboxRelay?
+    let checks: [HealthCheck]
     let metrics: PrometheusCollectorRegistry
 
     func register(_ routes: RouteTable) {
@@ -26,12 +32,12 @@ struct SystemRoutes {
             ok = false
             checks["database"] = .object(["ok": .bool(false), "message": .string("the registry database does not answer")])
         }
-        if let relay {
-            if let problem = relay.health {
+        for check in self.checks {
+            if let problem = check.problem() {
                 ok = false
-                checks["amqp"] = .object(["ok": .bool(false), "message": .string(problem)])
+                checks[check.name] = .object(["ok": .bool(false), "message": .string(problem)])
             } else {
-                checks["amqp"] = .object(["ok": .bool(true)])
+                checks[check.name] = .object(["ok": .bool(true)])
             }
         }
         let body = JSONValue.object(["status": .string(ok ? "ready" : "not ready"), "checks": .object(checks)])

@@ -32,6 +32,13 @@ enum TestEnvironment {
         init(_ d: String) { description = d }
     }
 
+    static func mqttURL() throws -> String {
+        guard let url = ProcessInfo.processInfo.environment["TRIAD_TEST_MQTT_URL"], !url.isEmpty else {
+            throw SetupError("TRIAD_TEST_MQTT_URL is not set: run the suite with scripts/test.sh, which starts Mosquitto")
+        }
+        return url
+    }
+
     static func temporaryDirectory() throws -> String {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("triad-test-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

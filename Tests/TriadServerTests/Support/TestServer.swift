@@ -17,7 +17,8 @@ final class TestServer: Sendable {
     private let task: Task<Void, any Error>
     private let group: ServiceGroup
 
-    static func start(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000, amqp: String? = nil) async throws -> TestServer {
+    static func start(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000, amqp: String? = nil,
+                      mqtt: String? = nil, telemetryRate: Int = 100) async throws -> TestServer {
         let (backend, _) = try await TestEnvironment.makeBackend(kind)
         var config = ServerConfiguration()
         config.dataDir = try TestEnvironment.temporaryDirectory()
@@ -25,8 +26,10 @@ final class TestServer: Sendable {
         config.maxBodyBytes = maxBodyBytes
         config.eventRetention = eventRetention
         config.adminToken = "test-admin-" + UUID().uuidString
-        let publisher = try amqp.map { try AMQPEventPublisher(url: $0) }
-        let server = try await TriadServer(configuration: config, backend: backend, publisher: publisher, logger: TestEnvironment.logger)
+        config.amqp = amqp
+        config.mqtt = mqtt
+        config.telemetryRate = telemetryRate
+        let server = try await TriadServer(configuration: config, backend: backend, logger: TestEnvironment.logger)
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
         let app = server.makeApplication { port in portContinuation.yield(port) }
         let group = ServiceGroup(configuration: .init(services: [app], logger: TestEnvironment.logger))
@@ -69,8 +72,9 @@ final class TestServer: Sendable {
 
 /// Runs `body` with a started server and always stops it.
 func withServer(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000, amqp: String? = nil,
-                _ body: (TestServer) async throws -> Void) async throws {
-    let server = try await TestServer.start(kind, maxBodyBytes: maxBodyBytes, eventRetention: eventRetention, amqp: amqp)
+                mqtt: String? = nil, telemetryRate: Int = 100, _ body: (TestServer) async throws -> Void) async throws {
+    let server = try await TestServer.start(kind, maxBodyBytes: maxBodyBytes, eventRetention: eventRetention, amqp: amqp,
+                                            mqtt: mqtt, telemetryRate: telemetryRate)
     do {
         try await body(server)
     } catch {

@@ -1,0 +1,90 @@
+import Foundation
+import Logging
+import Metrics
+import ServiceLifecycle
+import Synchronization
+import TriadAMQP
+import TriadCore
+
+/// Sends telemetry events to `triad.events` as they come (DESIGN §4, §6): whatever queued up
+/// while the last batch was being confirmed goes out as the next batch. Samples are not in the
+/// outbox, so while RabbitMQ is down they wait in a bounded queue and, past it, are dropped and
+/// counted (`triad_telemetry_dropped_total{stage="amqp"}`); registry events never are.
+public final class TelemetryForwarder: Service, Sendable {
+    let publisher: AMQPPublisher
+    let logger: Logger
+    let queueLimit: Int
+    private let queue = Mutex<[AMQPMessage]>([])
+    private let wake: AsyncStream<Void>
+    private let wakeContinuation: AsyncStream<Void>.Continuation
+    private let problem = Mutex<String?>("not connected yet")
+
+    public init(url: String, queueLimit: Int = 50_000, logger: Logger) throws {
+        publisher = AMQPPublisher(endpoint: try AMQPEndpoint(url: url))
+        self.queueLimit = queueLimit
+        self.logger = logger
+        (wake, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// nil while forwarding; otherwise why not (for `/readyz`).
+    public var health: String? { problem.withLock { $0 } }
+
+    func enqueue(routingKey: String, body: Data, messageID: String) {
+        let message = AMQPMessage(exchange: AMQPEventPublisher.exchange, routingKey: routingKey, body: Array(body),
+                                  contentType: "application/cloudevents+json", messageID: messageID, persistent: true)
+        let accepted = queue.withLock { q in
+            guard q.count < queueLimit else { return false }
+            q.append(message)
+            return true
+        }
+        if accepted { wakeContinuation.yield() } else {
+            Counter(label: "triad_telemetry_dropped_total", dimensions: [("stage", "amqp")]).increment()
+        }
+    }
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            var wakeups = self.wake.makeAsyncIterator()
+            var connected = false
+            var backoff: Duration = .milliseconds(200)
+            while !Task.isCancelled {
+                do {
+                    if !connected {
+                        try await self.publisher.connect()
+                        try await self.publisher.declareTopicExchange(AMQPEventPublisher.exchange)
+                        connected = true
+                        backoff = .milliseconds(200)
+                        self.problem.withLock { $0 = nil }
+                    }
+                    let batch = self.queue.withLock { q in
+                        let n = min(q.count, 1000)
+                        defer { q.removeFirst(n) }
+                        return Array(q.prefix(n))
+                    }
+                    if batch.isEmpty {
+                        if await wakeups.next() == nil { break }
+                        continue
+                    }
+                    do {
+                        try await self.publisher.publishConfirmed(batch)
+                        Counter(label: "triad_telemetry_forwarded_total").increment(by: batch.count)
+                    } catch {
+                        // Samples are not replayed (DESIGN §4): count the unconfirmed batch as dropped.
+                        Counter(label: "triad_telemetry_dropped_total", dimensions: [("stage", "amqp")]).increment(by: batch.count)
+                        throw error
+                    }
+                } catch is CancellationError {
+                    break
+                } catch {
+                    self.publisher.close()
+                    connected = false
+                    self.problem.withLock { $0 = "cannot forward telemetry to RabbitMQ: \(error)" }
+                    self.logger.warning("telemetry forwarding failed; retrying", metadata: ["error": "\(error)", "retry.in": "\(backoff)"])
+                    try await Task.sleep(for: backoff)
+                    backoff = min(backoff * 2, .seconds(10))
+                }
+            }
+            self.publisher.close()
+        }
+    }
+}

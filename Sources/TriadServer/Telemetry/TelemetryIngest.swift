@@ -1,0 +1,182 @@
+import Foundation
+import Logging
+import Metrics
+import ServiceLifecycle
+import Synchronization
+import TriadCore
+
+/// The telemetry path (DESIGN §6), shared by MQTT and `POST …/telemetry`. It stays out of the
+/// registry's write path: a sample is checked, forwarded as an `io.triad.telemetry` event at once,
+/// and buffered; once a second (`run`) the buffer goes to the history table in one batch and each
+/// resource that reported gets one status write with its latest sample, so `status.telemetry`
+/// changes at most once per second per resource however fast a device sends.
+public final class TelemetryIngest: Service, Sendable {
+    let registry: Registry
+    let forwarder: TelemetryForwarder?
+    let retention: Duration
+    let logger: Logger
+    private let state: Mutex<State>
+    /// Telemetry events carry ids of their own (they are not in the outbox): `<boot>-<sequence>`,
+    /// unique and increasing within one server process.
+    private let bootID = String(UInt64(Date().timeIntervalSince1970 * 1000), radix: 36)
+    private let sequence = Atomic<Int>(0)
+
+    struct State {
+        var history: [TelemetrySample] = []
+        var latest: [String: TelemetrySample] = [:]
+        var probeStates: [String: Telemetry.ProbeState] = [:]
+        var limiter: RateLimiter
+        /// Resource kinds by name, looked up at most every few seconds per resource, so a flood
+        /// of samples does not become a flood of registry reads.
+        var kinds: [String: (kind: ResourceKind?, checked: ContinuousClock.Instant)] = [:]
+    }
+
+    /// `rate`/`burst`: samples per second each resource may send (a token bucket); beyond that
+    /// they are rejected as `rate-limited`, so one flooding device cannot starve the others.
+    public init(registry: Registry, forwarder: TelemetryForwarder?, retention: Duration, rate: Double = 100, burst: Double = 200, logger: Logger) {
+        self.registry = registry
+        self.forwarder = forwarder
+        self.retention = retention
+        self.logger = logger
+        state = Mutex(State(limiter: RateLimiter(rate: rate, burst: burst)))
+    }
+
+    /// An MQTT message on one of the subscribed topics. Never throws: a bad one is counted.
+    public func receive(topic: String, payload: [UInt8]) async {
+        guard let (name, channel) = Telemetry.parseTopic(topic) else { return reject(.malformedTopic, source: "mqtt") }
+        do {
+            switch channel {
+            case .telemetry: _ = try await accept(resource: name, payload: payload, source: "mqtt")
+            case .probe: try await probe(resource: name, payload: payload)
+            }
+        } catch {
+            reject(error, source: "mqtt")
+        }
+    }
+
+    /// Checks and takes one sample; throws why not (the caller counts nothing: this does).
+    public func accept(resource name: String, payload: [UInt8], source: String) async throws(TelemetryRejection) -> TelemetrySample {
+        do throws(TelemetryRejection) {
+            let sample = try Telemetry.parseSample(payload, resource: name, receivedAt: Date())
+            let now = Double(DispatchTime.now().uptimeNanoseconds) / 1e9
+            guard state.withLock({ $0.limiter.allow(name, now: now) }) else { throw TelemetryRejection.rateLimited }
+            guard let kind = await kind(of: name) else { throw TelemetryRejection.unknownResource }
+            state.withLock {
+                $0.history.append(sample)
+                $0.latest[name] = sample
+            }
+            if let forwarder {
+                let id = "\(bootID)-\(sequence.add(1, ordering: .relaxed).newValue)"
+                forwarder.enqueue(routingKey: Telemetry.routingKey(resource: name, kind: kind),
+                                  body: Telemetry.cloudEvent(sample, kind: kind, id: id), messageID: id)
+            }
+            Counter(label: "triad_telemetry_samples_total", dimensions: [("source", source)]).increment()
+            return sample
+        } catch {
+            reject(error, source: source)
+            throw error
+        }
+    }
+
+    /// `online`/`offline` on `…/probe` (probes set `offline` as their MQTT will).
+    func probe(resource name: String, payload: [UInt8]) async throws(TelemetryRejection) {
+        let probeState = try Telemetry.parseProbeState(payload)
+        guard await kind(of: name) != nil else { throw .unknownResource }
+        state.withLock { $0.probeStates[name] = probeState }
+    }
+
+    func reject(_ reason: TelemetryRejection, source: String) {
+        Counter(label: "triad_telemetry_rejected_total", dimensions: [("reason", reason.rawValue)]).increment()
+        logger.debug("telemetry rejected", metadata: ["reason": "\(reason.rawValue)", "source": "\(source)"])
+    }
+
+    private func kind(of name: String) async -> ResourceKind? {
+        let now = ContinuousClock.now
+        if let cached = state.withLock({ $0.kinds[name] }), now - cached.checked < .seconds(5) { return cached.kind }
+        let kind = (try? await registry.backend.get(name: name))?.kind
+        state.withLock {
+            if $0.kinds.count > 100_000 { $0.kinds.removeAll() }
+            $0.kinds[name] = (kind, now)
+        }
+        return kind
+    }
+
+    /// Once a second: history to the database, latest samples and probe states to the status.
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            var lastCompaction = ContinuousClock.now
+            while !Task.isCancelled {
+                try await Task.sleep(for: .seconds(1))
+                await self.flush()
+                if ContinuousClock.now - lastCompaction > .seconds(60) {
+                    lastCompaction = ContinuousClock.now
+                    let cutoff = Timestamp.format(Date().addingTimeInterval(-Double(self.retention.components.seconds)))
+                    if let removed = try? await self.registry.backend.compactTelemetry(receivedBefore: cutoff), removed > 0 {
+                        Counter(label: "triad_telemetry_compacted_total").increment(by: removed)
+                    }
+                }
+            }
+        }
+        await flush()  // what arrived before shutdown
+    }
+
+    /// Writes what the last second brought. Internal so tests can flush without waiting.
+    func flush() async {
+        let (history, latest, probes) = state.withLock { s in
+            defer { s.history.removeAll(keepingCapacity: true); s.latest.removeAll(); s.probeStates.removeAll() }
+            return (s.history, s.latest, s.probeStates)
+        }
+        if !history.isEmpty {
+            do { try await registry.backend.appendTelemetry(history) } catch {
+                Counter(label: "triad_telemetry_dropped_total", dimensions: [("stage", "history")]).increment(by: history.count)
+                logger.warning("could not write telemetry history", metadata: ["samples": "\(history.count)", "error": "\(error)"])
+            }
+        }
+        for name in Set(latest.keys).union(probes.keys) {
+            await writeStatus(name, latest: latest[name], probe: probes[name])
+        }
+    }
+
+    private func writeStatus(_ name: String, latest: TelemetrySample?, probe: Telemetry.ProbeState?) async {
+        var patch: [String: JSONValue] = [:]
+        if let latest, let values = try? JSONCoding.parse(latest.values) {
+            patch["telemetry"] = .object(["lastSeen": .string(latest.time), "values": values])
+        }
+        // Data flowing means Synchronous; a probe that said `offline` (its will) has Failed.
+        let current = try? await registry.backend.get(name: name)?.decode()
+        var conditions = current?.status?.conditions ?? []
+        let now = Timestamp.format(Date())
+        if probe == .offline {
+            patch["probePhase"] = .string("Failed")
+            conditions.set(type: "ProbeReady", status: .false, reason: "ProbeOffline", message: "the probe announced offline (or its connection died)", at: now)
+        } else if latest != nil || probe == .online {
+            patch["probePhase"] = .string(latest != nil ? "Synchronous" : "Pending")
+            conditions.set(type: "ProbeReady", status: .true, reason: latest != nil ? "DataFlowing" : "ProbeOnline", message: nil, at: now)
+        }
+        if conditions != (current?.status?.conditions ?? []) {
+            patch["conditions"] = (try? JSONCoding.parse(JSONCoding.encode(conditions))) ?? .array([])
+        }
+        do {
+            _ = try await registry.writeStatus(name, .merge(.object(patch)), precondition: nil)
+        } catch RegistryError.notFound {
+            // Deleted since the sample arrived: nothing to report on.
+        } catch {
+            logger.warning("could not update status.telemetry", metadata: ["resource": "\(name)", "error": "\(error)"])
+        }
+    }
+}
+
+extension [Condition] {
+    /// Sets the condition of `type`, keeping its transition time when the status did not change.
+    mutating func set(type: String, status: Condition.Status, reason: String, message: String?, at time: String) {
+        if let i = firstIndex(where: { $0.type == type }) {
+            let changed = self[i].status != status
+            self[i].status = status
+            self[i].reason = reason
+            self[i].message = message
+            if changed { self[i].lastTransitionTime = time }
+        } else {
+            append(Condition(type: type, status: status, reason: reason, message: message, lastTransitionTime: time))
+        }
+    }
+}

@@ -1,0 +1,38 @@
+import Logging
+import ServiceLifecycle
+import TriadCore
+import TriadMQTT
+
+/// Subscribes to the telemetry and probe topics at QoS 1 (shared among replicas when asked) and
+/// hands every message to the ingest. libmosquitto's thread reconnects with back-off and
+/// re-subscribes; this loop only reads.
+public final class TelemetrySubscriber: Service, Sendable {
+    let client: MQTTClient
+    let ingest: TelemetryIngest
+    let logger: Logger
+
+    public init(url: String, shared: Bool, ingest: TelemetryIngest, logger: Logger) throws {
+        let endpoint = try MQTTEndpoint(url: url)
+        // A stable client id is not needed: sessions are clean, and replicas must not collide.
+        client = try MQTTClient(endpoint: endpoint, subscriptions: Telemetry.subscriptions(shared: shared))
+        self.ingest = ingest
+        self.logger = logger
+    }
+
+    /// nil when connected and subscribed; otherwise why not (for `/readyz`).
+    public var health: String? {
+        client.isReady ? nil : "MQTT broker \(client.endpoint): \(client.lastError ?? "connecting")"
+    }
+
+    public func run() async throws {
+        try client.start()
+        logger.info("telemetry subscriber started", metadata: ["broker": "\(client.endpoint)"])
+        await withGracefulShutdownHandler {
+            for await message in client.messages {
+                await ingest.receive(topic: message.topic, payload: message.payload)
+            }
+        } onGracefulShutdown: { [client] in
+            client.stop()
+        }
+    }
+}
