@@ -11,6 +11,25 @@ public struct AMQPDelivery: Sendable, Equatable {
     public var messageID: String?
     public var contentType: String?
     public var persistent: Bool
+    /// Application headers whose values are strings (others are left out).
+    public var headers: [String: String] = [:]
+    /// For `ack` when the consumer was asked for manual acks.
+    public var deliveryTag: UInt64 = 0
+}
+
+extension amqp_table_t {
+    /// The entries with string values, copied out of C memory.
+    var strings: [String: String] {
+        var out: [String: String] = [:]
+        guard let entries, num_entries > 0 else { return out }
+        for i in 0..<Int(num_entries) {
+            let e = entries[i]
+            if e.value.kind == UInt8(AMQP_FIELD_KIND_UTF8.rawValue) || e.value.kind == UInt8(AMQP_FIELD_KIND_BYTES.rawValue) {
+                out[e.key.string] = e.value.value.bytes.string
+            }
+        }
+        return out
+    }
 }
 
 final class ConsumerSession: AMQPSession {
@@ -63,7 +82,19 @@ final class ConsumerSession: AMQPSession {
         consuming = true
     }
 
-    func next(timeout: Duration) throws(AMQPError) -> AMQPDelivery? {
+    func ack(_ tag: UInt64) throws(AMQPError) {
+        let c = try live()
+        let rc = amqp_basic_ack(c, channel, tag, 0)
+        guard rc == AMQP_STATUS_OK.rawValue else {
+            destroy()
+            throw AMQPError("ack failed: \(Self.libraryError(rc)); connection dropped")
+        }
+    }
+
+    /// With `autoAck`, each delivery is acked as soon as it is copied; otherwise the caller
+    /// acks it with `ack(deliveryTag)` once it is handled (unacked ones are redelivered if the
+    /// connection dies).
+    func next(timeout: Duration, autoAck: Bool = true) throws(AMQPError) -> AMQPDelivery? {
         guard consuming else { throw AMQPError("next: call startConsuming first") }
         let deadline = ContinuousClock.now + timeout
         while true {
@@ -84,12 +115,10 @@ final class ConsumerSession: AMQPSession {
                     body: env.message.body.array,
                     messageID: flags & AMQP_BASIC_MESSAGE_ID_FLAG != 0 ? p.message_id.string : nil,
                     contentType: flags & AMQP_BASIC_CONTENT_TYPE_FLAG != 0 ? p.content_type.string : nil,
-                    persistent: flags & AMQP_BASIC_DELIVERY_MODE_FLAG != 0 && p.delivery_mode == 2)
-                let rc = amqp_basic_ack(c, channel, env.delivery_tag, 0)
-                guard rc == AMQP_STATUS_OK.rawValue else {
-                    destroy()
-                    throw AMQPError("ack failed: \(Self.libraryError(rc)); connection dropped")
-                }
+                    persistent: flags & AMQP_BASIC_DELIVERY_MODE_FLAG != 0 && p.delivery_mode == 2,
+                    headers: flags & AMQP_BASIC_HEADERS_FLAG != 0 ? p.headers.strings : [:],
+                    deliveryTag: env.delivery_tag)
+                if autoAck { try ack(env.delivery_tag) }
                 return delivery
             case AMQP_RESPONSE_LIBRARY_EXCEPTION where reply.library_error == AMQP_STATUS_TIMEOUT.rawValue:
                 return nil
@@ -154,6 +183,10 @@ public final class AMQPConsumer: Sendable {
         }
     }
 
+    public func declareTopicExchange(_ name: String) async throws(AMQPError) {
+        try await owner.run { s throws(AMQPError) in try Self.session(s).declareTopicExchange(name) }
+    }
+
     public func bind(exchange: String, routingKey: String) async throws(AMQPError) {
         try await owner.run { s throws(AMQPError) in try Self.session(s).bind(exchange: exchange, routingKey: routingKey) }
     }
@@ -162,9 +195,14 @@ public final class AMQPConsumer: Sendable {
         try await owner.run { s throws(AMQPError) in try Self.session(s).startConsuming() }
     }
 
-    /// The next delivery, or nil if none arrived within `timeout`.
-    public func next(timeout: Duration) async throws(AMQPError) -> AMQPDelivery? {
-        try await owner.run { s throws(AMQPError) in try Self.session(s).next(timeout: timeout) }
+    /// The next delivery, or nil if none arrived within `timeout`. With `autoAck: false` the
+    /// caller must `ack` it.
+    public func next(timeout: Duration, autoAck: Bool = true) async throws(AMQPError) -> AMQPDelivery? {
+        try await owner.run { s throws(AMQPError) in try Self.session(s).next(timeout: timeout, autoAck: autoAck) }
+    }
+
+    public func ack(_ delivery: AMQPDelivery) async throws(AMQPError) {
+        try await owner.run { s throws(AMQPError) in try Self.session(s).ack(delivery.deliveryTag) }
     }
 
     /// The declared queue's name (the generated one for "").

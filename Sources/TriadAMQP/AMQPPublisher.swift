@@ -12,11 +12,13 @@ public struct AMQPMessage: Sendable, Equatable {
     public var contentType: String
     public var messageID: String
     public var persistent: Bool
+    /// Application headers, as long-string values.
+    public var headers: [String: String]
 
     public init(exchange: String, routingKey: String, body: [UInt8],
-                contentType: String = "application/json", messageID: String, persistent: Bool = true) {
+                contentType: String = "application/json", messageID: String, persistent: Bool = true, headers: [String: String] = [:]) {
         self.exchange = exchange; self.routingKey = routingKey; self.body = body
-        self.contentType = contentType; self.messageID = messageID; self.persistent = persistent
+        self.contentType = contentType; self.messageID = messageID; self.persistent = persistent; self.headers = headers
     }
 }
 
@@ -40,14 +42,6 @@ final class PublisherSession: AMQPSession {
         do throws(AMQPError) { try selectConfirms() } catch { destroy() }
     }
 
-    func declareTopicExchange(_ name: String) throws(AMQPError) {
-        let c = try live()
-        var owned = OwnedBytes()
-        amqp_exchange_declare(c, channel, owned.dup(name), owned.dup("topic"),
-                              0 /* passive */, 1 /* durable */, 0 /* auto_delete */, 0 /* internal */, emptyTable)
-        try check(amqp_get_rpc_reply(c), "declare exchange '\(name)'")
-    }
-
     func publishConfirmed(_ messages: [AMQPMessage], timeout: Duration) throws(AMQPError) {
         let c = try live()
         guard !messages.isEmpty else { return }
@@ -60,10 +54,22 @@ final class PublisherSession: AMQPSession {
             props.content_type = owned.dup(m.contentType)
             props.delivery_mode = m.persistent ? 2 : 1
             props.message_id = owned.dup(m.messageID)
-            let rc = m.body.withUnsafeBytes { raw in
-                amqp_basic_publish(c, channel, owned.dup(m.exchange), owned.dup(m.routingKey),
-                                   0 /* mandatory */, 0 /* immediate */, &props,
-                                   amqp_bytes_t(len: raw.count, bytes: UnsafeMutableRawPointer(mutating: raw.baseAddress)))
+            var entries = m.headers.sorted { $0.key < $1.key }.map { key, value in
+                var v = amqp_field_value_t()
+                v.kind = UInt8(AMQP_FIELD_KIND_UTF8.rawValue)
+                v.value.bytes = owned.dup(value)
+                return amqp_table_entry_t(key: owned.dup(key), value: v)
+            }
+            let rc = entries.withUnsafeMutableBufferPointer { table in
+                if !m.headers.isEmpty {
+                    props._flags |= amqp_flags_t(AMQP_BASIC_HEADERS_FLAG)
+                    props.headers = amqp_table_t(num_entries: Int32(table.count), entries: table.baseAddress)
+                }
+                return m.body.withUnsafeBytes { raw in
+                    amqp_basic_publish(c, channel, owned.dup(m.exchange), owned.dup(m.routingKey),
+                                       0 /* mandatory */, 0 /* immediate */, &props,
+                                       amqp_bytes_t(len: raw.count, bytes: UnsafeMutableRawPointer(mutating: raw.baseAddress)))
+                }
             }
             guard rc == AMQP_STATUS_OK.rawValue else {
                 destroy()

@@ -99,6 +99,15 @@ class AMQPSession {  // subclassed by PublisherSession and ConsumerSession
         try check(amqp_get_rpc_reply(c), "open channel")
     }
 
+    /// A durable topic exchange (declaring an existing one with the same kind is a no-op).
+    func declareTopicExchange(_ name: String) throws(AMQPError) {
+        let c = try live()
+        var owned = OwnedBytes()
+        amqp_exchange_declare(c, channel, owned.dup(name), owned.dup("topic"),
+                              0 /* passive */, 1 /* durable */, 0 /* auto_delete */, 0 /* internal */, emptyTable)
+        try check(amqp_get_rpc_reply(c), "declare exchange '\(name)'")
+    }
+
     func live() throws(AMQPError) -> amqp_connection_state_t {
         guard let conn else { throw AMQPError("not connected to \(where_): call connect() first") }
         return conn

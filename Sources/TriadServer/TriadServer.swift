@@ -20,6 +20,7 @@ public final class TriadServer: Sendable {
     public let telemetry: TelemetryIngest
     let telemetryForwarder: TelemetryForwarder?
     let telemetrySubscriber: TelemetrySubscriber?
+    let stateSync: StateSync?
     private let logger: Logger
 
     public static func open(_ configuration: ServerConfiguration, logger: Logger) async throws -> TriadServer {
@@ -39,7 +40,7 @@ public final class TriadServer: Sendable {
     }
 
     /// With `configuration.amqp`, registry events go to RabbitMQ through the outbox relay and
-    /// telemetry through the forwarder; with `configuration.mqtt`, telemetry comes from MQTT.
+    /// telemetry through the forwarder, and agents' statuses come in from `triad.state`; with `configuration.mqtt`, telemetry comes from MQTT.
     public init(configuration: ServerConfiguration, backend: any RegistryBackend, logger: Logger) async throws {
         self.configuration = configuration
         self.registry = Registry(backend: backend)
@@ -56,6 +57,10 @@ public final class TriadServer: Sendable {
         self.telemetry = ingest
         self.telemetrySubscriber = try configuration.mqtt.map {
             try TelemetrySubscriber(url: $0, shared: configuration.mqttShared, ingest: ingest, logger: logger)
+        }
+        let (registry, authority) = (self.registry, self.authority)
+        self.stateSync = try configuration.amqp.map {
+            try StateSync(url: $0, queue: configuration.stateQueue, registry: registry, authority: authority, written: { notifier.notify() }, logger: logger)
         }
         self.bootstrap = try await authority.bootstrap(dataDir: configuration.dataDir, environmentToken: configuration.adminToken, logger: logger)
         _ = ServerMetrics.registry
@@ -75,6 +80,7 @@ public final class TriadServer: Sendable {
         if let relay { checks.append(HealthCheck(name: "amqp") { relay.health }) }
         if let forwarder = telemetryForwarder { checks.append(HealthCheck(name: "amqpTelemetry") { forwarder.health }) }
         if let subscriber = telemetrySubscriber { checks.append(HealthCheck(name: "mqtt") { subscriber.health }) }
+        if let stateSync { checks.append(HealthCheck(name: "amqpState") { stateSync.health }) }
         SystemRoutes(registry: registry, checks: checks, metrics: ServerMetrics.registry).register(table)
         ResourceRoutes(registry: registry, reader: reader, written: { notifier.notify() }).register(table)
         EventRoutes(registry: registry, notifier: notifier).register(table)
@@ -99,7 +105,7 @@ public final class TriadServer: Sendable {
                     if removed > 0 { logger.info("compacted event log", metadata: ["removed": "\(removed)"]) }
                 },
                 telemetry,
-            ] + ([relay, telemetryForwarder, telemetrySubscriber] as [(any Service)?]).compactMap { $0 },
+            ] + ([relay, telemetryForwarder, telemetrySubscriber, stateSync] as [(any Service)?]).compactMap { $0 },
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }

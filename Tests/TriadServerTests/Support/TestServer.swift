@@ -27,6 +27,8 @@ final class TestServer: Sendable {
         config.eventRetention = eventRetention
         config.adminToken = "test-admin-" + UUID().uuidString
         config.amqp = amqp
+        // Each test server has its own registry: it must not take another's state messages.
+        config.stateQueue = "triad.state.test-\(UUID().uuidString.prefix(8).lowercased())"
         config.mqtt = mqtt
         config.telemetryRate = telemetryRate
         let server = try await TriadServer(configuration: config, backend: backend, logger: TestEnvironment.logger)
