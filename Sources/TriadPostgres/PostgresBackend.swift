@@ -153,6 +153,35 @@ public final class PostgresBackend: RegistryBackend {
         return n
     }
 
+    /// The cursor row is the lease: locked with SKIP LOCKED for the whole round (read, publish,
+    /// move), so of several replicas exactly one relays at a time, and an event is published
+    /// twice only if a replica dies between the broker's confirm and this commit.
+    public func relayRound(_ name: String, limit: Int, deliver: @Sendable ([RegistryEvent]) async throws -> Void) async throws -> RelayRound {
+        _ = try await client.query("INSERT INTO triad_relay_cursors (name, last_id) VALUES (\(name), 0) ON CONFLICT (name) DO NOTHING",
+                                   logger: logger)
+        let logger = self.logger
+        return try await client.withTransaction(logger: logger) { conn in
+            var cursor: Int64?
+            let locked = try await conn.query(
+                "SELECT last_id FROM triad_relay_cursors WHERE name = \(name) FOR UPDATE SKIP LOCKED", logger: logger)
+            for try await id in locked.decode(Int64.self) { cursor = id }
+            guard let cursor else { return .busy }
+            let rows = try await conn.query("""
+                SELECT id, type, name, kind, labels, time, document FROM triad_events
+                WHERE id > \(cursor) ORDER BY id LIMIT \(limit)
+                """, logger: logger)
+            var batch: [RegistryEvent] = []
+            for try await r in rows.decode((Int64, String, String, String, String, String, String).self) {
+                batch.append(RegistryEvent(id: r.0, type: try RowCoding.eventType(r.1), name: r.2, kind: try RowCoding.kind(r.3),
+                                           labels: RowCoding.labels(r.4), time: r.5, document: Data(r.6.utf8)))
+            }
+            guard let last = batch.last else { return .idle }
+            try await deliver(batch)
+            _ = try await conn.query("UPDATE triad_relay_cursors SET last_id = \(last.id) WHERE name = \(name)", logger: logger)
+            return .delivered(count: batch.count, cursor: last.id)
+        }
+    }
+
     public func insertToken(_ token: TokenRecord) async throws {
         let rows = try await client.query("""
             INSERT INTO triad_tokens (name, role, resource, secret_hash, created_at)

@@ -145,3 +145,58 @@ struct EventRelayTests {
         #expect(seen.count >= acknowledged.count + 1)
     }
 }
+
+/// Replicas on one PostgreSQL: each runs a relay, yet every event is published once.
+@Suite("Event relay among replicas")
+struct ReplicaRelayTests {
+    @Test func twoRelaysOnOneDatabasePublishEachEventOnce() async throws {
+        let url = try EventRelayTests.amqpURL()
+        let (first, schema) = try await TestEnvironment.makeBackend(.postgres)
+        let (second, _) = try await TestEnvironment.makeBackend(.postgres, reuse: schema)
+        let prefix = "r\(UUID().uuidString.prefix(6).lowercased())"
+
+        let consumer = AMQPConsumer(endpoint: try AMQPEndpoint(url: url))
+        try await consumer.connect()
+        defer { consumer.close() }
+        try await consumer.declareTopicExchange(AMQPEventPublisher.exchange)
+        try await consumer.declareQueue("", durable: false)
+        try await consumer.bind(exchange: AMQPEventPublisher.exchange, routingKey: "device.#")
+        try await consumer.startConsuming()
+
+        let notifiers = [EventNotifier(), EventNotifier()]
+        let relays = try [first, second].enumerated().map { i, backend in
+            OutboxRelay(backend: backend, publisher: try AMQPEventPublisher(url: url), notifier: notifiers[i],
+                        logger: TestEnvironment.logger, batchSize: 7)
+        }
+        let running = relays.map { relay in Task { try await relay.run() } }
+        // What the server's wake-up loop does: each replica looks again often.
+        let ticker = Task {
+            while !Task.isCancelled {
+                for n in notifiers { n.notify() }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        defer { ticker.cancel() }
+        // Writes through both replicas while both relays run.
+        let registries = [Registry(backend: first), Registry(backend: second)]
+        for i in 0..<120 {
+            let doc = Docs.device("\(prefix)-\(i)")
+            _ = try await registries[i % 2].create(try Resource(validated: doc))
+        }
+        var ids: [String] = []
+        // Other tests publish to the same exchange: keep this test's resources only.
+        func ours(_ d: AMQPDelivery) -> Bool { d.routingKey.hasPrefix("device.\(prefix)-") }
+        while ids.count < 120, let d = try await consumer.next(timeout: .seconds(10)) {
+            if ours(d) { ids.append(d.messageID ?? "") }
+        }
+        // Anything extra would be a second publication.
+        while let d = try await consumer.next(timeout: .seconds(2)) { if ours(d) { ids.append(d.messageID ?? "") } }
+        for task in running { task.cancel() }
+        for task in running { _ = try? await task.value }
+        #expect(ids.count == 120, "each event once, not once per replica")
+        #expect(Set(ids).count == 120)
+        #expect(ids.compactMap(Int64.init) == ids.compactMap(Int64.init).sorted(), "in log order")
+        await first.shutdown()
+        await second.shutdown()
+    }
+}

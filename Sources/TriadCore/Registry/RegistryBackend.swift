@@ -126,6 +126,10 @@ public protocol RegistryBackend: Sendable {
     /// How far the relay `name` has delivered the event log (0 before its first delivery).
     func relayCursor(_ name: String) async throws -> Int64
     func setRelayCursor(_ name: String, to id: Int64) async throws
+    /// One round of the relay `name`: the events after its cursor (at most `limit`) go to
+    /// `deliver`, and the cursor moves past them only if it returns. Replicas on one database
+    /// take turns: a round that finds another replica's round running returns `.busy`.
+    func relayRound(_ name: String, limit: Int, deliver: @Sendable ([RegistryEvent]) async throws -> Void) async throws -> RelayRound
 
     /// Telemetry history: appended in batches; `telemetry` returns the newest `limit` samples
     /// with `from <= time < to`, oldest first (times are normalised RFC 3339 UTC, so they
@@ -147,9 +151,26 @@ public protocol RegistryBackend: Sendable {
     func shutdown() async
 }
 
+public enum RelayRound: Sendable, Equatable {
+    /// Another replica is relaying.
+    case busy
+    case idle
+    case delivered(count: Int, cursor: Int64)
+}
+
 extension RegistryBackend {
     public func compactEvents(keep: Int) async throws -> Int {
         try await compactEvents(keep: keep, notAfter: nil)
+    }
+
+    /// For a backend only one server opens (SQLite: the file lock), no lease is needed.
+    public func relayRound(_ name: String, limit: Int, deliver: @Sendable ([RegistryEvent]) async throws -> Void) async throws -> RelayRound {
+        let cursor = try await relayCursor(name)
+        let batch = try await events(after: cursor, limit: limit).events
+        guard let last = batch.last else { return .idle }
+        try await deliver(batch)
+        try await setRelayCursor(name, to: last.id)
+        return .delivered(count: batch.count, cursor: last.id)
     }
 }
 

@@ -6,7 +6,9 @@ import Synchronization
 import TriadCore
 
 /// Delivers the registry's event log to an `EventPublisher`, in log order, in batches, and moves
-/// its cursor only after the publisher confirmed a batch: an event is never skipped, and is sent
+/// its cursor only after the publisher confirmed a batch (replicas on one PostgreSQL take turns
+/// through the cursor row's lock, so one publishes at a time) (replicas on one PostgreSQL take turns
+/// through the cursor row's lock, so one publishes at a time): an event is never skipped, and is sent
 /// twice only if the server dies between a confirm and the cursor write. While the destination
 /// is down the API keeps accepting writes; the events wait in the log (compaction stops at the
 /// cursor) and go out when it returns.
@@ -37,7 +39,6 @@ public final class OutboxRelay: Service, Sendable {
             var iterator = self.notifier.subscribe().makeAsyncIterator()
             var backoff: Duration = .milliseconds(200)
             var connected = false
-            var cursor = try await self.backend.relayCursor(Self.cursorName)
             while !Task.isCancelled {
                 do {
                     if !connected {
@@ -47,16 +48,15 @@ public final class OutboxRelay: Service, Sendable {
                         backoff = .milliseconds(200)
                         self.logger.info("event relay connected", metadata: ["destination": "\(self.publisher.destination)"])
                     }
-                    let batch = try await self.backend.events(after: cursor, limit: self.batchSize).events
-                    if batch.isEmpty {
-                        // Woken by this server's writes, and every second for other replicas'.
+                    let publisher = self.publisher
+                    switch try await self.backend.relayRound(Self.cursorName, limit: self.batchSize, deliver: { try await publisher.publish($0) }) {
+                    case .delivered(let count, _):
+                        delivered.increment(by: count)
+                    case .idle, .busy:
+                        // Woken by this server's writes, and every second for other replicas'
+                        // (or to take over when the replica relaying now stops).
                         _ = await iterator.next()
-                        continue
                     }
-                    try await self.publisher.publish(batch)
-                    cursor = batch[batch.count - 1].id
-                    try await self.backend.setRelayCursor(Self.cursorName, to: cursor)
-                    delivered.increment(by: batch.count)
                 } catch is CancellationError {
                     break
                 } catch {
