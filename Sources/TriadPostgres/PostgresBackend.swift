@@ -182,6 +182,38 @@ public final class PostgresBackend: RegistryBackend {
         }
     }
 
+    /// Leadership is a session advisory lock held by one pooled connection for as long as the
+    /// body runs; the connection is pinged every second, and when it dies (or the process is
+    /// killed) PostgreSQL releases the lock, so a standby's next attempt takes over.
+    public func lead(_ name: String, _ body: @escaping @Sendable () async throws -> Void) async throws -> Bool {
+        let logger = self.logger
+        return try await client.withConnection { conn in
+            // One leader per registry: the key is the name and the schema (deployments may share
+            // a database), hashed to 64 bits (FNV-1a).
+            var schema = ""
+            for try await s in try await conn.query("SELECT current_schema()", logger: logger).decode(String.self) { schema = s }
+            let key = Int64(bitPattern: "\(name)@\(schema)".utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 })
+            var acquired = false
+            for try await got in try await conn.query("SELECT pg_try_advisory_lock(\(key))", logger: logger).decode(Bool.self) {
+                acquired = got
+            }
+            guard acquired else { return false }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await body() }
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: .seconds(1))
+                        _ = try await conn.query("SELECT 1", logger: logger)
+                    }
+                }
+                _ = try await group.next()
+                group.cancelAll()
+            }
+            _ = try? await conn.query("SELECT pg_advisory_unlock(\(key))", logger: logger)
+            return true
+        }
+    }
+
     public func insertToken(_ token: TokenRecord) async throws {
         let rows = try await client.query("""
             INSERT INTO triad_tokens (name, role, resource, secret_hash, created_at)

@@ -1,4 +1,5 @@
 import Foundation
+import TriadCore
 
 /// Everything `triad server` can be told (flags > `TRIAD_*` environment > YAML file > defaults).
 public struct ServerConfiguration: Sendable, Equatable {
@@ -23,6 +24,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var telemetryRetentionHours: Int = 168
     /// Samples per second each resource may send before the rest are rejected as rate-limited.
     public var telemetryRate: Int = 100
+    /// When probes count as crash-looping or silent (tests shorten them).
+    public var probePolicy = ProbeReconciler.Policy()
     /// `TRIAD_ADMIN_TOKEN`: ensures an admin with this token instead of writing `admin.token`.
     public var adminToken: String?
 

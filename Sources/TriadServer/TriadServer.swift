@@ -21,6 +21,7 @@ public final class TriadServer: Sendable {
     let telemetryForwarder: TelemetryForwarder?
     let telemetrySubscriber: TelemetrySubscriber?
     let stateSync: StateSync?
+    public let controller: ProbeController
     private let logger: Logger
 
     public static func open(_ configuration: ServerConfiguration, logger: Logger) async throws -> TriadServer {
@@ -62,6 +63,8 @@ public final class TriadServer: Sendable {
         self.stateSync = try configuration.amqp.map {
             try StateSync(url: $0, queue: configuration.stateQueue, registry: registry, authority: authority, written: { notifier.notify() }, logger: logger)
         }
+        self.controller = ProbeController(registry: registry, authority: authority, notifier: notifier, mqttURL: configuration.mqtt,
+                                          dataDir: configuration.dataDir, policy: configuration.probePolicy, logger: logger)
         self.bootstrap = try await authority.bootstrap(dataDir: configuration.dataDir, environmentToken: configuration.adminToken, logger: logger)
         _ = ServerMetrics.registry
     }
@@ -105,8 +108,15 @@ public final class TriadServer: Sendable {
                     if removed > 0 { logger.info("compacted event log", metadata: ["removed": "\(removed)"]) }
                 },
                 telemetry,
+                controller,
             ] + ([relay, telemetryForwarder, telemetrySubscriber, stateSync] as [(any Service)?]).compactMap { $0 },
-            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
+            onServerRunning: { [controller, configuration] channel in
+                let port = channel.localAddress?.port ?? 0
+                // Probes reach the API on loopback when the server listens on every address.
+                let host = ["0.0.0.0", "::", ""].contains(configuration.listenHost) ? "127.0.0.1" : configuration.listenHost
+                controller.serverListening(at: "http://\(host.contains(":") ? "[\(host)]" : host):\(port)")
+                await onRunning(port)
+            },
             logger: logger)
     }
 

@@ -145,6 +145,11 @@ public protocol RegistryBackend: Sendable {
     func revokeToken(name: String, at: String) async throws -> TokenRecord?
     func activeAdminCount() async throws -> Int
 
+    /// Runs `body` while this server leads `name` among the servers on this database (the
+    /// controller runs on one of them). Returns false at once when another server leads;
+    /// otherwise returns when `body` does or when leadership is lost (then `body` is cancelled).
+    func lead(_ name: String, _ body: @escaping @Sendable () async throws -> Void) async throws -> Bool
+
     /// Whether the backend can serve (used by `/readyz`).
     func ping() async throws
 
@@ -161,6 +166,12 @@ public enum RelayRound: Sendable, Equatable {
 extension RegistryBackend {
     public func compactEvents(keep: Int) async throws -> Int {
         try await compactEvents(keep: keep, notAfter: nil)
+    }
+
+    /// Only one server opens the database (SQLite: the file lock), so it always leads.
+    public func lead(_ name: String, _ body: @escaping @Sendable () async throws -> Void) async throws -> Bool {
+        try await body()
+        return true
     }
 
     /// For a backend only one server opens (SQLite: the file lock), no lease is needed.

@@ -137,23 +137,20 @@ public final class TelemetryIngest: Service, Sendable {
         }
     }
 
+    /// Records what was observed: the latest sample (`lastSeen` is when the server received it,
+    /// so device clocks do not matter) and the probe's own announcement as condition
+    /// `ProbeConnected`. The controller judges `probePhase` from these.
     private func writeStatus(_ name: String, latest: TelemetrySample?, probe: Telemetry.ProbeState?) async {
         var patch: [String: JSONValue] = [:]
         if let latest, let values = try? JSONCoding.parse(latest.values) {
-            patch["telemetry"] = .object(["lastSeen": .string(latest.time), "values": values])
+            patch["telemetry"] = .object(["lastSeen": .string(latest.receivedAt), "values": values])
         }
-        // Data flowing means Synchronous; a probe that said `offline` (its will) has Failed.
-        let current = try? await registry.backend.get(name: name)?.decode()
-        var conditions = current?.status?.conditions ?? []
-        let now = Timestamp.format(Date())
-        if probe == .offline {
-            patch["probePhase"] = .string("Failed")
-            conditions.set(type: "ProbeReady", status: .false, reason: "ProbeOffline", message: "the probe announced offline (or its connection died)", at: now)
-        } else if latest != nil || probe == .online {
-            patch["probePhase"] = .string(latest != nil ? "Synchronous" : "Pending")
-            conditions.set(type: "ProbeReady", status: .true, reason: latest != nil ? "DataFlowing" : "ProbeOnline", message: nil, at: now)
-        }
-        if conditions != (current?.status?.conditions ?? []) {
+        if let probe {
+            let current = try? await registry.backend.get(name: name)?.decode()
+            var conditions = current?.status?.conditions ?? []
+            conditions.set(type: "ProbeConnected", status: probe == .online ? .true : .false,
+                           reason: probe == .online ? "ProbeOnline" : "ProbeOffline",
+                           message: probe == .online ? nil : "the probe announced offline (or its connection died)", at: Timestamp.format(Date()))
             patch["conditions"] = (try? JSONCoding.parse(JSONCoding.encode(conditions))) ?? .array([])
         }
         do {
@@ -162,21 +159,6 @@ public final class TelemetryIngest: Service, Sendable {
             // Deleted since the sample arrived: nothing to report on.
         } catch {
             logger.warning("could not update status.telemetry", metadata: ["resource": "\(name)", "error": "\(error)"])
-        }
-    }
-}
-
-extension [Condition] {
-    /// Sets the condition of `type`, keeping its transition time when the status did not change.
-    mutating func set(type: String, status: Condition.Status, reason: String, message: String?, at time: String) {
-        if let i = firstIndex(where: { $0.type == type }) {
-            let changed = self[i].status != status
-            self[i].status = status
-            self[i].reason = reason
-            self[i].message = message
-            if changed { self[i].lastTransitionTime = time }
-        } else {
-            append(Condition(type: type, status: status, reason: reason, message: message, lastTransitionTime: time))
         }
     }
 }

@@ -18,7 +18,8 @@ final class TestServer: Sendable {
     private let group: ServiceGroup
 
     static func start(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000, amqp: String? = nil,
-                      mqtt: String? = nil, telemetryRate: Int = 100) async throws -> TestServer {
+                      mqtt: String? = nil, telemetryRate: Int = 100,
+                      configure: (inout ServerConfiguration) -> Void = { _ in }) async throws -> TestServer {
         let (backend, _) = try await TestEnvironment.makeBackend(kind)
         var config = ServerConfiguration()
         config.dataDir = try TestEnvironment.temporaryDirectory()
@@ -31,6 +32,7 @@ final class TestServer: Sendable {
         config.stateQueue = "triad.state.test-\(UUID().uuidString.prefix(8).lowercased())"
         config.mqtt = mqtt
         config.telemetryRate = telemetryRate
+        configure(&config)
         let server = try await TriadServer(configuration: config, backend: backend, logger: TestEnvironment.logger)
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
         let app = server.makeApplication { port in portContinuation.yield(port) }
@@ -74,9 +76,10 @@ final class TestServer: Sendable {
 
 /// Runs `body` with a started server and always stops it.
 func withServer(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000, amqp: String? = nil,
-                mqtt: String? = nil, telemetryRate: Int = 100, _ body: (TestServer) async throws -> Void) async throws {
+                mqtt: String? = nil, telemetryRate: Int = 100, configure: (inout ServerConfiguration) -> Void = { _ in },
+                _ body: (TestServer) async throws -> Void) async throws {
     let server = try await TestServer.start(kind, maxBodyBytes: maxBodyBytes, eventRetention: eventRetention, amqp: amqp,
-                                            mqtt: mqtt, telemetryRate: telemetryRate)
+                                            mqtt: mqtt, telemetryRate: telemetryRate, configure: configure)
     do {
         try await body(server)
     } catch {

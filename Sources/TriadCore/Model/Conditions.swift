@@ -1,0 +1,16 @@
+extension [Condition] {
+    public func condition(_ type: String) -> Condition? { first { $0.type == type } }
+
+    /// Sets the condition of `type`, keeping its transition time when the status did not change.
+    public mutating func set(type: String, status: Condition.Status, reason: String, message: String?, at time: String) {
+        if let i = firstIndex(where: { $0.type == type }) {
+            let changed = self[i].status != status
+            self[i].status = status
+            self[i].reason = reason
+            self[i].message = message
+            if changed { self[i].lastTransitionTime = time }
+        } else {
+            append(Condition(type: type, status: status, reason: reason, message: message, lastTransitionTime: time))
+        }
+    }
+}

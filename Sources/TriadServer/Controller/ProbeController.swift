@@ -1,0 +1,182 @@
+import Foundation
+import Logging
+import Metrics
+import ServiceLifecycle
+import Synchronization
+import TriadCore
+
+/// The resource controller (DESIGN §6): level-triggered over the registry. Registry events,
+/// probe exits and timers enqueue resource names on a `WorkQueue`; `reconcile(name)` compares the
+/// desired probe with the running one (`ProbeReconciler`), converges through the local runtime
+/// and writes `probePhase` with a `ProbeReady` condition when they change. With replicas on one
+/// PostgreSQL only the leader runs it; a standby takes over within seconds of the leader dying.
+public final class ProbeController: Service, Sendable {
+    let registry: Registry
+    let runtime: LocalProbeRuntime
+    let notifier: EventNotifier
+    let logger: Logger
+    let mqttURL: String?
+    let dataDir: String
+    let policy: ProbeReconciler.Policy
+    private let queue = Mutex(WorkQueue<String>())
+    /// Probe exits reported from reaper threads, picked up by the loop.
+    private let exits = ExitInbox()
+    private let apiURL = Mutex<String?>(nil)
+    private let leading = Atomic<Bool>(false)
+
+    init(registry: Registry, authority: TokenAuthority, notifier: EventNotifier, mqttURL: String?, dataDir: String,
+         policy: ProbeReconciler.Policy = ProbeReconciler.Policy(), logger: Logger) {
+        self.registry = registry
+        self.notifier = notifier
+        self.mqttURL = mqttURL
+        self.dataDir = dataDir
+        self.policy = policy
+        self.logger = logger
+        let exits = self.exits
+        runtime = LocalProbeRuntime(authority: authority, logger: logger) { name in
+            exits.names.withLock { _ = $0.insert(name) }
+        }
+    }
+
+    /// The server's own URL for probes (`TRIAD_API_URL`), known once it listens.
+    func serverListening(at url: String) {
+        apiURL.withLock { $0 = url }
+    }
+
+    /// The resources whose probe process runs now.
+    public func runningProbes() async -> Set<String> { Set(await runtime.runningNames) }
+
+    public var isLeader: Bool { leading.load(ordering: .relaxed) }
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let led = try await self.registry.backend.lead("triad.controller") {
+                    self.leading.store(true, ordering: .relaxed)
+                    defer { self.leading.store(false, ordering: .relaxed) }
+                    self.logger.info("controller leading")
+                    try await self.lead()
+                }
+                if led { await self.runtime.stopAll() }
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+        await runtime.stopAll()
+    }
+
+    /// The controller's loop while it leads. It polls every 200 ms: the registry's event log for
+    /// changed resources, the runtime for exited probes, and the queue for due keys.
+    private func lead() async throws {
+        var cursor = try await registry.backend.latestRevision()
+        try await resync()
+        var lastResync = ContinuousClock.now
+        while true {
+            try Task.checkCancellation()
+            // Every registry event after the cursor names a resource to look at.
+            while true {
+                let batch = try await registry.backend.events(after: cursor, limit: 500).events
+                for event in batch { queue.withLock { $0.add(event.name) } }
+                guard let last = batch.last else { break }
+                cursor = last.id
+            }
+            for name in exits.names.withLock({ s in defer { s.removeAll() }; return s }) {
+                queue.withLock { $0.add(name) }
+            }
+            if ContinuousClock.now - lastResync > .seconds(30) {
+                try await resync()
+                lastResync = ContinuousClock.now
+            }
+            if apiURL.withLock({ $0 }) != nil {
+                while let name = queue.withLock({ $0.next(now: Self.now()) }) {
+                    do {
+                        let requeue = try await reconcile(name)
+                        queue.withLock { q in
+                            q.forget(name)
+                            q.done(name)
+                            if let requeue { q.add(name, after: requeue, now: Self.now()) }
+                        }
+                    } catch {
+                        Counter(label: "triad_controller_reconcile_errors_total").increment()
+                        logger.warning("reconcile failed; retrying with back-off", metadata: ["resource": "\(name)", "error": "\(error)"])
+                        queue.withLock { q in q.done(name); q.addRateLimited(name, now: Self.now()) }
+                    }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    /// Level-triggered safety net: every resource (and every running probe) is looked at.
+    private func resync() async throws {
+        var after: String?
+        while true {
+            let page = try await registry.backend.list(kind: nil, after: after, limit: 500)
+            queue.withLock { q in for r in page { q.add(r.name) } }
+            guard let last = page.last else { break }
+            after = last.name
+        }
+        for name in await runtime.runningNames { queue.withLock { $0.add(name) } }
+    }
+
+    static func now() -> Double { Date().timeIntervalSince1970 }
+
+    /// Converges one resource; returns when to look again, if the decision depends on time.
+    func reconcile(_ name: String) async throws -> Double? {
+        let stored = try await registry.backend.get(name: name)
+        let resource = try stored?.decode()
+        let now = Self.now()
+        let desired = resource.map { r in
+            ProbeReconciler.Desired(
+                image: r.spec.probeImage, args: r.spec.probeArgs ?? [], enabled: r.spec.probeEnabled ?? true,
+                generation: r.metadata.generation ?? 1,
+                lastSample: r.status?.telemetry?.lastSeen.flatMap(Timestamp.parse)?.timeIntervalSince1970,
+                announcedOffline: r.status?.conditions?.condition("ProbeConnected")?.status == .false)
+        }
+        let actual = await runtime.actual(name, now: now)
+        let decision = ProbeReconciler.decide(desired, actual, now: now, policy: policy)
+        let environment = LocalProbeRuntime.Environment(apiURL: apiURL.withLock { $0 } ?? "", mqttURL: mqttURL,
+                                                        logDirectory: dataDir + "/probes")
+        switch decision.action {
+        case .none: break
+        case .start: try await runtime.start(name, desired!, environment: environment, now: now)
+        case .stop: await runtime.stop(name)
+        case .restart:
+            await runtime.stop(name)
+            try await runtime.start(name, desired!, environment: environment, now: now)
+        }
+        guard let resource, let desired else {
+            await runtime.forget(name)
+            return nil
+        }
+        // Resources with no probe at all (none configured, none ever run, no sample, no
+        // announcement) get no probe status: nothing is known about one.
+        let probed = desired.managed || actual.startedAt != nil || desired.lastSample != nil
+            || resource.status?.conditions?.condition("ProbeConnected") != nil
+        guard probed else { return nil }
+        try await writePhase(name, resource, decision)
+        return decision.requeueAfter
+    }
+
+    /// Writes `probePhase` and the `ProbeReady` condition, only when they change (a status write
+    /// is a registry event, which would enqueue the resource again).
+    private func writePhase(_ name: String, _ resource: Resource, _ decision: ProbeReconciler.Decision) async throws {
+        var conditions = resource.status?.conditions ?? []
+        conditions.set(type: "ProbeReady", status: decision.phase == .synchronous ? .true : .false,
+                       reason: decision.reason, message: decision.message, at: Timestamp.format(Date()))
+        guard resource.status?.probePhase != decision.phase || conditions != (resource.status?.conditions ?? []) else { return }
+        let patch: JSONValue = .object([
+            "probePhase": .string(decision.phase.rawValue),
+            "conditions": try JSONCoding.parse(JSONCoding.encode(conditions)),
+        ])
+        do {
+            _ = try await registry.writeStatus(name, .merge(patch), precondition: nil)
+            notifier.notify()
+        } catch RegistryError.notFound {
+            // Deleted meanwhile: the delete's event brings it back here.
+        }
+    }
+}
+
+private final class ExitInbox: Sendable {
+    let names = Mutex<Set<String>>([])
+}

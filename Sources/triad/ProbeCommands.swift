@@ -1,0 +1,166 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import TriadClient
+import TriadCore
+import TriadMQTT
+
+struct ProbeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "probe",
+        abstract: "Reference probes, and a probe rendered for Kubernetes.",
+        subcommands: [Simulate.self, Render.self])
+
+    /// A synthetic sensor (DESIGN §6). The controller's local runtime starts probes with
+    /// TRIAD_RESOURCE, TRIAD_MQTT_URL, TRIAD_API_URL and TRIAD_TOKEN; the flags override them.
+    struct Simulate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Publish synthetic telemetry for a resource.",
+            discussion: """
+            Over MQTT when an MQTT URL is given (announcing `online` on triad/v1/resources/NAME/probe, \
+            with `offline` as its will), else through POST /api/v1/resources/NAME/telemetry.
+            """)
+
+        @Option(help: "The resource (env TRIAD_RESOURCE).")
+        var resource: String?
+        @Option(help: "mqtt://host:port (env TRIAD_MQTT_URL); without it, samples go through the REST API.")
+        var mqtt: String?
+        @Option(help: "Server URL for the REST path (env TRIAD_API_URL).")
+        var api: String?
+        @Option(help: "Samples per second; 0 announces online and then stays silent (default 1).")
+        var rate: Double = 1
+        @Option(name: .customLong("value"), help: "NAME=MIN..MAX (a random value in range) or NAME=NUMBER; repeatable (default value=0..100).")
+        var values: [String] = []
+        @Option(help: "Stop after this many samples (exit 0).")
+        var count: Int?
+        @Option(help: "Exit with status 3 after this many samples, as a crash would (for testing restarts).")
+        var crashAfter: Int?
+
+        enum Generator { case range(Double, Double), constant(Double) }
+
+        func parseValues() throws -> [(String, Generator)] {
+            try (values.isEmpty ? ["value=0..100"] : values).map { spec in
+                let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
+                guard parts.count == 2, !parts[0].isEmpty else { throw ValidationError("--value must be NAME=MIN..MAX or NAME=NUMBER, not \(spec)") }
+                if let n = Double(parts[1]) { return (parts[0], .constant(n)) }
+                let bounds = parts[1].components(separatedBy: "..")
+                guard bounds.count == 2, let lo = Double(bounds[0]), let hi = Double(bounds[1]), lo <= hi else {
+                    throw ValidationError("--value must be NAME=MIN..MAX or NAME=NUMBER, not \(spec)")
+                }
+                return (parts[0], .range(lo, hi))
+            }
+        }
+
+        func run() async throws {
+            try await runClientVerb { try await simulate() }
+        }
+
+        func simulate() async throws {
+            let env = ProcessInfo.processInfo.environment
+            guard let name = resource ?? env["TRIAD_RESOURCE"], ResourceValidator.isValidName(name) else {
+                throw ValidationError("--resource (or TRIAD_RESOURCE) must name a resource")
+            }
+            guard rate >= 0, rate <= 10_000 else { throw ValidationError("--rate must be from 0 to 10000") }
+            let generators = try parseValues()
+            func sample() -> [UInt8] {
+                var values: [String: JSONValue] = [:]
+                for (key, g) in generators {
+                    switch g {
+                    case .constant(let n): values[key] = .number(n)
+                    case .range(let lo, let hi): values[key] = .number(((Double.random(in: lo...hi)) * 100).rounded() / 100)
+                    }
+                }
+                let ms = (Date().timeIntervalSince1970 * 1000).rounded()
+                return Array(JSONCoding.encode(JSONValue.object(["ts": .number(ms), "values": .object(values)])))
+            }
+            let send: @Sendable ([UInt8]) async throws -> Void
+            var finish: @Sendable () async -> Void = {}
+            if let url = mqtt ?? env["TRIAD_MQTT_URL"] {
+                let probeTopic = Telemetry.topic(name, .probe)
+                let client = try MQTTClient(endpoint: try MQTTEndpoint(url: url),
+                                            will: MQTTWill(topic: probeTopic, payload: Array("offline".utf8), retain: true))
+                try client.start()
+                guard await client.waitUntilReady(timeout: .seconds(30)) else {
+                    throw CLIError("cannot reach the MQTT broker \(client.endpoint): \(client.lastError ?? "timed out")")
+                }
+                try client.publish(topic: probeTopic, payload: Array("online".utf8), retain: true)
+                let topic = Telemetry.topic(name, .telemetry)
+                send = { payload in try client.publish(topic: topic, payload: payload) }
+                finish = {
+                    try? client.publish(topic: probeTopic, payload: Array("offline".utf8), retain: true)
+                    try? await Task.sleep(for: .milliseconds(200))  // let the network thread send it
+                    client.stop()
+                }
+            } else {
+                guard let api = api ?? env["TRIAD_API_URL"] else {
+                    throw ValidationError("give --mqtt (TRIAD_MQTT_URL) or --api (TRIAD_API_URL)")
+                }
+                let client = TriadClient(server: api, token: env["TRIAD_TOKEN"])
+                let path = "/api/v1/resources/\(name)/telemetry"
+                send = { payload in _ = try await client.call(.POST, path, body: Data(payload)) }
+            }
+
+            // SIGTERM/SIGINT: announce offline and leave cleanly.
+            let stop = StopSignal()
+            signal(SIGTERM, SIG_IGN)
+            signal(SIGINT, SIG_IGN)
+            let sources = [SIGTERM, SIGINT].map { sig in
+                let source = DispatchSource.makeSignalSource(signal: sig)
+                source.setEventHandler { stop.fire() }
+                source.resume()
+                return source
+            }
+            defer { sources.forEach { $0.cancel() } }
+
+            var sent = 0
+            while !stop.fired {
+                if rate > 0 {
+                    try await send(sample())
+                    sent += 1
+                    if let crashAfter, sent >= crashAfter {
+                        FileHandle.standardError.write(Data("probe: crashing after \(sent) samples, as asked\n".utf8))
+                        Foundation.exit(3)
+                    }
+                    if let count, sent >= count { break }
+                    try await Task.sleep(for: .seconds(1 / rate))
+                } else {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            await finish()
+        }
+    }
+
+    struct Render: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a resource's probe as a Kubernetes Deployment (the kubernetes runtime).")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The resource.")
+        var name: String
+        @Option(help: "TRIAD_MQTT_URL inside the cluster (default mqtt://triad-mqtt:1883).")
+        var mqttURL = "mqtt://triad-mqtt:1883"
+        @Option(help: "TRIAD_API_URL inside the cluster (default http://triad:8080).")
+        var apiURL = "http://triad:8080"
+        @Option(help: "Namespace for the Deployment.")
+        var namespace: String?
+
+        func run() async throws {
+            try await runClientVerb {
+                let reply = try await options.client().call(.GET, "/api/v1/resources/\(name)")
+                let resource = try JSONDecoder().decode(Resource.self, from: reply.body)
+                do {
+                    print(DocumentWriter.yaml(try ProbeDeployment.render(resource, mqttURL: mqttURL, apiURL: apiURL, namespace: namespace)), terminator: "")
+                } catch let error as ProbeDeployment.RenderError {
+                    throw CLIError(error.description)
+                }
+            }
+        }
+    }
+}
+
+/// Set from a signal handler, read by the loop.
+final class StopSignal: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func fire() { lock.withLock { value = true } }
+    var fired: Bool { lock.withLock { value } }
+}

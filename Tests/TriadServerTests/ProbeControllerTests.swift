@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+import TriadClient
+import TriadCore
+import TriadServer
+
+/// The controller's local probe runtime with real `triad probe simulate` processes talking to the
+/// real Mosquitto (issue 4): Synchronous, restart after a crash, Failed for a crash loop or
+/// silence, stopped on `probeEnabled: false` and on delete.
+@Suite("Probe controller")
+struct ProbeControllerTests {
+    static func device(_ name: String, args: [String], enabled: Bool = true) throws -> Data {
+        var doc = Docs.device(name)
+        guard case .object(var root) = doc, case .object(var spec)? = root["spec"] else { return Docs.json(doc) }
+        spec["probeImage"] = .string(try TestEnvironment.triadExecutable())
+        spec["probeArgs"] = .array((["probe", "simulate"] + args).map(JSONValue.string))
+        spec["probeEnabled"] = .bool(enabled)
+        root["spec"] = .object(spec)
+        doc = .object(root)
+        return Docs.json(doc)
+    }
+
+    static func status(_ server: TestServer, _ name: String) async throws -> JSONValue? {
+        try await server.admin.call(.GET, "/api/v1/resources/\(name)").json?["status"]
+    }
+
+    static func ready(_ status: JSONValue?) -> String? {
+        status?["conditions"]?.arrayValue?.first { $0["type"] == .string("ProbeReady") }?["reason"]?.stringValue
+    }
+
+    @Test func probesAreRunRestartedJudgedAndStopped() async throws {
+        let url = try TestEnvironment.mqttURL()
+        try await withServer(.sqlite, mqtt: url, configure: { config in
+            config.probePolicy.silence = 3
+            config.probePolicy.restartBase = 0.2
+            config.probePolicy.crashWindow = 60
+        }) { server in
+            let steady = TelemetryTests.name("steady"), crashy = TelemetryTests.name("crashy")
+            let mute = TelemetryTests.name("mute"), doomed = TelemetryTests.name("doomed")
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: try Self.device(steady, args: ["--rate", "5"]))
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: try Self.device(crashy, args: ["--rate", "10", "--crash-after", "10"]))
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: try Self.device(mute, args: ["--rate", "0"]))
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: try Self.device(doomed, args: ["--rate", "5"]))
+
+            for name in [steady, doomed] {
+                try await TelemetryTests.eventually("\(name) reaches Synchronous", within: 30) {
+                    let status = try await Self.status(server, name)
+                    return status?["probePhase"] == .string("Synchronous") && Self.ready(status) == "DataFlowing"
+                }
+            }
+            #expect(try await TelemetryTests.history(server, steady).count > 0, "its samples reach the history")
+
+            // The crashing probe: Synchronous between crashes, restarted, then a crash loop.
+            var sawSynchronous = false
+            try await TelemetryTests.eventually("the crashing probe is Failed for a crash loop", within: 40) {
+                let status = try await Self.status(server, crashy)
+                if status?["probePhase"] == .string("Synchronous") { sawSynchronous = true }
+                return status?["probePhase"] == .string("Failed") && Self.ready(status) == "ProbeCrashLoop"
+            }
+            #expect(sawSynchronous, "it sent data between crashes")
+            let log = (try? String(contentsOfFile: server.dataDir + "/probes/\(crashy).log", encoding: .utf8)) ?? ""
+            #expect(log.components(separatedBy: "crashing after").count - 1 >= 3, "restarted after each crash")
+
+            // A probe that never sends: Pending, then Failed for silence.
+            try await TelemetryTests.eventually("the mute probe is Failed for silence", within: 30) {
+                let status = try await Self.status(server, mute)
+                return status?["probePhase"] == .string("Failed") && Self.ready(status) == "ProbeSilent"
+            }
+
+            // probeEnabled: false stops the process; delete stops it too.
+            #expect(await server.server.controller.runningProbes().isSuperset(of: [steady, doomed, mute]))
+            _ = try await server.admin.call(.PATCH, "/api/v1/resources/\(steady)", body: Data(#"{"spec":{"probeEnabled":false}}"#.utf8),
+                                            contentType: "application/merge-patch+json")
+            _ = try await server.admin.call(.DELETE, "/api/v1/resources/\(doomed)")
+            try await TelemetryTests.eventually("both probes are stopped", within: 20) {
+                let running = await server.server.controller.runningProbes()
+                return !running.contains(steady) && !running.contains(doomed)
+            }
+            try await TelemetryTests.eventually("the disabled probe is NotReady", within: 10) {
+                let status = try await Self.status(server, steady)
+                return status?["probePhase"] == .string("NotReady") && Self.ready(status) == "ProbeDisabled"
+            }
+            // Its token is revoked with it: no probe token of the deleted resource stays active.
+            try await TelemetryTests.eventually("the deleted resource's probe token is revoked", within: 10) {
+                let tokens = try await server.admin.call(.GET, "/api/v1/tokens").json?["items"]?.arrayValue ?? []
+                let mine = tokens.filter { ($0["name"]?.stringValue ?? "").hasPrefix("probe-\(doomed)-") }
+                return !mine.isEmpty && mine.allSatisfy { $0["revokedAt"] != nil }
+            }
+        }
+    }
+}
