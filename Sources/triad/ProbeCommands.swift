@@ -112,8 +112,11 @@ struct ProbeCommand: AsyncParsableCommand {
             }
             defer { sources.forEach { $0.cancel() } }
 
+            // A probe outlives a killed server (kill -9 sends it nothing): it notices that it was
+            // re-parented and stops, so a new controller leader never finds two probes running.
+            let parent = getppid()
             var sent = 0
-            while !stop.fired {
+            while !stop.fired && getppid() == parent {
                 if rate > 0 {
                     try await send(sample())
                     sent += 1

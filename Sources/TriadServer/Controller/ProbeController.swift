@@ -49,18 +49,33 @@ public final class ProbeController: Service, Sendable {
     public var isLeader: Bool { leading.load(ordering: .relaxed) }
 
     public func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                let led = try await self.registry.backend.lead("triad.controller") {
-                    self.leading.store(true, ordering: .relaxed)
-                    defer { self.leading.store(false, ordering: .relaxed) }
-                    self.logger.info("controller leading")
-                    try await self.lead()
+        Gauge(label: "triad_controller_leader").record(0)
+        do {
+            try await cancelWhenGracefulShutdown {
+                while !Task.isCancelled {
+                    do {
+                        let led = try await self.registry.backend.lead("triad.controller") {
+                            self.leading.store(true, ordering: .relaxed)
+                            Gauge(label: "triad_controller_leader").record(1)
+                            defer {
+                                self.leading.store(false, ordering: .relaxed)
+                                Gauge(label: "triad_controller_leader").record(0)
+                            }
+                            self.logger.info("controller leading")
+                            try await self.lead()
+                        }
+                        if led { await self.runtime.stopAll() }
+                    } catch let error where !(error is CancellationError) {
+                        // Leadership lost with the database connection, or the database is down:
+                        // stop our probes (the next leader starts them) and try again.
+                        self.logger.warning("controller stopped leading; retrying", metadata: ["error": "\(error)"])
+                        await self.runtime.stopAll()
+                    }
+                    try await Task.sleep(for: .seconds(1))
                 }
-                if led { await self.runtime.stopAll() }
-                try await Task.sleep(for: .seconds(1))
             }
-        }
+        } catch is CancellationError {}
+        // Probes never outlive the controller that started them.
         await runtime.stopAll()
     }
 
