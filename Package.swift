@@ -106,6 +106,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The measuring side of bench/pipeline.sh; lives with the benchmarks.
+        .executableTarget(
+            name: "triad-bench",
+            dependencies: ["TriadCore", "TriadMQTT", "TriadAMQP"],
+            path: "bench/Sources/triad-bench"
+        ),
         .testTarget(
             name: "TriadCoreTests",
             dependencies: ["TriadCore"],

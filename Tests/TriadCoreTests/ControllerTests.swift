@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import TriadCore
 
@@ -105,5 +106,44 @@ struct ControllerTests {
         #expect(R.decide(Self.desired(image: nil), R.Actual(), now: 1).phase == .notReady)
         #expect(R.decide(Self.desired(image: nil, lastSample: 0.5), R.Actual(), now: 1).phase == .synchronous)
         #expect(R.decide(Self.desired(image: nil, lastSample: 0.5), R.Actual(), now: 40).reason == "ProbeSilent")
+    }
+}
+
+/// `triad probe render`: the kubernetes runtime's Deployment, against a golden file.
+@Suite("Probe rendering")
+struct ProbeRenderingTests {
+    static let golden = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/probe-deployment.yaml")
+
+    static func resource(image: String?, enabled: Bool? = nil) throws -> Resource {
+        var spec: [String: JSONValue] = ["kind": .string("Device")]
+        if let image { spec["probeImage"] = .string(image) }
+        spec["probeArgs"] = .array(["probe", "homeassistant", "--entity", "switch.coffee_machine"].map(JSONValue.string))
+        if let enabled { spec["probeEnabled"] = .bool(enabled) }
+        let tree: JSONValue = .object(["apiVersion": .string("triad.io/v1alpha1"), "kind": .string("Resource"),
+                                       "metadata": .object(["name": .string("coffee-3f"), "generation": .number(3)]),
+                                       "spec": .object(spec)])
+        return try Resource(validated: tree)
+    }
+
+    @Test func theDeploymentMatchesTheGoldenFile() throws {
+        let rendered = DocumentWriter.yaml(try ProbeDeployment.render(try Self.resource(image: "ghcr.io/triad/probe:1"),
+                                                                      mqttURL: "mqtt://triad-mqtt:1883", apiURL: "http://triad:8080",
+                                                                      namespace: "pantry"))
+        // TRIAD_UPDATE_GOLDEN=1 rewrites the file (then review the diff).
+        if ProcessInfo.processInfo.environment["TRIAD_UPDATE_GOLDEN"] == "1" {
+            try rendered.write(to: Self.golden, atomically: true, encoding: .utf8)
+        }
+        let golden = try String(contentsOf: Self.golden, encoding: .utf8)
+        #expect(rendered == golden)
+        #expect(!rendered.contains("TRIAD_TOKEN\n  value"), "the token comes from a Secret, never inline")
+    }
+
+    @Test func disabledProbesRenderWithNoReplicasAndMissingProbesAreRefused() throws {
+        let disabled = try ProbeDeployment.render(try Self.resource(image: "x", enabled: false), mqttURL: "m", apiURL: "a")
+        #expect(disabled["spec"]?["replicas"] == .number(0))
+        #expect(throws: ProbeDeployment.RenderError.noProbe("coffee-3f")) {
+            try ProbeDeployment.render(try Self.resource(image: nil), mqttURL: "m", apiURL: "a")
+        }
     }
 }

@@ -98,15 +98,20 @@ struct TelemetryTests {
             for name in [flood, calm] { _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))) }
             let before = try await Self.rejected(server, .rateLimited)
             var statuses: [Int] = []
+            let started = ContinuousClock.now
             for i in 0..<40 {
                 statuses.append(try await server.admin.send(.POST, "/api/v1/resources/\(flood)/telemetry", body: Data(#"{"n":\#(i)}"#.utf8)).status)
             }
-            #expect(statuses.filter { $0 == 429 }.count >= 20, "burst 10 at 5/s: most of 40 quick samples are refused")
-            #expect(Set(statuses).isSubset(of: [202, 429]))
+            let elapsed = Double((ContinuousClock.now - started).components.seconds) + 1
+            let accepted = statuses.filter { $0 == 202 }.count, refused = statuses.filter { $0 == 429 }.count
+            // A bucket of 10 refilled at 5/s: never more than that is accepted, however slow the run.
+            #expect(accepted <= 10 + Int(5 * elapsed), "\(accepted) accepted in about \(elapsed) s")
+            #expect(refused > 0)
+            #expect(accepted + refused == 40)
             for i in 0..<3 {
                 #expect(try await server.admin.send(.POST, "/api/v1/resources/\(calm)/telemetry", body: Data(#"{"n":\#(i)}"#.utf8)).status == 202)
             }
-            #expect(try await Self.rejected(server, .rateLimited) >= before + 20)
+            #expect(try await Self.rejected(server, .rateLimited) >= before + Double(refused))
             try await Self.eventually("the calm resource's samples are all stored") { try await Self.history(server, calm).count == 3 }
         }
     }

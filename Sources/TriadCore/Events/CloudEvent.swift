@@ -15,7 +15,7 @@ public enum CloudEventRenderer {
             "resourcekind": event.kind.routingName,
             "resourceversion": String(event.id),
         ]
-        var out = JSONCoding.encode(header)
+        var out = JSONCoding.encode(JSONValue.object(header.mapValues(JSONValue.string)))
         // Replace the closing brace with `,"data":<document>}`.
         out.removeLast()
         out.append(contentsOf: Array(#","data":"#.utf8))

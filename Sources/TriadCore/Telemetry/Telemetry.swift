@@ -114,10 +114,10 @@ public enum Telemetry {
             "datacontenttype": "application/json",
             "resourcekind": kind.routingName,
         ]
-        var out = JSONCoding.encode(header)
+        var out = JSONCoding.encode(JSONValue.object(header.mapValues(JSONValue.string)))
         out.removeLast()
         out.append(contentsOf: Array(#","data":{"ts":"#.utf8))
-        out.append(JSONCoding.encode(sample.time))
+        out.append(JSONCoding.encode(JSONValue.string(sample.time)))
         out.append(contentsOf: Array(#","values":"#.utf8))
         out.append(sample.values)
         out.append(contentsOf: Array("}}".utf8))

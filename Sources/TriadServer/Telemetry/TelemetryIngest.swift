@@ -54,6 +54,17 @@ public final class TelemetryIngest: Service, Sendable {
         }
     }
 
+    // Counters made once: looking one up per sample costs more than the sample's own work.
+    static let samplesBySource = ["mqtt", "http"].reduce(into: [String: Counter]()) {
+        $0[$1] = Counter(label: "triad_telemetry_samples_total", dimensions: [("source", $1)])
+    }
+    static func samples(_ source: String) -> Counter {
+        samplesBySource[source] ?? Counter(label: "triad_telemetry_samples_total", dimensions: [("source", source)])
+    }
+    static let rejected = TelemetryRejection.allCases.reduce(into: [TelemetryRejection: Counter]()) {
+        $0[$1] = Counter(label: "triad_telemetry_rejected_total", dimensions: [("reason", $1.rawValue)])
+    }
+
     /// Checks and takes one sample; throws why not (the caller counts nothing: this does).
     public func accept(resource name: String, payload: [UInt8], source: String) async throws(TelemetryRejection) -> TelemetrySample {
         do throws(TelemetryRejection) {
@@ -70,7 +81,7 @@ public final class TelemetryIngest: Service, Sendable {
                 forwarder.enqueue(routingKey: Telemetry.routingKey(resource: name, kind: kind),
                                   body: Telemetry.cloudEvent(sample, kind: kind, id: id), messageID: id)
             }
-            Counter(label: "triad_telemetry_samples_total", dimensions: [("source", source)]).increment()
+            Self.samples(source).increment()
             return sample
         } catch {
             reject(error, source: source)
@@ -86,7 +97,7 @@ public final class TelemetryIngest: Service, Sendable {
     }
 
     func reject(_ reason: TelemetryRejection, source: String) {
-        Counter(label: "triad_telemetry_rejected_total", dimensions: [("reason", reason.rawValue)]).increment()
+        Self.rejected[reason]?.increment()
         logger.debug("telemetry rejected", metadata: ["reason": "\(reason.rawValue)", "source": "\(source)"])
     }
 

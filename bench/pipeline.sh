@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# bench/pipeline.sh — the telemetry pipeline benchmark (issue 4): probe → MQTT → Triad → AMQP →
+# a consuming integrator, beside the machine's two ceilings measured in the same run (one
+# subscriber's receive rate from Mosquitto; RabbitMQ's confirmed publish rate).
+#
+#   1. ceilings: triad-bench mqtt-ceiling and amqp-ceiling (100 000 messages each)
+#   2. ramp: the pipeline at rising rates for BENCH_STEP_SECONDS each; the sustained rate is the
+#      highest with nothing lost, nothing duplicated, the publisher keeping pace, and no backlog
+#      building up (median publish→consume latency under 100 ms)
+#   3. half load: half the sustained rate for BENCH_HALF_SECONDS: p50/p99 publish→consume
+#      latency, and the server's resident memory sampled every 5 s (flat or not)
+#
+# Knobs: BENCH_STEP_SECONDS=10 BENCH_HALF_SECONDS=60 BENCH_RATES="1000 2000 4000 6000 8000 12000 16000"
+#        BENCH_SKIP_BUILD=1 (reuse the release binaries)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+WORK=$ROOT/bench/.work/pipeline
+RESULTS_DIR=$ROOT/bench/results
+SERVICES=$ROOT/scripts/services.sh
+MQTT=mqtt://127.0.0.1:${TRIAD_MQTT_PORT:-51883}
+AMQP=amqp://guest:guest@127.0.0.1:${TRIAD_AMQP_PORT:-55672}
+ADDR=127.0.0.1:18095
+TOKEN=bench-pipeline-token
+DEVICES=50
+STEP=${BENCH_STEP_SECONDS:-10}
+HALF=${BENCH_HALF_SECONDS:-60}
+RATES=${BENCH_RATES:-"1000 2000 4000 6000 8000 12000 16000"}
+
+log() { echo "pipeline: $*" >&2; }
+die() { echo "pipeline: error: $*" >&2; exit 1; }
+
+command -v swift >/dev/null 2>&1 || export PATH=/opt/swift/usr/bin:$PATH
+command -v curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+"$SERVICES" install rabbitmq mosquitto
+"$SERVICES" start rabbitmq mosquitto >&2
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  log "building release binaries"
+  swift build -c release --product triad >&2
+  swift build -c release --product triad-bench >&2
+fi
+BIN=$(swift build -c release --show-bin-path)
+[ -x "$BIN/triad" ] && [ -x "$BIN/triad-bench" ] || die "release binaries missing in $BIN"
+
+rm -rf "$WORK"; mkdir -p "$WORK" "$RESULTS_DIR"
+SERVER_PID=
+cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null; true; }
+trap cleanup EXIT
+
+# The server under test: embedded SQLite, MQTT in, AMQP out; no per-resource rate limit in the way.
+(cd "$WORK" && TRIAD_ADMIN_TOKEN=$TOKEN exec "$BIN/triad" server --listen "$ADDR" --mqtt "$MQTT" --amqp "$AMQP" \
+   --telemetry-rate 1000000 --log-level warning) >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://$ADDR/readyz" >/dev/null 2>&1 && break
+  kill -0 "$SERVER_PID" 2>/dev/null || die "server died: $(tail -5 "$WORK/server.log")"
+  sleep 0.2
+done
+curl -sf "http://$ADDR/readyz" >/dev/null || die "server not ready: $(curl -s "http://$ADDR/readyz")"
+PREFIX=bench$(date +%s)
+for i in $(seq 0 $((DEVICES - 1))); do
+  printf '{"apiVersion":"triad.io/v1alpha1","kind":"Resource","metadata":{"name":"%s-%d"},"spec":{"kind":"Device"}}' "$PREFIX" "$i" |
+    curl -sf -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' --data-binary @- "http://$ADDR/api/v1/resources" \
+    || die "could not create devices"
+done
+sleep 6  # the ingest's resource cache sees the new devices
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status"; }
+
+log "ceilings"
+MQTT_CEIL=$("$BIN/triad-bench" mqtt-ceiling --mqtt "$MQTT" --messages 100000)
+AMQP_CEIL=$("$BIN/triad-bench" amqp-ceiling --amqp "$AMQP" --messages 100000)
+echo "$MQTT_CEIL" >"$WORK/ceilings.jsonl"; echo "$AMQP_CEIL" >>"$WORK/ceilings.jsonl"
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+MQTT_RATE=$(field "$MQTT_CEIL" perSecond); AMQP_RATE=$(field "$AMQP_CEIL" perSecond)
+log "mqtt ceiling $MQTT_RATE/s, amqp ceiling $AMQP_RATE/s"
+
+SUSTAINED=0
+: >"$WORK/ramp.jsonl"
+for rate in $RATES; do
+  r=$("$BIN/triad-bench" pipeline --mqtt "$MQTT" --amqp "$AMQP" --prefix "$PREFIX" --devices "$DEVICES" --rate "$rate" --seconds "$STEP" --drain 5)
+  echo "$r" >>"$WORK/ramp.jsonl"
+  log "ramp $rate/s: $r"
+  ok=$(python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(int(r['lost']==0 and r['duplicates']==0 and r['achievedPerSecond']>=0.95*r['rate'] and r['p50ms']<100))" "$r")
+  [ "$ok" = 1 ] || break
+  SUSTAINED=$rate
+done
+[ "$SUSTAINED" -gt 0 ] || die "the pipeline lost samples even at the lowest rate (see $WORK/ramp.jsonl)"
+
+HALF_RATE=$((SUSTAINED / 2))
+log "half load: $HALF_RATE/s for $HALF s"
+: >"$WORK/rss.txt"
+( while kill -0 "$SERVER_PID" 2>/dev/null; do echo "$(date +%s) $(rss_kb)" >>"$WORK/rss.txt"; sleep 5; done ) &
+SAMPLER=$!
+HALF_RESULT=$("$BIN/triad-bench" pipeline --mqtt "$MQTT" --amqp "$AMQP" --prefix "$PREFIX" --devices "$DEVICES" --rate "$HALF_RATE" --seconds "$HALF" --drain 5)
+kill "$SAMPLER" 2>/dev/null || true
+log "half load: $HALF_RESULT"
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+REPORT=$RESULTS_DIR/pipeline-$STAMP.md
+python3 - "$REPORT" "$MQTT_CEIL" "$AMQP_CEIL" "$WORK/ramp.jsonl" "$SUSTAINED" "$HALF_RESULT" "$WORK/rss.txt" "$STEP" "$HALF" <<'PY'
+import json, sys
+report, mqtt, amqp, ramp, sustained, half, rss, step, halfs = sys.argv[1:]
+mqtt, amqp, half = json.loads(mqtt), json.loads(amqp), json.loads(half)
+ramp = [json.loads(l) for l in open(ramp) if l.strip()]
+rss = [int(l.split()[1]) for l in open(rss) if len(l.split()) == 2 and l.split()[1].isdigit()]
+lower = min(mqtt["perSecond"], amqp["perSecond"])
+sustained = int(sustained)
+out = []
+out.append("# Telemetry pipeline benchmark\n")
+out.append("probe → MQTT (Mosquitto) → Triad (embedded SQLite; history, status, forwarder) → AMQP (RabbitMQ) → an integrator's queue; 50 devices; loopback; everything on the same 2 cores.\n")
+out.append("| case | figure |\n|---|---|")
+out.append(f"| ceiling: one subscriber's receive rate from Mosquitto | {mqtt['perSecond']:,} msg/s |")
+out.append(f"| ceiling: RabbitMQ confirmed publish rate (batches of {amqp['batch']}) | {amqp['perSecond']:,} msg/s |")
+out.append(f"| pipeline sustained: nothing lost, no backlog (p50 < 100 ms), {step} s steps | {sustained:,} samples/s = {sustained/lower:.2f}× the lower ceiling |")
+out.append(f"| latency at half load ({half['rate']:,.0f}/s for {halfs} s) | p50 {half['p50ms']} ms, p99 {half['p99ms']} ms; lost {half['lost']:.0f}, duplicates {half['duplicates']:.0f} |")
+if rss:
+    out.append(f"| server RSS during half load (every 5 s) | first {rss[0]/1024:.1f} MiB, last {rss[-1]/1024:.1f} MiB, max {max(rss)/1024:.1f} MiB |")
+out.append("\n## Ramp\n\n| rate/s | achieved/s | sent | received | lost | dup | p50 ms | p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
+for r in ramp:
+    out.append(f"| {r['rate']:,.0f} | {r['achievedPerSecond']:,.0f} | {r['sent']:,.0f} | {r['received']:,.0f} | {r['lost']:,.0f} | {r['duplicates']:.0f} | {r['p50ms']} | {r['p99ms']} |")
+if rss:
+    out.append("\n## Server RSS (KiB) every 5 s at half load\n\n" + " ".join(str(x) for x in rss))
+open(report, "w").write("\n".join(out) + "\n")
+PY
+cp "$REPORT" "$RESULTS_DIR/latest-pipeline.md"
+cat "$REPORT"
