@@ -7,8 +7,8 @@ import TriadCore
 
 /// The telemetry path (DESIGN §6), shared by MQTT and `POST …/telemetry`. It stays out of the
 /// registry's write path: a sample is checked, forwarded as an `io.triad.telemetry` event at once,
-/// and buffered; once a second (`run`) the buffer goes to the history table in one batch and each
-/// resource that reported gets one status write with its latest sample, so `status.telemetry`
+/// and buffered; every 100 ms (`run`) the buffer goes to the history table in one batch, and once
+/// a second each resource that reported gets one status write with its latest sample, so `status.telemetry`
 /// changes at most once per second per resource however fast a device sends.
 public final class TelemetryIngest: Service, Sendable {
     let registry: Registry
@@ -116,9 +116,14 @@ public final class TelemetryIngest: Service, Sendable {
     public func run() async throws {
         try await cancelWhenGracefulShutdown {
             var lastCompaction = ContinuousClock.now
+            var lastStatus = ContinuousClock.now
             while !Task.isCancelled {
-                try await Task.sleep(for: .seconds(1))
-                await self.flush()
+                // History every 100 ms in small batches (a big one each second would stall the
+                // samples behind it); statuses once a second.
+                try await Task.sleep(for: .milliseconds(100))
+                let statuses = ContinuousClock.now - lastStatus >= .seconds(1)
+                if statuses { lastStatus = ContinuousClock.now }
+                await self.flush(statuses: statuses)
                 if ContinuousClock.now - lastCompaction > .seconds(60) {
                     lastCompaction = ContinuousClock.now
                     let cutoff = Timestamp.format(Date().addingTimeInterval(-Double(self.retention.components.seconds)))
@@ -128,14 +133,18 @@ public final class TelemetryIngest: Service, Sendable {
                 }
             }
         }
-        await flush()  // what arrived before shutdown
+        await flush(statuses: true)  // what arrived before shutdown
     }
 
-    /// Writes what the last second brought. Internal so tests can flush without waiting.
-    func flush() async {
+    /// Writes the buffered history, and with `statuses` the latest sample and probe state of
+    /// each resource that reported since the last status round.
+    func flush(statuses: Bool) async {
         let (history, latest, probes) = state.withLock { s in
-            defer { s.history.removeAll(keepingCapacity: true); s.latest.removeAll(); s.probeStates.removeAll() }
-            return (s.history, s.latest, s.probeStates)
+            defer {
+                s.history.removeAll(keepingCapacity: true)
+                if statuses { s.latest.removeAll(); s.probeStates.removeAll() }
+            }
+            return (s.history, statuses ? s.latest : [:], statuses ? s.probeStates : [:])
         }
         if !history.isEmpty {
             do { try await registry.backend.appendTelemetry(history) } catch {
