@@ -147,3 +147,29 @@ struct ProbeRenderingTests {
         }
     }
 }
+
+@Suite("Agent heartbeats and status merges")
+struct HeartbeatTests {
+    @Test func aQuietAgentIsMarkedFailedOnceAndLookedAtAgainInTime() {
+        let fresh = HeartbeatReconciler.decide(lastHeartbeat: 100, phase: .running, alreadyMissed: false, now: 110, timeout: 30)
+        #expect(!fresh.markFailed && fresh.requeueAfter! > 20 && fresh.requeueAfter! <= 20.1 + 0.001)
+        #expect(HeartbeatReconciler.decide(lastHeartbeat: 100, phase: .running, alreadyMissed: false, now: 131, timeout: 30).markFailed)
+        #expect(!HeartbeatReconciler.decide(lastHeartbeat: 100, phase: .failed, alreadyMissed: true, now: 131, timeout: 30).markFailed,
+                "written once")
+        let none = HeartbeatReconciler.decide(lastHeartbeat: nil, phase: .running, alreadyMissed: false, now: 131, timeout: 30)
+        #expect(!none.markFailed && none.requeueAfter == nil, "no heartbeating agent: nothing to judge")
+    }
+
+    @Test func statusPatchesMergeConditionsByType() throws {
+        let status = try JSONCoding.parse(Data(#"{"phase":"Running","conditions":[{"type":"ProbeReady","status":"True","reason":"DataFlowing"},{"type":"AgentReady","status":"True","lastHeartbeatTime":"2026-11-26T00:00:00Z"}]}"#.utf8))
+        let patch = try JSONCoding.parse(Data(#"{"conditions":[{"type":"AgentReady","lastHeartbeatTime":"2026-11-26T00:00:10Z"},{"type":"Docked","status":"False"}]}"#.utf8))
+        let merged = StatusMergePatch.apply(patch, to: status)
+        let conditions = merged["conditions"]?.arrayValue ?? []
+        #expect(conditions.map { $0["type"]?.stringValue } == ["ProbeReady", "AgentReady", "Docked"])
+        #expect(conditions[0]["reason"] == .string("DataFlowing"), "others are kept")
+        #expect(conditions[1]["lastHeartbeatTime"] == .string("2026-11-26T00:00:10Z") && conditions[1]["status"] == .string("True"))
+        #expect(merged["phase"] == .string("Running"))
+        #expect(StatusMergePatch.apply(try JSONCoding.parse(Data(#"{"conditions":null}"#.utf8)), to: status)["conditions"] == nil,
+                "null still removes them")
+    }
+}

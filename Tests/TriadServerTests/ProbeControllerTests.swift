@@ -89,3 +89,40 @@ struct ProbeControllerTests {
         }
     }
 }
+
+@Suite("Agent heartbeats")
+struct AgentHeartbeatTests {
+    @Test func anAgentThatStopsHeartbeatingIsFailedWithAReason() async throws {
+        try await withServer(.sqlite, configure: { $0.probePolicy.heartbeatTimeout = 2 }) { server in
+            let name = TelemetryTests.name("agent")
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name)))
+            let agent = server.client(token: try await server.token(.device, resource: name))
+            func beat(phase: String = "Running") async throws {
+                let now = Timestamp.format(Date())
+                let body = #"{"status":{"phase":"\#(phase)","conditions":[{"type":"AgentReady","status":"True","reason":"Serving","lastHeartbeatTime":"\#(now)"}]}}"#
+                _ = try await agent.call(.PATCH, "/api/v1/resources/\(name)/status", body: Data(body.utf8), contentType: "application/merge-patch+json")
+            }
+            // Another condition that heartbeats must not erase.
+            _ = try await agent.call(.PATCH, "/api/v1/resources/\(name)/status",
+                                     body: Data(#"{"status":{"conditions":[{"type":"Docked","status":"True"}]}}"#.utf8),
+                                     contentType: "application/merge-patch+json")
+            for _ in 0..<6 {
+                try await beat()
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            let alive = try await ProbeControllerTests.status(server, name)
+            #expect(alive?["phase"] == .string("Running"), "heartbeats keep it Running")
+            try await TelemetryTests.eventually("the silent agent is Failed with HeartbeatMissed", within: 10) {
+                let status = try await ProbeControllerTests.status(server, name)
+                let ready = status?["conditions"]?.arrayValue?.first { $0["type"] == .string("AgentReady") }
+                return status?["phase"] == .string("Failed") && ready?["status"] == .string("False")
+                    && ready?["reason"] == .string("HeartbeatMissed")
+            }
+            let conditions = try await ProbeControllerTests.status(server, name)?["conditions"]?.arrayValue ?? []
+            #expect(conditions.contains { $0["type"] == .string("Docked") }, "conditions merge by type")
+            // The agent comes back: its own heartbeat reports it.
+            try await beat()
+            #expect(try await ProbeControllerTests.status(server, name)?["phase"] == .string("Running"))
+        }
+    }
+}

@@ -46,6 +46,8 @@ public enum ProbeReconciler {
         public var restartMax: Double = 30
         /// No sample for this long after data flowed or after start: the probe is silent.
         public var silence: Double = 30
+        /// No agent heartbeat (`AgentReady.lastHeartbeatTime`) for this long: the agent failed.
+        public var heartbeatTimeout: Double = 30
         public init() {}
     }
 

@@ -13,3 +13,26 @@ public enum MergePatch {
         return .object(result)
     }
 }
+
+/// A status merge patch: RFC 7386, except that `conditions` merge by `type` (as Kubernetes'
+/// strategic merge does): a condition in the patch is merged into the one of the same type and
+/// the others are kept, so an agent's heartbeat does not erase the probe's conditions.
+public enum StatusMergePatch {
+    public static func apply(_ patch: JSONValue, to status: JSONValue) -> JSONValue {
+        guard case .object(var members) = patch, case .array(let incoming)? = members["conditions"],
+              case .array(var conditions)? = status["conditions"] else {
+            return MergePatch.apply(patch, to: status)
+        }
+        members.removeValue(forKey: "conditions")
+        for item in incoming {
+            if let type = item["type"]?.stringValue, let i = conditions.firstIndex(where: { $0["type"]?.stringValue == type }) {
+                conditions[i] = MergePatch.apply(item, to: conditions[i])
+            } else {
+                conditions.append(item)
+            }
+        }
+        guard case .object(var result) = MergePatch.apply(.object(members), to: status) else { return status }
+        result["conditions"] = .array(conditions)
+        return .object(result)
+    }
+}

@@ -125,13 +125,17 @@ public struct Condition: Codable, Sendable, Equatable {
     public var reason: String?
     public var message: String?
     public var lastTransitionTime: String?
+    /// When the reporter last confirmed the condition (agents' heartbeats, as Kubernetes nodes').
+    public var lastHeartbeatTime: String?
 
-    public init(type: String, status: Status, reason: String? = nil, message: String? = nil, lastTransitionTime: String? = nil) {
+    public init(type: String, status: Status, reason: String? = nil, message: String? = nil, lastTransitionTime: String? = nil,
+                lastHeartbeatTime: String? = nil) {
         self.type = type
         self.status = status
         self.reason = reason
         self.message = message
         self.lastTransitionTime = lastTransitionTime
+        self.lastHeartbeatTime = lastHeartbeatTime
     }
 }
 

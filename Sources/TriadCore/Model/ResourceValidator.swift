@@ -291,12 +291,13 @@ private struct Walker {
         if items.count > ResourceLimits.maxConditions { fail(p, "must have at most \(ResourceLimits.maxConditions) conditions") }
         for (i, item) in items.enumerated() {
             let ip = "\(p)/\(i)"
-            object(item, at: ip, required: ["type", "status"], allowed: ["type", "status", "reason", "message", "lastTransitionTime"]) { m, w in
+            object(item, at: ip, required: ["type", "status"], allowed: ["type", "status", "reason", "message", "lastTransitionTime", "lastHeartbeatTime"]) { m, w in
                 if let t = m["type"] { w.string(t, at: "\(ip)/type", maxLength: 316) }
                 if let s = m["status"] { w.oneOf(s, Condition.Status.self, at: "\(ip)/status") }
                 if let r = m["reason"] { w.string(r, at: "\(ip)/reason", maxLength: 1024) }
                 if let msg = m["message"] { w.string(msg, at: "\(ip)/message", maxLength: 32768) }
                 if let t = m["lastTransitionTime"] { w.dateTime(t, at: "\(ip)/lastTransitionTime") }
+                if let t = m["lastHeartbeatTime"] { w.dateTime(t, at: "\(ip)/lastHeartbeatTime") }
             }
         }
     }

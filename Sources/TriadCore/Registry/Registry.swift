@@ -172,7 +172,7 @@ public struct Registry: Sendable {
             let newStatus: JSONValue
             switch write {
             case .replace(let tree): newStatus = tree
-            case .merge(let patch): newStatus = MergePatch.apply(patch, to: current.status.map { statusTree($0) } ?? .object([:]))
+            case .merge(let patch): newStatus = StatusMergePatch.apply(patch, to: current.status.map { statusTree($0) } ?? .object([:]))
             }
             let violations = ResourceValidator.validateStatus(newStatus)
             guard violations.isEmpty else { throw RegistryError.invalid(violations) }

@@ -163,13 +163,41 @@ public final class ProbeController: Service, Sendable {
             await runtime.forget(name)
             return nil
         }
+        var requeue: Double?
         // Resources with no probe at all (none configured, none ever run, no sample, no
         // announcement) get no probe status: nothing is known about one.
         let probed = desired.managed || actual.startedAt != nil || desired.lastSample != nil
             || resource.status?.conditions?.condition("ProbeConnected") != nil
-        guard probed else { return nil }
-        try await writePhase(name, resource, decision)
-        return decision.requeueAfter
+        if probed {
+            try await writePhase(name, resource, decision)
+            requeue = decision.requeueAfter
+        }
+        let agent = resource.status?.conditions?.condition(HeartbeatReconciler.conditionType)
+        let heartbeat = HeartbeatReconciler.decide(
+            lastHeartbeat: agent?.lastHeartbeatTime.flatMap(Timestamp.parse)?.timeIntervalSince1970,
+            phase: resource.status?.phase, alreadyMissed: agent?.reason == HeartbeatReconciler.missedReason,
+            now: now, timeout: policy.heartbeatTimeout)
+        if heartbeat.markFailed { try await markAgentFailed(name) }
+        if let after = heartbeat.requeueAfter { requeue = min(requeue ?? after, after) }
+        return requeue
+    }
+
+    private func markAgentFailed(_ name: String) async throws {
+        let message = "no heartbeat from the agent for more than \(Int(policy.heartbeatTimeout)) s"
+        let patch: JSONValue = .object([
+            "phase": .string(ResourcePhase.failed.rawValue),
+            // Merged by type: only AgentReady changes.
+            "conditions": .array([.object([
+                "type": .string(HeartbeatReconciler.conditionType), "status": .string("False"),
+                "reason": .string(HeartbeatReconciler.missedReason), "message": .string(message),
+                "lastTransitionTime": .string(Timestamp.format(Date())),
+            ])]),
+        ])
+        do {
+            _ = try await registry.writeStatus(name, .merge(patch), precondition: nil)
+            notifier.notify()
+            logger.warning("agent heartbeat missed", metadata: ["resource": "\(name)"])
+        } catch RegistryError.notFound {}
     }
 
     /// Writes `probePhase` and the `ProbeReady` condition, only when they change (a status write
