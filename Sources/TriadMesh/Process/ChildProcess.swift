@@ -1,0 +1,143 @@
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A process the mesh started (an instance or an Envoy), its output in a log file.
+///
+/// Spawned with posix_spawn rather than Foundation's Process: the spawning thread (a
+/// concurrency or Dispatch thread) blocks nearly every signal and a child inherits that mask,
+/// so an Envoy or instance started that way would never see SIGTERM. Here the child gets an
+/// empty mask and default handlers.
+public final class ChildProcess: Sendable {
+    public let id: String
+    public let kind: String
+    public let logPath: String
+    public let pid: Int32
+    private let status = Mutex<Int32?>(nil)
+
+    public var isRunning: Bool { exitStatus == nil }
+
+    /// The exit status once the process has ended (reaped here, without blocking).
+    public var exitStatus: Int32? {
+        status.withLock { s in
+            if let s { return s }
+            var raw: Int32 = 0
+            let r = waitpid(pid, &raw, WNOHANG)
+            if r == pid {
+                // WIFEXITED → WEXITSTATUS, else 128 + signal, like a shell.
+                s = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+            } else if r < 0 && errno == ECHILD {
+                s = -1
+            }
+            return s
+        }
+    }
+
+    public init(id: String, kind: String, executable: String, arguments: [String], environment: [String: String],
+                directory: String, logPath: String) throws {
+        self.id = id
+        self.kind = kind
+        self.logPath = logPath
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        guard let chdir = Self.addChdir else { throw POSIXError(.ENOSYS) }
+        _ = chdir(&actions, directory)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var empty = sigset_t(), all = sigset_t()
+        sigemptyset(&empty)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        posix_spawnattr_setsigdefault(&attr, &all)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            for a in argv { free(a) }
+            for e in envp { free(e) }
+        }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, &attr, argv, envp)
+        guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO) }
+        self.pid = pid
+    }
+
+    /// glibc ≥ 2.29 has it, but Swift's Glibc module does not export it (a _GNU_SOURCE name).
+    private typealias AddChdir = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32
+    private static let addChdir: AddChdir? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addchdir_np") else { return nil }
+        return unsafeBitCast(symbol, to: AddChdir.self)
+    }()
+
+    /// SIGTERM, then SIGKILL after `grace`; returns once the process is gone.
+    public func stop(grace: Duration = .seconds(5)) async {
+        guard isRunning else { return }
+        kill(pid, SIGTERM)
+        let deadline = ContinuousClock.now + grace
+        while isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+        if isRunning {
+            kill(pid, SIGKILL)
+            while isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+        }
+    }
+
+    /// The last `bytes` of the log, for an error message.
+    public func logTail(_ bytes: Int = 2000) -> String { Self.tail(of: logPath, bytes: bytes) }
+
+    static func tail(of path: String, bytes: Int) -> String {
+        guard let data = FileManager.default.contents(atPath: path) else { return "" }
+        return String(decoding: data.suffix(bytes), as: UTF8.self)
+    }
+
+    /// Resolves a program name the way a shell would: a path as is (relative to `directory`),
+    /// a bare name through PATH.
+    public static func resolve(_ program: String, directory: String) -> String? {
+        if program.contains("/") {
+            let path = program.hasPrefix("/") ? program : directory + "/" + program
+            return FileManager.default.isExecutableFile(atPath: path) ? path : nil
+        }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for dir in path.split(separator: ":") {
+            let candidate = "\(dir)/\(program)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+
+    /// Whether a pid still runs (for `mesh down` when the control process is gone). A zombie
+    /// does not: once `mesh up` exits, nobody may reap the control process but init.
+    public static func alive(_ pid: Int32) -> Bool {
+        guard pid > 0, kill(pid, 0) == 0 else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).prefix(1)
+        return state != "Z" && state != "X"
+    }
+}
+
+/// A loopback TCP port free at the time of asking.
+public func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw POSIXError(.EMFILE) }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = 0
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let bound = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+    }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
