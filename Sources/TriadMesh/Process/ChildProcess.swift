@@ -46,8 +46,11 @@ public final class ChildProcess: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        guard let chdir = Self.addChdir else { throw POSIXError(.ENOSYS) }
+        guard let chdir = Self.addChdir, let closeFrom = Self.addCloseFrom else { throw POSIXError(.ENOSYS) }
         _ = chdir(&actions, directory)
+        // Nothing else of ours leaks into the child: not our listening sockets, and not the
+        // descriptor by which a parent's Foundation.Process learns that *we* exited.
+        _ = closeFrom(&actions, 3)
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
@@ -69,11 +72,17 @@ public final class ChildProcess: Sendable {
         self.pid = pid
     }
 
-    /// glibc ≥ 2.29 has it, but Swift's Glibc module does not export it (a _GNU_SOURCE name).
+    /// glibc has these (≥ 2.29, ≥ 2.34), but Swift's Glibc module does not export them (_GNU_SOURCE names).
     private typealias AddChdir = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32
     private static let addChdir: AddChdir? = {
         guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addchdir_np") else { return nil }
         return unsafeBitCast(symbol, to: AddChdir.self)
+    }()
+
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    private static let addCloseFrom: AddCloseFrom? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: AddCloseFrom.self)
     }()
 
     /// SIGTERM, then SIGKILL after `grace`; returns once the process is gone.
