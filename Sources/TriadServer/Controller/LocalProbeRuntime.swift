@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import TriadCore
+import TriadProcess
 
 /// The `local` probe runtime (DESIGN §6): a probe is `probeImage probeArgs…` run as a child
 /// process with `TRIAD_RESOURCE`, `TRIAD_MQTT_URL`, `TRIAD_API_URL` and a device token of its
@@ -65,10 +66,15 @@ actor LocalProbeRuntime {
         env["TRIAD_TOKEN"] = secret
         if let mqtt = environment.mqttURL { env["TRIAD_MQTT_URL"] = mqtt }
         let exited = self.exited
+        let directory = FileManager.default.currentDirectoryPath
         let process: ChildProcess
         do {
-            process = try ChildProcess([image] + desired.args, environment: env,
-                                       log: environment.logDirectory + "/\(name).log") { _ in exited(name) }
+            guard let program = ChildProcess.resolve(image, directory: directory) else {
+                throw ProbeStartError(description: "probeImage \(image) is not an executable file or a program on PATH")
+            }
+            process = try ChildProcess(id: name, kind: "probe", executable: program, arguments: desired.args, environment: env,
+                                       directory: directory, logPath: environment.logDirectory + "/\(name).log",
+                                       newProcessGroup: true) { _ in exited(name) }
         } catch {
             _ = try? await authority.revoke(name: tokenName)
             throw error
@@ -98,4 +104,8 @@ actor LocalProbeRuntime {
     }
 
     var runningNames: [String] { Array(running.keys) }
+}
+
+struct ProbeStartError: Error, CustomStringConvertible {
+    var description: String
 }

@@ -1,0 +1,109 @@
+import Foundation
+
+/// Which versions of a service exist and which one takes unpinned requests. The update
+/// controller changes these; the Envoy route tables are rendered from them.
+public struct ServiceRoutes: Sendable, Equatable, Codable {
+    public var service: String
+    public var versions: [String]
+    public var defaultVersion: String
+
+    public init(service: String, versions: [String], defaultVersion: String) {
+        self.service = service
+        self.versions = versions
+        self.defaultVersion = defaultVersion
+    }
+}
+
+/// Everything `mesh up` starts, with its ports: one sidecar Envoy per instance (an inbound
+/// listener in front of the instance, an outbound listener per other service) and the gateway.
+public struct MeshPlan: Sendable {
+    public struct Sidecar: Sendable, Equatable {
+        public var id: String
+        public var adminPort: Int
+        public var inboundPort: Int
+        /// Outbound listener per other service: the instance's TRIAD_UPSTREAM_<S> points here.
+        public var outboundPorts: [String: Int]
+    }
+
+    public struct Instance: Sendable, Equatable {
+        /// `<service>-<version>-<replica>`, e.g. auth-v1-0.
+        public var id: String
+        public var service: String
+        public var version: String
+        public var app: HostPort
+        /// nil for an `upstream` version: Triad starts no process, only its sidecar.
+        public var command: [String]?
+        public var health: String
+        public var sidecar: Sidecar
+        public var pin: String { "\(service)-\(version)" }
+    }
+
+    public var meshName: String
+    public var pinPropagation: MeshConfig.PinPropagation
+    public var instances: [Instance]
+    public var gatewayListen: HostPort
+    public var gatewayService: String
+    public var gatewayAdminPort: Int
+    public var routes: [ServiceRoutes]
+    public var baseDirectory: String
+    /// Envoy configuration and logs (one directory per Envoy).
+    public var runDirectory: String
+    /// Unix sockets (short path: sun_path holds 107 bytes): the access-log stream and authz.
+    public var socketDirectory: String
+
+    public var logSocket: String { socketDirectory + "/log.sock" }
+    public var authzSocket: String { socketDirectory + "/authz.sock" }
+    public var serviceNames: [String] { routes.map(\.service) }
+
+    public func routes(of service: String) -> ServiceRoutes? { routes.first { $0.service == service } }
+    public func instances(of service: String, version: String) -> [Instance] {
+        instances.filter { $0.service == service && $0.version == version }
+    }
+
+    /// `TRIAD_UPSTREAM_<S>` (upper case, `-` → `_`), DESIGN §8.
+    public static func upstreamVariable(_ service: String) -> String {
+        "TRIAD_UPSTREAM_" + service.uppercased().replacingOccurrences(of: "-", with: "_")
+    }
+
+    /// The environment of an instance: where to listen and how to reach every other service.
+    public func environment(of instance: Instance) -> [String: String] {
+        var env = ["PORT": String(instance.app.port)]
+        for (service, port) in instance.sidecar.outboundPorts {
+            env[Self.upstreamVariable(service)] = "http://127.0.0.1:\(port)"
+        }
+        return env
+    }
+
+    /// Builds the plan; `freePort` hands out a loopback port that is free now.
+    public static func make(
+        _ config: MeshConfig, runDirectory: String, socketDirectory: String, freePort: () throws -> Int
+    ) throws -> MeshPlan {
+        var instances: [Instance] = []
+        for service in config.services {
+            let others = config.services.map(\.name).filter { $0 != service.name }
+            for version in service.versions {
+                for replica in 0..<version.replicas {
+                    let id = "\(service.name)-\(version.version)-\(replica)"
+                    var outbound: [String: Int] = [:]
+                    for other in others { outbound[other] = try freePort() }
+                    let sidecar = Sidecar(id: id, adminPort: try freePort(), inboundPort: try freePort(), outboundPorts: outbound)
+                    switch version.source {
+                    case .command(let argv):
+                        instances.append(Instance(id: id, service: service.name, version: version.version,
+                                                  app: HostPort(host: "127.0.0.1", port: try freePort()), command: argv,
+                                                  health: version.health, sidecar: sidecar))
+                    case .upstream(let hp):
+                        instances.append(Instance(id: id, service: service.name, version: version.version, app: hp,
+                                                  command: nil, health: version.health, sidecar: sidecar))
+                    }
+                }
+            }
+        }
+        return MeshPlan(
+            meshName: config.name, pinPropagation: config.pinPropagation, instances: instances,
+            gatewayListen: config.gateway.listen, gatewayService: config.gateway.service,
+            gatewayAdminPort: try freePort(),
+            routes: config.services.map { ServiceRoutes(service: $0.name, versions: $0.versions.map(\.version), defaultVersion: $0.defaultVersion) },
+            baseDirectory: config.baseDirectory, runDirectory: runDirectory, socketDirectory: socketDirectory)
+    }
+}

@@ -1,0 +1,225 @@
+import AsyncHTTPClient
+import Foundation
+import TriadProcess
+import Logging
+import TriadCore
+
+/// The running mesh: starts the instances, their sidecars and the gateway, changes routes by
+/// swapping RDS files, and stops everything it started. Triad never proxies application
+/// requests: Envoy carries them, Triad only writes Envoy's files and answers its checks.
+public actor MeshRuntime {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+        public init(_ description: String) { self.description = description }
+    }
+
+    public let config: MeshConfig
+    public private(set) var plan: MeshPlan
+    public let recorder: MeshRecorder
+    public let routes: RouteState
+    let envoy: String
+    let logger: Logger
+    let envoyConcurrency: Int
+    public private(set) var children: [ChildProcess] = []
+
+    public init(config: MeshConfig, envoy: String, runDirectory: String, socketDirectory: String, logger: Logger) throws {
+        self.config = config
+        self.envoy = envoy
+        self.logger = logger
+        var used = Set<Int>([config.gateway.listen.port])
+        // Ports handed out here are free now; remembering them avoids handing one out twice.
+        self.plan = try MeshPlan.make(config, runDirectory: runDirectory, socketDirectory: socketDirectory) {
+            for _ in 0..<50 {
+                let p = try freeLoopbackPort()
+                if used.insert(p).inserted { return p }
+            }
+            throw Failure("no free loopback port")
+        }
+        self.recorder = MeshRecorder(instances: plan.instances.map { ($0.sidecar.id, $0.service, $0.version) })
+        self.routes = RouteState(plan.routes)
+        self.envoyConcurrency = Int(ProcessInfo.processInfo.environment["TRIAD_ENVOY_CONCURRENCY"] ?? "") ?? 1
+    }
+
+    // MARK: Start and stop
+
+    /// Starts everything and returns once every instance is healthy and every Envoy is live.
+    public func start(timeout: Duration = .seconds(60)) async throws {
+        do {
+            try FileManager.default.createDirectory(atPath: plan.runDirectory, withIntermediateDirectories: true)
+            for instance in plan.instances { try startInstance(instance) }
+            for instance in plan.instances {
+                try startEnvoy(EnvoyConfig.sidecar(instance, plan: plan), adminPort: instance.sidecar.adminPort)
+            }
+            try startEnvoy(EnvoyConfig.gateway(plan: plan), adminPort: plan.gatewayAdminPort)
+            let deadline = ContinuousClock.now + timeout
+            for instance in plan.instances { try await waitHealthy(instance, deadline: deadline) }
+            for child in children where child.kind == "envoy" {
+                let port = child.id == "gateway" ? plan.gatewayAdminPort : plan.instances.first { $0.sidecar.id == child.id }!.sidecar.adminPort
+                try await waitLive(child, adminPort: port, deadline: deadline)
+            }
+            logger.info("mesh up", metadata: ["mesh": "\(plan.meshName)", "instances": "\(plan.instances.count)", "gateway": "\(plan.gatewayListen)"])
+        } catch {
+            await stop()
+            throw error
+        }
+    }
+
+    /// Stops every process the mesh started: the gateway first (no new transactions), then
+    /// the sidecars, then the instances.
+    public func stop() async {
+        let order = children.filter { $0.id == "gateway" } + children.filter { $0.kind == "envoy" && $0.id != "gateway" }
+            + children.filter { $0.kind == "instance" }
+        let started = ContinuousClock.now
+        await withTaskGroup(of: Void.self) { group in
+            for child in order where child.kind == "envoy" { group.addTask { await child.stop() } }
+        }
+        let envoysStopped = ContinuousClock.now
+        await withTaskGroup(of: Void.self) { group in
+            for child in order where child.kind == "instance" { group.addTask { await child.stop() } }
+        }
+        logger.info("mesh stopped", metadata: ["envoys": "\(envoysStopped - started)", "instances": "\(ContinuousClock.now - envoysStopped)"])
+        children.removeAll()
+    }
+
+    func startInstance(_ instance: MeshPlan.Instance) throws {
+        guard let argv = instance.command else { return }
+        guard let program = ChildProcess.resolve(argv[0], directory: plan.baseDirectory) else {
+            throw Failure("\(instance.id): cannot find the program \(argv[0]) (relative to \(plan.baseDirectory) or on PATH)")
+        }
+        var env = ProcessInfo.processInfo.environment
+        // The contract is PORT and TRIAD_UPSTREAM_<S>; stale values from our own environment must not leak in.
+        for key in env.keys where key.hasPrefix("TRIAD_UPSTREAM_") { env.removeValue(forKey: key) }
+        for (k, v) in plan.environment(of: instance) { env[k] = v }
+        let child = try ChildProcess(id: instance.id, kind: "instance", executable: program, arguments: Array(argv.dropFirst()),
+                                     environment: env, directory: plan.baseDirectory, logPath: "\(plan.runDirectory)/\(instance.id).log")
+        children.append(child)
+    }
+
+    func startEnvoy(_ files: EnvoyConfig.Files, adminPort: Int) throws {
+        let bootstrap = try EnvoyFiles.install(files, plan: plan)
+        let dir = EnvoyConfig.envoyDirectory(plan, id: files.id)
+        let child = try ChildProcess(
+            id: files.id, kind: "envoy", executable: envoy,
+            arguments: ["-c", bootstrap, "--disable-hot-restart", "--use-dynamic-base-id", "--concurrency", String(envoyConcurrency),
+                        "-l", "warning", "--drain-time-s", "1", "--service-node", files.id, "--service-cluster", plan.meshName],
+            environment: ProcessInfo.processInfo.environment, directory: dir, logPath: dir + "/envoy.log")
+        children.append(child)
+    }
+
+    func waitHealthy(_ instance: MeshPlan.Instance, deadline: ContinuousClock.Instant) async throws {
+        let url = "http://\(instance.app)\(instance.health)"
+        let child = children.first { $0.id == instance.id }
+        while true {
+            if let child, !child.isRunning {
+                throw Failure("\(instance.id) exited with status \(child.exitStatus ?? -1) before it was healthy; its log (\(child.logPath)) ends:\n\(child.logTail())")
+            }
+            if let response = try? await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(2)) {
+                _ = try? await response.body.collect(upTo: 1 << 16)
+                if (200..<300).contains(response.status.code) { return }
+            }
+            if ContinuousClock.now > deadline { throw Failure("\(instance.id) did not answer \(url) with 2xx in time") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    func waitLive(_ child: ChildProcess, adminPort: Int, deadline: ContinuousClock.Instant) async throws {
+        while true {
+            if !child.isRunning {
+                throw Failure("Envoy \(child.id) exited with status \(child.exitStatus ?? -1); its log (\(child.logPath)) ends:\n\(child.logTail())")
+            }
+            if await EnvoyFiles.ready(adminPort: adminPort) { return }
+            if ContinuousClock.now > deadline { throw Failure("Envoy \(child.id) was not live in time; its log ends:\n\(child.logTail())") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    // MARK: Routes
+
+    /// Makes `version` the default of `service` at every caller (sidecars and the gateway) and
+    /// returns once each caller's Envoy reports the new route table applied.
+    public func setDefault(service: String, version: String) async throws {
+        guard let current = routes.routes(of: service) else { throw Failure("no service \(service)") }
+        guard current.versions.contains(version) else {
+            throw Failure("\(service) has no version \(version) (it has \(current.versions.joined(separator: ", ")))")
+        }
+        routes.update { list in
+            if let i = list.firstIndex(where: { $0.service == service }) { list[i].defaultVersion = version }
+        }
+        plan.routes = routes.current
+        try await pushRoutes(for: service)
+    }
+
+    /// Rewrites the route file of every Envoy that routes to `service`, then waits until each
+    /// reports the update (`http.<prefix>.rds.<name>.update_success` grew).
+    func pushRoutes(for service: String, timeout: Duration = .seconds(5)) async throws {
+        var targets: [(id: String, adminPort: Int, file: String, stat: String, value: JSONValue)] = []
+        if plan.gatewayService == service, let table = EnvoyConfig.gateway(plan: plan).dynamic["rds-gateway.json"] {
+            targets.append(("gateway", plan.gatewayAdminPort, "rds-gateway.json", "http.gateway.rds.gateway.update_success", table))
+        }
+        for instance in plan.instances where instance.sidecar.outboundPorts[service] != nil {
+            let file = "rds-out-\(service).json"
+            if let table = EnvoyConfig.sidecar(instance, plan: plan).dynamic[file] {
+                targets.append((instance.sidecar.id, instance.sidecar.adminPort, file, "http.out_\(service).rds.out-\(service).update_success", table))
+            }
+        }
+        var before: [Int] = []
+        for t in targets { before.append(await EnvoyFiles.stat(adminPort: t.adminPort, name: t.stat) ?? 0) }
+        for t in targets { try EnvoyFiles.writeAtomically(t.value, to: EnvoyConfig.configDirectory(plan, id: t.id) + "/" + t.file) }
+        let deadline = ContinuousClock.now + timeout
+        for (i, t) in targets.enumerated() {
+            while (await EnvoyFiles.stat(adminPort: t.adminPort, name: t.stat) ?? 0) <= before[i] {
+                if ContinuousClock.now > deadline { throw Failure("Envoy \(t.id) did not apply the new routes to \(service) in time") }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+        }
+        logger.info("routes applied", metadata: ["service": "\(service)", "envoys": "\(targets.count)"])
+    }
+
+    // MARK: Status
+
+    public func status() -> MeshStatus {
+        let table = routes.current
+        return MeshStatus(
+            name: plan.meshName, pinPropagation: plan.pinPropagation.rawValue,
+            gateway: "http://\(plan.gatewayListen)", gatewayService: plan.gatewayService,
+            services: table.map { r in
+                MeshStatus.Service(name: r.service, defaultVersion: r.defaultVersion, versions: r.versions.map { v in
+                    MeshStatus.Version(version: v, instances: plan.instances(of: r.service, version: v).map { i in
+                        let child = children.first { $0.id == i.id }
+                        return MeshStatus.Instance(id: i.id, app: i.app.description, sidecar: "127.0.0.1:\(i.sidecar.inboundPort)",
+                                                   pid: child.map { Int($0.pid) }, running: child?.isRunning ?? true)
+                    })
+                })
+            },
+            counters: recorder.counters)
+    }
+
+    public func processes() -> [MeshState.ProcessEntry] {
+        children.map { .init(id: $0.id, kind: $0.kind, pid: Int($0.pid)) }
+    }
+}
+
+public struct MeshStatus: Sendable, Codable, Equatable {
+    public struct Instance: Sendable, Codable, Equatable {
+        public var id: String
+        public var app: String
+        public var sidecar: String
+        public var pid: Int?
+        public var running: Bool
+    }
+    public struct Version: Sendable, Codable, Equatable {
+        public var version: String
+        public var instances: [Instance]
+    }
+    public struct Service: Sendable, Codable, Equatable {
+        public var name: String
+        public var defaultVersion: String
+        public var versions: [Version]
+    }
+    public var name: String
+    public var pinPropagation: String
+    public var gateway: String
+    public var gatewayService: String
+    public var services: [Service]
+    public var counters: MeshRecorder.Counters
+}

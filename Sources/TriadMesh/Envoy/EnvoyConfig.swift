@@ -1,0 +1,326 @@
+import Foundation
+import TriadCore
+
+/// Renders the configuration of every Envoy of the mesh (pure: no I/O). Each Envoy reads a
+/// bootstrap naming LDS and CDS files in a watched directory; every listener takes its routes
+/// from an RDS file there, so a route change is a file swap that Envoy applies in milliseconds,
+/// keep-alive connections included (notes/envoy.md: never put the switch in LDS).
+public enum EnvoyConfig {
+    /// One Envoy's files: the bootstrap, and the dynamic files by name (in `configDirectory`).
+    public struct Files: Sendable {
+        public var id: String
+        public var bootstrap: JSONValue
+        public var dynamic: [String: JSONValue]
+    }
+
+    static let logCluster = "triad_log"
+    static let authzCluster = "triad_authz"
+    /// The route name of the refusal of a pin to a version that does not exist (counted).
+    public static let unknownPinRoute = "triad-unknown-pin"
+
+    public static func envoyDirectory(_ plan: MeshPlan, id: String) -> String { "\(plan.runDirectory)/envoy/\(id)" }
+    public static func configDirectory(_ plan: MeshPlan, id: String) -> String { envoyDirectory(plan, id: id) + "/cfg" }
+
+    // MARK: Envoys
+
+    public static func sidecar(_ instance: MeshPlan.Instance, plan: MeshPlan) -> Files {
+        let cfg = configDirectory(plan, id: instance.sidecar.id)
+        var listeners: [JSONValue] = [
+            listener("inbound", port: instance.sidecar.inboundPort, hcm: inboundHCM(instance, cfg: cfg)),
+        ]
+        var dynamic: [String: JSONValue] = ["rds-inbound.json": resources([inboundRoutes(instance)])]
+        var clusters: [JSONValue] = [cluster("local", endpoints: [instance.app])]
+        for (service, port) in instance.sidecar.outboundPorts.sorted(by: { $0.key < $1.key }) {
+            listeners.append(listener("out-\(service)", port: port, hcm: outboundHCM(instance, target: service, plan: plan, cfg: cfg)))
+            if let routes = plan.routes(of: service) {
+                dynamic["rds-out-\(service).json"] = resources([targetRoutes("out-\(service)", routes)])
+                clusters += versionClusters(routes, plan: plan)
+            }
+        }
+        dynamic["lds.json"] = resources(listeners)
+        dynamic["cds.json"] = resources(clusters)
+        return Files(id: instance.sidecar.id, bootstrap: bootstrap(id: instance.sidecar.id, adminPort: instance.sidecar.adminPort, plan: plan), dynamic: dynamic)
+    }
+
+    public static func gateway(plan: MeshPlan) -> Files {
+        let id = "gateway"
+        let cfg = configDirectory(plan, id: id)
+        let target = plan.gatewayService
+        var dynamic: [String: JSONValue] = [:]
+        var clusters: [JSONValue] = []
+        if let routes = plan.routes(of: target) {
+            var table = targetRoutes("gateway", routes)
+            // The client learns the trace id the gateway assigned (or kept).
+            table = withVirtualHostField(table, "response_headers_to_add", [header("x-b3-traceid", "%REQ(X-B3-TRACEID)%")])
+            dynamic["rds-gateway.json"] = resources([table])
+            clusters = versionClusters(routes, plan: plan)
+        }
+        var filters: [JSONValue] = [luaTraceID]
+        if plan.pinPropagation == .mesh { filters.append(authzFilter(pathPrefix: "/check/gw/\(target)")) }
+        filters.append(router)
+        var hcm: [String: JSONValue] = [
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "gateway",
+            "rds": rds("gateway", cfg: cfg),
+            "http_filters": .array(filters),
+            // The gateway's trace manager records the transactions that completed.
+            "access_log": [fluentd(tag: "gw", record: [
+                "t": "%REQ(X-B3-TRACEID)%", "s": "%START_TIME(%s.%6f)%", "d": "%DURATION%", "c": "%RESPONSE_CODE%",
+                "r": "%ROUTE_NAME%", "x": "%RESPONSE_CODE_DETAILS%",
+            ])],
+        ]
+        if plan.pinPropagation == .mesh { hcm["local_reply_config"] = denyAs503 }
+        let listeners: [JSONValue] = [listener("gateway", host: plan.gatewayListen.host, port: plan.gatewayListen.port, hcm: .object(hcm))]
+        dynamic["lds.json"] = resources(listeners)
+        dynamic["cds.json"] = resources(clusters)
+        return Files(id: id, bootstrap: bootstrap(id: id, adminPort: plan.gatewayAdminPort, plan: plan), dynamic: dynamic)
+    }
+
+    /// The route files alone (what a route change rewrites), by Envoy id then file name.
+    public static func routeFiles(plan: MeshPlan) -> [String: [String: JSONValue]] {
+        var out: [String: [String: JSONValue]] = [:]
+        for files in [gateway(plan: plan)] + plan.instances.map({ sidecar($0, plan: plan) }) {
+            out[files.id] = files.dynamic.filter { $0.key.hasPrefix("rds-") }
+        }
+        return out
+    }
+
+    // MARK: Pieces
+
+    static func bootstrap(id: String, adminPort: Int, plan: MeshPlan) -> JSONValue {
+        let cfg = configDirectory(plan, id: id)
+        var statics: [JSONValue] = [pipeCluster(logCluster, path: plan.logSocket)]
+        if plan.pinPropagation == .mesh { statics.append(pipeCluster(authzCluster, path: plan.authzSocket)) }
+        return [
+            "node": ["id": .string(id), "cluster": .string(plan.meshName)],
+            "admin": ["address": socketAddress("127.0.0.1", adminPort)],
+            "static_resources": ["clusters": .array(statics)],
+            "dynamic_resources": [
+                "lds_config": ["path_config_source": ["path": .string(cfg + "/lds.json"), "watched_directory": ["path": .string(cfg)]], "resource_api_version": "V3"],
+                "cds_config": ["path_config_source": ["path": .string(cfg + "/cds.json"), "watched_directory": ["path": .string(cfg)]], "resource_api_version": "V3"],
+            ],
+        ]
+    }
+
+    static func inboundHCM(_ instance: MeshPlan.Instance, cfg: String) -> JSONValue {
+        [
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "inbound",
+            "rds": rds("inbound", cfg: cfg),
+            "http_filters": [router],
+            // A visit is recorded when the request is admitted, not only when it ends
+            // (models/README.md: a set fed by end records misses traces still in flight).
+            "access_log_options": ["flush_access_log_on_new_request": true],
+            "access_log": [fluentd(tag: "in.\(instance.sidecar.id)", record: [
+                "t": "%REQ(X-B3-TRACEID)%", "k": "%ACCESS_LOG_TYPE%", "s": "%START_TIME(%s.%6f)%",
+                "d": "%DURATION%", "c": "%RESPONSE_CODE%",
+            ])],
+        ]
+    }
+
+    static func outboundHCM(_ instance: MeshPlan.Instance, target: String, plan: MeshPlan, cfg: String) -> JSONValue {
+        var filters: [JSONValue] = []
+        if plan.pinPropagation == .mesh { filters.append(authzFilter(pathPrefix: "/check/out/\(target)")) }
+        filters.append(router)
+        var hcm: [String: JSONValue] = [
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": .string("out_\(target)"),
+            "rds": rds("out-\(target)", cfg: cfg),
+            "http_filters": .array(filters),
+            // Only refusals (503) are shipped from outbound listeners: they are counted, not visits.
+            "access_log": [fluentd(tag: "out.\(instance.sidecar.id)", record: [
+                "t": "%REQ(X-B3-TRACEID)%", "c": "%RESPONSE_CODE%", "r": "%ROUTE_NAME%", "x": "%RESPONSE_CODE_DETAILS%",
+                "p": "%REQ(X-VERSION)%",
+            ], filter: ["status_code_filter": ["comparison": ["op": "EQ", "value": ["default_value": 503, "runtime_key": "triad.log_503"]]]])],
+        ]
+        if plan.pinPropagation == .mesh { hcm["local_reply_config"] = denyAs503 }
+        return .object(hcm)
+    }
+
+    /// Routes to a service's versions: one header route per version (x-version pin), a 503
+    /// problem for a pin to a version that does not exist, then the default.
+    public static func targetRoutes(_ name: String, _ routes: ServiceRoutes) -> JSONValue {
+        let s = routes.service
+        var list: [JSONValue] = []
+        for v in routes.versions {
+            list.append([
+                "name": .string("pin:\(s)-\(v)"),
+                "match": ["prefix": "/", "headers": [pinMatch(s, versionRegex: escape(v))]],
+                "route": ["cluster": .string("\(s)-\(v)"), "timeout": "0s"],
+            ])
+        }
+        let problem: JSONValue = [
+            "type": "https://triad.io/problems/unknown-version",
+            "title": "Pinned to a version that does not exist",
+            "status": 503,
+            "detail": .string("x-version pins \(s) to a version it does not have; \(s) has \(routes.versions.joined(separator: ", "))"),
+            "service": .string(s),
+            "versions": .array(routes.versions.map { .string($0) }),
+        ]
+        list.append([
+            "name": .string(unknownPinRoute),
+            "match": ["prefix": "/", "headers": [pinMatch(s, versionRegex: "[a-z0-9.]+")]],
+            "direct_response": ["status": 503, "body": ["inline_string": .string(String(decoding: JSONCoding.encode(problem), as: UTF8.self) + "\n")]],
+            "response_headers_to_add": [header("content-type", "application/problem+json")],
+        ])
+        list.append([
+            "name": .string("default:\(s)-\(routes.defaultVersion)"),
+            "match": ["prefix": "/"],
+            "route": ["cluster": .string("\(s)-\(routes.defaultVersion)"), "timeout": "0s"],
+        ])
+        return [
+            "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            "name": .string(name),
+            "virtual_hosts": [["name": .string(s), "domains": ["*"], "routes": .array(list)]],
+        ]
+    }
+
+    static func inboundRoutes(_ instance: MeshPlan.Instance) -> JSONValue {
+        [
+            "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            "name": "inbound",
+            "virtual_hosts": [[
+                "name": "local", "domains": ["*"],
+                "routes": [["name": .string("local:\(instance.pin)"), "match": ["prefix": "/"], "route": ["cluster": "local", "timeout": "0s"]]],
+                // The sidecar knows the version it serves: every response says it.
+                "response_headers_to_add": [header("x-version", instance.pin)],
+            ]],
+        ]
+    }
+
+    /// `(.*,)?\s*auth-v1\s*(,.*)?`: a whole token of the comma-separated header, so auth-v10 is not auth-v1.
+    static func pinMatch(_ service: String, versionRegex: String) -> JSONValue {
+        ["name": "x-version", "string_match": ["safe_regex": ["regex": .string("(.*,)?\\s*\(service)-\(versionRegex)\\s*(,.*)?")]]]
+    }
+
+    static func escape(_ version: String) -> String { version.replacingOccurrences(of: ".", with: "\\.") }
+
+    static func versionClusters(_ routes: ServiceRoutes, plan: MeshPlan) -> [JSONValue] {
+        routes.versions.map { v in
+            let endpoints = plan.instances(of: routes.service, version: v).map { HostPort(host: "127.0.0.1", port: $0.sidecar.inboundPort) }
+            return cluster("\(routes.service)-\(v)", endpoints: endpoints)
+        }
+    }
+
+    static func cluster(_ name: String, endpoints: [HostPort]) -> JSONValue {
+        let literal = endpoints.allSatisfy { $0.host.allSatisfy { $0.isNumber || $0 == "." || $0 == ":" } }
+        return [
+            "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            "name": .string(name),
+            "type": literal ? "STATIC" : "STRICT_DNS",
+            "connect_timeout": "1s",
+            "load_assignment": [
+                "cluster_name": .string(name),
+                "endpoints": [["lb_endpoints": .array(endpoints.map { ["endpoint": ["address": socketAddress($0.host, $0.port)]] })]],
+            ],
+        ]
+    }
+
+    static func pipeCluster(_ name: String, path: String) -> JSONValue {
+        [
+            "name": .string(name), "type": "STATIC", "connect_timeout": "0.25s",
+            "load_assignment": ["cluster_name": .string(name), "endpoints": [["lb_endpoints": [["endpoint": ["address": ["pipe": ["path": .string(path)]]]]]]]],
+        ]
+    }
+
+    static func listener(_ name: String, host: String = "127.0.0.1", port: Int, hcm: JSONValue) -> JSONValue {
+        [
+            "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+            "name": .string(name),
+            "address": socketAddress(host, port),
+            "filter_chains": [["filters": [["name": "envoy.filters.network.http_connection_manager", "typed_config": hcm]]]],
+        ]
+    }
+
+    static func rds(_ name: String, cfg: String) -> JSONValue {
+        ["route_config_name": .string(name),
+         "config_source": ["path_config_source": ["path": .string("\(cfg)/rds-\(name).json"), "watched_directory": ["path": .string(cfg)]], "resource_api_version": "V3"]]
+    }
+
+    static func socketAddress(_ host: String, _ port: Int) -> JSONValue {
+        ["socket_address": ["address": .string(host), "port_value": .int(port)]]
+    }
+
+    static func header(_ key: String, _ value: String) -> JSONValue {
+        ["header": ["key": .string(key), "value": .string(value)], "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"]
+    }
+
+    static func resources(_ items: [JSONValue]) -> JSONValue { ["resources": .array(items)] }
+
+    static func withVirtualHostField(_ table: JSONValue, _ key: String, _ value: JSONValue) -> JSONValue {
+        guard case .object(var t) = table, case .array(var hosts)? = t["virtual_hosts"], case .object(var host)? = hosts.first else { return table }
+        host[key] = value
+        hosts[0] = .object(host)
+        t["virtual_hosts"] = .array(hosts)
+        return .object(t)
+    }
+
+    static func fluentd(tag: String, record: JSONValue, filter: JSONValue? = nil) -> JSONValue {
+        var logger: [String: JSONValue] = [
+            "name": "envoy.access_loggers.fluentd",
+            "typed_config": [
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.fluentd.v3.FluentdAccessLogConfig",
+                "cluster": .string(logCluster), "tag": .string(tag), "stat_prefix": "triad_log",
+                // 1 byte = send each entry at once (0 loses every entry in 1.40, notes/envoy.md).
+                "buffer_size_bytes": 1, "buffer_flush_interval": "0.001s",
+                "record": record,
+            ],
+        ]
+        if let filter { logger["filter"] = filter }
+        return .object(logger)
+    }
+
+    static func authzFilter(pathPrefix: String) -> JSONValue {
+        [
+            "name": "envoy.filters.http.ext_authz",
+            "typed_config": [
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                "transport_api_version": "V3",
+                "failure_mode_allow": false,
+                "status_on_error": ["code": 503],
+                // Without it the injected pin would not change the route (notes/envoy.md).
+                "clear_route_cache": true,
+                "allowed_headers": ["patterns": [["exact": "x-b3-traceid"], ["exact": "x-version"]]],
+                "http_service": [
+                    "server_uri": ["uri": "http://triad-authz", "cluster": .string(authzCluster), "timeout": "0.25s"],
+                    "path_prefix": .string(pathPrefix),
+                    "authorization_response": [
+                        "allowed_upstream_headers": ["patterns": [["exact": "x-version"]]],
+                        "allowed_client_headers": ["patterns": [["exact": "content-type"]]],
+                    ],
+                ],
+            ],
+        ]
+    }
+
+    /// An authz deny is a 403 (a 5xx would lose the body); the client sees 503 with the problem.
+    static let denyAs503: JSONValue = ["mappers": [["filter": ["response_flag_filter": ["flags": ["UAEX"]]], "status_code": 503]]]
+
+    static let router: JSONValue = [
+        "name": "envoy.filters.http.router",
+        "typed_config": ["@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"],
+    ]
+
+    /// The gateway gives a request without a trace id one: the W3C traceparent's, else the
+    /// x-request-id Envoy generated (a UUID, as 32 hex digits).
+    static let luaTraceID: JSONValue = [
+        "name": "envoy.filters.http.lua",
+        "typed_config": [
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": ["inline_string": """
+            function envoy_on_request(h)
+              local hs = h:headers()
+              local t = hs:get("x-b3-traceid")
+              if t ~= nil and t ~= "" then return end
+              local id = nil
+              local tp = hs:get("traceparent")
+              if tp ~= nil then id = string.match(tp, "^%x%x%-(%x+)%-%x+%-%x%x$") end
+              if id == nil or string.match(id, "^0+$") then
+                id = (string.gsub(hs:get("x-request-id") or "", "[^%x]", ""))
+              end
+              if id ~= "" then hs:replace("x-b3-traceid", string.lower(id)) end
+            end
+            """],
+        ],
+    ]
+}

@@ -1,0 +1,52 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import TriadCore
+
+/// Writes Envoy's files and talks to its admin endpoint.
+public enum EnvoyFiles {
+    /// Writes `value` to `path` by renaming a finished temporary file from the same directory
+    /// over it: Envoy's watched directory reloads on the rename and never reads half a file.
+    public static func writeAtomically(_ value: JSONValue, to path: String) throws {
+        let url = URL(fileURLWithPath: path)
+        let tmp = url.deletingLastPathComponent().appendingPathComponent(".tmp-\(url.lastPathComponent)")
+        try JSONCoding.encode(value).write(to: tmp)
+        guard rename(tmp.path, path) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+    }
+
+    /// Lays out one Envoy's directory: the bootstrap and the dynamic files it watches.
+    public static func install(_ files: EnvoyConfig.Files, plan: MeshPlan) throws -> String {
+        let dir = EnvoyConfig.envoyDirectory(plan, id: files.id)
+        let cfg = EnvoyConfig.configDirectory(plan, id: files.id)
+        try FileManager.default.createDirectory(atPath: cfg, withIntermediateDirectories: true)
+        for (name, value) in files.dynamic { try writeAtomically(value, to: "\(cfg)/\(name)") }
+        let bootstrap = dir + "/bootstrap.json"
+        try writeAtomically(files.bootstrap, to: bootstrap)
+        return bootstrap
+    }
+
+    /// A counter or gauge from Envoy's admin `/stats` (nil when Envoy does not answer or lacks it).
+    public static func stat(adminPort: Int, name: String) async -> Int? {
+        let escaped = name.replacingOccurrences(of: ".", with: "\\.")
+        let query = "^\(escaped)$".addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(adminPort)/stats?filter=\(query)")
+        request.method = .GET
+        guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(2)), response.status == .ok,
+              let body = try? await response.body.collect(upTo: 1 << 20) else { return nil }
+        for line in String(buffer: body).split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces) == name {
+                return Int(parts[1].trimmingCharacters(in: .whitespaces))
+            }
+        }
+        return nil
+    }
+
+    /// Whether Envoy finished its initial configuration (admin `/ready` answers 200 LIVE).
+    public static func ready(adminPort: Int) async -> Bool {
+        let request = HTTPClientRequest(url: "http://127.0.0.1:\(adminPort)/ready")
+        guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(2)) else { return false }
+        _ = try? await response.body.collect(upTo: 4096)
+        return response.status == .ok
+    }
+}

@@ -1,0 +1,221 @@
+import Foundation
+import Synchronization
+
+/// A visit of one trace to one instance: admitted at `start`, ended at `end` (nil while in flight).
+public struct Visit: Sendable, Equatable, Codable {
+    public var traceId: String
+    public var service: String
+    public var version: String
+    public var start: Double
+    public var end: Double?
+    /// Requests of this trace the instance served (a trace may call a service more than once).
+    public var requests: Int
+}
+
+/// The trace manager of one instance (report §3.2.1): the traces it served (its TraceidSet),
+/// each recorded when a request is admitted, completed when its last request ends.
+public struct TraceManager: Sendable {
+    public let instance: String
+    public let service: String
+    public let version: String
+    public private(set) var visits: [String: Visit] = [:]
+    public private(set) var inFlight: [String: Int] = [:]
+
+    public init(instance: String, service: String, version: String) {
+        self.instance = instance
+        self.service = service
+        self.version = version
+    }
+
+    /// Returns true when this is the trace's first visit here.
+    @discardableResult
+    public mutating func admitted(_ trace: String, at time: Double) -> Bool {
+        inFlight[trace, default: 0] += 1
+        if var v = visits[trace] {
+            v.requests += 1
+            visits[trace] = v
+            return false
+        }
+        visits[trace] = Visit(traceId: trace, service: service, version: version, start: time, end: nil, requests: 1)
+        return true
+    }
+
+    public mutating func ended(_ trace: String, at time: Double) {
+        if let n = inFlight[trace] { inFlight[trace] = n > 1 ? n - 1 : nil }
+        if var v = visits[trace] {
+            v.end = max(v.end ?? time, time)
+            visits[trace] = v
+        } else {
+            // The start record was lost (e.g. the control plane restarted): keep what we know.
+            visits[trace] = Visit(traceId: trace, service: service, version: version, start: time, end: time, requests: 1)
+        }
+    }
+}
+
+/// The gateway's trace manager: the transactions that completed (report §3.2.5).
+public struct GatewayTraceManager: Sendable {
+    public struct Completion: Sendable, Equatable {
+        public var start: Double
+        public var end: Double
+        public var status: Int
+    }
+    public private(set) var completed: [String: Completion] = [:]
+
+    public mutating func completed(_ trace: String, start: Double, durationMs: Double, status: Int) {
+        completed[trace] = Completion(start: start, end: start + durationMs / 1000, status: status)
+    }
+}
+
+/// `triad mesh audit --json` (DESIGN §8).
+public struct AuditReport: Sendable, Codable, Equatable {
+    public struct Inconsistent: Sendable, Codable, Equatable {
+        public var traceId: String
+        public var service: String
+        public var versions: [String]
+        public init(traceId: String, service: String, versions: [String]) {
+            self.traceId = traceId
+            self.service = service
+            self.versions = versions
+        }
+    }
+    public var transactions: Int
+    public var inconsistent: Int
+    public var traces: [Inconsistent]
+}
+
+/// The pins a trace has earned: the version of each service it was admitted to (or was pinned
+/// to explicitly at the gateway). First one wins: a trace never moves to another version.
+/// Two generations bound the memory: a trace unseen for two rotations is forgotten.
+struct PinTable: Sendable {
+    private var current: [String: [String: String]] = [:]
+    private var previous: [String: [String: String]] = [:]
+    let rotateAt: Int
+
+    init(rotateAt: Int = 200_000) { self.rotateAt = rotateAt }
+
+    func pin(_ trace: String, _ service: String) -> String? {
+        current[trace]?[service] ?? previous[trace]?[service]
+    }
+
+    mutating func learn(_ trace: String, _ service: String, _ version: String) {
+        if current[trace] == nil, let old = previous[trace] { current[trace] = old }
+        if current[trace]?[service] == nil { current[trace, default: [:]][service] = version }
+        if current.count >= rotateAt {
+            previous = current
+            current = [:]
+        }
+    }
+}
+
+/// The mesh's recording side: every instance's trace manager, the gateway's, the pins learned
+/// for `pinPropagation: mesh`, and the refusal counters. Fed by the access-log stream; read by
+/// the authz checks (on the request path, so one short lock) and by the control API.
+public final class MeshRecorder: Sendable {
+    struct State: Sendable {
+        var managers: [String: TraceManager] = [:]   // by sidecar id
+        var gateway = GatewayTraceManager()
+        var pins = PinTable()
+        var unknownPinRefusals = 0
+        var records = 0
+        var unknownSources = 0
+    }
+    private let state = Mutex(State())
+
+    public init(instances: [(id: String, service: String, version: String)]) {
+        state.withLock { s in
+            for i in instances { s.managers[i.id] = TraceManager(instance: i.id, service: i.service, version: i.version) }
+        }
+    }
+
+    /// Adds the trace manager of an instance started later (an upgrade's new version).
+    public func addInstance(id: String, service: String, version: String) {
+        state.withLock { s in
+            if s.managers[id] == nil { s.managers[id] = TraceManager(instance: id, service: service, version: version) }
+        }
+    }
+
+    public func ingest(_ record: LogRecord) {
+        let f = record.fields
+        let trace = Self.normalize(f["t"])
+        state.withLock { s in
+            s.records += 1
+            if record.tag.hasPrefix("in.") {
+                let id = String(record.tag.dropFirst(3))
+                guard var m = s.managers[id] else { s.unknownSources += 1; return }
+                guard let trace else { return }
+                let start = Double(f["s"] ?? "") ?? Date().timeIntervalSince1970
+                if f["k"] == "DownstreamStart" {
+                    if m.admitted(trace, at: start) { s.pins.learn(trace, m.service, m.version) }
+                } else {
+                    let duration = Double(f["d"] ?? "") ?? 0
+                    m.ended(trace, at: start + duration / 1000)
+                    // An end record without a start (lost) still teaches the pin.
+                    s.pins.learn(trace, m.service, m.version)
+                }
+                s.managers[id] = m
+            } else if record.tag == "gw" {
+                if f["r"] == EnvoyConfig.unknownPinRoute { s.unknownPinRefusals += 1 }
+                guard let trace else { return }
+                // A request the gateway itself refused never reached a version: not a transaction.
+                if f["x"] == "ext_authz_denied" || f["r"] == EnvoyConfig.unknownPinRoute { return }
+                s.gateway.completed(trace, start: Double(f["s"] ?? "") ?? 0, durationMs: Double(f["d"] ?? "") ?? 0, status: Int(f["c"] ?? "") ?? 0)
+            } else if record.tag.hasPrefix("out.") {
+                if f["r"] == EnvoyConfig.unknownPinRoute { s.unknownPinRefusals += 1 }
+            } else {
+                s.unknownSources += 1
+            }
+        }
+    }
+
+    /// Trace ids compare in lower case; "-" is Envoy's "absent".
+    static func normalize(_ trace: String?) -> String? {
+        guard let t = trace?.trimmingCharacters(in: .whitespaces), !t.isEmpty, t != "-" else { return nil }
+        return t.lowercased()
+    }
+
+    public func pin(trace: String, service: String) -> String? {
+        state.withLock { $0.pins.pin(trace.lowercased(), service) }
+    }
+
+    public func learnExplicit(trace: String, service: String, version: String) {
+        state.withLock { $0.pins.learn(trace.lowercased(), service, version) }
+    }
+
+    public func countUnknownPinRefusal() { state.withLock { $0.unknownPinRefusals += 1 } }
+
+    public struct Counters: Sendable, Codable, Equatable {
+        public var records: Int
+        public var unknownPinRefusals: Int
+        public var completedTransactions: Int
+        public var unknownSources: Int
+    }
+
+    public var counters: Counters {
+        state.withLock { Counters(records: $0.records, unknownPinRefusals: $0.unknownPinRefusals, completedTransactions: $0.gateway.completed.count, unknownSources: $0.unknownSources) }
+    }
+
+    public func visits(instance: String) -> [Visit] {
+        state.withLock { Array(($0.managers[instance]?.visits ?? [:]).values) }
+    }
+
+    /// Every transaction seen (at the gateway or at any instance), and those that ran
+    /// sub-transactions on two versions of one service.
+    public func audit() -> AuditReport {
+        state.withLock { s in
+            var versions: [String: [String: Set<String>]] = [:]  // trace → service → versions
+            for m in s.managers.values {
+                for trace in m.visits.keys { versions[trace, default: [:]][m.service, default: []].insert(m.version) }
+            }
+            var all = Set(versions.keys)
+            all.formUnion(s.gateway.completed.keys)
+            var bad: [AuditReport.Inconsistent] = []
+            for (trace, services) in versions {
+                for (service, vs) in services where vs.count > 1 {
+                    bad.append(.init(traceId: trace, service: service, versions: vs.sorted()))
+                }
+            }
+            bad.sort { ($0.traceId, $0.service) < ($1.traceId, $1.service) }
+            return AuditReport(transactions: all.count, inconsistent: Set(bad.map(\.traceId)).count, traces: bad)
+        }
+    }
+}

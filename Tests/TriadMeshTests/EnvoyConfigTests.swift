@@ -1,0 +1,75 @@
+import Foundation
+import Testing
+import TriadCore
+import TriadMesh
+
+/// The rendered Envoy configuration (pure; the end-to-end tests run it on the real Envoy).
+@Suite("Envoy configuration")
+struct EnvoyConfigTests {
+    static func plan(_ propagation: MeshConfig.PinPropagation) throws -> MeshPlan {
+        let yaml = MeshConfigTests.good.replacingOccurrences(of: "spec:\n", with: "spec:\n  pinPropagation: \(propagation.rawValue)\n")
+        let config = try MeshConfigParser.parse(Data(yaml.utf8), baseDirectory: "/srv")
+        var next = 20000
+        return try MeshPlan.make(config, runDirectory: "/run/m", socketDirectory: "/tmp/s") { next += 1; return next }
+    }
+
+    /// Envoy's safe_regex header match must match the whole value.
+    static func fullMatch(_ regex: String, _ value: String) -> Bool {
+        let re = try! NSRegularExpression(pattern: "^(?:\(regex))$")
+        return re.firstMatch(in: value, range: NSRange(value.startIndex..., in: value)) != nil
+    }
+
+    @Test func routesArePinsThenUnknownPinsThenTheDefault() throws {
+        let table = EnvoyConfig.targetRoutes("out-auth", ServiceRoutes(service: "auth", versions: ["v1", "v1.1"], defaultVersion: "v1"))
+        let routes = try #require(table["virtual_hosts"]?.arrayValue?.first?["routes"]?.arrayValue)
+        #expect(routes.map { $0["name"]?.stringValue } == ["pin:auth-v1", "pin:auth-v1.1", EnvoyConfig.unknownPinRoute, "default:auth-v1"])
+        let v1 = try #require(routes[0]["match"]?["headers"]?.arrayValue?.first?["string_match"]?["safe_regex"]?["regex"]?.stringValue)
+        #expect(Self.fullMatch(v1, "auth-v1"))
+        #expect(Self.fullMatch(v1, "db-v3, auth-v1"))
+        #expect(Self.fullMatch(v1, "auth-v10,auth-v1"))
+        #expect(!Self.fullMatch(v1, "auth-v10"), "auth-v10 is not auth-v1")
+        #expect(!Self.fullMatch(v1, "auth-v1x"))
+        #expect(!Self.fullMatch(v1, "myauth-v1"))
+        let v11 = try #require(routes[1]["match"]?["headers"]?.arrayValue?.first?["string_match"]?["safe_regex"]?["regex"]?.stringValue)
+        #expect(Self.fullMatch(v11, "auth-v1.1") && !Self.fullMatch(v11, "auth-v1x1"))
+        let unknown = try #require(routes[2]["match"]?["headers"]?.arrayValue?.first?["string_match"]?["safe_regex"]?["regex"]?.stringValue)
+        #expect(Self.fullMatch(unknown, "auth-v9") && !Self.fullMatch(unknown, "auth-x-v1") && !Self.fullMatch(unknown, "db-v1"))
+        #expect(routes[2]["direct_response"]?["status"] == .number(503))
+        #expect(routes[3]["route"]?["cluster"] == "auth-v1")
+    }
+
+    @Test func sidecarsRecordAtAdmissionAndCallOtherServicesThroughTheirOwnListeners() throws {
+        let plan = try Self.plan(.mesh)
+        let auth = try #require(plan.instances.first { $0.id == "auth-v1-1" }, "replicas get their own sidecars")
+        #expect(Set(auth.sidecar.outboundPorts.keys) == ["portal"])
+        #expect(plan.environment(of: auth) == ["PORT": String(auth.app.port), "TRIAD_UPSTREAM_PORTAL": "http://127.0.0.1:\(auth.sidecar.outboundPorts["portal"]!)"])
+        let files = EnvoyConfig.sidecar(auth, plan: plan)
+        #expect(Set(files.dynamic.keys) == ["lds.json", "cds.json", "rds-inbound.json", "rds-out-portal.json"])
+        let listeners = try #require(files.dynamic["lds.json"]?["resources"]?.arrayValue)
+        let inbound = try #require(listeners.first { $0["name"] == "inbound" }?["filter_chains"]?.arrayValue?.first?["filters"]?.arrayValue?.first?["typed_config"])
+        #expect(inbound["access_log_options"]?["flush_access_log_on_new_request"] == .bool(true))
+        let outbound = try #require(listeners.first { $0["name"] == "out-portal" }?["filter_chains"]?.arrayValue?.first?["filters"]?.arrayValue?.first?["typed_config"])
+        let filters = outbound["http_filters"]?.arrayValue?.compactMap { $0["name"]?.stringValue }
+        #expect(filters == ["envoy.filters.http.ext_authz", "envoy.filters.http.router"])
+        #expect(outbound["http_filters"]?.arrayValue?.first?["typed_config"]?["clear_route_cache"] == .bool(true))
+        let inboundRoutes = try #require(files.dynamic["rds-inbound.json"]?["resources"]?.arrayValue?.first?["virtual_hosts"]?.arrayValue?.first)
+        #expect(inboundRoutes["response_headers_to_add"]?.arrayValue?.first?["header"]?["value"] == "auth-v1")
+        // The auth-v1 cluster a caller uses lists both replicas' sidecars, not the instances.
+        let portal = try #require(plan.instances.first { $0.service == "portal" })
+        let clusters = try #require(EnvoyConfig.sidecar(portal, plan: plan).dynamic["cds.json"]?["resources"]?.arrayValue)
+        let authV1 = try #require(clusters.first { $0["name"] == "auth-v1" })
+        let ports = authV1["load_assignment"]?["endpoints"]?.arrayValue?.first?["lb_endpoints"]?.arrayValue?.compactMap { $0["endpoint"]?["address"]?["socket_address"]?["port_value"] }
+        #expect(ports == plan.instances(of: "auth", version: "v1").map { .number(Double($0.sidecar.inboundPort)) })
+    }
+
+    @Test func applicationModeHasNoAuthzHop() throws {
+        let plan = try Self.plan(.application)
+        for files in [EnvoyConfig.gateway(plan: plan)] + plan.instances.map({ EnvoyConfig.sidecar($0, plan: plan) }) {
+            let text = String(decoding: JSONCoding.encode(files.dynamic["lds.json"]!), as: UTF8.self)
+            #expect(!text.contains("ext_authz"), "\(files.id)")
+            #expect(!String(decoding: JSONCoding.encode(files.bootstrap), as: UTF8.self).contains("triad_authz"))
+        }
+        let gateway = String(decoding: JSONCoding.encode(EnvoyConfig.gateway(plan: plan).dynamic["lds.json"]!), as: UTF8.self)
+        #expect(gateway.contains("envoy.filters.http.lua"), "the gateway still assigns trace ids")
+    }
+}

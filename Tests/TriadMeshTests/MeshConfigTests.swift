@@ -1,0 +1,116 @@
+import Foundation
+import Testing
+import TriadMesh
+
+/// The mesh file: the schema's rules and the ones it cannot express, each bad input named.
+@Suite("Mesh file")
+struct MeshConfigTests {
+    static let good = """
+    apiVersion: triad.io/v1alpha1
+    kind: Mesh
+    metadata: {name: demo}
+    spec:
+      gateway: {listen: 127.0.0.1:8000, service: portal}
+      services:
+        - name: portal
+          default: v1
+          versions:
+            - {version: v1, command: [python3, portal.py]}
+        - name: auth
+          default: v1
+          versions:
+            - {version: v1, command: [python3, auth.py, --version, v1], health: /healthz, replicas: 2}
+            - {version: v2, upstream: "127.0.0.1:9011"}
+    """
+
+    func parse(_ text: String) throws -> MeshConfig {
+        try MeshConfigParser.parse(Data(text.utf8), file: "mesh.yaml", baseDirectory: "/srv/mesh")
+    }
+
+    /// The problems of a bad file, as text.
+    func problems(_ text: String) -> [String] {
+        do {
+            _ = try parse(text)
+            return []
+        } catch let error as MeshConfigError {
+            return error.problems.map(\.description)
+        } catch {
+            return ["unexpected \(error)"]
+        }
+    }
+
+    @Test func aGoodFileParses() throws {
+        let c = try parse(Self.good)
+        #expect(c.name == "demo")
+        #expect(c.pinPropagation == .mesh, "mesh is the default")
+        #expect(c.gateway.listen == HostPort(host: "127.0.0.1", port: 8000))
+        #expect(c.service("auth")?.versions.count == 2)
+        #expect(c.service("auth")?.version("v1")?.replicas == 2)
+        #expect(c.service("auth")?.version("v2")?.source == .upstream(HostPort(host: "127.0.0.1", port: 9011)))
+        #expect(c.service("portal")?.version("v1")?.health == "/healthz")
+        #expect(c.baseDirectory == "/srv/mesh")
+    }
+
+    @Test func theExampleSystemsFileParses() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let c = try MeshConfigParser.load(path: root.path + "/agents/examples/mesh.yaml")
+        #expect(c.services.map(\.name) == ["portal", "auth", "proc", "db"])
+        #expect(c.baseDirectory == root.path + "/agents/examples")
+    }
+
+    @Test func gatewayNamingAnUnknownService() {
+        let p = problems(Self.good.replacingOccurrences(of: "service: portal}", with: "service: shop}"))
+        #expect(p == [#"spec.gateway.service: "shop" is not a service of this mesh (services: portal, auth)"#])
+    }
+
+    @Test func aDuplicateVersion() {
+        let p = problems(Self.good.replacingOccurrences(of: "{version: v2, upstream", with: "{version: v1, upstream"))
+        #expect(p.count == 1)
+        #expect(p.first?.hasPrefix(#"spec.services[1].versions[1].version: duplicate version "v1" of service "auth""#) == true)
+    }
+
+    @Test func aDuplicateService() {
+        let p = problems(Self.good.replacingOccurrences(of: "- name: auth", with: "- name: portal"))
+        #expect(p.count == 1)
+        #expect(p.first?.hasPrefix(#"spec.services[1].name: duplicate service "portal""#) == true)
+    }
+
+    @Test func neitherCommandNorUpstream() {
+        let p = problems(Self.good.replacingOccurrences(of: "{version: v2, upstream: \"127.0.0.1:9011\"}", with: "{version: v2}"))
+        #expect(p == ["spec.services[1].versions[1]: needs exactly one of command (Triad starts the instances) or upstream (already running); it has neither"])
+    }
+
+    @Test func bothCommandAndUpstream() {
+        let p = problems(Self.good.replacingOccurrences(of: "upstream: \"127.0.0.1:9011\"", with: "upstream: \"127.0.0.1:9011\", command: [x]"))
+        #expect(p == ["spec.services[1].versions[1]: needs exactly one of command or upstream; it has both"])
+    }
+
+    @Test func aDefaultThatIsNotAVersion() {
+        let p = problems(Self.good.replacingOccurrences(of: "  - name: auth\n      default: v1", with: "  - name: auth\n      default: v3"))
+        #expect(p == [#"spec.services[1].default: "v3" is not one of the service's versions (v1, v2)"#])
+    }
+
+    @Test func schemaRules() {
+        #expect(problems(Self.good.replacingOccurrences(of: "kind: Mesh", with: "kind: Mash")) == ["kind: must be Mesh"])
+        #expect(problems(Self.good.replacingOccurrences(of: "8000", with: "80000")) == [#"spec.gateway.listen: "127.0.0.1:80000" is not HOST:PORT with a port from 1 to 65535"#])
+        #expect(problems(Self.good.replacingOccurrences(of: "{version: v2,", with: "{version: v-2,")).first?.hasPrefix("spec.services[1].versions[1].version: \"v-2\" is not a version name") == true)
+        #expect(problems(Self.good.replacingOccurrences(of: "replicas: 2", with: "replicas: 0")) == ["spec.services[1].versions[0].replicas: must be an integer from 1 to 1000"])
+        #expect(problems(Self.good.replacingOccurrences(of: "spec:\n", with: "spec:\n  pinPropagation: sometimes\n")) == ["spec.pinPropagation: must be mesh or application"])
+        #expect(problems(Self.good.replacingOccurrences(of: "metadata: {name: demo}", with: "metadata: {name: demo, owner: me}")).first?.hasPrefix("metadata.owner: unknown field") == true)
+        #expect(problems(Self.good.replacingOccurrences(of: "command: [python3, portal.py]", with: "command: []")) == ["spec.services[0].versions[0].command: must be a non-empty array of strings (program and arguments, no shell)"])
+    }
+
+    @Test func everyProblemIsReportedAtOnce() {
+        let text = Self.good
+            .replacingOccurrences(of: "service: portal}", with: "service: shop}")
+            .replacingOccurrences(of: "{version: v2, upstream: \"127.0.0.1:9011\"}", with: "{version: v2}")
+        let p = problems(text)
+        #expect(p.count == 2, "\(p)")
+    }
+
+    @Test func yamlSyntaxErrorsSayWhere() {
+        let p = problems("apiVersion: triad.io/v1alpha1\nkind: [Mesh\n")
+        #expect(p.count == 1)
+        #expect(p.first?.contains("line ") == true, "\(p)")
+    }
+}

@@ -1,0 +1,170 @@
+import Foundation
+import TriadProcess
+import Testing
+import TriadCore
+import TriadMesh
+
+/// `triad mesh up` with the report's example system (Python services that only propagate
+/// x-b3-traceid) on the real Envoy, driven through the CLI as an operator would.
+@Suite("Mesh end to end", .serialized)
+struct MeshEndToEndTests {
+    /// A mesh brought up in a fresh directory; `down()` must be called.
+    struct RunningMesh {
+        let directory: String
+        let gateway: String
+        let state: MeshState
+        var client: MeshClient { MeshClient(state: state) }
+
+        static func up(pinPropagation: String = "mesh") async throws -> RunningMesh {
+            let dir = try MeshTestSupport.temporaryDirectory()
+            let port = try MeshTestSupport.freePort()
+            try MeshTestSupport.exampleMesh(gatewayPort: port, pinPropagation: pinPropagation).write(toFile: dir + "/mesh.yaml", atomically: true, encoding: .utf8)
+            let run = try await MeshTestSupport.triad(["mesh", "up", "-f", "mesh.yaml"], in: dir)
+            guard run.status == 0, let state = MeshState.load(from: dir) else {
+                throw SetupError("triad mesh up failed (\(run.status)): \(run.stderr)\(run.stdout)")
+            }
+            #expect(run.stdout.contains("mesh report-example up: gateway http://127.0.0.1:\(port) -> portal"), "\(run.stdout)")
+            return RunningMesh(directory: dir, gateway: "http://127.0.0.1:\(port)", state: state)
+        }
+
+        /// Stops the mesh and checks that nothing it started survives.
+        func down() async throws {
+            let run = try await MeshTestSupport.triad(["mesh", "down"], in: directory)
+            #expect(run.status == 0, "\(run.stderr)")
+            let pids = [state.pid] + state.processes.map(\.pid)
+            #expect(state.processes.filter { $0.kind == "envoy" }.count == 6, "a sidecar per instance and the gateway")
+            #expect(state.processes.filter { $0.kind == "instance" }.count == 5)
+            for pid in pids { #expect(!ChildProcess.alive(Int32(pid)), "pid \(pid) outlived mesh down") }
+            #expect(MeshState.load(from: directory) == nil, "the state file is removed")
+        }
+
+        func order(trace: String? = nil, pins: String? = nil, delayMs: Int = 0) async throws -> MeshTestSupport.Answer {
+            var headers: [String: String] = [:]
+            if let trace { headers["x-b3-traceid"] = trace }
+            if let pins { headers["x-version"] = pins }
+            return try await MeshTestSupport.send(.POST, "\(gateway)/order?delay_ms=\(delayMs)", headers: headers, body: #"{"item":"tea","qty":3,"user":"alice"}"#)
+        }
+
+        func audit() async throws -> JSONValue {
+            let run = try await MeshTestSupport.triad(["mesh", "audit", "--json"], in: directory)
+            #expect(run.status == 0, "\(run.stderr)")
+            return try JSONCoding.parse(Data(run.stdout.utf8))
+        }
+    }
+
+    static func versions(_ a: MeshTestSupport.Answer) -> (String?, String?) {
+        (a.json?["versions"]?["auth.issue"]?.stringValue, a.json?["versions"]?["auth.verify"]?.stringValue)
+    }
+
+    /// Waits until the trace manager of `instance` has admitted `trace`.
+    static func waitAdmitted(_ mesh: RunningMesh, instance: String, trace: String) async throws {
+        for _ in 0..<200 {
+            if try await mesh.client.visits(instance: instance).contains(where: { $0.traceId == trace }) { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw SetupError("\(instance) never admitted \(trace)")
+    }
+
+    @Test func meshModeRoutesPinsAndAudits() async throws {
+        _ = try MeshTestSupport.envoy()
+        let mesh = try await RunningMesh.up()
+        do {
+            var sent = 0
+            // A transaction through the gateway; every response says which version served it.
+            let trace = MeshTestSupport.newTraceID()
+            let ok = try await mesh.order(trace: trace)
+            sent += 1
+            #expect(ok.status == 200, "\(String(decoding: ok.body, as: UTF8.self))")
+            #expect(ok.header("x-version") == "portal-v1")
+            #expect(ok.json?["traceId"]?.stringValue == trace)
+            #expect(ok.json?["dbTraceId"]?.stringValue == trace, "the trace id reaches the end of the chain")
+            #expect(Self.versions(ok) == ("v1", "v1"))
+
+            // No trace id: the gateway assigns one, and the client learns it.
+            let anonymous = try await mesh.order()
+            sent += 1
+            #expect(anonymous.status == 200)
+            let assigned = try #require(anonymous.json?["traceId"]?.stringValue, "Portal received a trace id")
+            #expect(assigned.count == 32 && assigned.allSatisfy(\.isHexDigit))
+            #expect(anonymous.header("x-b3-traceid") == assigned)
+
+            // A pin at the gateway routes every call of the transaction to that version.
+            let pinned = try await mesh.order(trace: MeshTestSupport.newTraceID(), pins: "auth-v2")
+            sent += 1
+            #expect(pinned.status == 200, "\(String(decoding: pinned.body, as: UTF8.self))")
+            #expect(Self.versions(pinned) == ("v2", "v2"))
+
+            // A pin to a version that does not exist: a 503 problem, counted, no transaction.
+            let unknown = try await mesh.order(trace: MeshTestSupport.newTraceID(), pins: "auth-v9")
+            #expect(unknown.status == 503)
+            #expect(unknown.header("content-type") == "application/problem+json")
+            #expect(unknown.json?["detail"]?.stringValue?.contains("auth to v9") == true, "\(String(decoding: unknown.body, as: UTF8.self))")
+            #expect(try await mesh.client.status().counters.unknownPinRefusals == 1)
+
+            // The default of Auth changes while a slow transaction waits between its two calls
+            // to Auth: its second call still goes to the version its first call used.
+            let slowTrace = MeshTestSupport.newTraceID()
+            let slow = Task { try await mesh.order(trace: slowTrace, delayMs: 1500) }
+            try await Self.waitAdmitted(mesh, instance: "auth-v1-0", trace: slowTrace)
+            try await mesh.client.setDefault(service: "auth", version: "v2")
+            let straddling = try await slow.value
+            sent += 1
+            #expect(straddling.status == 200, "\(String(decoding: straddling.body, as: UTF8.self))")
+            #expect(Self.versions(straddling) == ("v1", "v1"), "pinned by the mesh to its first version")
+            let after = try await mesh.order(trace: MeshTestSupport.newTraceID())
+            sent += 1
+            #expect(Self.versions(after) == ("v2", "v2"), "new transactions take the new default")
+
+            let audit = try await mesh.audit()
+            #expect(audit["transactions"] == .number(Double(sent)))
+            #expect(audit["inconsistent"] == .number(0))
+            #expect(audit["traces"] == .array([]))
+        } catch {
+            try? await mesh.down()
+            throw error
+        }
+        try await mesh.down()
+    }
+
+    /// The control: without pin propagation the same straddling transaction mixes two versions
+    /// of Auth, fails visibly, and the audit reports it.
+    @Test func applicationModeWithoutPinsIsCaughtByTheAudit() async throws {
+        _ = try MeshTestSupport.envoy()
+        let mesh = try await RunningMesh.up(pinPropagation: "application")
+        do {
+            let trace = MeshTestSupport.newTraceID()
+            let slow = Task { try await mesh.order(trace: trace, delayMs: 1500) }
+            try await Self.waitAdmitted(mesh, instance: "auth-v1-0", trace: trace)
+            try await mesh.client.setDefault(service: "auth", version: "v2")
+            let mixed = try await slow.value
+            #expect(mixed.status == 502)
+            #expect(mixed.json?["error"]?.stringValue == "token_rejected")
+            let audit = try await mesh.audit()
+            #expect(audit["inconsistent"] == .number(1))
+            #expect(audit["traces"] == .array([["traceId": .string(trace), "service": "auth", "versions": ["v1", "v2"]]]))
+            // A pin the application itself carries is still routed (here: set by the client).
+            let pinned = try await mesh.order(trace: MeshTestSupport.newTraceID(), pins: "portal-v1")
+            #expect(pinned.status == 200)
+            let unknown = try await mesh.order(trace: MeshTestSupport.newTraceID(), pins: "portal-v7")
+            #expect(unknown.status == 503)
+            #expect(unknown.header("content-type") == "application/problem+json")
+        } catch {
+            try? await mesh.down()
+            throw error
+        }
+        try await mesh.down()
+    }
+
+    @Test func aBadMeshFileIsRefusedBeforeAnythingStarts() async throws {
+        _ = try MeshTestSupport.envoy()
+        let dir = try MeshTestSupport.temporaryDirectory()
+        let text = MeshTestSupport.exampleMesh(gatewayPort: 1).replacingOccurrences(of: "service: portal}", with: "service: shop}")
+        try text.write(toFile: dir + "/mesh.yaml", atomically: true, encoding: .utf8)
+        let run = try await MeshTestSupport.triad(["mesh", "up", "-f", "mesh.yaml"], in: dir)
+        #expect(run.status == 1)
+        #expect(run.stderr.contains(#"spec.gateway.service: "shop" is not a service of this mesh"#), "\(run.stderr)")
+        #expect(MeshState.load(from: dir) == nil)
+        let status = try await MeshTestSupport.triad(["mesh", "status"], in: dir)
+        #expect(status.status == 1 && status.stderr.contains("no mesh is running here"))
+    }
+}

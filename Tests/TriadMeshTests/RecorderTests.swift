@@ -1,0 +1,99 @@
+import Foundation
+import Testing
+import TriadCore
+import TriadMesh
+
+/// Trace managers, pin learning and the audit, fed records as Envoy ships them (no sockets).
+@Suite("Trace managers and pins")
+struct RecorderTests {
+    func recorder() -> (MeshRecorder, PinAuthority) {
+        let recorder = MeshRecorder(instances: [("auth-v1-0", "auth", "v1"), ("auth-v2-0", "auth", "v2"), ("proc-v1-0", "proc", "v1")])
+        let routes = RouteState([ServiceRoutes(service: "auth", versions: ["v1", "v2"], defaultVersion: "v1"),
+                                 ServiceRoutes(service: "proc", versions: ["v1"], defaultVersion: "v1")])
+        return (recorder, PinAuthority(recorder: recorder, routes: routes))
+    }
+
+    func start(_ tag: String, _ trace: String, at s: Double = 100) -> LogRecord {
+        LogRecord(tag: "in.\(tag)", fields: ["t": trace, "k": "DownstreamStart", "s": String(s), "d": "0", "c": "0"])
+    }
+
+    func end(_ tag: String, _ trace: String, at s: Double = 100, ms: Int = 5) -> LogRecord {
+        LogRecord(tag: "in.\(tag)", fields: ["t": trace, "k": "DownstreamEnd", "s": String(s), "d": String(ms), "c": "200"])
+    }
+
+    @Test func aVisitIsRecordedWhenAdmittedAndCompletedAtItsEnd() {
+        let (r, _) = recorder()
+        r.ingest(start("auth-v1-0", "T1", at: 100))
+        var v = r.visits(instance: "auth-v1-0")
+        #expect(v.count == 1 && v[0].traceId == "t1" && v[0].end == nil, "in flight is already a visit")
+        r.ingest(end("auth-v1-0", "T1", at: 100, ms: 250))
+        v = r.visits(instance: "auth-v1-0")
+        #expect(v.first?.end == 100.25)
+    }
+
+    @Test func meshPinsFollowTheFirstVisit() {
+        let (r, pins) = recorder()
+        // No visit yet: nothing to attach.
+        #expect(pins.decide(path: "/check/out/auth/verify", trace: "t1", xVersion: nil) == .allow(xVersion: nil))
+        r.ingest(start("auth-v1-0", "t1"))
+        #expect(pins.decide(path: "/check/out/auth/verify", trace: "T1", xVersion: nil) == .allow(xVersion: "auth-v1"))
+        #expect(pins.decide(path: "/check/out/auth/verify", trace: "t1", xVersion: "db-v3") == .allow(xVersion: "db-v3,auth-v1"))
+        // A request that pins the service itself is left to the routes.
+        #expect(pins.decide(path: "/check/out/auth/verify", trace: "t1", xVersion: "auth-v2") == .allow(xVersion: nil))
+        // Other services and traces are not affected.
+        #expect(pins.decide(path: "/check/out/proc/process", trace: "t1", xVersion: nil) == .allow(xVersion: nil))
+        #expect(pins.decide(path: "/check/out/auth/verify", trace: "t2", xVersion: nil) == .allow(xVersion: nil))
+        // A later visit elsewhere does not move the pin.
+        r.ingest(start("auth-v2-0", "t1"))
+        #expect(pins.decide(path: "/check/out/auth/verify", trace: "t1", xVersion: nil) == .allow(xVersion: "auth-v1"))
+    }
+
+    @Test func theGatewayLearnsExplicitPinsAndRefusesUnknownVersions() {
+        let (r, pins) = recorder()
+        #expect(pins.decide(path: "/check/gw/portal/order", trace: "t9", xVersion: "auth-v2") == .allow(xVersion: nil))
+        #expect(pins.decide(path: "/check/out/auth/token", trace: "t9", xVersion: nil) == .allow(xVersion: "auth-v2"))
+        guard case .deny(let problem) = pins.decide(path: "/check/gw/portal/order", trace: "t8", xVersion: "proc-v1, auth-v7") else {
+            Issue.record("an unknown version is refused")
+            return
+        }
+        #expect(problem["status"] == .number(503))
+        #expect(problem["detail"]?.stringValue?.contains("auth to v7") == true)
+        #expect(r.counters.unknownPinRefusals == 1)
+        // Pins of services outside the mesh are not ours to judge.
+        #expect(pins.decide(path: "/check/gw/portal/order", trace: "t7", xVersion: "billing-v9") == .allow(xVersion: nil))
+    }
+
+    @Test func theAuditCountsTransactionsAndFindsTwoVersionsOfOneService() {
+        let (r, _) = recorder()
+        for t in ["a", "b", "c"] {
+            r.ingest(start("auth-v1-0", t))
+            r.ingest(start("proc-v1-0", t))
+            r.ingest(LogRecord(tag: "gw", fields: ["t": t, "s": "100", "d": "9", "c": "200", "r": "default:portal-v1", "x": "via_upstream"]))
+        }
+        r.ingest(start("auth-v2-0", "c"))
+        r.ingest(LogRecord(tag: "gw", fields: ["t": "d", "s": "100", "d": "1", "c": "503", "r": "x", "x": "ext_authz_denied"]))
+        let report = r.audit()
+        #expect(report.transactions == 3, "a refused request is no transaction")
+        #expect(report.inconsistent == 1)
+        #expect(report.traces == [AuditReport.Inconsistent(traceId: "c", service: "auth", versions: ["v1", "v2"])])
+        let json = String(decoding: JSONCoding.encode(report), as: UTF8.self)
+        #expect(json == #"{"inconsistent":1,"traces":[{"service":"auth","traceId":"c","versions":["v1","v2"]}],"transactions":3}"#)
+    }
+
+    @Test func envoysFluentdForwardMessagesDecode() throws {
+        // Bytes captured from Envoy 1.40's fluentd logger (one entry per message).
+        let hex = "92b1696e626f756e642e617574682e76312e309192ce6b07960c87a16300a16400a16baf446f776e73747265616d5374617274a172a27231a173b1313739353635393237362e393338353135a174a6616263313233a178c0"
+        var bytes = [UInt8]()
+        var i = hex.startIndex
+        while i < hex.endIndex { let j = hex.index(i, offsetBy: 2); bytes.append(UInt8(hex[i..<j], radix: 16)!); i = j }
+        var offset = 0
+        let value = try bytes.withUnsafeBytes { try MsgPackDecoder.decode($0, offset: &offset) }
+        #expect(offset == bytes.count)
+        let records = LogRecord.entries(of: try #require(value))
+        #expect(records == [LogRecord(tag: "inbound.auth.v1.0", fields: ["c": "0", "d": "0", "k": "DownstreamStart", "r": "r1", "s": "1795659276.938515", "t": "abc123"])])
+        // Half a message is not a message yet.
+        var half = 0
+        let partial = try bytes.prefix(40).withUnsafeBytes { try MsgPackDecoder.decode(UnsafeRawBufferPointer($0), offset: &half) }
+        #expect(partial == nil && half == 0)
+    }
+}
