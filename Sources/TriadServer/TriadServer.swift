@@ -89,6 +89,7 @@ public final class TriadServer: Sendable {
         EventRoutes(registry: registry, notifier: notifier).register(table)
         TokenRoutes(authority: authority, registry: registry, reader: reader).register(table)
         TelemetryRoutes(registry: registry, ingest: telemetry).register(table)
+        BindingRoutes(registry: registry, reader: reader, written: { notifier.notify() }).register(table)
         return (router, table)
     }
 

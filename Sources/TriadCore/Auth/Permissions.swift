@@ -5,6 +5,8 @@ public enum Action: Sendable, Equatable {
     /// Status of one resource (agents, controller, devices).
     case writeStatus(resource: String)
     case readEvents
+    /// Take and give back bindings (exclusive leases).
+    case bindResources
     case manageTokens
     /// /metrics and /openapi.yaml: any authenticated caller.
     case readServerInfo
@@ -26,7 +28,7 @@ public struct Principal: Sendable, Equatable {
         case (.admin, _): true
         case (_, .readServerInfo): true
         case (.`operator`, .readResources), (.`operator`, .writeResources), (.`operator`, .writeStatus), (.`operator`, .readEvents): true
-        case (.app, .readResources): true
+        case (.app, .readResources), (.app, .bindResources), (.`operator`, .bindResources): true
         case (.integrator, .readResources), (.integrator, .readEvents): true
         // A device reads and reports the one resource it was created for.
         case (.device, .writeStatus(let name)): name == resource

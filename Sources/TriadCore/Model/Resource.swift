@@ -106,7 +106,9 @@ public enum ProbePhase: String, Codable, Sendable, CaseIterable {
 public struct ResourceStatus: Codable, Sendable, Equatable {
     public var phase: ResourcePhase?
     public var probePhase: ProbePhase?
+    /// Server-owned: an exclusive lease is held (`binding` says by whom, until when).
     public var bound: Bool?
+    public var binding: Binding?
     public var createTime: String?
     public var startTime: String?
     public var observedGeneration: Int64?
@@ -116,6 +118,19 @@ public struct ResourceStatus: Codable, Sendable, Equatable {
     public var telemetry: TelemetrySnapshot?
 
     public init() {}
+}
+
+/// An exclusive lease on a resource (DESIGN §5), kept by the server; the controller expires it.
+public struct Binding: Codable, Sendable, Equatable {
+    public var holder: String
+    public var acquiredAt: String
+    public var expiresAt: String
+
+    public init(holder: String, acquiredAt: String, expiresAt: String) {
+        self.holder = holder
+        self.acquiredAt = acquiredAt
+        self.expiresAt = expiresAt
+    }
 }
 
 public struct Condition: Codable, Sendable, Equatable {

@@ -262,11 +262,19 @@ private struct Walker {
     }
 
     mutating func status(_ value: JSONValue, at p: String) {
-        object(value, at: p, allowed: ["phase", "probePhase", "bound", "createTime", "startTime", "observedGeneration",
+        object(value, at: p, allowed: ["phase", "probePhase", "bound", "binding", "createTime", "startTime", "observedGeneration",
                                        "conditions", "location", "telemetry"]) { m, w in
             if let v = m["phase"] { w.oneOf(v, ResourcePhase.self, at: "\(p)/phase") }
             if let v = m["probePhase"] { w.oneOf(v, ProbePhase.self, at: "\(p)/probePhase") }
             if let v = m["bound"] { w.bool(v, at: "\(p)/bound") }
+            if let v = m["binding"] {
+                w.object(v, at: "\(p)/binding", required: ["holder", "acquiredAt", "expiresAt"],
+                         allowed: ["holder", "acquiredAt", "expiresAt"]) { bm, w in
+                    if let h = bm["holder"] { w.string(h, at: "\(p)/binding/holder", maxLength: 253) }
+                    if let t = bm["acquiredAt"] { w.dateTime(t, at: "\(p)/binding/acquiredAt") }
+                    if let t = bm["expiresAt"] { w.dateTime(t, at: "\(p)/binding/expiresAt") }
+                }
+            }
             if let v = m["createTime"] { w.dateTime(v, at: "\(p)/createTime") }
             if let v = m["startTime"] { w.dateTime(v, at: "\(p)/startTime") }
             if let v = m["observedGeneration"] { w.integer(v, at: "\(p)/observedGeneration", minimum: 0) }

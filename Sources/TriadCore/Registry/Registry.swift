@@ -176,12 +176,76 @@ public struct Registry: Sendable {
             }
             let violations = ResourceValidator.validateStatus(newStatus)
             guard violations.isEmpty else { throw RegistryError.invalid(violations) }
+            // `bound` and `binding` are the server's: status writes leave them as they are.
+            let (bound, binding) = (current.status?.bound, current.status?.binding)
             current.status = try JSONDecoder().decode(ResourceStatus.self, from: JSONCoding.encode(newStatus))
+            current.status?.bound = bound
+            current.status?.binding = binding
             let revision = try await tx.nextRevision()
             current.metadata.resourceVersion = String(revision)
             let record = StoredResource(current, revision: revision)
             try await tx.update(record)
             try await tx.append(Self.event(.status, record, now))
+            return record
+        }
+    }
+
+    // MARK: bindings (DESIGN §5)
+
+    public static let maxBindingSeconds = 86_400
+
+    /// Takes (or, for its holder, renews) the exclusive lease on an `Exclusive` resource.
+    /// Returns the record and whether the lease is new.
+    public func bind(_ name: String, holder: String, ttlSeconds: Int) async throws -> (StoredResource, acquired: Bool) {
+        let now = clock()
+        let nowText = Timestamp.format(now), expires = Timestamp.format(now.addingTimeInterval(Double(ttlSeconds)))
+        return try await backend.withWriteTransaction { tx in
+            guard let existing = try await tx.load(name: name) else { throw RegistryError.notFound(name: name) }
+            var current = try existing.decode()
+            guard current.spec.accessMode != .shared else {
+                throw RegistryError.invalid([Violation(pointer: "/spec/accessMode", message: "is Shared: only Exclusive resources are bound")])
+            }
+            let lease = current.status?.binding
+            let live = lease.flatMap { Timestamp.parse($0.expiresAt) }.map { $0 > now } ?? false
+            if let lease, live, lease.holder != holder {
+                throw RegistryError.bindingConflict("\(name) is bound by another holder until \(lease.expiresAt)")
+            }
+            let renewal = live && lease?.holder == holder
+            var status = current.status ?? ResourceStatus()
+            status.bound = true
+            status.binding = Binding(holder: holder, acquiredAt: renewal ? lease!.acquiredAt : nowText, expiresAt: expires)
+            current.status = status
+            let revision = try await tx.nextRevision()
+            current.metadata.resourceVersion = String(revision)
+            let record = StoredResource(current, revision: revision)
+            try await tx.update(record)
+            // A renewal is a status change; a new lease is an acquisition.
+            try await tx.append(Self.event(renewal ? .status : .acquired, record, nowText))
+            return (record, !renewal)
+        }
+    }
+
+    /// Gives the lease back. `holder` nil: whoever holds it (operators, and the controller when
+    /// it expires). `onlyIfExpired`: release only a lease past its expiry (the controller).
+    public func release(_ name: String, holder: String?, onlyIfExpired: Bool = false) async throws -> StoredResource? {
+        let now = clock()
+        let nowText = Timestamp.format(now)
+        return try await backend.withWriteTransaction { tx in
+            guard let existing = try await tx.load(name: name) else { throw RegistryError.notFound(name: name) }
+            var current = try existing.decode()
+            guard let lease = current.status?.binding else {
+                if onlyIfExpired { return nil }
+                throw RegistryError.bindingConflict("\(name) is not bound")
+            }
+            if onlyIfExpired, let expiry = Timestamp.parse(lease.expiresAt), expiry > now { return nil }
+            if let holder, holder != lease.holder { throw RegistryError.bindingConflict("\(name) is bound by another holder") }
+            current.status?.bound = false
+            current.status?.binding = nil
+            let revision = try await tx.nextRevision()
+            current.metadata.resourceVersion = String(revision)
+            let record = StoredResource(current, revision: revision)
+            try await tx.update(record)
+            try await tx.append(Self.event(.released, record, nowText))
             return record
         }
     }

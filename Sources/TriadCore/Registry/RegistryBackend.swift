@@ -31,8 +31,15 @@ public struct StoredResource: Sendable, Equatable {
 
 public enum RegistryEventType: String, Sendable, CaseIterable, Codable {
     case created, updated, deleted, status
+    /// A binding (exclusive lease) taken or given back (or expired), DESIGN §4–5.
+    case acquired, released
 
-    public var cloudEventType: String { "io.triad.resource.\(rawValue)" }
+    public var cloudEventType: String {
+        switch self {
+        case .acquired, .released: "io.triad.binding.\(rawValue)"
+        default: "io.triad.resource.\(rawValue)"
+        }
+    }
 }
 
 /// One row of the outbox (DESIGN §4): written in the same transaction as the change it reports.
@@ -196,4 +203,6 @@ public enum RegistryError: Error, Sendable, Equatable {
     case tokenExists(name: String)
     /// The backend refused or failed; the message is safe to show.
     case unavailable(String)
+    /// The resource is bound by another holder (until `until`), or not bound by the caller.
+    case bindingConflict(String)
 }

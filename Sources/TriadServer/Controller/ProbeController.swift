@@ -5,7 +5,8 @@ import ServiceLifecycle
 import Synchronization
 import TriadCore
 
-/// The resource controller (DESIGN §6): level-triggered over the registry. Registry events,
+/// The resource controller (DESIGN §6): level-triggered over the registry; it runs probes,
+/// judges agent heartbeats and expires binding leases. Registry events,
 /// probe exits and timers enqueue resource names on a `WorkQueue`; `reconcile(name)` compares the
 /// desired probe with the running one (`ProbeReconciler`), converges through the local runtime
 /// and writes `probePhase` with a `ProbeReady` condition when they change. With replicas on one
@@ -179,6 +180,17 @@ public final class ProbeController: Service, Sendable {
             now: now, timeout: policy.heartbeatTimeout)
         if heartbeat.markFailed { try await markAgentFailed(name) }
         if let after = heartbeat.requeueAfter { requeue = min(requeue ?? after, after) }
+        // Binding leases: released once past their expiry, looked at again when they expire.
+        if let expiry = resource.status?.binding.flatMap({ Timestamp.parse($0.expiresAt) })?.timeIntervalSince1970 {
+            if expiry <= now {
+                if try await registry.release(name, holder: nil, onlyIfExpired: true) != nil {
+                    notifier.notify()
+                    logger.info("binding expired", metadata: ["resource": "\(name)"])
+                }
+            } else {
+                requeue = min(requeue ?? (expiry - now + 0.05), expiry - now + 0.05)
+            }
+        }
         return requeue
     }
 

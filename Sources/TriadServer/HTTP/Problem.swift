@@ -94,6 +94,8 @@ public struct Problem: Error, HTTPResponseError, Sendable {
             return Problem(.conflict, "already-exists", "Already exists", detail: "token \"\(name)\" already exists")
         case .unavailable(let message):
             return .unavailable(message)
+        case .bindingConflict(let message):
+            return Problem(.conflict, "binding-conflict", "Binding conflict", detail: message)
         }
     }
 }

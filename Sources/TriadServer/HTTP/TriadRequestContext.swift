@@ -26,6 +26,7 @@ public struct TriadRequestContext: RequestContext {
         case .writeResources: "write resources"
         case .writeStatus(let name): "write the status of \(name)"
         case .readEvents: "read events"
+        case .bindResources: "bind resources"
         case .manageTokens: "manage tokens"
         case .readServerInfo: "read server information"
         }

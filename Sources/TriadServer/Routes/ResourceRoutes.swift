@@ -146,7 +146,7 @@ struct ResourceRoutes {
         } catch let error as RegistryError {
             outcome = switch error {
             case .notFound: "not_found"
-            case .alreadyExists, .conflict, .tokenExists: "conflict"
+            case .alreadyExists, .conflict, .tokenExists, .bindingConflict: "conflict"
             case .preconditionFailed: "precondition_failed"
             case .invalid: "invalid"
             case .unavailable: "unavailable"

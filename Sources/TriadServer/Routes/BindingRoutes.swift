@@ -1,0 +1,71 @@
+import Foundation
+import Hummingbird
+import TriadCore
+
+/// `POST /api/v1/resources/{name}/binding` `{holder, ttlSeconds}` takes (or renews) the
+/// exclusive lease of an Exclusive resource; `DELETE …/binding?holder=` gives it back (DESIGN §5).
+/// The controller releases leases past their expiry.
+struct BindingRoutes {
+    let registry: Registry
+    let reader: RequestReader
+    let written: @Sendable () -> Void
+
+    static let defaultTTL = 300
+
+    func register(_ routes: RouteTable) {
+        routes.on(.post, "/api/v1/resources/{name}/binding", bind)
+        routes.on(.delete, "/api/v1/resources/{name}/binding", release)
+    }
+
+    @Sendable func bind(_ request: Request, context: TriadRequestContext) async throws -> Response {
+        _ = try context.require(.bindResources)
+        let name = try context.parameters.name()
+        guard case .object(let body) = try await reader.tree(request, kind: .document) else {
+            throw Problem.invalid([Violation(pointer: "", message: "must be an object {holder, ttlSeconds}")], what: "binding")
+        }
+        var violations: [Violation] = []
+        let unknown = body.keys.filter { $0 != "holder" && $0 != "ttlSeconds" }.sorted()
+        violations += unknown.map { Violation(pointer: "/\($0)", message: "is not a binding field (holder, ttlSeconds)") }
+        var holder = ""
+        switch body["holder"] {
+        case .string(let h)? where !h.isEmpty && h.utf8.count <= 253: holder = h
+        case nil: violations.append(Violation(pointer: "/holder", message: "is required"))
+        default: violations.append(Violation(pointer: "/holder", message: "must be a string of 1 to 253 bytes"))
+        }
+        var ttl = Self.defaultTTL
+        switch body["ttlSeconds"] {
+        case nil: break
+        case .number(let n)? where n.rounded() == n && n >= 1 && n <= Double(Registry.maxBindingSeconds): ttl = Int(n)
+        default: violations.append(Violation(pointer: "/ttlSeconds", message: "must be an integer from 1 to \(Registry.maxBindingSeconds)"))
+        }
+        guard violations.isEmpty else { throw Problem.invalid(violations, what: "binding") }
+        let (record, acquired) = try await registry.bind(name, holder: holder, ttlSeconds: ttl)
+        written()
+        return .json(acquired ? .created : .ok, try Self.describe(record))
+    }
+
+    @Sendable func release(_ request: Request, context: TriadRequestContext) async throws -> Response {
+        let principal = try context.require(.bindResources)
+        let name = try context.parameters.name()
+        let holder: String? = request.uri.queryParameters.get("holder").map { String($0) }
+        // Apps give back their own lease; operators and admins may release any.
+        if holder == nil && principal.role == .app {
+            throw Problem.badRequest("give ?holder= (the holder that took the binding)")
+        }
+        let record = try await registry.release(name, holder: holder)
+        written()
+        return .json(.ok, try Self.describe(record!))
+    }
+
+    static func describe(_ record: StoredResource) throws -> Data {
+        let status = try record.decode().status
+        var out: [String: JSONValue] = ["resource": .string(record.name), "bound": .bool(status?.bound ?? false),
+                                        "resourceVersion": .string(String(record.revision))]
+        if let b = status?.binding {
+            out["holder"] = .string(b.holder)
+            out["acquiredAt"] = .string(b.acquiredAt)
+            out["expiresAt"] = .string(b.expiresAt)
+        }
+        return JSONCoding.encode(JSONValue.object(out))
+    }
+}
