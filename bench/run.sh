@@ -50,7 +50,7 @@ install_tools() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq "${pkgs[@]}" >/dev/null || die "apt-get install ${pkgs[*]} failed"
   fi
-  "$SERVICES" install
+  "$SERVICES" install pg
   PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
   NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 }
@@ -68,7 +68,7 @@ cleanup() {
   stop_triad
   if [ -n "$NGINX_PID" ]; then kill -QUIT "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; fi
   # Leave PostgreSQL alone if it was already running before this run (someone else's).
-  if [ "$PG_STARTED_HERE" = 1 ]; then "$SERVICES" stop >/dev/null || true; fi
+  if [ "$PG_STARTED_HERE" = 1 ]; then "$SERVICES" stop pg >/dev/null || true; fi
   exit "$rc"
 }
 trap cleanup EXIT
@@ -372,8 +372,8 @@ main() {
   mkdir -p "$WORK/logs" "$OUT" "$WORK/nginx/html" "$WORK/sqlite" "$WORK/pg"
   write_scripts
 
-  "$SERVICES" status >/dev/null 2>&1 || PG_STARTED_HERE=1
-  "$SERVICES" start >&2
+  "$SERVICES" status pg >/dev/null 2>&1 || PG_STARTED_HERE=1
+  "$SERVICES" start pg >&2
   psql_tcp -d postgres -c 'drop database if exists triad_bench with (force)' -c 'create database triad_bench'
   psql_tcp -d postgres -c "drop database if exists $ANCHOR_DB with (force)" -c "create database $ANCHOR_DB"
   psql_tcp -d "$ANCHOR_DB" -c 'create table bench_items (id bigserial primary key, name text, doc jsonb)'

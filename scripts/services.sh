@@ -14,6 +14,8 @@
 #   TRIAD_AMQP_DIST_PORT  its Erlang distribution port    (default AMQP port + 20000, or
 #                   AMQP port - 10000 when that would pass 65535, e.g. 45672 for 55672)
 #   TRIAD_MQTT_PORT Mosquitto MQTT port on 127.0.0.1      (default 51883)
+#   TRIAD_HA_PORT   Home Assistant HTTP port on 127.0.0.1 (default 58123)
+#   TRIAD_HA_CACHE  where its venv is kept between runs     (default ~/.cache/triad/homeassistant)
 #   CI              when "true", stop also kills epmd (shared by every Erlang node on the box)
 set -euo pipefail
 
@@ -33,7 +35,11 @@ RMQ_DIR=$SVC_DIR/rabbitmq
 RMQ_NODE=${TRIAD_RABBITMQ_NODE:-rabbit@localhost}
 MQTT_PORT=${TRIAD_MQTT_PORT:-51883}
 MQTT_DIR=$SVC_DIR/mosquitto
-SERVICES=(pg rabbitmq mosquitto)
+HA_PORT=${TRIAD_HA_PORT:-58123}
+HA_VERSION=2024.3.3   # the newest that installs on Debian 12's Python 3.11
+HA_DIR=$SVC_DIR/homeassistant
+HA_CACHE=${TRIAD_HA_CACHE:-$HOME/.cache/triad/homeassistant}
+SERVICES=(pg rabbitmq mosquitto homeassistant)
 
 die() { echo "services.sh: error: $*" >&2; exit 1; }
 log() { echo "services.sh: $*"; }
@@ -285,6 +291,130 @@ status_mosquitto() {
   else
     log "mosquitto stopped"; return 1
   fi
+}
+
+# --- Home Assistant -------------------------------------------------------------------
+# A real Home Assistant (PyPI, pinned) with its demo devices, for device probes and agents.
+# The venv (~430 MB, ~30 s to install) lives in a cache dir and is reused; config, token and
+# logs live under $SVC_DIR. Facts behind the pins: ../shared/notes/homeassistant.md.
+
+HA_VENV=$HA_CACHE/venv
+
+ha_running() {
+  local pid
+  pid=$(cat "$HA_DIR/hass.pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null
+}
+
+install_homeassistant() {
+  [ -x "$HA_VENV/bin/hass" ] && return 0
+  local py=/usr/bin/python3 p missing=()
+  for p in python3-venv unzip curl; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
+  log "installing Home Assistant $HA_VERSION into $HA_VENV (about 30 s)"
+  mkdir -p "$HA_CACHE"
+  "$py" -m venv "$HA_VENV" || die "cannot create a venv at $HA_VENV"
+  "$HA_VENV/bin/pip" install -q -U pip wheel >/dev/null || die "pip upgrade failed"
+  rm -rf "$HA_CACHE/dl"
+  "$HA_VENV/bin/pip" download -q --no-deps -d "$HA_CACHE/dl" "homeassistant==$HA_VERSION" >/dev/null || die "cannot download homeassistant"
+  # Home Assistant's own constraints (inside the wheel) keep its dependencies at the versions it
+  # was released with; josepy<2 because acme breaks on josepy 2 and then every request is a 500.
+  unzip -p "$HA_CACHE"/dl/homeassistant-"$HA_VERSION"-*.whl homeassistant/package_constraints.txt >"$HA_CACHE/constraints.txt"
+  "$HA_VENV/bin/pip" install -q -c "$HA_CACHE/constraints.txt" "homeassistant==$HA_VERSION" "josepy<2" >/dev/null \
+    || { rm -rf "$HA_VENV"; die "pip install homeassistant==$HA_VERSION failed"; }
+}
+
+ha_write_config() {
+  mkdir -p "$HA_DIR/config"
+  cat >"$HA_DIR/config/configuration.yaml" <<YAML
+homeassistant: {name: Triad Test Home, latitude: 52.37, longitude: 4.89, elevation: 0,
+                unit_system: metric, time_zone: UTC, currency: EUR, country: NL}
+http: {server_host: 127.0.0.1, server_port: $HA_PORT}
+api:
+websocket_api:
+onboarding:
+demo:
+logger: {default: warning}
+YAML
+}
+
+# A long-lived token, made once per config dir through onboarding (notes/homeassistant.md).
+ha_token() {
+  "$HA_VENV/bin/python" - "http://127.0.0.1:$HA_PORT" >"$HA_DIR/token.new" <<'PY' || { rm -f "$HA_DIR/token.new"; return 1; }
+import asyncio, sys, aiohttp
+URL = sys.argv[1]; CID = URL + "/"
+async def main():
+    async with aiohttp.ClientSession() as s:
+        async def post(path, token=None, **kw):
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with s.post(URL + path, headers=headers, **kw) as r:
+                assert r.status < 300, (path, r.status, await r.text())
+                return await r.json()
+        code = (await post("/api/onboarding/users", json={"client_id": CID, "name": "Triad",
+                "username": "triad", "password": "triad-test-pass", "language": "en"}))["auth_code"]
+        access = (await post("/auth/token", data={"grant_type": "authorization_code", "code": code, "client_id": CID}))["access_token"]
+        await post("/api/onboarding/analytics", access, json={})
+        await post("/api/onboarding/integration", access, json={"client_id": CID, "redirect_uri": CID})
+        async with s.ws_connect(URL + "/api/websocket") as ws:
+            await ws.receive_json()
+            await ws.send_json({"type": "auth", "access_token": access})
+            assert (await ws.receive_json())["type"] == "auth_ok"
+            await ws.send_json({"id": 1, "type": "auth/long_lived_access_token", "client_name": "triad-tests", "lifespan": 3650})
+            reply = await ws.receive_json()
+            assert reply["success"], reply
+            print(reply["result"])
+asyncio.run(main())
+PY
+  mv "$HA_DIR/token.new" "$HA_DIR/token"; chmod 600 "$HA_DIR/token"
+}
+
+start_homeassistant() {
+  [ -x "$HA_VENV/bin/hass" ] || die "Home Assistant is not installed (run: $0 install homeassistant)"
+  if ha_running; then
+    log "homeassistant already running in $HA_DIR"
+  else
+    if (exec 3<>"/dev/tcp/127.0.0.1/$HA_PORT") 2>/dev/null; then
+      die "port $HA_PORT on 127.0.0.1 is already in use by another process (set TRIAD_HA_PORT)"
+    fi
+    [ -f "$HA_DIR/config/configuration.yaml" ] || ha_write_config
+    # Demo entities are not restored across restarts; helpers would be: start clean.
+    rm -f "$HA_DIR/config/.storage/core.restore_state"
+    nohup "$HA_VENV/bin/hass" -c "$HA_DIR/config" >"$HA_DIR/hass.out" 2>&1 </dev/null &
+    echo $! >"$HA_DIR/hass.pid"
+    local i
+    # The first start pip-installs runtime requirements (~30 s); later ones take ~2 s.
+    for i in $(seq 1 600); do
+      [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HA_PORT/api/")" = 401 ] && break
+      ha_running || { tail -20 "$HA_DIR/hass.out" >&2; die "homeassistant died at start (log: $HA_DIR/hass.out)"; }
+      [ "$i" = 600 ] && die "homeassistant did not answer on 127.0.0.1:$HA_PORT"
+      sleep 0.25
+    done
+  fi
+  [ -s "$HA_DIR/token" ] || ha_token || die "could not create a Home Assistant token"
+  # HTTP answers before the integrations are loaded: wait until the core is RUNNING.
+  for i in $(seq 1 480); do
+    curl -s -H "Authorization: Bearer $(cat "$HA_DIR/token")" "http://127.0.0.1:$HA_PORT/api/config" | grep -q '"state":"RUNNING"' && break
+    [ "$i" = 480 ] && die "homeassistant is not RUNNING (log: $HA_DIR/hass.out)"
+    sleep 0.25
+  done
+  log "homeassistant up: http://127.0.0.1:$HA_PORT (token in $HA_DIR/token)"
+}
+
+stop_homeassistant() {
+  if ha_running; then
+    local pid i; pid=$(cat "$HA_DIR/hass.pid")
+    kill -TERM "$pid"
+    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    log "homeassistant stopped"
+  else
+    log "homeassistant not running"
+  fi
+}
+
+status_homeassistant() {
+  if ha_running; then log "homeassistant running on 127.0.0.1:$HA_PORT"; else log "homeassistant stopped"; return 1; fi
 }
 
 # --- dispatch -------------------------------------------------------------------------

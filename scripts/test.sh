@@ -54,6 +54,8 @@ export TRIAD_TEST_OUTAGE_AMQP_PORT=${TRIAD_OUTAGE_AMQP_PORT:-55673}
 export TRIAD_TEST_POSTGRES_URL=postgres://postgres:postgres@127.0.0.1:${TRIAD_PG_PORT:-55432}/triad_test
 export TRIAD_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:${TRIAD_AMQP_PORT:-55672}
 export TRIAD_TEST_MQTT_URL=mqtt://127.0.0.1:${TRIAD_MQTT_PORT:-51883}
+export TRIAD_TEST_HA_URL=http://127.0.0.1:${TRIAD_HA_PORT:-58123}
+export TRIAD_TEST_HA_TOKEN_FILE=${TRIAD_SVC_DIR:-/tmp/triad-services}/homeassistant/token
 
 # The model of the CV retirement protocol (issue 3), checked with spin, and the example
 # system's own test (Python services Triad did not write). Both fail the run when they fail.

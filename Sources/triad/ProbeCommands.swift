@@ -9,7 +9,7 @@ struct ProbeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "probe",
         abstract: "Reference probes, and a probe rendered for Kubernetes.",
-        subcommands: [Simulate.self, Render.self])
+        subcommands: [Simulate.self, HomeAssistant.self, Render.self])
 
     /// A synthetic sensor (DESIGN §6). The controller's local runtime starts probes with
     /// TRIAD_RESOURCE, TRIAD_MQTT_URL, TRIAD_API_URL and TRIAD_TOKEN; the flags override them.
@@ -73,52 +73,12 @@ struct ProbeCommand: AsyncParsableCommand {
                 let ms = (Date().timeIntervalSince1970 * 1000).rounded()
                 return Array(JSONCoding.encode(JSONValue.object(["ts": .number(ms), "values": .object(values)])))
             }
-            let send: @Sendable ([UInt8]) async throws -> Void
-            var finish: @Sendable () async -> Void = {}
-            if let url = mqtt ?? env["TRIAD_MQTT_URL"] {
-                let probeTopic = Telemetry.topic(name, .probe)
-                let client = try MQTTClient(endpoint: try MQTTEndpoint(url: url),
-                                            will: MQTTWill(topic: probeTopic, payload: Array("offline".utf8), retain: true))
-                try client.start()
-                guard await client.waitUntilReady(timeout: .seconds(30)) else {
-                    throw CLIError("cannot reach the MQTT broker \(client.endpoint): \(client.lastError ?? "timed out")")
-                }
-                try client.publish(topic: probeTopic, payload: Array("online".utf8), retain: true)
-                let topic = Telemetry.topic(name, .telemetry)
-                send = { payload in try client.publish(topic: topic, payload: payload) }
-                finish = {
-                    try? client.publish(topic: probeTopic, payload: Array("offline".utf8), retain: true)
-                    try? await Task.sleep(for: .milliseconds(200))  // let the network thread send it
-                    client.stop()
-                }
-            } else {
-                guard let api = api ?? env["TRIAD_API_URL"] else {
-                    throw ValidationError("give --mqtt (TRIAD_MQTT_URL) or --api (TRIAD_API_URL)")
-                }
-                let client = TriadClient(server: api, token: env["TRIAD_TOKEN"])
-                let path = "/api/v1/resources/\(name)/telemetry"
-                send = { payload in _ = try await client.call(.POST, path, body: Data(payload)) }
-            }
-
-            // SIGTERM/SIGINT: announce offline and leave cleanly.
-            let stop = StopSignal()
-            signal(SIGTERM, SIG_IGN)
-            signal(SIGINT, SIG_IGN)
-            let sources = [SIGTERM, SIGINT].map { sig in
-                let source = DispatchSource.makeSignalSource(signal: sig)
-                source.setEventHandler { stop.fire() }
-                source.resume()
-                return source
-            }
-            defer { sources.forEach { $0.cancel() } }
-
-            // A probe outlives a killed server (kill -9 sends it nothing): it notices that it was
-            // re-parented and stops, so a new controller leader never finds two probes running.
-            let parent = getppid()
+            let output = try await ProbeOutput.connect(resource: name, mqtt: mqtt, api: api)
+            let stop = ProbeLifetime()
             var sent = 0
-            while !stop.fired && getppid() == parent {
+            while stop.shouldRun {
                 if rate > 0 {
-                    try await send(sample())
+                    try await output.send(sample())
                     sent += 1
                     if let crashAfter, sent >= crashAfter {
                         FileHandle.standardError.write(Data("probe: crashing after \(sent) samples, as asked\n".utf8))
@@ -130,7 +90,94 @@ struct ProbeCommand: AsyncParsableCommand {
                     try await Task.sleep(for: .milliseconds(100))
                 }
             }
-            await finish()
+            await output.finish()
+        }
+    }
+
+    /// Follows a Home Assistant entity (DESIGN §6): its state (a number when it is one) and
+    /// attributes, sent every interval, so the resource stays Synchronous while HA answers.
+    struct HomeAssistant: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "homeassistant",
+            abstract: "Publish a Home Assistant entity's state as telemetry.",
+            discussion: """
+            Home Assistant is found with --ha-url (env HA_URL, default http://127.0.0.1:8123) and a \
+            long-lived token from --ha-token-file or env HA_TOKEN (never a flag: arguments are visible \
+            to every user of the machine). Telemetry goes out as with `triad probe simulate`.
+            """)
+
+        @Option(help: "The entity, e.g. sensor.outside_temperature.")
+        var entity: String
+        @Option(help: "The resource (env TRIAD_RESOURCE).")
+        var resource: String?
+        @Option(help: "Home Assistant's URL (env HA_URL; default http://127.0.0.1:8123).")
+        var haURL: String?
+        @Option(help: "A file holding the long-lived access token (else env HA_TOKEN).")
+        var haTokenFile: String?
+        @Option(help: "mqtt://host:port (env TRIAD_MQTT_URL); without it, samples go through the REST API.")
+        var mqtt: String?
+        @Option(help: "Server URL for the REST path (env TRIAD_API_URL).")
+        var api: String?
+        @Option(help: "Seconds between readings (default 2).")
+        var interval: Double = 2
+
+        func run() async throws {
+            try await runClientVerb { try await follow() }
+        }
+
+        func follow() async throws {
+            let env = ProcessInfo.processInfo.environment
+            guard let name = resource ?? env["TRIAD_RESOURCE"], ResourceValidator.isValidName(name) else {
+                throw ValidationError("--resource (or TRIAD_RESOURCE) must name a resource")
+            }
+            guard entity.split(separator: ".").count == 2, !entity.contains("/") else {
+                throw ValidationError("--entity must look like domain.object_id, e.g. sensor.outside_temperature")
+            }
+            guard interval >= 0.1, interval <= 3600 else { throw ValidationError("--interval must be from 0.1 to 3600 seconds") }
+            let token: String
+            if let file = haTokenFile {
+                guard let data = FileManager.default.contents(atPath: file) else { throw CLIError("cannot read the token file \(file)") }
+                token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            } else if let t = env["HA_TOKEN"], !t.isEmpty {
+                token = t
+            } else {
+                throw ValidationError("give --ha-token-file or set HA_TOKEN")
+            }
+            let home = TriadClient(server: haURL ?? env["HA_URL"] ?? "http://127.0.0.1:8123", token: token)
+            let output = try await ProbeOutput.connect(resource: name, mqtt: mqtt, api: api)
+            let lifetime = ProbeLifetime()
+            while lifetime.shouldRun {
+                do {
+                    let reply = try await home.send(.GET, "/api/states/\(entity)")
+                    switch reply.status {
+                    case 200:
+                        guard let state = reply.json else { throw CLIError("Home Assistant answered with something other than JSON") }
+                        try await output.send(Self.sample(state))
+                    case 401, 403: throw CLIError("Home Assistant refused the token (HTTP \(reply.status))")
+                    case 404: throw CLIError("Home Assistant has no entity \(entity)")
+                    default:
+                        FileHandle.standardError.write(Data("probe: Home Assistant answered HTTP \(reply.status); retrying\n".utf8))
+                    }
+                } catch let error as CLIError {
+                    await output.finish()
+                    throw error
+                } catch {
+                    // Home Assistant restarting or unreachable: no sample, so the resource turns silent.
+                    FileHandle.standardError.write(Data("probe: cannot reach Home Assistant: \(error); retrying\n".utf8))
+                }
+                try await Task.sleep(for: .seconds(interval))
+            }
+            await output.finish()
+        }
+
+        /// `{"values": {"state", "attributes", "lastUpdated"}}` from a state object (a numeric
+        /// state is a number). Stamped on receipt: HA's own times stay in the values.
+        static func sample(_ state: JSONValue) -> [UInt8] {
+            var values: [String: JSONValue] = ["attributes": state["attributes"] ?? .object([:])]
+            let text = state["state"]?.stringValue ?? ""
+            if let n = Double(text), n.isFinite { values["state"] = .number(n) } else { values["state"] = .string(text) }
+            if let updated = state["last_updated"] { values["lastUpdated"] = updated }
+            return Array(JSONCoding.encode(JSONValue.object(["values": .object(values)])))
         }
     }
 
@@ -160,10 +207,60 @@ struct ProbeCommand: AsyncParsableCommand {
     }
 }
 
-/// Set from a signal handler, read by the loop.
-final class StopSignal: @unchecked Sendable {
+/// Where a probe's samples go: MQTT when a broker URL is known (announcing `online`, with
+/// `offline` as the will), else the REST telemetry route with the probe's token.
+struct ProbeOutput: Sendable {
+    let send: @Sendable ([UInt8]) async throws -> Void
+    let finish: @Sendable () async -> Void
+
+    static func connect(resource name: String, mqtt: String?, api: String?) async throws -> ProbeOutput {
+        let env = ProcessInfo.processInfo.environment
+        if let url = mqtt ?? env["TRIAD_MQTT_URL"] {
+            let probeTopic = Telemetry.topic(name, .probe)
+            let client = try MQTTClient(endpoint: try MQTTEndpoint(url: url),
+                                        will: MQTTWill(topic: probeTopic, payload: Array("offline".utf8), retain: true))
+            try client.start()
+            guard await client.waitUntilReady(timeout: .seconds(30)) else {
+                throw CLIError("cannot reach the MQTT broker \(client.endpoint): \(client.lastError ?? "timed out")")
+            }
+            try client.publish(topic: probeTopic, payload: Array("online".utf8), retain: true)
+            let topic = Telemetry.topic(name, .telemetry)
+            return ProbeOutput(send: { payload in try client.publish(topic: topic, payload: payload) }, finish: {
+                try? client.publish(topic: probeTopic, payload: Array("offline".utf8), retain: true)
+                try? await Task.sleep(for: .milliseconds(200))  // let the network thread send it
+                client.stop()
+            })
+        }
+        guard let api = api ?? env["TRIAD_API_URL"] else {
+            throw ValidationError("give --mqtt (TRIAD_MQTT_URL) or --api (TRIAD_API_URL)")
+        }
+        let client = TriadClient(server: api, token: env["TRIAD_TOKEN"])
+        let path = "/api/v1/resources/\(name)/telemetry"
+        return ProbeOutput(send: { payload in _ = try await client.call(.POST, path, body: Data(payload)) }, finish: {})
+    }
+}
+
+/// How long a probe runs: until SIGTERM/SIGINT, or until its parent dies. A probe outlives a
+/// killed server (kill -9 sends it nothing); it notices that it was re-parented and stops, so a
+/// new controller leader never finds two probes running.
+final class ProbeLifetime: @unchecked Sendable {
     private let lock = NSLock()
-    private var value = false
-    func fire() { lock.withLock { value = true } }
-    var fired: Bool { lock.withLock { value } }
+    private var stopped = false
+    private let parent = getppid()
+    private var sources: [any DispatchSourceSignal] = []
+
+    init() {
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        sources = [SIGTERM, SIGINT].map { sig in
+            let source = DispatchSource.makeSignalSource(signal: sig)
+            source.setEventHandler { [weak self] in self?.lock.withLock { self?.stopped = true } }
+            source.resume()
+            return source
+        }
+    }
+
+    deinit { sources.forEach { $0.cancel() } }
+
+    var shouldRun: Bool { !lock.withLock { stopped } && getppid() == parent }
 }

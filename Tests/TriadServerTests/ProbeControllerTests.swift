@@ -9,11 +9,12 @@ import TriadServer
 /// silence, stopped on `probeEnabled: false` and on delete.
 @Suite("Probe controller")
 struct ProbeControllerTests {
-    static func device(_ name: String, args: [String], enabled: Bool = true) throws -> Data {
+    /// A device whose probe is `triad probe <command> <args…>`.
+    static func device(_ name: String, args: [String], enabled: Bool = true, command: String = "simulate", extra: [String] = []) throws -> Data {
         var doc = Docs.device(name)
         guard case .object(var root) = doc, case .object(var spec)? = root["spec"] else { return Docs.json(doc) }
         spec["probeImage"] = .string(try TestEnvironment.triadExecutable())
-        spec["probeArgs"] = .array((["probe", "simulate"] + args).map(JSONValue.string))
+        spec["probeArgs"] = .array((["probe", command] + args + extra).map(JSONValue.string))
         spec["probeEnabled"] = .bool(enabled)
         root["spec"] = .object(spec)
         doc = .object(root)
@@ -123,6 +124,53 @@ struct AgentHeartbeatTests {
             // The agent comes back: its own heartbeat reports it.
             try await beat()
             #expect(try await ProbeControllerTests.status(server, name)?["phase"] == .string("Running"))
+        }
+    }
+}
+
+/// `triad probe homeassistant` run by the controller against the real Home Assistant that
+/// scripts/test.sh starts (its demo devices).
+@Suite("Home Assistant probe")
+struct HomeAssistantProbeTests {
+    @Test func aProbeFollowsAnEntityAndAMissingEntityCrashLoops() async throws {
+        let env = ProcessInfo.processInfo.environment
+        guard let haURL = env["TRIAD_TEST_HA_URL"], let tokenFile = env["TRIAD_TEST_HA_TOKEN_FILE"],
+              let token = FileManager.default.contents(atPath: tokenFile).map({ String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }) else {
+            throw TestEnvironment.SetupError("TRIAD_TEST_HA_URL and TRIAD_TEST_HA_TOKEN_FILE are not set: run the suite with scripts/test.sh, which starts Home Assistant")
+        }
+        let home = TriadClient(server: haURL, token: token)
+        let entity = "switch.decorative_lights"
+        func haState() async throws -> String { try await home.call(.GET, "/api/states/\(entity)").json?["state"]?.stringValue ?? "" }
+        let url = try TestEnvironment.mqttURL()
+        try await withServer(.sqlite, mqtt: url, configure: { $0.probePolicy.restartBase = 0.2 }) { server in
+            let lights = TelemetryTests.name("lights"), ghost = TelemetryTests.name("ghost")
+            let args = ["--ha-url", haURL, "--ha-token-file", tokenFile, "--interval", "0.5"]
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: try ProbeControllerTests.device(lights, args: [], command: "homeassistant",
+                                                                                                               extra: ["--entity", entity] + args))
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: try ProbeControllerTests.device(ghost, args: [], command: "homeassistant",
+                                                                                                              extra: ["--entity", "switch.no_such_thing"] + args))
+            func reported() async throws -> JSONValue? {
+                try await ProbeControllerTests.status(server, lights)?["telemetry"]?["values"]?["state"]
+            }
+            let initial = try await haState()
+            try await TelemetryTests.eventually("the entity's state reaches the registry", within: 30) {
+                let status = try await ProbeControllerTests.status(server, lights)
+                let state = try await reported()
+                return status?["probePhase"] == .string("Synchronous") && state == .string(initial)
+            }
+            // Change the device in Home Assistant: the registry follows.
+            _ = try await home.call(.POST, "/api/services/switch/toggle", body: Data(#"{"entity_id":"\#(entity)"}"#.utf8))
+            let toggled = try await haState()
+            #expect(toggled != initial)
+            try await TelemetryTests.eventually("the new state reaches the registry", within: 15) { try await reported() == .string(toggled) }
+            // An entity Home Assistant does not have: the probe exits with a reason, again and again.
+            try await TelemetryTests.eventually("the probe of a missing entity is Failed for a crash loop", within: 30) {
+                let status = try await ProbeControllerTests.status(server, ghost)
+                return status?["probePhase"] == .string("Failed") && ProbeControllerTests.ready(status) == "ProbeCrashLoop"
+            }
+            let log = (try? String(contentsOfFile: server.dataDir + "/probes/\(ghost).log", encoding: .utf8)) ?? ""
+            #expect(log.contains("Home Assistant has no entity switch.no_such_thing"))
+            #expect(!log.contains(token), "the token is never logged")
         }
     }
 }
