@@ -83,20 +83,25 @@ public final class PostgresBackend: RegistryBackend {
     }
 
     public func events(after id: Int64, limit: Int) async throws -> EventBatch {
-        let rows = try await client.query("""
-            SELECT id, type, name, kind, labels, time, document FROM triad_events
-            WHERE id > \(id) ORDER BY id LIMIT \(limit)
-            """, logger: logger)
-        var events: [RegistryEvent] = []
-        for try await r in rows.decode((Int64, String, String, String, String, String, String).self) {
-            events.append(RegistryEvent(id: r.0, type: try RowCoding.eventType(r.1), name: r.2, kind: try RowCoding.kind(r.3),
-                                        labels: RowCoding.labels(r.4), time: r.5, document: Data(r.6.utf8)))
-        }
+        let events = try await Self.events(client.query(Self.eventsAfter(id, limit: limit), logger: logger))
         var oldest: Int64?
         for try await value in try await client.query("SELECT min(id) FROM triad_events", logger: logger).decode(Int64?.self) {
             oldest = value
         }
         return EventBatch(events: events, oldestRetained: oldest)
+    }
+
+    static func eventsAfter(_ id: Int64, limit: Int) -> PostgresQuery {
+        "SELECT id, type, name, kind, labels, time, document FROM triad_events WHERE id > \(id) ORDER BY id LIMIT \(limit)"
+    }
+
+    static func events(_ rows: PostgresRowSequence) async throws -> [RegistryEvent] {
+        var events: [RegistryEvent] = []
+        for try await r in rows.decode((Int64, String, String, String, String, String, String).self) {
+            events.append(RegistryEvent(id: r.0, type: try RowCoding.eventType(r.1), name: r.2, kind: try RowCoding.kind(r.3),
+                                        labels: RowCoding.labels(r.4), time: r.5, document: Data(r.6.utf8)))
+        }
+        return events
     }
 
     public func compactEvents(keep: Int, notAfter: Int64?) async throws -> Int {
@@ -166,15 +171,7 @@ public final class PostgresBackend: RegistryBackend {
                 "SELECT last_id FROM triad_relay_cursors WHERE name = \(name) FOR UPDATE SKIP LOCKED", logger: logger)
             for try await id in locked.decode(Int64.self) { cursor = id }
             guard let cursor else { return .busy }
-            let rows = try await conn.query("""
-                SELECT id, type, name, kind, labels, time, document FROM triad_events
-                WHERE id > \(cursor) ORDER BY id LIMIT \(limit)
-                """, logger: logger)
-            var batch: [RegistryEvent] = []
-            for try await r in rows.decode((Int64, String, String, String, String, String, String).self) {
-                batch.append(RegistryEvent(id: r.0, type: try RowCoding.eventType(r.1), name: r.2, kind: try RowCoding.kind(r.3),
-                                           labels: RowCoding.labels(r.4), time: r.5, document: Data(r.6.utf8)))
-            }
+            let batch = try await Self.events(conn.query(Self.eventsAfter(cursor, limit: limit), logger: logger))
             guard let last = batch.last else { return .idle }
             try await deliver(batch)
             _ = try await conn.query("UPDATE triad_relay_cursors SET last_id = \(last.id) WHERE name = \(name)", logger: logger)

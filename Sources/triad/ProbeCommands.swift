@@ -56,10 +56,7 @@ struct ProbeCommand: AsyncParsableCommand {
         }
 
         func simulate() async throws {
-            let env = ProcessInfo.processInfo.environment
-            guard let name = resource ?? env["TRIAD_RESOURCE"], ResourceValidator.isValidName(name) else {
-                throw ValidationError("--resource (or TRIAD_RESOURCE) must name a resource")
-            }
+            let name = try ProbeOutput.resourceName(resource)
             guard rate >= 0, rate <= 10_000 else { throw ValidationError("--rate must be from 0 to 10000") }
             let generators = try parseValues()
             func sample() -> [UInt8] {
@@ -127,9 +124,7 @@ struct ProbeCommand: AsyncParsableCommand {
 
         func follow() async throws {
             let env = ProcessInfo.processInfo.environment
-            guard let name = resource ?? env["TRIAD_RESOURCE"], ResourceValidator.isValidName(name) else {
-                throw ValidationError("--resource (or TRIAD_RESOURCE) must name a resource")
-            }
+            let name = try ProbeOutput.resourceName(resource)
             guard entity.split(separator: ".").count == 2, !entity.contains("/") else {
                 throw ValidationError("--entity must look like domain.object_id, e.g. sensor.outside_temperature")
             }
@@ -212,6 +207,14 @@ struct ProbeCommand: AsyncParsableCommand {
 struct ProbeOutput: Sendable {
     let send: @Sendable ([UInt8]) async throws -> Void
     let finish: @Sendable () async -> Void
+
+    /// The resource a probe reports for: the flag, else TRIAD_RESOURCE (as the runtime sets it).
+    static func resourceName(_ flag: String?) throws -> String {
+        guard let name = flag ?? ProcessInfo.processInfo.environment["TRIAD_RESOURCE"], ResourceValidator.isValidName(name) else {
+            throw ValidationError("--resource (or TRIAD_RESOURCE) must name a resource")
+        }
+        return name
+    }
 
     static func connect(resource name: String, mqtt: String?, api: String?) async throws -> ProbeOutput {
         let env = ProcessInfo.processInfo.environment

@@ -181,12 +181,7 @@ public struct Registry: Sendable {
             current.status = try JSONDecoder().decode(ResourceStatus.self, from: JSONCoding.encode(newStatus))
             current.status?.bound = bound
             current.status?.binding = binding
-            let revision = try await tx.nextRevision()
-            current.metadata.resourceVersion = String(revision)
-            let record = StoredResource(current, revision: revision)
-            try await tx.update(record)
-            try await tx.append(Self.event(.status, record, now))
-            return record
+            return try await Self.commitStatus(current, as: .status, in: tx, now: now)
         }
     }
 
@@ -215,13 +210,8 @@ public struct Registry: Sendable {
             status.bound = true
             status.binding = Binding(holder: holder, acquiredAt: renewal ? lease!.acquiredAt : nowText, expiresAt: expires)
             current.status = status
-            let revision = try await tx.nextRevision()
-            current.metadata.resourceVersion = String(revision)
-            let record = StoredResource(current, revision: revision)
-            try await tx.update(record)
             // A renewal is a status change; a new lease is an acquisition.
-            try await tx.append(Self.event(renewal ? .status : .acquired, record, nowText))
-            return (record, !renewal)
+            return (try await Self.commitStatus(current, as: renewal ? .status : .acquired, in: tx, now: nowText), !renewal)
         }
     }
 
@@ -241,12 +231,7 @@ public struct Registry: Sendable {
             if let holder, holder != lease.holder { throw RegistryError.bindingConflict("\(name) is bound by another holder") }
             current.status?.bound = false
             current.status?.binding = nil
-            let revision = try await tx.nextRevision()
-            current.metadata.resourceVersion = String(revision)
-            let record = StoredResource(current, revision: revision)
-            try await tx.update(record)
-            try await tx.append(Self.event(.released, record, nowText))
-            return record
+            return try await Self.commitStatus(current, as: .released, in: tx, now: nowText)
         }
     }
 
@@ -302,6 +287,17 @@ public struct Registry: Sendable {
         r.metadata.resourceVersion = String(revision)
         if next.spec != previous.spec { r.metadata.generation = (previous.metadata.generation ?? 0) + 1 }
         return StoredResource(r, revision: revision)
+    }
+
+    /// Writes a resource whose status changed (spec and generation untouched) with its event.
+    static func commitStatus(_ resource: Resource, as type: RegistryEventType, in tx: any RegistryTransaction, now: String) async throws -> StoredResource {
+        var next = resource
+        let revision = try await tx.nextRevision()
+        next.metadata.resourceVersion = String(revision)
+        let record = StoredResource(next, revision: revision)
+        try await tx.update(record)
+        try await tx.append(event(type, record, now))
+        return record
     }
 
     static func event(_ type: RegistryEventType, _ record: StoredResource, _ now: String) -> RegistryEvent {
