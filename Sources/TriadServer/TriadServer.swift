@@ -4,6 +4,7 @@ import Logging
 import Metrics
 import ServiceLifecycle
 import TriadAMQP
+import TriadMQTT
 import TriadCore
 import TriadPostgres
 import TriadSQLite
@@ -25,6 +26,9 @@ public final class TriadServer: Sendable {
     private let logger: Logger
 
     public static func open(_ configuration: ServerConfiguration, logger: Logger) async throws -> TriadServer {
+        // Bad broker URLs are refused before anything is opened.
+        if let url = configuration.amqp { _ = try AMQPEndpoint(url: url) }
+        if let url = configuration.mqtt { _ = try MQTTEndpoint(url: url) }
         try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
         let backend: any RegistryBackend
         switch try configuration.resolvedDatabase() {
@@ -37,7 +41,12 @@ public final class TriadServer: Sendable {
             backend = try await PostgresBackend.connect(url: url, logger: logger)
             logger.info("registry opened", metadata: ["backend": "postgres"])
         }
-        return try await TriadServer(configuration: configuration, backend: backend, logger: logger)
+        do {
+            return try await TriadServer(configuration: configuration, backend: backend, logger: logger)
+        } catch {
+            await backend.shutdown()  // an open backend must be closed, even when the server never ran
+            throw error
+        }
     }
 
     /// With `configuration.amqp`, registry events go to RabbitMQ through the outbox relay and

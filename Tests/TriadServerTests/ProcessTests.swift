@@ -178,5 +178,17 @@ struct ProcessTests {
         #expect(r.status != 0 && r.stderr.contains("unknown key \"colour\""))
         r = try runTriad(["server"], directory: dir, environment: ["TRIAD_MAX_BODY_BYTES": "lots"])
         #expect(r.status != 0 && r.stderr.contains("maxBodyBytes must be an integer"))
+        // The broker and telemetry settings.
+        r = try runTriad(["server", "--data-dir", dir + "/d1", "--mqtt", "http://broker:1883"], directory: dir)
+        #expect(r.status == 1 && r.stderr.contains("invalid MQTT URL"), "\(r.stderr)")
+        r = try runTriad(["server", "--data-dir", dir + "/d2", "--amqp", "amqp://guest:secret@"], directory: dir)
+        #expect(r.status == 1 && !r.stderr.contains("secret"), "no password in the message: \(r.stderr)")
+        r = try runTriad(["server", "--mqtt-shared", "maybe"], directory: dir)
+        #expect(r.status != 0 && r.stderr.contains("mqttShared must be true or false"))
+        r = try runTriad(["server", "--telemetry-rate", "0"], directory: dir)
+        #expect(r.status != 0 && r.stderr.contains("telemetryRate must be at least 1"))
+        try "telemetryRetentionHours: forever\n".write(toFile: dir + "/t.yaml", atomically: true, encoding: .utf8)
+        r = try runTriad(["server", "--config", dir + "/t.yaml"], directory: dir)
+        #expect(r.status != 0 && r.stderr.contains("telemetryRetentionHours must be an integer"))
     }
 }
