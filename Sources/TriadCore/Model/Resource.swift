@@ -174,9 +174,26 @@ extension Resource {
 }
 
 public enum Timestamp {
-    /// RFC 3339 with fractional seconds in UTC, the form every server-set time takes.
+    /// RFC 3339 with milliseconds in UTC (`2026-11-25T10:00:00.000Z`), the form every server-set
+    /// time takes. Hand-written: Foundation's formatter and parser cost more than the rest of a
+    /// telemetry sample's work.
     public static func format(_ date: Date) -> String {
-        date.formatted(.iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true).timeSeparator(.colon).timeZone(separator: .omitted))
+        let millis = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        let (days, msOfDay) = floorDivMod(millis, 86_400_000)
+        let (y, m, d) = civil(fromDays: days)
+        let seconds = msOfDay / 1000
+        var out = [UInt8]()
+        out.reserveCapacity(24)
+        func digits(_ value: Int64, _ width: Int) {
+            var v = value, buffer = [UInt8](repeating: UInt8(ascii: "0"), count: width)
+            for i in stride(from: width - 1, through: 0, by: -1) { buffer[i] = UInt8(ascii: "0") + UInt8(v % 10); v /= 10 }
+            out.append(contentsOf: buffer)
+        }
+        digits(y, 4); out.append(UInt8(ascii: "-")); digits(m, 2); out.append(UInt8(ascii: "-")); digits(d, 2)
+        out.append(UInt8(ascii: "T")); digits(seconds / 3600, 2); out.append(UInt8(ascii: ":")); digits(seconds / 60 % 60, 2)
+        out.append(UInt8(ascii: ":")); digits(seconds % 60, 2); out.append(UInt8(ascii: ".")); digits(msOfDay % 1000, 3)
+        out.append(UInt8(ascii: "Z"))
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Accepts RFC 3339 date-times (`2026-11-25T10:00:00Z`, fractions, numeric offsets).
@@ -184,28 +201,85 @@ public enum Timestamp {
         parse(s) != nil
     }
 
+    /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, `t` and `z` in either case; a leap second (60)
+    /// counts as 59; impossible dates (February 30) are refused.
     public static func parse(_ s: String) -> Date? {
-        let pattern = #/^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/#
-        guard let m = s.wholeMatch(of: pattern) else { return nil }
-        guard let year = Int(m.1), let month = Int(m.2), let day = Int(m.3),
-              let hour = Int(m.4), let minute = Int(m.5), let second = Int(m.6),
-              (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second <= 60 else { return nil }
-        var components = DateComponents()
-        components.year = year; components.month = month; components.day = day
-        components.hour = hour; components.minute = minute; components.second = min(second, 59)
-        var offset = 0
-        let zone = String(m.8)
-        if zone != "Z" && zone != "z" {
-            let sign = zone.hasPrefix("-") ? -1 : 1
-            let parts = zone.dropFirst().split(separator: ":")
-            guard let h = Int(parts[0]), let mm = Int(parts[1]), h < 24, mm < 60 else { return nil }
-            offset = sign * (h * 3600 + mm * 60)
+        let b = Array(s.utf8)
+        guard b.count >= 20 else { return nil }
+        func number(_ from: Int, _ count: Int) -> Int? {
+            var n = 0
+            for i in from..<(from + count) {
+                let c = b[i]
+                guard c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9") else { return nil }
+                n = n * 10 + Int(c - UInt8(ascii: "0"))
+            }
+            return n
         }
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(secondsFromGMT: 0)!
-        guard let date = calendar.date(from: components),
-              calendar.component(.day, from: date) == day else { return nil }
-        let fraction = m.7.flatMap { Double("0" + $0) } ?? 0
-        return date.addingTimeInterval(fraction - Double(offset))
+        guard let year = number(0, 4), b[4] == UInt8(ascii: "-"), let month = number(5, 2), b[7] == UInt8(ascii: "-"),
+              let day = number(8, 2), b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: "t"),
+              let hour = number(11, 2), b[13] == UInt8(ascii: ":"), let minute = number(14, 2), b[16] == UInt8(ascii: ":"),
+              let second = number(17, 2),
+              (1...12).contains(month), day >= 1, day <= daysIn(month: month, year: year), hour < 24, minute < 60, second <= 60
+        else { return nil }
+        var i = 19
+        var fraction = 0.0
+        if b[i] == UInt8(ascii: ".") {
+            i += 1
+            var scale = 0.1
+            let start = i
+            while i < b.count, b[i] >= UInt8(ascii: "0"), b[i] <= UInt8(ascii: "9") {
+                fraction += Double(b[i] - UInt8(ascii: "0")) * scale
+                scale /= 10
+                i += 1
+            }
+            guard i > start else { return nil }
+        }
+        guard i < b.count else { return nil }
+        var offset = 0
+        if b[i] == UInt8(ascii: "Z") || b[i] == UInt8(ascii: "z") {
+            guard i + 1 == b.count else { return nil }
+        } else {
+            guard b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-"), i + 6 == b.count, b[i + 3] == UInt8(ascii: ":"),
+                  let h = number(i + 1, 2), let m = number(i + 4, 2), h < 24, m < 60 else { return nil }
+            offset = (b[i] == UInt8(ascii: "-") ? -1 : 1) * (h * 3600 + m * 60)
+        }
+        let days = daysFromCivil(Int64(year), Int64(month), Int64(day))
+        let seconds = days * 86_400 + Int64(hour * 3600 + minute * 60 + min(second, 59)) - Int64(offset)
+        return Date(timeIntervalSince1970: Double(seconds) + fraction)
+    }
+
+    static func daysIn(month: Int, year: Int) -> Int {
+        switch month {
+        case 2: (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
+        case 4, 6, 9, 11: 30
+        default: 31
+        }
+    }
+
+    static func floorDivMod(_ a: Int64, _ b: Int64) -> (Int64, Int64) {
+        let q = a / b, r = a % b
+        return r < 0 ? (q - 1, r + b) : (q, r)
+    }
+
+    // Howard Hinnant's civil-calendar algorithms (days since 1970-01-01, proleptic Gregorian).
+    static func daysFromCivil(_ y0: Int64, _ m: Int64, _ d: Int64) -> Int64 {
+        let y = m <= 2 ? y0 - 1 : y0
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return era * 146_097 + doe - 719_468
+    }
+
+    static func civil(fromDays z0: Int64) -> (Int64, Int64, Int64) {
+        let z = z0 + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let d = doy - (153 * mp + 2) / 5 + 1
+        let m = mp < 10 ? mp + 3 : mp - 9
+        return (yoe + era * 400 + (m <= 2 ? 1 : 0), m, d)
     }
 }
