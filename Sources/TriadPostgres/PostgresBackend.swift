@@ -179,6 +179,29 @@ public final class PostgresBackend: RegistryBackend {
         }
     }
 
+    /// LISTEN on `triad_events` on a pooled connection held for it, keeping the notifications of
+    /// this schema; after a lost connection it listens again (changes meanwhile are caught by the
+    /// callers' own polling).
+    public func watchOtherWriters(_ changed: @escaping @Sendable () -> Void) async throws {
+        let logger = self.logger
+        while !Task.isCancelled {
+            do {
+                try await client.withConnection { conn in
+                    var schema = ""
+                    for try await s in try await conn.query("SELECT current_schema()", logger: logger).decode(String.self) { schema = s }
+                    try await conn.listen(on: "triad_events") { notifications in
+                        for try await n in notifications where n.payload == schema { changed() }
+                    }
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("registry change notifications lost; listening again", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
     /// Leadership is a session advisory lock held by one pooled connection for as long as the
     /// body runs; the connection is pinged every second, and when it dies (or the process is
     /// killed) PostgreSQL releases the lock, so a standby's next attempt takes over.

@@ -109,6 +109,9 @@ public final class TriadServer: Sendable {
             router: router,
             configuration: .init(address: .hostname(configuration.listenHost, port: configuration.listenPort), serverName: nil),
             services: [
+                // Other replicas' writes wake streams, the relay and the controller at once
+                // (PostgreSQL NOTIFY); the 1 s wake-up is the fallback.
+                RegistryWatch(backend: registry.backend, notifier: notifier),
                 PeriodicService(name: "event-wakeup", interval: .seconds(1)) { [notifier] in notifier.notify() },
                 PeriodicService(name: "event-compaction", interval: .seconds(60)) { [registry, configuration, logger, relay] in
                     // Events the relay has not delivered stay, however many there are.
@@ -139,6 +142,18 @@ public final class TriadServer: Sendable {
     public func shutdown() async {
         notifier.finishAll()
         await registry.backend.shutdown()
+    }
+}
+
+/// Relays the backend's "another process wrote" signal to this server's notifier.
+struct RegistryWatch: Service {
+    let backend: any RegistryBackend
+    let notifier: EventNotifier
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { [backend, notifier] in
+            try await backend.watchOtherWriters { notifier.notify() }
+        }
     }
 }
 

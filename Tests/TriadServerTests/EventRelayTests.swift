@@ -238,3 +238,32 @@ struct ReplicaRelayTests {
         await second.shutdown()
     }
 }
+
+/// PostgreSQL NOTIFY: a replica hears another's writes at once, and only its own registry's.
+@Suite("Registry change notifications")
+struct ChangeNotificationTests {
+    @Test func aReplicaHearsWritesToItsRegistryOnly() async throws {
+        let (listener, schema) = try await TestEnvironment.makeBackend(.postgres)
+        let (writer, _) = try await TestEnvironment.makeBackend(.postgres, reuse: schema)
+        let (stranger, _) = try await TestEnvironment.makeBackend(.postgres)
+        let heard = Heard()
+        let watching = Task { try await listener.watchOtherWriters { Task { await heard.add() } } }
+        try await Task.sleep(for: .milliseconds(500))  // LISTEN is in place
+        _ = try await Registry(backend: stranger).create(try Resource(validated: Docs.device("elsewhere")))
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(await heard.count == 0, "another registry's write is not ours")
+        let started = ContinuousClock.now
+        _ = try await Registry(backend: writer).create(try Resource(validated: Docs.device("here")))
+        while await heard.count == 0, ContinuousClock.now - started < .seconds(5) { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(await heard.count >= 1)
+        #expect(ContinuousClock.now - started < .seconds(1), "heard at once, not at the next poll")
+        watching.cancel()
+        _ = try? await watching.value
+        for b in [listener, writer, stranger] { await b.shutdown() }
+    }
+
+    actor Heard {
+        var count = 0
+        func add() { count += 1 }
+    }
+}

@@ -157,6 +157,9 @@ public protocol RegistryBackend: Sendable {
     /// otherwise returns when `body` does or when leadership is lost (then `body` is cancelled).
     func lead(_ name: String, _ body: @escaping @Sendable () async throws -> Void) async throws -> Bool
 
+    /// Calls `changed` whenever another process appends events to this registry, until cancelled.
+    func watchOtherWriters(_ changed: @escaping @Sendable () -> Void) async throws
+
     /// Whether the backend can serve (used by `/readyz`).
     func ping() async throws
 
@@ -173,6 +176,11 @@ public enum RelayRound: Sendable, Equatable {
 extension RegistryBackend {
     public func compactEvents(keep: Int) async throws -> Int {
         try await compactEvents(keep: keep, notAfter: nil)
+    }
+
+    /// Only one server opens the database (SQLite: the file lock): no other writers to watch.
+    public func watchOtherWriters(_ changed: @escaping @Sendable () -> Void) async throws {
+        while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) }
     }
 
     /// Only one server opens the database (SQLite: the file lock), so it always leads.

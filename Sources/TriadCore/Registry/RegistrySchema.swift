@@ -38,8 +38,24 @@ public enum RegistrySchema {
                 "CREATE INDEX triad_telemetry_resource_time ON triad_telemetry (resource, time)",
                 "CREATE INDEX triad_telemetry_received ON triad_telemetry (received_at)",
             ]),
-        ]
+        ] + (dialect == .postgres ? postgresChangeNotifications : [])
     }
+
+    /// PostgreSQL: every statement that appends events notifies channel `triad_events` with the
+    /// schema's name (one database may hold several registries), so other replicas' streams,
+    /// relays and controllers wake at once instead of at their next poll.
+    static let postgresChangeNotifications: [(version: Int, statements: [String])] = [
+        (5, [
+            """
+            CREATE FUNCTION triad_notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_notify('triad_events', current_schema()); RETURN NULL; END $$
+            """,
+            """
+            CREATE TRIGGER triad_events_notify AFTER INSERT ON triad_events
+            FOR EACH STATEMENT EXECUTE FUNCTION triad_notify_events()
+            """,
+        ]),
+    ]
 
     /// SQLite: appending an event applies it to the resource table and the revision counter, so
     /// a registry write is one INSERT, atomic on its own (each statement costs thread hops in the
