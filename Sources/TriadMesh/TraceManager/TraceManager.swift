@@ -118,6 +118,9 @@ public final class MeshRecorder: Sendable {
         var unknownPinRefusals = 0
         var records = 0
         var unknownSources = 0
+        var blockedRefusals = 0
+        /// The last marker read from each sidecar's stream.
+        var markers: [String: String] = [:]
     }
     private let state = Mutex(State())
 
@@ -143,6 +146,18 @@ public final class MeshRecorder: Sendable {
                 let id = String(record.tag.dropFirst(3))
                 guard var m = s.managers[id] else { s.unknownSources += 1; return }
                 guard let trace else { return }
+                // The update controller's marker: everything this sidecar logged before it has
+                // now been read (one ordered stream per Envoy worker). Not a visit.
+                if f["p"] == EnvoyConfig.markerPath {
+                    s.markers[id] = trace
+                    return
+                }
+                // Refused by a blocked version (CV) and re-routed by the caller: never reached
+                // the version, not a visit (DESIGN §8).
+                if f["r"] == EnvoyConfig.blockedRoute {
+                    if f["k"] == "DownstreamStart" { s.blockedRefusals += 1 }
+                    return
+                }
                 let start = Double(f["s"] ?? "") ?? Date().timeIntervalSince1970
                 if f["k"] == "DownstreamStart" {
                     if m.admitted(trace, at: start) { s.pins.learn(trace, m.service, m.version) }
@@ -183,15 +198,45 @@ public final class MeshRecorder: Sendable {
 
     public func countUnknownPinRefusal() { state.withLock { $0.unknownPinRefusals += 1 } }
 
+    /// Whether the marker `id` sent through `instance`'s inbound sidecar has been read.
+    public func markerRead(instance: String, id: String) -> Bool {
+        state.withLock { $0.markers[instance] == id }
+    }
+
+    /// What still runs on some instances (report §3.2.5): the traces they served (their
+    /// TraceidSets) that the gateway has not seen complete (the DiffSet), and their requests
+    /// in flight.
+    public struct Drain: Sendable, Equatable {
+        public var served: Int
+        public var diffSet: [String]
+        public var inFlight: Int
+    }
+
+    public func drain(instances: [String]) -> Drain {
+        state.withLock { s in
+            var served = Set<String>()
+            var inFlight = 0
+            for id in instances {
+                guard let m = s.managers[id] else { continue }
+                served.formUnion(m.visits.keys)
+                inFlight += m.inFlight.values.reduce(0, +)
+            }
+            let diff = served.filter { s.gateway.completed[$0] == nil }
+            return Drain(served: served.count, diffSet: diff.sorted(), inFlight: inFlight)
+        }
+    }
+
     public struct Counters: Sendable, Codable, Equatable {
         public var records: Int
         public var unknownPinRefusals: Int
         public var completedTransactions: Int
         public var unknownSources: Int
+        public var blockedRefusals: Int
     }
 
     public var counters: Counters {
-        state.withLock { Counters(records: $0.records, unknownPinRefusals: $0.unknownPinRefusals, completedTransactions: $0.gateway.completed.count, unknownSources: $0.unknownSources) }
+        state.withLock { Counters(records: $0.records, unknownPinRefusals: $0.unknownPinRefusals, completedTransactions: $0.gateway.completed.count, unknownSources: $0.unknownSources,
+                 blockedRefusals: $0.blockedRefusals) }
     }
 
     public func visits(instance: String) -> [Visit] {
