@@ -37,6 +37,17 @@ struct UpgradeUnitTests {
         #expect(r.drain(instances: ["auth-v1-0"]).diffSet.isEmpty)
     }
 
+    @Test func aTransactionWhoseGatewayRecordWasLostCompletesWithItsRootRequest() {
+        let r = MeshRecorder(instances: [("auth-v1-0", "auth", "v1"), ("portal-v1-0", "portal", "v1")])
+        r.setEntryService("portal")
+        r.ingest(rec("portal-v1-0", "t", "DownstreamStart"))
+        r.ingest(rec("auth-v1-0", "t", "DownstreamStart"))
+        r.ingest(rec("auth-v1-0", "t", "DownstreamEnd"))
+        #expect(r.drain(instances: ["auth-v1-0"]).diffSet == ["t"], "the root request still runs")
+        r.ingest(rec("portal-v1-0", "t", "DownstreamEnd"))
+        #expect(r.drain(instances: ["auth-v1-0"]).diffSet.isEmpty)
+    }
+
     @Test func blockedRefusalsAndMarkersAreNotVisits() {
         let (r, _, _) = setup()
         r.ingest(rec("auth-v1-0", "c", "DownstreamStart", route: EnvoyConfig.blockedRoute))

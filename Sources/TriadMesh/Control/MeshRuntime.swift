@@ -36,6 +36,7 @@ public actor MeshRuntime {
             throw Failure("no free loopback port")
         }
         self.recorder = MeshRecorder(instances: plan.instances.map { ($0.sidecar.id, $0.service, $0.version) })
+        recorder.setEntryService(plan.gatewayService)
         self.routes = RouteState(plan.routes)
         self.envoyConcurrency = Int(ProcessInfo.processInfo.environment["TRIAD_ENVOY_CONCURRENCY"] ?? "") ?? 1
     }

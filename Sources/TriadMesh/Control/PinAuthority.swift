@@ -67,7 +67,11 @@ public struct PinAuthority: Sendable {
         let first = decide(path: path, trace: trace, xVersion: xVersion)
         guard case .hold(let service) = first, let hold = routes.heldGate(service) else { return first }
         let deadline = ContinuousClock.now + maxHold
-        while routes.heldGate(service) === hold, ContinuousClock.now < deadline {
+        let key = trace.flatMap { MeshRecorder.normalize($0) }
+        // A trace whose visit to the old version is learned while it waits is no longer new:
+        // it goes on to its version at once (else it would wait for its own completion).
+        while routes.heldGate(service) === hold, ContinuousClock.now < deadline,
+              key.map({ recorder.pin(trace: $0, service: service) == nil }) ?? true {
             try? await Task.sleep(for: .milliseconds(5))
         }
         var to: [String: String] = [:]

@@ -54,6 +54,8 @@ public struct UpgradeStatus: Sendable, Codable, Equatable {
     public var steps: [Step]
     /// Traces that ran on the old version and have not completed (report §3.2.5), while draining.
     public var diffSet: Int?
+    /// Some of the DiffSet's trace ids (at most 10), to look up with `triad mesh audit`.
+    public var diffSetSample: [String]?
     /// With --force: the transactions still running on the old version when it was retired.
     public var mayBreak: Int?
     public var message: String?
@@ -189,7 +191,12 @@ public actor UpgradeController {
                 default: try await concurrentVersions()
                 }
             } catch {
-                await finish(.failed, "\(error)")
+                // Leave a consistent mesh: both versions serve, each trace by its pins.
+                runtime.routes.release(service, to: nil)
+                try? await runtime.setBlocked(service: service, version: from, false)
+                try? await runtime.setPinRoutes(service: service, true)
+                let d = await runtime.routes.routes(of: service)?.defaultVersion ?? from
+                await finish(.failed, "\(error); \(service) keeps both versions with pin routes (default \(d))")
             }
         }
 
@@ -244,8 +251,11 @@ public actor UpgradeController {
                 }
                 if d.diffSet.count != last {
                     last = d.diffSet.count
-                    let size = last
-                    await controller.update(service) { $0.diffSet = size }
+                    let size = last, sample = Array(d.diffSet.prefix(10))
+                    await controller.update(service) {
+                        $0.diffSet = size
+                        $0.diffSetSample = sample
+                    }
                 }
                 if ContinuousClock.now > deadline { return d.diffSet }
                 try await Task.sleep(for: .milliseconds(20))

@@ -119,8 +119,11 @@ public final class MeshRecorder: Sendable {
         var records = 0
         var unknownSources = 0
         var blockedRefusals = 0
-        /// The last marker read from each sidecar's stream.
-        var markers: [String: String] = [:]
+        /// Markers read and not yet asked about ("<instance> <marker>"); several may be in
+        /// flight at once (the controller's lock and the pin checks' rounds).
+        var markers = Set<String>()
+        /// The service behind the gateway: its inbound request spans the whole transaction.
+        var entryService: String?
     }
     private let state = Mutex(State())
 
@@ -149,7 +152,7 @@ public final class MeshRecorder: Sendable {
                 // The update controller's marker: everything this sidecar logged before it has
                 // now been read (one ordered stream per Envoy worker). Not a visit.
                 if f["p"] == EnvoyConfig.markerPath {
-                    s.markers[id] = trace
+                    s.markers.insert(id + " " + trace)
                     return
                 }
                 // Refused by a blocked version (CV) and re-routed by the caller: never reached
@@ -198,9 +201,10 @@ public final class MeshRecorder: Sendable {
 
     public func countUnknownPinRefusal() { state.withLock { $0.unknownPinRefusals += 1 } }
 
-    /// Whether the marker `id` sent through `instance`'s inbound sidecar has been read.
+    /// Whether the marker `id` sent through `instance`'s inbound sidecar has been read (a
+    /// marker answers true once).
     public func markerRead(instance: String, id: String) -> Bool {
-        state.withLock { $0.markers[instance] == id }
+        state.withLock { $0.markers.remove(instance + " " + id.lowercased()) != nil }
     }
 
     /// What still runs on some instances (report §3.2.5): the traces they served (their
@@ -212,6 +216,25 @@ public final class MeshRecorder: Sendable {
         public var inFlight: Int
     }
 
+    public func setEntryService(_ service: String) { state.withLock { $0.entryService = service } }
+
+    /// A transaction completed when the gateway logged its end, or when every request of it
+    /// to the service behind the gateway (the root sub-transaction) has ended. The second
+    /// covers a gateway record that Envoy lost (its fluentd logger drops an entry logged
+    /// while its connection is still being set up: `entries_lost`, seen on the first
+    /// transaction after `mesh up`).
+    static func isComplete(_ trace: String, _ s: State) -> Bool {
+        if s.gateway.completed[trace] != nil { return true }
+        guard let entry = s.entryService else { return false }
+        var seen = false
+        for m in s.managers.values where m.service == entry {
+            guard let v = m.visits[trace] else { continue }
+            if m.inFlight[trace] != nil || v.end == nil { return false }
+            seen = true
+        }
+        return seen
+    }
+
     public func drain(instances: [String]) -> Drain {
         state.withLock { s in
             var served = Set<String>()
@@ -221,7 +244,7 @@ public final class MeshRecorder: Sendable {
                 served.formUnion(m.visits.keys)
                 inFlight += m.inFlight.values.reduce(0, +)
             }
-            let diff = served.filter { s.gateway.completed[$0] == nil }
+            let diff = served.filter { !Self.isComplete($0, s) }
             return Drain(served: served.count, diffSet: diff.sorted(), inFlight: inFlight)
         }
     }
