@@ -50,9 +50,28 @@ struct UpgradeStart: AsyncParsableCommand {
     @Flag(help: "At the drain deadline retire the old version anyway and report what may break (default: roll back).") var force = false
     @Flag(help: "Return once the upgrade started.") var detach = false
     @Option(help: "The mesh's control URL (default: the mesh of this directory).") var mesh: String?
+    @Option(help: "Print the procedure's documents instead of running it: istio (VirtualService, DestinationRule, EnvoyFilter per step).") var render: String?
+    @Option(help: "With --render: the version running now (default: the running mesh's default of SERVICE).") var from: String?
+    @Option(help: "With --render: the Kubernetes namespace.") var namespace: String = "default"
+    @Option(help: "With --render: the service port (callers' route vhost).") var port: Int = 8080
 
     func run() async throws {
         try await runMeshVerb {
+            if let render {
+                guard render == "istio" else { throw MeshClient.Failure("--render \(render): only istio is supported") }
+                guard strategy.uppercased() == "CV" else { throw MeshClient.Failure("--render istio renders the CV procedure; drop --strategy \(strategy)") }
+                var current = from
+                if current == nil {
+                    guard let client = try? meshClient(mesh), let status = try? await client.status() else {
+                        throw MeshClient.Failure("give --from VERSION (no running mesh here to read \(service)'s default from)")
+                    }
+                    guard let s = status.services.first(where: { $0.name == service }) else { throw MeshClient.Failure("no service \(service) in this mesh") }
+                    current = s.defaultVersion
+                }
+                guard let current, current != to else { throw MeshClient.Failure("\(service) already runs \(to)") }
+                FileHandle.standardOutput.write(Data(IstioRender.render(.init(service: service, from: current, to: to, namespace: namespace, port: port)).utf8))
+                return
+            }
             guard let seconds = parseSeconds(drainTimeout), seconds > 0 else { throw MeshClient.Failure("--drain-timeout \(drainTimeout) is not a duration (60s, 2m, 500ms)") }
             if command != nil && upstream != nil { throw MeshClient.Failure("give --command or --upstream, not both") }
             let client = try meshClient(mesh)

@@ -195,7 +195,7 @@ public actor UpgradeController {
                 runtime.routes.release(service, to: nil)
                 try? await runtime.setBlocked(service: service, version: from, false)
                 try? await runtime.setPinRoutes(service: service, true)
-                let d = await runtime.routes.routes(of: service)?.defaultVersion ?? from
+                let d = runtime.routes.routes(of: service)?.defaultVersion ?? from
                 await finish(.failed, "\(error); \(service) keeps both versions with pin routes (default \(d))")
             }
         }
@@ -362,7 +362,7 @@ public actor UpgradeController {
         func forcedRetire(_ left: [String]) async throws {
             await controller.update(service) { $0.mayBreak = left.count }
             await step("forced", "--force: retiring \(service) \(from) with \(left.count) transactions still on it; they may break")
-            if await runtime.routes.routes(of: service)?.defaultVersion != to { try await switchDefault() }
+            if runtime.routes.routes(of: service)?.defaultVersion != to { try await switchDefault() }
             try await retire()
             await finish(.forced, "\(service) runs \(to) only; \(left.count) transactions may have broken")
         }
