@@ -178,6 +178,44 @@ struct UpgradeEndToEndTests {
         try await mesh.down()
     }
 
+    /// A transaction longer than the drain deadline: CV rolls back with nothing lost, or with
+    /// --force retires v1 under it and says so.
+    @Test func drainDeadlineRollsBackOrForces() async throws {
+        let mesh = try await Mesh.up()
+        do {
+            func slowOrder() async throws -> (Task<MeshTestSupport.Answer, any Error>, String) {
+                let trace = MeshTestSupport.newTraceID()
+                let task = Task { try await MeshTestSupport.send(.POST, "\(mesh.gateway)/order?delay_ms=4000", headers: ["x-b3-traceid": trace], body: #"{"item":"tea"}"#) }
+                for _ in 0..<300 {
+                    if try await mesh.client.visits(instance: "auth-v1-0").contains(where: { $0.traceId == trace }) { break }
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                return (task, trace)
+            }
+            let (slow, _) = try await slowOrder()
+            let back = try await mesh.upgrade(["--drain-timeout", "1s"])
+            #expect(back.status == 1)
+            #expect(back.stderr.contains("the drain deadline passed with 1 transactions on auth v1; v1 is the default again"), "\(back.stderr)")
+            #expect(Self.auth(try await mesh.client.status())?.versions.map(\.version) == ["v1"], "the v2 this upgrade started is gone")
+            let kept = try await slow.value
+            #expect(kept.status == 200 && kept.json?["versions"]?["auth.verify"]?.stringValue == "v1", "nothing lost")
+
+            let (doomed, _) = try await slowOrder()
+            let forced = try await mesh.upgrade(["--drain-timeout", "1s", "--force"])
+            #expect(forced.status == 1, "forced is not completed")
+            #expect(forced.stdout.contains("--force: retiring auth v1 with 1 transactions still on it; they may break"), "\(forced.stdout)")
+            let status = try await mesh.client.upgrade(of: "auth")
+            #expect(status.phase == .forced && status.mayBreak == 1)
+            #expect(Self.auth(try await mesh.client.status())?.versions.map(\.version) == ["v2"])
+            let broken = try await doomed.value
+            #expect(broken.status != 200, "the transaction the forced retire reported did break")
+        } catch {
+            try? await mesh.down()
+            throw error
+        }
+        try await mesh.down()
+    }
+
     @Test func badUpgradesAreRefusedClearly() async throws {
         let mesh = try await Mesh.up()
         do {
