@@ -216,6 +216,24 @@ struct UpgradeEndToEndTests {
         try await mesh.down()
     }
 
+    /// Envoy binds with SO_REUSEPORT by default; a second mesh on the same gateway port used
+    /// to come up and take half the traffic. Now it is refused.
+    @Test func aSecondMeshOnTheSameGatewayPortIsRefused() async throws {
+        let mesh = try await Mesh.up()
+        do {
+            let dir = try MeshTestSupport.temporaryDirectory()
+            try String(contentsOfFile: mesh.directory + "/mesh.yaml", encoding: .utf8).write(toFile: dir + "/mesh.yaml", atomically: true, encoding: .utf8)
+            let second = try await MeshTestSupport.triad(["mesh", "up", "-f", "mesh.yaml"], in: dir)
+            #expect(second.status == 1)
+            #expect(second.stderr.contains("Envoy gateway rejected its listeners") && second.stderr.contains("Address already in use"), "\(second.stderr)")
+            #expect(MeshState.load(from: dir) == nil)
+        } catch {
+            try? await mesh.down()
+            throw error
+        }
+        try await mesh.down()
+    }
+
     @Test func badUpgradesAreRefusedClearly() async throws {
         let mesh = try await Mesh.up()
         do {

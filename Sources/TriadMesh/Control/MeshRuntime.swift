@@ -57,6 +57,11 @@ public actor MeshRuntime {
             for child in children where child.kind == "envoy" {
                 let port = child.id == "gateway" ? plan.gatewayAdminPort : plan.instances.first { $0.sidecar.id == child.id }!.sidecar.adminPort
                 try await waitLive(child, adminPort: port, deadline: deadline)
+                // A listener Envoy could not create (a port in use) is only a rejected update to Envoy.
+                if let rejected = await EnvoyFiles.stat(adminPort: port, name: "listener_manager.lds.update_rejected"), rejected > 0 {
+                    let why = child.logTail().split(separator: "\n").last { $0.contains("rejected") }.map(String.init) ?? child.logTail()
+                    throw Failure("Envoy \(child.id) rejected its listeners: \(why)")
+                }
             }
             logger.info("mesh up", metadata: ["mesh": "\(plan.meshName)", "instances": "\(plan.instances.count)", "gateway": "\(plan.gatewayListen)"])
         } catch {

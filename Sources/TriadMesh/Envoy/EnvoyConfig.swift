@@ -263,6 +263,9 @@ public enum EnvoyConfig {
             "name": .string(name),
             "address": socketAddress(host, port),
             "filter_chains": [["filters": [["name": "envoy.filters.network.http_connection_manager", "typed_config": hcm]]]],
+            // Envoy binds with SO_REUSEPORT by default: a second mesh on the same port would
+            // silently share the traffic. Without it the bind fails and mesh up says so.
+            "enable_reuse_port": false,
         ]
     }
 
