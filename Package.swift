@@ -145,6 +145,7 @@ let package = Package(
             name: "TriadMeshTests",
             dependencies: [
                 "TriadProcess",
+                .product(name: "Yams", package: "Yams"),
                 "TriadMesh",
                 "TriadCore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

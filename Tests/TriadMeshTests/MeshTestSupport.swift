@@ -41,7 +41,7 @@ enum MeshTestSupport {
     }
 
     /// The report's example system (agents/examples/mesh.yaml) with Auth v2 as a second version.
-    static func exampleMesh(gatewayPort: Int, pinPropagation: String = "mesh") -> String {
+    static func exampleMesh(gatewayPort: Int, pinPropagation: String = "mesh", authV2: Bool = true) -> String {
         func version(_ script: String, _ v: String) -> String {
             "        - {version: \(v), command: [python3, \(examples)/\(script), --version, \(v)], health: /healthz}\n"
         }
@@ -59,7 +59,7 @@ enum MeshTestSupport {
         \(version("portal.py", "v1"))    - name: auth
               default: v1
               versions:
-        \(version("auth.py", "v1"))\(version("auth.py", "v2"))    - name: proc
+        \(version("auth.py", "v1"))\(authV2 ? version("auth.py", "v2") : "")    - name: proc
               default: v1
               versions:
         \(version("proc.py", "v1"))    - name: db

@@ -6,11 +6,20 @@ public struct ServiceRoutes: Sendable, Equatable, Codable {
     public var service: String
     public var versions: [String]
     public var defaultVersion: String
+    /// Versions whose inbound sidecars refuse requests not pinned to them (CV's block step):
+    /// the refusal is a 307 to the same URL, which the caller's sidecar follows internally
+    /// and so re-selects the route, landing on the new default (notes/envoy.md, Retries).
+    public var blocked: [String]
+    /// false while a `rolling` upgrade replaces the service: one default route, pins ignored
+    /// (the baseline without any guarantee).
+    public var pinRoutes: Bool
 
-    public init(service: String, versions: [String], defaultVersion: String) {
+    public init(service: String, versions: [String], defaultVersion: String, blocked: [String] = [], pinRoutes: Bool = true) {
         self.service = service
         self.versions = versions
         self.defaultVersion = defaultVersion
+        self.blocked = blocked
+        self.pinRoutes = pinRoutes
     }
 }
 

@@ -26,13 +26,13 @@ public enum MeshControl {
         let down = OneShot()
         let controlPort = Mutex<Int?>(nil)
         let control = Application(
-            router: controlRouter(runtime: runtime, token: token, down: down),
+            router: controlRouter(runtime: runtime, upgrades: UpgradeController(runtime: runtime, logger: logger), token: token, down: down),
             configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: nil),
             onServerRunning: { channel in controlPort.withLock { $0 = channel.localAddress?.port } },
             logger: logger)
         let authority = PinAuthority(recorder: runtime.recorder, routes: runtime.routes)
         let authz = Application(
-            responder: CallbackResponder<BasicRequestContext> { request, _ in authzResponse(authority, request) },
+            responder: CallbackResponder<BasicRequestContext> { request, _ in await authzResponse(authority, request) },
             configuration: .init(address: .unixDomainSocket(path: plan.authzSocket), serverName: nil),
             logger: logger)
         let mesh = MeshService(runtime: runtime, down: down, logger: logger) {
@@ -60,10 +60,10 @@ public enum MeshControl {
         if let failure = mesh.failure.withLock({ $0 }) { throw failure }
     }
 
-    static func authzResponse(_ authority: PinAuthority, _ request: Request) -> Response {
+    static func authzResponse(_ authority: PinAuthority, _ request: Request) async -> Response {
         let trace = request.headers[.init("x-b3-traceid")!]
         let pins = request.headers[values: .init("x-version")!]
-        switch authority.decide(path: request.uri.path, trace: trace, xVersion: pins.isEmpty ? nil : pins.joined(separator: ",")) {
+        switch await authority.decideWaiting(path: request.uri.path, trace: trace, xVersion: pins.isEmpty ? nil : pins.joined(separator: ",")) {
         case .allow(let value):
             var headers = HTTPFields()
             if let value { headers[.init("x-version")!] = value }
@@ -71,10 +71,12 @@ public enum MeshControl {
         case .deny(let problem):
             return Response(status: .forbidden, headers: [.contentType: "application/problem+json"],
                             body: .init(byteBuffer: ByteBuffer(bytes: JSONCoding.encode(problem) + Data("\n".utf8))))
+        case .hold:
+            return Response(status: .ok)
         }
     }
 
-    static func controlRouter(runtime: MeshRuntime, token: String, down: OneShot) -> Router<BasicRequestContext> {
+    static func controlRouter(runtime: MeshRuntime, upgrades: UpgradeController, token: String, down: OneShot) -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: BearerMiddleware(token: token))
         router.get("/v1/status") { _, _ in json(await runtime.status()) }
@@ -95,6 +97,29 @@ public enum MeshControl {
                 return problem(.unprocessableContent, failure.description)
             }
             return json(await runtime.status())
+        }
+        router.post("/v1/upgrades") { request, _ in
+            let body = try await request.body.collect(upTo: 1 << 16)
+            guard let upgrade = try? JSONDecoder().decode(UpgradeRequest.self, from: Data(buffer: body)) else {
+                return problem(.badRequest, "the body must be {\"service\", \"to\", \"strategy\"?, \"command\"?, \"upstream\"?, \"drainTimeoutSeconds\"?, \"force\"?}")
+            }
+            do {
+                var response = json(try await upgrades.start(upgrade))
+                response.status = .accepted
+                return response
+            } catch let refusal as UpgradeController.Refusal {
+                switch refusal {
+                case .unknownService: return problem(.notFound, refusal.description)
+                case .busy: return problem(.conflict, refusal.description)
+                case .invalid: return problem(.unprocessableContent, refusal.description)
+                }
+            }
+        }
+        router.get("/v1/upgrades") { _, _ in json(await upgrades.all()) }
+        router.get("/v1/upgrades/:service") { _, context in
+            let service = context.parameters.get("service") ?? ""
+            guard let status = await upgrades.status(of: service) else { return problem(.notFound, "no upgrade of \(service) was requested") }
+            return json(status)
         }
         router.post("/v1/down") { _, _ in
             down.fire()

@@ -63,6 +63,21 @@ public struct MeshClient: Sendable {
         try await decoded(MeshStatus.self, .PUT, "/v1/services/\(service)/default", body: ["version": .string(version)])
     }
 
+    /// Starts an upgrade; a refusal (busy, unknown version, ...) is a Failure with its detail.
+    public func startUpgrade(_ request: UpgradeRequest) async throws -> UpgradeStatus {
+        let (status, data) = try await call(.POST, "/v1/upgrades", body: try JSONCoding.parse(JSONEncoder().encode(request)))
+        guard status == 202 else {
+            throw Failure((try? JSONCoding.parse(data))?["detail"]?.stringValue ?? "HTTP \(status)")
+        }
+        return try JSONDecoder().decode(UpgradeStatus.self, from: data)
+    }
+
+    public func upgrade(of service: String) async throws -> UpgradeStatus {
+        try await decoded(UpgradeStatus.self, .GET, "/v1/upgrades/\(service)")
+    }
+
+    public func upgrades() async throws -> [UpgradeStatus] { try await decoded([UpgradeStatus].self, .GET, "/v1/upgrades") }
+
     public func down() async throws {
         let (status, _) = try await call(.POST, "/v1/down")
         guard status == 202 else { throw Failure("the mesh refused to stop (HTTP \(status))") }

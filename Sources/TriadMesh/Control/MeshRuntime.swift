@@ -36,6 +36,7 @@ public actor MeshRuntime {
             throw Failure("no free loopback port")
         }
         self.recorder = MeshRecorder(instances: plan.instances.map { ($0.sidecar.id, $0.service, $0.version) })
+        recorder.setEntryService(plan.gatewayService)
         self.routes = RouteState(plan.routes)
         self.envoyConcurrency = Int(ProcessInfo.processInfo.environment["TRIAD_ENVOY_CONCURRENCY"] ?? "") ?? 1
     }
@@ -56,6 +57,11 @@ public actor MeshRuntime {
             for child in children where child.kind == "envoy" {
                 let port = child.id == "gateway" ? plan.gatewayAdminPort : plan.instances.first { $0.sidecar.id == child.id }!.sidecar.adminPort
                 try await waitLive(child, adminPort: port, deadline: deadline)
+                // A listener Envoy could not create (a port in use) is only a rejected update to Envoy.
+                if let rejected = await EnvoyFiles.stat(adminPort: port, name: "listener_manager.lds.update_rejected"), rejected > 0 {
+                    let why = child.logTail().split(separator: "\n").last { $0.contains("rejected") }.map(String.init) ?? child.logTail()
+                    throw Failure("Envoy \(child.id) rejected its listeners: \(why)")
+                }
             }
             logger.info("mesh up", metadata: ["mesh": "\(plan.meshName)", "instances": "\(plan.instances.count)", "gateway": "\(plan.gatewayListen)"])
         } catch {
@@ -173,6 +179,174 @@ public actor MeshRuntime {
             }
         }
         logger.info("routes applied", metadata: ["service": "\(service)", "envoys": "\(targets.count)"])
+    }
+
+    // MARK: Upgrades (the update controller's operations)
+
+    /// Starts a version that the mesh file did not declare: its instance and sidecar, waits
+    /// for its health, then adds its cluster and pin route at every caller (default unchanged).
+    /// A version that fails its health check is stopped again and nothing else changed.
+    public func addVersion(service: String, version: String, source: MeshConfig.Version.Source, health: String = "/healthz",
+                           timeout: Duration = .seconds(60)) async throws {
+        guard routes.routes(of: service) != nil else { throw Failure("no service \(service)") }
+        var used = Set(plan.instances.flatMap { [$0.app.port, $0.sidecar.adminPort, $0.sidecar.inboundPort] + Array($0.sidecar.outboundPorts.values) })
+        used.insert(plan.gatewayListen.port)
+        used.insert(plan.gatewayAdminPort)
+        func port() throws -> Int {
+            for _ in 0..<50 { let p = try freeLoopbackPort(); if used.insert(p).inserted { return p } }
+            throw Failure("no free loopback port")
+        }
+        let id = "\(service)-\(version)-0"
+        var outbound: [String: Int] = [:]
+        for other in plan.serviceNames where other != service { outbound[other] = try port() }
+        let sidecar = MeshPlan.Sidecar(id: id, adminPort: try port(), inboundPort: try port(), outboundPorts: outbound)
+        let instance: MeshPlan.Instance
+        switch source {
+        case .command(let argv):
+            instance = .init(id: id, service: service, version: version, app: HostPort(host: "127.0.0.1", port: try port()), command: argv, health: health, sidecar: sidecar)
+        case .upstream(let hp):
+            instance = .init(id: id, service: service, version: version, app: hp, command: nil, health: health, sidecar: sidecar)
+        }
+        plan.instances.append(instance)
+        recorder.addInstance(id: id, service: service, version: version)
+        do {
+            try startInstance(instance)
+            try startEnvoy(EnvoyConfig.sidecar(instance, plan: plan), adminPort: sidecar.adminPort)
+            let deadline = ContinuousClock.now + timeout
+            try await waitHealthy(instance, deadline: deadline)
+            if let child = children.first(where: { $0.id == id && $0.kind == "envoy" }) {
+                try await waitLive(child, adminPort: sidecar.adminPort, deadline: deadline)
+            }
+        } catch {
+            await stopInstances([id])
+            plan.instances.removeAll { $0.id == id }
+            throw error
+        }
+        routes.update { list in
+            if let i = list.firstIndex(where: { $0.service == service }), !list[i].versions.contains(version) { list[i].versions.append(version) }
+        }
+        plan.routes = routes.current
+        try await pushClusters(for: service)
+        try await pushRoutes(for: service)
+    }
+
+    /// Retires a version: no caller routes to it any more (its pin route and cluster go), then
+    /// its instances and sidecars stop. The route table is back to its initial shape.
+    public func removeVersion(service: String, version: String, stop: Bool = true) async throws {
+        routes.update { list in
+            if let i = list.firstIndex(where: { $0.service == service }) {
+                list[i].versions.removeAll { $0 == version }
+                list[i].blocked.removeAll { $0 == version }
+            }
+        }
+        plan.routes = routes.current
+        try await pushRoutes(for: service)
+        try await pushClusters(for: service)
+        let ids = plan.instances(of: service, version: version).map(\.id)
+        if stop {
+            await stopInstances(ids)
+            plan.instances.removeAll { ids.contains($0.id) }
+        }
+    }
+
+    /// Whether callers route by pins for `service` (false: one default route, the `rolling` baseline).
+    public func setPinRoutes(service: String, _ on: Bool) async throws {
+        routes.update { list in if let i = list.firstIndex(where: { $0.service == service }) { list[i].pinRoutes = on } }
+        plan.routes = routes.current
+        try await pushRoutes(for: service)
+    }
+
+    /// Blocks (or unblocks) unpinned requests at every instance of `service`/`version`, and
+    /// returns once each of their inbound sidecars applied it.
+    public func setBlocked(service: String, version: String, _ on: Bool, timeout: Duration = .seconds(5)) async throws {
+        routes.update { list in
+            guard let i = list.firstIndex(where: { $0.service == service }) else { return }
+            list[i].blocked.removeAll { $0 == version }
+            if on { list[i].blocked.append(version) }
+        }
+        plan.routes = routes.current
+        let stat = "http.inbound.rds.inbound.update_success"
+        for instance in plan.instances(of: service, version: version) {
+            let before = await EnvoyFiles.stat(adminPort: instance.sidecar.adminPort, name: stat) ?? 0
+            let file = EnvoyConfig.configDirectory(plan, id: instance.sidecar.id) + "/rds-inbound.json"
+            try EnvoyFiles.writeAtomically(EnvoyConfig.sidecar(instance, plan: plan).dynamic["rds-inbound.json"]!, to: file)
+            let deadline = ContinuousClock.now + timeout
+            while (await EnvoyFiles.stat(adminPort: instance.sidecar.adminPort, name: stat) ?? 0) <= before {
+                if ContinuousClock.now > deadline { throw Failure("Envoy \(instance.sidecar.id) did not apply its inbound routes in time") }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+        }
+        logger.info("inbound block", metadata: ["service": "\(service)", "version": "\(version)", "on": "\(on)"])
+    }
+
+    /// Sends a marker through each inbound sidecar of `service`/`version` and returns once the
+    /// recorder has read it: every record those sidecars logged before is then consumed.
+    public func confirmRecordsRead(service: String, version: String, timeout: Duration = .seconds(5)) async throws {
+        for instance in plan.instances(of: service, version: version) {
+            let marker = "triad-marker-" + MeshState.newToken().prefix(16)
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(instance.sidecar.inboundPort)\(EnvoyConfig.markerPath)")
+            request.headers.add(name: "x-b3-traceid", value: marker)
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(2))
+            _ = try? await response.body.collect(upTo: 4096)
+            let deadline = ContinuousClock.now + timeout
+            while !recorder.markerRead(instance: instance.id, id: marker) {
+                if ContinuousClock.now > deadline { throw Failure("the trace manager of \(instance.id) did not read its marker in time") }
+                try await Task.sleep(for: .milliseconds(2))
+            }
+        }
+    }
+
+    /// One marker round through every instance of `service` (RecordBarrier); never throws:
+    /// a sidecar that does not answer in time only delays the checks waiting on the round.
+    public func markerRound(service: String) async {
+        for version in routes.routes(of: service)?.versions ?? [] {
+            do { try await confirmRecordsRead(service: service, version: version, timeout: .seconds(1)) } catch {
+                logger.warning("marker round incomplete", metadata: ["service": "\(service)", "version": "\(version)"])
+            }
+        }
+    }
+
+    public func instanceIDs(service: String, version: String) -> [String] { plan.instances(of: service, version: version).map(\.id) }
+
+    /// Checks that the instances of a declared version are up and healthy.
+    public func checkHealthy(service: String, version: String, timeout: Duration = .seconds(10)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        let list = plan.instances(of: service, version: version)
+        guard !list.isEmpty else { throw Failure("\(service) \(version) has no instances") }
+        for instance in list { try await waitHealthy(instance, deadline: deadline) }
+    }
+
+    func stopInstances(_ ids: [String]) async {
+        let victims = children.filter { ids.contains($0.id) }
+        await withTaskGroup(of: Void.self) { group in
+            for child in victims where child.kind == "envoy" { group.addTask { await child.stop() } }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for child in victims where child.kind == "instance" { group.addTask { await child.stop() } }
+        }
+        children.removeAll { ids.contains($0.id) }
+    }
+
+    /// Rewrites the cluster file of every Envoy that routes to `service` and waits until each applied it.
+    func pushClusters(for service: String, timeout: Duration = .seconds(5)) async throws {
+        var targets: [(id: String, adminPort: Int, value: JSONValue)] = []
+        if plan.gatewayService == service, let cds = EnvoyConfig.gateway(plan: plan).dynamic["cds.json"] {
+            targets.append(("gateway", plan.gatewayAdminPort, cds))
+        }
+        for instance in plan.instances where instance.sidecar.outboundPorts[service] != nil {
+            if let cds = EnvoyConfig.sidecar(instance, plan: plan).dynamic["cds.json"] { targets.append((instance.sidecar.id, instance.sidecar.adminPort, cds)) }
+        }
+        let stat = "cluster_manager.cds.update_success"
+        var before: [Int] = []
+        for t in targets { before.append(await EnvoyFiles.stat(adminPort: t.adminPort, name: stat) ?? 0) }
+        for t in targets { try EnvoyFiles.writeAtomically(t.value, to: EnvoyConfig.configDirectory(plan, id: t.id) + "/cds.json") }
+        let deadline = ContinuousClock.now + timeout
+        for (i, t) in targets.enumerated() {
+            while (await EnvoyFiles.stat(adminPort: t.adminPort, name: stat) ?? 0) <= before[i] {
+                if ContinuousClock.now > deadline { throw Failure("Envoy \(t.id) did not apply the new clusters of \(service) in time") }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+        }
     }
 
     // MARK: Status

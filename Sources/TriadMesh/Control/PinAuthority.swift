@@ -9,6 +9,30 @@ public final class RouteState: Sendable {
     public var current: [ServiceRoutes] { routes.withLock { $0 } }
     public func update(_ body: (inout [ServiceRoutes]) throws -> Void) rethrows { try routes.withLock { try body(&$0) } }
     public func routes(of service: String) -> ServiceRoutes? { routes.withLock { r in r.first { $0.service == service } } }
+
+    /// BF: requests to a held service that carry no pin for it wait in the authz check until
+    /// the hold is released, then go to the version the release names (nil: the default).
+    private let holds = Mutex<[String: Hold]>([:])
+
+    final class Hold: Sendable {
+        let release = Mutex<String?>(nil)
+    }
+
+    public func hold(_ service: String) { holds.withLock { h in if h[service] == nil { h[service] = Hold() } } }
+
+    public func release(_ service: String, to version: String?) {
+        guard let h = holds.withLock({ $0.removeValue(forKey: service) }) else { return }
+        h.release.withLock { $0 = version }
+    }
+
+    func heldGate(_ service: String) -> Hold? { holds.withLock { $0[service] } }
+
+    public var held: [String] { holds.withLock { Array($0.keys) } }
+
+    /// Services being upgraded: unpinned calls to them wait for their records to be read.
+    private let barriers = Mutex<[String: RecordBarrier]>([:])
+    public func setBarrier(_ service: String, _ barrier: RecordBarrier?) { barriers.withLock { $0[service] = barrier } }
+    func barrier(_ service: String) -> RecordBarrier? { barriers.withLock { $0[service] } }
 }
 
 /// Answers Envoy's ext_authz checks for `pinPropagation: mesh`: attaches to a request the pin
@@ -20,6 +44,8 @@ public struct PinAuthority: Sendable {
         case allow(xVersion: String?)
         /// Refuse with a problem document (Envoy turns the 403 into 503, see EnvoyConfig.denyAs503).
         case deny(problem: JSONValue)
+        /// BF: wait for the hold on the target to be released, then decide again.
+        case hold(service: String)
     }
 
     let recorder: MeshRecorder
@@ -32,7 +58,45 @@ public struct PinAuthority: Sendable {
 
     /// `path` is `/check/gw/<service>/…` (the gateway) or `/check/out/<service>/…` (a sidecar
     /// calling `<service>`).
-    public func decide(path: String, trace rawTrace: String?, xVersion: String?) -> Decision {
+    /// Decides, waiting out a BF hold (at most `maxHold`, then the default route is used).
+    public func decideWaiting(path: String, trace: String?, xVersion: String?, maxHold: Duration = .seconds(28)) async -> Decision {
+        if let target = Self.target(path), let barrier = routes.barrier(target), !Self.pins(xVersion).contains(target),
+           trace.map({ recorder.pin(trace: MeshRecorder.normalize($0) ?? $0, service: target) == nil }) ?? false {
+            await barrier.wait()
+        }
+        let first = decide(path: path, trace: trace, xVersion: xVersion)
+        guard case .hold(let service) = first, let hold = routes.heldGate(service) else { return first }
+        let deadline = ContinuousClock.now + maxHold
+        let key = trace.flatMap { MeshRecorder.normalize($0) }
+        // A trace whose visit to the old version is learned while it waits is no longer new:
+        // it goes on to its version at once (else it would wait for its own completion).
+        while routes.heldGate(service) === hold, ContinuousClock.now < deadline,
+              key.map({ recorder.pin(trace: $0, service: service) == nil }) ?? true {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        var to: [String: String] = [:]
+        if let v = hold.release.withLock({ $0 }) { to[service] = v }
+        let again = decide(path: path, trace: trace, xVersion: xVersion, releasedTo: to)
+        if case .hold = again { return .allow(xVersion: nil) }
+        return again
+    }
+
+    static func target(_ path: String) -> String? {
+        let parts = path.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: true)
+        guard parts.count >= 3, parts[0] == "check" else { return nil }
+        return String(parts[2])
+    }
+
+    /// The services an x-version value pins.
+    static func pins(_ xVersion: String?) -> Set<String> {
+        Set((xVersion ?? "").split(separator: ",").compactMap { token -> String? in
+            let t = token.trimmingCharacters(in: .whitespaces)
+            guard let dash = t.lastIndex(of: "-") else { return nil }
+            return String(t[..<dash])
+        })
+    }
+
+    public func decide(path: String, trace rawTrace: String?, xVersion: String?, releasedTo: [String: String] = [:]) -> Decision {
         let parts = path.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: true)
         guard parts.count >= 3, parts[0] == "check" else { return .allow(xVersion: nil) }
         let atGateway = parts[1] == "gw"
@@ -54,7 +118,17 @@ public struct PinAuthority: Sendable {
                 if let trace { recorder.learnExplicit(trace: trace, service: service, version: version) }
             }
         }
-        guard !pinnedServices.contains(target), let trace, let version = recorder.pin(trace: trace, service: target) else {
+        if !pinnedServices.contains(target), let released = releasedTo[target] {
+            // Released from a BF hold: the pin names the new version, so the route is chosen
+            // again (a header change clears the route cache) whatever table the stream saw.
+            tokens.append("\(target)-\(released)")
+            return .allow(xVersion: tokens.joined(separator: ","))
+        }
+        let learned = trace.flatMap { recorder.pin(trace: $0, service: target) }
+        if !pinnedServices.contains(target), learned == nil, routes.heldGate(target) != nil {
+            return .hold(service: target)
+        }
+        guard !pinnedServices.contains(target), let version = learned else {
             return .allow(xVersion: nil)
         }
         tokens.append("\(target)-\(version)")

@@ -17,6 +17,11 @@ public enum EnvoyConfig {
     static let authzCluster = "triad_authz"
     /// The route name of the refusal of a pin to a version that does not exist (counted).
     public static let unknownPinRoute = "triad-unknown-pin"
+    /// The route name of CV's refusal of an unpinned request at a blocked version (not a visit).
+    public static let blockedRoute = "triad-blocked"
+    /// The path of the marker request the update controller sends through a blocked version's
+    /// inbound sidecar: its record travels in the same ordered log stream as the admissions.
+    public static let markerPath = "/.triad/marker"
 
     public static func envoyDirectory(_ plan: MeshPlan, id: String) -> String { "\(plan.runDirectory)/envoy/\(id)" }
     public static func configDirectory(_ plan: MeshPlan, id: String) -> String { envoyDirectory(plan, id: id) + "/cfg" }
@@ -28,7 +33,8 @@ public enum EnvoyConfig {
         var listeners: [JSONValue] = [
             listener("inbound", port: instance.sidecar.inboundPort, hcm: inboundHCM(instance, cfg: cfg)),
         ]
-        var dynamic: [String: JSONValue] = ["rds-inbound.json": resources([inboundRoutes(instance)])]
+        let blocked = plan.routes(of: instance.service)?.blocked.contains(instance.version) ?? false
+        var dynamic: [String: JSONValue] = ["rds-inbound.json": resources([inboundRoutes(instance, blocked: blocked)])]
         var clusters: [JSONValue] = [cluster("local", endpoints: [instance.app])]
         for (service, port) in instance.sidecar.outboundPorts.sorted(by: { $0.key < $1.key }) {
             listeners.append(listener("out-\(service)", port: port, hcm: outboundHCM(instance, target: service, plan: plan, cfg: cfg)))
@@ -113,7 +119,7 @@ public enum EnvoyConfig {
             "access_log_options": ["flush_access_log_on_new_request": true],
             "access_log": [fluentd(tag: "in.\(instance.sidecar.id)", record: [
                 "t": "%REQ(X-B3-TRACEID)%", "k": "%ACCESS_LOG_TYPE%", "s": "%START_TIME(%s.%6f)%",
-                "d": "%DURATION%", "c": "%RESPONSE_CODE%",
+                "d": "%DURATION%", "c": "%RESPONSE_CODE%", "r": "%ROUTE_NAME%", "p": "%REQ(:PATH)%",
             ])],
         ]
     }
@@ -142,11 +148,23 @@ public enum EnvoyConfig {
     public static func targetRoutes(_ name: String, _ routes: ServiceRoutes) -> JSONValue {
         let s = routes.service
         var list: [JSONValue] = []
+        let defaultRoute: JSONValue = [
+            "name": .string("default:\(s)-\(routes.defaultVersion)"),
+            "match": ["prefix": "/"],
+            "route": routeAction("\(s)-\(routes.defaultVersion)"),
+        ]
+        guard routes.pinRoutes else {
+            return [
+                "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+                "name": .string(name),
+                "virtual_hosts": [["name": .string(s), "domains": ["*"], "routes": [defaultRoute]]],
+            ]
+        }
         for v in routes.versions {
             list.append([
                 "name": .string("pin:\(s)-\(v)"),
                 "match": ["prefix": "/", "headers": [pinMatch(s, versionRegex: escape(v))]],
-                "route": ["cluster": .string("\(s)-\(v)"), "timeout": "0s"],
+                "route": routeAction("\(s)-\(v)"),
             ])
         }
         let problem: JSONValue = [
@@ -163,11 +181,7 @@ public enum EnvoyConfig {
             "direct_response": ["status": 503, "body": ["inline_string": .string(String(decoding: JSONCoding.encode(problem), as: UTF8.self) + "\n")]],
             "response_headers_to_add": [header("content-type", "application/problem+json")],
         ])
-        list.append([
-            "name": .string("default:\(s)-\(routes.defaultVersion)"),
-            "match": ["prefix": "/"],
-            "route": ["cluster": .string("\(s)-\(routes.defaultVersion)"), "timeout": "0s"],
-        ])
+        list.append(defaultRoute)
         return [
             "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
             "name": .string(name),
@@ -175,13 +189,33 @@ public enum EnvoyConfig {
         ]
     }
 
-    static func inboundRoutes(_ instance: MeshPlan.Instance) -> JSONValue {
-        [
+    /// A route to a version's cluster. A 307 from a blocked version is followed inside the
+    /// caller's sidecar: a new stream that re-selects the route against the current table
+    /// (`retry_policy` would stay on the same cluster, notes/envoy.md).
+    static func routeAction(_ cluster: String) -> JSONValue {
+        ["cluster": .string(cluster), "timeout": "0s",
+         "internal_redirect_policy": ["redirect_response_codes": [307], "max_internal_redirects": 2]]
+    }
+
+    public static func inboundRoutes(_ instance: MeshPlan.Instance, blocked: Bool = false) -> JSONValue {
+        // The marker is answered by the sidecar itself: its record follows, in the same ordered
+        // stream, every admission this sidecar logged before it (the lock of the trace set).
+        var routes: [JSONValue] = [["name": "triad-marker", "match": ["path": .string(markerPath)], "direct_response": ["status": 204]]]
+        if blocked {
+            // Only requests pinned to this version get in.
+            routes.append(["name": .string("local:\(instance.pin)"), "match": ["prefix": "/", "headers": [pinMatch(instance.service, versionRegex: escape(instance.version))]],
+                           "route": ["cluster": "local", "timeout": "0s"]])
+            routes.append(["name": .string(blockedRoute), "match": ["prefix": "/"],
+                           "redirect": ["response_code": "TEMPORARY_REDIRECT"]])
+        } else {
+            routes.append(["name": .string("local:\(instance.pin)"), "match": ["prefix": "/"], "route": ["cluster": "local", "timeout": "0s"]])
+        }
+        return [
             "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
             "name": "inbound",
             "virtual_hosts": [[
                 "name": "local", "domains": ["*"],
-                "routes": [["name": .string("local:\(instance.pin)"), "match": ["prefix": "/"], "route": ["cluster": "local", "timeout": "0s"]]],
+                "routes": .array(routes),
                 // The sidecar knows the version it serves: every response says it.
                 "response_headers_to_add": [header("x-version", instance.pin)],
             ]],
@@ -229,6 +263,9 @@ public enum EnvoyConfig {
             "name": .string(name),
             "address": socketAddress(host, port),
             "filter_chains": [["filters": [["name": "envoy.filters.network.http_connection_manager", "typed_config": hcm]]]],
+            // Envoy binds with SO_REUSEPORT by default: a second mesh on the same port would
+            // silently share the traffic. Without it the bind fails and mesh up says so.
+            "enable_reuse_port": false,
         ]
     }
 
@@ -270,6 +307,9 @@ public enum EnvoyConfig {
         return .object(logger)
     }
 
+    /// How long BF may hold a request in the authz check (the hold gives up a little earlier).
+    public static let authzTimeout = "30s"
+
     static func authzFilter(pathPrefix: String) -> JSONValue {
         [
             "name": "envoy.filters.http.ext_authz",
@@ -282,7 +322,8 @@ public enum EnvoyConfig {
                 "clear_route_cache": true,
                 "allowed_headers": ["patterns": [["exact": "x-b3-traceid"], ["exact": "x-version"]]],
                 "http_service": [
-                    "server_uri": ["uri": "http://triad-authz", "cluster": .string(authzCluster), "timeout": "0.25s"],
+                    // Long enough for BF to hold an unpinned request until the old version is free.
+                    "server_uri": ["uri": "http://triad-authz", "cluster": .string(authzCluster), "timeout": .string(authzTimeout)],
                     "path_prefix": .string(pathPrefix),
                     "authorization_response": [
                         "allowed_upstream_headers": ["patterns": [["exact": "x-version"]]],

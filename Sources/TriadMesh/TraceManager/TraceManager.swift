@@ -118,6 +118,12 @@ public final class MeshRecorder: Sendable {
         var unknownPinRefusals = 0
         var records = 0
         var unknownSources = 0
+        var blockedRefusals = 0
+        /// Markers read and not yet asked about ("<instance> <marker>"); several may be in
+        /// flight at once (the controller's lock and the pin checks' rounds).
+        var markers = Set<String>()
+        /// The service behind the gateway: its inbound request spans the whole transaction.
+        var entryService: String?
     }
     private let state = Mutex(State())
 
@@ -143,6 +149,18 @@ public final class MeshRecorder: Sendable {
                 let id = String(record.tag.dropFirst(3))
                 guard var m = s.managers[id] else { s.unknownSources += 1; return }
                 guard let trace else { return }
+                // The update controller's marker: everything this sidecar logged before it has
+                // now been read (one ordered stream per Envoy worker). Not a visit.
+                if f["p"] == EnvoyConfig.markerPath {
+                    s.markers.insert(id + " " + trace)
+                    return
+                }
+                // Refused by a blocked version (CV) and re-routed by the caller: never reached
+                // the version, not a visit (DESIGN §8).
+                if f["r"] == EnvoyConfig.blockedRoute {
+                    if f["k"] == "DownstreamStart" { s.blockedRefusals += 1 }
+                    return
+                }
                 let start = Double(f["s"] ?? "") ?? Date().timeIntervalSince1970
                 if f["k"] == "DownstreamStart" {
                     if m.admitted(trace, at: start) { s.pins.learn(trace, m.service, m.version) }
@@ -183,15 +201,65 @@ public final class MeshRecorder: Sendable {
 
     public func countUnknownPinRefusal() { state.withLock { $0.unknownPinRefusals += 1 } }
 
+    /// Whether the marker `id` sent through `instance`'s inbound sidecar has been read (a
+    /// marker answers true once).
+    public func markerRead(instance: String, id: String) -> Bool {
+        state.withLock { $0.markers.remove(instance + " " + id.lowercased()) != nil }
+    }
+
+    /// What still runs on some instances (report §3.2.5): the traces they served (their
+    /// TraceidSets) that the gateway has not seen complete (the DiffSet), and their requests
+    /// in flight.
+    public struct Drain: Sendable, Equatable {
+        public var served: Int
+        public var diffSet: [String]
+        public var inFlight: Int
+    }
+
+    public func setEntryService(_ service: String) { state.withLock { $0.entryService = service } }
+
+    /// A transaction completed when the gateway logged its end, or when every request of it
+    /// to the service behind the gateway (the root sub-transaction) has ended. The second
+    /// covers a gateway record that Envoy lost (its fluentd logger drops an entry logged
+    /// while its connection is still being set up: `entries_lost`, seen on the first
+    /// transaction after `mesh up`).
+    static func isComplete(_ trace: String, _ s: State) -> Bool {
+        if s.gateway.completed[trace] != nil { return true }
+        guard let entry = s.entryService else { return false }
+        var seen = false
+        for m in s.managers.values where m.service == entry {
+            guard let v = m.visits[trace] else { continue }
+            if m.inFlight[trace] != nil || v.end == nil { return false }
+            seen = true
+        }
+        return seen
+    }
+
+    public func drain(instances: [String]) -> Drain {
+        state.withLock { s in
+            var served = Set<String>()
+            var inFlight = 0
+            for id in instances {
+                guard let m = s.managers[id] else { continue }
+                served.formUnion(m.visits.keys)
+                inFlight += m.inFlight.values.reduce(0, +)
+            }
+            let diff = served.filter { !Self.isComplete($0, s) }
+            return Drain(served: served.count, diffSet: diff.sorted(), inFlight: inFlight)
+        }
+    }
+
     public struct Counters: Sendable, Codable, Equatable {
         public var records: Int
         public var unknownPinRefusals: Int
         public var completedTransactions: Int
         public var unknownSources: Int
+        public var blockedRefusals: Int
     }
 
     public var counters: Counters {
-        state.withLock { Counters(records: $0.records, unknownPinRefusals: $0.unknownPinRefusals, completedTransactions: $0.gateway.completed.count, unknownSources: $0.unknownSources) }
+        state.withLock { Counters(records: $0.records, unknownPinRefusals: $0.unknownPinRefusals, completedTransactions: $0.gateway.completed.count, unknownSources: $0.unknownSources,
+                 blockedRefusals: $0.blockedRefusals) }
     }
 
     public func visits(instance: String) -> [Visit] {

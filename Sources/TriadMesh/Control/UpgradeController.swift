@@ -1,0 +1,377 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// What `triad upgrade` asks the mesh (POST /v1/upgrades).
+public struct UpgradeRequest: Sendable, Codable, Equatable {
+    public var service: String
+    public var to: String
+    /// CV (default), BF, WF or rolling.
+    public var strategy: String?
+    /// Program and arguments of a version the mesh file did not declare (run without a shell).
+    public var command: [String]?
+    /// HOST:PORT of an already running instance of a version the mesh file did not declare.
+    public var upstream: String?
+    public var drainTimeoutSeconds: Double?
+    /// At the drain deadline: retire the old version anyway (default: roll back).
+    public var force: Bool?
+
+    public init(service: String, to: String, strategy: String? = nil, command: [String]? = nil, upstream: String? = nil,
+                drainTimeoutSeconds: Double? = nil, force: Bool? = nil) {
+        self.service = service
+        self.to = to
+        self.strategy = strategy
+        self.command = command
+        self.upstream = upstream
+        self.drainTimeoutSeconds = drainTimeoutSeconds
+        self.force = force
+    }
+}
+
+/// One upgrade as `triad upgrade status` shows it.
+public struct UpgradeStatus: Sendable, Codable, Equatable {
+    public struct Step: Sendable, Codable, Equatable {
+        public var name: String
+        /// Seconds since the upgrade was requested.
+        public var at: Double
+        public var detail: String?
+    }
+    public enum Phase: String, Sendable, Codable, Equatable {
+        case running
+        /// The new version is the only one; the old one is retired.
+        case completed
+        /// Nothing changed in the end (health check failed, drain deadline, WF time-out).
+        case rolledBack = "rolled-back"
+        /// The drain deadline passed and --force retired the old version anyway.
+        case forced
+        case failed
+    }
+    public var service: String
+    public var from: String
+    public var to: String
+    public var strategy: String
+    public var phase: Phase
+    public var steps: [Step]
+    /// Traces that ran on the old version and have not completed (report §3.2.5), while draining.
+    public var diffSet: Int?
+    /// Some of the DiffSet's trace ids (at most 10), to look up with `triad mesh audit`.
+    public var diffSetSample: [String]?
+    /// With --force: the transactions still running on the old version when it was retired.
+    public var mayBreak: Int?
+    public var message: String?
+    public var requestedAt: Double
+    /// Seconds from the request to the default switch, and to the retirement of the old version.
+    public var switchedAfter: Double?
+    public var retiredAfter: Double?
+}
+
+/// The update controller (DESIGN §8; report §2.3, §3.2.3–3.2.6): one upgrade at a time per
+/// service, run in the mesh's control process, every step recorded for `triad upgrade status`.
+public actor UpgradeController {
+    public enum Refusal: Error, CustomStringConvertible {
+        case unknownService(String)
+        case busy(String)
+        case invalid(String)
+        public var description: String {
+            switch self {
+            case .unknownService(let d), .busy(let d), .invalid(let d): d
+            }
+        }
+    }
+
+    public static let strategies = ["CV", "BF", "WF", "rolling"]
+
+    let runtime: MeshRuntime
+    let logger: Logger
+    private var upgrades: [String: UpgradeStatus] = [:]
+
+    public init(runtime: MeshRuntime, logger: Logger) {
+        self.runtime = runtime
+        self.logger = logger
+    }
+
+    public func all() -> [UpgradeStatus] { upgrades.values.sorted { $0.requestedAt < $1.requestedAt } }
+    public func status(of service: String) -> UpgradeStatus? { upgrades[service] }
+
+    /// Validates and starts an upgrade; it runs on after this returns.
+    public func start(_ request: UpgradeRequest) async throws -> UpgradeStatus {
+        let strategy = request.strategy ?? "CV"
+        guard let canonical = Self.strategies.first(where: { $0.lowercased() == strategy.lowercased() }) else {
+            throw Refusal.invalid("unknown strategy \(strategy) (use one of \(Self.strategies.joined(separator: ", ")))")
+        }
+        guard let routes = runtime.routes.routes(of: request.service) else {
+            throw Refusal.unknownService("no service \(request.service) in this mesh (it has \(runtime.routes.current.map(\.service).joined(separator: ", ")))")
+        }
+        if let running = upgrades[request.service], running.phase == .running {
+            throw Refusal.busy("an upgrade of \(request.service) to \(running.to) (\(running.strategy)) is already running; wait for it or see triad upgrade status")
+        }
+        let from = routes.defaultVersion
+        guard request.to != from else { throw Refusal.invalid("\(request.service) already runs \(from)") }
+        var source: MeshConfig.Version.Source?
+        if let command = request.command, !command.isEmpty {
+            source = .command(command)
+        } else if let upstream = request.upstream {
+            guard let hp = HostPort(upstream) else { throw Refusal.invalid("--upstream must be HOST:PORT, not \(upstream)") }
+            source = .upstream(hp)
+        }
+        if routes.versions.contains(request.to) {
+            if source != nil { throw Refusal.invalid("\(request.service) \(request.to) is already in the mesh; drop --command/--upstream") }
+        } else if source == nil {
+            throw Refusal.invalid("\(request.service) has no version \(request.to) (it has \(routes.versions.joined(separator: ", "))); give its --command or --upstream")
+        }
+        if routes.versions.count > 2 || (routes.versions.count == 2 && !routes.versions.contains(request.to)) {
+            throw Refusal.invalid("\(request.service) runs \(routes.versions.joined(separator: ", ")): an upgrade starts from one version (plus the target)")
+        }
+        if canonical == "BF", await runtime.plan.pinPropagation != .mesh {
+            throw Refusal.invalid("BF holds requests in the mesh's pin check, which needs pinPropagation: mesh")
+        }
+        let status = UpgradeStatus(service: request.service, from: from, to: request.to, strategy: canonical, phase: .running, steps: [],
+                                   diffSet: nil, mayBreak: nil, message: nil, requestedAt: Date().timeIntervalSince1970)
+        upgrades[request.service] = status
+        let drain = Duration.milliseconds(Int64((request.drainTimeoutSeconds ?? 60) * 1000))
+        let run = Run(controller: self, service: request.service, from: from, to: request.to, source: source,
+                      drain: drain, force: request.force ?? false, started: ContinuousClock.now)
+        Task { await run.execute(canonical) }
+        return status
+    }
+
+    // MARK: Progress
+
+    func step(_ service: String, _ name: String, _ detail: String? = nil) {
+        guard var s = upgrades[service] else { return }
+        s.steps.append(.init(name: name, at: (Date().timeIntervalSince1970 - s.requestedAt).rounded(toPlaces: 3), detail: detail))
+        upgrades[service] = s
+        logger.info("upgrade step", metadata: ["service": "\(service)", "step": "\(name)", "detail": "\(detail ?? "")"])
+    }
+
+    func update(_ service: String, _ body: (inout UpgradeStatus) -> Void) {
+        guard var s = upgrades[service] else { return }
+        body(&s)
+        upgrades[service] = s
+    }
+
+    func elapsed(_ service: String) -> Double {
+        (Date().timeIntervalSince1970 - (upgrades[service]?.requestedAt ?? 0)).rounded(toPlaces: 3)
+    }
+
+    /// One upgrade's procedure. Every wait is bounded; every exit leaves a consistent route table.
+    struct Run: Sendable {
+        let controller: UpgradeController
+        let service: String
+        let from: String
+        let to: String
+        let source: MeshConfig.Version.Source?
+        let drain: Duration
+        let force: Bool
+        let started: ContinuousClock.Instant
+        var runtime: MeshRuntime { controller.runtime }
+
+        func step(_ name: String, _ detail: String? = nil) async { await controller.step(service, name, detail) }
+
+        func finish(_ phase: UpgradeStatus.Phase, _ message: String) async {
+            await controller.update(service) { s in
+                s.phase = phase
+                s.message = message
+            }
+            await step(phase.rawValue, message)
+        }
+
+        func execute(_ strategy: String) async {
+            if strategy != "rolling" {
+                let runtime = self.runtime, service = self.service
+                runtime.routes.setBarrier(service, RecordBarrier { await runtime.markerRound(service: service) })
+            }
+            defer { runtime.routes.setBarrier(service, nil) }
+            do {
+                guard try await startNewVersion() else { return }
+                switch strategy {
+                case "rolling": try await rolling()
+                case "BF": try await blockingFree()
+                case "WF": try await waitFree()
+                default: try await concurrentVersions()
+                }
+            } catch {
+                // Leave a consistent mesh: both versions serve, each trace by its pins.
+                runtime.routes.release(service, to: nil)
+                try? await runtime.setBlocked(service: service, version: from, false)
+                try? await runtime.setPinRoutes(service: service, true)
+                let d = runtime.routes.routes(of: service)?.defaultVersion ?? from
+                await finish(.failed, "\(error); \(service) keeps both versions with pin routes (default \(d))")
+            }
+        }
+
+        /// Starts the new version (or checks a declared one) and waits for its health. A new
+        /// version that fails its check is stopped: nothing else was touched.
+        func startNewVersion() async throws -> Bool {
+            do {
+                if let source {
+                    try await runtime.addVersion(service: service, version: to, source: source)
+                    await step("started", "\(service) \(to) is healthy; its pin route is at every caller, the default is still \(from)")
+                } else {
+                    try await runtime.checkHealthy(service: service, version: to)
+                    await step("started", "\(service) \(to) (declared in the mesh file) is healthy")
+                }
+                return true
+            } catch {
+                await finish(.rolledBack, "\(service) \(to) failed its health check; rolled back, nothing changed: \(error)")
+                return false
+            }
+        }
+
+        func switchDefault() async throws {
+            try await runtime.setDefault(service: service, version: to)
+            let after = await controller.elapsed(service)
+            await controller.update(service) { $0.switchedAfter = after }
+            await step("default-switched", "every caller routes unpinned requests to \(service) \(to)")
+        }
+
+        func retire() async throws {
+            try await runtime.removeVersion(service: service, version: from)
+            let after = await controller.elapsed(service)
+            await controller.update(service) { $0.retiredAfter = after }
+            await step("retired", "\(service) \(from) stopped")
+            await step("cleaned", "routes back to the initial shape: \(service) \(to) only")
+        }
+
+        /// Waits until every trace that ran on `version` has completed at the gateway and the
+        /// trace manager has read every record logged before (a marker in the same stream).
+        /// Returns the DiffSet left at the deadline (empty: drained).
+        func drained(_ version: String, deadline: ContinuousClock.Instant) async throws -> [String] {
+            let ids = await runtime.instanceIDs(service: service, version: version)
+            var last = -1
+            while true {
+                var d = runtime.recorder.drain(instances: ids)
+                if d.diffSet.isEmpty && d.inFlight == 0 {
+                    try await runtime.confirmRecordsRead(service: service, version: version)
+                    d = runtime.recorder.drain(instances: ids)
+                    if d.diffSet.isEmpty && d.inFlight == 0 {
+                        await controller.update(service) { $0.diffSet = 0 }
+                        return []
+                    }
+                }
+                if d.diffSet.count != last {
+                    last = d.diffSet.count
+                    let size = last, sample = Array(d.diffSet.prefix(10))
+                    await controller.update(service) {
+                        $0.diffSet = size
+                        $0.diffSetSample = sample
+                    }
+                }
+                if ContinuousClock.now > deadline { return d.diffSet }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+
+        // MARK: Strategies
+
+        /// The baseline: switch at once, ignore pins, stop the old version at once.
+        func rolling() async throws {
+            try await runtime.setPinRoutes(service: service, false)
+            try await switchDefault()
+            try await runtime.removeVersion(service: service, version: from)
+            let after = await controller.elapsed(service)
+            await controller.update(service) { $0.retiredAfter = after }
+            await step("retired", "\(service) \(from) stopped at once (no guarantee)")
+            try await runtime.setPinRoutes(service: service, true)
+            await finish(.completed, "\(service) runs \(to) only")
+        }
+
+        /// CV (report §3.2.3–3.2.6).
+        func concurrentVersions() async throws {
+            try await runtime.pushRoutes(for: service)
+            await step("pin-routes", "pin routes to \(service) \(from) and \(to) at every caller, default \(from)")
+            try await switchDefault()
+            try await runtime.setBlocked(service: service, version: from, true)
+            await step("blocked", "\(service) \(from) refuses unpinned requests; callers' sidecars re-route them to \(to)")
+            try await runtime.confirmRecordsRead(service: service, version: from)
+            let ids = await runtime.instanceIDs(service: service, version: from)
+            let locked = runtime.recorder.drain(instances: ids)
+            await controller.update(service) { $0.diffSet = locked.diffSet.count }
+            await step("locked", "\(service) \(from)'s trace set (\(locked.served) traces) locked and shipped to the gateway; DiffSet \(locked.diffSet.count)")
+            let left = try await drained(from, deadline: started + drain)
+            if left.isEmpty {
+                try await retire()
+                await finish(.completed, "\(service) runs \(to) only")
+            } else if force {
+                try await forcedRetire(left)
+            } else {
+                await step("drain-deadline", "\(left.count) transactions still ran on \(from); rolling back")
+                try await runtime.setBlocked(service: service, version: from, false)
+                try await runtime.setDefault(service: service, version: from)
+                try await runtime.setBlocked(service: service, version: to, true)
+                _ = try await drained(to, deadline: ContinuousClock.now + drain)
+                try await runtime.setBlocked(service: service, version: to, false)
+                if source != nil { try await runtime.removeVersion(service: service, version: to) }
+                await finish(.rolledBack, "the drain deadline passed with \(left.count) transactions on \(service) \(from); \(from) is the default again")
+            }
+        }
+
+        /// BF (report §2.3): hold sub-transactions of traces that never visited the service
+        /// until the old version is free, then swap and release them onto the new version.
+        func blockingFree() async throws {
+            try await runtime.pushRoutes(for: service)
+            await step("pin-routes", "pin routes to \(service) \(from) and \(to) at every caller, default \(from)")
+            runtime.routes.hold(service)
+            await step("holding", "requests to \(service) of traces with no past visit wait")
+            let left: [String]
+            do { left = try await drained(from, deadline: started + drain) } catch {
+                runtime.routes.release(service, to: nil)
+                throw error
+            }
+            if left.isEmpty || force {
+                try await switchDefault()
+                runtime.routes.release(service, to: to)
+                await step("released", "held requests go to \(service) \(to)")
+                if left.isEmpty {
+                    try await retire()
+                    await finish(.completed, "\(service) runs \(to) only")
+                } else {
+                    try await forcedRetire(left)
+                }
+            } else {
+                runtime.routes.release(service, to: nil)
+                if source != nil { try await runtime.removeVersion(service: service, version: to) }
+                await finish(.rolledBack, "\(service) \(from) was not free before the drain deadline (\(left.count) transactions); released the held requests, \(from) stays")
+            }
+        }
+
+        /// WF (report §2.3): wait until the old version is free, then swap. Under continuous
+        /// load it may never be free: the drain deadline ends it (the documented time-out).
+        func waitFree() async throws {
+            try await runtime.pushRoutes(for: service)
+            await step("pin-routes", "pin routes to \(service) \(from) and \(to) at every caller, default \(from)")
+            await step("waiting", "waiting for \(service) \(from) to be free")
+            let left = try await drained(from, deadline: started + drain)
+            if left.isEmpty || force {
+                try await switchDefault()
+                // Transactions that began on the old version between "free" and the switch keep
+                // their pins; they end before the retirement.
+                let late = try await drained(from, deadline: ContinuousClock.now + drain)
+                if left.isEmpty && late.isEmpty {
+                    try await retire()
+                    await finish(.completed, "\(service) runs \(to) only")
+                } else {
+                    try await forcedRetire(left.isEmpty ? late : left)
+                }
+            } else {
+                if source != nil { try await runtime.removeVersion(service: service, version: to) }
+                await finish(.rolledBack, "WF time-out: \(service) \(from) was never free within the drain deadline under load (\(left.count) transactions on it at the end); nothing changed")
+            }
+        }
+
+        func forcedRetire(_ left: [String]) async throws {
+            await controller.update(service) { $0.mayBreak = left.count }
+            await step("forced", "--force: retiring \(service) \(from) with \(left.count) transactions still on it; they may break")
+            if runtime.routes.routes(of: service)?.defaultVersion != to { try await switchDefault() }
+            try await retire()
+            await finish(.forced, "\(service) runs \(to) only; \(left.count) transactions may have broken")
+        }
+    }
+}
+
+extension Double {
+    func rounded(toPlaces places: Int) -> Double {
+        let f = Foundation.pow(10.0, Double(places))
+        return (self * f).rounded() / f
+    }
+}

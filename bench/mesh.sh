@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Mesh benchmark (issue 3): the report's example system under the load generator.
+#   1. latency through the mesh against direct calls (the same Python services, no Envoy):
+#      pinPropagation application and mesh, fast transactions only;
+#   2. per upgrade strategy (CV, BF, WF, rolling) at 200 tx/s with 10 % slow transactions:
+#      timeliness (request -> default switched, -> v1 retired, against the longest transaction
+#      in flight at the request) and disruption (p99 during the upgrade against before it),
+#      failed transactions and the audit.
+# Writes bench/results/mesh-<UTC>.md and .json, and bench/results/latest-mesh.md.
+# Run it alone: it uses both cores. Needs: swift build (debug triad), python3, Envoy
+# (TRIAD_ENVOY or scripts/envoy.sh).
+#   RATE=200 SECONDS_HOP=10 SECONDS_UPGRADE=10 bash bench/mesh.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TRIAD=${TRIAD:-$ROOT/.build/debug/triad}
+export TRIAD_ENVOY=${TRIAD_ENVOY:-$(bash "$ROOT/scripts/envoy.sh")}
+PY=$ROOT/agents/examples/python
+RATE=${RATE:-200}
+SECONDS_HOP=${SECONDS_HOP:-10}
+SECONDS_UPGRADE=${SECONDS_UPGRADE:-10}
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+WORK=$(mktemp -d /tmp/triad-bench-mesh.XXXXXX)
+OUT=$ROOT/bench/results
+mkdir -p "$OUT"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for d in "$WORK"/*/; do [ -f "$d/.triad-mesh/state.json" ] && (cd "$d" && "$TRIAD" mesh down >/dev/null 2>&1) || true; done
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+mesh_file() { # dir port propagation
+  sed -e "s#python/#$PY/#g" -e "s/127.0.0.1:8000/127.0.0.1:$2/" -e "s/pinPropagation: mesh /pinPropagation: $3 /" \
+    "$ROOT/agents/examples/mesh.yaml" > "$1/mesh.yaml"
+}
+
+load() { # url seconds slow-fraction out [trace-log]
+  local extra=()
+  [ -n "${5:-}" ] && extra=(--trace-log "$5")
+  python3 "$PY/loadgen.py" "$1" --rate "$RATE" --duration "$2" --slow-fraction "$3" --slow-ms 400 --seed 11 "${extra[@]}" > "$4"
+}
+
+echo "== 1. latency: direct vs mesh"
+D=$WORK/direct; mkdir -p "$D"
+P_DB=$(free_port); P_AUTH=$(free_port); P_PROC=$(free_port); P_PORTAL=$(free_port)
+(cd "$PY" && PORT=$P_DB python3 db.py >"$D/db.log" 2>&1) & PIDS+=($!)
+(cd "$PY" && PORT=$P_AUTH python3 auth.py --version v1 >"$D/auth.log" 2>&1) & PIDS+=($!)
+(cd "$PY" && PORT=$P_PROC TRIAD_UPSTREAM_AUTH=http://127.0.0.1:$P_AUTH TRIAD_UPSTREAM_DB=http://127.0.0.1:$P_DB python3 proc.py >"$D/proc.log" 2>&1) & PIDS+=($!)
+(cd "$PY" && PORT=$P_PORTAL TRIAD_UPSTREAM_AUTH=http://127.0.0.1:$P_AUTH TRIAD_UPSTREAM_PROC=http://127.0.0.1:$P_PROC python3 portal.py >"$D/portal.log" 2>&1) & PIDS+=($!)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$P_PORTAL/healthz" >/dev/null && break; sleep 0.05; done
+load "http://127.0.0.1:$P_PORTAL" "$SECONDS_HOP" 0 "$WORK/hop-direct.json"
+for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; PIDS=()
+
+for prop in application mesh; do
+  D=$WORK/hop-$prop; mkdir -p "$D"; PORT=$(free_port)
+  mesh_file "$D" "$PORT" "$prop"
+  (cd "$D" && "$TRIAD" mesh up -f mesh.yaml >/dev/null)
+  load "http://127.0.0.1:$PORT" "$SECONDS_HOP" 0 "$WORK/hop-$prop.json"
+  (cd "$D" && "$TRIAD" mesh down >/dev/null)
+done
+
+echo "== 2. strategies"
+for strategy in CV BF WF rolling; do
+  D=$WORK/up-$strategy; mkdir -p "$D"; PORT=$(free_port)
+  mesh_file "$D" "$PORT" mesh
+  (cd "$D" && "$TRIAD" mesh up -f mesh.yaml >/dev/null)
+  T0=$(date +%s.%N)
+  load "http://127.0.0.1:$PORT" "$SECONDS_UPGRADE" 0.1 "$D/load.json" "$D/traces.jsonl" & LOAD=$!
+  sleep 3
+  drain=30s; [ "$strategy" = WF ] && drain=5s
+  (cd "$D" && "$TRIAD" upgrade auth --to v2 --strategy "$strategy" --drain-timeout "$drain" \
+      --command "python3 $PY/auth.py --version v2" > "$D/upgrade.out" 2>&1) || true
+  wait "$LOAD"
+  sleep 0.3
+  (cd "$D" && "$TRIAD" upgrade status auth --json > "$D/upgrade.json" && "$TRIAD" mesh audit --json > "$D/audit.json")
+  echo "$T0" > "$D/t0"
+  (cd "$D" && "$TRIAD" mesh down >/dev/null)
+  echo "   $strategy: $(tail -1 "$D/upgrade.out")"
+done
+
+python3 - "$WORK" "$OUT" "$STAMP" "$RATE" <<'EOF'
+import json, sys, os, statistics
+work, out, stamp, rate = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+def pct(xs, p):
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(len(xs) * p))], 2) if xs else None
+res = {"stamp": stamp, "rate": float(rate), "hop": {}, "strategies": {}}
+for name in ["direct", "application", "mesh"]:
+    d = json.load(open(f"{work}/hop-{name}.json"))
+    res["hop"][name] = {k: d.get(k) for k in ["sent", "failed", "fast_p50_ms", "fast_p99_ms", "achieved_rps"]}
+for s in ["CV", "BF", "WF", "rolling"]:
+    d = f"{work}/up-{s}"
+    load = json.load(open(f"{d}/load.json")); up = json.load(open(f"{d}/upgrade.json"))[0]
+    audit = json.load(open(f"{d}/audit.json")); t0 = float(open(f"{d}/t0").read())
+    tx = [json.loads(l) for l in open(f"{d}/traces.jsonl")]
+    req = up["requestedAt"] - t0
+    end = req + max([st["at"] for st in up["steps"]] or [0])
+    before = [t["ms"] for t in tx if t["start"] + t["ms"] / 1000 < req]
+    during = [t["ms"] for t in tx if t["start"] < end and t["start"] + t["ms"] / 1000 > req]
+    inflight = [t["ms"] for t in tx if t["start"] < req < t["start"] + t["ms"] / 1000]
+    res["strategies"][s] = {
+        "phase": up["phase"], "switched_s": up.get("switchedAfter"), "retired_s": up.get("retiredAfter"),
+        "longest_in_flight_at_request_ms": max(inflight) if inflight else 0,
+        "p99_before_ms": pct(before, 0.99), "p99_during_ms": pct(during, 0.99),
+        "failed": load["failed"], "sent": load["sent"], "inconsistent": audit["inconsistent"],
+        "message": up.get("message"),
+    }
+json.dump(res, open(f"{out}/mesh-{stamp}.json", "w"), indent=1)
+h = res["hop"]
+lines = [f"# Mesh benchmark {stamp}", "",
+         f"Report example system (Portal -> Auth, Portal -> Proc -> Auth, Proc -> DB: 5 calls per transaction), "
+         f"{rate} tx/s, debug build of triad, Envoy --concurrency 1, 2 shared vCPUs.", "",
+         "## Latency, fast transactions only", "", "| path | sent | failed | p50 ms | p99 ms | achieved tx/s |", "|---|---|---|---|---|---|"]
+for name, label in [("direct", "direct (no Envoy)"), ("application", "mesh, pinPropagation: application"), ("mesh", "mesh, pinPropagation: mesh")]:
+    x = h[name]
+    lines.append(f"| {label} | {x['sent']} | {x['failed']} | {x['fast_p50_ms']} | {x['fast_p99_ms']} | {x['achieved_rps']} |")
+for name in ["application", "mesh"]:
+    if h[name]["fast_p50_ms"] and h["direct"]["fast_p50_ms"]:
+        lines.append(f"\n{name}: added per call (p50, 5 calls + the gateway hop): "
+                     f"{round((h[name]['fast_p50_ms'] - h['direct']['fast_p50_ms']) / 6, 2)} ms")
+lines += ["", "## Strategies (upgrade Auth v1 -> v2 at t = 3 s, 10 % of transactions sleep 400 ms between their Auth calls)", "",
+          "| strategy | outcome | default switched (s) | v1 retired (s) | longest tx in flight at request (ms) | p99 before (ms) | p99 during (ms) | failed / sent | inconsistent |",
+          "|---|---|---|---|---|---|---|---|---|"]
+for s, x in res["strategies"].items():
+    lines.append(f"| {s} | {x['phase']} | {x['switched_s']} | {x['retired_s']} | {x['longest_in_flight_at_request_ms']} | "
+                 f"{x['p99_before_ms']} | {x['p99_during_ms']} | {x['failed']} / {x['sent']} | {x['inconsistent']} |")
+text = "\n".join(lines) + "\n"
+open(f"{out}/mesh-{stamp}.md", "w").write(text)
+open(f"{out}/latest-mesh.md", "w").write(text)
+print(text)
+EOF
