@@ -11,21 +11,10 @@ struct MeshCommand: AsyncParsableCommand {
         subcommands: [MeshUp.self, MeshDown.self, MeshStatusCommand.self, MeshAudit.self, MeshServe.self])
 }
 
-/// Client verbs of the mesh print one line on stderr and exit 1 on failure.
-func runMeshVerb(_ body: () async throws -> Void) async throws {
-    do {
-        try await body()
-    } catch let failure as MeshClient.Failure {
-        FileHandle.standardError.write(Data("error: \(failure.description)\n".utf8))
-        throw ExitCode(1)
-    } catch let error as MeshConfigError {
-        FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
-        throw ExitCode(1)
-    } catch let error as EnvoyInstall.Failure {
-        FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
-        throw ExitCode(1)
-    }
-}
+// The mesh's errors are written for the user: client verbs print them as one line.
+extension MeshClient.Failure: UserFacingError {}
+extension MeshConfigError: UserFacingError {}
+extension EnvoyInstall.Failure: UserFacingError {}
 
 struct MeshUp: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -46,7 +35,7 @@ struct MeshUp: AsyncParsableCommand {
     var timeout: Int = 120
 
     func run() async throws {
-        try await runMeshVerb {
+        try await runClientVerb {
             let path = URL(fileURLWithPath: file).standardizedFileURL.path
             let config = try MeshConfigParser.load(path: path)
             let envoyPath = try EnvoyInstall.locate(explicit: envoy)
@@ -63,7 +52,7 @@ struct MeshDown: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "down", abstract: "Stop everything the mesh of this directory started.")
 
     func run() async throws {
-        try await runMeshVerb {
+        try await runClientVerb {
             let pids = try await MeshLauncher.down(workingDirectory: FileManager.default.currentDirectoryPath)
             print("mesh down: \(pids.count) processes stopped")
         }
@@ -77,7 +66,7 @@ struct MeshStatusCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        try await runMeshVerb {
+        try await runClientVerb {
             let (client, _) = try MeshClient.find(in: FileManager.default.currentDirectoryPath)
             let status = try await client.status()
             if json {
@@ -107,7 +96,7 @@ struct MeshAudit: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        try await runMeshVerb {
+        try await runClientVerb {
             let (client, _) = try MeshClient.find(in: FileManager.default.currentDirectoryPath)
             let report = try await client.audit()
             if json {

@@ -11,17 +11,23 @@ struct Triad: AsyncParsableCommand {
                       EventsCommand.self, TokenCommand.self, ProbeCommand.self, MeshCommand.self, UpgradeCommand.self])
 }
 
-/// Prints a failure as one line on stderr and exits non-zero, for every client verb.
+/// Prints a failure as one line on stderr and exits non-zero, for every client verb (registry,
+/// probes, mesh). Errors that are not the user's to read (bugs) propagate as they are.
 func runClientVerb(_ body: () async throws -> Void) async throws {
     do {
         try await body()
-    } catch let failure as TriadClient.Failure {
-        FileHandle.standardError.write(Data("error: \(failure.description)\n".utf8))
-        throw ExitCode(1)
-    } catch let error as CLIError {
-        FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+    } catch let error as any UserFacingError {
+        FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
         throw ExitCode(1)
     }
+}
+
+/// An error whose description is written for the person at the terminal.
+protocol UserFacingError: Error, CustomStringConvertible {}
+
+extension TriadClient.Failure: UserFacingError {}
+extension CLIError: UserFacingError {
+    var description: String { message }
 }
 
 struct CLIError: Error {

@@ -56,7 +56,7 @@ struct UpgradeStart: AsyncParsableCommand {
     @Option(help: "With --render: the service port (callers' route vhost).") var port: Int = 8080
 
     func run() async throws {
-        try await runMeshVerb {
+        try await runClientVerb {
             if let render {
                 guard render == "istio" else { throw MeshClient.Failure("--render \(render): only istio is supported") }
                 guard strategy.uppercased() == "CV" else { throw MeshClient.Failure("--render istio renders the CV procedure; drop --strategy \(strategy)") }
@@ -114,7 +114,7 @@ struct UpgradeStatusCommand: AsyncParsableCommand {
     @Option(help: "The mesh's control URL (default: the mesh of this directory).") var mesh: String?
 
     func run() async throws {
-        try await runMeshVerb {
+        try await runClientVerb {
             let client = try meshClient(mesh)
             let list: [UpgradeStatus]
             if let service { list = [try await client.upgrade(of: service)] } else { list = try await client.upgrades() }
