@@ -122,6 +122,11 @@ public actor UpgradeController {
         if routes.versions.count > 2 || (routes.versions.count == 2 && !routes.versions.contains(request.to)) {
             throw Refusal.invalid("\(request.service) runs \(routes.versions.joined(separator: ", ")): an upgrade starts from one version (plus the target)")
         }
+        if canonical != "rolling", runtime.envoyConcurrency > 1 {
+            // The lock and the pin checks' rounds rely on one ordered log stream per sidecar:
+            // Envoy opens one per worker, and a marker travels in only one of them.
+            throw Refusal.invalid("\(canonical) needs one Envoy worker per sidecar (the trace-set lock reads a marker from the sidecar's one log stream); unset TRIAD_ENVOY_CONCURRENCY or set it to 1")
+        }
         if canonical == "BF", await runtime.plan.pinPropagation != .mesh {
             throw Refusal.invalid("BF holds requests in the mesh's pin check, which needs pinPropagation: mesh")
         }
