@@ -120,6 +120,8 @@ struct UpgradeEndToEndTests {
             #expect(o.upgrade.phase == .completed)
             #expect(Self.auth(o.status)?.versions.map(\.version) == ["v2"] && Self.auth(o.status)?.defaultVersion == "v2", "v1 retired, rules back to v2 only")
             if let pid = mesh.pid("auth-v1-0") { #expect(!ChildProcess.alive(pid), "auth v1's process stopped") }
+            let saved = Set(MeshState.load(from: mesh.directory)?.processes.map(\.id) ?? [])
+            #expect(saved.contains("auth-v2-0") && !saved.contains("auth-v1-0"), "the state file lists what runs now: \(saved)")
             let steps = o.upgrade.steps.map(\.name)
             if strategy == "CV" {
                 #expect(steps == ["started", "pin-routes", "default-switched", "blocked", "locked", "retired", "cleaned", "completed"])

@@ -85,9 +85,12 @@ public actor UpgradeController {
     let logger: Logger
     private var upgrades: [String: UpgradeStatus] = [:]
 
-    public init(runtime: MeshRuntime, logger: Logger) {
+    let processesChanged: @Sendable () async -> Void
+
+    public init(runtime: MeshRuntime, logger: Logger, processesChanged: @escaping @Sendable () async -> Void = {}) {
         self.runtime = runtime
         self.logger = logger
+        self.processesChanged = processesChanged
     }
 
     public func all() -> [UpgradeStatus] { upgrades.values.sorted { $0.requestedAt < $1.requestedAt } }
@@ -174,6 +177,7 @@ public actor UpgradeController {
         func step(_ name: String, _ detail: String? = nil) async { await controller.step(service, name, detail) }
 
         func finish(_ phase: UpgradeStatus.Phase, _ message: String) async {
+            await controller.processesChanged()
             await controller.update(service) { s in
                 s.phase = phase
                 s.message = message
@@ -211,6 +215,7 @@ public actor UpgradeController {
             do {
                 if let source {
                     try await runtime.addVersion(service: service, version: to, source: source)
+                    await controller.processesChanged()
                     await step("started", "\(service) \(to) is healthy; its pin route is at every caller, the default is still \(from)")
                 } else {
                     try await runtime.checkHealthy(service: service, version: to)
