@@ -61,8 +61,8 @@ struct UpgradeEndToEndTests {
     /// Starts the load generator for `seconds`; the task returns its summary.
     static func load(_ mesh: Mesh, seconds: Double) throws -> Task<Load, any Error> {
         let out = mesh.directory + "/load.json", err = out + ".err"
-        FileManager.default.createFile(atPath: out, contents: nil)
-        FileManager.default.createFile(atPath: err, contents: nil)
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: err, contents: nil)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = ["python3", MeshTestSupport.examples + "/loadgen.py", mesh.gateway, "--rate", "200", "--duration", String(seconds),
