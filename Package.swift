@@ -151,7 +151,9 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-            ]
+            ],
+            // Golden files, read by path (IstioRenderTests).
+            exclude: ["Fixtures"]
         ),
         .testTarget(
             name: "TriadAMQPTests",

@@ -24,7 +24,7 @@ OUT=$ROOT/bench/results
 mkdir -p "$OUT"
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
   for d in "$WORK"/*/; do [ -f "$d/.triad-mesh/state.json" ] && (cd "$d" && "$TRIAD" mesh down >/dev/null 2>&1) || true; done
 }
 trap cleanup EXIT
@@ -45,13 +45,13 @@ load() { # url seconds slow-fraction out [trace-log]
 echo "== 1. latency: direct vs mesh"
 D=$WORK/direct; mkdir -p "$D"
 P_DB=$(free_port); P_AUTH=$(free_port); P_PROC=$(free_port); P_PORTAL=$(free_port)
-(cd "$PY" && PORT=$P_DB python3 db.py >"$D/db.log" 2>&1) & PIDS+=($!)
-(cd "$PY" && PORT=$P_AUTH python3 auth.py --version v1 >"$D/auth.log" 2>&1) & PIDS+=($!)
-(cd "$PY" && PORT=$P_PROC TRIAD_UPSTREAM_AUTH=http://127.0.0.1:$P_AUTH TRIAD_UPSTREAM_DB=http://127.0.0.1:$P_DB python3 proc.py >"$D/proc.log" 2>&1) & PIDS+=($!)
-(cd "$PY" && PORT=$P_PORTAL TRIAD_UPSTREAM_AUTH=http://127.0.0.1:$P_AUTH TRIAD_UPSTREAM_PROC=http://127.0.0.1:$P_PROC python3 portal.py >"$D/portal.log" 2>&1) & PIDS+=($!)
+(cd "$PY" && PORT=$P_DB exec python3 db.py >"$D/db.log" 2>&1) & PIDS+=($!)
+(cd "$PY" && PORT=$P_AUTH exec python3 auth.py --version v1 >"$D/auth.log" 2>&1) & PIDS+=($!)
+(cd "$PY" && PORT=$P_PROC TRIAD_UPSTREAM_AUTH=http://127.0.0.1:$P_AUTH TRIAD_UPSTREAM_DB=http://127.0.0.1:$P_DB exec python3 proc.py >"$D/proc.log" 2>&1) & PIDS+=($!)
+(cd "$PY" && PORT=$P_PORTAL TRIAD_UPSTREAM_AUTH=http://127.0.0.1:$P_AUTH TRIAD_UPSTREAM_PROC=http://127.0.0.1:$P_PROC exec python3 portal.py >"$D/portal.log" 2>&1) & PIDS+=($!)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$P_PORTAL/healthz" >/dev/null && break; sleep 0.05; done
 load "http://127.0.0.1:$P_PORTAL" "$SECONDS_HOP" 0 "$WORK/hop-direct.json"
-for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; PIDS=()
+for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; PIDS=()
 
 for prop in application mesh; do
   D=$WORK/hop-$prop; mkdir -p "$D"; PORT=$(free_port)

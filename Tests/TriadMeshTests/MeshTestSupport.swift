@@ -76,13 +76,14 @@ enum MeshTestSupport {
     }
 
     /// Runs `triad` with `arguments` in `directory` and waits for it.
-    static func triad(_ arguments: [String], in directory: String) async throws -> Run {
+    static func triad(_ arguments: [String], in directory: String, environment extra: [String: String] = [:]) async throws -> Run {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try triad())
         p.arguments = arguments
         p.currentDirectoryURL = URL(fileURLWithPath: directory)
         var env = ProcessInfo.processInfo.environment
         env["TRIAD_ENVOY"] = try envoy()
+        for (k, v) in extra { env[k] = v }
         p.environment = env
         let out = directory + "/.out-\(UUID().uuidString.prefix(6))", err = out + ".err"
         FileManager.default.createFile(atPath: out, contents: nil)

@@ -61,8 +61,8 @@ struct UpgradeEndToEndTests {
     /// Starts the load generator for `seconds`; the task returns its summary.
     static func load(_ mesh: Mesh, seconds: Double) throws -> Task<Load, any Error> {
         let out = mesh.directory + "/load.json", err = out + ".err"
-        FileManager.default.createFile(atPath: out, contents: nil)
-        FileManager.default.createFile(atPath: err, contents: nil)
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: err, contents: nil)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = ["python3", MeshTestSupport.examples + "/loadgen.py", mesh.gateway, "--rate", "200", "--duration", String(seconds),
@@ -120,6 +120,8 @@ struct UpgradeEndToEndTests {
             #expect(o.upgrade.phase == .completed)
             #expect(Self.auth(o.status)?.versions.map(\.version) == ["v2"] && Self.auth(o.status)?.defaultVersion == "v2", "v1 retired, rules back to v2 only")
             if let pid = mesh.pid("auth-v1-0") { #expect(!ChildProcess.alive(pid), "auth v1's process stopped") }
+            let saved = Set(MeshState.load(from: mesh.directory)?.processes.map(\.id) ?? [])
+            #expect(saved.contains("auth-v2-0") && !saved.contains("auth-v1-0"), "the state file lists what runs now: \(saved)")
             let steps = o.upgrade.steps.map(\.name)
             if strategy == "CV" {
                 #expect(steps == ["started", "pin-routes", "default-switched", "blocked", "locked", "retired", "cleaned", "completed"])
@@ -232,6 +234,40 @@ struct UpgradeEndToEndTests {
             throw error
         }
         try await mesh.down()
+    }
+
+    /// A new version already running somewhere (`--upstream`), upgraded from another
+    /// directory through the control URL and its token.
+    @Test func upgradeToAnUpstreamThroughTheControlURL() async throws {
+        let mesh = try await Mesh.up()
+        let port = try MeshTestSupport.freePort()
+        let auth = Process()
+        auth.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        auth.arguments = ["python3", MeshTestSupport.examples + "/auth.py", "--version", "v2"]
+        auth.environment = ProcessInfo.processInfo.environment.merging(["PORT": String(port)]) { $1 }
+        // Not the test's own stdout: swift test waits for every holder of it to exit.
+        auth.standardOutput = FileHandle.nullDevice
+        auth.standardError = FileHandle.nullDevice
+        try auth.run()
+        defer {
+            kill(auth.processIdentifier, SIGKILL)
+            auth.waitUntilExit()
+        }
+        do {
+            let elsewhere = try MeshTestSupport.temporaryDirectory()
+            let noToken = try await MeshTestSupport.triad(["upgrade", "auth", "--to", "v2", "--upstream", "127.0.0.1:\(port)", "--mesh", mesh.state.controlURL], in: elsewhere)
+            #expect(noToken.status == 1 && noToken.stderr.contains("set TRIAD_MESH_TOKEN"), "\(noToken.stderr)")
+            let run = try await MeshTestSupport.triad(["upgrade", "auth", "--to", "v2", "--upstream", "127.0.0.1:\(port)", "--mesh", mesh.state.controlURL],
+                                                      in: elsewhere, environment: ["TRIAD_MESH_TOKEN": mesh.state.token])
+            #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
+            let after = try await MeshTestSupport.send(.POST, "\(mesh.gateway)/order", headers: ["x-b3-traceid": MeshTestSupport.newTraceID()], body: #"{"item":"tea"}"#)
+            #expect(after.status == 200 && after.json?["versions"]?["auth.issue"]?.stringValue == "v2")
+        } catch {
+            try? await mesh.down()
+            throw error
+        }
+        try await mesh.down()
+        #expect(ChildProcess.alive(auth.processIdentifier), "an upstream is not Triad's to stop")
     }
 
     @Test func badUpgradesAreRefusedClearly() async throws {

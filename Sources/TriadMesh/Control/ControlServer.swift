@@ -25,8 +25,17 @@ public enum MeshControl {
         let token = MeshState.newToken()
         let down = OneShot()
         let controlPort = Mutex<Int?>(nil)
+        let published = Mutex<MeshState?>(nil)
+        // An upgrade starts and stops processes: the state file lists them for `mesh down`'s
+        // fallback (when this process is gone).
+        let upgrades = UpgradeController(runtime: runtime, logger: logger) {
+            guard var state = published.withLock({ $0 }) else { return }
+            state.processes = await runtime.processes()
+            published.withLock { $0 = state }
+            await onReady(state)
+        }
         let control = Application(
-            router: controlRouter(runtime: runtime, upgrades: UpgradeController(runtime: runtime, logger: logger), token: token, down: down),
+            router: controlRouter(runtime: runtime, upgrades: upgrades, token: token, down: down),
             configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: nil),
             onServerRunning: { channel in controlPort.withLock { $0 = channel.localAddress?.port } },
             logger: logger)
@@ -46,6 +55,7 @@ public enum MeshControl {
                 name: plan.meshName, controlURL: "http://127.0.0.1:\(port ?? 0)", token: token, pid: Int(getpid()),
                 gateway: "http://\(plan.gatewayListen)", runDirectory: plan.runDirectory,
                 startedAt: ISO8601DateFormatter().string(from: Date()), processes: await runtime.processes())
+            published.withLock { $0 = state }
             await onReady(state)
         }
         let group = ServiceGroup(configuration: .init(

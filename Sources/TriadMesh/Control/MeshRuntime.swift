@@ -19,7 +19,7 @@ public actor MeshRuntime {
     public let routes: RouteState
     let envoy: String
     let logger: Logger
-    let envoyConcurrency: Int
+    public let envoyConcurrency: Int
     public private(set) var children: [ChildProcess] = []
 
     public init(config: MeshConfig, envoy: String, runDirectory: String, socketDirectory: String, logger: Logger) throws {

@@ -85,9 +85,12 @@ public actor UpgradeController {
     let logger: Logger
     private var upgrades: [String: UpgradeStatus] = [:]
 
-    public init(runtime: MeshRuntime, logger: Logger) {
+    let processesChanged: @Sendable () async -> Void
+
+    public init(runtime: MeshRuntime, logger: Logger, processesChanged: @escaping @Sendable () async -> Void = {}) {
         self.runtime = runtime
         self.logger = logger
+        self.processesChanged = processesChanged
     }
 
     public func all() -> [UpgradeStatus] { upgrades.values.sorted { $0.requestedAt < $1.requestedAt } }
@@ -121,6 +124,11 @@ public actor UpgradeController {
         }
         if routes.versions.count > 2 || (routes.versions.count == 2 && !routes.versions.contains(request.to)) {
             throw Refusal.invalid("\(request.service) runs \(routes.versions.joined(separator: ", ")): an upgrade starts from one version (plus the target)")
+        }
+        if canonical != "rolling", runtime.envoyConcurrency > 1 {
+            // The lock and the pin checks' rounds rely on one ordered log stream per sidecar:
+            // Envoy opens one per worker, and a marker travels in only one of them.
+            throw Refusal.invalid("\(canonical) needs one Envoy worker per sidecar (the trace-set lock reads a marker from the sidecar's one log stream); unset TRIAD_ENVOY_CONCURRENCY or set it to 1")
         }
         if canonical == "BF", await runtime.plan.pinPropagation != .mesh {
             throw Refusal.invalid("BF holds requests in the mesh's pin check, which needs pinPropagation: mesh")
@@ -169,6 +177,7 @@ public actor UpgradeController {
         func step(_ name: String, _ detail: String? = nil) async { await controller.step(service, name, detail) }
 
         func finish(_ phase: UpgradeStatus.Phase, _ message: String) async {
+            await controller.processesChanged()
             await controller.update(service) { s in
                 s.phase = phase
                 s.message = message
@@ -206,6 +215,7 @@ public actor UpgradeController {
             do {
                 if let source {
                     try await runtime.addVersion(service: service, version: to, source: source)
+                    await controller.processesChanged()
                     await step("started", "\(service) \(to) is healthy; its pin route is at every caller, the default is still \(from)")
                 } else {
                     try await runtime.checkHealthy(service: service, version: to)
