@@ -80,6 +80,7 @@ for strategy in CV BF WF rolling; do
   echo "   $strategy: $(tail -1 "$D/upgrade.out")"
 done
 
+case $TRIAD in */release/*) export TRIAD_BUILD=release ;; *) export TRIAD_BUILD=debug ;; esac
 python3 - "$WORK" "$OUT" "$STAMP" "$RATE" <<'EOF'
 import json, sys, os, statistics
 work, out, stamp, rate = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
@@ -111,7 +112,7 @@ json.dump(res, open(f"{out}/mesh-{stamp}.json", "w"), indent=1)
 h = res["hop"]
 lines = [f"# Mesh benchmark {stamp}", "",
          f"Report example system (Portal -> Auth, Portal -> Proc -> Auth, Proc -> DB: 5 calls per transaction), "
-         f"{rate} tx/s, debug build of triad, Envoy --concurrency 1, 2 shared vCPUs.", "",
+         f"{rate} tx/s, {os.environ.get('TRIAD_BUILD', 'debug')} build of triad, Envoy --concurrency 1, 2 shared vCPUs.", "",
          "## Latency, fast transactions only", "", "| path | sent | failed | p50 ms | p99 ms | achieved tx/s |", "|---|---|---|---|---|---|"]
 for name, label in [("direct", "direct (no Envoy)"), ("application", "mesh, pinPropagation: application"), ("mesh", "mesh, pinPropagation: mesh")]:
     x = h[name]
