@@ -39,7 +39,7 @@ struct ProbeControllerTests {
             let steady = TelemetryTests.name("steady"), crashy = TelemetryTests.name("crashy")
             let mute = TelemetryTests.name("mute"), doomed = TelemetryTests.name("doomed")
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: try Self.device(steady, args: ["--rate", "5"]))
-            _ = try await server.admin.call(.POST, "/api/v1/resources", body: try Self.device(crashy, args: ["--rate", "10", "--crash-after", "10"]))
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: try Self.device(crashy, args: ["--rate", "10", "--crash-after", "30"]))
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: try Self.device(mute, args: ["--rate", "0"]))
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: try Self.device(doomed, args: ["--rate", "5"]))
 
@@ -51,7 +51,8 @@ struct ProbeControllerTests {
             }
             #expect(try await TelemetryTests.history(server, steady).count > 0, "its samples reach the history")
 
-            // The crashing probe: Synchronous between crashes, restarted, then a crash loop.
+            // The crashing probe (3 s of data each life, long enough to be seen Synchronous on a busy
+            // machine): Synchronous between crashes, restarted, then a crash loop.
             var sawSynchronous = false
             try await TelemetryTests.eventually("the crashing probe is Failed for a crash loop", within: 40) {
                 let status = try await Self.status(server, crashy)
