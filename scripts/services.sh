@@ -58,6 +58,15 @@ apt_install() {
   apt-get install -y -qq "$@" >/dev/null || die "apt-get install $* failed"
 }
 
+# Installs those of the named Debian packages that are not installed yet.
+apt_ensure() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
+}
+
 # --- PostgreSQL -----------------------------------------------------------------------
 
 # Newest installed server version's bin dir (Debian keeps them under /usr/lib/postgresql/N/bin).
@@ -174,11 +183,7 @@ rabbitmq_running() {
 }
 
 install_rabbitmq() {
-  local missing=() p
-  for p in rabbitmq-server librabbitmq-dev amqp-tools; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  [ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
+  apt_ensure rabbitmq-server librabbitmq-dev amqp-tools
 }
 
 start_rabbitmq() {
@@ -240,11 +245,7 @@ mosquitto_running() {
 }
 
 install_mosquitto() {
-  local missing=() p
-  for p in mosquitto mosquitto-clients libmosquitto-dev; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  [ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
+  apt_ensure mosquitto mosquitto-clients libmosquitto-dev
 }
 
 start_mosquitto() {
@@ -307,11 +308,8 @@ ha_running() {
 
 install_homeassistant() {
   [ -x "$HA_VENV/bin/hass" ] && return 0
-  local py=/usr/bin/python3 p missing=()
-  for p in python3-venv unzip curl; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  [ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
+  local py=/usr/bin/python3
+  apt_ensure python3-venv unzip curl
   log "installing Home Assistant $HA_VERSION into $HA_VENV (about 30 s)"
   mkdir -p "$HA_CACHE"
   "$py" -m venv "$HA_VENV" || die "cannot create a venv at $HA_VENV"

@@ -165,23 +165,19 @@ public final class MQTTClient: Sendable {
     }
 
     /// Disconnects cleanly (no will is sent), joins the network thread and frees the handle.
-    public func stop() {
-        guard let mosq = handle.withLock({ (h: inout MosquittoHandle?) -> MosquittoHandle? in defer { h = nil }; return h })?.pointer else { return }
-        mosquitto_disconnect(mosq)
-        mosquitto_loop_stop(mosq, false)
-        mosquitto_destroy(mosq)
-        context.continuation.finish()
-        // Released only now: the joined thread can no longer call back with it.
-        Unmanaged.passUnretained(context).release()
-    }
+    public func stop() { tearDown(cleanly: true) }
 
     /// Drops the connection without a DISCONNECT, so the broker publishes the will (tests and
     /// crash simulations).
-    public func abandon() {
+    public func abandon() { tearDown(cleanly: false) }
+
+    private func tearDown(cleanly: Bool) {
         guard let mosq = handle.withLock({ (h: inout MosquittoHandle?) -> MosquittoHandle? in defer { h = nil }; return h })?.pointer else { return }
-        mosquitto_loop_stop(mosq, true)
-        mosquitto_destroy(mosq)  // closes the socket without DISCONNECT
+        if cleanly { mosquitto_disconnect(mosq) }
+        mosquitto_loop_stop(mosq, !cleanly)
+        mosquitto_destroy(mosq)  // without a DISCONNECT first, this just closes the socket
         context.continuation.finish()
+        // Released only now: the joined thread can no longer call back with it.
         Unmanaged.passUnretained(context).release()
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 import TriadCore
 
 /// The registry on PostgreSQL, for many replicas. Writers serialise on the revision counter's
@@ -10,6 +11,8 @@ public final class PostgresBackend: RegistryBackend {
     private let logger: Logger
     /// The pool's connection loop; owned here so the backend is usable as soon as `connect` returns.
     private let runTask: Task<Void, Never>
+    /// Relay cursor rows known to exist (see `relayRound`).
+    private let relayCursorRows = Mutex<Set<String>>([])
 
     public struct URLError: Error, CustomStringConvertible {
         public var description: String
@@ -91,6 +94,12 @@ public final class PostgresBackend: RegistryBackend {
         return EventBatch(events: events, oldestRetained: oldest)
     }
 
+    /// The schema this registry lives in (one database may hold several).
+    static func currentSchema(_ conn: PostgresConnection, logger: Logger) async throws -> String {
+        for try await s in try await conn.query("SELECT current_schema()", logger: logger).decode(String.self) { return s }
+        return ""
+    }
+
     static func eventsAfter(_ id: Int64, limit: Int) -> PostgresQuery {
         "SELECT id, type, name, kind, labels, time, document FROM triad_events WHERE id > \(id) ORDER BY id LIMIT \(limit)"
     }
@@ -162,8 +171,12 @@ public final class PostgresBackend: RegistryBackend {
     /// move), so of several replicas exactly one relays at a time, and an event is published
     /// twice only if a replica dies between the broker's confirm and this commit.
     public func relayRound(_ name: String, limit: Int, deliver: @Sendable ([RegistryEvent]) async throws -> Void) async throws -> RelayRound {
-        _ = try await client.query("INSERT INTO triad_relay_cursors (name, last_id) VALUES (\(name), 0) ON CONFLICT (name) DO NOTHING",
-                                   logger: logger)
+        // The row must exist to be locked; made once per relay name, not on every round.
+        if !relayCursorRows.withLock({ $0.contains(name) }) {
+            _ = try await client.query("INSERT INTO triad_relay_cursors (name, last_id) VALUES (\(name), 0) ON CONFLICT (name) DO NOTHING",
+                                       logger: logger)
+            relayCursorRows.withLock { _ = $0.insert(name) }
+        }
         let logger = self.logger
         return try await client.withTransaction(logger: logger) { conn in
             var cursor: Int64?
@@ -187,8 +200,7 @@ public final class PostgresBackend: RegistryBackend {
         while !Task.isCancelled {
             do {
                 try await client.withConnection { conn in
-                    var schema = ""
-                    for try await s in try await conn.query("SELECT current_schema()", logger: logger).decode(String.self) { schema = s }
+                    let schema = try await Self.currentSchema(conn, logger: logger)
                     try await conn.listen(on: "triad_events") { notifications in
                         for try await n in notifications where n.payload == schema { changed() }
                     }
@@ -210,8 +222,7 @@ public final class PostgresBackend: RegistryBackend {
         return try await client.withConnection { conn in
             // One leader per registry: the key is the name and the schema (deployments may share
             // a database), hashed to 64 bits (FNV-1a).
-            var schema = ""
-            for try await s in try await conn.query("SELECT current_schema()", logger: logger).decode(String.self) { schema = s }
+            let schema = try await Self.currentSchema(conn, logger: logger)
             let key = Int64(bitPattern: "\(name)@\(schema)".utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 })
             var acquired = false
             for try await got in try await conn.query("SELECT pg_try_advisory_lock(\(key))", logger: logger).decode(Bool.self) {

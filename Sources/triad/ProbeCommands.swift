@@ -21,12 +21,7 @@ struct ProbeCommand: AsyncParsableCommand {
             with `offline` as its will), else through POST /api/v1/resources/NAME/telemetry.
             """)
 
-        @Option(help: "The resource (env TRIAD_RESOURCE).")
-        var resource: String?
-        @Option(help: "mqtt://host:port (env TRIAD_MQTT_URL); without it, samples go through the REST API.")
-        var mqtt: String?
-        @Option(help: "Server URL for the REST path (env TRIAD_API_URL).")
-        var api: String?
+        @OptionGroup var target: ProbeTarget
         @Option(help: "Samples per second; 0 announces online and then stays silent (default 1).")
         var rate: Double = 1
         @Option(name: .customLong("value"), help: "NAME=MIN..MAX (a random value in range) or NAME=NUMBER; repeatable (default value=0..100).")
@@ -56,7 +51,7 @@ struct ProbeCommand: AsyncParsableCommand {
         }
 
         func simulate() async throws {
-            let name = try ProbeOutput.resourceName(resource)
+            let name = try target.resourceName()
             guard rate >= 0, rate <= 10_000 else { throw ValidationError("--rate must be from 0 to 10000") }
             let generators = try parseValues()
             func sample() -> [UInt8] {
@@ -70,7 +65,7 @@ struct ProbeCommand: AsyncParsableCommand {
                 let ms = (Date().timeIntervalSince1970 * 1000).rounded()
                 return Array(JSONCoding.encode(JSONValue.object(["ts": .number(ms), "values": .object(values)])))
             }
-            let output = try await ProbeOutput.connect(resource: name, mqtt: mqtt, api: api)
+            let output = try await target.connect(resource: name)
             let stop = ProbeLifetime()
             var sent = 0
             while stop.shouldRun {
@@ -105,16 +100,11 @@ struct ProbeCommand: AsyncParsableCommand {
 
         @Option(help: "The entity, e.g. sensor.outside_temperature.")
         var entity: String
-        @Option(help: "The resource (env TRIAD_RESOURCE).")
-        var resource: String?
+        @OptionGroup var target: ProbeTarget
         @Option(help: "Home Assistant's URL (env HA_URL; default http://127.0.0.1:8123).")
         var haURL: String?
         @Option(help: "A file holding the long-lived access token (else env HA_TOKEN).")
         var haTokenFile: String?
-        @Option(help: "mqtt://host:port (env TRIAD_MQTT_URL); without it, samples go through the REST API.")
-        var mqtt: String?
-        @Option(help: "Server URL for the REST path (env TRIAD_API_URL).")
-        var api: String?
         @Option(help: "Seconds between readings (default 2).")
         var interval: Double = 2
 
@@ -124,7 +114,7 @@ struct ProbeCommand: AsyncParsableCommand {
 
         func follow() async throws {
             let env = ProcessInfo.processInfo.environment
-            let name = try ProbeOutput.resourceName(resource)
+            let name = try target.resourceName()
             guard entity.split(separator: ".").count == 2, !entity.contains("/") else {
                 throw ValidationError("--entity must look like domain.object_id, e.g. sensor.outside_temperature")
             }
@@ -139,7 +129,7 @@ struct ProbeCommand: AsyncParsableCommand {
                 throw ValidationError("give --ha-token-file or set HA_TOKEN")
             }
             let home = TriadClient(server: haURL ?? env["HA_URL"] ?? "http://127.0.0.1:8123", token: token)
-            let output = try await ProbeOutput.connect(resource: name, mqtt: mqtt, api: api)
+            let output = try await target.connect(resource: name)
             let lifetime = ProbeLifetime()
             while lifetime.shouldRun {
                 do {
@@ -202,19 +192,33 @@ struct ProbeCommand: AsyncParsableCommand {
     }
 }
 
+/// What every reference probe is told: which resource, and where its samples go. The
+/// controller's local runtime sets the environment; the flags override it.
+struct ProbeTarget: ParsableArguments {
+    @Option(help: "The resource (env TRIAD_RESOURCE).")
+    var resource: String?
+    @Option(help: "mqtt://host:port (env TRIAD_MQTT_URL); without it, samples go through the REST API.")
+    var mqtt: String?
+    @Option(help: "Server URL for the REST path (env TRIAD_API_URL).")
+    var api: String?
+
+    func resourceName() throws -> String {
+        guard let name = resource ?? ProcessInfo.processInfo.environment["TRIAD_RESOURCE"], ResourceValidator.isValidName(name) else {
+            throw ValidationError("--resource (or TRIAD_RESOURCE) must name a resource")
+        }
+        return name
+    }
+
+    func connect(resource name: String) async throws -> ProbeOutput {
+        try await ProbeOutput.connect(resource: name, mqtt: mqtt, api: api)
+    }
+}
+
 /// Where a probe's samples go: MQTT when a broker URL is known (announcing `online`, with
 /// `offline` as the will), else the REST telemetry route with the probe's token.
 struct ProbeOutput: Sendable {
     let send: @Sendable ([UInt8]) async throws -> Void
     let finish: @Sendable () async -> Void
-
-    /// The resource a probe reports for: the flag, else TRIAD_RESOURCE (as the runtime sets it).
-    static func resourceName(_ flag: String?) throws -> String {
-        guard let name = flag ?? ProcessInfo.processInfo.environment["TRIAD_RESOURCE"], ResourceValidator.isValidName(name) else {
-            throw ValidationError("--resource (or TRIAD_RESOURCE) must name a resource")
-        }
-        return name
-    }
 
     static func connect(resource name: String, mqtt: String?, api: String?) async throws -> ProbeOutput {
         let env = ProcessInfo.processInfo.environment

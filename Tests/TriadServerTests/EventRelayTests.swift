@@ -8,13 +8,6 @@ import TriadServer
 /// The outbox relay against the real RabbitMQ that scripts/test.sh starts (DESIGN §4).
 @Suite("Event relay to RabbitMQ")
 struct EventRelayTests {
-    static func amqpURL() throws -> String {
-        guard let url = ProcessInfo.processInfo.environment["TRIAD_TEST_AMQP_URL"], !url.isEmpty else {
-            throw TestEnvironment.SetupError("TRIAD_TEST_AMQP_URL is not set: run the suite with scripts/test.sh, which starts RabbitMQ")
-        }
-        return url
-    }
-
     /// Waits until `/readyz` says the relay is connected (so the exchange exists).
     static func waitForRelay(_ server: TestServer) async throws {
         let anonymous = TriadClient(server: server.baseURL, token: nil)
@@ -28,7 +21,7 @@ struct EventRelayTests {
 
     @Test(arguments: BackendKind.allCases)
     func anIntegratorBoundToDevicesGetsEveryDeviceEventAndNothingElse(_ kind: BackendKind) async throws {
-        let url = try Self.amqpURL()
+        let url = try TestEnvironment.amqpURL()
         try await withServer(kind, amqp: url) { server in
             try await Self.waitForRelay(server)
             let consumer = AMQPConsumer(endpoint: try AMQPEndpoint(url: url))
@@ -149,7 +142,7 @@ struct EventRelayTests {
     /// write's event reaches the integrator (duplicates allowed, losses not).
     @Test(arguments: BackendKind.allCases)
     func noEventIsLostWhenTheServerIsKilled(_ kind: BackendKind) async throws {
-        let url = try Self.amqpURL()
+        let url = try TestEnvironment.amqpURL()
         let consumer = AMQPConsumer(endpoint: try AMQPEndpoint(url: url))
         try await consumer.connect()
         defer { consumer.close() }
@@ -188,7 +181,7 @@ struct EventRelayTests {
 @Suite("Event relay among replicas")
 struct ReplicaRelayTests {
     @Test func twoRelaysOnOneDatabasePublishEachEventOnce() async throws {
-        let url = try EventRelayTests.amqpURL()
+        let url = try TestEnvironment.amqpURL()
         let (first, schema) = try await TestEnvironment.makeBackend(.postgres)
         let (second, _) = try await TestEnvironment.makeBackend(.postgres, reuse: schema)
         let prefix = "r\(UUID().uuidString.prefix(6).lowercased())"

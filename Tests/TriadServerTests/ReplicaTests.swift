@@ -16,7 +16,7 @@ struct ReplicaTests {
 
     @Test func oneLeaderTakesOverAndTelemetryIsShared() async throws {
         let mqtt = try TestEnvironment.mqttURL()
-        let amqp = try EventRelayTests.amqpURL()
+        let amqp = try TestEnvironment.amqpURL()
         let dir = try TestEnvironment.temporaryDirectory()
         let database = try await ProcessTests.databaseArguments(.postgres, dataDir: dir + "/a")
         let token = "replica-token-\(UUID().uuidString.prefix(6))"

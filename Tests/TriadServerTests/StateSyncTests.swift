@@ -10,7 +10,7 @@ import TriadServer
 struct StateSyncTests {
     @Test(arguments: BackendKind.allCases)
     func goodMessagesApplyAndBadOnesAreDeadLetteredWithAReason(_ kind: BackendKind) async throws {
-        let url = try EventRelayTests.amqpURL()
+        let url = try TestEnvironment.amqpURL()
         try await withServer(kind, amqp: url) { server in
             let anonymous = TriadClient(server: server.baseURL, token: nil)
             try await TelemetryTests.eventually("state sync is consuming") {

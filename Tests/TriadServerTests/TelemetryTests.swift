@@ -93,7 +93,7 @@ struct TelemetryTests {
     }
 
     @Test func aFloodFromOneResourceIsLimitedWhileOthersAreServed() async throws {
-        try await withServer(.sqlite, telemetryRate: 5) { server in
+        try await withServer(.sqlite, configure: { $0.telemetryRate = 5 }) { server in
             let flood = Self.name("flood"), calm = Self.name("calm")
             for name in [flood, calm] { _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))) }
             let before = try await Self.rejected(server, .rateLimited)
@@ -118,7 +118,7 @@ struct TelemetryTests {
 
     @Test func mqttSamplesFlowAndBadMessagesAreCountedWithoutStoppingOthers() async throws {
         let url = try TestEnvironment.mqttURL()
-        try await withServer(.sqlite, mqtt: url, telemetryRate: 20) { server in
+        try await withServer(.sqlite, mqtt: url, configure: { $0.telemetryRate = 20 }) { server in
             let anonymous = TriadClient(server: server.baseURL, token: nil)
             try await Self.eventually("the server is subscribed") {
                 try await anonymous.send(.GET, "/readyz").json?["checks"]?["mqtt"]?["ok"] == .bool(true)

@@ -80,20 +80,28 @@ public final class ProbeController: Service, Sendable {
         await runtime.stopAll()
     }
 
-    /// The controller's loop while it leads. It polls every 200 ms: the registry's event log for
-    /// changed resources, the runtime for exited probes, and the queue for due keys.
+    /// The controller's loop while it leads. Every 200 ms it looks at the registry's event log
+    /// (when something was written), the runtime's exited probes, and the queue's due keys.
     private func lead() async throws {
         var cursor = try await registry.backend.latestRevision()
+        // The event log is read only after the notifier says something was written (here, by
+        // another replica, or the 1 s fallback tick), not on every 200 ms turn.
+        let written = WriteFlag()
+        let watching = Task { [notifier] in
+            for await _ in notifier.subscribe() { written.raised.store(true, ordering: .releasing) }
+        }
+        defer { watching.cancel() }
         try await resync()
         var lastResync = ContinuousClock.now
         while true {
             try Task.checkCancellation()
             // Every registry event after the cursor names a resource to look at.
-            while true {
+            while written.raised.exchange(false, ordering: .acquiringAndReleasing) {
                 let batch = try await registry.backend.events(after: cursor, limit: 500).events
                 for event in batch { queue.withLock { $0.add(event.name) } }
                 guard let last = batch.last else { break }
                 cursor = last.id
+                written.raised.store(true, ordering: .releasing)  // there may be more after this batch
             }
             for name in exits.names.withLock({ s in defer { s.removeAll() }; return s }) {
                 queue.withLock { $0.add(name) }
@@ -230,6 +238,10 @@ public final class ProbeController: Service, Sendable {
             // Deleted meanwhile: the delete's event brings it back here.
         }
     }
+}
+
+private final class WriteFlag: Sendable {
+    let raised = Atomic<Bool>(true)  // read the log once at the start
 }
 
 private final class ExitInbox: Sendable {

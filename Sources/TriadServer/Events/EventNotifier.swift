@@ -18,8 +18,6 @@ public final class EventNotifier: Sendable {
         return stream
     }
 
-    public var subscriberCount: Int { subscribers.withLock { $0.count } }
-
     public func notify() {
         for continuation in subscribers.withLock({ Array($0.values) }) { continuation.yield() }
     }

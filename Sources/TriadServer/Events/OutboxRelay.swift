@@ -37,7 +37,7 @@ public final class OutboxRelay: Service, Sendable {
         let failures = Counter(label: "triad_relay_failures_total")
         try await cancelWhenGracefulShutdown {
             var iterator = self.notifier.subscribe().makeAsyncIterator()
-            var backoff: Duration = .milliseconds(200)
+            var backoff = ReconnectBackoff()
             var connected = false
             while !Task.isCancelled {
                 do {
@@ -45,7 +45,7 @@ public final class OutboxRelay: Service, Sendable {
                         try await self.publisher.connect()
                         connected = true
                         self.problem.withLock { $0 = nil }
-                        backoff = .milliseconds(200)
+                        backoff.succeeded()
                         self.logger.info("event relay connected", metadata: ["destination": "\(self.publisher.destination)"])
                     }
                     let publisher = self.publisher
@@ -65,9 +65,8 @@ public final class OutboxRelay: Service, Sendable {
                     connected = false
                     let message = "cannot deliver events to \(self.publisher.destination): \(error)"
                     self.problem.withLock { $0 = message }
-                    self.logger.warning("event relay failed; retrying", metadata: ["error": "\(error)", "retry.in": "\(backoff)"])
-                    try await Task.sleep(for: backoff)
-                    backoff = min(backoff * 2, .seconds(10))
+                    self.logger.warning("event relay failed; retrying", metadata: ["error": "\(error)", "retry.in": "\(backoff.delay)"])
+                    try await backoff.sleep()
                 }
             }
             if connected { await self.publisher.disconnect() }

@@ -46,7 +46,7 @@ public final class StateSync: Service, Sendable {
 
     public func run() async throws {
         try await cancelWhenGracefulShutdown {
-            var backoff: Duration = .milliseconds(200)
+            var backoff = ReconnectBackoff()
             while !Task.isCancelled {
                 let consumer = AMQPConsumer(endpoint: self.endpoint)
                 let deadLetters = AMQPPublisher(endpoint: self.endpoint)
@@ -59,7 +59,7 @@ public final class StateSync: Service, Sendable {
                     try await consumer.bind(exchange: Self.exchange, routingKey: "#")
                     try await consumer.startConsuming()
                     self.problem.withLock { $0 = nil }
-                    backoff = .milliseconds(200)
+                    backoff.succeeded()
                     self.logger.info("state sync consuming", metadata: ["queue": "\(self.queue)"])
                     while !Task.isCancelled {
                         guard let delivery = try await consumer.next(timeout: .seconds(1), autoAck: false) else { continue }
@@ -72,9 +72,8 @@ public final class StateSync: Service, Sendable {
                 } catch {
                     consumer.close(); deadLetters.close()
                     self.problem.withLock { $0 = "state sync cannot consume \(self.queue): \(error)" }
-                    self.logger.warning("state sync failed; retrying", metadata: ["error": "\(error)", "retry.in": "\(backoff)"])
-                    try await Task.sleep(for: backoff)
-                    backoff = min(backoff * 2, .seconds(10))
+                    self.logger.warning("state sync failed; retrying", metadata: ["error": "\(error)", "retry.in": "\(backoff.delay)"])
+                    try await backoff.sleep()
                 }
             }
         }

@@ -46,14 +46,14 @@ public final class TelemetryForwarder: Service, Sendable {
         try await cancelWhenGracefulShutdown {
             var wakeups = self.wake.makeAsyncIterator()
             var connected = false
-            var backoff: Duration = .milliseconds(200)
+            var backoff = ReconnectBackoff()
             while !Task.isCancelled {
                 do {
                     if !connected {
                         try await self.publisher.connect()
                         try await self.publisher.declareTopicExchange(AMQPEventPublisher.exchange)
                         connected = true
-                        backoff = .milliseconds(200)
+                        backoff.succeeded()
                         self.problem.withLock { $0 = nil }
                     }
                     let batch = self.queue.withLock { q in
@@ -79,9 +79,8 @@ public final class TelemetryForwarder: Service, Sendable {
                     self.publisher.close()
                     connected = false
                     self.problem.withLock { $0 = "cannot forward telemetry to RabbitMQ: \(error)" }
-                    self.logger.warning("telemetry forwarding failed; retrying", metadata: ["error": "\(error)", "retry.in": "\(backoff)"])
-                    try await Task.sleep(for: backoff)
-                    backoff = min(backoff * 2, .seconds(10))
+                    self.logger.warning("telemetry forwarding failed; retrying", metadata: ["error": "\(error)", "retry.in": "\(backoff.delay)"])
+                    try await backoff.sleep()
                 }
             }
             self.publisher.close()

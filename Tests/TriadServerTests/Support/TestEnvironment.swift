@@ -32,6 +32,13 @@ enum TestEnvironment {
         init(_ d: String) { description = d }
     }
 
+    static func amqpURL() throws -> String {
+        guard let url = ProcessInfo.processInfo.environment["TRIAD_TEST_AMQP_URL"], !url.isEmpty else {
+            throw SetupError("TRIAD_TEST_AMQP_URL is not set: run the suite with scripts/test.sh, which starts RabbitMQ")
+        }
+        return url
+    }
+
     static func mqttURL() throws -> String {
         guard let url = ProcessInfo.processInfo.environment["TRIAD_TEST_MQTT_URL"], !url.isEmpty else {
             throw SetupError("TRIAD_TEST_MQTT_URL is not set: run the suite with scripts/test.sh, which starts Mosquitto")

@@ -18,7 +18,7 @@ final class TestServer: Sendable {
     private let group: ServiceGroup
 
     static func start(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000, amqp: String? = nil,
-                      mqtt: String? = nil, telemetryRate: Int = 100,
+                      mqtt: String? = nil,
                       configure: (inout ServerConfiguration) -> Void = { _ in }) async throws -> TestServer {
         let (backend, _) = try await TestEnvironment.makeBackend(kind)
         var config = ServerConfiguration()
@@ -31,7 +31,6 @@ final class TestServer: Sendable {
         // Each test server has its own registry: it must not take another's state messages.
         config.stateQueue = "triad.state.test-\(UUID().uuidString.prefix(8).lowercased())"
         config.mqtt = mqtt
-        config.telemetryRate = telemetryRate
         configure(&config)
         let server = try await TriadServer(configuration: config, backend: backend, logger: TestEnvironment.logger)
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
@@ -76,10 +75,10 @@ final class TestServer: Sendable {
 
 /// Runs `body` with a started server and always stops it.
 func withServer(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000, amqp: String? = nil,
-                mqtt: String? = nil, telemetryRate: Int = 100, configure: (inout ServerConfiguration) -> Void = { _ in },
+                mqtt: String? = nil, configure: (inout ServerConfiguration) -> Void = { _ in },
                 _ body: (TestServer) async throws -> Void) async throws {
     let server = try await TestServer.start(kind, maxBodyBytes: maxBodyBytes, eventRetention: eventRetention, amqp: amqp,
-                                            mqtt: mqtt, telemetryRate: telemetryRate, configure: configure)
+                                            mqtt: mqtt, configure: configure)
     do {
         try await body(server)
     } catch {
