@@ -63,8 +63,15 @@ bash "$ROOT/scripts/check_models.sh"
 python3 -m unittest agents/examples/python/test_system.py
 
 swift build --build-tests
+# The mesh's end-to-end suites put 200 transactions/s through Python services and six Envoys
+# and judge every one of them: they run alone, after the rest, so that what they see is the
+# mesh and not a machine saturated by thirty other suites (both runs must pass).
+LOAD_SUITES='TriadMeshTests\.(Upgrade|Mesh)EndToEndTests'
 set +e
-swift test --disable-xctest
+swift test --disable-xctest --skip "$LOAD_SUITES"
 rc=$?
+swift test --disable-xctest --filter "$LOAD_SUITES"
+rc_load=$?
 set -e
-exit "$rc"
+[ "$rc" -ne 0 ] && exit "$rc"
+exit "$rc_load"

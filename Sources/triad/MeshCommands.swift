@@ -92,7 +92,7 @@ struct MeshAudit: AsyncParsableCommand {
         commandName: "audit",
         abstract: "Transactions seen, and those that ran sub-transactions on two versions of one service.")
 
-    @Flag(help: #"Print {"transactions", "inconsistent", "traces": [{"traceId", "service", "versions"}]}."#)
+    @Flag(help: #"Print {"transactions", "inconsistent", "traces": [{"traceId", "service", "versions"}], "failed", "failures": [{"traceId", "status", "detail"}]}."#)
     var json = false
 
     func run() async throws {
@@ -105,6 +105,8 @@ struct MeshAudit: AsyncParsableCommand {
             }
             print("transactions: \(report.transactions), inconsistent: \(report.inconsistent)")
             for t in report.traces { print("  \(t.traceId) \(t.service): \(t.versions.joined(separator: ", "))") }
+            print("failed at the gateway: \(report.failed)")
+            for f in report.failures { print("  \(f.traceId) \(f.status): \(f.detail)") }
         }
     }
 }

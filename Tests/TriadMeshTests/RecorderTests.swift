@@ -77,7 +77,20 @@ struct RecorderTests {
         #expect(report.inconsistent == 1)
         #expect(report.traces == [AuditReport.Inconsistent(traceId: "c", service: "auth", versions: ["v1", "v2"])])
         let json = String(decoding: JSONCoding.encode(report), as: UTF8.self)
-        #expect(json == #"{"inconsistent":1,"traces":[{"service":"auth","traceId":"c","versions":["v1","v2"]}],"transactions":3}"#)
+        #expect(json == #"{"failed":0,"failures":[],"inconsistent":1,"traces":[{"service":"auth","traceId":"c","versions":["v1","v2"]}],"transactions":3}"#)
+    }
+
+    @Test func theAuditListsTransactionsThatFailedAtTheGatewayWithEnvoysReason() {
+        let (r, _) = recorder()
+        r.ingest(LogRecord(tag: "gw", fields: ["t": "ok", "s": "100", "d": "9", "c": "200", "x": "via_upstream"]))
+        r.ingest(LogRecord(tag: "gw", fields: ["t": "app", "s": "102", "d": "9", "c": "502", "x": "via_upstream"]))
+        r.ingest(LogRecord(tag: "gw", fields: ["t": "mesh", "s": "101", "d": "9", "c": "503", "x": "ext_authz_error"]))
+        r.ingest(LogRecord(tag: "gw", fields: ["t": "client", "s": "103", "d": "9", "c": "404", "x": "via_upstream"]))
+        let report = r.audit()
+        #expect(report.transactions == 4)
+        #expect(report.failed == 2)
+        #expect(report.failures == [.init(traceId: "mesh", status: 503, detail: "ext_authz_error"),
+                                    .init(traceId: "app", status: 502, detail: "via_upstream")], "in order of start")
     }
 
     @Test func envoysFluentdForwardMessagesDecode() throws {

@@ -105,7 +105,7 @@ struct UpgradeEndToEndTests {
 
     static func check(_ o: Outcome, _ strategy: String) {
         #expect(o.load.sent >= 1400 && o.load.slowSent > 50, "200 tx/s for 7 s, some slow: \(o.load.raw)")
-        #expect(o.load.failed == 0, "\(strategy): no transaction fails: \(o.load.raw)")
+        #expect(o.load.failed == 0, "\(strategy): no transaction fails: \(o.load.raw); the gateway saw: \(o.audit.failures.prefix(10))")
         #expect(o.audit.inconsistent == 0, "\(strategy): \(o.audit.traces.prefix(5))")
         #expect(o.audit.transactions >= o.load.sent)
     }

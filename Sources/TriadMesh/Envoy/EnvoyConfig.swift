@@ -252,7 +252,10 @@ public enum EnvoyConfig {
 
     static func pipeCluster(_ name: String, path: String) -> JSONValue {
         [
-            "name": .string(name), "type": "STATIC", "connect_timeout": "0.25s",
+            // A control process starved by a busy machine accepts late; a connect that gives up
+            // early fails the request (an authz check is not retried: http_service.retry_policy
+            // made Envoy 1.40 fail BF's long-held checks with 503s, seen in the upgrade test).
+            "name": .string(name), "type": "STATIC", "connect_timeout": "2s",
             "load_assignment": ["cluster_name": .string(name), "endpoints": [["lb_endpoints": [["endpoint": ["address": ["pipe": ["path": .string(path)]]]]]]]],
         ]
     }

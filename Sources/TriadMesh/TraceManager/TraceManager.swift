@@ -58,11 +58,14 @@ public struct GatewayTraceManager: Sendable {
         public var start: Double
         public var end: Double
         public var status: Int
+        /// Envoy's response code details (`%RESPONSE_CODE_DETAILS%`), kept for failures only.
+        public var detail: String?
     }
     public private(set) var completed: [String: Completion] = [:]
 
-    public mutating func completed(_ trace: String, start: Double, durationMs: Double, status: Int) {
-        completed[trace] = Completion(start: start, end: start + durationMs / 1000, status: status)
+    public mutating func completed(_ trace: String, start: Double, durationMs: Double, status: Int, detail: String? = nil) {
+        let failed = !(100..<500).contains(status)
+        completed[trace] = Completion(start: start, end: start + durationMs / 1000, status: status, detail: failed ? (detail ?? "-") : nil)
     }
 }
 
@@ -78,9 +81,33 @@ public struct AuditReport: Sendable, Codable, Equatable {
             self.versions = versions
         }
     }
+    /// A transaction the gateway answered with a 5xx (or no status), and why in Envoy's words
+    /// (`via_upstream`: the application's own answer; anything else: the mesh's).
+    public struct Failure: Sendable, Codable, Equatable {
+        public var traceId: String
+        public var status: Int
+        public var detail: String
+        public init(traceId: String, status: Int, detail: String) {
+            self.traceId = traceId
+            self.status = status
+            self.detail = detail
+        }
+    }
     public var transactions: Int
     public var inconsistent: Int
     public var traces: [Inconsistent]
+    /// Transactions that failed at the gateway; `failures` lists the first `failuresListed`.
+    public var failed: Int
+    public var failures: [Failure]
+    public static let failuresListed = 100
+
+    public init(transactions: Int, inconsistent: Int, traces: [Inconsistent], failed: Int = 0, failures: [Failure] = []) {
+        self.transactions = transactions
+        self.inconsistent = inconsistent
+        self.traces = traces
+        self.failed = failed
+        self.failures = failures
+    }
 }
 
 /// The pins a trace has earned: the version of each service it was admitted to (or was pinned
@@ -176,7 +203,7 @@ public final class MeshRecorder: Sendable {
                 guard let trace else { return }
                 // A request the gateway itself refused never reached a version: not a transaction.
                 if f["x"] == "ext_authz_denied" || f["r"] == EnvoyConfig.unknownPinRoute { return }
-                s.gateway.completed(trace, start: Double(f["s"] ?? "") ?? 0, durationMs: Double(f["d"] ?? "") ?? 0, status: Int(f["c"] ?? "") ?? 0)
+                s.gateway.completed(trace, start: Double(f["s"] ?? "") ?? 0, durationMs: Double(f["d"] ?? "") ?? 0, status: Int(f["c"] ?? "") ?? 0, detail: f["x"])
             } else if record.tag.hasPrefix("out.") {
                 if f["r"] == EnvoyConfig.unknownPinRoute { s.unknownPinRefusals += 1 }
             } else {
@@ -283,7 +310,10 @@ public final class MeshRecorder: Sendable {
                 }
             }
             bad.sort { ($0.traceId, $0.service) < ($1.traceId, $1.service) }
-            return AuditReport(transactions: all.count, inconsistent: Set(bad.map(\.traceId)).count, traces: bad)
+            let failures = s.gateway.completed.filter { $0.value.detail != nil }.sorted { ($0.value.start, $0.key) < ($1.value.start, $1.key) }
+                .map { AuditReport.Failure(traceId: $0.key, status: $0.value.status, detail: $0.value.detail ?? "-") }
+            return AuditReport(transactions: all.count, inconsistent: Set(bad.map(\.traceId)).count, traces: bad,
+                               failed: failures.count, failures: Array(failures.prefix(AuditReport.failuresListed)))
         }
     }
 }
