@@ -33,6 +33,8 @@ struct MeshUp: AsyncParsableCommand {
     var envoy: String?
     @Option(help: "Seconds to wait for the mesh to be up.")
     var timeout: Int = 120
+    @Flag(help: "Benchmark baseline: the same topology on Envoy's routing alone, without trace managers, pin checks or audit; upgrades are refused.")
+    var plainEnvoy = false
 
     func run() async throws {
         try await runClientVerb {
@@ -41,9 +43,9 @@ struct MeshUp: AsyncParsableCommand {
             let envoyPath = try EnvoyInstall.locate(explicit: envoy)
             let state = try await MeshLauncher.up(
                 executable: try selfExecutable(), meshFile: path, envoy: envoyPath,
-                workingDirectory: FileManager.default.currentDirectoryPath, timeout: .seconds(timeout))
+                workingDirectory: FileManager.default.currentDirectoryPath, plainEnvoy: plainEnvoy, timeout: .seconds(timeout))
             let instances = config.services.reduce(0) { $0 + $1.versions.reduce(0) { $0 + $1.replicas } }
-            print("mesh \(state.name) up: gateway \(state.gateway) -> \(config.gateway.service), \(config.services.count) services, \(instances) instances, pins: \(config.pinPropagation.rawValue)")
+            print("mesh \(state.name) up: gateway \(state.gateway) -> \(config.gateway.service), \(config.services.count) services, \(instances) instances, pins: \(plainEnvoy ? "none (plain Envoy)" : config.pinPropagation.rawValue)")
         }
     }
 }
@@ -119,6 +121,7 @@ struct MeshServe: AsyncParsableCommand {
     @Option var envoy: String
     @Option var directory: String
     @Option var logLevel: String = "info"
+    @Flag var plainEnvoy = false
 
     func run() async throws {
         // Its own session: a Ctrl-C meant for the shell that ran `mesh up` must not stop the mesh.
@@ -126,7 +129,8 @@ struct MeshServe: AsyncParsableCommand {
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level) }
         let logger = Logger(label: "triad.mesh")
-        let config = try MeshConfigParser.load(path: file)
+        var config = try MeshConfigParser.load(path: file)
+        config.plainEnvoy = plainEnvoy
         let directory = self.directory
         defer { MeshState.remove(in: directory) }
         do {

@@ -72,4 +72,17 @@ struct EnvoyConfigTests {
         let gateway = String(decoding: JSONCoding.encode(EnvoyConfig.gateway(plan: plan).dynamic["lds.json"]!), as: UTF8.self)
         #expect(gateway.contains("envoy.filters.http.lua"), "the gateway still assigns trace ids")
     }
+
+    /// The benchmark's baseline keeps the listeners and routes and drops everything Triad adds.
+    @Test func plainEnvoyRoutesOnlyAndShipsNothing() throws {
+        var plan = try Self.plan(.mesh)
+        plan.plainEnvoy = true
+        for files in [EnvoyConfig.gateway(plan: plan)] + plan.instances.map({ EnvoyConfig.sidecar($0, plan: plan) }) {
+            let lds = String(decoding: JSONCoding.encode(files.dynamic["lds.json"]!), as: UTF8.self)
+            let bootstrap = String(decoding: JSONCoding.encode(files.bootstrap), as: UTF8.self)
+            for added in ["ext_authz", "access_log", "envoy.filters.http.lua", "local_reply_config"] { #expect(!lds.contains(added), "\(files.id): \(added)") }
+            #expect(!bootstrap.contains("triad_authz") && !bootstrap.contains("triad_log"))
+            #expect(files.dynamic.keys.contains { $0.hasPrefix("rds-") }, "the same route tables")
+        }
+    }
 }

@@ -15,11 +15,11 @@ struct MeshEndToEndTests {
         let state: MeshState
         var client: MeshClient { MeshClient(state: state) }
 
-        static func up(pinPropagation: String = "mesh") async throws -> RunningMesh {
+        static func up(pinPropagation: String = "mesh", plainEnvoy: Bool = false) async throws -> RunningMesh {
             let dir = try MeshTestSupport.temporaryDirectory()
             let port = try MeshTestSupport.freePort()
             try MeshTestSupport.exampleMesh(gatewayPort: port, pinPropagation: pinPropagation).write(toFile: dir + "/mesh.yaml", atomically: true, encoding: .utf8)
-            let run = try await MeshTestSupport.triad(["mesh", "up", "-f", "mesh.yaml"], in: dir)
+            let run = try await MeshTestSupport.triad(["mesh", "up", "-f", "mesh.yaml"] + (plainEnvoy ? ["--plain-envoy"] : []), in: dir)
             guard run.status == 0, let state = MeshState.load(from: dir) else {
                 throw SetupError("triad mesh up failed (\(run.status)): \(run.stderr)\(run.stdout)")
             }
@@ -148,6 +148,26 @@ struct MeshEndToEndTests {
             let unknown = try await mesh.order(trace: MeshTestSupport.newTraceID(), pins: "portal-v7")
             #expect(unknown.status == 503)
             #expect(unknown.header("content-type") == "application/problem+json")
+        } catch {
+            try? await mesh.down()
+            throw error
+        }
+        try await mesh.down()
+    }
+
+    /// The benchmark's baseline serves the same transactions, records nothing and refuses upgrades.
+    @Test func plainEnvoyServesButRecordsNothingAndRefusesUpgrades() async throws {
+        _ = try MeshTestSupport.envoy()
+        let mesh = try await RunningMesh.up(plainEnvoy: true)
+        do {
+            let answer = try await mesh.order(trace: MeshTestSupport.newTraceID())
+            #expect(answer.status == 200, "\(String(decoding: answer.body, as: UTF8.self))")
+            #expect(answer.header("x-version") == "portal-v1", "routing and the version header stay")
+            let status = try await mesh.client.status()
+            #expect(status.pinPropagation == "plain-envoy")
+            #expect(status.counters.records == 0, "nothing reaches the trace managers")
+            let upgrade = try await MeshTestSupport.triad(["upgrade", "auth", "--to", "v2", "--command", "python3 auth.py --version v2"], in: mesh.directory)
+            #expect(upgrade.status != 0 && upgrade.stderr.contains("plain Envoy"), "\(upgrade.stdout)\(upgrade.stderr)")
         } catch {
             try? await mesh.down()
             throw error

@@ -48,6 +48,10 @@ public struct MeshConfig: Sendable, Equatable {
     public var services: [Service]
     /// Where `command`s run: the directory of the mesh file.
     public var baseDirectory: String
+    /// Not in the mesh file: `mesh up --plain-envoy` runs the same topology on Envoy's routing
+    /// alone (no trace managers, pin checks or audit; upgrades refused), the baseline the
+    /// benchmark measures the mesh against.
+    public var plainEnvoy = false
 
     public func service(_ name: String) -> Service? { services.first { $0.name == name } }
 }

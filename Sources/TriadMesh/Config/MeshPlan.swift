@@ -49,6 +49,10 @@ public struct MeshPlan: Sendable {
 
     public var meshName: String
     public var pinPropagation: MeshConfig.PinPropagation
+    /// Routing only: no access-log stream to the trace managers, no pin checks (MeshConfig.plainEnvoy).
+    public var plainEnvoy: Bool
+    /// Whether Envoy asks the control process for pins on every request.
+    public var checksPins: Bool { pinPropagation == .mesh && !plainEnvoy }
     public var instances: [Instance]
     public var gatewayListen: HostPort
     public var gatewayService: String
@@ -109,7 +113,7 @@ public struct MeshPlan: Sendable {
             }
         }
         return MeshPlan(
-            meshName: config.name, pinPropagation: config.pinPropagation, instances: instances,
+            meshName: config.name, pinPropagation: config.pinPropagation, plainEnvoy: config.plainEnvoy, instances: instances,
             gatewayListen: config.gateway.listen, gatewayService: config.gateway.service,
             gatewayAdminPort: try freePort(),
             routes: config.services.map { ServiceRoutes(service: $0.name, versions: $0.versions.map(\.version), defaultVersion: $0.defaultVersion) },

@@ -9,7 +9,7 @@ import Glibc
 public enum MeshLauncher {
     /// Starts `executable mesh serve …` detached in `workingDirectory` and waits until the
     /// mesh is up (its state file names it) or the control process gave up.
-    public static func up(executable: String, meshFile: String, envoy: String, workingDirectory: String,
+    public static func up(executable: String, meshFile: String, envoy: String, workingDirectory: String, plainEnvoy: Bool = false,
                           timeout: Duration = .seconds(120)) async throws -> MeshState {
         if let old = MeshState.load(from: workingDirectory) {
             if ChildProcess.alive(Int32(old.pid)) {
@@ -22,7 +22,7 @@ public enum MeshLauncher {
         let logPath = dir + "/control.log"
         let child = try ChildProcess(
             id: "control", kind: "control", executable: executable,
-            arguments: ["mesh", "serve", "-f", meshFile, "--envoy", envoy, "--directory", workingDirectory],
+            arguments: ["mesh", "serve", "-f", meshFile, "--envoy", envoy, "--directory", workingDirectory] + (plainEnvoy ? ["--plain-envoy"] : []),
             environment: ProcessInfo.processInfo.environment, directory: workingDirectory, logPath: logPath)
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {

@@ -354,7 +354,7 @@ public actor MeshRuntime {
     public func status() -> MeshStatus {
         let table = routes.current
         return MeshStatus(
-            name: plan.meshName, pinPropagation: plan.pinPropagation.rawValue,
+            name: plan.meshName, pinPropagation: plan.plainEnvoy ? "plain-envoy" : plan.pinPropagation.rawValue,
             gateway: "http://\(plan.gatewayListen)", gatewayService: plan.gatewayService,
             services: table.map { r in
                 MeshStatus.Service(name: r.service, defaultVersion: r.defaultVersion, versions: r.versions.map { v in

@@ -99,6 +99,9 @@ public actor UpgradeController {
     /// Validates and starts an upgrade; it runs on after this returns.
     public func start(_ request: UpgradeRequest) async throws -> UpgradeStatus {
         let strategy = request.strategy ?? "CV"
+        if await runtime.plan.plainEnvoy {
+            throw Refusal.invalid("this mesh runs on plain Envoy (mesh up --plain-envoy, a benchmark baseline): no trace managers, so no upgrade here")
+        }
         guard let canonical = Self.strategies.first(where: { $0.lowercased() == strategy.lowercased() }) else {
             throw Refusal.invalid("unknown strategy \(strategy) (use one of \(Self.strategies.joined(separator: ", ")))")
         }

@@ -31,13 +31,13 @@ public enum EnvoyConfig {
     public static func sidecar(_ instance: MeshPlan.Instance, plan: MeshPlan) -> Files {
         let cfg = configDirectory(plan, id: instance.sidecar.id)
         var listeners: [JSONValue] = [
-            listener("inbound", port: instance.sidecar.inboundPort, hcm: inboundHCM(instance, cfg: cfg)),
+            listener("inbound", port: instance.sidecar.inboundPort, hcm: withoutRecording(inboundHCM(instance, cfg: cfg), plan)),
         ]
         let blocked = plan.routes(of: instance.service)?.blocked.contains(instance.version) ?? false
         var dynamic: [String: JSONValue] = ["rds-inbound.json": resources([inboundRoutes(instance, blocked: blocked)])]
         var clusters: [JSONValue] = [cluster("local", endpoints: [instance.app])]
         for (service, port) in instance.sidecar.outboundPorts.sorted(by: { $0.key < $1.key }) {
-            listeners.append(listener("out-\(service)", port: port, hcm: outboundHCM(instance, target: service, plan: plan, cfg: cfg)))
+            listeners.append(listener("out-\(service)", port: port, hcm: withoutRecording(outboundHCM(instance, target: service, plan: plan, cfg: cfg), plan)))
             if let routes = plan.routes(of: service) {
                 dynamic["rds-out-\(service).json"] = resources([targetRoutes("out-\(service)", routes)])
                 clusters += versionClusters(routes, plan: plan)
@@ -61,8 +61,8 @@ public enum EnvoyConfig {
             dynamic["rds-gateway.json"] = resources([table])
             clusters = versionClusters(routes, plan: plan)
         }
-        var filters: [JSONValue] = [luaTraceID]
-        if plan.pinPropagation == .mesh { filters.append(authzFilter(pathPrefix: "/check/gw/\(target)")) }
+        var filters: [JSONValue] = plan.plainEnvoy ? [] : [luaTraceID]
+        if plan.checksPins { filters.append(authzFilter(pathPrefix: "/check/gw/\(target)")) }
         filters.append(router)
         var hcm: [String: JSONValue] = [
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -75,8 +75,8 @@ public enum EnvoyConfig {
                 "r": "%ROUTE_NAME%", "x": "%RESPONSE_CODE_DETAILS%",
             ])],
         ]
-        if plan.pinPropagation == .mesh { hcm["local_reply_config"] = denyAs503 }
-        let listeners: [JSONValue] = [listener("gateway", host: plan.gatewayListen.host, port: plan.gatewayListen.port, hcm: .object(hcm))]
+        if plan.checksPins { hcm["local_reply_config"] = denyAs503 }
+        let listeners: [JSONValue] = [listener("gateway", host: plan.gatewayListen.host, port: plan.gatewayListen.port, hcm: withoutRecording(.object(hcm), plan))]
         dynamic["lds.json"] = resources(listeners)
         dynamic["cds.json"] = resources(clusters)
         return Files(id: id, bootstrap: bootstrap(id: id, adminPort: plan.gatewayAdminPort, plan: plan), dynamic: dynamic)
@@ -95,8 +95,8 @@ public enum EnvoyConfig {
 
     static func bootstrap(id: String, adminPort: Int, plan: MeshPlan) -> JSONValue {
         let cfg = configDirectory(plan, id: id)
-        var statics: [JSONValue] = [pipeCluster(logCluster, path: plan.logSocket)]
-        if plan.pinPropagation == .mesh { statics.append(pipeCluster(authzCluster, path: plan.authzSocket)) }
+        var statics: [JSONValue] = plan.plainEnvoy ? [] : [pipeCluster(logCluster, path: plan.logSocket)]
+        if plan.checksPins { statics.append(pipeCluster(authzCluster, path: plan.authzSocket)) }
         return [
             "node": ["id": .string(id), "cluster": .string(plan.meshName)],
             "admin": ["address": socketAddress("127.0.0.1", adminPort)],
@@ -126,7 +126,7 @@ public enum EnvoyConfig {
 
     static func outboundHCM(_ instance: MeshPlan.Instance, target: String, plan: MeshPlan, cfg: String) -> JSONValue {
         var filters: [JSONValue] = []
-        if plan.pinPropagation == .mesh { filters.append(authzFilter(pathPrefix: "/check/out/\(target)")) }
+        if plan.checksPins { filters.append(authzFilter(pathPrefix: "/check/out/\(target)")) }
         filters.append(router)
         var hcm: [String: JSONValue] = [
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -139,7 +139,7 @@ public enum EnvoyConfig {
                 "p": "%REQ(X-VERSION)%",
             ], filter: ["status_code_filter": ["comparison": ["op": "EQ", "value": ["default_value": 503, "runtime_key": "triad.log_503"]]]])],
         ]
-        if plan.pinPropagation == .mesh { hcm["local_reply_config"] = denyAs503 }
+        if plan.checksPins { hcm["local_reply_config"] = denyAs503 }
         return .object(hcm)
     }
 
@@ -270,6 +270,15 @@ public enum EnvoyConfig {
             // silently share the traffic. Without it the bind fails and mesh up says so.
             "enable_reuse_port": false,
         ]
+    }
+
+    /// The benchmark's baseline (MeshPlan.plainEnvoy): the same listeners and routes, nothing
+    /// shipped to the trace managers.
+    static func withoutRecording(_ hcm: JSONValue, _ plan: MeshPlan) -> JSONValue {
+        guard plan.plainEnvoy, case .object(var h) = hcm else { return hcm }
+        h["access_log"] = nil
+        h["access_log_options"] = nil
+        return .object(h)
     }
 
     static func rds(_ name: String, cfg: String) -> JSONValue {
