@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Mesh benchmark (issue 3): the report's example system under the load generator.
-#   1. latency through the mesh against direct calls (the same Python services, no Envoy):
-#      pinPropagation application and mesh, fast transactions only;
+#   1. per-call latency (open loop at RATE, fast transactions only) and throughput (closed loop,
+#      CONCURRENCY workers) of the same topology four ways: direct calls (the Python services, no
+#      Envoy), plain Envoy (mesh up --plain-envoy: routing only, no trace managers), and the
+#      mesh with pinPropagation application and mesh;
 #   2. per upgrade strategy (CV, BF, WF, rolling) at 200 tx/s with 10 % slow transactions:
 #      timeliness (request -> default switched, -> v1 retired, against the longest transaction
 #      in flight at the request) and disruption (p99 during the upgrade against before it),
@@ -18,6 +20,7 @@ PY=$ROOT/agents/examples/python
 RATE=${RATE:-200}
 SECONDS_HOP=${SECONDS_HOP:-10}
 SECONDS_UPGRADE=${SECONDS_UPGRADE:-10}
+CONCURRENCY=${CONCURRENCY:-8}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 WORK=$(mktemp -d /tmp/triad-bench-mesh.XXXXXX)
 OUT=$ROOT/bench/results
@@ -42,7 +45,11 @@ load() { # url seconds slow-fraction out [trace-log]
   python3 "$PY/loadgen.py" "$1" --rate "$RATE" --duration "$2" --slow-fraction "$3" --slow-ms 400 --seed 11 "${extra[@]}" > "$4"
 }
 
-echo "== 1. latency: direct vs mesh"
+throughput() { # url out
+  python3 "$PY/loadgen.py" "$1" --closed-loop --concurrency "$CONCURRENCY" --duration "$SECONDS_HOP" --slow-fraction 0 > "$2"
+}
+
+echo "== 1. latency and throughput: direct, plain Envoy, mesh"
 D=$WORK/direct; mkdir -p "$D"
 P_DB=$(free_port); P_AUTH=$(free_port); P_PROC=$(free_port); P_PORTAL=$(free_port)
 (cd "$PY" && PORT=$P_DB exec python3 db.py >"$D/db.log" 2>&1) & PIDS+=($!)
@@ -51,14 +58,18 @@ P_DB=$(free_port); P_AUTH=$(free_port); P_PROC=$(free_port); P_PORTAL=$(free_por
 (cd "$PY" && PORT=$P_PORTAL TRIAD_UPSTREAM_AUTH=http://127.0.0.1:$P_AUTH TRIAD_UPSTREAM_PROC=http://127.0.0.1:$P_PROC exec python3 portal.py >"$D/portal.log" 2>&1) & PIDS+=($!)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$P_PORTAL/healthz" >/dev/null && break; sleep 0.05; done
 load "http://127.0.0.1:$P_PORTAL" "$SECONDS_HOP" 0 "$WORK/hop-direct.json"
+throughput "http://127.0.0.1:$P_PORTAL" "$WORK/tput-direct.json"
 for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; PIDS=()
 
-for prop in application mesh; do
-  D=$WORK/hop-$prop; mkdir -p "$D"; PORT=$(free_port)
-  mesh_file "$D" "$PORT" "$prop"
-  (cd "$D" && "$TRIAD" mesh up -f mesh.yaml >/dev/null)
-  load "http://127.0.0.1:$PORT" "$SECONDS_HOP" 0 "$WORK/hop-$prop.json"
+for mode in plain application mesh; do
+  D=$WORK/hop-$mode; mkdir -p "$D"; PORT=$(free_port)
+  flags=()
+  if [ "$mode" = plain ]; then mesh_file "$D" "$PORT" application; flags=(--plain-envoy); else mesh_file "$D" "$PORT" "$mode"; fi
+  (cd "$D" && "$TRIAD" mesh up -f mesh.yaml "${flags[@]}" >/dev/null)
+  load "http://127.0.0.1:$PORT" "$SECONDS_HOP" 0 "$WORK/hop-$mode.json"
+  throughput "http://127.0.0.1:$PORT" "$WORK/tput-$mode.json"
   (cd "$D" && "$TRIAD" mesh down >/dev/null)
+  echo "   $mode: done"
 done
 
 echo "== 2. strategies"
@@ -81,16 +92,19 @@ for strategy in CV BF WF rolling; do
 done
 
 case $TRIAD in */release/*) export TRIAD_BUILD=release ;; *) export TRIAD_BUILD=debug ;; esac
-python3 - "$WORK" "$OUT" "$STAMP" "$RATE" <<'EOF'
+python3 - "$WORK" "$OUT" "$STAMP" "$RATE" "$CONCURRENCY" <<'EOF'
 import json, sys, os, statistics
-work, out, stamp, rate = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+work, out, stamp, rate, conc = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 def pct(xs, p):
     xs = sorted(xs)
     return round(xs[min(len(xs) - 1, int(len(xs) * p))], 2) if xs else None
-res = {"stamp": stamp, "rate": float(rate), "hop": {}, "strategies": {}}
-for name in ["direct", "application", "mesh"]:
+res = {"stamp": stamp, "rate": float(rate), "concurrency": int(conc), "hop": {}, "strategies": {}}
+for name in ["direct", "plain", "application", "mesh"]:
     d = json.load(open(f"{work}/hop-{name}.json"))
+    t = json.load(open(f"{work}/tput-{name}.json"))
     res["hop"][name] = {k: d.get(k) for k in ["sent", "failed", "fast_p50_ms", "fast_p99_ms", "achieved_rps"]}
+    res["hop"][name].update({"throughput_tps": t.get("throughput_tps"), "throughput_failed": t.get("failed"),
+                             "throughput_p99_ms": t.get("p99_ms")})
 for s in ["CV", "BF", "WF", "rolling"]:
     d = f"{work}/up-{s}"
     load = json.load(open(f"{d}/load.json")); up = json.load(open(f"{d}/upgrade.json"))[0]
@@ -113,14 +127,28 @@ h = res["hop"]
 lines = [f"# Mesh benchmark {stamp}", "",
          f"Report example system (Portal -> Auth, Portal -> Proc -> Auth, Proc -> DB: 5 calls per transaction), "
          f"{rate} tx/s, {os.environ.get('TRIAD_BUILD', 'debug')} build of triad, Envoy --concurrency 1, 2 shared vCPUs.", "",
-         "## Latency, fast transactions only", "", "| path | sent | failed | p50 ms | p99 ms | achieved tx/s |", "|---|---|---|---|---|---|"]
-for name, label in [("direct", "direct (no Envoy)"), ("application", "mesh, pinPropagation: application"), ("mesh", "mesh, pinPropagation: mesh")]:
+         "## Latency (open loop, fast transactions only) and throughput (closed loop)", "",
+         f"A transaction is 6 calls (gateway -> Portal and Portal's 5 calls); through Envoy each call crosses two Envoys "
+         f"(the caller's sidecar or the gateway, and the callee's sidecar). Throughput: {conc} workers back to back; "
+         "the services, every Envoy and the load generator share the 2 vCPUs.", "",
+         "| path | sent | failed | p50 ms | p99 ms | throughput tx/s (failed) | vs plain Envoy |", "|---|---|---|---|---|---|---|"]
+labels = [("direct", "direct (no Envoy)"), ("plain", "plain Envoy (routing only)"),
+          ("application", "mesh, pinPropagation: application"), ("mesh", "mesh, pinPropagation: mesh")]
+def ratio(a, b):
+    return f"{round(a / b, 2)}x" if a and b else "-"
+for name, label in labels:
     x = h[name]
-    lines.append(f"| {label} | {x['sent']} | {x['failed']} | {x['fast_p50_ms']} | {x['fast_p99_ms']} | {x['achieved_rps']} |")
-for name in ["application", "mesh"]:
-    if h[name]["fast_p50_ms"] and h["direct"]["fast_p50_ms"]:
-        lines.append(f"\n{name}: added per call (p50, 5 calls + the gateway hop): "
-                     f"{round((h[name]['fast_p50_ms'] - h['direct']['fast_p50_ms']) / 6, 2)} ms")
+    lines.append(f"| {label} | {x['sent']} | {x['failed']} | {x['fast_p50_ms']} | {x['fast_p99_ms']} | "
+                 f"{x['throughput_tps']} ({x['throughput_failed']}) | {ratio(x['throughput_tps'], h['plain']['throughput_tps'])} |")
+lines += ["", "Added per call (per hop), over 6 calls:", "", "| path | vs direct p50 / p99 ms | vs plain Envoy p50 / p99 ms (goal p99 <= 0.5) |", "|---|---|---|"]
+def per_call(a, b, k):
+    return round((a[k] - b[k]) / 6, 2) if a[k] is not None and b[k] is not None else None
+for name, label in labels[1:]:
+    x = h[name]
+    lines.append(f"| {label} | {per_call(x, h['direct'], 'fast_p50_ms')} / {per_call(x, h['direct'], 'fast_p99_ms')} | "
+                 f"{per_call(x, h['plain'], 'fast_p50_ms')} / {per_call(x, h['plain'], 'fast_p99_ms')} |")
+lines.append(f"\nThroughput goals against plain Envoy: application >= 0.9x ({ratio(h['application']['throughput_tps'], h['plain']['throughput_tps'])}), "
+             f"mesh >= 0.6x ({ratio(h['mesh']['throughput_tps'], h['plain']['throughput_tps'])}).")
 lines += ["", "## Strategies (upgrade Auth v1 -> v2 at t = 3 s, 10 % of transactions sleep 400 ms between their Auth calls)", "",
           "| strategy | outcome | default switched (s) | v1 retired (s) | longest tx in flight at request (ms) | p99 before (ms) | p99 during (ms) | failed / sent | inconsistent |",
           "|---|---|---|---|---|---|---|---|---|"]

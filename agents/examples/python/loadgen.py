@@ -15,6 +15,10 @@ Latency is measured from the moment a worker sends the request; `max_start_lag_m
 far behind schedule the workers fell (raise --concurrency if it grows).
 
   python3 loadgen.py http://127.0.0.1:8000 --rate 200 --duration 10 --slow-fraction 0.1 --slow-ms 400
+
+With --closed-loop the rate is ignored: each worker sends its next transaction as soon as its
+last one was answered, for DURATION seconds, and `throughput_tps` (ok transactions per second
+of wall time) is the system's throughput at that concurrency.
 """
 
 import argparse
@@ -152,6 +156,8 @@ def main(argv=None):
     p.add_argument("--trace-log", metavar="FILE",
                    help="write one JSON line per transaction: traceId, status, ms, slow, versions")
     p.add_argument("--fail-on-error", action="store_true", help="exit 1 if any transaction failed")
+    p.add_argument("--closed-loop", action="store_true",
+                   help="ignore --rate: keep every worker busy for --duration seconds (throughput)")
     a = p.parse_args(argv)
 
     split = urlsplit(a.url)
@@ -169,7 +175,8 @@ def main(argv=None):
     target = (split.hostname, split.port or 80, split.path.rstrip("/"))
 
     rng = random.Random(a.seed)
-    jobs = queue.SimpleQueue()
+    # Closed loop: the queue holds one job per worker, so a put waits for a worker to be free.
+    jobs = queue.Queue(maxsize=a.concurrency) if a.closed_loop else queue.SimpleQueue()
     results = []
     workers = [Worker(a, target, jobs, results) for _ in range(a.concurrency)]
     for w in workers:
@@ -181,6 +188,14 @@ def main(argv=None):
     sent = 0
     slow_sent = 0
     try:
+        if a.closed_loop:
+            total = 0
+            deadline = t0 + a.duration
+            while time.monotonic() < deadline:
+                slow = rng.random() < a.slow_fraction
+                slow_sent += slow
+                jobs.put((sent, time.monotonic(), slow))
+                sent += 1
         for i in range(total):
             due = t0 + i * interval
             wait = due - time.monotonic()
@@ -257,6 +272,7 @@ def main(argv=None):
         "max_start_lag_ms": round(max_lag * 1000.0, 1),
         "reconnects": sum(w.reconnects for w in workers),
         "wall_s": round(wall, 2),
+        "throughput_tps": round(ok / wall, 1) if wall > 0 else None,
         "failure_examples": examples,
     }
     print(json.dumps(summary, indent=2))
