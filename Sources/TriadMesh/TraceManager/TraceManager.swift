@@ -174,7 +174,9 @@ public final class MeshRecorder: Sendable {
             s.records += 1
             if record.tag.hasPrefix("in.") {
                 let id = String(record.tag.dropFirst(3))
-                guard var m = s.managers[id] else { s.unknownSources += 1; return }
+                // Mutated in place through the dictionary: a copy taken out and put back would
+                // copy the whole TraceidSet on every record (copy-on-write; seen in perf).
+                guard let service = s.managers[id]?.service, let version = s.managers[id]?.version else { s.unknownSources += 1; return }
                 guard let trace else { return }
                 // The update controller's marker: everything this sidecar logged before it has
                 // now been read (one ordered stream per Envoy worker). Not a visit.
@@ -190,14 +192,13 @@ public final class MeshRecorder: Sendable {
                 }
                 let start = Double(f["s"] ?? "") ?? Date().timeIntervalSince1970
                 if f["k"] == "DownstreamStart" {
-                    if m.admitted(trace, at: start) { s.pins.learn(trace, m.service, m.version) }
+                    if s.managers[id]!.admitted(trace, at: start) { s.pins.learn(trace, service, version) }
                 } else {
                     let duration = Double(f["d"] ?? "") ?? 0
-                    m.ended(trace, at: start + duration / 1000)
+                    s.managers[id]!.ended(trace, at: start + duration / 1000)
                     // An end record without a start (lost) still teaches the pin.
-                    s.pins.learn(trace, m.service, m.version)
+                    s.pins.learn(trace, service, version)
                 }
-                s.managers[id] = m
             } else if record.tag == "gw" {
                 if f["r"] == EnvoyConfig.unknownPinRoute { s.unknownPinRefusals += 1 }
                 guard let trace else { return }
