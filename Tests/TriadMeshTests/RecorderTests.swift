@@ -80,6 +80,29 @@ struct RecorderTests {
         #expect(json == #"{"failed":0,"failures":[],"inconsistent":1,"traces":[{"service":"auth","traceId":"c","versions":["v1","v2"]}],"transactions":3}"#)
     }
 
+    /// Memory stays bounded on a long-running mesh: completed transactions are forgotten,
+    /// the audit's totals are not, and what still runs is kept.
+    @Test func pruningForgetsOldCompletedTransactionsButNotTheirAudit() {
+        let (r, _) = recorder()
+        for t in ["a", "b", "c"] {
+            r.ingest(start("auth-v1-0", t))
+            r.ingest(end("auth-v1-0", t))
+            r.ingest(LogRecord(tag: "gw", fields: ["t": t, "s": "100", "d": "9", "c": t == "b" ? "503" : "200", "x": t == "b" ? "ext_authz_error" : "via_upstream"]))
+        }
+        r.ingest(start("auth-v2-0", "c"))
+        r.ingest(end("auth-v2-0", "c"))
+        r.ingest(start("auth-v1-0", "late", at: 500))   // still running: kept
+        r.ingest(LogRecord(tag: "gw", fields: ["t": "new", "s": "400", "d": "9", "c": "200", "x": "via_upstream"]))
+        let before = r.audit()
+        #expect(r.prune(endedBefore: 300) == 3)
+        #expect(r.audit() == before, "the audit is unchanged")
+        #expect(Set(r.visits(instance: "auth-v1-0").map(\.traceId)) == ["late"])
+        #expect(r.visits(instance: "auth-v2-0").isEmpty)
+        #expect(r.drain(instances: ["auth-v1-0"]).diffSet == ["late"], "what runs is still drained")
+        #expect(r.prune(endedBefore: 300) == 0)
+        #expect(before.transactions == 5 && before.inconsistent == 1 && before.failed == 1)
+    }
+
     @Test func theAuditListsTransactionsThatFailedAtTheGatewayWithEnvoysReason() {
         let (r, _) = recorder()
         r.ingest(LogRecord(tag: "gw", fields: ["t": "ok", "s": "100", "d": "9", "c": "200", "x": "via_upstream"]))

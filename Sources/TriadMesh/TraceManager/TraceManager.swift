@@ -40,6 +40,12 @@ public struct TraceManager: Sendable {
         return true
     }
 
+    /// Frees a trace that completed long ago (MeshRecorder.prune).
+    mutating func forget(_ trace: String) {
+        visits[trace] = nil
+        inFlight[trace] = nil
+    }
+
     public mutating func ended(_ trace: String, at time: Double) {
         if let n = inFlight[trace] { inFlight[trace] = n > 1 ? n - 1 : nil }
         if var v = visits[trace] {
@@ -67,6 +73,8 @@ public struct GatewayTraceManager: Sendable {
         let failed = !(100..<500).contains(status)
         completed[trace] = Completion(start: start, end: start + durationMs / 1000, status: status, detail: failed ? (detail ?? "-") : nil)
     }
+
+    mutating func forget(_ trace: String) { completed[trace] = nil }
 }
 
 /// `triad mesh audit --json` (DESIGN §8).
@@ -151,7 +159,20 @@ public final class MeshRecorder: Sendable {
         var markers = Set<String>()
         /// The service behind the gateway: its inbound request spans the whole transaction.
         var entryService: String?
+        /// What `prune` forgot, kept for the audit: counts, every inconsistent trace (up to a
+        /// bound) and the first failures.
+        var archivedTransactions = 0
+        var archivedInconsistentTraces = 0
+        var archivedInconsistent: [AuditReport.Inconsistent] = []
+        var archivedFailed = 0
+        var archivedFailures: [AuditReport.Failure] = []
+        var recordsSincePrune = 0
     }
+    /// A completed transaction's visits are freed this long after it ended (the audit keeps
+    /// its count); a drain only asks about transactions that have not completed.
+    public static let retentionSeconds: Double = 300
+    static let pruneEveryRecords = 20_000
+    static let archivedInconsistentKept = 10_000
     private let state = Mutex(State())
 
     public init(instances: [(id: String, service: String, version: String)]) {
@@ -172,6 +193,11 @@ public final class MeshRecorder: Sendable {
         let trace = Self.normalize(f["t"])
         state.withLock { s in
             s.records += 1
+            s.recordsSincePrune += 1
+            if s.recordsSincePrune >= Self.pruneEveryRecords {
+                s.recordsSincePrune = 0
+                Self.prune(&s, endedBefore: Date().timeIntervalSince1970 - Self.retentionSeconds)
+            }
             if record.tag.hasPrefix("in.") {
                 let id = String(record.tag.dropFirst(3))
                 // Mutated in place through the dictionary: a copy taken out and put back would
@@ -294,6 +320,48 @@ public final class MeshRecorder: Sendable {
         state.withLock { Array(($0.managers[instance]?.visits ?? [:]).values) }
     }
 
+    /// Forgets the transactions the gateway saw complete before `cutoff` (epoch seconds) and
+    /// that run nowhere any more; returns how many. Keeps memory bounded on a mesh that runs
+    /// for weeks; the audit's totals are unchanged.
+    @discardableResult
+    public func prune(endedBefore cutoff: Double) -> Int {
+        state.withLock { Self.prune(&$0, endedBefore: cutoff) }
+    }
+
+    @discardableResult
+    static func prune(_ s: inout State, endedBefore cutoff: Double) -> Int {
+        var done = Set(s.gateway.completed.compactMap { $0.value.end < cutoff ? $0.key : nil })
+        guard !done.isEmpty else { return 0 }
+        let ids = Array(s.managers.keys)
+        for id in ids { done.subtract(s.managers[id]!.inFlight.keys) }
+        var versions: [String: [String: Set<String>]] = [:]
+        for id in ids {
+            let (service, version) = (s.managers[id]!.service, s.managers[id]!.version)
+            for trace in done where s.managers[id]!.visits[trace] != nil {
+                versions[trace, default: [:]][service, default: []].insert(version)
+                s.managers[id]!.forget(trace)
+            }
+        }
+        for trace in done.sorted() {
+            let bad = (versions[trace] ?? [:]).filter { $0.value.count > 1 }
+            if !bad.isEmpty {
+                s.archivedInconsistentTraces += 1
+                for (service, vs) in bad.sorted(by: { $0.key < $1.key }) where s.archivedInconsistent.count < archivedInconsistentKept {
+                    s.archivedInconsistent.append(.init(traceId: trace, service: service, versions: vs.sorted()))
+                }
+            }
+            if let c = s.gateway.completed[trace], let detail = c.detail {
+                s.archivedFailed += 1
+                if s.archivedFailures.count < AuditReport.failuresListed {
+                    s.archivedFailures.append(.init(traceId: trace, status: c.status, detail: detail))
+                }
+            }
+            s.gateway.forget(trace)
+        }
+        s.archivedTransactions += done.count
+        return done.count
+    }
+
     /// Every transaction seen (at the gateway or at any instance), and those that ran
     /// sub-transactions on two versions of one service.
     public func audit() -> AuditReport {
@@ -313,8 +381,11 @@ public final class MeshRecorder: Sendable {
             bad.sort { ($0.traceId, $0.service) < ($1.traceId, $1.service) }
             let failures = s.gateway.completed.filter { $0.value.detail != nil }.sorted { ($0.value.start, $0.key) < ($1.value.start, $1.key) }
                 .map { AuditReport.Failure(traceId: $0.key, status: $0.value.status, detail: $0.value.detail ?? "-") }
-            return AuditReport(transactions: all.count, inconsistent: Set(bad.map(\.traceId)).count, traces: bad,
-                               failed: failures.count, failures: Array(failures.prefix(AuditReport.failuresListed)))
+            return AuditReport(transactions: all.count + s.archivedTransactions,
+                               inconsistent: Set(bad.map(\.traceId)).count + s.archivedInconsistentTraces,
+                               traces: s.archivedInconsistent + bad,
+                               failed: failures.count + s.archivedFailed,
+                               failures: Array((s.archivedFailures + failures).prefix(AuditReport.failuresListed)))
         }
     }
 }
