@@ -73,6 +73,27 @@ struct EnvoyConfigTests {
         #expect(gateway.contains("envoy.filters.http.lua"), "the gateway still assigns trace ids")
     }
 
+    /// A caller skips the pin check for a service with one version (no pin can change where its
+    /// calls go) and runs it from the moment an upgrade adds a second one.
+    @Test func thePinCheckRunsOnlyWhileAServiceHasMoreThanOneVersion() throws {
+        var plan = try Self.plan(.mesh)
+        let portal = try #require(plan.instances.first { $0.service == "portal" })
+        func skipsCheck(_ plan: MeshPlan) throws -> JSONValue? {
+            let table = try #require(EnvoyConfig.sidecar(portal, plan: plan).dynamic["rds-out-auth.json"]?["resources"]?.arrayValue?.first)
+            return table["virtual_hosts"]?.arrayValue?.first?["typed_per_filter_config"]?["envoy.filters.http.ext_authz"]?["disabled"]
+        }
+        func auth(_ routes: ServiceRoutes) { plan.routes = plan.routes.map { $0.service == "auth" ? routes : $0 } }
+        auth(ServiceRoutes(service: "auth", versions: ["v1"], defaultVersion: "v1"))
+        #expect(try skipsCheck(plan) == .bool(true))
+        auth(ServiceRoutes(service: "auth", versions: ["v1", "v2"], defaultVersion: "v1"))
+        #expect(try skipsCheck(plan) == nil, "an upgrade's second version turns the check on")
+        auth(ServiceRoutes(service: "auth", versions: ["v2"], defaultVersion: "v2", blocked: ["v1"]))
+        #expect(try skipsCheck(plan) == nil)
+        plan.pinPropagation = .application
+        auth(ServiceRoutes(service: "auth", versions: ["v1"], defaultVersion: "v1"))
+        #expect(try skipsCheck(plan) == nil, "no check to skip")
+    }
+
     /// The benchmark's baseline keeps the listeners and routes and drops everything Triad adds.
     @Test func plainEnvoyRoutesOnlyAndShipsNothing() throws {
         var plan = try Self.plan(.mesh)

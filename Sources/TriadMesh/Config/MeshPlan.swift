@@ -14,6 +14,12 @@ public struct ServiceRoutes: Sendable, Equatable, Codable {
     /// (the baseline without any guarantee).
     public var pinRoutes: Bool
 
+    /// Whether a pin can change where a call to this service goes: only while it has more than
+    /// one version (an upgrade). Otherwise the sidecars skip the pin check: the records that
+    /// teach pins flow all the same, and an upgrade turns the check on (and waits until every
+    /// caller applied it) before any second version takes requests.
+    public var pinsMatter: Bool { versions.count > 1 || !blocked.isEmpty }
+
     public init(service: String, versions: [String], defaultVersion: String, blocked: [String] = [], pinRoutes: Bool = true) {
         self.service = service
         self.versions = versions

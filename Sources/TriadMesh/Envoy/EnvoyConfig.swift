@@ -39,7 +39,9 @@ public enum EnvoyConfig {
         for (service, port) in instance.sidecar.outboundPorts.sorted(by: { $0.key < $1.key }) {
             listeners.append(listener("out-\(service)", port: port, hcm: withoutRecording(outboundHCM(instance, target: service, plan: plan, cfg: cfg), plan)))
             if let routes = plan.routes(of: service) {
-                dynamic["rds-out-\(service).json"] = resources([targetRoutes("out-\(service)", routes)])
+                var table = targetRoutes("out-\(service)", routes)
+                if plan.checksPins, !routes.pinsMatter { table = withVirtualHostField(table, "typed_per_filter_config", skipPinCheck) }
+                dynamic["rds-out-\(service).json"] = resources([table])
                 clusters += versionClusters(routes, plan: plan)
             }
         }
@@ -345,6 +347,11 @@ public enum EnvoyConfig {
             ],
         ]
     }
+
+    /// Turns the pin check off for a route table (ServiceRoutes.pinsMatter).
+    static let skipPinCheck: JSONValue = [
+        "envoy.filters.http.ext_authz": ["@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", "disabled": true],
+    ]
 
     /// An authz deny is a 403 (a 5xx would lose the body); the client sees 503 with the problem.
     static let denyAs503: JSONValue = ["mappers": [["filter": ["response_flag_filter": ["flags": ["UAEX"]]], "status_code": 503]]]
