@@ -10,7 +10,7 @@
 #   3. half load: half the sustained rate for BENCH_HALF_SECONDS: p50/p99 publish→consume
 #      latency, and the server's resident memory sampled every 5 s (flat or not)
 #
-# Knobs: BENCH_STEP_SECONDS=10 BENCH_HALF_SECONDS=60 BENCH_RATES="1000 2000 4000 6000 8000 12000 16000"
+# Knobs: BENCH_STEP_SECONDS=10 BENCH_HALF_SECONDS=60 BENCH_RATES="1000 2000 4000 6000 8000 9000 10000 11000 12000 14000 16000"
 #        BENCH_SKIP_BUILD=1 (reuse the release binaries)
 set -euo pipefail
 
@@ -26,7 +26,7 @@ TOKEN=bench-pipeline-token
 DEVICES=50
 STEP=${BENCH_STEP_SECONDS:-10}
 HALF=${BENCH_HALF_SECONDS:-60}
-RATES=${BENCH_RATES:-"1000 2000 4000 6000 8000 12000 16000"}
+RATES=${BENCH_RATES:-"1000 2000 4000 6000 8000 9000 10000 11000 12000 14000 16000"}
 
 log() { echo "pipeline: $*" >&2; }
 die() { echo "pipeline: error: $*" >&2; exit 1; }
