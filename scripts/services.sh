@@ -261,7 +261,7 @@ start_mosquitto() {
     chown mosquitto: "$MQTT_DIR" 2>/dev/null || chmod 777 "$MQTT_DIR"
     # Loopback only; anonymous is fine there (2.0 refuses it unless said). No persistence:
     # test brokers start empty.
-    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\npid_file %s\nlog_dest file %s\nmax_queued_messages 100000\n' \
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\npid_file %s\nlog_dest file %s\nmax_queued_messages 100000\nmax_inflight_messages 1000\n' \
       "$MQTT_PORT" "$MQTT_DIR/mosquitto.pid" "$MQTT_DIR/mosquitto.log" > "$MQTT_DIR/mosquitto.conf"
     rm -f "$MQTT_DIR/mosquitto.pid"
     mosquitto -c "$MQTT_DIR/mosquitto.conf" -d || die "mosquitto did not start (log: $MQTT_DIR/mosquitto.log)"

@@ -107,19 +107,27 @@ func pipeline() async throws {
     guard await publisher.waitUntilReady(timeout: .seconds(10)) else { throw Failure(description: "MQTT publisher not ready") }
 
     let total = Int(rate * seconds)
-    let reader = Task { () -> (Set<Int>, Int, [Double]) in
+    // Latency, whole and in two legs split at the server's receipt (the event's `time`, in ms):
+    // probe → Mosquitto → Triad, and Triad → RabbitMQ → the integrator.
+    let reader = Task { () -> (Set<Int>, Int, [Double], [Double], [Double]) in
         var seen = Set<Int>(), duplicates = 0
-        var latencies: [Double] = []
+        var latencies: [Double] = [], toServer: [Double] = [], fromServer: [Double] = []
         latencies.reserveCapacity(total)
         while let d = try await consumer.next(timeout: .seconds(drain)) {
             guard d.routingKey.hasPrefix("device.\(prefix)-") else { continue }
             let event = try JSONCoding.parse(Data(d.body))
             guard case .number(let seq)? = event["data"]?["values"]?["seq"], case .number(let sentAt)? = event["data"]?["values"]?["sentAt"] else { continue }
             if !seen.insert(Int(seq)).inserted { duplicates += 1; continue }
-            latencies.append(nowMs() - sentAt)
+            let now = nowMs()
+            latencies.append(now - sentAt)
+            if case .string(let time)? = event["time"], let received = Timestamp.parse(time) {
+                let receivedMs = received.timeIntervalSince1970 * 1000
+                toServer.append(receivedMs - sentAt)
+                fromServer.append(now - receivedMs)
+            }
             if seen.count == total { break }
         }
-        return (seen, duplicates, latencies)
+        return (seen, duplicates, latencies, toServer, fromServer)
     }
     // Paced in 10 ms slices; QoS 1, so libmosquitto resends what the broker did not ack.
     let start = nowMs()
@@ -134,14 +142,16 @@ func pipeline() async throws {
         try await Task.sleep(for: .milliseconds(10))
     }
     let publishSeconds = (nowMs() - start) / 1000
-    let (seen, duplicates, latencies) = try await reader.value
+    let (seen, duplicates, latencies, toServer, fromServer) = try await reader.value
     publisher.stop()
     consumer.close()
     let sorted = latencies.sorted()
     emit(["case": .string("pipeline"), "rate": .number(rate), "seconds": .number(seconds), "sent": .number(Double(total)),
           "received": .number(Double(seen.count)), "lost": .number(Double(total - seen.count)), "duplicates": .number(Double(duplicates)),
           "achievedPerSecond": .number((Double(total) / publishSeconds).rounded()),
-          "p50ms": .number((percentile(sorted, 0.5) * 100).rounded() / 100), "p99ms": .number((percentile(sorted, 0.99) * 100).rounded() / 100)])
+          "p50ms": .number((percentile(sorted, 0.5) * 100).rounded() / 100), "p99ms": .number((percentile(sorted, 0.99) * 100).rounded() / 100),
+          "toServerP99ms": .number((percentile(toServer.sorted(), 0.99) * 100).rounded() / 100),
+          "fromServerP99ms": .number((percentile(fromServer.sorted(), 0.99) * 100).rounded() / 100)])
 }
 
 do {
