@@ -116,6 +116,8 @@ out.append(f"| ceiling: one subscriber's receive rate from Mosquitto | {mqtt['pe
 out.append(f"| ceiling: RabbitMQ confirmed publish rate (batches of {amqp['batch']}) | {amqp['perSecond']:,} msg/s |")
 out.append(f"| pipeline sustained: nothing lost, no backlog (p50 < 100 ms), {step} s steps | {sustained:,} samples/s = {sustained/lower:.2f}× the lower ceiling |")
 out.append(f"| latency at half load ({half['rate']:,.0f}/s for {halfs} s) | p50 {half['p50ms']} ms, p99 {half['p99ms']} ms; lost {half['lost']:.0f}, duplicates {half['duplicates']:.0f} |")
+if "toServerP99ms" in half:
+    out.append(f"| p99 of each leg at half load | probe → Mosquitto → Triad {half['toServerP99ms']} ms; Triad → RabbitMQ → integrator {half['fromServerP99ms']} ms |")
 if rss:
     out.append(f"| server RSS during half load (every 5 s) | first {rss[0]/1024:.1f} MiB, last {rss[-1]/1024:.1f} MiB, max {max(rss)/1024:.1f} MiB |")
 out.append("\n## Ramp\n\n| rate/s | achieved/s | sent | received | lost | dup | p50 ms | p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
