@@ -152,17 +152,39 @@ public final class ChildProcess: Sendable {
 
 /// A loopback TCP port free at the time of asking.
 public func freeLoopbackPort() throws -> Int {
+    // Below the kernel's ephemeral range: a port handed out here and bound a moment later is
+    // never meanwhile given to a socket bound to port 0 or to an outgoing connection (a mesh's
+    // own control server once took its gateway's admin port that way).
+    let ephemeralStart = ephemeralPortRangeStart() ?? 32768
+    if ephemeralStart - 1 > 10_000 + 1_000 {
+        for _ in 0..<200 {
+            let port = Int.random(in: 10_000..<ephemeralStart)
+            if let bound = bindLoopback(port: port) { return bound }
+        }
+    }
+    guard let port = bindLoopback(port: 0) else { throw POSIXError(.EADDRINUSE) }
+    return port
+}
+
+/// The first port of `net.ipv4.ip_local_port_range`.
+private func ephemeralPortRangeStart() -> Int? {
+    guard let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8) else { return nil }
+    return text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) }
+}
+
+/// Binds 127.0.0.1:`port` (0: any) for a moment; the port it got, or nil when taken.
+private func bindLoopback(port: Int) -> Int? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw POSIXError(.EMFILE) }
+    guard fd >= 0 else { return nil }
     defer { close(fd) }
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = 0
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
     let bound = withUnsafePointer(to: &addr) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
-    guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
+    guard bound == 0 else { return nil }
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
     _ = withUnsafeMutablePointer(to: &addr) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }

@@ -79,7 +79,7 @@ public actor UpgradeController {
         }
     }
 
-    public static let strategies = ["CV", "BF", "WF", "rolling"]
+    public static let strategies = UpgradeMachine.Strategy.allCases.map(\.rawValue)
 
     let runtime: MeshRuntime
     let logger: Logger
@@ -165,7 +165,8 @@ public actor UpgradeController {
         (Date().timeIntervalSince1970 - (upgrades[service]?.requestedAt ?? 0)).rounded(toPlaces: 3)
     }
 
-    /// One upgrade's procedure. Every wait is bounded; every exit leaves a consistent route table.
+    /// Performs one upgrade: the actions its `UpgradeMachine` decides, on the mesh, each step
+    /// recorded. Every wait is bounded; every exit leaves a consistent route table.
     struct Run: Sendable {
         let controller: UpgradeController
         let service: String
@@ -179,43 +180,23 @@ public actor UpgradeController {
 
         func step(_ name: String, _ detail: String? = nil) async { await controller.step(service, name, detail) }
 
-        func finish(_ phase: UpgradeStatus.Phase, _ message: String) async {
-            await controller.processesChanged()
-            await controller.update(service) { s in
-                s.phase = phase
-                s.message = message
-            }
-            await step(phase.rawValue, message)
-        }
-
         func execute(_ strategy: String) async {
-            if strategy != "rolling" {
+            let kind = UpgradeMachine.Strategy(rawValue: strategy) ?? .cv
+            if kind != .rolling {
                 let runtime = self.runtime, service = self.service
                 runtime.routes.setBarrier(service, RecordBarrier { await runtime.markerRound(service: service) })
             }
             defer { runtime.routes.setBarrier(service, nil) }
-            do {
-                guard try await startNewVersion() else { return }
-                switch strategy {
-                case "rolling": try await rolling()
-                case "BF": try await blockingFree()
-                case "WF": try await waitFree()
-                default: try await concurrentVersions()
-                }
-            } catch {
-                // Leave a consistent mesh: both versions serve, each trace by its pins.
-                runtime.routes.release(service, to: nil)
-                try? await runtime.setBlocked(service: service, version: from, false)
-                try? await runtime.setPinRoutes(service: service, true)
-                let d = runtime.routes.routes(of: service)?.defaultVersion ?? from
-                await finish(.failed, "\(error); \(service) keeps both versions with pin routes (default \(d))")
+            var machine = UpgradeMachine(strategy: kind, service: service, from: from, to: to, startsNewVersion: source != nil, force: force)
+            var outcome = UpgradeMachine.Outcome.done
+            while let action = machine.next(outcome) {
+                do { outcome = try await perform(action) } catch { outcome = .failed("\(error)") }
             }
         }
 
-        /// Starts the new version (or checks a declared one) and waits for its health. A new
-        /// version that fails its check is stopped: nothing else was touched.
-        func startNewVersion() async throws -> Bool {
-            do {
+        func perform(_ action: UpgradeMachine.Action) async throws -> UpgradeMachine.Outcome {
+            switch action {
+            case .startVersion:
                 if let source {
                     try await runtime.addVersion(service: service, version: to, source: source)
                     await controller.processesChanged()
@@ -224,26 +205,76 @@ public actor UpgradeController {
                     try await runtime.checkHealthy(service: service, version: to)
                     await step("started", "\(service) \(to) (declared in the mesh file) is healthy")
                 }
-                return true
-            } catch {
-                await finish(.rolledBack, "\(service) \(to) failed its health check; rolled back, nothing changed: \(error)")
-                return false
+            case .pushPinRoutes:
+                try await runtime.pushRoutes(for: service)
+                await step("pin-routes", "pin routes to \(service) \(from) and \(to) at every caller, default \(from)")
+            case .setPinRoutes(let on):
+                try await runtime.setPinRoutes(service: service, on)
+            case .switchDefault(let version):
+                try await runtime.setDefault(service: service, version: version)
+                if version == to {
+                    let after = await controller.elapsed(service)
+                    await controller.update(service) { $0.switchedAfter = after }
+                    await step("default-switched", "every caller routes unpinned requests to \(service) \(to)")
+                }
+            case .block(let version, let on):
+                try await runtime.setBlocked(service: service, version: version, on)
+                if version == from && on {
+                    await step("blocked", "\(service) \(from) refuses unpinned requests; callers' sidecars re-route them to \(to)")
+                }
+            case .lockTraceSet:
+                try await runtime.confirmRecordsRead(service: service, version: from)
+                let ids = await runtime.instanceIDs(service: service, version: from)
+                let locked = runtime.recorder.drain(instances: ids)
+                await controller.update(service) { $0.diffSet = locked.diffSet.count }
+                await step("locked", "\(service) \(from)'s trace set (\(locked.served) traces) locked and shipped to the gateway; DiffSet \(locked.diffSet.count)")
+            case .hold:
+                runtime.routes.hold(service)
+                await step("holding", "requests to \(service) of traces with no past visit wait")
+            case .release(let version):
+                runtime.routes.release(service, to: version)
+                if let version { await step("released", "held requests go to \(service) \(version)") }
+            case .note(let name, let detail):
+                await step(name, detail)
+            case .drain(let version, let fromStart):
+                let left = try await drained(version, deadline: fromStart ? started + drain : ContinuousClock.now + drain)
+                return .drained(left: left.count)
+            case .retire:
+                try await runtime.removeVersion(service: service, version: from)
+                let after = await controller.elapsed(service)
+                await controller.update(service) { $0.retiredAfter = after }
+                await step("retired", "\(service) \(from) stopped")
+                await step("cleaned", "routes back to the initial shape: \(service) \(to) only")
+            case .retireAtOnce:
+                try await runtime.removeVersion(service: service, version: from)
+                let after = await controller.elapsed(service)
+                await controller.update(service) { $0.retiredAfter = after }
+                await step("retired", "\(service) \(from) stopped at once (no guarantee)")
+            case .markMayBreak(let n):
+                await controller.update(service) { $0.mayBreak = n }
+                await step("forced", "--force: retiring \(service) \(from) with \(n) transactions still on it; they may break")
+            case .removeNewVersion:
+                try await runtime.removeVersion(service: service, version: to)
+            case .finish(let phase, let message):
+                await finish(phase, message)
+            case .abort(let why):
+                // Leave a consistent mesh: both versions serve, each trace by its pins.
+                runtime.routes.release(service, to: nil)
+                try? await runtime.setBlocked(service: service, version: from, false)
+                try? await runtime.setPinRoutes(service: service, true)
+                let d = runtime.routes.routes(of: service)?.defaultVersion ?? from
+                await finish(.failed, "\(why); \(service) keeps both versions with pin routes (default \(d))")
             }
+            return .done
         }
 
-        func switchDefault() async throws {
-            try await runtime.setDefault(service: service, version: to)
-            let after = await controller.elapsed(service)
-            await controller.update(service) { $0.switchedAfter = after }
-            await step("default-switched", "every caller routes unpinned requests to \(service) \(to)")
-        }
-
-        func retire() async throws {
-            try await runtime.removeVersion(service: service, version: from)
-            let after = await controller.elapsed(service)
-            await controller.update(service) { $0.retiredAfter = after }
-            await step("retired", "\(service) \(from) stopped")
-            await step("cleaned", "routes back to the initial shape: \(service) \(to) only")
+        func finish(_ phase: UpgradeStatus.Phase, _ message: String) async {
+            await controller.processesChanged()
+            await controller.update(service) { s in
+                s.phase = phase
+                s.message = message
+            }
+            await step(phase.rawValue, message)
         }
 
         /// Waits until every trace that ran on `version` has completed at the gateway and the
@@ -273,111 +304,6 @@ public actor UpgradeController {
                 if ContinuousClock.now > deadline { return d.diffSet }
                 try await Task.sleep(for: .milliseconds(20))
             }
-        }
-
-        // MARK: Strategies
-
-        /// The baseline: switch at once, ignore pins, stop the old version at once.
-        func rolling() async throws {
-            try await runtime.setPinRoutes(service: service, false)
-            try await switchDefault()
-            try await runtime.removeVersion(service: service, version: from)
-            let after = await controller.elapsed(service)
-            await controller.update(service) { $0.retiredAfter = after }
-            await step("retired", "\(service) \(from) stopped at once (no guarantee)")
-            try await runtime.setPinRoutes(service: service, true)
-            await finish(.completed, "\(service) runs \(to) only")
-        }
-
-        /// CV (report §3.2.3–3.2.6).
-        func concurrentVersions() async throws {
-            try await runtime.pushRoutes(for: service)
-            await step("pin-routes", "pin routes to \(service) \(from) and \(to) at every caller, default \(from)")
-            try await switchDefault()
-            try await runtime.setBlocked(service: service, version: from, true)
-            await step("blocked", "\(service) \(from) refuses unpinned requests; callers' sidecars re-route them to \(to)")
-            try await runtime.confirmRecordsRead(service: service, version: from)
-            let ids = await runtime.instanceIDs(service: service, version: from)
-            let locked = runtime.recorder.drain(instances: ids)
-            await controller.update(service) { $0.diffSet = locked.diffSet.count }
-            await step("locked", "\(service) \(from)'s trace set (\(locked.served) traces) locked and shipped to the gateway; DiffSet \(locked.diffSet.count)")
-            let left = try await drained(from, deadline: started + drain)
-            if left.isEmpty {
-                try await retire()
-                await finish(.completed, "\(service) runs \(to) only")
-            } else if force {
-                try await forcedRetire(left)
-            } else {
-                await step("drain-deadline", "\(left.count) transactions still ran on \(from); rolling back")
-                try await runtime.setBlocked(service: service, version: from, false)
-                try await runtime.setDefault(service: service, version: from)
-                try await runtime.setBlocked(service: service, version: to, true)
-                _ = try await drained(to, deadline: ContinuousClock.now + drain)
-                try await runtime.setBlocked(service: service, version: to, false)
-                if source != nil { try await runtime.removeVersion(service: service, version: to) }
-                await finish(.rolledBack, "the drain deadline passed with \(left.count) transactions on \(service) \(from); \(from) is the default again")
-            }
-        }
-
-        /// BF (report §2.3): hold sub-transactions of traces that never visited the service
-        /// until the old version is free, then swap and release them onto the new version.
-        func blockingFree() async throws {
-            try await runtime.pushRoutes(for: service)
-            await step("pin-routes", "pin routes to \(service) \(from) and \(to) at every caller, default \(from)")
-            runtime.routes.hold(service)
-            await step("holding", "requests to \(service) of traces with no past visit wait")
-            let left: [String]
-            do { left = try await drained(from, deadline: started + drain) } catch {
-                runtime.routes.release(service, to: nil)
-                throw error
-            }
-            if left.isEmpty || force {
-                try await switchDefault()
-                runtime.routes.release(service, to: to)
-                await step("released", "held requests go to \(service) \(to)")
-                if left.isEmpty {
-                    try await retire()
-                    await finish(.completed, "\(service) runs \(to) only")
-                } else {
-                    try await forcedRetire(left)
-                }
-            } else {
-                runtime.routes.release(service, to: nil)
-                if source != nil { try await runtime.removeVersion(service: service, version: to) }
-                await finish(.rolledBack, "\(service) \(from) was not free before the drain deadline (\(left.count) transactions); released the held requests, \(from) stays")
-            }
-        }
-
-        /// WF (report §2.3): wait until the old version is free, then swap. Under continuous
-        /// load it may never be free: the drain deadline ends it (the documented time-out).
-        func waitFree() async throws {
-            try await runtime.pushRoutes(for: service)
-            await step("pin-routes", "pin routes to \(service) \(from) and \(to) at every caller, default \(from)")
-            await step("waiting", "waiting for \(service) \(from) to be free")
-            let left = try await drained(from, deadline: started + drain)
-            if left.isEmpty || force {
-                try await switchDefault()
-                // Transactions that began on the old version between "free" and the switch keep
-                // their pins; they end before the retirement.
-                let late = try await drained(from, deadline: ContinuousClock.now + drain)
-                if left.isEmpty && late.isEmpty {
-                    try await retire()
-                    await finish(.completed, "\(service) runs \(to) only")
-                } else {
-                    try await forcedRetire(left.isEmpty ? late : left)
-                }
-            } else {
-                if source != nil { try await runtime.removeVersion(service: service, version: to) }
-                await finish(.rolledBack, "WF time-out: \(service) \(from) was never free within the drain deadline under load (\(left.count) transactions on it at the end); nothing changed")
-            }
-        }
-
-        func forcedRetire(_ left: [String]) async throws {
-            await controller.update(service) { $0.mayBreak = left.count }
-            await step("forced", "--force: retiring \(service) \(from) with \(left.count) transactions still on it; they may break")
-            if runtime.routes.routes(of: service)?.defaultVersion != to { try await switchDefault() }
-            try await retire()
-            await finish(.forced, "\(service) runs \(to) only; \(left.count) transactions may have broken")
         }
     }
 }
