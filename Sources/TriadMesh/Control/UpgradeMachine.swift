@@ -167,8 +167,14 @@ public struct UpgradeMachine: Sendable {
             return undoStart
                 + [.act(.finish(.rolledBack, "WF time-out: \(service) \(from) was never free within the drain deadline under load (\(left) transactions on it at the end); nothing changed"))]
         case .wfLate(let before):
-            if before == 0 && left == 0 { return completed }
-            return forced(before == 0 ? left : before, switched: true)
+            if force { return before == 0 && left == 0 ? completed : forced(before == 0 ? left : before, switched: true) }
+            if left == 0 { return completed }
+            // Late transactions still on the old version: without --force, back to it as CV does.
+            return [.act(.note(step: "drain-deadline", detail: "\(left) transactions still ran on \(from); rolling back")),
+                    .act(.switchDefault(to: from)), .act(.block(version: to, true)),
+                    .act(.drain(version: to, fromStart: false)), .act(.block(version: to, false))]
+                + undoStart
+                + [.act(.finish(.rolledBack, "the drain deadline passed with \(left) transactions on \(service) \(from); \(from) is the default again"))]
         }
     }
 }
