@@ -22,6 +22,8 @@ public enum EnvoyConfig {
     /// The path of the marker request the update controller sends through a blocked version's
     /// inbound sidecar: its record travels in the same ordered log stream as the admissions.
     public static let markerPath = "/.triad/marker"
+    /// The route that answers it (how its record is told apart).
+    public static let markerRoute = "triad-marker"
 
     public static func envoyDirectory(_ plan: MeshPlan, id: String) -> String { "\(plan.runDirectory)/envoy/\(id)" }
     public static func configDirectory(_ plan: MeshPlan, id: String) -> String { envoyDirectory(plan, id: id) + "/cfg" }
@@ -119,9 +121,10 @@ public enum EnvoyConfig {
             // A visit is recorded when the request is admitted, not only when it ends
             // (models/README.md: a set fed by end records misses traces still in flight).
             "access_log_options": ["flush_access_log_on_new_request": true],
+            // Only what the trace manager needs (two records per request make this the mesh's
+            // main per-request cost); times are the receiver's clock, a millisecond later.
             "access_log": [fluentd(tag: "in.\(instance.sidecar.id)", record: [
-                "t": "%REQ(X-B3-TRACEID)%", "k": "%ACCESS_LOG_TYPE%", "s": "%START_TIME(%s.%6f)%",
-                "d": "%DURATION%", "c": "%RESPONSE_CODE%", "r": "%ROUTE_NAME%", "p": "%REQ(:PATH)%",
+                "t": "%REQ(X-B3-TRACEID)%", "k": "%ACCESS_LOG_TYPE%", "r": "%ROUTE_NAME%",
             ])],
         ]
     }
@@ -202,7 +205,7 @@ public enum EnvoyConfig {
     public static func inboundRoutes(_ instance: MeshPlan.Instance, blocked: Bool = false) -> JSONValue {
         // The marker is answered by the sidecar itself: its record follows, in the same ordered
         // stream, every admission this sidecar logged before it (the lock of the trace set).
-        var routes: [JSONValue] = [["name": "triad-marker", "match": ["path": .string(markerPath)], "direct_response": ["status": 204]]]
+        var routes: [JSONValue] = [["name": .string(markerRoute), "match": ["path": .string(markerPath)], "direct_response": ["status": 204]]]
         if blocked {
             // Only requests pinned to this version get in.
             routes.append(["name": .string("local:\(instance.pin)"), "match": ["prefix": "/", "headers": [pinMatch(instance.service, versionRegex: escape(instance.version))]],

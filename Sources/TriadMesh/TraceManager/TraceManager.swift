@@ -206,7 +206,7 @@ public final class MeshRecorder: Sendable {
                 guard let trace else { return }
                 // The update controller's marker: everything this sidecar logged before it has
                 // now been read (one ordered stream per Envoy worker). Not a visit.
-                if f["p"] == EnvoyConfig.markerPath {
+                if f["r"] == EnvoyConfig.markerRoute {
                     s.markers.insert(id + " " + trace)
                     return
                 }
@@ -216,6 +216,7 @@ public final class MeshRecorder: Sendable {
                     if f["k"] == "DownstreamStart" { s.blockedRefusals += 1 }
                     return
                 }
+                // Sidecars send no times (EnvoyConfig.inboundHCM): the receiver's clock is close enough.
                 let start = Double(f["s"] ?? "") ?? Date().timeIntervalSince1970
                 if f["k"] == "DownstreamStart" {
                     if s.managers[id]!.admitted(trace, at: start) { s.pins.learn(trace, service, version) }
