@@ -21,6 +21,9 @@ RATE=${RATE:-200}
 SECONDS_HOP=${SECONDS_HOP:-10}
 SECONDS_UPGRADE=${SECONDS_UPGRADE:-10}
 CONCURRENCY=${CONCURRENCY:-8}
+# Part 1 is run ROUNDS times, the five paths interleaved; the report takes each figure's median
+# (single runs moved p99 by 30 % and more on this shared machine).
+ROUNDS=${ROUNDS:-3}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 WORK=$(mktemp -d /tmp/triad-bench-mesh.XXXXXX)
 OUT=$ROOT/bench/results
@@ -62,31 +65,40 @@ throughput() { # url out
   python3 "$PY/loadgen.py" "$1" --closed-loop --concurrency "$CONCURRENCY" --duration "$SECONDS_HOP" --slow-fraction 0 > "$2"
 }
 
-echo "== 1. latency and throughput: direct, plain Envoy, mesh"
-D=$WORK/direct; mkdir -p "$D"
-P_DB=$(free_port); P_AUTH=$(free_port); P_PROC=$(free_port); P_PORTAL=$(free_port)
-(cd "$PY" && PORT=$P_DB exec python3 db.py >"$D/db.log" 2>&1) & PIDS+=($!)
-(cd "$PY" && PORT=$P_AUTH exec python3 auth.py --version v1 >"$D/auth.log" 2>&1) & PIDS+=($!)
-(cd "$PY" && PORT=$P_PROC TRIAD_UPSTREAM_AUTH=http://127.0.0.1:$P_AUTH TRIAD_UPSTREAM_DB=http://127.0.0.1:$P_DB exec python3 proc.py >"$D/proc.log" 2>&1) & PIDS+=($!)
-(cd "$PY" && PORT=$P_PORTAL TRIAD_UPSTREAM_AUTH=http://127.0.0.1:$P_AUTH TRIAD_UPSTREAM_PROC=http://127.0.0.1:$P_PROC exec python3 portal.py >"$D/portal.log" 2>&1) & PIDS+=($!)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$P_PORTAL/healthz" >/dev/null && break; sleep 0.05; done
-load "http://127.0.0.1:$P_PORTAL" "$SECONDS_HOP" 0 "$WORK/hop-direct.json"
-throughput "http://127.0.0.1:$P_PORTAL" "$WORK/tput-direct.json"
-for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; PIDS=()
+measure_direct() { # round
+  local D=$WORK/direct-$1; mkdir -p "$D"
+  local P_DB P_AUTH P_PROC P_PORTAL
+  P_DB=$(free_port); P_AUTH=$(free_port); P_PROC=$(free_port); P_PORTAL=$(free_port)
+  (cd "$PY" && PORT=$P_DB exec python3 db.py >"$D/db.log" 2>&1) & PIDS+=($!)
+  (cd "$PY" && PORT=$P_AUTH exec python3 auth.py --version v1 >"$D/auth.log" 2>&1) & PIDS+=($!)
+  (cd "$PY" && PORT=$P_PROC TRIAD_UPSTREAM_AUTH=http://127.0.0.1:$P_AUTH TRIAD_UPSTREAM_DB=http://127.0.0.1:$P_DB exec python3 proc.py >"$D/proc.log" 2>&1) & PIDS+=($!)
+  (cd "$PY" && PORT=$P_PORTAL TRIAD_UPSTREAM_AUTH=http://127.0.0.1:$P_AUTH TRIAD_UPSTREAM_PROC=http://127.0.0.1:$P_PROC exec python3 portal.py >"$D/portal.log" 2>&1) & PIDS+=($!)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$P_PORTAL/healthz" >/dev/null && break; sleep 0.05; done
+  load "http://127.0.0.1:$P_PORTAL" "$SECONDS_HOP" 0 "$WORK/hop-direct-$1.json"
+  throughput "http://127.0.0.1:$P_PORTAL" "$WORK/tput-direct-$1.json"
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; PIDS=()
+}
 
-for mode in plain application mesh upgrading; do
-  D=$WORK/hop-$mode; mkdir -p "$D"; PORT=$(free_port)
-  flags=()
-  case $mode in
+measure_mesh() { # mode round
+  local D=$WORK/hop-$1-$2; mkdir -p "$D"
+  local PORT; PORT=$(free_port)
+  local flags=()
+  case $1 in
     plain) mesh_file "$D" "$PORT" application; flags=(--plain-envoy) ;;
     upgrading) mesh_file "$D" "$PORT" mesh auth-v2 ;;
-    *) mesh_file "$D" "$PORT" "$mode" ;;
+    *) mesh_file "$D" "$PORT" "$1" ;;
   esac
   (cd "$D" && "$TRIAD" mesh up -f mesh.yaml "${flags[@]}" >/dev/null)
-  load "http://127.0.0.1:$PORT" "$SECONDS_HOP" 0 "$WORK/hop-$mode.json"
-  throughput "http://127.0.0.1:$PORT" "$WORK/tput-$mode.json"
+  load "http://127.0.0.1:$PORT" "$SECONDS_HOP" 0 "$WORK/hop-$1-$2.json"
+  throughput "http://127.0.0.1:$PORT" "$WORK/tput-$1-$2.json"
   (cd "$D" && "$TRIAD" mesh down >/dev/null)
-  echo "   $mode: done"
+}
+
+echo "== 1. latency and throughput: direct, plain Envoy, mesh ($ROUNDS rounds)"
+for round in $(seq "$ROUNDS"); do
+  measure_direct "$round"
+  for mode in plain application mesh upgrading; do measure_mesh "$mode" "$round"; done
+  echo "   round $round: done"
 done
 
 echo "== 2. strategies"
@@ -109,19 +121,28 @@ for strategy in CV BF WF rolling; do
 done
 
 case $TRIAD in */release/*) export TRIAD_BUILD=release ;; *) export TRIAD_BUILD=debug ;; esac
-python3 - "$WORK" "$OUT" "$STAMP" "$RATE" "$CONCURRENCY" <<'EOF'
+python3 - "$WORK" "$OUT" "$STAMP" "$RATE" "$CONCURRENCY" "$ROUNDS" <<'EOF'
 import json, sys, os, statistics
-work, out, stamp, rate, conc = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+work, out, stamp, rate, conc, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
 def pct(xs, p):
     xs = sorted(xs)
     return round(xs[min(len(xs) - 1, int(len(xs) * p))], 2) if xs else None
-res = {"stamp": stamp, "rate": float(rate), "concurrency": int(conc), "hop": {}, "strategies": {}}
+res = {"stamp": stamp, "rate": float(rate), "concurrency": int(conc), "rounds": rounds, "hop": {}, "rounds_raw": {}, "strategies": {}}
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return round(statistics.median(xs), 2) if xs else None
 for name in ["direct", "plain", "application", "mesh", "upgrading"]:
-    d = json.load(open(f"{work}/hop-{name}.json"))
-    t = json.load(open(f"{work}/tput-{name}.json"))
-    res["hop"][name] = {k: d.get(k) for k in ["sent", "failed", "fast_p50_ms", "fast_p99_ms", "achieved_rps"]}
-    res["hop"][name].update({"throughput_tps": t.get("throughput_tps"), "throughput_failed": t.get("failed"),
-                             "throughput_p99_ms": t.get("p99_ms")})
+    runs = []
+    for r in range(1, rounds + 1):
+        d = json.load(open(f"{work}/hop-{name}-{r}.json"))
+        t = json.load(open(f"{work}/tput-{name}-{r}.json"))
+        runs.append({"sent": d.get("sent"), "failed": d.get("failed"), "fast_p50_ms": d.get("fast_p50_ms"),
+                     "fast_p99_ms": d.get("fast_p99_ms"), "throughput_tps": t.get("throughput_tps"), "throughput_failed": t.get("failed")})
+    res["rounds_raw"][name] = runs
+    res["hop"][name] = {"sent": sum(x["sent"] or 0 for x in runs), "failed": sum(x["failed"] or 0 for x in runs),
+                        "throughput_failed": sum(x["throughput_failed"] or 0 for x in runs)}
+    for k in ["fast_p50_ms", "fast_p99_ms", "throughput_tps"]:
+        res["hop"][name][k] = median([x[k] for x in runs])
 for s in ["CV", "BF", "WF", "rolling"]:
     d = f"{work}/up-{s}"
     load = json.load(open(f"{d}/load.json")); up = json.load(open(f"{d}/upgrade.json"))[0]
@@ -147,7 +168,8 @@ lines = [f"# Mesh benchmark {stamp}", "",
          "## Latency (open loop, fast transactions only) and throughput (closed loop)", "",
          f"A transaction is 6 calls (gateway -> Portal and Portal's 5 calls); through Envoy each call crosses two Envoys "
          f"(the caller's sidecar or the gateway, and the callee's sidecar). Throughput: {conc} workers back to back; "
-         "the services, every Envoy and the load generator share the 2 vCPUs.", "",
+         f"the services, every Envoy and the load generator share the 2 vCPUs. Medians of {rounds} interleaved rounds "
+         "(sent and failed: totals); every round's figures are in the .json.", "",
          "| path | sent | failed | p50 ms | p99 ms | throughput tx/s (failed) | vs plain Envoy |", "|---|---|---|---|---|---|---|"]
 labels = [("direct", "direct (no Envoy)"), ("plain", "plain Envoy (routing only)"),
           ("application", "mesh, pinPropagation: application"), ("mesh", "mesh, pinPropagation: mesh"),
