@@ -49,8 +49,8 @@ final class PublisherSession: AMQPSession {
         let first = nextTag
         // rabbitmq-c sends every message's frames at once (a TCP push per message). Corked, a
         // batch leaves in full segments: far fewer sends and packets for us and for the broker.
-        var corked = messages.count > 1 && Self.cork(c, true)
-        defer { if corked { _ = Self.cork(c, false) } }
+        // No defer: a failed publish destroys the connection (and `c` with it); nothing to uncork.
+        let corked = messages.count > 1 && Self.cork(c, true)
         for m in messages {
             var owned = OwnedBytes()
             var props = amqp_basic_properties_t()
@@ -81,7 +81,7 @@ final class PublisherSession: AMQPSession {
             }
             nextTag += 1
         }
-        if corked { corked = !Self.cork(c, false) }  // flush before waiting for the confirms
+        if corked { _ = Self.cork(c, false) }  // flush before waiting for the confirms
         try awaitConfirms(from: first, through: nextTag - 1, deadline: deadline)
     }
 
