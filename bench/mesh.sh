@@ -35,7 +35,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Below the kernel's ephemeral range, as freeLoopbackPort does: a port bound to 0 or an outgoing
+# connection can never take it between this check and its use.
+free_port() {
+  python3 -c '
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+while True:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", random.randrange(10000, low))); print(s.getsockname()[1]); break
+    except OSError:
+        pass
+    finally:
+        s.close()'
+}
 
 mesh_file() { # dir port propagation [auth-v2: also run Auth v2, as during an upgrade]
   sed -e "s#python/#$PY/#g" -e "s/127.0.0.1:8000/127.0.0.1:$2/" -e "s/pinPropagation: mesh /pinPropagation: $3 /" \

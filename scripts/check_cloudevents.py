@@ -11,7 +11,10 @@ import json
 import os
 import sys
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import FormatChecker
+
+# One rule for "pattern" and one JSON pointer in every checker (this folder is on sys.path).
+from check_resource_schema import ResourceValidator, pointer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -19,12 +22,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def validator(name):
     with open(os.path.join(HERE, "..", "schemas", name)) as f:
         schema = json.load(f)
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=FormatChecker())
-
-
-def pointer(path):
-    return "".join("/" + str(p) for p in path)
+    ResourceValidator.check_schema(schema)
+    return ResourceValidator(schema, format_checker=FormatChecker())
 
 
 def main(paths):

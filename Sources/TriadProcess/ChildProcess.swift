@@ -155,8 +155,7 @@ public func freeLoopbackPort() throws -> Int {
     // Below the kernel's ephemeral range: a port handed out here and bound a moment later is
     // never meanwhile given to a socket bound to port 0 or to an outgoing connection (a mesh's
     // own control server once took its gateway's admin port that way).
-    let ephemeralStart = ephemeralPortRangeStart() ?? 32768
-    if ephemeralStart - 1 > 10_000 + 1_000 {
+    if ephemeralStart > 11_000 {
         for _ in 0..<200 {
             let port = Int.random(in: 10_000..<ephemeralStart)
             if let bound = bindLoopback(port: port) { return bound }
@@ -166,11 +165,11 @@ public func freeLoopbackPort() throws -> Int {
     return port
 }
 
-/// The first port of `net.ipv4.ip_local_port_range`.
-private func ephemeralPortRangeStart() -> Int? {
-    guard let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8) else { return nil }
-    return text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) }
-}
+/// The first port of `net.ipv4.ip_local_port_range` (read once).
+private let ephemeralStart: Int = {
+    guard let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8) else { return 32768 }
+    return text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) } ?? 32768
+}()
 
 /// Binds 127.0.0.1:`port` (0: any) for a moment; the port it got, or nil when taken.
 private func bindLoopback(port: Int) -> Int? {

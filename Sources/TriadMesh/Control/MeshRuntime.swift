@@ -13,7 +13,6 @@ public actor MeshRuntime {
         public init(_ description: String) { self.description = description }
     }
 
-    public let config: MeshConfig
     public private(set) var plan: MeshPlan
     public let recorder: MeshRecorder
     public let routes: RouteState
@@ -23,7 +22,6 @@ public actor MeshRuntime {
     public private(set) var children: [ChildProcess] = []
 
     public init(config: MeshConfig, envoy: String, runDirectory: String, socketDirectory: String, logger: Logger) throws {
-        self.config = config
         self.envoy = envoy
         self.logger = logger
         var used = Set<Int>([config.gateway.listen.port])
@@ -232,7 +230,7 @@ public actor MeshRuntime {
 
     /// Retires a version: no caller routes to it any more (its pin route and cluster go), then
     /// its instances and sidecars stop. The route table is back to its initial shape.
-    public func removeVersion(service: String, version: String, stop: Bool = true) async throws {
+    public func removeVersion(service: String, version: String) async throws {
         routes.update { list in
             if let i = list.firstIndex(where: { $0.service == service }) {
                 list[i].versions.removeAll { $0 == version }
@@ -243,10 +241,8 @@ public actor MeshRuntime {
         try await pushRoutes(for: service)
         try await pushClusters(for: service)
         let ids = plan.instances(of: service, version: version).map(\.id)
-        if stop {
-            await stopInstances(ids)
-            plan.instances.removeAll { ids.contains($0.id) }
-        }
+        await stopInstances(ids)
+        plan.instances.removeAll { ids.contains($0.id) }
     }
 
     /// Whether callers route by pins for `service` (false: one default route, the `rolling` baseline).

@@ -27,8 +27,6 @@ public final class RouteState: Sendable {
 
     func heldGate(_ service: String) -> Hold? { holds.withLock { $0[service] } }
 
-    public var held: [String] { holds.withLock { Array($0.keys) } }
-
     /// Services being upgraded: unpinned calls to them wait for their records to be read.
     private let barriers = Mutex<[String: RecordBarrier]>([:])
     public func setBarrier(_ service: String, _ barrier: RecordBarrier?) { barriers.withLock { $0[service] = barrier } }

@@ -12,7 +12,6 @@ public actor RecordBarrier {
     private var waiting: [CheckedContinuation<Void, Never>] = []
     private var running = false
     private let round: @Sendable () async -> Void
-    public private(set) var rounds = 0
 
     public init(round: @escaping @Sendable () async -> Void) { self.round = round }
 
@@ -32,7 +31,6 @@ public actor RecordBarrier {
             let batch = waiting
             waiting = []
             await round()
-            rounds += 1
             for c in batch { c.resume() }
         }
         running = false

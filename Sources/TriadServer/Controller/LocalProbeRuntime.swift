@@ -17,8 +17,6 @@ actor LocalProbeRuntime {
     private struct Running {
         var process: ChildProcess
         var token: String
-        var generation: Int64
-        var startedAt: Double
     }
 
     private let authority: TokenAuthority
@@ -79,7 +77,7 @@ actor LocalProbeRuntime {
             _ = try? await authority.revoke(name: tokenName)
             throw error
         }
-        running[name] = Running(process: process, token: tokenName, generation: desired.generation, startedAt: now)
+        running[name] = Running(process: process, token: tokenName)
         var actual = history[name] ?? ProbeReconciler.Actual()
         actual.running = true
         actual.generation = desired.generation

@@ -23,7 +23,6 @@ public final class ProbeController: Service, Sendable {
     /// Probe exits reported from reaper threads, picked up by the loop.
     private let exits = ExitInbox()
     private let apiURL = Mutex<String?>(nil)
-    private let leading = Atomic<Bool>(false)
 
     init(registry: Registry, authority: TokenAuthority, notifier: EventNotifier, mqttURL: String?, dataDir: String,
          policy: ProbeReconciler.Policy = ProbeReconciler.Policy(), logger: Logger) {
@@ -47,21 +46,16 @@ public final class ProbeController: Service, Sendable {
     /// The resources whose probe process runs now.
     public func runningProbes() async -> Set<String> { Set(await runtime.runningNames) }
 
-    public var isLeader: Bool { leading.load(ordering: .relaxed) }
-
     public func run() async throws {
-        Gauge(label: "triad_controller_leader").record(0)
+        let leaderGauge = Gauge(label: "triad_controller_leader")
+        leaderGauge.record(0)
         do {
             try await cancelWhenGracefulShutdown {
                 while !Task.isCancelled {
                     do {
                         let led = try await self.registry.backend.lead("triad.controller") {
-                            self.leading.store(true, ordering: .relaxed)
-                            Gauge(label: "triad_controller_leader").record(1)
-                            defer {
-                                self.leading.store(false, ordering: .relaxed)
-                                Gauge(label: "triad_controller_leader").record(0)
-                            }
+                            leaderGauge.record(1)
+                            defer { leaderGauge.record(0) }
                             self.logger.info("controller leading")
                             try await self.lead()
                         }
@@ -97,11 +91,13 @@ public final class ProbeController: Service, Sendable {
             try Task.checkCancellation()
             // Every registry event after the cursor names a resource to look at.
             while written.raised.exchange(false, ordering: .acquiringAndReleasing) {
-                let batch = try await registry.backend.events(after: cursor, limit: 500).events
+                let limit = 500
+                let batch = try await registry.backend.events(after: cursor, limit: limit).events
                 for event in batch { queue.withLock { $0.add(event.name) } }
                 guard let last = batch.last else { break }
                 cursor = last.id
-                written.raised.store(true, ordering: .releasing)  // there may be more after this batch
+                // A full batch: there may be more after it.
+                if batch.count == limit { written.raised.store(true, ordering: .releasing) }
             }
             for name in exits.names.withLock({ s in defer { s.removeAll() }; return s }) {
                 queue.withLock { $0.add(name) }

@@ -188,22 +188,17 @@ def main(argv=None):
     sent = 0
     slow_sent = 0
     try:
-        if a.closed_loop:
-            total = 0
-            deadline = t0 + a.duration
-            while time.monotonic() < deadline:
-                slow = rng.random() < a.slow_fraction
-                slow_sent += slow
-                jobs.put((sent, time.monotonic(), slow))
-                sent += 1
-        for i in range(total):
-            due = t0 + i * interval
+        deadline = t0 + a.duration
+        while (time.monotonic() < deadline) if a.closed_loop else (sent < total):
+            # Open loop: each start is due on schedule. Closed loop: now, and the put waits
+            # for a free worker (the queue holds one job per worker).
+            due = time.monotonic() if a.closed_loop else t0 + sent * interval
             wait = due - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
             slow = rng.random() < a.slow_fraction
             slow_sent += slow
-            jobs.put((i, due, slow))
+            jobs.put((sent, due, slow))
             sent += 1
     except KeyboardInterrupt:
         pass
