@@ -168,6 +168,19 @@ struct ResourceModelTests {
         #expect(ce["data"]?["metadata"]?["name"] == .string("fan"))
         #expect(CloudEventRenderer.routingKey(event) == "device.fan.status")
     }
+
+    /// A writer patches only its own condition: the others merge through untouched, so a newer
+    /// heartbeat is not overwritten by the copy the writer read earlier.
+    @Test func aConditionPatchCarriesOnlyItsType() throws {
+        var conditions: [Condition] = []
+        conditions.set(type: "AgentReady", status: .true, reason: "Heartbeat", message: nil, at: "2026-11-26T10:00:00Z")
+        conditions.set(type: "ProbeReady", status: .false, reason: "ProbeStarting", message: "starting", at: "2026-11-26T10:00:01Z")
+        let patch = try conditions.patch(only: "ProbeReady")
+        #expect(patch.arrayValue?.count == 1)
+        #expect(patch.arrayValue?.first?["type"]?.stringValue == "ProbeReady")
+        #expect(patch.arrayValue?.first?["reason"]?.stringValue == "ProbeStarting")
+        #expect(try conditions.patch(only: "Missing") == .array([]))
+    }
 }
 
 @Suite("JSON parser")

@@ -225,7 +225,7 @@ public final class ProbeController: Service, Sendable {
         guard resource.status?.probePhase != decision.phase || conditions != (resource.status?.conditions ?? []) else { return }
         let patch: JSONValue = .object([
             "probePhase": .string(decision.phase.rawValue),
-            "conditions": try JSONCoding.parse(JSONCoding.encode(conditions)),
+            "conditions": try conditions.patch(only: "ProbeReady"),
         ])
         do {
             _ = try await registry.writeStatus(name, .merge(patch), precondition: nil)

@@ -171,7 +171,7 @@ public final class TelemetryIngest: Service, Sendable {
             conditions.set(type: "ProbeConnected", status: probe == .online ? .true : .false,
                            reason: probe == .online ? "ProbeOnline" : "ProbeOffline",
                            message: probe == .online ? nil : "the probe announced offline (or its connection died)", at: Timestamp.format(Date()))
-            patch["conditions"] = (try? JSONCoding.parse(JSONCoding.encode(conditions))) ?? .array([])
+            patch["conditions"] = (try? conditions.patch(only: "ProbeConnected")) ?? .array([])
         }
         do {
             _ = try await registry.writeStatus(name, .merge(.object(patch)), precondition: nil)
