@@ -146,36 +146,58 @@ public actor MeshRuntime {
         guard current.versions.contains(version) else {
             throw Failure("\(service) has no version \(version) (it has \(current.versions.joined(separator: ", ")))")
         }
+        updateRoutes(of: service) { $0.defaultVersion = version }
+        try await pushRoutes(for: service)
+    }
+
+    /// Changes the route table of `service` (shared with the pin checks) and the plan's copy.
+    private func updateRoutes(of service: String, _ change: (inout ServiceRoutes) -> Void) {
         routes.update { list in
-            if let i = list.firstIndex(where: { $0.service == service }) { list[i].defaultVersion = version }
+            if let i = list.firstIndex(where: { $0.service == service }) { change(&list[i]) }
         }
         plan.routes = routes.current
-        try await pushRoutes(for: service)
+    }
+
+    /// A file for one Envoy, and the counter that grows once Envoy has applied it.
+    struct EnvoyUpdate {
+        var id: String
+        var adminPort: Int
+        var file: String
+        var stat: String
+        var value: JSONValue
+    }
+
+    /// Writes every file, then returns once each Envoy reports it applied (`what` names it in
+    /// the error).
+    func apply(_ updates: [EnvoyUpdate], what: String, timeout: Duration = .seconds(5)) async throws {
+        var before: [Int] = []
+        for u in updates { before.append(await EnvoyFiles.stat(adminPort: u.adminPort, name: u.stat) ?? 0) }
+        for u in updates { try EnvoyFiles.writeAtomically(u.value, to: EnvoyConfig.configDirectory(plan, id: u.id) + "/" + u.file) }
+        let deadline = ContinuousClock.now + timeout
+        for (i, u) in updates.enumerated() {
+            while (await EnvoyFiles.stat(adminPort: u.adminPort, name: u.stat) ?? 0) <= before[i] {
+                if ContinuousClock.now > deadline { throw Failure("Envoy \(u.id) did not apply \(what) in time") }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+        }
     }
 
     /// Rewrites the route file of every Envoy that routes to `service`, then waits until each
     /// reports the update (`http.<prefix>.rds.<name>.update_success` grew).
-    func pushRoutes(for service: String, timeout: Duration = .seconds(5)) async throws {
-        var targets: [(id: String, adminPort: Int, file: String, stat: String, value: JSONValue)] = []
+    func pushRoutes(for service: String) async throws {
+        var targets: [EnvoyUpdate] = []
         if plan.gatewayService == service, let table = EnvoyConfig.gateway(plan: plan).dynamic["rds-gateway.json"] {
-            targets.append(("gateway", plan.gatewayAdminPort, "rds-gateway.json", "http.gateway.rds.gateway.update_success", table))
+            targets.append(.init(id: "gateway", adminPort: plan.gatewayAdminPort, file: "rds-gateway.json",
+                                 stat: "http.gateway.rds.gateway.update_success", value: table))
         }
         for instance in plan.instances where instance.sidecar.outboundPorts[service] != nil {
             let file = "rds-out-\(service).json"
             if let table = EnvoyConfig.sidecar(instance, plan: plan).dynamic[file] {
-                targets.append((instance.sidecar.id, instance.sidecar.adminPort, file, "http.out_\(service).rds.out-\(service).update_success", table))
+                targets.append(.init(id: instance.sidecar.id, adminPort: instance.sidecar.adminPort, file: file,
+                                     stat: "http.out_\(service).rds.out-\(service).update_success", value: table))
             }
         }
-        var before: [Int] = []
-        for t in targets { before.append(await EnvoyFiles.stat(adminPort: t.adminPort, name: t.stat) ?? 0) }
-        for t in targets { try EnvoyFiles.writeAtomically(t.value, to: EnvoyConfig.configDirectory(plan, id: t.id) + "/" + t.file) }
-        let deadline = ContinuousClock.now + timeout
-        for (i, t) in targets.enumerated() {
-            while (await EnvoyFiles.stat(adminPort: t.adminPort, name: t.stat) ?? 0) <= before[i] {
-                if ContinuousClock.now > deadline { throw Failure("Envoy \(t.id) did not apply the new routes to \(service) in time") }
-                try await Task.sleep(for: .milliseconds(5))
-            }
-        }
+        try await apply(targets, what: "the new routes to \(service)")
         logger.info("routes applied", metadata: ["service": "\(service)", "envoys": "\(targets.count)"])
     }
 
@@ -220,10 +242,7 @@ public actor MeshRuntime {
             plan.instances.removeAll { $0.id == id }
             throw error
         }
-        routes.update { list in
-            if let i = list.firstIndex(where: { $0.service == service }), !list[i].versions.contains(version) { list[i].versions.append(version) }
-        }
-        plan.routes = routes.current
+        updateRoutes(of: service) { if !$0.versions.contains(version) { $0.versions.append(version) } }
         try await pushClusters(for: service)
         try await pushRoutes(for: service)
     }
@@ -231,13 +250,10 @@ public actor MeshRuntime {
     /// Retires a version: no caller routes to it any more (its pin route and cluster go), then
     /// its instances and sidecars stop. The route table is back to its initial shape.
     public func removeVersion(service: String, version: String) async throws {
-        routes.update { list in
-            if let i = list.firstIndex(where: { $0.service == service }) {
-                list[i].versions.removeAll { $0 == version }
-                list[i].blocked.removeAll { $0 == version }
-            }
+        updateRoutes(of: service) { r in
+            r.versions.removeAll { $0 == version }
+            r.blocked.removeAll { $0 == version }
         }
-        plan.routes = routes.current
         try await pushRoutes(for: service)
         try await pushClusters(for: service)
         let ids = plan.instances(of: service, version: version).map(\.id)
@@ -247,31 +263,22 @@ public actor MeshRuntime {
 
     /// Whether callers route by pins for `service` (false: one default route, the `rolling` baseline).
     public func setPinRoutes(service: String, _ on: Bool) async throws {
-        routes.update { list in if let i = list.firstIndex(where: { $0.service == service }) { list[i].pinRoutes = on } }
-        plan.routes = routes.current
+        updateRoutes(of: service) { $0.pinRoutes = on }
         try await pushRoutes(for: service)
     }
 
     /// Blocks (or unblocks) unpinned requests at every instance of `service`/`version`, and
     /// returns once each of their inbound sidecars applied it.
-    public func setBlocked(service: String, version: String, _ on: Bool, timeout: Duration = .seconds(5)) async throws {
-        routes.update { list in
-            guard let i = list.firstIndex(where: { $0.service == service }) else { return }
-            list[i].blocked.removeAll { $0 == version }
-            if on { list[i].blocked.append(version) }
+    public func setBlocked(service: String, version: String, _ on: Bool) async throws {
+        updateRoutes(of: service) { r in
+            r.blocked.removeAll { $0 == version }
+            if on { r.blocked.append(version) }
         }
-        plan.routes = routes.current
-        let stat = "http.inbound.rds.inbound.update_success"
-        for instance in plan.instances(of: service, version: version) {
-            let before = await EnvoyFiles.stat(adminPort: instance.sidecar.adminPort, name: stat) ?? 0
-            let file = EnvoyConfig.configDirectory(plan, id: instance.sidecar.id) + "/rds-inbound.json"
-            try EnvoyFiles.writeAtomically(EnvoyConfig.sidecar(instance, plan: plan).dynamic["rds-inbound.json"]!, to: file)
-            let deadline = ContinuousClock.now + timeout
-            while (await EnvoyFiles.stat(adminPort: instance.sidecar.adminPort, name: stat) ?? 0) <= before {
-                if ContinuousClock.now > deadline { throw Failure("Envoy \(instance.sidecar.id) did not apply its inbound routes in time") }
-                try await Task.sleep(for: .milliseconds(5))
-            }
-        }
+        try await apply(plan.instances(of: service, version: version).map { instance in
+            EnvoyUpdate(id: instance.sidecar.id, adminPort: instance.sidecar.adminPort, file: "rds-inbound.json",
+                        stat: "http.inbound.rds.inbound.update_success",
+                        value: EnvoyConfig.sidecar(instance, plan: plan).dynamic["rds-inbound.json"]!)
+        }, what: "its inbound routes")
         logger.info("inbound block", metadata: ["service": "\(service)", "version": "\(version)", "on": "\(on)"])
     }
 
@@ -324,25 +331,18 @@ public actor MeshRuntime {
     }
 
     /// Rewrites the cluster file of every Envoy that routes to `service` and waits until each applied it.
-    func pushClusters(for service: String, timeout: Duration = .seconds(5)) async throws {
-        var targets: [(id: String, adminPort: Int, value: JSONValue)] = []
+    func pushClusters(for service: String) async throws {
+        let stat = "cluster_manager.cds.update_success"
+        var targets: [EnvoyUpdate] = []
         if plan.gatewayService == service, let cds = EnvoyConfig.gateway(plan: plan).dynamic["cds.json"] {
-            targets.append(("gateway", plan.gatewayAdminPort, cds))
+            targets.append(.init(id: "gateway", adminPort: plan.gatewayAdminPort, file: "cds.json", stat: stat, value: cds))
         }
         for instance in plan.instances where instance.sidecar.outboundPorts[service] != nil {
-            if let cds = EnvoyConfig.sidecar(instance, plan: plan).dynamic["cds.json"] { targets.append((instance.sidecar.id, instance.sidecar.adminPort, cds)) }
-        }
-        let stat = "cluster_manager.cds.update_success"
-        var before: [Int] = []
-        for t in targets { before.append(await EnvoyFiles.stat(adminPort: t.adminPort, name: stat) ?? 0) }
-        for t in targets { try EnvoyFiles.writeAtomically(t.value, to: EnvoyConfig.configDirectory(plan, id: t.id) + "/cds.json") }
-        let deadline = ContinuousClock.now + timeout
-        for (i, t) in targets.enumerated() {
-            while (await EnvoyFiles.stat(adminPort: t.adminPort, name: stat) ?? 0) <= before[i] {
-                if ContinuousClock.now > deadline { throw Failure("Envoy \(t.id) did not apply the new clusters of \(service) in time") }
-                try await Task.sleep(for: .milliseconds(5))
+            if let cds = EnvoyConfig.sidecar(instance, plan: plan).dynamic["cds.json"] {
+                targets.append(.init(id: instance.sidecar.id, adminPort: instance.sidecar.adminPort, file: "cds.json", stat: stat, value: cds))
             }
         }
+        try await apply(targets, what: "the new clusters of \(service)")
     }
 
     // MARK: Status
