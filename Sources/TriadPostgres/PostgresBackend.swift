@@ -245,6 +245,61 @@ public final class PostgresBackend: RegistryBackend {
         }
     }
 
+    public func saveInvocation(_ invocation: Invocation) async throws {
+        let i = invocation
+        let document = String(decoding: i.document, as: UTF8.self)
+        _ = try await client.query("""
+            INSERT INTO triad_invocations (id, seq, resource, caller, state, node, started_at, charged, document)
+            VALUES (\(i.id), \(i.sequence), \(i.resource), \(i.caller), \(i.state.rawValue), \(i.node), \(i.startedAt), \(i.charged), \(document))
+            ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, charged = EXCLUDED.charged, document = EXCLUDED.document
+            """, logger: logger)
+    }
+
+    public func invocation(id: String) async throws -> Invocation? {
+        try await Self.invocations(client.query("SELECT seq, document FROM triad_invocations WHERE id = \(id)", logger: logger)).first
+    }
+
+    public func invocations(_ query: InvocationQuery) async throws -> InvocationPage {
+        let (resource, caller, since) = (query.resource, query.caller, query.since)
+        var matched = 0
+        var total = 0.0
+        let totals = try await client.query("""
+            SELECT count(*), coalesce(sum(charged), 0) FROM triad_invocations
+            WHERE (\(resource)::text IS NULL OR resource = \(resource)) AND (\(caller)::text IS NULL OR caller = \(caller))
+              AND (\(since)::text IS NULL OR started_at >= \(since))
+            """, logger: logger)
+        for try await (n, sum) in totals.decode((Int64, Double).self) { (matched, total) = (Int(n), sum) }
+        let before = query.before, limit = Int64(query.limit + 1)
+        var items = try await Self.invocations(client.query("""
+            SELECT seq, document FROM triad_invocations
+            WHERE (\(resource)::text IS NULL OR resource = \(resource)) AND (\(caller)::text IS NULL OR caller = \(caller))
+              AND (\(since)::text IS NULL OR started_at >= \(since)) AND (\(before)::bigint IS NULL OR seq < \(before))
+            ORDER BY seq DESC LIMIT \(limit)
+            """, logger: logger))
+        var next: Int64?
+        if items.count > query.limit {
+            items.removeLast()
+            next = items.last?.sequence
+        }
+        return InvocationPage(items: items, next: next, matched: matched, totalCharged: total)
+    }
+
+    public func unfinishedInvocations(node: String) async throws -> [Invocation] {
+        try await Self.invocations(client.query(
+            "SELECT seq, document FROM triad_invocations WHERE node = \(node) AND state IN ('Pending', 'Running') ORDER BY seq",
+            logger: logger))
+    }
+
+    static func invocations(_ rows: PostgresRowSequence) async throws -> [Invocation] {
+        var out: [Invocation] = []
+        for try await (seq, document) in rows.decode((Int64, String).self) {
+            var record = try JSONDecoder().decode(Invocation.self, from: Data(document.utf8))
+            record.sequence = seq
+            out.append(record)
+        }
+        return out
+    }
+
     public func insertToken(_ token: TokenRecord) async throws {
         let rows = try await client.query("""
             INSERT INTO triad_tokens (name, role, resource, secret_hash, created_at)
@@ -376,6 +431,7 @@ final class PostgresTransaction: RegistryTransaction {
     let logger: Logger
     private enum Change { case insert(StoredResource), update(StoredResource), delete(String) }
     private var change: Change?
+    private var invocation: Invocation?
 
     init(connection: PostgresConnection, logger: Logger) {
         self.connection = connection
@@ -397,6 +453,7 @@ final class PostgresTransaction: RegistryTransaction {
     func insert(_ r: StoredResource) async throws { change = .insert(r) }
     func update(_ r: StoredResource) async throws { change = .update(r) }
     func delete(name: String) async throws { change = .delete(name) }
+    func put(_ invocation: Invocation) async throws { self.invocation = invocation }
 
     func append(_ e: RegistryEvent) async throws {
         let document = String(decoding: e.document, as: UTF8.self)
@@ -422,7 +479,14 @@ final class PostgresTransaction: RegistryTransaction {
                     \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
                     """, logger: logger)
             case nil:
-                throw RegistryError.unavailable("a registry event without a change")
+                guard let i = invocation else { throw RegistryError.unavailable("a registry event without a change") }
+                let record = String(decoding: i.document, as: UTF8.self)
+                _ = try await connection.query("""
+                    WITH changed AS (INSERT INTO triad_invocations (id, seq, resource, caller, state, node, started_at, charged, document)
+                      VALUES (\(i.id), \(i.sequence), \(i.resource), \(i.caller), \(i.state.rawValue), \(i.node), \(i.startedAt), \(i.charged), \(record))
+                      ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, charged = EXCLUDED.charged, document = EXCLUDED.document)
+                    \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
+                    """, logger: logger)
             }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
             // Two creators of one name: both saw no row; the one that committed first wins.

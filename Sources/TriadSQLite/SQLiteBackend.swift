@@ -154,6 +154,59 @@ public final class SQLiteBackend: RegistryBackend {
         }
     }
 
+    public func saveInvocation(_ invocation: Invocation) async throws {
+        try await writeLock.withLock {
+            _ = try await writer.query(Self.upsertInvocation, Self.invocationBinds(invocation))
+        }
+    }
+
+    public func invocation(id: String) async throws -> Invocation? {
+        try await reader.query("SELECT seq, document FROM triad_invocations WHERE id = ?", [.text(id)]).first.map(Self.invocation)
+    }
+
+    public func invocations(_ query: InvocationQuery) async throws -> InvocationPage {
+        var filter = "1 = 1"
+        var binds: [SQLiteData] = []
+        if let resource = query.resource { filter += " AND resource = ?"; binds.append(.text(resource)) }
+        if let caller = query.caller { filter += " AND caller = ?"; binds.append(.text(caller)) }
+        if let since = query.since { filter += " AND started_at >= ?"; binds.append(.text(since)) }
+        let conn = reader
+        let totals = try await conn.query("SELECT count(*) AS n, coalesce(sum(charged), 0.0) AS total FROM triad_invocations WHERE \(filter)", binds).first
+        var pageFilter = filter, pageBinds = binds
+        if let before = query.before { pageFilter += " AND seq < ?"; pageBinds.append(.integer(Int(before))) }
+        let rows = try await conn.query("SELECT seq, document FROM triad_invocations WHERE \(pageFilter) ORDER BY seq DESC LIMIT ?",
+                                        pageBinds + [.integer(query.limit + 1)])
+        var items = try rows.map(Self.invocation)
+        var next: Int64?
+        if items.count > query.limit {
+            items.removeLast()
+            next = items.last?.sequence
+        }
+        return InvocationPage(items: items, next: next, matched: totals?.column("n")?.integer ?? 0,
+                              totalCharged: totals?.column("total")?.double ?? 0)
+    }
+
+    public func unfinishedInvocations(node: String) async throws -> [Invocation] {
+        try await reader.query("SELECT seq, document FROM triad_invocations WHERE node = ? AND state IN ('Pending', 'Running') ORDER BY seq",
+                               [.text(node)]).map(Self.invocation)
+    }
+
+    static let upsertInvocation = """
+        INSERT INTO triad_invocations (id, seq, resource, caller, state, node, started_at, charged, document) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (id) DO UPDATE SET state = excluded.state, charged = excluded.charged, document = excluded.document
+        """
+
+    static func invocationBinds(_ i: Invocation) -> [SQLiteData] {
+        [.text(i.id), .integer(Int(i.sequence)), .text(i.resource), .text(i.caller), .text(i.state.rawValue), .text(i.node),
+         .text(i.startedAt), .float(i.charged), .text(String(decoding: i.document, as: UTF8.self))]
+    }
+
+    static func invocation(_ row: SQLiteRow) throws -> Invocation {
+        var record = try JSONDecoder().decode(Invocation.self, from: Data((row.column("document")?.string ?? "").utf8))
+        record.sequence = Int64(row.column("seq")?.integer ?? 0)
+        return record
+    }
+
     public func insertToken(_ token: TokenRecord) async throws {
         try await writeLock.withLock {
             let existing = try await writer.query("SELECT name FROM triad_tokens WHERE name = ?", [.text(token.name)])
@@ -236,6 +289,7 @@ final class SQLiteTransaction: RegistryTransaction {
     private let committed: (String) -> StoredResource?
     private let lastRevision: Int64
     private var change: (name: String, record: StoredResource?)?
+    private var invocation: Invocation?
     private var written: Int64?
 
     init(connection: SQLiteConnection, revision: Int64, committed: @escaping (String) -> StoredResource?) {
@@ -264,13 +318,30 @@ final class SQLiteTransaction: RegistryTransaction {
     func insert(_ r: StoredResource) async throws { change = (r.name, r) }
     func update(_ r: StoredResource) async throws { change = (r.name, r) }
     func delete(name: String) async throws { change = (name, nil) }
+    func put(_ invocation: Invocation) async throws { self.invocation = invocation }
 
     func append(_ e: RegistryEvent) async throws {
         guard written == nil else { throw RegistryError.unavailable("a registry write appends one event") }
-        _ = try await connection.query(
-            "INSERT INTO triad_events (id, type, name, kind, labels, time, document) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [.integer(Int(e.id)), .text(e.type.rawValue), .text(e.name), .text(e.kind.rawValue),
-             .text(RowCoding.labelsText(e.labels)), .text(e.time), .text(String(decoding: e.document, as: UTF8.self))])
+        let insertEvent = {
+            _ = try await self.connection.query(
+                "INSERT INTO triad_events (id, type, name, kind, labels, time, document) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [.integer(Int(e.id)), .text(e.type.rawValue), .text(e.name), .text(e.kind.rawValue),
+                 .text(RowCoding.labelsText(e.labels)), .text(e.time), .text(String(decoding: e.document, as: UTF8.self))])
+        }
+        if let invocation {
+            // Two rows (the ledger's and the event): a transaction of their own.
+            _ = try await connection.query("BEGIN", [])
+            do {
+                _ = try await connection.query(SQLiteBackend.upsertInvocation, SQLiteBackend.invocationBinds(invocation))
+                try await insertEvent()
+                _ = try await connection.query("COMMIT", [])
+            } catch {
+                _ = try? await connection.query("ROLLBACK", [])
+                throw error
+            }
+        } else {
+            try await insertEvent()
+        }
         written = e.id
     }
 }

@@ -26,6 +26,12 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var telemetryRate: Int = 100
     /// When probes count as crash-looping or silent (tests shorten them).
     public var probePolicy = ProbeReconciler.Policy()
+    /// The hosts operations may call (names, addresses, CIDR ranges); loopback by default.
+    public var allowedHosts: AllowedHosts = .loopback
+    /// How long an invocation waits for its upstream before it is recorded `TimedOut`.
+    public var invokeTimeoutSeconds: Double = 10
+    /// How long a graceful shutdown (SIGTERM) may take before what still runs is cancelled.
+    public var shutdownGraceSeconds: Int = 10
     /// `TRIAD_ADMIN_TOKEN`: ensures an admin with this token instead of writing `admin.token`.
     public var adminToken: String?
 

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import Logging
@@ -23,6 +24,9 @@ public final class TriadServer: Sendable {
     let telemetrySubscriber: TelemetrySubscriber?
     let stateSync: StateSync?
     public let controller: ProbeController
+    let invocations: InvocationRunner
+    let addressing: UpstreamAddressing
+    private let upstreamClient: HTTPClient
     private let logger: Logger
 
     public static func open(_ configuration: ServerConfiguration, logger: Logger) async throws -> TriadServer {
@@ -51,7 +55,9 @@ public final class TriadServer: Sendable {
 
     /// With `configuration.amqp`, registry events go to RabbitMQ through the outbox relay and
     /// telemetry through the forwarder, and agents' statuses come in from `triad.state`; with `configuration.mqtt`, telemetry comes from MQTT.
-    public init(configuration: ServerConfiguration, backend: any RegistryBackend, logger: Logger) async throws {
+    /// `resolver`: how operations' host names are resolved (the system's; tests re-point names).
+    public init(configuration: ServerConfiguration, backend: any RegistryBackend, logger: Logger,
+                resolver: HostResolver = .system) async throws {
         self.configuration = configuration
         self.registry = Registry(backend: backend)
         self.authority = TokenAuthority(backend: backend)
@@ -74,6 +80,21 @@ public final class TriadServer: Sendable {
         }
         self.controller = ProbeController(registry: registry, authority: authority, notifier: notifier, mqttURL: configuration.mqtt,
                                           dataDir: configuration.dataDir, policy: configuration.probePolicy, logger: logger)
+        let addressing = UpstreamAddressing(allowed: configuration.allowedHosts, resolver: resolver)
+        self.addressing = addressing
+        let upstreamClient = UpstreamCaller.makeClient()
+        self.upstreamClient = upstreamClient
+        let node = "\(ProcessInfo.processInfo.hostName):\(URL(fileURLWithPath: configuration.dataDir).standardizedFileURL.path)"
+        self.invocations = InvocationRunner(
+            registry: registry,
+            caller: UpstreamCaller(http: upstreamClient, addressing: addressing, timeout: .milliseconds(Int64(configuration.invokeTimeoutSeconds * 1000))),
+            node: node, logger: logger, written: { notifier.notify() })
+        do {
+            try await InvocationRunner.failLeftovers(registry: registry, node: node, logger: logger)
+        } catch {
+            try? await upstreamClient.shutdown()
+            throw error
+        }
         self.bootstrap = try await authority.bootstrap(dataDir: configuration.dataDir, environmentToken: configuration.adminToken, logger: logger)
         _ = ServerMetrics.registry
     }
@@ -94,7 +115,8 @@ public final class TriadServer: Sendable {
         if let subscriber = telemetrySubscriber { checks.append(HealthCheck(name: "mqtt") { subscriber.health }) }
         if let stateSync { checks.append(HealthCheck(name: "amqpState") { stateSync.health }) }
         SystemRoutes(registry: registry, checks: checks, metrics: ServerMetrics.registry).register(table)
-        ResourceRoutes(registry: registry, reader: reader, written: { notifier.notify() }).register(table)
+        ResourceRoutes(registry: registry, reader: reader, addressing: addressing, written: { notifier.notify() }).register(table)
+        InvocationRoutes(registry: registry, runner: invocations, reader: reader).register(table)
         EventRoutes(registry: registry, notifier: notifier).register(table)
         TokenRoutes(authority: authority, registry: registry, reader: reader).register(table)
         TelemetryRoutes(registry: registry, ingest: telemetry).register(table)
@@ -122,6 +144,7 @@ public final class TriadServer: Sendable {
                 },
                 telemetry,
                 controller,
+                invocations,
             ] + ([relay, telemetryForwarder, telemetrySubscriber, stateSync] as [(any Service)?]).compactMap { $0 },
             onServerRunning: { [controller, configuration] channel in
                 let port = channel.localAddress?.port ?? 0
@@ -133,15 +156,38 @@ public final class TriadServer: Sendable {
             logger: logger)
     }
 
-    /// Serves until SIGTERM or SIGINT, then shuts down gracefully (open event streams end first).
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully: open event streams end at
+    /// once (the HTTP server waits for open responses, and a stream never ends by itself), and
+    /// whatever still runs after `shutdownGrace` is cancelled.
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         defer { notifier.finishAll() }
-        try await makeApplication(onRunning: onRunning).runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        var group = ServiceGroupConfiguration(
+            services: [.init(service: EndingStreamsOnShutdown(application: makeApplication(onRunning: onRunning), notifier: notifier))],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        group.maximumGracefulShutdownDuration = .seconds(configuration.shutdownGraceSeconds)
+        group.maximumCancellationDuration = .seconds(2)
+        try await ServiceGroup(configuration: group).run()
     }
 
     public func shutdown() async {
         notifier.finishAll()
+        try? await upstreamClient.shutdown()
         await registry.backend.shutdown()
+    }
+}
+
+/// Runs the HTTP application and, the moment graceful shutdown starts, ends every event stream
+/// (the application's own shutdown would wait for them).
+struct EndingStreamsOnShutdown<App: Service>: Service {
+    let application: App
+    let notifier: EventNotifier
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await application.run()
+        } onGracefulShutdown: { [notifier] in
+            notifier.finishAll()
+        }
     }
 }
 

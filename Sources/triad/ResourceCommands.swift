@@ -62,10 +62,14 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
 struct GetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "get", abstract: "List resources or show one.")
 
-    @Argument(help: "What to get: resources.")
+    @Argument(help: "What to get: resources or invocations.")
     var type: String
     @Argument(help: "A resource name (omit to list).")
     var name: String?
+    @Option(help: "invocations: only those of this resource.")
+    var resource: String?
+    @Option(help: "invocations: only those of this caller (a token name).")
+    var caller: String?
     @Option(name: [.customShort("l"), .long], help: "Label selector, e.g. triad.io/space=pantry-3f.")
     var selector: String?
     @Option(help: "Only this kind: Device, Person or Space.")
@@ -75,11 +79,18 @@ struct GetCommand: AsyncParsableCommand {
     @OptionGroup var client: ClientOptions
 
     func validate() throws {
-        guard ["resources", "resource", "res"].contains(type) else { throw ValidationError("unknown type \(type); use: triad get resources") }
+        guard ["resources", "resource", "res", "invocations", "invocation"].contains(type) else {
+            throw ValidationError("unknown type \(type); use: triad get resources, or triad get invocations")
+        }
     }
 
     func run() async throws {
         try await runClientVerb {
+            if type.hasPrefix("invocation") {
+                guard name == nil else { throw CLIError("triad get invocations takes --resource and --caller, not a name") }
+                try await InvocationListing.run(resource: resource, caller: caller, output: output, client: client)
+                return
+            }
             let api = try client.client()
             if let name {
                 let reply = try await api.call(.GET, "/api/v1/resources/\(percentEncode(name))")

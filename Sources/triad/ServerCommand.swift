@@ -14,7 +14,8 @@ struct ServerCommand: AsyncParsableCommand {
         given with --config, else its default. Keys: database (TRIAD_DATABASE), dataDir \
         (TRIAD_DATA_DIR), amqp (TRIAD_AMQP), mqtt (TRIAD_MQTT), mqttShared (TRIAD_MQTT_SHARED), \
         telemetryRetentionHours (TRIAD_TELEMETRY_RETENTION_HOURS), telemetryRate (TRIAD_TELEMETRY_RATE), listen (TRIAD_LISTEN), maxBodyBytes (TRIAD_MAX_BODY_BYTES), \
-        eventRetention (TRIAD_EVENT_RETENTION), logLevel (TRIAD_LOG_LEVEL). TRIAD_ADMIN_TOKEN \
+        eventRetention (TRIAD_EVENT_RETENTION), shutdownGrace (TRIAD_SHUTDOWN_GRACE), \
+        allowedHosts (TRIAD_ALLOWED_HOSTS), invokeTimeout (TRIAD_INVOKE_TIMEOUT), logLevel (TRIAD_LOG_LEVEL). TRIAD_ADMIN_TOKEN \
         ensures an admin with that token (environment only, never a file or flag).
         """)
 
@@ -40,10 +41,16 @@ struct ServerCommand: AsyncParsableCommand {
     var maxBodyBytes: Int?
     @Option(help: "Registry events kept for resuming streams (default 100000).")
     var eventRetention: Int?
+    @Option(help: "Hosts operations may call: names, IP addresses and CIDR ranges, comma-separated (default localhost,127.0.0.0/8,::1).")
+    var allowedHosts: String?
+    @Option(help: "How long an invocation waits for its upstream: seconds, or with a unit (500ms, 10s, 2m). Default 10s.")
+    var invokeTimeout: String?
+    @Option(help: "Seconds a graceful shutdown (SIGTERM) may take before the rest is cancelled (default 10).")
+    var shutdownGrace: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).")
     var logLevel: String?
 
-    static let fileKeys: Set<String> = ["database", "amqp", "mqtt", "mqttShared", "telemetryRetentionHours", "telemetryRate", "dataDir", "listen", "maxBodyBytes", "eventRetention", "logLevel"]
+    static let fileKeys: Set<String> = ["database", "amqp", "mqtt", "mqttShared", "telemetryRetentionHours", "telemetryRate", "dataDir", "listen", "maxBodyBytes", "eventRetention", "shutdownGrace", "allowedHosts", "invokeTimeout", "logLevel"]
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
@@ -78,6 +85,16 @@ struct ServerCommand: AsyncParsableCommand {
         }
         if let n = try integer(maxBodyBytes, "TRIAD_MAX_BODY_BYTES", "maxBodyBytes", minimum: 1024) { cfg.maxBodyBytes = n }
         if let n = try integer(eventRetention, "TRIAD_EVENT_RETENTION", "eventRetention", minimum: 100) { cfg.eventRetention = n }
+        if let n = try integer(shutdownGrace, "TRIAD_SHUTDOWN_GRACE", "shutdownGrace", minimum: 1) { cfg.shutdownGraceSeconds = n }
+        if let hosts = setting(allowedHosts, "TRIAD_ALLOWED_HOSTS", "allowedHosts") {
+            do { cfg.allowedHosts = try AllowedHosts(parsing: hosts) } catch { throw ValidationError("\(error)") }
+        }
+        if let text = setting(invokeTimeout, "TRIAD_INVOKE_TIMEOUT", "invokeTimeout") {
+            guard let seconds = Self.duration(text), seconds > 0, seconds <= 3600 else {
+                throw ValidationError("invokeTimeout must be a duration from 1ms to 1h (500ms, 10s, 2m, or seconds), not \(text)")
+            }
+            cfg.invokeTimeoutSeconds = seconds
+        }
         cfg.adminToken = env["TRIAD_ADMIN_TOKEN"]
         do { _ = try cfg.resolvedDatabase() } catch { throw ValidationError("\(error)") }
         let levelText = setting(logLevel, "TRIAD_LOG_LEVEL", "logLevel") ?? "info"
@@ -118,6 +135,14 @@ struct ServerCommand: AsyncParsableCommand {
         await server.shutdown()
     }
 
+    /// `500ms`, `10s`, `2m`, `1h` or a bare number of seconds.
+    static func duration(_ text: String) -> Double? {
+        for (suffix, factor) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)] where text.hasSuffix(suffix) {
+            return Double(text.dropLast(suffix.count)).flatMap { $0.isFinite ? $0 * factor : nil }
+        }
+        return Double(text).flatMap { $0.isFinite ? $0 : nil }
+    }
+
     /// The flat YAML map of --config; unknown keys are an error, not ignored.
     func loadConfigFile() throws -> [String: String] {
         guard let config else { return [:] }
@@ -132,7 +157,8 @@ struct ServerCommand: AsyncParsableCommand {
             }
             switch value {
             case .string(let s): out[key] = s
-            case .number(let d) where d.rounded() == d: out[key] = String(Int64(d))
+            // Bounded before the conversion: Int64(1e300) would trap.
+            case .number(let d) where d.rounded() == d && abs(d) < 1e15: out[key] = String(Int64(d))
             case .bool(let b): out[key] = String(b)
             default: throw ValidationError("config file \(config): \(key) must be a string or an integer")
             }

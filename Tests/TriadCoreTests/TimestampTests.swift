@@ -41,3 +41,16 @@ struct TimestampTests {
         }
     }
 }
+
+@Suite("Timestamps at the edges")
+struct TimestampEdgeTests {
+    /// An offset that carries a time out of years 0000–9999 is refused (formatting it trapped).
+    @Test func offsetsOutsideTheFourDigitYearsAreRefused() {
+        #expect(Timestamp.parse("0000-01-01T00:00:00+23:59") == nil)
+        #expect(Timestamp.parse("9999-12-31T23:59:59-23:59") == nil)
+        let earliest = try! #require(Timestamp.parse("0000-01-01T00:00:00Z"))
+        #expect(Timestamp.format(earliest) == "0000-01-01T00:00:00.000Z")
+        let latest = try! #require(Timestamp.parse("9999-12-31T23:59:59Z"))
+        #expect(Timestamp.format(latest).hasPrefix("9999-12-31T23:59:59"))
+    }
+}

@@ -2,6 +2,13 @@
 public enum Action: Sendable, Equatable {
     case readResources
     case writeResources
+    /// Set what a probe runs (`spec.probeImage`, `probeArgs`, `probeEnabled`): admins only,
+    /// since the server starts it.
+    case writeProbes
+    /// Invoke a resource's operations (`POST …/operations/{op}`).
+    case invokeOperations
+    /// Read the ledger of every caller (apps read only their own invocations).
+    case readAllInvocations
     /// Status of one resource (agents, controller, devices).
     case writeStatus(resource: String)
     case readEvents
@@ -29,6 +36,8 @@ public struct Principal: Sendable, Equatable {
         case (_, .readServerInfo): true
         case (.`operator`, .readResources), (.`operator`, .writeResources), (.`operator`, .writeStatus), (.`operator`, .readEvents): true
         case (.app, .readResources), (.app, .bindResources), (.`operator`, .bindResources): true
+        case (.app, .invokeOperations), (.`operator`, .invokeOperations): true
+        case (.`operator`, .readAllInvocations), (.integrator, .readAllInvocations): true
         case (.integrator, .readResources), (.integrator, .readEvents): true
         // A device reads and reports the one resource it was created for.
         case (.device, .writeStatus(let name)): name == resource

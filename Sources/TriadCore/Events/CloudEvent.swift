@@ -4,7 +4,7 @@ import Foundation
 /// spliced in as stored, so an event costs no decoding.
 public enum CloudEventRenderer {
     public static func render(_ event: RegistryEvent) -> Data {
-        let header: [String: String] = [
+        var header: [String: String] = [
             "specversion": "1.0",
             "id": String(event.id),
             "source": "/triad/resources/\(event.name)",
@@ -15,6 +15,8 @@ public enum CloudEventRenderer {
             "resourcekind": event.kind.routingName,
             "resourceversion": String(event.id),
         ]
+        // An operation event's data is the ledger record; the resource did not change.
+        if !event.type.carriesResource { header["resourceversion"] = nil }
         var out = JSONCoding.encode(JSONValue.object(header.mapValues(JSONValue.string)))
         // Replace the closing brace with `,"data":<document>}`.
         out.removeLast()

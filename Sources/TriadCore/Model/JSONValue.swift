@@ -30,6 +30,11 @@ public enum JSONValue: Sendable, Equatable, Hashable {
         return nil
     }
 
+    public var numberValue: Double? {
+        if case .number(let n) = self { return n }
+        return nil
+    }
+
     /// The JSON type name used in error messages.
     public var typeName: String {
         switch self {

@@ -245,8 +245,14 @@ public enum Timestamp {
         }
         let days = daysFromCivil(Int64(year), Int64(month), Int64(day))
         let seconds = days * 86_400 + Int64(hour * 3600 + minute * 60 + min(second, 59)) - Int64(offset)
+        // An offset can carry year 0000 or 9999 out of the four digits `format` writes
+        // (0000-01-01T00:00:00+01:00 is in year -1): such times are refused, not trapped on later.
+        guard seconds >= firstRepresentableSecond, seconds <= lastRepresentableSecond else { return nil }
         return Date(timeIntervalSince1970: Double(seconds) + fraction)
     }
+
+    static let firstRepresentableSecond = daysFromCivil(0, 1, 1) * 86_400
+    static let lastRepresentableSecond = daysFromCivil(10_000, 1, 1) * 86_400 - 1
 
     static func daysIn(month: Int, year: Int) -> Int {
         switch month {

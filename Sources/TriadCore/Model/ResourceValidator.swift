@@ -17,6 +17,7 @@ public enum ResourceLimits {
     public static let maxLabels = 64
     public static let maxAnnotations = 64
     public static let maxOperations = 64
+    public static let operationNameMaxLength = 127
     public static let maxProbeArgs = 64
     public static let maxConditions = 32
 }
@@ -47,6 +48,10 @@ public enum ResourceValidator {
     public static func isValidName(_ name: String) -> Bool {
         name.utf8.count <= ResourceLimits.nameMaxLength && Syntax.isDNSLabel(name)
     }
+
+    public static func isValidOperationName(_ name: String) -> Bool {
+        name.utf8.count <= ResourceLimits.operationNameMaxLength && Syntax.isOperationName(name)
+    }
 }
 
 /// The name syntaxes of `schemas/resource.schema.json`, written out by hand: they run on every
@@ -63,6 +68,15 @@ enum Syntax {
         guard let first = bytes.first, let last = bytes.last,
               isLower(first) || isDigit(first), isLower(last) || isDigit(last) else { return false }
         return bytes.allSatisfy { isLower($0) || isDigit($0) || $0 == UInt8(ascii: "-") }
+    }
+
+    /// `[a-z0-9]([-_.a-z0-9]*[a-z0-9])?`: Home Assistant's services (`set_percentage`) and a
+    /// person's capabilities (`coffee-3f.brew`) are operation names.
+    static func isOperationName<S: StringProtocol>(_ s: S) -> Bool {
+        let bytes = Array(s.utf8)
+        guard let first = bytes.first, let last = bytes.last,
+              isLower(first) || isDigit(first), isLower(last) || isDigit(last) else { return false }
+        return bytes.allSatisfy { isLower($0) || isDigit($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") }
     }
 
     /// `(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?`
@@ -168,6 +182,13 @@ private struct Walker {
         }
     }
 
+    mutating func operationName(_ value: JSONValue, at p: String) {
+        guard let s = string(value, at: p, maxLength: ResourceLimits.operationNameMaxLength) else { return }
+        if !Syntax.isOperationName(s) {
+            fail(p, "must be lower-case letters, digits, '-', '_' and '.', starting and ending with a letter or digit")
+        }
+    }
+
     static func qualifiedKeyProblem(_ key: String) -> String? {
         if key.count > 253 || !Syntax.isQualifiedKey(key) {
             return "key must be a qualified name such as triad.io/space (an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.')"
@@ -227,7 +248,7 @@ private struct Walker {
             let ip = "\(p)/\(i)"
             object(item, at: ip, required: ["name", "httpAction"], allowed: ["name", "price", "description", "httpAction"]) { m, w in
                 if let n = m["name"] {
-                    w.name(n, at: "\(ip)/name")
+                    w.operationName(n, at: "\(ip)/name")
                     // Operation names address `/operations/{op}`, so they must be unique (not expressible in the schema).
                     if let s = n.stringValue {
                         if let first = seen[s] { w.fail("\(ip)/name", "duplicates operation \(first)") } else { seen[s] = i }

@@ -94,11 +94,14 @@ public struct Registry: Sendable {
 
     // MARK: writes
 
-    public func create(_ incoming: Resource) async throws -> StoredResource {
+    /// `mayWriteProbe`: whether the caller may set what a probe runs (`probeImage`, `probeArgs`,
+    /// `probeEnabled`); only admins may, since the server runs it.
+    public func create(_ incoming: Resource, mayWriteProbe: Bool = true) async throws -> StoredResource {
         let now = Timestamp.format(clock())
         let uid = makeUID()
         return try await backend.withWriteTransaction { tx in
             if try await tx.load(name: incoming.name) != nil { throw RegistryError.alreadyExists(name: incoming.name) }
+            try Self.checkProbeWrite(incoming.spec, previous: nil, allowed: mayWriteProbe)
             let revision = try await tx.nextRevision()
             let record = StoredResource(Self.fresh(incoming, uid: uid, now: now, revision: revision), revision: revision)
             try await tx.insert(record)
@@ -108,12 +111,13 @@ public struct Registry: Sendable {
     }
 
     /// Create-or-replace of spec and metadata (`PUT`, `triad apply`). Status is kept.
-    public func replace(_ incoming: Resource, precondition: VersionPrecondition?) async throws -> (StoredResource, created: Bool) {
+    public func replace(_ incoming: Resource, precondition: VersionPrecondition?, mayWriteProbe: Bool = true) async throws -> (StoredResource, created: Bool) {
         let now = Timestamp.format(clock())
         let uid = makeUID()
         return try await backend.withWriteTransaction { tx in
             let existing = try await tx.load(name: incoming.name)
             try precondition?.check(against: existing)
+            try Self.checkProbeWrite(incoming.spec, previous: try existing?.decode().spec, allowed: mayWriteProbe)
             let revision = try await tx.nextRevision()
             guard let existing else {
                 let record = StoredResource(Self.fresh(incoming, uid: uid, now: now, revision: revision), revision: revision)
@@ -130,7 +134,7 @@ public struct Registry: Sendable {
     }
 
     /// `PATCH` with a merge patch of the document; status in the patch is ignored (use the subresource).
-    public func patch(_ name: String, patch: JSONValue, precondition: VersionPrecondition?) async throws -> StoredResource {
+    public func patch(_ name: String, patch: JSONValue, precondition: VersionPrecondition?, mayWriteProbe: Bool = true) async throws -> StoredResource {
         let now = Timestamp.format(clock())
         return try await backend.withWriteTransaction { tx in
             let existing = try await tx.load(name: name)
@@ -148,6 +152,7 @@ public struct Registry: Sendable {
             guard incoming.name == name else {
                 throw RegistryError.invalid([Violation(pointer: "/metadata/name", message: "cannot be changed (it is \"\(name)\")")])
             }
+            try Self.checkProbeWrite(incoming.spec, previous: current.spec, allowed: mayWriteProbe)
             let record = Self.stamp(Self.adopt(incoming, into: current), previous: current, revision: try await tx.nextRevision())
             try await tx.update(record)
             try await tx.append(Self.event(.updated, record, now))
@@ -197,8 +202,10 @@ public struct Registry: Sendable {
         return try await backend.withWriteTransaction { tx in
             guard let existing = try await tx.load(name: name) else { throw RegistryError.notFound(name: name) }
             var current = try existing.decode()
-            guard current.spec.accessMode != .shared else {
-                throw RegistryError.invalid([Violation(pointer: "/spec/accessMode", message: "is Shared: only Exclusive resources are bound")])
+            // Without an access mode a resource is Shared (what `get -o wide` shows, and what
+            // invoking assumes).
+            guard current.spec.accessMode == .exclusive else {
+                throw RegistryError.bindingConflict("\(name) is Shared: only Exclusive resources are bound")
             }
             let lease = current.status?.binding
             let live = lease.flatMap { Timestamp.parse($0.expiresAt) }.map { $0 > now } ?? false
@@ -235,6 +242,26 @@ public struct Registry: Sendable {
         }
     }
 
+    // MARK: the ledger
+
+    /// Records an invocation with its event (`invoked` for a new one, `completed` for its final
+    /// state) in one transaction, so the ledger and the outbox never disagree. `resource` gives
+    /// the event its kind and labels. A new invocation takes the event's revision as its place
+    /// in the ledger.
+    public func record(_ invocation: Invocation, as type: RegistryEventType, resource: StoredResource) async throws -> Invocation {
+        precondition(type == .invoked || type == .completed, "an invocation is recorded as invoked or completed")
+        let now = Timestamp.format(clock())
+        return try await backend.withWriteTransaction { tx in
+            var record = invocation
+            let revision = try await tx.nextRevision()
+            if type == .invoked { record.sequence = revision }
+            try await tx.put(record)
+            try await tx.append(RegistryEvent(id: revision, type: type, name: resource.name, kind: resource.kind,
+                                              labels: resource.labels, time: now, document: record.document))
+            return record
+        }
+    }
+
     public func delete(_ name: String, precondition: VersionPrecondition?) async throws -> StoredResource {
         let now = Timestamp.format(clock())
         return try await backend.withWriteTransaction { tx in
@@ -252,6 +279,19 @@ public struct Registry: Sendable {
     }
 
     // MARK: rules
+
+    /// What a probe runs is the server's own process: a caller who may not set it may still write
+    /// the rest of a resource that has one, as long as the probe fields stay as they are.
+    static func checkProbeWrite(_ spec: ResourceSpec, previous: ResourceSpec?, allowed: Bool) throws {
+        guard !allowed else { return }
+        var changed: [String] = []
+        if spec.probeImage != previous?.probeImage { changed.append("probeImage") }
+        if spec.probeArgs != previous?.probeArgs { changed.append("probeArgs") }
+        if spec.probeEnabled != previous?.probeEnabled { changed.append("probeEnabled") }
+        guard changed.isEmpty else {
+            throw RegistryError.forbidden("only an admin may set what a probe runs (spec.\(changed.joined(separator: ", spec.")))")
+        }
+    }
 
     /// A new resource: server-set metadata and an initial status; status in the request is ignored.
     static func fresh(_ incoming: Resource, uid: String, now: String, revision: Int64) -> Resource {

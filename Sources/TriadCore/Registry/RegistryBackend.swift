@@ -33,13 +33,20 @@ public enum RegistryEventType: String, Sendable, CaseIterable, Codable {
     case created, updated, deleted, status
     /// A binding (exclusive lease) taken or given back (or expired), DESIGN §4–5.
     case acquired, released
+    /// An operation called and its outcome: the event's document is the ledger record, not the
+    /// resource (the resource does not change).
+    case invoked, completed
 
     public var cloudEventType: String {
         switch self {
         case .acquired, .released: "io.triad.binding.\(rawValue)"
+        case .invoked, .completed: "io.triad.operation.\(rawValue)"
         default: "io.triad.resource.\(rawValue)"
         }
     }
+
+    /// Whether the event's document is a resource (else an invocation record).
+    public var carriesResource: Bool { self != .invoked && self != .completed }
 }
 
 /// One row of the outbox (DESIGN §4): written in the same transaction as the change it reports.
@@ -112,6 +119,8 @@ public protocol RegistryTransaction {
     func insert(_ record: StoredResource) async throws
     func update(_ record: StoredResource) async throws
     func delete(name: String) async throws
+    /// Records an invocation (new, or its next state) to be written with the event appended next.
+    func put(_ invocation: Invocation) async throws
     func append(_ event: RegistryEvent) async throws
 }
 
@@ -145,6 +154,14 @@ public protocol RegistryBackend: Sendable {
     func telemetry(resource: String, from: String?, to: String?, limit: Int) async throws -> [TelemetrySample]
     /// Deletes samples received before `receivedBefore`; returns how many.
     func compactTelemetry(receivedBefore: String) async throws -> Int
+
+    /// The ledger. Invocations are created and finished in write transactions (with their
+    /// events); `saveInvocation` records a state change that has no event (Pending → Running).
+    func saveInvocation(_ invocation: Invocation) async throws
+    func invocation(id: String) async throws -> Invocation?
+    func invocations(_ query: InvocationQuery) async throws -> InvocationPage
+    /// Invocations `node` started and did not finish (it was killed mid-call).
+    func unfinishedInvocations(node: String) async throws -> [Invocation]
 
     func insertToken(_ token: TokenRecord) async throws
     func token(secretHash: String) async throws -> TokenRecord?
@@ -213,4 +230,6 @@ public enum RegistryError: Error, Sendable, Equatable {
     case unavailable(String)
     /// The resource is bound by another holder (until `until`), or not bound by the caller.
     case bindingConflict(String)
+    /// The caller's role may not make this change (the message says which part).
+    case forbidden(String)
 }

@@ -38,8 +38,46 @@ public enum RegistrySchema {
                 "CREATE INDEX triad_telemetry_resource_time ON triad_telemetry (resource, time)",
                 "CREATE INDEX triad_telemetry_received ON triad_telemetry (received_at)",
             ]),
-        ] + (dialect == .postgres ? postgresChangeNotifications : [])
+        ] + (dialect == .postgres ? postgresChangeNotifications : []) + [
+            // The ledger: one row per invocation, written with its `invoked`/`completed` event.
+            // `seq` (the revision of the `invoked` event) orders it; `document` is the record.
+            (6, [
+                """
+                CREATE TABLE triad_invocations (id TEXT PRIMARY KEY, seq \(int64) NOT NULL UNIQUE, resource TEXT\(bytewise) NOT NULL,
+                  caller TEXT\(bytewise) NOT NULL, state TEXT NOT NULL, node TEXT NOT NULL, started_at TEXT\(bytewise) NOT NULL,
+                  charged \(dialect == .sqlite ? "REAL" : "DOUBLE PRECISION") NOT NULL, document TEXT NOT NULL)
+                """,
+                "CREATE INDEX triad_invocations_resource ON triad_invocations (resource, seq)",
+                "CREATE INDEX triad_invocations_caller ON triad_invocations (caller, seq)",
+                "CREATE INDEX triad_invocations_unfinished ON triad_invocations (node, state)",
+            ]),
+        ] + (dialect == .sqlite ? sqliteOperationEventTriggers : [])
     }
+
+    /// SQLite: operation events (`invoked`, `completed`) take a revision like every event but
+    /// change no resource, so the apply trigger must skip them and only the counter moves.
+    static let sqliteOperationEventTriggers: [(version: Int, statements: [String])] = [
+        (7, [
+            "DROP TRIGGER triad_events_apply",
+            """
+            CREATE TRIGGER triad_events_apply AFTER INSERT ON triad_events
+              WHEN NEW.type IN ('created', 'updated', 'status', 'acquired', 'released')
+            BEGIN
+              INSERT INTO triad_resources (name, kind, labels, revision, document)
+                VALUES (NEW.name, NEW.kind, NEW.labels, NEW.id, NEW.document)
+                ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, labels = excluded.labels,
+                  revision = excluded.revision, document = excluded.document;
+              UPDATE triad_counters SET value = NEW.id WHERE name = 'revision';
+            END
+            """,
+            """
+            CREATE TRIGGER triad_events_count AFTER INSERT ON triad_events WHEN NEW.type IN ('invoked', 'completed')
+            BEGIN
+              UPDATE triad_counters SET value = NEW.id WHERE name = 'revision';
+            END
+            """,
+        ]),
+    ]
 
     /// PostgreSQL: every statement that appends events notifies channel `triad_events` with the
     /// schema's name (one database may hold several registries), so other replicas' streams,

@@ -13,6 +13,8 @@ public struct Problem: Error, HTTPResponseError, Sendable {
     public var errors: [Violation] = []
     public var currentResourceVersion: String?
     public var headers: HTTPFields = [:]
+    /// Members beyond RFC 9457's own (e.g. the `invocation` a failed call was recorded as).
+    public var extensions: [String: JSONValue] = [:]
 
     public static let typeBase = "https://triad.io/problems/"
 
@@ -35,6 +37,7 @@ public struct Problem: Error, HTTPResponseError, Sendable {
             body["errors"] = .array(errors.map { .object(["pointer": .string($0.pointer), "message": .string($0.message)]) })
         }
         if let currentResourceVersion { body["currentResourceVersion"] = .string(currentResourceVersion) }
+        for (key, value) in extensions where body[key] == nil { body[key] = value }
         var headers = self.headers
         headers[.contentType] = "application/problem+json"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: JSONCoding.encode(JSONValue.object(body)))))
@@ -96,6 +99,8 @@ public struct Problem: Error, HTTPResponseError, Sendable {
             return .unavailable(message)
         case .bindingConflict(let message):
             return Problem(.conflict, "binding-conflict", "Binding conflict", detail: message)
+        case .forbidden(let message):
+            return .forbidden(message)
         }
     }
 }

@@ -24,6 +24,9 @@ public struct TriadRequestContext: RequestContext {
         switch action {
         case .readResources: "read resources"
         case .writeResources: "write resources"
+        case .writeProbes: "set what a probe runs (spec.probeImage, probeArgs, probeEnabled)"
+        case .invokeOperations: "invoke operations"
+        case .readAllInvocations: "read other callers' invocations"
         case .writeStatus(let name): "write the status of \(name)"
         case .readEvents: "read events"
         case .bindResources: "bind resources"

@@ -2,8 +2,8 @@ import Foundation
 import Hummingbird
 import TriadCore
 
-/// `POST /api/v1/resources/{name}/binding` `{holder, ttlSeconds}` takes (or renews) the
-/// exclusive lease of an Exclusive resource; `DELETE …/binding?holder=` gives it back (DESIGN §5).
+/// `POST /api/v1/resources/{name}/binding` `{ttlSeconds}` takes (or renews) the exclusive lease
+/// of an Exclusive resource for the caller; `DELETE …/binding` gives it back (DESIGN §5).
 /// The controller releases leases past their expiry.
 struct BindingRoutes {
     let registry: Registry
@@ -18,18 +18,23 @@ struct BindingRoutes {
     }
 
     @Sendable func bind(_ request: Request, context: TriadRequestContext) async throws -> Response {
-        _ = try context.require(.bindResources)
+        let principal = try context.require(.bindResources)
         let name = try context.parameters.name()
         guard case .object(let body) = try await reader.tree(request, kind: .document) else {
-            throw Problem.invalid([Violation(pointer: "", message: "must be an object {holder, ttlSeconds}")], what: "binding")
+            throw Problem.invalid([Violation(pointer: "", message: "must be an object {ttlSeconds, holder}")], what: "binding")
         }
         var violations: [Violation] = []
         let unknown = body.keys.filter { $0 != "holder" && $0 != "ttlSeconds" }.sorted()
-        violations += unknown.map { Violation(pointer: "/\($0)", message: "is not a binding field (holder, ttlSeconds)") }
-        var holder = ""
+        violations += unknown.map { Violation(pointer: "/\($0)", message: "is not a binding field (ttlSeconds, holder)") }
+        // The holder is the caller; operators and admins may bind on behalf of a named holder.
+        var holder = principal.name
         switch body["holder"] {
-        case .string(let h)? where !h.isEmpty && h.utf8.count <= 253: holder = h
-        case nil: violations.append(Violation(pointer: "/holder", message: "is required"))
+        case nil: break
+        case .string(let h)? where !h.isEmpty && h.utf8.count <= 253:
+            if h != principal.name && !principal.may(.writeResources) {
+                throw Problem.forbidden("role \(principal.role.rawValue) binds as itself (\(principal.name)), not on behalf of \(h)")
+            }
+            holder = h
         default: violations.append(Violation(pointer: "/holder", message: "must be a string of 1 to 253 bytes"))
         }
         var ttl = Self.defaultTTL
@@ -47,10 +52,17 @@ struct BindingRoutes {
     @Sendable func release(_ request: Request, context: TriadRequestContext) async throws -> Response {
         let principal = try context.require(.bindResources)
         let name = try context.parameters.name()
-        let holder: String? = request.uri.queryParameters.get("holder").map { String($0) }
-        // Apps give back their own lease; operators and admins may release any.
-        if holder == nil && principal.role == .app {
-            throw Problem.badRequest("give ?holder= (the holder that took the binding)")
+        var holder: String? = request.uri.queryParameters.get("holder").map { String($0) }
+        // Apps give back their own lease; operators and admins may release any (`?holder=`
+        // makes it conditional on who holds it).
+        if !principal.may(.writeResources) {
+            if let named = holder, named != principal.name {
+                throw Problem.forbidden("role \(principal.role.rawValue) releases only its own binding (\(principal.name)), not \(named)'s")
+            }
+            if let lease = try await registry.get(name).decode().status?.binding, lease.holder != principal.name {
+                throw Problem.forbidden("\(name) is bound by \(lease.holder); role \(principal.role.rawValue) releases only its own binding")
+            }
+            holder = principal.name
         }
         let record = try await registry.release(name, holder: holder)
         written()

@@ -45,8 +45,13 @@ struct EventRoutes {
             guard let id = Int64(resumeText.trimmingCharacters(in: .whitespaces)), id >= 0 else {
                 throw Problem.badRequest("Last-Event-ID and since must be an event id (a non-negative integer)")
             }
+            let latest = try await registry.backend.latestRevision()
+            guard id <= latest else {
+                throw Problem.badRequest("Last-Event-ID and since must be an event id this server issued; the newest is \(latest)")
+            }
             let first = try await registry.backend.events(after: id, limit: 1)
-            if let oldest = first.oldestRetained, id + 1 < oldest {
+            // `id < oldest - 1`, not `id + 1 < oldest`: an id of Int64.max must not trap.
+            if let oldest = first.oldestRetained, id < oldest - 1 {
                 throw Problem.gone("events after \(id) up to \(oldest - 1) were compacted; list resources to resync, then follow from \(try await registry.backend.latestRevision())")
             }
             start = id

@@ -7,6 +7,9 @@ import TriadCore
 struct ResourceRoutes {
     let registry: Registry
     let reader: RequestReader
+    /// Operations' URLs must point at allowed hosts (checked again, against the address
+    /// connected to, when invoked).
+    let addressing: UpstreamAddressing
     /// Called after every successful write (wakes event streams).
     let written: @Sendable () -> Void
 
@@ -68,28 +71,44 @@ struct ResourceRoutes {
     }
 
     @Sendable func create(_ request: Request, context: TriadRequestContext) async throws -> Response {
-        _ = try context.require(.writeResources)
+        let principal = try context.require(.writeResources)
         let resource = try await document(request)
-        let record = try await write("create") { try await registry.create(resource) }
+        try await checkOperations(resource.spec.operations, name: resource.name)
+        let record = try await write("create") { try await registry.create(resource, mayWriteProbe: principal.may(.writeProbes)) }
         return .resource(record, status: .created, location: true)
     }
 
     @Sendable func replace(_ request: Request, context: TriadRequestContext) async throws -> Response {
-        _ = try context.require(.writeResources)
+        let principal = try context.require(.writeResources)
         let name = try context.parameters.name()
         let resource = try await document(request, pathName: name)
         let precondition = try reader.precondition(request, bodyVersion: resource.metadata.resourceVersion)
-        let (record, created) = try await write("replace") { try await registry.replace(resource, precondition: precondition) }
+        try await checkOperations(resource.spec.operations, name: name)
+        let (record, created) = try await write("replace") {
+            try await registry.replace(resource, precondition: precondition, mayWriteProbe: principal.may(.writeProbes))
+        }
         return .resource(record, status: created ? .created : .ok, location: created)
     }
 
     @Sendable func patch(_ request: Request, context: TriadRequestContext) async throws -> Response {
-        _ = try context.require(.writeResources)
+        let principal = try context.require(.writeResources)
         let name = try context.parameters.name()
         let patch = try await reader.tree(request, kind: .mergePatch)
         guard case .object = patch else { throw Problem.badRequest("a merge patch must be a JSON object") }
         let precondition = try reader.precondition(request, bodyVersion: nil)
-        let record = try await write("patch") { try await registry.patch(name, patch: patch, precondition: precondition) }
+        if case .object(let members) = patch, members["spec"]?["operations"] != nil,
+           let current = try await registry.backend.get(name: name),
+           case .object(let spec)? = MergePatch.apply(patch, to: try current.decode().jsonTree)["spec"],
+           let operations = spec["operations"] {
+            // The operations the patch would leave, checked as a replace's are (a malformed list
+            // is the validator's to refuse, inside the write).
+            if let decoded = try? JSONDecoder().decode([ResourceOperationSpec].self, from: JSONCoding.encode(operations)) {
+                try await checkOperations(decoded, name: name)
+            }
+        }
+        let record = try await write("patch") {
+            try await registry.patch(name, patch: patch, precondition: precondition, mayWriteProbe: principal.may(.writeProbes))
+        }
         return .resource(record)
     }
 
@@ -149,6 +168,7 @@ struct ResourceRoutes {
             case .alreadyExists, .conflict, .tokenExists, .bindingConflict: "conflict"
             case .preconditionFailed: "precondition_failed"
             case .invalid: "invalid"
+            case .forbidden: "forbidden"
             case .unavailable: "unavailable"
             }
             throw error
@@ -156,6 +176,14 @@ struct ResourceRoutes {
             outcome = "error"
             throw error
         }
+    }
+
+    /// Refuses (422) operations whose new or changed URL points outside the allowed hosts.
+    private func checkOperations(_ operations: [ResourceOperationSpec]?, name: String) async throws {
+        guard let operations, !operations.isEmpty else { return }
+        let previous = (try? await registry.backend.get(name: name)?.decode().spec.operations) ?? nil
+        let violations = await addressing.violations(operations, previous: previous ?? [])
+        guard violations.isEmpty else { throw Problem.invalid(violations) }
     }
 
     /// Reads, validates and decodes a Resource document from the body.

@@ -18,7 +18,7 @@ final class TestServer: Sendable {
     private let group: ServiceGroup
 
     static func start(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000, amqp: String? = nil,
-                      mqtt: String? = nil,
+                      mqtt: String? = nil, resolver: HostResolver = .system,
                       configure: (inout ServerConfiguration) -> Void = { _ in }) async throws -> TestServer {
         let (backend, _) = try await TestEnvironment.makeBackend(kind)
         var config = ServerConfiguration()
@@ -32,7 +32,7 @@ final class TestServer: Sendable {
         config.stateQueue = "triad.state.test-\(UUID().uuidString.prefix(8).lowercased())"
         config.mqtt = mqtt
         configure(&config)
-        let server = try await TriadServer(configuration: config, backend: backend, logger: TestEnvironment.logger)
+        let server = try await TriadServer(configuration: config, backend: backend, logger: TestEnvironment.logger, resolver: resolver)
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
         let app = server.makeApplication { port in portContinuation.yield(port) }
         let group = ServiceGroup(configuration: .init(services: [app], logger: TestEnvironment.logger))
@@ -66,19 +66,25 @@ final class TestServer: Sendable {
 
     /// A token of `role` made through the API.
     func token(_ role: Role, resource: String? = nil) async throws -> String {
-        var body: [String: JSONValue] = ["name": .string("t-\(UUID().uuidString.prefix(8).lowercased())"), "role": .string(role.rawValue)]
+        try await namedToken(role, resource: resource).secret
+    }
+
+    /// A token of `role` and its name (bindings and the ledger know callers by name).
+    func namedToken(_ role: Role, resource: String? = nil, name: String? = nil) async throws -> (name: String, secret: String) {
+        let tokenName = name ?? "t-\(UUID().uuidString.prefix(8).lowercased())"
+        var body: [String: JSONValue] = ["name": .string(tokenName), "role": .string(role.rawValue)]
         if let resource { body["resource"] = .string(resource) }
         let reply = try await admin.call(.POST, "/api/v1/tokens", body: JSONCoding.encode(JSONValue.object(body)))
-        return try #require(reply.json?["token"]?.stringValue)
+        return (tokenName, try #require(reply.json?["token"]?.stringValue))
     }
 }
 
 /// Runs `body` with a started server and always stops it.
 func withServer(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000, amqp: String? = nil,
-                mqtt: String? = nil, configure: (inout ServerConfiguration) -> Void = { _ in },
+                mqtt: String? = nil, resolver: HostResolver = .system, configure: (inout ServerConfiguration) -> Void = { _ in },
                 _ body: (TestServer) async throws -> Void) async throws {
     let server = try await TestServer.start(kind, maxBodyBytes: maxBodyBytes, eventRetention: eventRetention, amqp: amqp,
-                                            mqtt: mqtt, configure: configure)
+                                            mqtt: mqtt, resolver: resolver, configure: configure)
     do {
         try await body(server)
     } catch {

@@ -1,0 +1,119 @@
+import Foundation
+
+/// Where an invocation is: `Pending → Running → Succeeded | Failed | TimedOut`.
+public enum InvocationState: String, Codable, Sendable, CaseIterable {
+    case pending = "Pending", running = "Running", succeeded = "Succeeded", failed = "Failed", timedOut = "TimedOut"
+
+    public var isFinal: Bool { self == .succeeded || self == .failed || self == .timedOut }
+}
+
+/// One call of a resource's operation: the ledger's record of who used what, when, at what
+/// price. `price` is the operation's price at the time of the call; `charged` is what the
+/// caller owes for it (the price when the call succeeded, else 0), and what ledger totals sum.
+public struct Invocation: Codable, Sendable, Equatable {
+    public var id: String
+    public var resource: String
+    public var operation: String
+    /// The token name of the caller.
+    public var caller: String
+    public var price: Double
+    public var charged: Double
+    public var state: InvocationState
+    /// The upstream's HTTP status, when it answered.
+    public var httpStatus: Int?
+    /// Why a call did not succeed (`UpstreamError`, `UpstreamUnreachable`, `Timeout`,
+    /// `HostNotAllowed`, `ServerRestarted`), with a message for people.
+    public var reason: String?
+    public var message: String?
+    public var startedAt: String
+    public var finishedAt: String?
+    /// The trace Triad sent upstream (`x-b3-traceid`, and in `traceparent`), so a mesh audit
+    /// joins to the ledger.
+    public var traceId: String
+    public var traceparent: String
+    /// The server that performs the call (a restarted server fails what it left unfinished).
+    public var node: String
+    /// The ledger's order (newest first): the revision of the `invoked` event. Not part of the document.
+    public var sequence: Int64 = 0
+
+    enum CodingKeys: String, CodingKey {
+        case id, resource, operation, caller, price, charged, state, httpStatus, reason, message, startedAt, finishedAt, traceId, traceparent, node
+    }
+
+    public init(id: String, resource: String, operation: String, caller: String, price: Double, state: InvocationState,
+                startedAt: String, traceId: String, traceparent: String, node: String) {
+        self.id = id
+        self.resource = resource
+        self.operation = operation
+        self.caller = caller
+        self.price = price
+        self.charged = 0
+        self.state = state
+        self.startedAt = startedAt
+        self.traceId = traceId
+        self.traceparent = traceparent
+        self.node = node
+    }
+
+    /// The record after the call ended; only a success is charged.
+    public func finished(_ state: InvocationState, httpStatus: Int?, reason: String?, message: String?, at time: String) -> Invocation {
+        var next = self
+        next.state = state
+        next.httpStatus = httpStatus
+        next.reason = reason
+        next.message = message
+        next.finishedAt = time
+        next.charged = state == .succeeded ? price : 0
+        return next
+    }
+
+    public var document: Data { JSONCoding.encode(self) }
+
+    /// A fresh W3C trace context: 16 random bytes of trace id, 8 of parent span.
+    public static func newTrace() -> (traceId: String, traceparent: String) {
+        var generator = SystemRandomNumberGenerator()
+        func hex(_ bytes: Int) -> String {
+            (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        }
+        let trace = hex(16), span = hex(8)
+        return (trace, "00-\(trace)-\(span)-01")
+    }
+}
+
+/// `GET /api/v1/invocations`: newest first, filtered by resource, caller and start time.
+public struct InvocationQuery: Sendable, Equatable {
+    public var resource: String?
+    public var caller: String?
+    /// Only invocations started at or after this RFC 3339 time (normalised UTC).
+    public var since: String?
+    public var limit: Int
+    /// Only invocations older than this ledger position (from a `continue` token).
+    public var before: Int64?
+
+    public static let defaultLimit = 100
+    public static let maxLimit = 1000
+
+    public init(resource: String? = nil, caller: String? = nil, since: String? = nil, limit: Int = InvocationQuery.defaultLimit, before: Int64? = nil) {
+        self.resource = resource
+        self.caller = caller
+        self.since = since
+        self.limit = limit
+        self.before = before
+    }
+}
+
+public struct InvocationPage: Sendable {
+    public var items: [Invocation]
+    /// Set when more items match: the position to continue from.
+    public var next: Int64?
+    /// Over everything the query matched, not only this page.
+    public var matched: Int
+    public var totalCharged: Double
+
+    public init(items: [Invocation], next: Int64?, matched: Int, totalCharged: Double) {
+        self.items = items
+        self.next = next
+        self.matched = matched
+        self.totalCharged = totalCharged
+    }
+}

@@ -1,0 +1,135 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import Metrics
+import ServiceLifecycle
+import TriadCore
+
+/// Carries invocations through their states and into the ledger: recorded `invoked` before the
+/// call, `completed` after it, each with its event. Calls made with `Prefer: respond-async` run
+/// here in the background, children of this service's task group, so they finish even when the
+/// client has gone; graceful shutdown takes no new ones and waits for those running (each is
+/// bounded by the invoke timeout).
+final class InvocationRunner: Service, Sendable {
+    let registry: Registry
+    let caller: UpstreamCaller
+    /// This server, as the ledger names it (a restarted server fails what it left unfinished).
+    let node: String
+    let logger: Logger
+    /// Wakes event streams after each record (its event is in the log).
+    let written: @Sendable () -> Void
+    private let jobs: AsyncStream<Job>
+    private let submit: AsyncStream<Job>.Continuation
+
+    struct Job: Sendable {
+        var invocation: Invocation
+        var resource: StoredResource
+        var action: HTTPActionSpec
+        var query: [(String, String)]
+        var body: Data?
+    }
+
+    struct Outcome: Sendable {
+        var invocation: Invocation
+        var answer: UpstreamCaller.Answer?
+        var failure: UpstreamCaller.Failure?
+    }
+
+    init(registry: Registry, caller: UpstreamCaller, node: String, logger: Logger, written: @escaping @Sendable () -> Void) {
+        self.registry = registry
+        self.written = written
+        self.caller = caller
+        self.node = node
+        self.logger = logger
+        (jobs, submit) = AsyncStream<Job>.makeStream()
+    }
+
+    /// A new invocation, recorded (`invoked`) before anything is called.
+    func begin(resource: StoredResource, operation: ResourceOperationSpec, caller principal: Principal, async: Bool) async throws -> Invocation {
+        let trace = Invocation.newTrace()
+        let fresh = Invocation(id: UUID().uuidString.lowercased(), resource: resource.name, operation: operation.name,
+                               caller: principal.name, price: operation.price ?? 0, state: async ? .pending : .running,
+                               startedAt: Timestamp.format(Date()), traceId: trace.traceId, traceparent: trace.traceparent, node: node)
+        let recorded = try await registry.record(fresh, as: .invoked, resource: resource)
+        written()
+        return recorded
+    }
+
+    /// Calls the upstream and records the outcome (`completed`).
+    func perform(_ job: Job) async -> Outcome {
+        var invocation = job.invocation
+        if invocation.state == .pending {
+            invocation.state = .running
+            do { try await registry.backend.saveInvocation(invocation) } catch {
+                logger.warning("could not record an invocation as running", metadata: ["invocation": "\(invocation.id)", "error.type": "\(type(of: error))"])
+            }
+        }
+        let start = ContinuousClock.now
+        var outcome = Outcome(invocation: invocation)
+        let now = { Timestamp.format(Date()) }
+        do {
+            let answer = try await caller.call(job.action, query: job.query, body: job.body,
+                                               trace: (invocation.traceId, invocation.traceparent))
+            outcome.answer = answer
+            switch answer.status {
+            case ..<400: invocation = invocation.finished(.succeeded, httpStatus: answer.status, reason: nil, message: nil, at: now())
+            case ..<500: invocation = invocation.finished(.failed, httpStatus: answer.status, reason: "UpstreamRejected",
+                                                          message: "the upstream refused the call with HTTP \(answer.status)", at: now())
+            default: invocation = invocation.finished(.failed, httpStatus: answer.status, reason: "UpstreamError",
+                                                      message: "the upstream failed with HTTP \(answer.status)", at: now())
+            }
+        } catch {
+            outcome.failure = error
+            switch error {
+            case .refused(let why): invocation = invocation.finished(.failed, httpStatus: nil, reason: "HostNotAllowed", message: why, at: now())
+            case .unreachable(let why): invocation = invocation.finished(.failed, httpStatus: nil, reason: "UpstreamUnreachable", message: why, at: now())
+            case .timedOut: invocation = invocation.finished(.timedOut, httpStatus: nil, reason: "Timeout",
+                                                             message: "the upstream did not answer within \(caller.timeout)", at: now())
+            }
+        }
+        Counter(label: "triad_invocations_total", dimensions: [("state", invocation.state.rawValue)]).increment()
+        let took = (ContinuousClock.now - start).components
+        Timer(label: "triad_invocation_upstream_seconds").recordNanoseconds(took.seconds * 1_000_000_000 + took.attoseconds / 1_000_000_000)
+        do {
+            outcome.invocation = try await registry.record(invocation, as: .completed, resource: job.resource)
+            written()
+        } catch {
+            // Left Running in the ledger; a restart of this server marks it Failed.
+            outcome.invocation = invocation
+            logger.error("could not record an invocation's outcome", metadata: ["invocation": "\(invocation.id)", "error.type": "\(type(of: error))"])
+        }
+        return outcome
+    }
+
+    /// Runs `job` in the background (`Prefer: respond-async`); false when shutting down.
+    func enqueue(_ job: Job) -> Bool {
+        if case .enqueued = submit.yield(job) { return true }
+        return false
+    }
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await job in jobs {
+                    group.addTask { _ = await self.perform(job) }
+                }
+            }
+        } onGracefulShutdown: { [submit] in
+            submit.finish()
+        }
+    }
+
+    /// Marks `Failed` (reason `ServerRestarted`) what this node started and never finished: it
+    /// was killed mid-call. Runs before the server takes requests.
+    static func failLeftovers(registry: Registry, node: String, logger: Logger) async throws {
+        for leftover in try await registry.backend.unfinishedInvocations(node: node) {
+            let failed = leftover.finished(.failed, httpStatus: nil, reason: "ServerRestarted",
+                                           message: "the server restarted before the call finished; it may or may not have reached the upstream",
+                                           at: Timestamp.format(Date()))
+            let resource = try await registry.backend.get(name: leftover.resource)
+                ?? StoredResource(name: leftover.resource, kind: .device, labels: [:], revision: 0, document: Data("{}".utf8))
+            _ = try await registry.record(failed, as: .completed, resource: resource)
+            logger.notice("invocation left unfinished by a restart marked failed", metadata: ["invocation": "\(leftover.id)"])
+        }
+    }
+}

@@ -1,0 +1,230 @@
+import Foundation
+import Synchronization
+import Testing
+import TriadAMQP
+import TriadClient
+import TriadCore
+import TriadServer
+
+/// Operations invoked over REST: checks, the upstream call, the priced ledger and its events.
+@Suite("Invocations")
+struct InvocationTests {
+    static func device(_ name: String, upstream: Upstream, closedPort: Int, access: String = "Exclusive") -> JSONValue {
+        func op(_ name: String, _ url: String, price: Double, headers: [String: String] = [:], query: [String: String] = [:]) -> JSONValue {
+            .object(["name": .string(name), "price": .number(price),
+                     "httpAction": .object(["action": .string("POST"), "url": .string(url),
+                                            "query": .object(query.mapValues(JSONValue.string)),
+                                            "headers": .object(headers.mapValues(JSONValue.string))])])
+        }
+        return .object([
+            "apiVersion": .string("triad.io/v1alpha1"), "kind": .string("Resource"),
+            "metadata": .object(["name": .string(name)]),
+            "spec": .object([
+                "kind": .string("Device"), "accessMode": .string(access),
+                "operations": .array([
+                    op("brew", upstream.baseURL + "/ok", price: 3.5, headers: ["x-api-key": "k-123"], query: ["size": "large", "sugar": "no"]),
+                    op("set_percentage", upstream.baseURL + "/ok", price: 0.25),
+                    op("explode", upstream.baseURL + "/fail", price: 9),
+                    op("wait.forever", upstream.baseURL + "/hang", price: 1),
+                    op("unplugged", "http://127.0.0.1:\(closedPort)/x", price: 2),
+                ]),
+            ]),
+        ])
+    }
+
+    /// A loopback port nothing listens on.
+    static func closedPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    static func problemType(_ reply: TriadClient.Reply) -> String {
+        (reply.json?["type"]?.stringValue ?? "").replacingOccurrences(of: Problem.typeBase, with: "")
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func anAppBindsInvokesAndIsChargedThroughTheRealExecutable(_ kind: BackendKind) async throws {
+        let upstream = try await Upstream.start()
+        let dir = try TestEnvironment.temporaryDirectory()
+        let args = try await ProcessTests.databaseArguments(kind, dataDir: dir + "/data")
+            + ["--amqp", try TestEnvironment.amqpURL(), "--invoke-timeout", "1s"]
+        let token = "invoke-admin-token-\(UUID().uuidString)"
+        let server = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        defer { server.stop() }
+        let admin = TriadClient(server: server.baseURL, token: token)
+        let name = TestEnvironment.uniqueName("coffee").replacingOccurrences(of: "_", with: "-")
+
+        // The integrator's queue: every operation event of this device.
+        let consumer = AMQPConsumer(endpoint: try AMQPEndpoint(url: try TestEnvironment.amqpURL()))
+        try await consumer.connect()
+        defer { consumer.close() }
+        try await consumer.declareTopicExchange(AMQPEventPublisher.exchange)
+        try await consumer.declareQueue("", durable: false)
+        try await consumer.bind(exchange: AMQPEventPublisher.exchange, routingKey: "device.\(name).invoked")
+        try await consumer.bind(exchange: AMQPEventPublisher.exchange, routingKey: "device.\(name).completed")
+        try await consumer.startConsuming()
+
+        func tokenFor(_ role: String, _ tokenName: String) async throws -> TriadClient {
+            let reply = try await admin.call(.POST, "/api/v1/tokens", body: Data(#"{"name":"\#(tokenName)","role":"\#(role)"}"#.utf8))
+            return TriadClient(server: server.baseURL, token: try #require(reply.json?["token"]?.stringValue))
+        }
+        let appName = "app-\(UUID().uuidString.prefix(6).lowercased())"
+        let app = try await tokenFor("app", appName)
+        let rival = try await tokenFor("app", appName + "-rival")
+        let integrator = try await tokenFor("integrator", appName + "-int")
+        _ = try await admin.call(.POST, "/api/v1/resources", body: Docs.json(Self.device(name, upstream: upstream, closedPort: try Self.closedPort())))
+        let path = "/api/v1/resources/\(name)/operations"
+        let body = Data(#"{"cups":2}"#.utf8)
+
+        // Refusals before anything is called: each its own problem, nothing recorded.
+        var reply = try await app.send(.POST, "\(path)/brew", body: body)
+        #expect(reply.status == 409 && Self.problemType(reply) == "binding-required", "unbound: \(reply.status)")
+        #expect(Self.problemType(try await app.send(.POST, "\(path)/nosuch", body: body)) == "operation-not-found")
+        #expect(try await app.send(.POST, "/api/v1/resources/nosuch-\(name)/operations/brew", body: body).status == 404)
+        #expect(try await integrator.send(.POST, "\(path)/brew", body: body).status == 403)
+        #expect(try await app.send(.POST, "\(path)/brew", body: Data("{oops".utf8)).status == 400)
+        #expect(try await app.send(.POST, "\(path)/brew", body: Data(repeating: 0x20, count: (1 << 20) + 10)).status == 413)
+        #expect(try await rival.call(.POST, "/api/v1/resources/\(name)/binding", body: Data(#"{"ttlSeconds":1}"#.utf8)).status == 201)
+        reply = try await app.send(.POST, "\(path)/brew", body: body)
+        #expect(reply.status == 409 && (reply.json?["detail"]?.stringValue ?? "").contains(appName + "-rival"), "names the holder")
+        try await TelemetryTests.eventually("the rival's lease expires", within: 15) {
+            try await admin.call(.GET, "/api/v1/resources/\(name)").json?["status"]?["bound"] == .bool(false)
+        }
+        #expect(upstream.requests.isEmpty, "nothing was called")
+        #expect(try await admin.call(.GET, "/api/v1/invocations?resource=\(name)").json?["metadata"]?["matched"] == .number(0))
+
+        // Bound by the app: the call goes through with the merged query, headers, body and a trace.
+        #expect(try await app.call(.POST, "/api/v1/resources/\(name)/binding", body: Data(#"{"ttlSeconds":300}"#.utf8)).status == 201)
+        reply = try await app.send(.POST, "\(path)/brew?size=small&extra=1", body: body)
+        #expect(reply.status == 200)
+        let seen = try #require(upstream.requests.last)
+        #expect(seen.method == "POST" && seen.path == "/ok")
+        #expect(seen.query == ["size": "small", "sugar": "no", "extra": "1"], "the caller's query wins")
+        #expect(seen.headers["x-api-key"] == "k-123")
+        #expect(String(decoding: seen.body, as: UTF8.self) == #"{"cups":2}"#)
+        let invocation = try #require(reply.json?["invocation"])
+        let traceId = try #require(seen.headers["x-b3-traceid"])
+        #expect(traceId.count == 32 && seen.headers["traceparent"]?.contains(traceId) == true)
+        #expect(invocation["traceId"] == .string(traceId))
+        #expect(invocation["state"] == .string("Succeeded") && invocation["caller"] == .string(appName) && invocation["price"] == .number(3.5))
+        #expect(reply.json?["response"]?["status"] == .number(200))
+        #expect(reply.json?["response"]?["body"]?["body"] == .string(#"{"cups":2}"#), "the upstream's body comes back")
+        let id = try #require(invocation["id"]?.stringValue)
+
+        // Upstream failures: recorded, answered 502/504, not charged.
+        reply = try await app.send(.POST, "\(path)/explode", body: body)
+        #expect(reply.status == 502 && reply.json?["invocation"]?["state"] == .string("Failed"))
+        reply = try await app.send(.POST, "\(path)/wait.forever")
+        #expect(reply.status == 504 && reply.json?["invocation"]?["state"] == .string("TimedOut"))
+        reply = try await app.send(.POST, "\(path)/unplugged")
+        #expect(reply.status == 502 && reply.json?["invocation"]?["reason"] == .string("UpstreamUnreachable"),
+                "\(reply.status) \(String(decoding: reply.body, as: UTF8.self))")
+
+        // The ledger: the app's records, newest first, and the total of what was charged.
+        let ledger = try #require(try await app.call(.GET, "/api/v1/invocations?caller=\(appName)").json)
+        #expect(ledger["metadata"]?["matched"] == .number(4) && ledger["metadata"]?["totalPrice"] == .number(3.5))
+        #expect(ledger["items"]?.arrayValue?.map { $0["operation"]?.stringValue ?? "" } == ["unplugged", "wait.forever", "explode", "brew"])
+        let page = try #require(try await app.call(.GET, "/api/v1/invocations?caller=\(appName)&limit=3").json)
+        let next = try #require(page["metadata"]?["continue"]?.stringValue)
+        let rest = try await app.call(.GET, "/api/v1/invocations?caller=\(appName)&limit=3&continue=\(next)").json
+        #expect(rest?["items"]?.arrayValue?.map { $0["id"] } == [.string(id)])
+        #expect(try await app.call(.GET, "/api/v1/invocations/\(id)").json?["state"] == .string("Succeeded"))
+        #expect(try await rival.send(.GET, "/api/v1/invocations?caller=\(appName)").status == 403, "apps read their own ledger")
+        #expect(try await rival.send(.GET, "/api/v1/invocations/\(id)").status == 404)
+
+        // respond-async: 202 at once, the call finishes without the client.
+        reply = try await app.send(.POST, "\(path)/brew", body: body, headers: [("Prefer", "respond-async")])
+        #expect(reply.status == 202)
+        let location = try #require(reply.header("location"))
+        try await TelemetryTests.eventually("the async invocation finishes") {
+            try await app.call(.GET, location).json?["state"] == .string("Succeeded")
+        }
+
+        // The integrator's queue: invoked then completed, same id, for the first call.
+        var events: [(String, JSONValue)] = []
+        while events.count < 10, let delivery = try await consumer.next(timeout: .seconds(10)) {
+            events.append((delivery.routingKey, try JSONCoding.parse(Data(delivery.body))))
+        }
+        let firstCall = events.filter { $0.1["data"]?["id"] == .string(id) }
+        #expect(firstCall.map(\.0) == ["device.\(name).invoked", "device.\(name).completed"])
+        #expect(firstCall.map { $0.1["type"]?.stringValue ?? "" } == ["io.triad.operation.invoked", "io.triad.operation.completed"])
+        #expect(firstCall.last?.1["data"]?["price"] == .number(3.5))
+        try EventRelayTests.expectValidCloudEvents(events.map { Array(JSONCoding.encode($0.1)) })
+        await upstream.stop()
+    }
+
+    /// A server killed mid-call leaves the record unfinished; the restarted server fails it.
+    @Test func aCallCutByAKillIsMarkedFailedAtRestart() async throws {
+        let upstream = try await Upstream.start()
+        let dir = try TestEnvironment.temporaryDirectory()
+        let args = ["--data-dir", dir + "/data", "--invoke-timeout", "60s"]
+        let token = "kill-admin-token-\(UUID().uuidString)"
+        let first = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        let admin = TriadClient(server: first.baseURL, token: token)
+        _ = try await admin.call(.POST, "/api/v1/resources",
+                                 body: Docs.json(Self.device("slow", upstream: upstream, closedPort: try Self.closedPort(), access: "Shared")))
+        let reply = try await admin.call(.POST, "/api/v1/resources/slow/operations/wait.forever", headers: [("Prefer", "respond-async")])
+        let location = try #require(reply.header("location"))
+        try await TelemetryTests.eventually("the upstream is being called") { !upstream.requests.isEmpty }
+        #expect(try await admin.call(.GET, location).json?["state"] == .string("Running"))
+        first.kill9()
+
+        let second = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        defer { second.stop() }
+        let record = try await TriadClient(server: second.baseURL, token: token).call(.GET, location).json
+        #expect(record?["state"] == .string("Failed") && record?["reason"] == .string("ServerRestarted"))
+        await upstream.stop()
+    }
+
+    /// Never an open proxy: operations' URLs are checked when written and, against the address
+    /// actually connected to, when invoked.
+    @Test func onlyAllowedHostsAreCalled() async throws {
+        let upstream = try await Upstream.start()
+        let addresses = Addresses()
+        addresses.set("upstream.triad.test", [127, 0, 0, 1])
+        let resolver = HostResolver { host in
+            guard let a = addresses.get(host) else { throw HostResolver.UnresolvableHost(host: host) }
+            return [a]
+        }
+        try await withServer(.sqlite, resolver: resolver) { server in
+            func doc(_ url: String) -> Data {
+                Docs.json(.object([
+                    "apiVersion": .string("triad.io/v1alpha1"), "kind": .string("Resource"), "metadata": .object(["name": .string("far")]),
+                    "spec": .object(["kind": .string("Device"), "accessMode": .string("Shared"), "operations": .array([
+                        .object(["name": .string("turn_on"), "httpAction": .object(["action": .string("POST"), "url": .string(url)])]),
+                    ])]),
+                ]))
+            }
+            let outside = try await server.admin.send(.PUT, "/api/v1/resources/far", body: doc("http://10.1.2.3:8080/x"))
+            #expect(outside.status == 422 && (outside.json?["detail"]?.stringValue ?? "").contains("turn_on"), "names the operation")
+            #expect(try await server.admin.send(.GET, "/api/v1/resources/far").status == 404, "nothing written")
+            #expect(try await server.admin.send(.PUT, "/api/v1/resources/far", body: doc("http://nowhere.triad.test/x")).status == 422)
+
+            // A name that resolves to loopback is accepted; re-pointed later, the call is refused.
+            #expect(try await server.admin.send(.PUT, "/api/v1/resources/far", body: doc("http://upstream.triad.test:\(upstream.port)/ok")).status == 201)
+            #expect(try await server.admin.send(.POST, "/api/v1/resources/far/operations/turn_on").status == 200)
+            #expect(upstream.requests.last?.headers["host"] == "upstream.triad.test:\(upstream.port)", "the Host header keeps the name")
+            addresses.set("upstream.triad.test", [10, 9, 9, 9])
+            let refused = try await server.admin.send(.POST, "/api/v1/resources/far/operations/turn_on")
+            #expect(refused.status == 403 && Self.problemType(refused) == "host-not-allowed")
+            #expect(refused.json?["invocation"]?["reason"] == .string("HostNotAllowed"))
+            #expect(upstream.requests.count == 1)
+            let ledger = try await server.admin.call(.GET, "/api/v1/invocations?resource=far").json
+            #expect(ledger?["items"]?.arrayValue?.first?["state"] == .string("Failed") && ledger?["metadata"]?["totalPrice"] == .number(0))
+        }
+        await upstream.stop()
+    }
+
+    final class Addresses: Sendable {
+        private let table = Mutex<[String: [UInt8]]>([:])
+        func set(_ host: String, _ address: [UInt8]) { table.withLock { $0[host] = address } }
+        func get(_ host: String) -> [UInt8]? { table.withLock { $0[host] } }
+    }
+}
