@@ -185,7 +185,7 @@ public struct Registry: Sendable {
         }
     }
 
-    // MARK: bindings (DESIGN §5)
+    // MARK: bindings (docs/api.md)
 
     public static let maxBindingSeconds = 86_400
 

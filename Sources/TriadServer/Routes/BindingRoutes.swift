@@ -3,7 +3,7 @@ import Hummingbird
 import TriadCore
 
 /// `POST /api/v1/resources/{name}/binding` `{holder, ttlSeconds}` takes (or renews) the
-/// exclusive lease of an Exclusive resource; `DELETE …/binding?holder=` gives it back (DESIGN §5).
+/// exclusive lease of an Exclusive resource; `DELETE …/binding?holder=` gives it back (docs/api.md).
 /// The controller releases leases past their expiry.
 struct BindingRoutes {
     let registry: Registry
