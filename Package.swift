@@ -6,7 +6,7 @@ import PackageDescription
 // RabbitMQ through rabbitmq-c (CRabbitMQ); TriadMQTT talks MQTT through libmosquitto
 // (CMosquitto); TriadServer is the HTTP edge;
 // TriadClient talks to a server for the CLI; TriadMesh is the mesh's control plane (Envoy config,
-// trace managers, control API; issue 3); `triad` only wires them together.
+// trace managers, control API); `triad` only wires them together. docs/architecture.md has more.
 let package = Package(
     name: "triad",
     platforms: [.macOS(.v15)],

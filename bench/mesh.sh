@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mesh benchmark (issue 3): the report's example system under the load generator.
+# Mesh benchmark: the example system of agents/examples under the load generator.
 #   1. per-call latency (open loop at RATE, fast transactions only) and throughput (closed loop,
 #      CONCURRENCY workers) of the same topology four ways: direct calls (the Python services, no
 #      Envoy), plain Envoy (mesh up --plain-envoy: routing only, no trace managers), and the
@@ -21,7 +21,7 @@ RATE=${RATE:-200}
 SECONDS_HOP=${SECONDS_HOP:-10}
 SECONDS_UPGRADE=${SECONDS_UPGRADE:-10}
 CONCURRENCY=${CONCURRENCY:-8}
-# Part 1 is run ROUNDS times, the five paths interleaved; the report takes each figure's median
+# Part 1 is run ROUNDS times, the five paths interleaved; the results give each figure's median
 # (single runs moved p99 by 30 % and more on this shared machine).
 ROUNDS=${ROUNDS:-3}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/pipeline.sh — the telemetry pipeline benchmark (issue 4): probe → MQTT → Triad → AMQP →
+# bench/pipeline.sh — the telemetry pipeline benchmark: probe → MQTT → Triad → AMQP →
 # a consuming integrator, beside the machine's two ceilings measured in the same run (one
 # subscriber's receive rate from Mosquitto; RabbitMQ's confirmed publish rate).
 #

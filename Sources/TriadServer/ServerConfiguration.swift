@@ -13,7 +13,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var eventRetention: Int = 100_000
     /// `amqp://user:password@host:port[/vhost]`: relay registry events to RabbitMQ (off when nil).
     public var amqp: String?
-    /// The queue state sync consumes (DESIGN §4: `triad.state`); not a CLI setting.
+    /// The queue state sync consumes (`triad.state`, docs/events.md); not a CLI setting.
     public var stateQueue: String = "triad.state"
     /// `mqtt://[user:password@]host:port`: take telemetry from MQTT (off when nil; the REST
     /// telemetry route works either way).

@@ -7,7 +7,7 @@ import TriadMesh
 struct MeshCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mesh",
-        abstract: "Run a version-consistent service mesh on Envoy (DESIGN §8).",
+        abstract: "Run a version-consistent service mesh on Envoy.",
         subcommands: [MeshUp.self, MeshDown.self, MeshStatusCommand.self, MeshAudit.self, MeshServe.self])
 }
 

@@ -11,7 +11,7 @@ struct ProbeCommand: AsyncParsableCommand {
         abstract: "Reference probes, and a probe rendered for Kubernetes.",
         subcommands: [Simulate.self, HomeAssistant.self, Render.self])
 
-    /// A synthetic sensor (DESIGN §6). The controller's local runtime starts probes with
+    /// A synthetic sensor (docs/mqtt.md). The controller's local runtime starts probes with
     /// TRIAD_RESOURCE, TRIAD_MQTT_URL, TRIAD_API_URL and TRIAD_TOKEN; the flags override them.
     struct Simulate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -86,7 +86,7 @@ struct ProbeCommand: AsyncParsableCommand {
         }
     }
 
-    /// Follows a Home Assistant entity (DESIGN §6): its state (a number when it is one) and
+    /// Follows a Home Assistant entity (docs/mqtt.md): its state (a number when it is one) and
     /// attributes, sent every interval, so the resource stays Synchronous while HA answers.
     struct HomeAssistant: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

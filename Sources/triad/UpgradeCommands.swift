@@ -6,7 +6,7 @@ import TriadMesh
 struct UpgradeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "upgrade",
-        abstract: "Upgrade a service of the running mesh version-consistently (DESIGN §8).",
+        abstract: "Upgrade a service of the running mesh version-consistently.",
         subcommands: [UpgradeStart.self, UpgradeStatusCommand.self],
         defaultSubcommand: UpgradeStart.self)
 }

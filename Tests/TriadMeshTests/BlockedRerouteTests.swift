@@ -8,7 +8,7 @@ import Glibc
 #endif
 
 extension MeshEndToEndTests {
-    /// CV's block step (DESIGN §8): a request that chose the old version before the default
+    /// CV's block step (docs/mesh.md): a request that chose the old version before the default
     /// switched, and reaches it after the block, is refused there and re-routed by the caller's
     /// sidecar onto the new default; the application never sees the refusal. The race is made
     /// certain by stopping Auth v1's sidecar (SIGSTOP) while the request waits in its socket,

@@ -4,7 +4,7 @@ import Testing
 import TriadCore
 import TriadMesh
 
-/// `triad mesh up` with the report's example system (Python services that only propagate
+/// `triad mesh up` with the example system of agents/examples (Python services that only propagate
 /// x-b3-traceid) on the real Envoy, driven through the CLI as an operator would.
 @Suite("Mesh end to end", .serialized)
 struct MeshEndToEndTests {

@@ -40,7 +40,7 @@ enum MeshTestSupport {
         return dir
     }
 
-    /// The report's example system (agents/examples/mesh.yaml) with Auth v2 as a second version.
+    /// The example system (agents/examples/mesh.yaml) with Auth v2 as a second version.
     static func exampleMesh(gatewayPort: Int, pinPropagation: String = "mesh", authV2: Bool = true) -> String {
         func version(_ script: String, _ v: String) -> String {
             "        - {version: \(v), command: [python3, \(examples)/\(script), --version, \(v)], health: /healthz}\n"

@@ -4,7 +4,7 @@ import TriadCore
 import TriadMesh
 import TriadProcess
 
-/// `triad upgrade` on the report's example system (Python services that only propagate
+/// `triad upgrade` on the example system of agents/examples (Python services that only propagate
 /// x-b3-traceid) under continuous load from agents/examples/python/loadgen.py: 200
 /// transactions per second, a tenth of them sleeping 400 ms between their two calls to Auth,
 /// so some straddle every step. Auth v2 is not in the mesh file: the upgrade starts it.
@@ -142,7 +142,7 @@ struct UpgradeEndToEndTests {
     }
 
     /// WF under continuous load: v1 is never free, so the drain deadline ends it (report
-    /// §2.3's time-out); nothing changed and nothing failed.
+    /// the documented WF time-out); nothing changed and nothing failed.
     @Test func wfTimesOutUnderLoadWithNothingLost() async throws {
         let mesh = try await Mesh.up()
         do {

@@ -2,7 +2,7 @@ import Testing
 import TriadMesh
 
 /// The update controller's procedure without a mesh: which actions, in which order, for each
-/// strategy and each way a drain can end (DESIGN §10: pure state machines tested without sockets).
+/// strategy and each way a drain can end (a pure state machine, tested without sockets).
 @Suite("Upgrade state machine")
 struct UpgradeMachineTests {
     typealias A = UpgradeMachine.Action

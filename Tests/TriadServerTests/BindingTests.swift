@@ -4,7 +4,7 @@ import TriadClient
 import TriadCore
 import TriadServer
 
-/// Bindings (DESIGN §5): exclusive leases with a TTL that the controller expires.
+/// Bindings (docs/api.md): exclusive leases with a TTL that the controller expires.
 @Suite("Bindings")
 struct BindingTests {
     @Test(arguments: BackendKind.allCases)

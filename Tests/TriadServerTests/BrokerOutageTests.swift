@@ -6,7 +6,7 @@ import TriadCore
 import TriadProcess
 import TriadServer
 
-/// RabbitMQ stopped for 10 s while resources are written and telemetry flows (issue 4): after
+/// RabbitMQ stopped for 10 s while resources are written and telemetry flows: after
 /// it returns every registry event arrives, in order per resource, none lost. Uses the second
 /// broker that scripts/test.sh starts only for this, so the shared one stays up for the others.
 @Suite("RabbitMQ outage")

@@ -5,7 +5,7 @@ import TriadClient
 import TriadCore
 import TriadServer
 
-/// The outbox relay against the real RabbitMQ that scripts/test.sh starts (DESIGN §4).
+/// The outbox relay against the real RabbitMQ that scripts/test.sh starts (docs/events.md).
 @Suite("Event relay to RabbitMQ")
 struct EventRelayTests {
     /// Waits until `/readyz` says the relay is connected (so the exchange exists).

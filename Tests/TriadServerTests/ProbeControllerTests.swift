@@ -5,7 +5,7 @@ import TriadCore
 import TriadServer
 
 /// The controller's local probe runtime with real `triad probe simulate` processes talking to the
-/// real Mosquitto (issue 4): Synchronous, restart after a crash, Failed for a crash loop or
+/// real Mosquitto (docs/mqtt.md): Synchronous, restart after a crash, Failed for a crash loop or
 /// silence, stopped on `probeEnabled: false` and on delete.
 @Suite("Probe controller")
 struct ProbeControllerTests {

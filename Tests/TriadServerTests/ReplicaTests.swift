@@ -4,7 +4,7 @@ import TriadClient
 import TriadCore
 import TriadMQTT
 
-/// Two `triad server` processes on one PostgreSQL, RabbitMQ and Mosquitto (issue 4): one
+/// Two `triad server` processes on one PostgreSQL, RabbitMQ and Mosquitto (docs/operations.md): one
 /// controller leader, a takeover within seconds when it is killed, telemetry split between them
 /// by the shared subscription.
 @Suite("Replicas")

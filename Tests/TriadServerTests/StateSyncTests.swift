@@ -5,7 +5,7 @@ import TriadClient
 import TriadCore
 import TriadServer
 
-/// State sync from `triad.state` (DESIGN §4) against the real RabbitMQ of scripts/test.sh.
+/// State sync from `triad.state` (docs/events.md) against the real RabbitMQ of scripts/test.sh.
 @Suite("State sync from RabbitMQ")
 struct StateSyncTests {
     @Test(arguments: BackendKind.allCases)

@@ -5,7 +5,7 @@ import TriadCore
 import TriadMQTT
 import TriadServer
 
-/// Telemetry (DESIGN §6) through the REST route and through the real Mosquitto that
+/// Telemetry (docs/mqtt.md) through the REST route and through the real Mosquitto that
 /// scripts/test.sh starts: checked, counted when bad, stored in batches, reflected in status.
 @Suite("Telemetry")
 struct TelemetryTests {

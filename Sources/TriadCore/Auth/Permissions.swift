@@ -1,4 +1,4 @@
-/// What a request wants to do; `Role.allows` is the whole access policy (DESIGN §3).
+/// What a request wants to do; `Role.allows` is the whole access policy (docs/api.md).
 public enum Action: Sendable, Equatable {
     case readResources
     case writeResources

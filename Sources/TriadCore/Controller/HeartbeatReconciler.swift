@@ -1,4 +1,4 @@
-/// Agent heartbeats (issue 4): an agent keeps its resource's condition `AgentReady` fresh by
+/// Agent heartbeats (docs/mqtt.md): an agent keeps its resource's condition `AgentReady` fresh by
 /// writing its `lastHeartbeatTime` (a status patch, over REST or `triad.state`). When that
 /// time is older than the timeout, the controller marks the resource `Failed` with `AgentReady`
 /// False, reason `HeartbeatMissed`. The agent's next heartbeat is its own to report (it sets

@@ -1,4 +1,4 @@
-/// The `kubernetes` probe runtime (DESIGN §6): a resource's probe as a Deployment, with the same
+/// The `kubernetes` probe runtime (docs/mqtt.md): a resource's probe as a Deployment, with the same
 /// environment the local runtime gives a probe. The device token is not in the document: it is
 /// read from a Secret (`triad-probe-<name>`, key `token`) that the operator creates with
 /// `triad token create --role device --resource <name>`.

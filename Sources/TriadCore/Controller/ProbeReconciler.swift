@@ -1,5 +1,5 @@
 /// What the probe of one resource should be, and what it is: the controller's level-triggered
-/// decision (DESIGN §6), pure so it is tested without processes, sockets or sleeps.
+/// decision (docs/mqtt.md), pure so it is tested without processes, sockets or sleeps.
 public enum ProbeReconciler {
     /// The desired probe, read from the resource (nil when the resource is gone).
     public struct Desired: Sendable, Equatable {

@@ -1,4 +1,4 @@
-/// The controller's work queue (controller-runtime's model, DESIGN §6), pure: the caller passes
+/// The controller's work queue (controller-runtime's model; docs/mqtt.md), pure: the caller passes
 /// the time in seconds, so tests drive it with a fake clock.
 ///
 /// - De-duplicating: a key waits in the queue at most once, however often it is added.

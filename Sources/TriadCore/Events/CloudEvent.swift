@@ -1,6 +1,6 @@
 import Foundation
 
-/// Renders registry events as CloudEvents 1.0 JSON (DESIGN §4). The resource document is
+/// Renders registry events as CloudEvents 1.0 JSON (docs/events.md). The resource document is
 /// spliced in as stored, so an event costs no decoding.
 public enum CloudEventRenderer {
     public static func render(_ event: RegistryEvent) -> Data {

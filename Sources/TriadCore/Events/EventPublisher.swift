@@ -1,4 +1,4 @@
-/// Where the outbox relay delivers registry events (DESIGN §4): the AMQP adapter implements it.
+/// Where the outbox relay delivers registry events (docs/events.md): the AMQP adapter implements it.
 public protocol EventPublisher: Sendable {
     /// A readable name of the destination for logs and `/readyz`, without credentials.
     var destination: String { get }

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The Resource document of DESIGN §2. Field names follow the report's tables.
+/// The Resource document (docs/api.md, schemas/resource.schema.json).
 public struct Resource: Codable, Sendable, Equatable {
     public static let apiVersion = "triad.io/v1alpha1"
     public static let kindName = "Resource"
@@ -120,7 +120,7 @@ public struct ResourceStatus: Codable, Sendable, Equatable {
     public init() {}
 }
 
-/// An exclusive lease on a resource (DESIGN §5), kept by the server; the controller expires it.
+/// An exclusive lease on a resource (docs/api.md), kept by the server; the controller expires it.
 public struct Binding: Codable, Sendable, Equatable {
     public var holder: String
     public var acquiredAt: String

@@ -190,7 +190,7 @@ public struct Registry: Sendable {
         }
     }
 
-    // MARK: bindings (DESIGN §5)
+    // MARK: bindings (docs/api.md)
 
     public static let maxBindingSeconds = 86_400
 

@@ -31,7 +31,7 @@ public struct StoredResource: Sendable, Equatable {
 
 public enum RegistryEventType: String, Sendable, CaseIterable, Codable {
     case created, updated, deleted, status
-    /// A binding (exclusive lease) taken or given back (or expired), DESIGN §4–5.
+    /// A binding (exclusive lease) taken or given back (or expired); docs/events.md.
     case acquired, released
     /// An operation called and its outcome: the event's document is the ledger record, not the
     /// resource (the resource does not change).
@@ -49,7 +49,7 @@ public enum RegistryEventType: String, Sendable, CaseIterable, Codable {
     public var carriesResource: Bool { self != .invoked && self != .completed }
 }
 
-/// One row of the outbox (DESIGN §4): written in the same transaction as the change it reports.
+/// One row of the outbox (docs/events.md): written in the same transaction as the change it reports.
 /// Its id is the revision of that change, so ids are strictly increasing and never reused.
 public struct RegistryEvent: Sendable, Equatable {
     public var id: Int64

@@ -28,7 +28,7 @@ public enum RegistrySchema {
             ]),
         ] + (dialect == .sqlite ? sqliteWriteTriggers : []) + [
             (3, ["CREATE TABLE triad_relay_cursors (name TEXT PRIMARY KEY, last_id \(int64) NOT NULL)"]),
-            // Telemetry history (DESIGN §6): outside the registry's write path, written in batches.
+            // Telemetry history (docs/mqtt.md): outside the registry's write path, written in batches.
             (4, [
                 """
                 CREATE TABLE triad_telemetry (seq \(dialect == .sqlite ? "INTEGER PRIMARY KEY" : "BIGSERIAL PRIMARY KEY"),

@@ -1,6 +1,6 @@
 import Foundation
 
-/// One telemetry sample (DESIGN §6), as validated and stamped by the server.
+/// One telemetry sample (docs/mqtt.md), as validated and stamped by the server.
 public struct TelemetrySample: Sendable, Equatable {
     public var resource: String
     /// When the device measured it (RFC 3339, UTC); the receive time when it did not say.

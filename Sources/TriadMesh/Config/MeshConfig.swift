@@ -1,6 +1,6 @@
 import Foundation
 
-/// The mesh file (`triad mesh up -f mesh.yaml`, DESIGN §8, schemas/mesh.schema.json), validated.
+/// The mesh file (`triad mesh up -f mesh.yaml`; docs/mesh.md, schemas/mesh.schema.json), validated.
 public struct MeshConfig: Sendable, Equatable {
     public enum PinPropagation: String, Sendable, Equatable, Codable {
         /// The sidecars carry pins from earlier visits of a trace to its later requests.

@@ -8,7 +8,7 @@ public struct ServiceRoutes: Sendable, Equatable, Codable {
     public var defaultVersion: String
     /// Versions whose inbound sidecars refuse requests not pinned to them (CV's block step):
     /// the refusal is a 307 to the same URL, which the caller's sidecar follows internally
-    /// and so re-selects the route, landing on the new default (notes/envoy.md, Retries).
+    /// and so re-selects the route, landing on the new default (a retry would stay on the same cluster).
     public var blocked: [String]
     /// false while a `rolling` upgrade replaces the service: one default route, pins ignored
     /// (the baseline without any guarantee).
@@ -79,7 +79,7 @@ public struct MeshPlan: Sendable {
         instances.filter { $0.service == service && $0.version == version }
     }
 
-    /// `TRIAD_UPSTREAM_<S>` (upper case, `-` → `_`), DESIGN §8.
+    /// `TRIAD_UPSTREAM_<S>` (upper case, `-` → `_`), docs/mesh.md.
     public static func upstreamVariable(_ service: String) -> String {
         "TRIAD_UPSTREAM_" + service.uppercased().replacingOccurrences(of: "-", with: "_")
     }

@@ -52,7 +52,7 @@ public struct UpgradeStatus: Sendable, Codable, Equatable {
     public var strategy: String
     public var phase: Phase
     public var steps: [Step]
-    /// Traces that ran on the old version and have not completed (report §3.2.5), while draining.
+    /// Traces that ran on the old version and have not completed (the DiffSet), while draining.
     public var diffSet: Int?
     /// Some of the DiffSet's trace ids (at most 10), to look up with `triad mesh audit`.
     public var diffSetSample: [String]?
@@ -65,7 +65,7 @@ public struct UpgradeStatus: Sendable, Codable, Equatable {
     public var retiredAfter: Double?
 }
 
-/// The update controller (DESIGN §8; report §2.3, §3.2.3–3.2.6): one upgrade at a time per
+/// The update controller (docs/mesh.md): one upgrade at a time per
 /// service, run in the mesh's control process, every step recorded for `triad upgrade status`.
 public actor UpgradeController {
     public enum Refusal: Error, CustomStringConvertible {

@@ -1,6 +1,6 @@
-/// The update controller's procedure as a pure state machine (DESIGN §10): told how the last
+/// The update controller's procedure as a pure state machine: told how the last
 /// action ended, it says what to do next. No I/O and no clock: `UpgradeController` performs the
-/// actions on the mesh and records the steps. Strategies (report §2.3, §3.2.3–3.2.6):
+/// actions on the mesh and records the steps. Strategies (docs/mesh.md):
 ///
 /// - CV: start v2 → pin routes → switch the default → block unpinned requests at v1 → lock v1's
 ///   trace set → drain (DiffSet empty) → retire v1. At the drain deadline: roll back (default),

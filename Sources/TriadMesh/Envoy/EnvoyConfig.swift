@@ -4,7 +4,8 @@ import TriadCore
 /// Renders the configuration of every Envoy of the mesh (pure: no I/O). Each Envoy reads a
 /// bootstrap naming LDS and CDS files in a watched directory; every listener takes its routes
 /// from an RDS file there, so a route change is a file swap that Envoy applies in milliseconds,
-/// keep-alive connections included (notes/envoy.md: never put the switch in LDS).
+/// keep-alive connections included (a switch in LDS would leave open keep-alive connections
+/// on the old route until Envoy drains them).
 public enum EnvoyConfig {
     /// One Envoy's files: the bootstrap, and the dynamic files by name (in `configDirectory`).
     public struct Files: Sendable {
@@ -187,7 +188,7 @@ public enum EnvoyConfig {
 
     /// A route to a version's cluster. A 307 from a blocked version is followed inside the
     /// caller's sidecar: a new stream that re-selects the route against the current table
-    /// (`retry_policy` would stay on the same cluster, notes/envoy.md).
+    /// (`retry_policy` would stay on the same cluster: it never re-selects the route).
     static func routeAction(_ cluster: String) -> JSONValue {
         ["cluster": .string(cluster), "timeout": "0s",
          "internal_redirect_policy": ["redirect_response_codes": [307], "max_internal_redirects": 2]]
@@ -306,7 +307,7 @@ public enum EnvoyConfig {
             "typed_config": [
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.fluentd.v3.FluentdAccessLogConfig",
                 "cluster": .string(logCluster), "tag": .string(tag), "stat_prefix": "triad_log",
-                // 1 byte = send each entry at once (0 loses every entry in 1.40, notes/envoy.md).
+                // 1 byte = send each entry at once (0 loses every entry in Envoy 1.40: `entries_lost`).
                 "buffer_size_bytes": 1, "buffer_flush_interval": "0.001s",
                 "record": record,
             ],
@@ -326,7 +327,7 @@ public enum EnvoyConfig {
                 "transport_api_version": "V3",
                 "failure_mode_allow": false,
                 "status_on_error": ["code": 503],
-                // Without it the injected pin would not change the route (notes/envoy.md).
+                // Without it the injected pin would not change the route (Envoy keeps the cached one).
                 "clear_route_cache": true,
                 "allowed_headers": ["patterns": [["exact": "x-b3-traceid"], ["exact": "x-version"]]],
                 "http_service": [

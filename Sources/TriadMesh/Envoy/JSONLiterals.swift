@@ -1,7 +1,7 @@
 import TriadCore
 
-// Envoy configuration is large nested JSON; literals keep the renderer close to the YAML in
-// notes/envoy.md. Declared here because TriadCore itself needs no literals.
+// Envoy configuration is large nested JSON; literals keep the renderer close to the YAML of
+// Envoy's own documentation. Declared here because TriadCore itself needs no literals.
 extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral,
     ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral,
     ExpressibleByDictionaryLiteral

@@ -1,9 +1,9 @@
 import Foundation
 
-/// The CV upgrade as Istio documents, step by step (report §3.2.2–3.2.6, figures 10, 11, 14,
-/// 15, 17, 22, 23), for running the same procedure in a cluster (deploy/istio/README.md).
+/// The CV upgrade as Istio documents, step by step (docs/mesh.md), for running the same
+/// procedure in a cluster (deploy/istio/README.md).
 /// Pure: no I/O. The documents assume the applications propagate `x-version` next to
-/// `x-b3-traceid` (the report's assumption, `pinPropagation: application`).
+/// `x-b3-traceid` (as with `pinPropagation: application`).
 public enum IstioRender {
     public struct Options: Sendable, Equatable {
         public var service: String
@@ -234,7 +234,7 @@ public enum IstioRender {
     }
 
     /// Callers' sidecars follow a 307 from a blocked version inside Envoy: a new stream that
-    /// chooses the route again (retry_policy would stay on the old subset, notes/envoy.md).
+    /// chooses the route again (retry_policy would stay on the old subset: it never re-selects the route).
     static func internalRedirect(_ o: Options) -> Node {
         .map([
             ("apiVersion", .string("networking.istio.io/v1alpha3")),

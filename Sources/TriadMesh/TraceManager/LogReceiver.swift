@@ -4,7 +4,7 @@ import NIOCore
 import NIOPosix
 
 /// Receives Envoy's access-log stream (fluentd Forward protocol over a Unix socket; each
-/// entry arrives well under a millisecond after Envoy logs it, notes/envoy.md) and hands every
+/// entry arrives well under a millisecond after Envoy logs it) and hands every
 /// record to the recorder in the order its Envoy sent it.
 public final class LogReceiver: Sendable {
     let channel: any Channel

@@ -12,7 +12,7 @@ public struct Visit: Sendable, Equatable, Codable {
     public var requests: Int
 }
 
-/// The trace manager of one instance (report §3.2.1): the traces it served (its TraceidSet),
+/// The trace manager of one instance (docs/mesh.md): the traces it served (its TraceidSet),
 /// each recorded when a request is admitted, completed when its last request ends.
 public struct TraceManager: Sendable {
     public let service: String
@@ -56,7 +56,7 @@ public struct TraceManager: Sendable {
     }
 }
 
-/// The gateway's trace manager: the transactions that completed (report §3.2.5).
+/// The gateway's trace manager: the transactions that completed (docs/mesh.md).
 public struct GatewayTraceManager: Sendable {
     public struct Completion: Sendable, Equatable {
         public var start: Double
@@ -75,7 +75,7 @@ public struct GatewayTraceManager: Sendable {
     mutating func forget(_ trace: String) { completed[trace] = nil }
 }
 
-/// `triad mesh audit --json` (DESIGN §8).
+/// `triad mesh audit --json` (docs/mesh.md).
 public struct AuditReport: Sendable, Codable, Equatable {
     public struct Inconsistent: Sendable, Codable, Equatable {
         public var traceId: String
@@ -209,7 +209,7 @@ public final class MeshRecorder: Sendable {
                     return
                 }
                 // Refused by a blocked version (CV) and re-routed by the caller: never reached
-                // the version, not a visit (DESIGN §8).
+                // the version, not a visit (docs/mesh.md).
                 if f["r"] == EnvoyConfig.blockedRoute {
                     if f["k"] == "DownstreamStart" { s.blockedRefusals += 1 }
                     return
@@ -260,7 +260,7 @@ public final class MeshRecorder: Sendable {
         state.withLock { $0.markers.remove(instance + " " + id.lowercased()) != nil }
     }
 
-    /// What still runs on some instances (report §3.2.5): the traces they served (their
+    /// What still runs on some instances (docs/mesh.md): the traces they served (their
     /// TraceidSets) that the gateway has not seen complete (the DiffSet), and their requests
     /// in flight.
     public struct Drain: Sendable, Equatable {

@@ -78,7 +78,7 @@ public final class TokenAuthority: Sendable {
         case existing
     }
 
-    /// Ensures an admin can log in (DESIGN §3): `TRIAD_ADMIN_TOKEN` if given, else on the first
+    /// Ensures an admin can log in (docs/operations.md): `TRIAD_ADMIN_TOKEN` if given, else on the first
     /// start a new token in `<data-dir>/admin.token` (mode 0600).
     public func bootstrap(dataDir: String, environmentToken: String?, logger: Logger) async throws -> Bootstrap {
         if let secret = environmentToken, !secret.isEmpty {

@@ -3,7 +3,7 @@ import Logging
 import TriadCore
 import TriadProcess
 
-/// The `local` probe runtime (DESIGN §6): a probe is `probeImage probeArgs…` run as a child
+/// The `local` probe runtime (docs/mqtt.md): a probe is `probeImage probeArgs…` run as a child
 /// process with `TRIAD_RESOURCE`, `TRIAD_MQTT_URL`, `TRIAD_API_URL` and a device token of its
 /// own in `TRIAD_TOKEN` (revoked when the probe stops). Its output goes to
 /// `<data-dir>/probes/<name>.log`.

@@ -5,7 +5,7 @@ import ServiceLifecycle
 import Synchronization
 import TriadCore
 
-/// The resource controller (DESIGN §6): level-triggered over the registry; it runs probes,
+/// The resource controller (docs/mqtt.md): level-triggered over the registry; it runs probes,
 /// judges agent heartbeats and expires binding leases. Registry events,
 /// probe exits and timers enqueue resource names on a `WorkQueue`; `reconcile(name)` compares the
 /// desired probe with the running one (`ProbeReconciler`), converges through the local runtime

@@ -6,7 +6,7 @@ import Synchronization
 import TriadAMQP
 import TriadCore
 
-/// State sync into the registry (DESIGN §4): agents publish partial statuses to the topic
+/// State sync into the registry (docs/events.md): agents publish partial statuses to the topic
 /// exchange `triad.state` with routing key `<name>` and their token in the `authorization`
 /// header. Each message is applied as a status merge and acked only after the write; one
 /// that is malformed, unauthorised, names a missing resource or carries an invalid status goes
@@ -17,7 +17,7 @@ public final class StateSync: Service, Sendable {
     public static let exchange = "triad.state"
 
     let endpoint: AMQPEndpoint
-    /// `triad.state` (DESIGN §4); dead letters go to `<queue>.dead`. Only tests that run several
+    /// `triad.state` (docs/events.md); dead letters go to `<queue>.dead`. Only tests that run several
     /// independent registries against one broker name another.
     let queue: String
     var deadQueue: String { queue + ".dead" }

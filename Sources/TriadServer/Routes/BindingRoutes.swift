@@ -3,7 +3,7 @@ import Hummingbird
 import TriadCore
 
 /// `POST /api/v1/resources/{name}/binding` `{ttlSeconds}` takes (or renews) the exclusive lease
-/// of an Exclusive resource for the caller; `DELETE …/binding` gives it back (DESIGN §5).
+/// of an Exclusive resource for the caller; `DELETE …/binding` gives it back (docs/api.md).
 /// The controller releases leases past their expiry.
 struct BindingRoutes {
     let registry: Registry

@@ -3,7 +3,7 @@ import Hummingbird
 import Metrics
 import TriadCore
 
-/// `/api/v1/resources` and the status subresource (DESIGN §3).
+/// `/api/v1/resources` and the status subresource (docs/api.md).
 struct ResourceRoutes {
     let registry: Registry
     let reader: RequestReader

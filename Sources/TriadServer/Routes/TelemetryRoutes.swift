@@ -2,7 +2,7 @@ import Foundation
 import Hummingbird
 import TriadCore
 
-/// `POST /api/v1/resources/{name}/telemetry` (ingest without MQTT) and `GET …` (history), DESIGN §3, §6.
+/// `POST /api/v1/resources/{name}/telemetry` (ingest without MQTT) and `GET …` (history); docs/api.md, docs/mqtt.md.
 struct TelemetryRoutes {
     let registry: Registry
     let ingest: TelemetryIngest

@@ -6,7 +6,7 @@ import Synchronization
 import TriadAMQP
 import TriadCore
 
-/// Sends telemetry events to `triad.events` as they come (DESIGN §4, §6): whatever queued up
+/// Sends telemetry events to `triad.events` as they come (docs/events.md, docs/mqtt.md): whatever queued up
 /// while the last batch was being confirmed goes out as the next batch. Samples are not in the
 /// outbox, so while RabbitMQ is down they wait in a bounded queue and, past it, are dropped and
 /// counted (`triad_telemetry_dropped_total{stage="amqp"}`); registry events never are.
@@ -69,7 +69,7 @@ public final class TelemetryForwarder: Service, Sendable {
                         try await self.publisher.publishConfirmed(batch)
                         Counter(label: "triad_telemetry_forwarded_total").increment(by: batch.count)
                     } catch {
-                        // Samples are not replayed (DESIGN §4): count the unconfirmed batch as dropped.
+                        // Samples are not replayed (docs/events.md): count the unconfirmed batch as dropped.
                         Counter(label: "triad_telemetry_dropped_total", dimensions: [("stage", "amqp")]).increment(by: batch.count)
                         throw error
                     }

@@ -5,7 +5,7 @@ import ServiceLifecycle
 import Synchronization
 import TriadCore
 
-/// The telemetry path (DESIGN §6), shared by MQTT and `POST …/telemetry`. It stays out of the
+/// The telemetry path (docs/mqtt.md), shared by MQTT and `POST …/telemetry`. It stays out of the
 /// registry's write path: a sample is checked, forwarded as an `io.triad.telemetry` event at once,
 /// and buffered; every 100 ms (`run`) the buffer goes to the history table in one batch, and once
 /// a second each resource that reported gets one status write with its latest sample, so `status.telemetry`

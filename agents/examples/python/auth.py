@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Auth: issues and verifies tokens (report section 2.1). Two incompatible versions.
+"""Auth: issues and verifies tokens. Two incompatible versions.
 
   POST /token   {"user": "alice"}   -> 200 {"token": "...", "version": "v1", "expiresIn": 300}
   POST /verify  {"token": "..."}    -> 200 {"valid": true, "subject": "alice", "version": "v1"}
@@ -11,7 +11,7 @@ v1 tokens:  T1.<user, base64url>.<issued-at, unix s>.<HMAC-SHA1 hex of "T1|user|
 v2 tokens:  v2~<claims JSON {"sub","iat","exp","jti"}, base64url>~<HMAC-SHA256 of it, base64url>
 
 Each version has its own key and verifies only its own format, so a transaction whose token
-was issued by one version and verified by the other fails (the failure the report's
+was issued by one version and verified by the other fails (the failure a
 version-consistent upgrade prevents). Tokens carry no instance state: every replica of a
 version verifies every token of that version.
 

@@ -1,7 +1,7 @@
 """Plumbing shared by the example services (Python 3 standard library only).
 
 The four services (portal.py, auth.py, proc.py, db.py) are deliberately ordinary: they know
-nothing about Triad except the environment contract of DESIGN section 8:
+nothing about Triad except the environment contract of the mesh (docs/mesh.md):
 
   PORT                      where the instance must listen (on 127.0.0.1 unless --host)
   TRIAD_UPSTREAM_<SERVICE>  base URL through which it calls SERVICE (its sidecar, or the

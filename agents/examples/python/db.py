@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""DB: a read-only catalogue (report section 2.1).
+"""DB: a read-only catalogue.
 
   GET /items          -> 200 {"items": [...], "version": "v1"}
   GET /items/<item>   -> 200 {"item", "unitPriceCents", "stock", "version",

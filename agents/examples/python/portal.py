@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Portal: the entry of a transaction (report section 2.1).
+"""Portal: the entry of a transaction.
 
   POST /order  {"item": "coffee", "qty": 2, "user": "alice"}   (all optional)
   GET  /tx?item=coffee&qty=2&user=alice                          (the same, for curl and wrk)

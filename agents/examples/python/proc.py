@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Proc: processes an order with a token (report section 2.1).
+"""Proc: processes an order with a token.
 
   POST /process  Authorization: Bearer <token>, {"item": "coffee", "qty": 2}
     -> calls Auth POST /verify with the token, then DB GET /items/<item>

@@ -2,7 +2,7 @@
 
     python3 -m unittest agents/examples/python/test_system.py     (from the repository root)
 
-Starts the services on free loopback ports with the environment contract of DESIGN section 8
+Starts the services on free loopback ports with the environment contract of the mesh (docs/mesh.md)
 (PORT, TRIAD_UPSTREAM_<S>) and wires two call chains:
 
     consistent:  portal -> auth-v1 (issue),  proc -> auth-v1 (verify), proc -> db

@@ -1,4 +1,4 @@
-// triad-bench: the measuring side of bench/pipeline.sh (issue 4). Three cases, each printing
+// triad-bench: the measuring side of bench/pipeline.sh. Three cases, each printing
 // one JSON line on stdout:
 //   mqtt-ceiling  — one subscriber's receive rate from Mosquitto (QoS 1 flood from one publisher)
 //   amqp-ceiling  — RabbitMQ's confirmed publish rate (batches, as Triad's forwarder sends)
