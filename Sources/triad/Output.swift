@@ -94,6 +94,9 @@ enum Output {
         line("  Phase", s?["phase"]?.stringValue)
         line("  Probe phase", s?["probePhase"]?.stringValue)
         line("  Bound", s?["bound"].map(compact))
+        if let b = s?["binding"], let holder = b["holder"]?.stringValue {
+            line("  Binding", "\(holder) since \(b["acquiredAt"]?.stringValue ?? "?") until \(b["expiresAt"]?.stringValue ?? "?")")
+        }
         line("  Observed gen.", s?["observedGeneration"].map(compact))
         line("  Location", map(s?["location"]))
         line("  Telemetry", s?["telemetry"].map(compact))

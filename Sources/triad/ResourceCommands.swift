@@ -150,6 +150,19 @@ struct DescribeCommand: AsyncParsableCommand {
             print("Events:")
             let recent = await lines.lines.suffix(10)
             print(recent.isEmpty ? "  <none>" : recent.joined(separator: "\n"))
+            // The last invocations, as far as the caller may read the ledger.
+            print("Invocations:")
+            do {
+                let ledger = try await api.call(.GET, "/api/v1/invocations?resource=\(percentEncode(name))&limit=5").json
+                let items = ledger?["items"]?.arrayValue ?? []
+                if items.isEmpty { print("  <none>") }
+                for i in items {
+                    let status = i["httpStatus"]?.numberValue.map { " HTTP \(Int($0))" } ?? ""
+                    print("  \(i["startedAt"]?.stringValue ?? "")\t\(i["operation"]?.stringValue ?? "")\t\(i["caller"]?.stringValue ?? "")\t\(i["state"]?.stringValue ?? "")\(status)\tcharged \(InvocationListing.price(i["charged"]?.numberValue ?? 0))")
+                }
+            } catch let failure as TriadClient.Failure where failure.status == 403 {
+                print("  (not available: \(failure.description))")
+            }
         }
     }
 }

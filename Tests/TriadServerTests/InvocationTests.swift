@@ -83,6 +83,15 @@ struct InvocationTests {
         let path = "/api/v1/resources/\(name)/operations"
         let body = Data(#"{"cups":2}"#.utf8)
 
+        // The upstream's credentials in the operation's headers are for operators and admins.
+        func apiKey(_ client: TriadClient) async throws -> JSONValue? {
+            try await client.call(.GET, "/api/v1/resources/\(name)").json?["spec"]?["operations"]?.arrayValue?.first?["httpAction"]?["headers"]?["x-api-key"]
+        }
+        #expect(try await apiKey(admin) == .string("k-123"))
+        #expect(try await apiKey(app) == .string("<redacted>"))
+        let listed = try await integrator.call(.GET, "/api/v1/resources?limit=1000").json?["items"]?.arrayValue ?? []
+        #expect(!listed.isEmpty && !String(decoding: JSONCoding.encode(JSONValue.array(listed)), as: UTF8.self).contains("k-123"))
+
         // Refusals before anything is called: each its own problem, nothing recorded.
         var reply = try await app.send(.POST, "\(path)/brew", body: body)
         #expect(reply.status == 409 && Self.problemType(reply) == "binding-required", "unbound: \(reply.status)")
@@ -180,6 +189,44 @@ struct InvocationTests {
         defer { second.stop() }
         let record = try await TriadClient(server: second.baseURL, token: token).call(.GET, location).json
         #expect(record?["state"] == .string("Failed") && record?["reason"] == .string("ServerRestarted"))
+        await upstream.stop()
+    }
+
+    @Test func theCLIBindsInvokesAndListsTheLedger() async throws {
+        let upstream = try await Upstream.start()
+        let dir = try TestEnvironment.temporaryDirectory()
+        let token = "cli-admin-token-\(UUID().uuidString)"
+        let server = try await ServerProcess.start(["--data-dir", dir + "/data"], environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        defer { server.stop() }
+        let admin = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": token]
+        _ = try await TriadClient(server: server.baseURL, token: token).call(
+            .POST, "/api/v1/resources", body: Docs.json(Self.device("kettle", upstream: upstream, closedPort: try Self.closedPort())))
+        var r = try runTriad(["token", "create", "--role", "app", "--name", "kiosk"], environment: admin)
+        let kiosk = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": r.stdout.trimmingCharacters(in: .newlines)]
+
+        r = try runTriad(["invoke", "kettle", "brew", "--data", #"{"cups":1}"#], environment: kiosk)
+        #expect(r.status == 1 && r.stderr.contains("bind it first") && r.stderr.contains("HTTP 409"), "\(r.stderr)")
+        r = try runTriad(["bind", "kettle", "--ttl", "2m"], environment: kiosk)
+        #expect(r.status == 0 && r.stdout.hasPrefix("resource/kettle bound by kiosk until "), "\(r.stdout)\(r.stderr)")
+        r = try runTriad(["invoke", "kettle", "brew", "--data", #"{"cups":1}"#, "--query", "size=small"], environment: kiosk)
+        #expect(r.status == 0)
+        let echoed = try JSONCoding.parse(Data(r.stdout.utf8))
+        #expect(echoed["query"]?["size"] == .string("small") && echoed["body"] == .string(#"{"cups":1}"#), "prints the upstream's body")
+        r = try runTriad(["invoke", "kettle", "explode"], environment: kiosk)
+        #expect(r.status == 1 && r.stderr.contains("HTTP 502"))
+        r = try runTriad(["invoke", "kettle", "brew", "--data", "{not json"], environment: kiosk)
+        #expect(r.status == 1 && r.stderr.contains("--data is not JSON"))
+        r = try runTriad(["invoke", "kettle", "brew", "--async", "-o", "json"], environment: kiosk)
+        #expect(try r.status == 0 && (JSONCoding.parse(Data(r.stdout.utf8)))["invocation"]?["state"] == .string("Pending"))
+
+        r = try runTriad(["get", "invocations", "--caller", "kiosk"], environment: admin)
+        #expect(r.status == 0 && r.stdout.hasPrefix("ID") && r.stdout.contains("explode") && r.stdout.contains("TOTAL CHARGED: "), "\(r.stdout)")
+        r = try runTriad(["get", "invocations", "--resource", "kettle", "-o", "json"], environment: kiosk)
+        #expect(try JSONCoding.parse(Data(r.stdout.utf8))["items"]?.arrayValue?.count == 3)
+        r = try runTriad(["describe", "resource", "kettle"], environment: admin)
+        #expect(r.stdout.contains("Binding:") && r.stdout.contains("kiosk") && r.stdout.contains("Invocations:") && r.stdout.contains("explode"))
+        r = try runTriad(["unbind", "kettle"], environment: kiosk)
+        #expect(r.status == 0 && r.stdout == "resource/kettle unbound\n")
         await upstream.stop()
     }
 

@@ -91,6 +91,25 @@ struct OpenAPIConformanceTests {
             _ = try await call(admin, .DELETE, "/api/v1/tokens/nobody", "/api/v1/tokens/{name}")                          // 404
             _ = try await call(admin, .DELETE, "/api/v1/resources/alice", one)                                            // 200
             _ = try await call(admin, .DELETE, "/api/v1/resources/alice", one)                                            // 404
+            // Operations and the ledger, against an upstream of the test's own.
+            let upstream = try await Upstream.start()
+            let kettle = Docs.json(InvocationTests.device("kettle", upstream: upstream, closedPort: try InvocationTests.closedPort()))
+            _ = try await admin.call(.PUT, "/api/v1/resources/kettle", body: kettle)
+            let invoke = "/api/v1/resources/{name}/operations/{op}", ledger = "/api/v1/invocations"
+            _ = try await call(app, .POST, "/api/v1/resources/kettle/operations/brew", invoke)                              // 409
+            _ = try await call(app, .POST, "/api/v1/resources/kettle/operations/nosuch", invoke)                            // 404
+            _ = try await app.call(.POST, "/api/v1/resources/kettle/binding", body: Data("{}".utf8))
+            _ = try await call(app, .POST, "/api/v1/resources/kettle/operations/brew", invoke, body: Data(#"{"cups":1}"#.utf8)) // 200
+            _ = try await call(app, .POST, "/api/v1/resources/kettle/operations/brew", invoke, headers: [("Prefer", "respond-async")]) // 202
+            _ = try await call(app, .POST, "/api/v1/resources/kettle/operations/explode", invoke)                           // 502
+            _ = try await call(app, .POST, "/api/v1/resources/kettle/operations/brew", invoke, body: Data("x".utf8), contentType: "text/plain") // 415
+            let listed = try await call(app, .GET, ledger + "?resource=kettle&limit=2", ledger)                              // 200
+            _ = try await call(app, .GET, ledger + "?limit=0", ledger)                                                      // 400
+            _ = try await call(TriadClient(server: server.baseURL, token: try await server.token(.device, resource: "kettle")), .GET, ledger, ledger) // 403
+            let id = listed.json?["items"]?.arrayValue?.first?["id"]?.stringValue ?? ""
+            _ = try await call(app, .GET, ledger + "/" + id, ledger + "/{id}")                                              // 200
+            _ = try await call(app, .GET, ledger + "/nosuch", ledger + "/{id}")                                             // 404
+            await upstream.stop()
             _ = try await call(anon, .GET, "/healthz", "/healthz")
             _ = try await call(anon, .GET, "/readyz", "/readyz")
             _ = try await call(admin, .GET, "/metrics", "/metrics")

@@ -17,7 +17,9 @@ struct EventRoutes {
     }
 
     @Sendable func stream(_ request: Request, context: TriadRequestContext) async throws -> Response {
-        _ = try context.require(.readEvents)
+        let principal = try context.require(.readEvents)
+        // Operations' header values are for those who write resources.
+        let redact = !principal.may(.writeResources)
         let params = request.uri.queryParameters
         var types: Set<String>?
         if let list = params.get("types"), !list.isEmpty {
@@ -83,7 +85,7 @@ struct EventRoutes {
                     cursor = event.id
                     guard filter(event) else { continue }
                     out.writeString("id: \(event.id)\nevent: \(event.type.cloudEventType)\ndata: ")
-                    out.writeBytes(CloudEventRenderer.render(event))
+                    out.writeBytes(CloudEventRenderer.render(redact ? HeaderRedaction.redacted(event) : event))
                     out.writeString("\n\n")
                 }
                 if out.readableBytes > 0 {

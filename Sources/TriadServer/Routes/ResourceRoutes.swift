@@ -26,7 +26,8 @@ struct ResourceRoutes {
     }
 
     @Sendable func list(_ request: Request, context: TriadRequestContext) async throws -> Response {
-        _ = try context.require(.readResources)
+        let principal = try context.require(.readResources)
+        let redact = !principal.may(.writeResources)
         let params = request.uri.queryParameters
         var query = ListQuery()
         if let text = params.get("labelSelector") {
@@ -53,7 +54,7 @@ struct ResourceRoutes {
         var out = Data(#"{"apiVersion":"triad.io/v1alpha1","items":["#.utf8)
         for (i, item) in page.items.enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
-            out.append(item.document)
+            out.append(redact ? HeaderRedaction.redacted(item.document) : item.document)
         }
         var meta: [String: String] = ["resourceVersion": String(page.revision)]
         if let token = page.continueToken { meta["continue"] = token }
@@ -67,7 +68,10 @@ struct ResourceRoutes {
         let name = try context.parameters.name()
         guard let principal = context.principal else { throw Problem.unauthorized("a bearer token is required") }
         guard principal.mayRead(resource: name) else { throw Problem.forbidden("role \(principal.role.rawValue) may not read \(name)") }
-        return .resource(try await registry.get(name))
+        var record = try await registry.get(name)
+        // Operations' header values (upstream credentials) are for those who write resources.
+        if !principal.may(.writeResources) { record.document = HeaderRedaction.redacted(record.document) }
+        return .resource(record)
     }
 
     @Sendable func create(_ request: Request, context: TriadRequestContext) async throws -> Response {
