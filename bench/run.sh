@@ -23,7 +23,7 @@ SERVICES=$ROOT/scripts/services.sh
 
 PG_PORT=${TRIAD_PG_PORT:-55432}
 PG_URL_BASE=postgres://postgres:postgres@127.0.0.1:$PG_PORT
-TOKEN=bench-admin-token
+TOKEN=bench-admin-token-0123456789abcdef0123
 NGINX_ADDR=127.0.0.1:18080
 SQLITE_ADDR=127.0.0.1:18081
 PGSRV_ADDR=127.0.0.1:18082

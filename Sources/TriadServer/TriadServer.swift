@@ -33,7 +33,11 @@ public final class TriadServer: Sendable {
         // Bad broker URLs are refused before anything is opened.
         if let url = configuration.amqp { _ = try AMQPEndpoint(url: url) }
         if let url = configuration.mqtt { _ = try MQTTEndpoint(url: url) }
-        try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
+        // The data directory holds the database and admin.token: its owner's alone.
+        if !FileManager.default.fileExists(atPath: configuration.dataDir) {
+            try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        }
         let backend: any RegistryBackend
         switch try configuration.resolvedDatabase() {
         case .sqlite(let path):

@@ -18,10 +18,17 @@ struct ClientOptions: ParsableArguments {
             throw CLIError("--server must be an http:// or https:// URL, not \(server)")
         }
         var token = self.token ?? env["TRIAD_TOKEN"]
-        if token == nil, let data = FileManager.default.contents(atPath: ".triad/admin.token") {
+        // The local admin token goes only to a server on this machine: a --server pointing
+        // elsewhere must not receive it just because the CLI runs in the server's directory.
+        if token == nil, Self.isLoopback(server), let data = FileManager.default.contents(atPath: ".triad/admin.token") {
             token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         }
         return TriadClient(server: server, token: token)
+    }
+
+    static func isLoopback(_ server: String) -> Bool {
+        guard let host = URLComponents(string: server)?.host?.lowercased() else { return false }
+        return host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
     }
 }
 

@@ -95,7 +95,11 @@ struct ServerCommand: AsyncParsableCommand {
             }
             cfg.invokeTimeoutSeconds = seconds
         }
-        cfg.adminToken = env["TRIAD_ADMIN_TOKEN"]
+        if let token = env["TRIAD_ADMIN_TOKEN"] {
+            // A short admin secret can be guessed; the generated ones are 43 characters.
+            guard token.count >= 32 else { throw ValidationError("TRIAD_ADMIN_TOKEN must be at least 32 characters (it is an admin's secret)") }
+            cfg.adminToken = token
+        }
         do { _ = try cfg.resolvedDatabase() } catch { throw ValidationError("\(error)") }
         let levelText = setting(logLevel, "TRIAD_LOG_LEVEL", "logLevel") ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("logLevel must be one of trace, debug, info, notice, warning, error, critical") }

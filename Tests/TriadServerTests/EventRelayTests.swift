@@ -156,7 +156,7 @@ struct EventRelayTests {
 
         let dir = try TestEnvironment.temporaryDirectory()
         let args = try await ProcessTests.databaseArguments(kind, dataDir: dir + "/data") + ["--amqp", url]
-        let token = "relay-kill-token"
+        let token = "relay-kill-token-0123456789abcdef0123"
         let prefix = "k\(UUID().uuidString.prefix(6).lowercased())"
         let first = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
         let acknowledged = try await first.killWhileWriting(token: token, prefix: prefix)

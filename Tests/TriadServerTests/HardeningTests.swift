@@ -66,6 +66,61 @@ struct HardeningTests {
         return fd
     }
 
+    /// A 1 KB "billion laughs" body is refused before it expands; the server keeps serving.
+    @Test func yamlAliasesAndOversizedDocumentsAreRefused() async throws {
+        try await withServer(.sqlite) { server in
+            var bomb = "apiVersion: triad.io/v1alpha1\nkind: Resource\nmetadata: {name: bomb}\nspec:\n  kind: Device\n  description:\n"
+            bomb += "    a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n"
+            for (name, previous) in zip(["b", "c", "d", "e", "f", "g", "h", "i"], ["a", "b", "c", "d", "e", "f", "g", "h"]) {
+                bomb += "    \(name): &\(name) [" + Array(repeating: "*\(previous)", count: 9).joined(separator: ",") + "]\n"
+            }
+            #expect(bomb.utf8.count < 1200)
+            let reply = try await server.admin.send(.POST, "/api/v1/resources", body: Data(bomb.utf8), contentType: "application/yaml")
+            #expect(reply.status == 400 && (reply.json?["detail"]?.stringValue ?? "").contains("anchors"))
+            let anchored = "apiVersion: triad.io/v1alpha1\nkind: Resource\nmetadata: {name: anchored}\nspec: &s {kind: Device}\n"
+            #expect(try await server.admin.send(.POST, "/api/v1/resources", body: Data(anchored.utf8), contentType: "application/yaml").status == 400)
+            let deep = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
+            #expect(try await server.admin.send(.POST, "/api/v1/resources", body: Data(deep.utf8), contentType: "application/yaml").status == 400)
+            #expect(try await server.admin.send(.GET, "/api/v1/resources").status == 200)
+        }
+    }
+
+    /// `status.telemetry.values` is the latest sample, not every key ever sent.
+    @Test func eachSampleReplacesTheLastInStatus() async throws {
+        try await withServer(.sqlite) { server in
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("thermo")))
+            func values() async throws -> JSONValue? {
+                try await server.admin.call(.GET, "/api/v1/resources/thermo").json?["status"]?["telemetry"]?["values"]
+            }
+            _ = try await server.admin.call(.POST, "/api/v1/resources/thermo/telemetry", body: Data(#"{"temperature":21}"#.utf8))
+            try await TelemetryTests.eventually("the first sample is in status") { try await values() == .object(["temperature": .number(21)]) }
+            _ = try await server.admin.call(.POST, "/api/v1/resources/thermo/telemetry", body: Data(#"{"humidity":40}"#.utf8))
+            try await TelemetryTests.eventually("the second sample replaced the first") { try await values() == .object(["humidity": .number(40)]) }
+        }
+    }
+
+    @Test func secretsAreGuardedAtRest() async throws {
+        // The admin token file: 0600 from its creation, in a 0700 data directory.
+        let dir = try TestEnvironment.temporaryDirectory()
+        let server = try await ServerProcess.start([], directory: dir)
+        let mode = { (path: String) in (try? FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? -1 }
+        #expect(mode(dir + "/.triad/admin.token") == 0o600)
+        #expect(mode(dir + "/.triad") == 0o700)
+        // The CLI sends the local admin token only to a server on this machine.
+        let token = try String(contentsOfFile: dir + "/.triad/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try runTriad(["get", "resources", "--server", server.baseURL], directory: dir).status == 0)
+        // A server named other than by a loopback name gets no token: here it is this machine
+        // again (0.0.0.0), and it answers 401 instead of the list.
+        let elsewhere = server.baseURL.replacingOccurrences(of: "127.0.0.1", with: "0.0.0.0")
+        let r = try runTriad(["get", "resources", "--server", elsewhere], directory: dir)
+        #expect(r.status != 0 && r.stderr.contains("HTTP 401") && !r.stderr.contains(token), "\(r.stderr)")
+        server.stop()
+        // A short TRIAD_ADMIN_TOKEN is refused at start.
+        let short = try runTriad(["server", "--data-dir", dir + "/short", "--listen", "127.0.0.1:0"], directory: dir,
+                                 environment: ["TRIAD_ADMIN_TOKEN": "too-short"])
+        #expect(short.status != 0 && short.stderr.contains("at least 32 characters"))
+    }
+
     /// What a probe runs is the server's own process: only admins set it.
     @Test func onlyAnAdminSetsWhatAProbeRuns() async throws {
         try await withServer(.sqlite) { server in

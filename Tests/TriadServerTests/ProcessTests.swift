@@ -24,7 +24,7 @@ struct ProcessTests {
     func everythingAcknowledgedSurvivesKill9(_ kind: BackendKind) async throws {
         let dir = try TestEnvironment.temporaryDirectory()
         let args = try await Self.databaseArguments(kind, dataDir: dir + "/data")
-        let token = "restart-admin-token"
+        let token = "restart-admin-token-0123456789abcdef"
         let first = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
         let acknowledged = try await first.killWhileWriting(token: token, prefix: "r")
         #expect(acknowledged.count >= 50)
@@ -70,9 +70,9 @@ struct ProcessTests {
 
     @Test func cliVerbsAgainstARunningServer() async throws {
         let dir = try TestEnvironment.temporaryDirectory()
-        let server = try await ServerProcess.start(["--data-dir", dir + "/data"], environment: ["TRIAD_ADMIN_TOKEN": "cli-admin"], directory: dir)
+        let server = try await ServerProcess.start(["--data-dir", dir + "/data"], environment: ["TRIAD_ADMIN_TOKEN": "cli-admin-token-0123456789abcdef0123"], directory: dir)
         defer { server.stop() }
-        let env = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": "cli-admin"]
+        let env = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": "cli-admin-token-0123456789abcdef0123"]
         let manifest = """
         apiVersion: triad.io/v1alpha1
         kind: Resource

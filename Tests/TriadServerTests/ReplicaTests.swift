@@ -19,7 +19,7 @@ struct ReplicaTests {
         let amqp = try TestEnvironment.amqpURL()
         let dir = try TestEnvironment.temporaryDirectory()
         let database = try await ProcessTests.databaseArguments(.postgres, dataDir: dir + "/a")
-        let token = "replica-token-\(UUID().uuidString.prefix(6))"
+        let token = "replica-token-\(UUID().uuidString)"
         var args = database + ["--mqtt", mqtt, "--mqtt-shared", "true", "--amqp", amqp]
         let a = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
         args[args.firstIndex(of: dir + "/a")!] = dir + "/b"

@@ -23,16 +23,21 @@ public enum DocumentReader {
         case .yaml:
             guard let text = String(data: data, encoding: .utf8) else { throw DocumentSyntaxError("body is not UTF-8 text") }
             var nodes: [Node] = []
+            var parser: Parser?
             do {
                 // Parser.nextRoot reports errors; iterating compose_all would end silently on them.
-                let parser = try Parser(yaml: text)
-                while let node = try parser.nextRoot() { nodes.append(node) }
+                parser = try Parser(yaml: text)
+                while let node = try parser?.nextRoot() { nodes.append(node) }
             } catch let error as YamlError {
                 throw DocumentSyntaxError("body is not valid YAML: \(yamlProblem(error))")
             } catch {
                 throw DocumentSyntaxError("body is not valid YAML")
             }
-            return try nodes.map { node throws(DocumentSyntaxError) in try value(of: node) }
+            // The parser owns the nodes' anchors (nodes hold them weakly): it must outlive the check.
+            var budget = Budget()
+            let values = try nodes.map { node throws(DocumentSyntaxError) in try value(of: node, depth: 0, budget: &budget) }
+            withExtendedLifetime(parser) {}
+            return values
         }
     }
 
@@ -59,7 +64,19 @@ public enum DocumentReader {
         }
     }
 
-    private static func value(of node: Node) throws(DocumentSyntaxError) -> JSONValue {
+    /// Limits on what one body may expand to (the JSON parser has its own depth limit).
+    static let maxDepth = 128
+    static let maxNodes = 200_000
+
+    struct Budget { var nodes = 0 }
+
+    private static func value(of node: Node, depth: Int, budget: inout Budget) throws(DocumentSyntaxError) -> JSONValue {
+        // Anchors are refused outright: the composer resolves each alias to its anchored node, so
+        // a 1 KB "billion laughs" body would otherwise expand to gigabytes here.
+        if node.anchor != nil { throw DocumentSyntaxError("YAML anchors and aliases are not supported") }
+        budget.nodes += 1
+        if budget.nodes > maxNodes { throw DocumentSyntaxError("the document has more than \(maxNodes) values") }
+        if depth > maxDepth { throw DocumentSyntaxError("nesting deeper than \(maxDepth) levels") }
         switch node {
         case .scalar(let scalar):
             // Quoted scalars are always strings; plain ones follow the YAML 1.2 core schema,
@@ -78,14 +95,14 @@ public enum DocumentReader {
             }
         case .sequence(let seq):
             var items: [JSONValue] = []
-            for child in seq { items.append(try value(of: child)) }
+            for child in seq { items.append(try value(of: child, depth: depth + 1, budget: &budget)) }
             return .array(items)
         case .mapping(let map):
             var members: [String: JSONValue] = [:]
             for (k, v) in map {
                 guard case .scalar(let key) = k else { throw DocumentSyntaxError("mapping keys must be strings") }
                 guard members[key.string] == nil else { throw DocumentSyntaxError("duplicate key \"\(key.string)\"") }
-                members[key.string] = try value(of: v)
+                members[key.string] = try value(of: v, depth: depth + 1, budget: &budget)
             }
             return .object(members)
         case .alias:

@@ -18,7 +18,18 @@ public enum MergePatch {
 /// strategic merge does): a condition in the patch is merged into the one of the same type and
 /// the others are kept, so an agent's heartbeat does not erase the probe's conditions.
 public enum StatusMergePatch {
+    /// `telemetry.values` is the latest sample, whole: a patch that carries it replaces the
+    /// previous one instead of merging into it (merged, it would keep every key ever sent).
     public static func apply(_ patch: JSONValue, to status: JSONValue) -> JSONValue {
+        let merged = applyMerging(patch, to: status)
+        guard case .object(let values)? = patch["telemetry"]?["values"], case .object(var result) = merged,
+              case .object(var telemetry)? = result["telemetry"] else { return merged }
+        telemetry["values"] = .object(values.filter { $0.value != .null })
+        result["telemetry"] = .object(telemetry)
+        return .object(result)
+    }
+
+    private static func applyMerging(_ patch: JSONValue, to status: JSONValue) -> JSONValue {
         guard case .object(var members) = patch, case .array(let incoming)? = members["conditions"],
               case .array(var conditions)? = status["conditions"] else {
             return MergePatch.apply(patch, to: status)

@@ -96,8 +96,7 @@ public final class TokenAuthority: Sendable {
         let name = try await freeName(base: "admin")
         let (_, secret) = try await create(name: name, role: .admin, resource: nil)
         let path = URL(fileURLWithPath: dataDir).appendingPathComponent("admin.token").path
-        FileManager.default.createFile(atPath: path, contents: Data((secret + "\n").utf8), attributes: [.posixPermissions: 0o600])
-        _ = chmod(path, 0o600)
+        try SecretFile.create(path, contents: Data((secret + "\n").utf8))
         logger.info("created bootstrap admin token", metadata: ["token.name": "\(name)", "file": "\(path)"])
         return .wroteFile(path: path, secret: secret)
     }
@@ -108,5 +107,27 @@ public final class TokenAuthority: Sendable {
         var n = 2
         while taken.contains("\(base)-\(n)") { n += 1 }
         return "\(base)-\(n)"
+    }
+}
+
+/// A file only its owner may read, from the moment it exists: created 0600 with
+/// `O_CREAT|O_EXCL|O_NOFOLLOW` (never briefly world-readable, never through a planted link).
+enum SecretFile {
+    struct WriteFailed: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func create(_ path: String, contents: Data) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw WriteFailed(description: "cannot create \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        // The mode given to open is cut by the umask; 0600 is what is meant, whatever the umask.
+        guard fchmod(fd, 0o600) == 0 else { throw WriteFailed(description: "cannot set the mode of \(path)") }
+        let written = contents.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard written == contents.count, fsync(fd) == 0 else {
+            throw WriteFailed(description: "cannot write \(path): \(String(cString: strerror(errno)))")
+        }
     }
 }
