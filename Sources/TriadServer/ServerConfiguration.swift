@@ -26,6 +26,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var telemetryRate: Int = 100
     /// When probes count as crash-looping or silent (tests shorten them).
     public var probePolicy = ProbeReconciler.Policy()
+    /// The executables the local probe runtime may start (default: this `triad` executable).
+    public var probeAllow = ProbeAllowList()
     /// The hosts operations may call (names, addresses, CIDR ranges); loopback by default.
     public var allowedHosts: AllowedHosts = .loopback
     /// How long an invocation waits for its upstream before it is recorded `TimedOut`.

@@ -83,7 +83,8 @@ public final class TriadServer: Sendable {
             try StateSync(url: $0, queue: configuration.stateQueue, registry: registry, authority: authority, written: { notifier.notify() }, logger: logger)
         }
         self.controller = ProbeController(registry: registry, authority: authority, notifier: notifier, mqttURL: configuration.mqtt,
-                                          dataDir: configuration.dataDir, policy: configuration.probePolicy, logger: logger)
+                                          dataDir: configuration.dataDir, policy: configuration.probePolicy,
+                                          probeAllow: configuration.probeAllow, logger: logger)
         let addressing = UpstreamAddressing(allowed: configuration.allowedHosts, resolver: resolver)
         self.addressing = addressing
         let upstreamClient = UpstreamCaller.makeClient()

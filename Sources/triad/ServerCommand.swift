@@ -15,7 +15,7 @@ struct ServerCommand: AsyncParsableCommand {
         (TRIAD_DATA_DIR), amqp (TRIAD_AMQP), mqtt (TRIAD_MQTT), mqttShared (TRIAD_MQTT_SHARED), \
         telemetryRetentionHours (TRIAD_TELEMETRY_RETENTION_HOURS), telemetryRate (TRIAD_TELEMETRY_RATE), listen (TRIAD_LISTEN), maxBodyBytes (TRIAD_MAX_BODY_BYTES), \
         eventRetention (TRIAD_EVENT_RETENTION), shutdownGrace (TRIAD_SHUTDOWN_GRACE), \
-        allowedHosts (TRIAD_ALLOWED_HOSTS), invokeTimeout (TRIAD_INVOKE_TIMEOUT), logLevel (TRIAD_LOG_LEVEL). TRIAD_ADMIN_TOKEN \
+        allowedHosts (TRIAD_ALLOWED_HOSTS), probeAllow (TRIAD_PROBE_ALLOW), invokeTimeout (TRIAD_INVOKE_TIMEOUT), logLevel (TRIAD_LOG_LEVEL). TRIAD_ADMIN_TOKEN \
         ensures an admin with that token (environment only, never a file or flag).
         """)
 
@@ -43,6 +43,8 @@ struct ServerCommand: AsyncParsableCommand {
     var eventRetention: Int?
     @Option(help: "Hosts operations may call: names, IP addresses and CIDR ranges, comma-separated (default localhost,127.0.0.0/8,::1).")
     var allowedHosts: String?
+    @Option(help: "Executables the local probe runtime may start: paths or program names, comma-separated (default: this triad executable).")
+    var probeAllow: String?
     @Option(help: "How long an invocation waits for its upstream: seconds, or with a unit (500ms, 10s, 2m). Default 10s.")
     var invokeTimeout: String?
     @Option(help: "Seconds a graceful shutdown (SIGTERM) may take before the rest is cancelled (default 10).")
@@ -50,7 +52,7 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).")
     var logLevel: String?
 
-    static let fileKeys: Set<String> = ["database", "amqp", "mqtt", "mqttShared", "telemetryRetentionHours", "telemetryRate", "dataDir", "listen", "maxBodyBytes", "eventRetention", "shutdownGrace", "allowedHosts", "invokeTimeout", "logLevel"]
+    static let fileKeys: Set<String> = ["database", "amqp", "mqtt", "mqttShared", "telemetryRetentionHours", "telemetryRate", "dataDir", "listen", "maxBodyBytes", "eventRetention", "shutdownGrace", "allowedHosts", "probeAllow", "invokeTimeout", "logLevel"]
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
@@ -88,6 +90,11 @@ struct ServerCommand: AsyncParsableCommand {
         if let n = try integer(shutdownGrace, "TRIAD_SHUTDOWN_GRACE", "shutdownGrace", minimum: 1) { cfg.shutdownGraceSeconds = n }
         if let hosts = setting(allowedHosts, "TRIAD_ALLOWED_HOSTS", "allowedHosts") {
             do { cfg.allowedHosts = try AllowedHosts(parsing: hosts) } catch { throw ValidationError("\(error)") }
+        }
+        if let list = setting(probeAllow, "TRIAD_PROBE_ALLOW", "probeAllow") {
+            let entries = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            guard !entries.isEmpty else { throw ValidationError("probeAllow must name at least one executable") }
+            cfg.probeAllow = ProbeAllowList(entries)
         }
         if let text = setting(invokeTimeout, "TRIAD_INVOKE_TIMEOUT", "invokeTimeout") {
             guard let seconds = Self.duration(text), seconds > 0, seconds <= 3600 else {

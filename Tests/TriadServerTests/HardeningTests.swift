@@ -121,6 +121,54 @@ struct HardeningTests {
         #expect(short.status != 0 && short.stderr.contains("at least 32 characters"))
     }
 
+    /// The local runtime runs only allowed executables, in an empty environment and a private
+    /// directory; one that cannot start is shown in the resource's conditions.
+    @Test func probesRunOnlyWhatIsAllowedAndPrivately() async throws {
+        let url = try TestEnvironment.mqttURL()
+        try await withServer(.sqlite, mqtt: url) { server in
+            var doc = Docs.device("shell")
+            if case .object(var root) = doc, case .object(var spec)? = root["spec"] {
+                spec["probeImage"] = .string("/bin/sh")
+                spec["probeArgs"] = .array([.string("-c"), .string("env > leaked; pwd >> leaked; sleep 30")])
+                root["spec"] = .object(spec); doc = .object(root)
+            }
+            #expect(try await server.admin.send(.POST, "/api/v1/resources", body: Docs.json(doc)).status == 201, "an admin may write it")
+            try await TelemetryTests.eventually("the refused probe shows in the conditions") {
+                let status = try await ProbeControllerTests.status(server, "shell")
+                let ready = status?["conditions"]?.arrayValue?.first { $0["type"] == .string("ProbeReady") }
+                return status?["probePhase"] == .string("Failed") && ready?["reason"] == .string("ProbeStartFailed")
+                    && (ready?["message"]?.stringValue ?? "").contains("--probe-allow")
+            }
+            #expect(await server.server.controller.runningProbes().isEmpty, "nothing started")
+            #expect(!FileManager.default.fileExists(atPath: server.dataDir + "/probes/shell/leaked"))
+
+            // An allowed probe sees only its own variables, in its own directory.
+            let sim = TelemetryTests.name("sim")
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: try ProbeControllerTests.device(sim, args: ["--rate", "5"]))
+            try await TelemetryTests.eventually("the allowed probe runs", within: 30) {
+                await server.server.controller.runningProbes().contains(sim)
+            }
+            let pid = try #require(Self.pid(ofProbeIn: server.dataDir + "/probes/\(sim)"))
+            let environ = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ"))) ?? Data()
+            let keys = Set(environ.split(separator: 0).compactMap { String(decoding: $0, as: UTF8.self).split(separator: "=").first.map(String.init) })
+            #expect(keys.isSubset(of: ["TRIAD_RESOURCE", "TRIAD_API_URL", "TRIAD_TOKEN", "TRIAD_MQTT_URL"]) && keys.contains("TRIAD_TOKEN"), "\(keys)")
+            let cwd = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")
+            #expect(cwd.hasSuffix("/probes/\(sim)"))
+            let mode = try FileManager.default.attributesOfItem(atPath: server.dataDir + "/probes/\(sim)")[.posixPermissions] as? Int
+            #expect(mode == 0o700)
+        }
+    }
+
+    /// The pid of the process whose working directory is `directory`.
+    static func pid(ofProbeIn directory: String) -> Int32? {
+        let real = URL(fileURLWithPath: directory).resolvingSymlinksInPath().path
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/cwd") else { continue }
+            if cwd == real { return pid }
+        }
+        return nil
+    }
+
     /// What a probe runs is the server's own process: only admins set it.
     @Test func onlyAnAdminSetsWhatAProbeRuns() async throws {
         try await withServer(.sqlite) { server in

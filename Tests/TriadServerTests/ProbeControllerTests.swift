@@ -60,7 +60,7 @@ struct ProbeControllerTests {
                 return status?["probePhase"] == .string("Failed") && Self.ready(status) == "ProbeCrashLoop"
             }
             #expect(sawSynchronous, "it sent data between crashes")
-            let log = (try? String(contentsOfFile: server.dataDir + "/probes/\(crashy).log", encoding: .utf8)) ?? ""
+            let log = (try? String(contentsOfFile: server.dataDir + "/probes/\(crashy)/probe.log", encoding: .utf8)) ?? ""
             #expect(log.components(separatedBy: "crashing after").count - 1 >= 3, "restarted after each crash")
 
             // A probe that never sends: Pending, then Failed for silence.
@@ -169,7 +169,7 @@ struct HomeAssistantProbeTests {
                 let status = try await ProbeControllerTests.status(server, ghost)
                 return status?["probePhase"] == .string("Failed") && ProbeControllerTests.ready(status) == "ProbeCrashLoop"
             }
-            let log = (try? String(contentsOfFile: server.dataDir + "/probes/\(ghost).log", encoding: .utf8)) ?? ""
+            let log = (try? String(contentsOfFile: server.dataDir + "/probes/\(ghost)/probe.log", encoding: .utf8)) ?? ""
             #expect(log.contains("Home Assistant has no entity switch.no_such_thing"))
             #expect(!log.contains(token), "the token is never logged")
         }

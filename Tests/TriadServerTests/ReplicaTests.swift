@@ -69,7 +69,7 @@ struct ReplicaTests {
         #expect(shares.allSatisfy { $0 > 0 }, "both replicas took part: \(shares)")
 
         // kill -9 of the leader: the standby leads within seconds and the probe runs again.
-        #expect(!FileManager.default.fileExists(atPath: standbyProbeLog + probe + ".log"), "the standby ran no probe before")
+        #expect(!FileManager.default.fileExists(atPath: standbyProbeLog + probe + "/probe.log"), "the standby ran no probe before")
         leader.kill9()
         let killedAt = ContinuousClock.now
         try await TelemetryTests.eventually("the standby takes over", within: 15) {
@@ -78,7 +78,7 @@ struct ReplicaTests {
         let takeover = ContinuousClock.now - killedAt
         #expect(takeover < .seconds(10), "took \(takeover)")
         try await TelemetryTests.eventually("the new leader runs the probe", within: 20) {
-            FileManager.default.fileExists(atPath: standbyProbeLog + probe + ".log")
+            FileManager.default.fileExists(atPath: standbyProbeLog + probe + "/probe.log")
         }
         try await TelemetryTests.eventually("the probe is Synchronous under the new leader", within: 20) {
             let status = try await api.call(.GET, "/api/v1/resources/\(probe)").json?["status"]

@@ -5,13 +5,16 @@ import TriadProcess
 
 /// The `local` probe runtime (docs/mqtt.md): a probe is `probeImage probeArgs…` run as a child
 /// process with `TRIAD_RESOURCE`, `TRIAD_MQTT_URL`, `TRIAD_API_URL` and a device token of its
-/// own in `TRIAD_TOKEN` (revoked when the probe stops). Its output goes to
-/// `<data-dir>/probes/<name>.log`.
+/// own in `TRIAD_TOKEN` (revoked when the probe stops), and nothing else of the server's
+/// environment, in a private working directory `<data-dir>/probes/<name>/` (its output goes to
+/// `probe.log` there). Only executables on the allow list run.
 actor LocalProbeRuntime {
     struct Environment: Sendable {
         var apiURL: String
         var mqttURL: String?
-        var logDirectory: String
+        /// `<data-dir>/probes`: each probe's private working directory and log live under it.
+        var probeDirectory: String
+        var allow: ProbeAllowList
     }
 
     private struct Running {
@@ -55,27 +58,32 @@ actor LocalProbeRuntime {
 
     func start(_ name: String, _ desired: ProbeReconciler.Desired, environment: Environment, now: Double) async throws {
         guard let image = desired.image else { return }
-        try FileManager.default.createDirectory(atPath: environment.logDirectory, withIntermediateDirectories: true)
+        // Only what an admin allowed runs, before any token is made for it.
+        let program: String
+        do {
+            program = try environment.allow.program(for: image, directory: FileManager.default.currentDirectoryPath)
+        } catch let refused as ProbeAllowList.Refused {
+            throw ProbeStartError(description: refused.description)
+        }
+        // A private working directory (0700): not the server's, where admin.token and the database are.
+        let directory = environment.probeDirectory + "/\(name)"
+        for dir in [environment.probeDirectory, directory] where !FileManager.default.fileExists(atPath: dir) {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
         let tokenName = "probe-\(name)-\(UUID().uuidString.prefix(8).lowercased())"
         let (_, secret) = try await authority.create(name: tokenName, role: .device, resource: name)
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("TRIAD_") }
-        env["TRIAD_RESOURCE"] = name
-        env["TRIAD_API_URL"] = environment.apiURL
-        env["TRIAD_TOKEN"] = secret
+        // An empty environment plus the probe's own variables: nothing of the server's leaks in.
+        var env = ["TRIAD_RESOURCE": name, "TRIAD_API_URL": environment.apiURL, "TRIAD_TOKEN": secret]
         if let mqtt = environment.mqttURL { env["TRIAD_MQTT_URL"] = mqtt }
         let exited = self.exited
-        let directory = FileManager.default.currentDirectoryPath
         let process: ChildProcess
         do {
-            guard let program = ChildProcess.resolve(image, directory: directory) else {
-                throw ProbeStartError(description: "probeImage \(image) is not an executable file or a program on PATH")
-            }
             process = try ChildProcess(id: name, kind: "probe", executable: program, arguments: desired.args, environment: env,
-                                       directory: directory, logPath: environment.logDirectory + "/\(name).log",
+                                       directory: directory, logPath: directory + "/probe.log",
                                        newProcessGroup: true) { _ in exited(name) }
         } catch {
             _ = try? await authority.revoke(name: tokenName)
-            throw error
+            throw ProbeStartError(description: "probeImage \(image) could not be started")
         }
         running[name] = Running(process: process, token: tokenName)
         var actual = history[name] ?? ProbeReconciler.Actual()

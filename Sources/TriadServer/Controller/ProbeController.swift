@@ -19,14 +19,16 @@ public final class ProbeController: Service, Sendable {
     let mqttURL: String?
     let dataDir: String
     let policy: ProbeReconciler.Policy
+    let probeAllow: ProbeAllowList
     private let queue = Mutex(WorkQueue<String>())
     /// Probe exits reported from reaper threads, picked up by the loop.
     private let exits = ExitInbox()
     private let apiURL = Mutex<String?>(nil)
 
     init(registry: Registry, authority: TokenAuthority, notifier: EventNotifier, mqttURL: String?, dataDir: String,
-         policy: ProbeReconciler.Policy = ProbeReconciler.Policy(), logger: Logger) {
+         policy: ProbeReconciler.Policy = ProbeReconciler.Policy(), probeAllow: ProbeAllowList = ProbeAllowList(), logger: Logger) {
         self.registry = registry
+        self.probeAllow = probeAllow
         self.notifier = notifier
         self.mqttURL = mqttURL
         self.dataDir = dataDir
@@ -155,14 +157,21 @@ public final class ProbeController: Service, Sendable {
         let actual = await runtime.actual(name, now: now)
         let decision = ProbeReconciler.decide(desired, actual, now: now, policy: policy)
         let environment = LocalProbeRuntime.Environment(apiURL: apiURL.withLock { $0 } ?? "", mqttURL: mqttURL,
-                                                        logDirectory: dataDir + "/probes")
-        switch decision.action {
-        case .none: break
-        case .start: try await runtime.start(name, desired!, environment: environment, now: now)
-        case .stop: await runtime.stop(name)
-        case .restart:
-            await runtime.stop(name)
-            try await runtime.start(name, desired!, environment: environment, now: now)
+                                                        probeDirectory: dataDir + "/probes", allow: probeAllow)
+        do {
+            switch decision.action {
+            case .none: break
+            case .start: try await runtime.start(name, desired!, environment: environment, now: now)
+            case .stop: await runtime.stop(name)
+            case .restart:
+                await runtime.stop(name)
+                try await runtime.start(name, desired!, environment: environment, now: now)
+            }
+        } catch let failure as ProbeStartError {
+            // Shown where users look (the resource's conditions), not only in the server's log;
+            // the work queue retries with back-off.
+            try await writeStartFailure(name, resource, failure)
+            throw failure
         }
         guard let resource, let desired else {
             await runtime.forget(name)
@@ -213,6 +222,22 @@ public final class ProbeController: Service, Sendable {
             _ = try await registry.writeStatus(name, .merge(patch), precondition: nil)
             notifier.notify()
             logger.warning("agent heartbeat missed", metadata: ["resource": "\(name)"])
+        } catch RegistryError.notFound {}
+    }
+
+    /// `probePhase: Failed` with `ProbeReady` False, reason `ProbeStartFailed` and why.
+    private func writeStartFailure(_ name: String, _ resource: Resource?, _ failure: ProbeStartError) async throws {
+        guard let resource else { return }
+        var conditions = resource.status?.conditions ?? []
+        conditions.set(type: "ProbeReady", status: .false, reason: "ProbeStartFailed", message: failure.description, at: Timestamp.format(Date()))
+        guard resource.status?.probePhase != .failed || conditions != (resource.status?.conditions ?? []) else { return }
+        let patch: JSONValue = .object([
+            "probePhase": .string(ProbePhase.failed.rawValue),
+            "conditions": try conditions.patch(only: "ProbeReady"),
+        ])
+        do {
+            _ = try await registry.writeStatus(name, .merge(patch), precondition: nil)
+            notifier.notify()
         } catch RegistryError.notFound {}
     }
 

@@ -27,6 +27,8 @@ final class TestServer: Sendable {
         config.maxBodyBytes = maxBodyBytes
         config.eventRetention = eventRetention
         config.adminToken = "test-admin-" + UUID().uuidString
+        // In-process, the server's own executable is the test runner: probes run the built `triad`.
+        config.probeAllow = ProbeAllowList([try TestEnvironment.triadExecutable()])
         config.amqp = amqp
         // Each test server has its own registry: it must not take another's state messages.
         config.stateQueue = "triad.state.test-\(UUID().uuidString.prefix(8).lowercased())"
