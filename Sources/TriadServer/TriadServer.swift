@@ -100,6 +100,7 @@ public final class TriadServer: Sendable {
             try? await upstreamClient.shutdown()
             throw error
         }
+        try await authority.revokeOrphanedDeviceTokens { [registry] name in try await registry.backend.get(name: name) != nil }
         self.bootstrap = try await authority.bootstrap(dataDir: configuration.dataDir, environmentToken: configuration.adminToken, logger: logger)
         _ = ServerMetrics.registry
     }
@@ -120,7 +121,7 @@ public final class TriadServer: Sendable {
         if let subscriber = telemetrySubscriber { checks.append(HealthCheck(name: "mqtt") { subscriber.health }) }
         if let stateSync { checks.append(HealthCheck(name: "amqpState") { stateSync.health }) }
         SystemRoutes(registry: registry, checks: checks, metrics: ServerMetrics.registry).register(table)
-        ResourceRoutes(registry: registry, reader: reader, addressing: addressing, written: { notifier.notify() }).register(table)
+        ResourceRoutes(registry: registry, reader: reader, addressing: addressing, authority: authority, written: { notifier.notify() }).register(table)
         InvocationRoutes(registry: registry, runner: invocations, reader: reader).register(table)
         EventRoutes(registry: registry, notifier: notifier).register(table)
         TokenRoutes(authority: authority, registry: registry, reader: reader).register(table)

@@ -169,6 +169,37 @@ struct HardeningTests {
         return nil
     }
 
+    /// A device token belongs to the resource it was made for, not to its name.
+    @Test func aDeletedResourceTakesItsDeviceTokensWithIt() async throws {
+        try await withServer(.sqlite) { server in
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("meter")))
+            let device = server.client(token: try await server.token(.device, resource: "meter"))
+            let sample = Data(#"{"kwh":1}"#.utf8)
+            #expect(try await device.send(.POST, "/api/v1/resources/meter/telemetry", body: sample).status == 202)
+            _ = try await server.admin.call(.DELETE, "/api/v1/resources/meter")
+            #expect(try await device.send(.GET, "/api/v1/resources/meter").status == 401)
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("meter")))
+            #expect(try await device.send(.POST, "/api/v1/resources/meter/telemetry", body: sample).status == 401,
+                    "a new resource of the same name does not bring it back")
+        }
+    }
+
+    /// `/readyz` says which part is down to anyone, and why only to an admin.
+    @Test func readinessDetailsAreForAdmins() async throws {
+        try await withServer(.sqlite, amqp: "amqp://guest:guest@127.0.0.1:1") { server in
+            let anonymous = TriadClient(server: server.baseURL, token: nil)
+            try await TelemetryTests.eventually("the broker is reported down") {
+                try await anonymous.send(.GET, "/readyz").json?["checks"]?["amqp"]?["ok"] == .bool(false)
+            }
+            let open = try await anonymous.send(.GET, "/readyz")
+            #expect(open.status == 503 && !String(decoding: open.body, as: UTF8.self).contains("127.0.0.1"))
+            let app = server.client(token: try await server.token(.app))
+            #expect(!String(decoding: try await app.send(.GET, "/readyz").body, as: UTF8.self).contains("127.0.0.1"))
+            let admin = try await server.admin.send(.GET, "/readyz")
+            #expect(admin.status == 503 && String(decoding: admin.body, as: UTF8.self).contains("127.0.0.1:1"), "\(String(decoding: admin.body, as: UTF8.self))")
+        }
+    }
+
     /// What a probe runs is the server's own process: only admins set it.
     @Test func onlyAnAdminSetsWhatAProbeRuns() async throws {
         try await withServer(.sqlite) { server in

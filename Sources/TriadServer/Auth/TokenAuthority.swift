@@ -69,6 +69,27 @@ public final class TokenAuthority: Sendable {
         try await backend.tokens()
     }
 
+    /// Revokes the device tokens of `resource`: it was deleted, and a new resource of the same
+    /// name must not inherit them. Returns how many.
+    @discardableResult
+    public func revokeDeviceTokens(of resource: String) async throws -> Int {
+        var revoked = 0
+        for token in try await backend.tokens() where token.role == .device && token.resource == resource && token.revokedAt == nil {
+            _ = try await revoke(name: token.name)
+            revoked += 1
+        }
+        return revoked
+    }
+
+    /// At start: device tokens whose resource no longer exists (a delete whose revocation did not
+    /// happen, e.g. the server died in between) are revoked.
+    public func revokeOrphanedDeviceTokens(exists: (String) async throws -> Bool) async throws {
+        for token in try await backend.tokens() where token.role == .device && token.revokedAt == nil {
+            guard let resource = token.resource, try await !exists(resource) else { continue }
+            _ = try await revoke(name: token.name)
+        }
+    }
+
     public enum Bootstrap: Equatable, Sendable {
         /// A new admin token was written to this file.
         case wroteFile(path: String, secret: String)

@@ -105,6 +105,21 @@ actor LocalProbeRuntime {
 
     func forget(_ name: String) { history[name] = nil }
 
+    /// Revokes the device tokens of probes this runtime does not run (left by a process that died
+    /// with its probes; they must not keep working).
+    func revokeLeftoverTokens() async {
+        let mine = Set(running.values.map(\.token))
+        do {
+            for token in try await authority.list() where token.role == .device && token.revokedAt == nil
+                && token.name.hasPrefix("probe-") && !mine.contains(token.name) {
+                _ = try await authority.revoke(name: token.name)
+                logger.notice("revoked a probe token left by an earlier run", metadata: ["token.name": "\(token.name)"])
+            }
+        } catch {
+            logger.warning("could not revoke leftover probe tokens", metadata: ["error.type": "\(type(of: error))"])
+        }
+    }
+
     func stopAll() async {
         for name in running.keys { await stop(name) }
     }

@@ -79,6 +79,8 @@ public final class ProbeController: Service, Sendable {
     /// The controller's loop while it leads. Every 200 ms it looks at the registry's event log
     /// (when something was written), the runtime's exited probes, and the queue's due keys.
     private func lead() async throws {
+        // A new leader runs no probe yet: tokens of probes a crashed leader left are revoked.
+        await runtime.revokeLeftoverTokens()
         var cursor = try await registry.backend.latestRevision()
         // The event log is read only after the notifier says something was written (here, by
         // another replica, or the 1 s fallback tick), not on every 200 ms turn.

@@ -36,7 +36,15 @@ struct AuthMiddleware: RouterMiddleware {
     static let openPaths: Set<String> = ["/healthz", "/readyz"]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if Self.openPaths.contains(request.uri.path) { return try await next(request, context) }
+        if Self.openPaths.contains(request.uri.path) {
+            // Open, but a valid token still says who asks (an admin is told more by /readyz).
+            var context = context
+            if let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer "),
+               let principal = try? await authority.authenticate(String(header.dropFirst(7))) {
+                context.principal = principal
+            }
+            return try await next(request, context)
+        }
         guard let header = request.headers[.authorization] else {
             throw Problem.unauthorized("missing Authorization header; send Authorization: Bearer <token>")
         }

@@ -10,6 +10,8 @@ struct ResourceRoutes {
     /// Operations' URLs must point at allowed hosts (checked again, against the address
     /// connected to, when invoked).
     let addressing: UpstreamAddressing
+    /// A deleted resource's device tokens are revoked with it.
+    let authority: TokenAuthority
     /// Called after every successful write (wakes event streams).
     let written: @Sendable () -> Void
 
@@ -121,6 +123,7 @@ struct ResourceRoutes {
         let name = try context.parameters.name()
         let precondition = try reader.precondition(request, bodyVersion: nil)
         let record = try await write("delete") { try await registry.delete(name, precondition: precondition) }
+        try await authority.revokeDeviceTokens(of: name)
         return .resource(record)
     }
 

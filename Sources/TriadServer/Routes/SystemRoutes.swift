@@ -22,7 +22,10 @@ struct SystemRoutes {
         routes.on(.get, "/openapi.yaml", openAPI)
     }
 
+    /// Which part is down is for everyone (probes, balancers); why (hosts, library errors) only
+    /// for an admin's token.
     @Sendable func ready(_ request: Request, context: TriadRequestContext) async throws -> Response {
+        let detailed = context.principal?.role == .admin
         var checks: [String: JSONValue] = [:]
         var ok = true
         do {
@@ -35,7 +38,7 @@ struct SystemRoutes {
         for check in self.checks {
             if let problem = check.problem() {
                 ok = false
-                checks[check.name] = .object(["ok": .bool(false), "message": .string(problem)])
+                checks[check.name] = .object(["ok": .bool(false), "message": .string(detailed ? problem : "down (an admin's token is told why)")])
             } else {
                 checks[check.name] = .object(["ok": .bool(true)])
             }
