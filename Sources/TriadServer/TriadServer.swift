@@ -123,7 +123,8 @@ public final class TriadServer: Sendable {
         SystemRoutes(registry: registry, checks: checks, metrics: ServerMetrics.registry).register(table)
         ResourceRoutes(registry: registry, reader: reader, addressing: addressing, authority: authority, written: { notifier.notify() }).register(table)
         InvocationRoutes(registry: registry, runner: invocations, reader: reader).register(table)
-        EventRoutes(registry: registry, notifier: notifier).register(table)
+        EventRoutes(registry: registry, notifier: notifier, authority: authority,
+                    streams: StreamCounter(limit: configuration.maxStreamsPerToken)).register(table)
         TokenRoutes(authority: authority, registry: registry, reader: reader).register(table)
         TelemetryRoutes(registry: registry, ingest: telemetry).register(table)
         BindingRoutes(registry: registry, reader: reader, written: { notifier.notify() }).register(table)

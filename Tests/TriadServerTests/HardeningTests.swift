@@ -200,6 +200,35 @@ struct HardeningTests {
         }
     }
 
+    /// A revoked token's open streams end; one token holds a bounded number of streams.
+    @Test func eventStreamsFollowTheirToken() async throws {
+        try await withServer(.sqlite, configure: { $0.maxStreamsPerToken = 2 }) { server in
+            let (name, secret) = try await server.namedToken(.integrator)
+            let port = UInt16(server.baseURL.split(separator: ":").last!)!
+            let first = try Self.openEventStream(port: port, token: secret)
+            let second = try Self.openEventStream(port: port, token: secret)
+            defer { close(first); close(second) }
+            let third = try await server.client(token: secret).send(.GET, "/api/v1/events?follow=false")
+            #expect(third.status == 429 && third.json?["type"] == .string("https://triad.io/problems/too-many-streams"))
+            #expect(try await server.admin.send(.GET, "/api/v1/events?follow=false").status == 200, "other tokens are served")
+
+            _ = try await server.admin.call(.DELETE, "/api/v1/tokens/\(name)")
+            // Both streams end (the server closes them), well before the test gives up.
+            for fd in [first, second] {
+                var timeout = timeval(tv_sec: 20, tv_usec: 0)
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                var ended = false
+                for _ in 0..<100 {
+                    let n = recv(fd, &buffer, buffer.count, 0)
+                    if n == 0 || String(decoding: buffer.prefix(max(0, n)), as: UTF8.self).contains("0\r\n\r\n") { ended = true; break }
+                    if n < 0 { break }
+                }
+                #expect(ended, "the revoked token's stream was closed")
+            }
+        }
+    }
+
     /// What a probe runs is the server's own process: only admins set it.
     @Test func onlyAnAdminSetsWhatAProbeRuns() async throws {
         try await withServer(.sqlite) { server in

@@ -57,6 +57,7 @@ struct AuthMiddleware: RouterMiddleware {
         }
         var context = context
         context.principal = principal
+        context.bearerSecret = String(parts[1])
         return try await next(request, context)
     }
 }

@@ -5,6 +5,9 @@ public struct TriadRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// Set by `AuthMiddleware` for every route but the open ones.
     public var principal: Principal?
+    /// The bearer secret the principal was authenticated with: long-lived responses (event
+    /// streams) check it again, so a revoked token's stream ends.
+    var bearerSecret: String?
 
     public init(source: Source) {
         self.coreContext = .init(source: source)

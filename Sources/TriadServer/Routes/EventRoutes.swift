@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import Metrics
+import Synchronization
 import TriadCore
 
 /// `GET /api/v1/events`: registry events as Server-Sent Events of CloudEvents, resumable with
@@ -9,6 +10,11 @@ import TriadCore
 struct EventRoutes {
     let registry: Registry
     let notifier: EventNotifier
+    let authority: TokenAuthority
+    let streams: StreamCounter
+    /// How often an open stream checks that its token is still valid (revocations elsewhere
+    /// reach it within this plus the token cache's lifetime).
+    static let tokenRecheck: Duration = .seconds(1)
     static let keepAliveInterval: Duration = .seconds(15)
     static let batchSize = 500
 
@@ -18,6 +24,7 @@ struct EventRoutes {
 
     @Sendable func stream(_ request: Request, context: TriadRequestContext) async throws -> Response {
         let principal = try context.require(.readEvents)
+        let secret = context.bearerSecret
         // Operations' header values are for those who write resources.
         let redact = !principal.may(.writeResources)
         let params = request.uri.queryParameters
@@ -69,10 +76,22 @@ struct EventRoutes {
             (wanted?.contains(event.type.cloudEventType) ?? true) && labelFilter.matches(event.labels)
         }
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache"]
+        // A cap per token: one leaked or buggy client cannot hold every connection.
+        guard streams.open(principal.name) else {
+            var problem = Problem(.tooManyRequests, "too-many-streams", "Too many event streams",
+                                  detail: "token \(principal.name) already has \(streams.limit) open event streams; close one first")
+            problem.headers[.retryAfter] = "5"
+            throw problem
+        }
+        let (streams, authority) = (self.streams, self.authority)
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
             let open = Meter(label: "triad_event_streams")
             open.increment()
-            defer { open.decrement() }
+            defer {
+                open.decrement()
+                streams.close(principal.name)
+            }
+            var lastTokenCheck = ContinuousClock.now
             var cursor = start
             var lastWrite = ContinuousClock.now
             // Opening comment: the stream is live even before the first event.
@@ -100,9 +119,40 @@ struct EventRoutes {
                     lastWrite = .now
                 }
                 guard await iterator.next() != nil else { break }
+                if let secret, ContinuousClock.now - lastTokenCheck >= Self.tokenRecheck {
+                    lastTokenCheck = .now
+                    guard (try? await authority.authenticate(secret)) ?? nil != nil else {
+                        try await writer.write(ByteBuffer(string: ": the token was revoked\n\n"))
+                        break
+                    }
+                }
             }
             logger.debug("event stream closed")
             try await writer.finish(nil)
         })
+    }
+}
+
+/// Open event streams per token name, bounded.
+final class StreamCounter: Sendable {
+    let limit: Int
+    private let open = Mutex<[String: Int]>([:])
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Counts one more stream for `name`, unless it is at the limit.
+    func open(_ name: String) -> Bool {
+        open.withLock { table in
+            guard table[name, default: 0] < limit else { return false }
+            table[name, default: 0] += 1
+            return true
+        }
+    }
+
+    func close(_ name: String) {
+        open.withLock { table in
+            let left = table[name, default: 1] - 1
+            table[name] = left > 0 ? left : nil
+        }
     }
 }
