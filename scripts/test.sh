@@ -72,6 +72,11 @@ swift test --disable-xctest --skip "$LOAD_SUITES"
 rc=$?
 swift test --disable-xctest --filter "$LOAD_SUITES"
 rc_load=$?
+# schemathesis from schemas/openapi.yaml against a live server, once per role: no 5xx, nothing
+# outside the spec, the server alive throughout.
+bash "$ROOT/scripts/fuzz_api.sh"
+rc_fuzz=$?
 set -e
 [ "$rc" -ne 0 ] && exit "$rc"
-exit "$rc_load"
+[ "$rc_load" -ne 0 ] && exit "$rc_load"
+exit "$rc_fuzz"

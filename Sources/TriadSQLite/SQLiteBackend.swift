@@ -322,26 +322,13 @@ final class SQLiteTransaction: RegistryTransaction {
 
     func append(_ e: RegistryEvent) async throws {
         guard written == nil else { throw RegistryError.unavailable("a registry write appends one event") }
-        let insertEvent = {
-            _ = try await self.connection.query(
-                "INSERT INTO triad_events (id, type, name, kind, labels, time, document) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [.integer(Int(e.id)), .text(e.type.rawValue), .text(e.name), .text(e.kind.rawValue),
-                 .text(RowCoding.labelsText(e.labels)), .text(e.time), .text(String(decoding: e.document, as: UTF8.self))])
-        }
-        if let invocation {
-            // Two rows (the ledger's and the event): a transaction of their own.
-            _ = try await connection.query("BEGIN", [])
-            do {
-                _ = try await connection.query(SQLiteBackend.upsertInvocation, SQLiteBackend.invocationBinds(invocation))
-                try await insertEvent()
-                _ = try await connection.query("COMMIT", [])
-            } catch {
-                _ = try? await connection.query("ROLLBACK", [])
-                throw error
-            }
-        } else {
-            try await insertEvent()
-        }
+        // One INSERT is the whole write: the schema's triggers apply it to the resources or, for
+        // an operation event, to the ledger (from the invocation record in the document).
+        let document = invocation?.document ?? e.document
+        _ = try await connection.query(
+            "INSERT INTO triad_events (id, type, name, kind, labels, time, document) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [.integer(Int(e.id)), .text(e.type.rawValue), .text(e.name), .text(e.kind.rawValue),
+             .text(RowCoding.labelsText(e.labels)), .text(e.time), .text(String(decoding: document, as: UTF8.self))])
         written = e.id
     }
 }

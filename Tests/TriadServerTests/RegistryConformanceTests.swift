@@ -297,4 +297,53 @@ struct RegistryConformanceTests {
         #expect(next.revision == created.revision + 1, "revisions continue across restarts")
         await reopened.shutdown()
     }
+    /// The ledger: each record and its event in one write, newest first, filtered, paged, summed.
+    @Test(arguments: BackendKind.allCases)
+    func theLedgerRecordsInvocationsWithTheirEvents(_ kind: BackendKind) async throws {
+        try await withRegistry(kind) { registry in
+            let fan = try await registry.create(Self.resource("fan", labels: ["floor": "3"]))
+            let lamp = try await registry.create(Self.resource("lamp"))
+            func begin(_ resource: StoredResource, _ caller: String, price: Double, node: String = "n1") async throws -> Invocation {
+                let trace = Invocation.newTrace()
+                return try await registry.record(
+                    Invocation(id: UUID().uuidString.lowercased(), resource: resource.name, operation: "turn_on", caller: caller, price: price,
+                               state: .running, startedAt: Timestamp.format(Date()), traceId: trace.traceId, traceparent: trace.traceparent, node: node),
+                    as: .invoked, resource: resource)
+            }
+            let a = try await begin(fan, "alice", price: 2)
+            let b = try await begin(fan, "bob", price: 3)
+            let c = try await begin(lamp, "alice", price: 5)
+            let d = try await begin(lamp, "alice", price: 7, node: "n2")
+            #expect(a.sequence > 0 && b.sequence > a.sequence && c.sequence > b.sequence)
+            for (i, state) in [(a, InvocationState.succeeded), (b, .failed), (c, .succeeded)] {
+                _ = try await registry.record(i.finished(state, httpStatus: state == .succeeded ? 200 : 500, reason: nil, message: nil,
+                                                         at: Timestamp.format(Date())), as: .completed, resource: fan)
+            }
+            // Each record came with its event, in order, carrying the record.
+            let events = try await registry.backend.events(after: fan.revision, limit: 100).events.filter { !$0.type.carriesResource }
+            #expect(events.map(\.type) == [.invoked, .invoked, .invoked, .invoked, .completed, .completed, .completed])
+            #expect(try events.last.map { try JSONDecoder().decode(Invocation.self, from: $0.document).id } == c.id)
+            #expect(try await registry.backend.get(name: "fan") == fan, "an operation event changes no resource")
+            #expect(try await registry.backend.latestRevision() == events.last?.id)
+
+            let all = try await registry.backend.invocations(InvocationQuery())
+            #expect(all.items.map(\.id) == [d.id, c.id, b.id, a.id] && all.matched == 4 && all.totalCharged == 7)
+            let alice = try await registry.backend.invocations(InvocationQuery(caller: "alice"))
+            #expect(alice.items.map(\.id) == [d.id, c.id, a.id] && alice.totalCharged == 7)
+            let onFan = try await registry.backend.invocations(InvocationQuery(resource: "fan"))
+            #expect(onFan.items.map(\.id) == [b.id, a.id] && onFan.totalCharged == 2)
+            let page = try await registry.backend.invocations(InvocationQuery(limit: 3))
+            #expect(page.items.count == 3 && page.next == b.sequence && page.matched == 4)
+            let rest = try await registry.backend.invocations(InvocationQuery(limit: 3, before: page.next))
+            #expect(rest.items.map(\.id) == [a.id] && rest.next == nil)
+            #expect(try await registry.backend.invocation(id: b.id)?.state == .failed)
+            #expect(try await registry.backend.invocation(id: "nosuch") == nil)
+            #expect(try await registry.backend.unfinishedInvocations(node: "n2").map(\.id) == [d.id])
+            #expect(try await registry.backend.unfinishedInvocations(node: "n1").isEmpty)
+            var running = d
+            running.state = .pending
+            try await registry.backend.saveInvocation(running)
+            #expect(try await registry.backend.invocation(id: d.id)?.state == .pending)
+        }
+    }
 }

@@ -20,6 +20,8 @@ public enum ResourceLimits {
     public static let operationNameMaxLength = 127
     public static let maxProbeArgs = 64
     public static let maxConditions = 32
+    /// The largest integer a document may hold (2^53 − 1, exact in every JSON implementation).
+    public static let maxInteger: Double = 9_007_199_254_740_991
 }
 
 /// Judges a Resource document exactly as `schemas/resource.schema.json` does and reports every
@@ -156,6 +158,8 @@ private struct Walker {
     mutating func integer(_ value: JSONValue, at p: String, minimum: Double) {
         guard case .number(let d) = value, d.rounded() == d else { return fail(p, "must be an integer") }
         if d < minimum { fail(p, "must be at least \(Int(minimum))") }
+        // Beyond 2^53 − 1 a JSON number is no longer an exact integer (and would not fit the model).
+        if d > ResourceLimits.maxInteger { fail(p, "must be at most \(Int64(ResourceLimits.maxInteger))") }
     }
 
     mutating func dateTime(_ value: JSONValue, at p: String) {

@@ -55,7 +55,9 @@ public enum RegistrySchema {
     }
 
     /// SQLite: operation events (`invoked`, `completed`) take a revision like every event but
-    /// change no resource, so the apply trigger must skip them and only the counter moves.
+    /// change no resource, so the apply trigger skips them; their own trigger writes the ledger's
+    /// row from the event's document (the invocation record), so recording an invocation is one
+    /// INSERT, atomic on its own, like every other registry write here.
     static let sqliteOperationEventTriggers: [(version: Int, statements: [String])] = [
         (7, [
             "DROP TRIGGER triad_events_apply",
@@ -71,8 +73,14 @@ public enum RegistrySchema {
             END
             """,
             """
-            CREATE TRIGGER triad_events_count AFTER INSERT ON triad_events WHEN NEW.type IN ('invoked', 'completed')
+            CREATE TRIGGER triad_events_ledger AFTER INSERT ON triad_events WHEN NEW.type IN ('invoked', 'completed')
             BEGIN
+              INSERT INTO triad_invocations (id, seq, resource, caller, state, node, started_at, charged, document)
+                VALUES (json_extract(NEW.document, '$.id'), NEW.id, json_extract(NEW.document, '$.resource'),
+                  json_extract(NEW.document, '$.caller'), json_extract(NEW.document, '$.state'),
+                  json_extract(NEW.document, '$.node'), json_extract(NEW.document, '$.startedAt'),
+                  json_extract(NEW.document, '$.charged'), NEW.document)
+                ON CONFLICT (id) DO UPDATE SET state = excluded.state, charged = excluded.charged, document = excluded.document;
               UPDATE triad_counters SET value = NEW.id WHERE name = 'revision';
             END
             """,
