@@ -7,7 +7,7 @@
 # bench/results/invoke-*.md and latest-invoke.md.
 #
 # Knobs (environment):
-#   BENCH_DURATION=10        seconds per case (at least 2,000 calls are required of each)
+#   BENCH_DURATION=20        seconds per case (at least 2,000 calls are required of each)
 #   BENCH_SKIP_BUILD=1       reuse the existing release binary
 #   BENCH_TRIAD_BIN=PATH     run this binary instead of building (implies no build)
 set -euo pipefail
@@ -22,7 +22,7 @@ TOKEN=bench-invoke-admin-token-0123456789abcdef
 UPSTREAM_ADDR=127.0.0.1:18090
 SQLITE_ADDR=127.0.0.1:18091
 PGSRV_ADDR=127.0.0.1:18092
-DURATION=${BENCH_DURATION:-10}
+DURATION=${BENCH_DURATION:-20}
 
 die() { echo "bench: error: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }

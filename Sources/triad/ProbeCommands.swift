@@ -250,6 +250,10 @@ struct ProbeOutput: Sendable {
 /// How long a probe runs: until SIGTERM/SIGINT, or until its parent dies. A probe outlives a
 /// killed server (kill -9 sends it nothing); it notices that it was re-parented and stops, so a
 /// new controller leader never finds two probes running.
+///
+/// `@unchecked Sendable`, and why that holds: `stopped` is read and written only under `lock`;
+/// `parent` is a constant; `sources` (not Sendable: Dispatch's protocol predates the checks) is
+/// written once, in `init`, before the instance can be shared, and touched again only in `deinit`.
 final class ProbeLifetime: @unchecked Sendable {
     private let lock = NSLock()
     private var stopped = false

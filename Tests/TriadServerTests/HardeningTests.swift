@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TriadClient
 import TriadCore
+import TriadServer
 
 /// No request crashes or hangs the server; no role exceeds its rights.
 @Suite("Hardening")
@@ -226,6 +227,35 @@ struct HardeningTests {
                 }
                 #expect(ended, "the revoked token's stream was closed")
             }
+        }
+    }
+
+    /// Samples for names that do not exist cost no lasting memory.
+    @Test func samplesForUnknownNamesLeaveTheLimiterFlat() async throws {
+        try await withServer(.sqlite) { server in
+            let before = server.server.telemetry.trackedNames
+            for i in 0..<10_000 {
+                let name = "ghost-\(i)-\(UInt32.random(in: 0...UInt32.max))"
+                do throws(TelemetryRejection) { _ = try await server.server.telemetry.accept(resource: name, payload: Array(#"{"t":1}"#.utf8), source: "test") } catch {
+                    #expect(error == TelemetryRejection.unknownResource)
+                }
+            }
+            let after = server.server.telemetry.trackedNames
+            #expect(after.buckets == before.buckets, "no bucket for a resource that does not exist")
+            #expect(after.kinds <= before.kinds + TelemetryIngest.maxUnknownCached, "\(after.kinds) names cached")
+        }
+    }
+
+    /// A status is bounded (64 KiB): more is a 422 and nothing changes.
+    @Test func anOversizedStatusIsRefused() async throws {
+        try await withServer(.sqlite) { server in
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("big")))
+            let huge = String(repeating: "x", count: 70_000)
+            let reply = try await server.admin.send(.PATCH, "/api/v1/resources/big/status",
+                                                    body: Data(#"{"status":{"location":{"note":"\#(huge)"}}}"#.utf8),
+                                                    contentType: "application/merge-patch+json")
+            #expect(reply.status == 422 && (reply.json?["detail"]?.stringValue ?? "").contains("65536"))
+            #expect(try await server.admin.call(.GET, "/api/v1/resources/big").json?["status"]?["location"] == nil)
         }
     }
 

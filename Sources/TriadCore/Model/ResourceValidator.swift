@@ -20,6 +20,8 @@ public enum ResourceLimits {
     public static let operationNameMaxLength = 127
     public static let maxProbeArgs = 64
     public static let maxConditions = 32
+    /// The largest status a resource may hold, encoded (status writes beyond it are refused).
+    public static let maxStatusBytes = 64 << 10
     /// The largest integer a document may hold (2^53 − 1, exact in every JSON implementation).
     public static let maxInteger: Double = 9_007_199_254_740_991
 }

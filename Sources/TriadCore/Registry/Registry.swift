@@ -179,7 +179,11 @@ public struct Registry: Sendable {
             case .replace(let tree): newStatus = tree
             case .merge(let patch): newStatus = StatusMergePatch.apply(patch, to: current.status.map { statusTree($0) } ?? .object([:]))
             }
-            let violations = ResourceValidator.validateStatus(newStatus)
+            var violations = ResourceValidator.validateStatus(newStatus)
+            let size = JSONCoding.encode(newStatus).count
+            if size > ResourceLimits.maxStatusBytes {
+                violations.append(Violation(pointer: "/status", message: "is \(size) bytes; a status may hold at most \(ResourceLimits.maxStatusBytes)"))
+            }
             guard violations.isEmpty else { throw RegistryError.invalid(violations) }
             // `bound` and `binding` are the server's: status writes leave them as they are.
             let (bound, binding) = (current.status?.bound, current.status?.binding)

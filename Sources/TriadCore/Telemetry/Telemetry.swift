@@ -153,4 +153,12 @@ public struct RateLimiter: Sendable {
         if buckets.count > 100_000 { buckets = buckets.filter { $0.value.tokens < burst } }
         return allowed
     }
+
+    /// Forgets the buckets that have refilled by `now` (their senders went quiet): a full bucket
+    /// and no bucket mean the same.
+    public mutating func evictIdle(now: Double) {
+        buckets = buckets.filter { $0.value.tokens + (now - $0.value.at) * rate < burst }
+    }
+
+    public var count: Int { buckets.count }
 }

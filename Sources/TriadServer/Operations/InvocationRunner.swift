@@ -108,7 +108,7 @@ final class InvocationRunner: Service, Sendable {
     }
 
     func run() async throws {
-        try await withGracefulShutdownHandler {
+        await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 for await job in jobs {
                     group.addTask { _ = await self.perform(job) }

@@ -29,7 +29,14 @@ public final class TelemetryIngest: Service, Sendable {
         /// Resource kinds by name, looked up at most every few seconds per resource, so a flood
         /// of samples does not become a flood of registry reads.
         var kinds: [String: (kind: ResourceKind?, checked: ContinuousClock.Instant)] = [:]
+        /// How many of `kinds` say "no such resource".
+        var unknownNames = 0
     }
+
+    public static let maxUnknownCached = 1000
+
+    /// How many rate buckets and cached kinds are held (tests check they stay bounded).
+    public var trackedNames: (buckets: Int, kinds: Int) { state.withLock { ($0.limiter.count, $0.kinds.count) } }
 
     /// `rate`/`burst`: samples per second each resource may send (a token bucket); beyond that
     /// they are rejected as `rate-limited`, so one flooding device cannot starve the others.
@@ -69,9 +76,11 @@ public final class TelemetryIngest: Service, Sendable {
     public func accept(resource name: String, payload: [UInt8], source: String) async throws(TelemetryRejection) -> TelemetrySample {
         do throws(TelemetryRejection) {
             let sample = try Telemetry.parseSample(payload, resource: name, receivedAt: Date())
+            // Existence first: only resources that exist get a rate bucket, so a flood of made-up
+            // names costs no memory.
+            guard let kind = await kind(of: name) else { throw TelemetryRejection.unknownResource }
             let now = Double(DispatchTime.now().uptimeNanoseconds) / 1e9
             guard state.withLock({ $0.limiter.allow(name, now: now) }) else { throw TelemetryRejection.rateLimited }
-            guard let kind = await kind(of: name) else { throw TelemetryRejection.unknownResource }
             state.withLock {
                 $0.history.append(sample)
                 $0.latest[name] = sample
@@ -106,7 +115,12 @@ public final class TelemetryIngest: Service, Sendable {
         if let cached = state.withLock({ $0.kinds[name] }), now - cached.checked < .seconds(5) { return cached.kind }
         let kind = (try? await registry.backend.get(name: name))?.kind
         state.withLock {
-            if $0.kinds.count > 100_000 { $0.kinds.removeAll() }
+            if kind == nil {
+                // Unknown names are remembered only a few at a time (they may be random garbage).
+                if $0.unknownNames >= Self.maxUnknownCached { $0.kinds = $0.kinds.filter { $0.value.kind != nil }; $0.unknownNames = 0 }
+                $0.unknownNames += 1
+            }
+            if $0.kinds.count > 100_000 { $0.kinds.removeAll(); $0.unknownNames = 0 }
             $0.kinds[name] = (kind, now)
         }
         return kind
@@ -126,6 +140,13 @@ public final class TelemetryIngest: Service, Sendable {
                 await self.flush(statuses: statuses)
                 if ContinuousClock.now - lastCompaction > .seconds(60) {
                     lastCompaction = ContinuousClock.now
+                    // Quiet senders' buckets and stale kinds go; they are made again when needed.
+                    let now = Double(DispatchTime.now().uptimeNanoseconds) / 1e9, instant = ContinuousClock.now
+                    self.state.withLock { state in
+                        state.limiter.evictIdle(now: now)
+                        state.kinds = state.kinds.filter { instant - $0.value.checked < .seconds(5) }
+                        state.unknownNames = state.kinds.values.filter { $0.kind == nil }.count
+                    }
                     let cutoff = Timestamp.format(Date().addingTimeInterval(-Double(self.retention.components.seconds)))
                     if let removed = try? await self.registry.backend.compactTelemetry(receivedBefore: cutoff), removed > 0 {
                         Counter(label: "triad_telemetry_compacted_total").increment(by: removed)
