@@ -87,12 +87,13 @@ public final class TriadServer: Sendable {
                                           probeAllow: configuration.probeAllow, logger: logger)
         let addressing = UpstreamAddressing(allowed: configuration.allowedHosts, resolver: resolver)
         self.addressing = addressing
-        let upstreamClient = UpstreamCaller.makeClient()
+        let invokeTimeout = Duration.milliseconds(Int64(configuration.invokeTimeoutSeconds * 1000))
+        let upstreamClient = UpstreamCaller.makeClient(timeout: invokeTimeout)
         self.upstreamClient = upstreamClient
         let node = "\(ProcessInfo.processInfo.hostName):\(URL(fileURLWithPath: configuration.dataDir).standardizedFileURL.path)"
         self.invocations = InvocationRunner(
             registry: registry,
-            caller: UpstreamCaller(http: upstreamClient, addressing: addressing, timeout: .milliseconds(Int64(configuration.invokeTimeoutSeconds * 1000))),
+            caller: UpstreamCaller(http: upstreamClient, addressing: addressing, timeout: invokeTimeout),
             node: node, logger: logger, written: { notifier.notify() })
         do {
             try await InvocationRunner.failLeftovers(registry: registry, node: node, logger: logger)

@@ -118,8 +118,11 @@ struct UpstreamCaller: Sendable {
         case timedOut
     }
 
-    static func makeClient() -> HTTPClient {
+    /// `timeout`: the invoke timeout, also the longest silence while an answer's body streams
+    /// (the deadline is checked between chunks).
+    static func makeClient(timeout: Duration) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
+        configuration.timeout.read = .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
         configuration.redirectConfiguration = .disallow
         configuration.decompression = .disabled
         configuration.timeout.connect = .seconds(5)
@@ -159,37 +162,28 @@ struct UpstreamCaller: Sendable {
             request.headers.replaceOrAdd(name: "content-type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: body))
         }
-        let http = self.http, timeout = self.timeout, prepared = request
+        let deadline = NIODeadline.now() + .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
         do {
-            return try await withThrowingTaskGroup(of: Answer?.self) { group in
-                group.addTask {
-                    // The overall limit is the timer task's; this one only bounds a lost race.
-                    let response = try await http.execute(prepared, timeout: .seconds(3600))
-                    var collected = Data()
-                    var truncated = false
-                    for try await chunk in response.body {
-                        let room = Self.maxResponseBytes - collected.count
-                        if chunk.readableBytes > room {
-                            collected.append(contentsOf: chunk.readableBytesView.prefix(room))
-                            truncated = true
-                            break
-                        }
-                        collected.append(contentsOf: chunk.readableBytesView)
-                    }
-                    return Answer(status: Int(response.status.code), headers: response.headers.map { ($0.name.lowercased(), $0.value) },
-                                  body: collected, contentType: response.headers.first(name: "content-type"), truncated: truncated)
+            // The deadline bounds the whole call: connecting, the answer's head and its body.
+            let response = try await http.execute(request, deadline: deadline)
+            var collected = Data()
+            var truncated = false
+            for try await chunk in response.body {
+                if NIODeadline.now() > deadline { throw Failure.timedOut }
+                let room = Self.maxResponseBytes - collected.count
+                if chunk.readableBytes > room {
+                    collected.append(contentsOf: chunk.readableBytesView.prefix(room))
+                    truncated = true
+                    break
                 }
-                group.addTask {
-                    try await Task.sleep(for: timeout)
-                    return nil
-                }
-                let first = try await group.next() ?? nil
-                group.cancelAll()
-                guard let answer = first else { throw Failure.timedOut }
-                return answer
+                collected.append(contentsOf: chunk.readableBytesView)
             }
+            return Answer(status: Int(response.status.code), headers: response.headers.map { ($0.name.lowercased(), $0.value) },
+                          body: collected, contentType: response.headers.first(name: "content-type"), truncated: truncated)
         } catch let failure as Failure {
             throw failure
+        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
+            throw .timedOut
         } catch {
             throw .unreachable(Self.describe(error))
         }
