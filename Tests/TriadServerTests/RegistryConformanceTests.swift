@@ -11,8 +11,19 @@ struct RegistryConformanceTests {
         return Resource(metadata: ObjectMeta(name: name, labels: labels), spec: spec)
     }
 
-    func withRegistry(_ kind: BackendKind, _ body: (Registry) async throws -> Void) async throws {
-        let (backend, _) = try await TestEnvironment.makeBackend(kind)
+    /// The stores the contract is checked on: the two SQL backends and the in-memory one.
+    enum Store: String, CaseIterable, CustomTestStringConvertible, Sendable {
+        case sqlite, postgres, memory
+        var testDescription: String { rawValue }
+    }
+
+    func withRegistry(_ store: Store, _ body: (Registry) async throws -> Void) async throws {
+        let backend: any RegistryBackend
+        switch store {
+        case .sqlite: backend = try await TestEnvironment.makeBackend(.sqlite).0
+        case .postgres: backend = try await TestEnvironment.makeBackend(.postgres).0
+        case .memory: backend = InMemoryBackend()
+        }
         let registry = Registry(backend: backend)
         do { try await body(registry) } catch {
             await backend.shutdown()
@@ -21,8 +32,8 @@ struct RegistryConformanceTests {
         await backend.shutdown()
     }
 
-    @Test(arguments: BackendKind.allCases)
-    func createGetReplaceDelete(_ kind: BackendKind) async throws {
+    @Test(arguments: Store.allCases)
+    func createGetReplaceDelete(_ kind: Store) async throws {
         try await withRegistry(kind) { registry in
             let created = try await registry.create(Self.resource("coffee-3f"))
             let doc = try created.decode()
@@ -53,8 +64,8 @@ struct RegistryConformanceTests {
         }
     }
 
-    @Test(arguments: BackendKind.allCases)
-    func generationMovesOnSpecWritesOnly(_ kind: BackendKind) async throws {
+    @Test(arguments: Store.allCases)
+    func generationMovesOnSpecWritesOnly(_ kind: Store) async throws {
         try await withRegistry(kind) { registry in
             let v1 = try await registry.create(Self.resource("lamp"))
             // Label-only write: new version, same generation.
@@ -80,8 +91,8 @@ struct RegistryConformanceTests {
         }
     }
 
-    @Test(arguments: BackendKind.allCases)
-    func staleVersionsConflict(_ kind: BackendKind) async throws {
+    @Test(arguments: Store.allCases)
+    func staleVersionsConflict(_ kind: Store) async throws {
         try await withRegistry(kind) { registry in
             let v1 = try await registry.create(Self.resource("fan"))
             let stale = String(v1.revision)
@@ -101,8 +112,8 @@ struct RegistryConformanceTests {
         }
     }
 
-    @Test(arguments: BackendKind.allCases)
-    func invalidPatchesChangeNothing(_ kind: BackendKind) async throws {
+    @Test(arguments: Store.allCases)
+    func invalidPatchesChangeNothing(_ kind: Store) async throws {
         try await withRegistry(kind) { registry in
             let v1 = try await registry.create(Self.resource("sensor"))
             await #expect(throws: RegistryError.invalid([Violation(pointer: "/spec/kind", message: "must be one of Device, Person, Space, not \"Robot\"")])) {
@@ -120,8 +131,8 @@ struct RegistryConformanceTests {
         }
     }
 
-    @Test(arguments: BackendKind.allCases)
-    func selectorsAndKinds(_ kind: BackendKind) async throws {
+    @Test(arguments: Store.allCases)
+    func selectorsAndKinds(_ kind: Store) async throws {
         try await withRegistry(kind) { registry in
             _ = try await registry.create(Self.resource("coffee-3f", labels: ["triad.io/space": "pantry-3f", "tier": "gold"]))
             _ = try await registry.create(Self.resource("fan-3f", labels: ["triad.io/space": "pantry-3f"]))
@@ -143,8 +154,8 @@ struct RegistryConformanceTests {
         }
     }
 
-    @Test(arguments: BackendKind.allCases)
-    func paginationUnderConcurrentWrites(_ kind: BackendKind) async throws {
+    @Test(arguments: Store.allCases)
+    func paginationUnderConcurrentWrites(_ kind: Store) async throws {
         try await withRegistry(kind) { registry in
             let stable = (0..<60).map { String(format: "stable-%03d", $0) }
             for name in stable { _ = try await registry.create(Self.resource(name, labels: ["set": "a"])) }
@@ -174,8 +185,8 @@ struct RegistryConformanceTests {
         }
     }
 
-    @Test(arguments: BackendKind.allCases)
-    func eventLogIsMonotonicResumableAndCompacted(_ kind: BackendKind) async throws {
+    @Test(arguments: Store.allCases)
+    func eventLogIsMonotonicResumableAndCompacted(_ kind: Store) async throws {
         try await withRegistry(kind) { registry in
             let a = try await registry.create(Self.resource("a"))
             _ = try await registry.writeStatus("a", .merge(.object(["phase": .string("Running")])), precondition: nil)
@@ -208,8 +219,8 @@ struct RegistryConformanceTests {
         }
     }
 
-    @Test(arguments: BackendKind.allCases)
-    func concurrentWritersOneWinsEachRound(_ kind: BackendKind) async throws {
+    @Test(arguments: Store.allCases)
+    func concurrentWritersOneWinsEachRound(_ kind: Store) async throws {
         try await withRegistry(kind) { registry in
             let start = try await registry.create(Self.resource("counter", labels: ["count": "0"]))
             var version = String(start.revision)
@@ -239,8 +250,8 @@ struct RegistryConformanceTests {
         }
     }
 
-    @Test(arguments: BackendKind.allCases)
-    func concurrentCreatorsOfOneNameOneWins(_ kind: BackendKind) async throws {
+    @Test(arguments: Store.allCases)
+    func concurrentCreatorsOfOneNameOneWins(_ kind: Store) async throws {
         try await withRegistry(kind) { registry in
             for round in 0..<5 {
                 let name = "same-\(round)"
@@ -264,8 +275,8 @@ struct RegistryConformanceTests {
         }
     }
 
-    @Test(arguments: BackendKind.allCases)
-    func tokensAreStoredHashedAndRevocable(_ kind: BackendKind) async throws {
+    @Test(arguments: Store.allCases)
+    func tokensAreStoredHashedAndRevocable(_ kind: Store) async throws {
         try await withRegistry(kind) { registry in
             let backend = registry.backend
             #expect(try await backend.activeAdminCount() == 0)
@@ -298,8 +309,8 @@ struct RegistryConformanceTests {
         await reopened.shutdown()
     }
     /// The ledger: each record and its event in one write, newest first, filtered, paged, summed.
-    @Test(arguments: BackendKind.allCases)
-    func theLedgerRecordsInvocationsWithTheirEvents(_ kind: BackendKind) async throws {
+    @Test(arguments: Store.allCases)
+    func theLedgerRecordsInvocationsWithTheirEvents(_ kind: Store) async throws {
         try await withRegistry(kind) { registry in
             let fan = try await registry.create(Self.resource("fan", labels: ["floor": "3"]))
             let lamp = try await registry.create(Self.resource("lamp"))

@@ -1,29 +1,30 @@
-import TriadCore
+/// Every committed resource of a registry held in memory, in name order: the SQLite backend's
+/// (it is the file's only writer, holding a lock on it, so the index is exact: it changes only
+/// after a write transaction commits) and the in-memory backend's. Reads by name and lists never
+/// touch the disk.
+public struct ResourceIndex: Sendable {
+    public init() {}
 
-/// Every committed resource of the embedded registry, in memory and in name order. The SQLite
-/// backend is the file's only writer (it holds a lock on it), so the index is exact: it changes
-/// only after a write transaction commits. Reads by name and lists never touch the disk.
-struct ResourceIndex: Sendable {
-    private(set) var byName: [String: StoredResource] = [:]
+    public private(set) var byName: [String: StoredResource] = [:]
     /// Names in byte order (resource names are ASCII), as `continue` tokens expect.
-    private(set) var names: [String] = []
+    public private(set) var names: [String] = []
     /// The last committed revision.
-    var revision: Int64 = 0
+    public var revision: Int64 = 0
 
-    mutating func put(_ record: StoredResource) {
+    public mutating func put(_ record: StoredResource) {
         if byName.updateValue(record, forKey: record.name) == nil {
             names.insert(record.name, at: insertionPoint(after: nil, of: record.name))
         }
     }
 
-    mutating func remove(_ name: String) {
+    public mutating func remove(_ name: String) {
         guard byName.removeValue(forKey: name) != nil else { return }
         let i = insertionPoint(after: nil, of: name)
         if i < names.count, names[i] == name { names.remove(at: i) }
     }
 
     /// Up to `limit` resources named after `after`, of `kind` if given.
-    func page(kind: ResourceKind?, after: String?, limit: Int) -> [StoredResource] {
+    public func page(kind: ResourceKind?, after: String?, limit: Int) -> [StoredResource] {
         var out: [StoredResource] = []
         var i = after.map { name in
             let point = insertionPoint(after: nil, of: name)
