@@ -32,6 +32,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var allowedHosts: AllowedHosts = .loopback
     /// How long an invocation waits for its upstream before it is recorded `TimedOut`.
     public var invokeTimeoutSeconds: Double = 10
+    /// Seconds an HTTP connection may stay idle (or send a request this slowly) before it is closed.
+    public var idleTimeoutSeconds: Int = 30
     /// Open event streams one token may hold at once (more are answered 429).
     public var maxStreamsPerToken: Int = 32
     /// How long a graceful shutdown (SIGTERM) may take before what still runs is cancelled.

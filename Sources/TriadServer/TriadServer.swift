@@ -137,6 +137,9 @@ public final class TriadServer: Sendable {
         let (router, _) = makeRouter()
         return Application(
             router: router,
+            // A connection with no request for this long is closed (a request being answered,
+            // such as an event stream, is never cut; one trickling in too slowly is).
+            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))),
             configuration: .init(address: .hostname(configuration.listenHost, port: configuration.listenPort), serverName: nil),
             services: [
                 // Other replicas' writes wake streams, the relay and the controller at once

@@ -15,7 +15,7 @@ struct ServerCommand: AsyncParsableCommand {
         (TRIAD_DATA_DIR), amqp (TRIAD_AMQP), mqtt (TRIAD_MQTT), mqttShared (TRIAD_MQTT_SHARED), \
         telemetryRetentionHours (TRIAD_TELEMETRY_RETENTION_HOURS), telemetryRate (TRIAD_TELEMETRY_RATE), listen (TRIAD_LISTEN), maxBodyBytes (TRIAD_MAX_BODY_BYTES), \
         eventRetention (TRIAD_EVENT_RETENTION), shutdownGrace (TRIAD_SHUTDOWN_GRACE), \
-        allowedHosts (TRIAD_ALLOWED_HOSTS), probeAllow (TRIAD_PROBE_ALLOW), invokeTimeout (TRIAD_INVOKE_TIMEOUT), logLevel (TRIAD_LOG_LEVEL). TRIAD_ADMIN_TOKEN \
+        idleTimeout (TRIAD_IDLE_TIMEOUT), allowedHosts (TRIAD_ALLOWED_HOSTS), probeAllow (TRIAD_PROBE_ALLOW), invokeTimeout (TRIAD_INVOKE_TIMEOUT), logLevel (TRIAD_LOG_LEVEL). TRIAD_ADMIN_TOKEN \
         ensures an admin with that token (environment only, never a file or flag).
         """)
 
@@ -41,6 +41,8 @@ struct ServerCommand: AsyncParsableCommand {
     var maxBodyBytes: Int?
     @Option(help: "Registry events kept for resuming streams (default 100000).")
     var eventRetention: Int?
+    @Option(help: "Seconds an HTTP connection may stay idle, or take to send a request, before it is closed (default 30).")
+    var idleTimeout: Int?
     @Option(help: "Hosts operations may call: names, IP addresses and CIDR ranges, comma-separated (default localhost,127.0.0.0/8,::1).")
     var allowedHosts: String?
     @Option(help: "Executables the local probe runtime may start: paths or program names, comma-separated (default: this triad executable).")
@@ -52,7 +54,7 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).")
     var logLevel: String?
 
-    static let fileKeys: Set<String> = ["database", "amqp", "mqtt", "mqttShared", "telemetryRetentionHours", "telemetryRate", "dataDir", "listen", "maxBodyBytes", "eventRetention", "shutdownGrace", "allowedHosts", "probeAllow", "invokeTimeout", "logLevel"]
+    static let fileKeys: Set<String> = ["database", "amqp", "mqtt", "mqttShared", "telemetryRetentionHours", "telemetryRate", "dataDir", "listen", "maxBodyBytes", "eventRetention", "shutdownGrace", "idleTimeout", "allowedHosts", "probeAllow", "invokeTimeout", "logLevel"]
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
@@ -87,6 +89,7 @@ struct ServerCommand: AsyncParsableCommand {
         }
         if let n = try integer(maxBodyBytes, "TRIAD_MAX_BODY_BYTES", "maxBodyBytes", minimum: 1024) { cfg.maxBodyBytes = n }
         if let n = try integer(eventRetention, "TRIAD_EVENT_RETENTION", "eventRetention", minimum: 100) { cfg.eventRetention = n }
+        if let n = try integer(idleTimeout, "TRIAD_IDLE_TIMEOUT", "idleTimeout", minimum: 1) { cfg.idleTimeoutSeconds = n }
         if let n = try integer(shutdownGrace, "TRIAD_SHUTDOWN_GRACE", "shutdownGrace", minimum: 1) { cfg.shutdownGraceSeconds = n }
         if let hosts = setting(allowedHosts, "TRIAD_ALLOWED_HOSTS", "allowedHosts") {
             do { cfg.allowedHosts = try AllowedHosts(parsing: hosts) } catch { throw ValidationError("\(error)") }

@@ -259,6 +259,38 @@ struct HardeningTests {
         }
     }
 
+    /// A connection that sends nothing (or a request too slowly) is closed; an open event stream is not.
+    @Test func idleConnectionsAreClosedButStreamsAreNot() async throws {
+        try await withServer(.sqlite, configure: { $0.idleTimeoutSeconds = 1 }) { server in
+            let port = UInt16(server.baseURL.split(separator: ":").last!)!
+            let stream = try Self.openEventStream(port: port, token: server.adminToken)
+            defer { close(stream) }
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = port.bigEndian
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            _ = "GET /api/v1/reso".withCString { send(fd, $0, strlen($0), 0) }  // and nothing more
+            var timeout = timeval(tv_sec: 20, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var buffer = [UInt8](repeating: 0, count: 512)
+            #expect(recv(fd, &buffer, buffer.count, 0) == 0, "the server closed the trickling connection")
+            // The stream, open well past the idle timeout, still gets its events.
+            try await Task.sleep(for: .seconds(2))
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("late")))
+            setsockopt(stream, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var got = ""
+            for _ in 0..<20 where !got.contains("io.triad.resource.created") {
+                let n = recv(stream, &buffer, buffer.count, 0)
+                if n <= 0 { break }
+                got += String(decoding: buffer.prefix(n), as: UTF8.self)
+            }
+            #expect(got.contains("io.triad.resource.created"))
+        }
+    }
+
     /// What a probe runs is the server's own process: only admins set it.
     @Test func onlyAnAdminSetsWhatAProbeRuns() async throws {
         try await withServer(.sqlite) { server in
