@@ -65,11 +65,7 @@ public enum RegistrySchema {
             CREATE TRIGGER triad_events_apply AFTER INSERT ON triad_events
               WHEN NEW.type IN ('created', 'updated', 'status', 'acquired', 'released')
             BEGIN
-              INSERT INTO triad_resources (name, kind, labels, revision, document)
-                VALUES (NEW.name, NEW.kind, NEW.labels, NEW.id, NEW.document)
-                ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, labels = excluded.labels,
-                  revision = excluded.revision, document = excluded.document;
-              UPDATE triad_counters SET value = NEW.id WHERE name = 'revision';
+              \(applyResourceEvent)
             END
             """,
             """
@@ -103,6 +99,15 @@ public enum RegistrySchema {
         ]),
     ]
 
+    /// SQLite: what a resource event does to the resource table and the revision counter.
+    static let applyResourceEvent = """
+        INSERT INTO triad_resources (name, kind, labels, revision, document)
+          VALUES (NEW.name, NEW.kind, NEW.labels, NEW.id, NEW.document)
+          ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, labels = excluded.labels,
+            revision = excluded.revision, document = excluded.document;
+        UPDATE triad_counters SET value = NEW.id WHERE name = 'revision';
+        """
+
     /// SQLite: appending an event applies it to the resource table and the revision counter, so
     /// a registry write is one INSERT, atomic on its own (each statement costs thread hops in the
     /// embedded store; a transaction would cost four statements more).
@@ -111,11 +116,7 @@ public enum RegistrySchema {
             """
             CREATE TRIGGER triad_events_apply AFTER INSERT ON triad_events WHEN NEW.type != 'deleted'
             BEGIN
-              INSERT INTO triad_resources (name, kind, labels, revision, document)
-                VALUES (NEW.name, NEW.kind, NEW.labels, NEW.id, NEW.document)
-                ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, labels = excluded.labels,
-                  revision = excluded.revision, document = excluded.document;
-              UPDATE triad_counters SET value = NEW.id WHERE name = 'revision';
+              \(applyResourceEvent)
             END
             """,
             """

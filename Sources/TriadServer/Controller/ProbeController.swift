@@ -230,28 +230,22 @@ public final class ProbeController: Service, Sendable {
     /// `probePhase: Failed` with `ProbeReady` False, reason `ProbeStartFailed` and why.
     private func writeStartFailure(_ name: String, _ resource: Resource?, _ failure: ProbeStartError) async throws {
         guard let resource else { return }
-        var conditions = resource.status?.conditions ?? []
-        conditions.set(type: "ProbeReady", status: .false, reason: "ProbeStartFailed", message: failure.description, at: Timestamp.format(Date()))
-        guard resource.status?.probePhase != .failed || conditions != (resource.status?.conditions ?? []) else { return }
-        let patch: JSONValue = .object([
-            "probePhase": .string(ProbePhase.failed.rawValue),
-            "conditions": try conditions.patch(only: "ProbeReady"),
-        ])
-        do {
-            _ = try await registry.writeStatus(name, .merge(patch), precondition: nil)
-            notifier.notify()
-        } catch RegistryError.notFound {}
+        try await writePhase(name, resource, phase: .failed, reason: "ProbeStartFailed", message: failure.description)
+    }
+
+    private func writePhase(_ name: String, _ resource: Resource, _ decision: ProbeReconciler.Decision) async throws {
+        try await writePhase(name, resource, phase: decision.phase, reason: decision.reason, message: decision.message)
     }
 
     /// Writes `probePhase` and the `ProbeReady` condition, only when they change (a status write
     /// is a registry event, which would enqueue the resource again).
-    private func writePhase(_ name: String, _ resource: Resource, _ decision: ProbeReconciler.Decision) async throws {
+    private func writePhase(_ name: String, _ resource: Resource, phase: ProbePhase, reason: String, message: String?) async throws {
         var conditions = resource.status?.conditions ?? []
-        conditions.set(type: "ProbeReady", status: decision.phase == .synchronous ? .true : .false,
-                       reason: decision.reason, message: decision.message, at: Timestamp.format(Date()))
-        guard resource.status?.probePhase != decision.phase || conditions != (resource.status?.conditions ?? []) else { return }
+        conditions.set(type: "ProbeReady", status: phase == .synchronous ? .true : .false,
+                       reason: reason, message: message, at: Timestamp.format(Date()))
+        guard resource.status?.probePhase != phase || conditions != (resource.status?.conditions ?? []) else { return }
         let patch: JSONValue = .object([
-            "probePhase": .string(decision.phase.rawValue),
+            "probePhase": .string(phase.rawValue),
             "conditions": try conditions.patch(only: "ProbeReady"),
         ])
         do {
