@@ -170,6 +170,22 @@ struct HardeningTests {
         return nil
     }
 
+    /// Whoever may read may watch: an app every event, a device only its own resource's.
+    @Test func everyReaderWatchesWhatItMayRead() async throws {
+        try await withServer(.sqlite) { server in
+            for name in ["mine", "theirs"] { _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))) }
+            func subjects(_ client: TriadClient) async throws -> Set<String> {
+                let log = String(decoding: try await client.call(.GET, "/api/v1/events?follow=false&since=0").body, as: UTF8.self)
+                return Set(try log.split(separator: "\n").filter { $0.hasPrefix("data:") }
+                    .compactMap { try JSONCoding.parse(Data($0.dropFirst(5).drop { $0 == " " }.utf8))["subject"]?.stringValue })
+            }
+            let app = server.client(token: try await server.token(.app))
+            #expect(try await subjects(app).isSuperset(of: ["mine", "theirs"]))
+            let device = server.client(token: try await server.token(.device, resource: "mine"))
+            #expect(try await subjects(device) == ["mine"])
+        }
+    }
+
     /// A device token belongs to the resource it was made for, not to its name.
     @Test func aDeletedResourceTakesItsDeviceTokensWithIt() async throws {
         try await withServer(.sqlite) { server in

@@ -82,7 +82,8 @@ struct OpenAPIConformanceTests {
             _ = try await call(admin, .PUT, "/api/v1/resources/missing/status", one + "/status", body: Data(#"{"status":{}}"#.utf8)) // 404
             _ = try await call(admin, .GET, "/api/v1/events?follow=false&since=0", "/api/v1/events")                      // 200
             _ = try await call(admin, .GET, "/api/v1/events?since=x", "/api/v1/events")                                   // 400
-            _ = try await call(app, .GET, "/api/v1/events", "/api/v1/events")                                             // 403
+            _ = try await call(app, .GET, "/api/v1/events?follow=false&since=0", "/api/v1/events")                        // 200: apps watch
+            _ = try await call(anon, .GET, "/api/v1/events", "/api/v1/events")                                            // 401
             _ = try await call(admin, .POST, "/api/v1/tokens", "/api/v1/tokens", body: Data(#"{"name":"probe-1","role":"device","resource":"coffee-3f"}"#.utf8)) // 201
             _ = try await call(admin, .POST, "/api/v1/tokens", "/api/v1/tokens", body: Data(#"{"name":"probe-1","role":"app"}"#.utf8)) // 409
             _ = try await call(admin, .POST, "/api/v1/tokens", "/api/v1/tokens", body: Data(#"{"name":"x","role":"root"}"#.utf8)) // 422

@@ -39,6 +39,9 @@ public struct Principal: Sendable, Equatable {
         case (.app, .invokeOperations), (.`operator`, .invokeOperations): true
         case (.`operator`, .readAllInvocations), (.integrator, .readAllInvocations): true
         case (.integrator, .readResources), (.integrator, .readEvents): true
+        // Whoever may read may watch: apps every resource's events, a device its own resource's
+        // (the event stream filters them).
+        case (.app, .readEvents), (.device, .readEvents): true
         // A device reads and reports the one resource it was created for.
         case (.device, .writeStatus(let name)): name == resource
         default: false

@@ -72,8 +72,11 @@ struct EventRoutes {
         let logger = context.logger
         let wanted = types
         let labelFilter = selector
+        // A device token watches only its own resource.
+        let only: String? = principal.role == .device ? (principal.resource ?? "") : nil
         let filter: @Sendable (RegistryEvent) -> Bool = { event in
-            (wanted?.contains(event.type.cloudEventType) ?? true) && labelFilter.matches(event.labels)
+            (only.map { event.name == $0 } ?? true)
+                && (wanted?.contains(event.type.cloudEventType) ?? true) && labelFilter.matches(event.labels)
         }
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache"]
         // A cap per token: one leaked or buggy client cannot hold every connection.
