@@ -39,7 +39,7 @@ struct HardeningTests {
         let port = UInt16(server.baseURL.split(separator: ":").last!)!
         var sockets: [Int32] = []
         defer { for fd in sockets { close(fd) } }
-        for _ in 0..<10 { sockets.append(try Self.openEventStream(port: port, token: token)) }
+        for _ in 0..<10 { sockets.append(try await Self.openEventStream(port: port, token: token)) }
         try await TelemetryTests.eventually("ten streams are open") {
             let metrics = String(decoding: try await admin.call(.GET, "/metrics").body, as: UTF8.self)
             return metrics.split(separator: "\n").contains { $0 == "triad_event_streams 10.0" || $0 == "triad_event_streams 10" }
@@ -52,19 +52,50 @@ struct HardeningTests {
     }
 
     /// `GET /api/v1/events` on a socket of its own, left open; returns once the server answered.
-    static func openEventStream(port: UInt16, token: String) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = port.bigEndian
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard connected == 0 else { close(fd); throw TestEnvironment.SetupError("cannot connect to the server") }
-        let request = "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\n\r\n"
-        _ = request.withCString { send(fd, $0, strlen($0), 0) }
-        var buffer = [UInt8](repeating: 0, count: 512)
-        guard recv(fd, &buffer, buffer.count, 0) > 0 else { close(fd); throw TestEnvironment.SetupError("the event stream did not answer") }
+    /// Blocking socket calls run here, off Swift's cooperative threads: with the server in this
+    /// process, a test blocked in `recv` on one of those would starve the server it waits for.
+    static func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: body()) }
+        }
+    }
+
+    static func openEventStream(port: UInt16, token: String) async throws -> Int32 {
+        let fd = await offPool { () -> Int32 in
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = port.bigEndian
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            guard connected == 0 else { close(fd); return -1 }
+            let request = "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\n\r\n"
+            _ = request.withCString { send(fd, $0, strlen($0), 0) }
+            var timeout = timeval(tv_sec: 60, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var buffer = [UInt8](repeating: 0, count: 512)
+            guard recv(fd, &buffer, buffer.count, 0) > 0 else { close(fd); return -1 }
+            return fd
+        }
+        guard fd >= 0 else { throw TestEnvironment.SetupError("the event stream did not open") }
         return fd
+    }
+
+    /// Reads `fd` until `done` says so over what arrived, or the socket ends or times out.
+    static func read(_ fd: Int32, timeoutSeconds: Int = 60, until done: @escaping @Sendable (String) -> Bool) async -> (text: String, ended: Bool) {
+        await offPool {
+            var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            var text = ""
+            while !done(text) {
+                let n = recv(fd, &buffer, buffer.count, 0)
+                if n == 0 { return (text, true) }
+                if n < 0 { return (text, false) }
+                text += String(decoding: buffer.prefix(n), as: UTF8.self)
+            }
+            return (text, false)
+        }
     }
 
     /// A 1 KB "billion laughs" body is refused before it expands; the server keeps serving.
@@ -222,8 +253,8 @@ struct HardeningTests {
         try await withServer(.sqlite, configure: { $0.maxStreamsPerToken = 2 }) { server in
             let (name, secret) = try await server.namedToken(.integrator)
             let port = UInt16(server.baseURL.split(separator: ":").last!)!
-            let first = try Self.openEventStream(port: port, token: secret)
-            let second = try Self.openEventStream(port: port, token: secret)
+            let first = try await Self.openEventStream(port: port, token: secret)
+            let second = try await Self.openEventStream(port: port, token: secret)
             defer { close(first); close(second) }
             let third = try await server.client(token: secret).send(.GET, "/api/v1/events?follow=false")
             #expect(third.status == 429 && third.json?["type"] == .string("https://triad.io/problems/too-many-streams"))
@@ -232,16 +263,8 @@ struct HardeningTests {
             _ = try await server.admin.call(.DELETE, "/api/v1/tokens/\(name)")
             // Both streams end (the server closes them), well before the test gives up.
             for fd in [first, second] {
-                var timeout = timeval(tv_sec: 20, tv_usec: 0)
-                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-                var buffer = [UInt8](repeating: 0, count: 4096)
-                var ended = false
-                for _ in 0..<100 {
-                    let n = recv(fd, &buffer, buffer.count, 0)
-                    if n == 0 || String(decoding: buffer.prefix(max(0, n)), as: UTF8.self).contains("0\r\n\r\n") { ended = true; break }
-                    if n < 0 { break }
-                }
-                #expect(ended, "the revoked token's stream was closed")
+                let (text, closed) = await Self.read(fd) { $0.contains("0\r\n\r\n") }
+                #expect(closed || text.contains("0\r\n\r\n"), "the revoked token's stream was closed")
             }
         }
     }
@@ -279,7 +302,7 @@ struct HardeningTests {
     @Test func idleConnectionsAreClosedButStreamsAreNot() async throws {
         try await withServer(.sqlite, configure: { $0.idleTimeoutSeconds = 1 }) { server in
             let port = UInt16(server.baseURL.split(separator: ":").last!)!
-            let stream = try Self.openEventStream(port: port, token: server.adminToken)
+            let stream = try await Self.openEventStream(port: port, token: server.adminToken)
             defer { close(stream) }
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             defer { close(fd) }
@@ -289,20 +312,12 @@ struct HardeningTests {
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
             _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
             _ = "GET /api/v1/reso".withCString { send(fd, $0, strlen($0), 0) }  // and nothing more
-            var timeout = timeval(tv_sec: 20, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var buffer = [UInt8](repeating: 0, count: 512)
-            #expect(recv(fd, &buffer, buffer.count, 0) == 0, "the server closed the trickling connection")
+            let trickled = await Self.read(fd) { _ in false }
+            #expect(trickled.ended, "the server closed the trickling connection")
             // The stream, open well past the idle timeout, still gets its events.
             try await Task.sleep(for: .seconds(2))
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("late")))
-            setsockopt(stream, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var got = ""
-            for _ in 0..<20 where !got.contains("io.triad.resource.created") {
-                let n = recv(stream, &buffer, buffer.count, 0)
-                if n <= 0 { break }
-                got += String(decoding: buffer.prefix(n), as: UTF8.self)
-            }
+            let got = await Self.read(stream) { $0.contains("io.triad.resource.created") }.text
             #expect(got.contains("io.triad.resource.created"))
         }
     }
