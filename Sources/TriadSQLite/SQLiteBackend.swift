@@ -289,7 +289,6 @@ final class SQLiteTransaction: RegistryTransaction {
     private let committed: (String) -> StoredResource?
     private let lastRevision: Int64
     private var change: (name: String, record: StoredResource?)?
-    private var invocation: Invocation?
     private var written: Int64?
 
     init(connection: SQLiteConnection, revision: Int64, committed: @escaping (String) -> StoredResource?) {
@@ -318,17 +317,17 @@ final class SQLiteTransaction: RegistryTransaction {
     func insert(_ r: StoredResource) async throws { change = (r.name, r) }
     func update(_ r: StoredResource) async throws { change = (r.name, r) }
     func delete(name: String) async throws { change = (name, nil) }
-    func put(_ invocation: Invocation) async throws { self.invocation = invocation }
+    /// The event's document is the invocation record, and the ledger trigger writes its row from it.
+    func put(_ invocation: Invocation) async throws {}
 
     func append(_ e: RegistryEvent) async throws {
         guard written == nil else { throw RegistryError.unavailable("a registry write appends one event") }
         // One INSERT is the whole write: the schema's triggers apply it to the resources or, for
         // an operation event, to the ledger (from the invocation record in the document).
-        let document = invocation?.document ?? e.document
         _ = try await connection.query(
             "INSERT INTO triad_events (id, type, name, kind, labels, time, document) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [.integer(Int(e.id)), .text(e.type.rawValue), .text(e.name), .text(e.kind.rawValue),
-             .text(RowCoding.labelsText(e.labels)), .text(e.time), .text(String(decoding: document, as: UTF8.self))])
+             .text(RowCoding.labelsText(e.labels)), .text(e.time), .text(String(decoding: e.document, as: UTF8.self))])
         written = e.id
     }
 }

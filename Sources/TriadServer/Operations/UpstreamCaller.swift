@@ -122,7 +122,7 @@ struct UpstreamCaller: Sendable {
     /// (the deadline is checked between chunks).
     static func makeClient(timeout: Duration) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
-        configuration.timeout.read = .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
+        configuration.timeout.read = timeAmount(timeout)
         configuration.redirectConfiguration = .disallow
         configuration.decompression = .disabled
         configuration.timeout.connect = .seconds(5)
@@ -162,7 +162,7 @@ struct UpstreamCaller: Sendable {
             request.headers.replaceOrAdd(name: "content-type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: body))
         }
-        let deadline = NIODeadline.now() + .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
+        let deadline = NIODeadline.now() + Self.timeAmount(timeout)
         do {
             // The deadline bounds the whole call: connecting, the answer's head and its body.
             let response = try await http.execute(request, deadline: deadline)
@@ -187,6 +187,11 @@ struct UpstreamCaller: Sendable {
         } catch {
             throw .unreachable(Self.describe(error))
         }
+    }
+
+    /// NIO's clock type for a Swift duration.
+    static func timeAmount(_ duration: Duration) -> TimeAmount {
+        .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
     }
 
     static func describe(_ error: any Error) -> String {

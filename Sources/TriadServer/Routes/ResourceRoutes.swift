@@ -79,7 +79,7 @@ struct ResourceRoutes {
     @Sendable func create(_ request: Request, context: TriadRequestContext) async throws -> Response {
         let principal = try context.require(.writeResources)
         let resource = try await document(request)
-        try await checkOperations(resource.spec.operations, name: resource.name)
+        try await checkOperations(resource.spec.operations, previous: nil)
         let record = try await write("create") { try await registry.create(resource, mayWriteProbe: principal.may(.writeProbes)) }
         return .resource(record, status: .created, location: true)
     }
@@ -89,7 +89,9 @@ struct ResourceRoutes {
         let name = try context.parameters.name()
         let resource = try await document(request, pathName: name)
         let precondition = try reader.precondition(request, bodyVersion: resource.metadata.resourceVersion)
-        try await checkOperations(resource.spec.operations, name: name)
+        if resource.spec.operations?.isEmpty == false {
+            try await checkOperations(resource.spec.operations, previous: try? await registry.backend.get(name: name)?.decode().spec.operations)
+        }
         let (record, created) = try await write("replace") {
             try await registry.replace(resource, precondition: precondition, mayWriteProbe: principal.may(.writeProbes))
         }
@@ -103,13 +105,13 @@ struct ResourceRoutes {
         guard case .object = patch else { throw Problem.badRequest("a merge patch must be a JSON object") }
         let precondition = try reader.precondition(request, bodyVersion: nil)
         if case .object(let members) = patch, members["spec"]?["operations"] != nil,
-           let current = try await registry.backend.get(name: name),
-           case .object(let spec)? = MergePatch.apply(patch, to: try current.decode().jsonTree)["spec"],
+           let current = try await registry.backend.get(name: name)?.decode(),
+           case .object(let spec)? = MergePatch.apply(patch, to: current.jsonTree)["spec"],
            let operations = spec["operations"] {
             // The operations the patch would leave, checked as a replace's are (a malformed list
             // is the validator's to refuse, inside the write).
             if let decoded = try? JSONDecoder().decode([ResourceOperationSpec].self, from: JSONCoding.encode(operations)) {
-                try await checkOperations(decoded, name: name)
+                try await checkOperations(decoded, previous: current.spec.operations)
             }
         }
         let record = try await write("patch") {
@@ -186,9 +188,9 @@ struct ResourceRoutes {
     }
 
     /// Refuses (422) operations whose new or changed URL points outside the allowed hosts.
-    private func checkOperations(_ operations: [ResourceOperationSpec]?, name: String) async throws {
+    /// `previous`: the stored resource's operations (their unchanged URLs are not checked again).
+    private func checkOperations(_ operations: [ResourceOperationSpec]?, previous: [ResourceOperationSpec]?) async throws {
         guard let operations, !operations.isEmpty else { return }
-        let previous = (try? await registry.backend.get(name: name)?.decode().spec.operations) ?? nil
         let violations = await addressing.violations(operations, previous: previous ?? [])
         guard violations.isEmpty else { throw Problem.invalid(violations) }
     }
