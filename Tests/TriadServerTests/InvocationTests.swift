@@ -230,6 +230,25 @@ struct InvocationTests {
         await upstream.stop()
     }
 
+    /// A lease that expired is no binding: the call is refused and nothing is recorded.
+    @Test func anExpiredLeaseDoesNotInvoke() async throws {
+        let upstream = try await Upstream.start()
+        try await withServer(.sqlite) { server in
+            _ = try await server.admin.call(.POST, "/api/v1/resources",
+                                            body: Docs.json(Self.device("lapsed", upstream: upstream, closedPort: try Self.closedPort())))
+            let app = server.client(token: try await server.token(.app))
+            #expect(try await app.call(.POST, "/api/v1/resources/lapsed/binding", body: Data(#"{"ttlSeconds":1}"#.utf8)).status == 201)
+            try await TelemetryTests.eventually("the lease has expired and been released", within: 30) {
+                try await server.admin.call(.GET, "/api/v1/resources/lapsed").json?["status"]?["bound"] == .bool(false)
+            }
+            let reply = try await app.send(.POST, "/api/v1/resources/lapsed/operations/brew", body: Data("{}".utf8))
+            #expect(reply.status == 409 && Self.problemType(reply) == "binding-required")
+            #expect(upstream.requests.isEmpty)
+            #expect(try await server.admin.call(.GET, "/api/v1/invocations?resource=lapsed").json?["metadata"]?["matched"] == .number(0))
+        }
+        await upstream.stop()
+    }
+
     /// Never an open proxy: operations' URLs are checked when written and, against the address
     /// actually connected to, when invoked.
     @Test func onlyAllowedHostsAreCalled() async throws {
