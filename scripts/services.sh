@@ -14,6 +14,9 @@
 #   TRIAD_AMQP_DIST_PORT  its Erlang distribution port    (default AMQP port + 20000, or
 #                   AMQP port - 10000 when that would pass 65535, e.g. 45672 for 55672)
 #   TRIAD_MQTT_PORT Mosquitto MQTT port on 127.0.0.1      (default 51883)
+#   TRIAD_MQTT_DYNSEC_PORT  a second Mosquitto, with the dynamic-security plugin and no
+#                   anonymous access, on 127.0.0.1 (default 51884); its admin's password is
+#                   in $TRIAD_SVC_DIR/mosquitto-dynsec/admin.password (user triad-admin)
 #   TRIAD_HA_PORT   Home Assistant HTTP port on 127.0.0.1 (default 58123)
 #   TRIAD_HA_CACHE  where its venv is kept between runs     (default ~/.cache/triad/homeassistant)
 #   CI              when "true", stop also kills epmd (shared by every Erlang node on the box)
@@ -35,6 +38,9 @@ RMQ_DIR=$SVC_DIR/rabbitmq
 RMQ_NODE=${TRIAD_RABBITMQ_NODE:-rabbit@localhost}
 MQTT_PORT=${TRIAD_MQTT_PORT:-51883}
 MQTT_DIR=$SVC_DIR/mosquitto
+MQTT_DYNSEC_PORT=${TRIAD_MQTT_DYNSEC_PORT:-51884}
+MQTT_DYNSEC_DIR=$SVC_DIR/mosquitto-dynsec
+MQTT_DYNSEC_PLUGIN=$(ls /usr/lib/*/mosquitto_dynamic_security.so /usr/lib/mosquitto_dynamic_security.so 2>/dev/null | head -1 || true)
 HA_PORT=${TRIAD_HA_PORT:-58123}
 HA_VERSION=2024.3.3   # the newest that installs on Debian 12's Python 3.11
 HA_DIR=$SVC_DIR/homeassistant
@@ -273,9 +279,59 @@ start_mosquitto() {
     done
   fi
   log "mosquitto up: mqtt://127.0.0.1:$MQTT_PORT"
+  start_mosquitto_dynsec
+}
+
+# The broker as production should run it: the dynamic-security plugin decides who may do what,
+# nobody is anonymous. Its admin (triad-admin, a fresh random password per start) is what
+# `triad server --mqtt-auth dynsec` manages it with.
+mosquitto_dynsec_running() {
+  local pid
+  pid=$(cat "$MQTT_DYNSEC_DIR/mosquitto.pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null
+}
+
+start_mosquitto_dynsec() {
+  if mosquitto_dynsec_running; then
+    log "mosquitto (dynamic security) already running in $MQTT_DYNSEC_DIR"
+    return 0
+  fi
+  [ -n "$MQTT_DYNSEC_PLUGIN" ] || die "Mosquitto's dynamic-security plugin is not installed (package mosquitto)"
+  if (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_DYNSEC_PORT") 2>/dev/null; then
+    die "port $MQTT_DYNSEC_PORT on 127.0.0.1 is already in use by another process (set TRIAD_MQTT_DYNSEC_PORT)"
+  fi
+  rm -rf "$MQTT_DYNSEC_DIR"
+  mkdir -p "$MQTT_DYNSEC_DIR"
+  local password
+  password=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  (umask 077; printf '%s\n' "$password" > "$MQTT_DYNSEC_DIR/admin.password")
+  mosquitto_ctrl dynsec init "$MQTT_DYNSEC_DIR/dynamic-security.json" triad-admin "$password" >/dev/null \
+    || die "mosquitto_ctrl could not write the dynamic-security file"
+  chown -R mosquitto: "$MQTT_DYNSEC_DIR" 2>/dev/null || chmod -R a+rwX "$MQTT_DYNSEC_DIR"
+  chown root: "$MQTT_DYNSEC_DIR/admin.password" 2>/dev/null || true
+  printf 'listener %s 127.0.0.1\nallow_anonymous false\npersistence false\nplugin %s\nplugin_opt_config_file %s\npid_file %s\nlog_dest file %s\n' \
+    "$MQTT_DYNSEC_PORT" "$MQTT_DYNSEC_PLUGIN" "$MQTT_DYNSEC_DIR/dynamic-security.json" \
+    "$MQTT_DYNSEC_DIR/mosquitto.pid" "$MQTT_DYNSEC_DIR/mosquitto.log" > "$MQTT_DYNSEC_DIR/mosquitto.conf"
+  mosquitto -c "$MQTT_DYNSEC_DIR/mosquitto.conf" -d || die "mosquitto (dynamic security) did not start (log: $MQTT_DYNSEC_DIR/mosquitto.log)"
+  local i
+  for i in $(seq 1 100); do
+    mosquitto_sub -h 127.0.0.1 -p "$MQTT_DYNSEC_PORT" -u triad-admin -P "$password" -t '$SYS/broker/version' -C 1 -W 2 >/dev/null 2>&1 && break
+    [ "$i" = 100 ] && { tail -5 "$MQTT_DYNSEC_DIR/mosquitto.log" >&2 || true; die "mosquitto (dynamic security) did not come up"; }
+    sleep 0.1
+  done
+  log "mosquitto (dynamic security) up: mqtt://triad-admin:<$MQTT_DYNSEC_DIR/admin.password>@127.0.0.1:$MQTT_DYNSEC_PORT"
+}
+
+stop_mosquitto_dynsec() {
+  if mosquitto_dynsec_running; then
+    local pid i; pid=$(cat "$MQTT_DYNSEC_DIR/mosquitto.pid")
+    kill "$pid"
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    log "mosquitto (dynamic security) stopped"
+  fi
 }
 
 stop_mosquitto() {
+  stop_mosquitto_dynsec
   if mosquitto_running; then
     local pid i; pid=$(cat "$MQTT_DIR/mosquitto.pid")
     kill "$pid"
@@ -289,6 +345,8 @@ stop_mosquitto() {
 status_mosquitto() {
   if mosquitto_running; then
     log "mosquitto running on 127.0.0.1:$MQTT_PORT"
+    if mosquitto_dynsec_running; then log "mosquitto (dynamic security) running on 127.0.0.1:$MQTT_DYNSEC_PORT"
+    else log "mosquitto (dynamic security) stopped"; return 1; fi
   else
     log "mosquitto stopped"; return 1
   fi

@@ -54,6 +54,9 @@ export TRIAD_TEST_OUTAGE_AMQP_PORT=${TRIAD_OUTAGE_AMQP_PORT:-55673}
 export TRIAD_TEST_POSTGRES_URL=postgres://postgres:postgres@127.0.0.1:${TRIAD_PG_PORT:-55432}/triad_test
 export TRIAD_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:${TRIAD_AMQP_PORT:-55672}
 export TRIAD_TEST_MQTT_URL=mqtt://127.0.0.1:${TRIAD_MQTT_PORT:-51883}
+# The broker with dynamic security, managed by its admin.
+TRIAD_TEST_MQTT_DYNSEC_URL=mqtt://triad-admin:$(cat "${TRIAD_SVC_DIR:-/tmp/triad-services}/mosquitto-dynsec/admin.password")@127.0.0.1:${TRIAD_MQTT_DYNSEC_PORT:-51884}
+export TRIAD_TEST_MQTT_DYNSEC_URL
 export TRIAD_TEST_HA_URL=http://127.0.0.1:${TRIAD_HA_PORT:-58123}
 export TRIAD_TEST_HA_TOKEN_FILE=${TRIAD_SVC_DIR:-/tmp/triad-services}/homeassistant/token
 

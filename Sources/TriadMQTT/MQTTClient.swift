@@ -3,8 +3,35 @@ import Synchronization
 
 public struct MQTTMessage: Sendable, Equatable {
     public var topic: String
+    /// Empty when `oversized`.
     public var payload: [UInt8]
     public var retained: Bool
+    /// The payload was larger than the client's `maxPayloadBytes`: it was dropped in the
+    /// callback, before being copied; only the topic is kept, so the reader can count it.
+    public var oversized: Bool = false
+}
+
+/// The messages of a client's subscriptions, in arrival order; taking one frees its bytes from
+/// the client's budget.
+public struct MQTTMessages: AsyncSequence, Sendable {
+    public typealias Element = MQTTMessage
+    let stream: AsyncStream<MQTTMessage>
+    let context: CallbackContext
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(base: stream.makeAsyncIterator(), context: context)
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: AsyncStream<MQTTMessage>.AsyncIterator
+        let context: CallbackContext
+
+        public mutating func next() async -> MQTTMessage? {
+            guard let message = await base.next() else { return nil }
+            context.queuedBytes.subtract(CallbackContext.cost(message), ordering: .relaxed)
+            return message
+        }
+    }
 }
 
 /// A message the broker publishes for us when our connection dies (probes announce `offline`).
@@ -30,20 +57,22 @@ private let libraryInitialised: Int32 = mosquitto_lib_init()
 public final class MQTTClient: Sendable {
     public let endpoint: MQTTEndpoint
     /// Every message of the subscriptions, in arrival order. Ends when the client stops.
-    public let messages: AsyncStream<MQTTMessage>
+    public let messages: MQTTMessages
     private let context: CallbackContext
     /// nil once stopped: publish and stop must not touch a destroyed handle.
     private let handle: Mutex<MosquittoHandle?>
 
-    /// `bufferLimit` bounds the messages held for a slow reader; beyond it new ones are dropped
-    /// and counted (`droppedMessages`), so a stalled reader cannot exhaust memory.
+    /// `byteBudget` bounds the bytes (payloads and topics) held for a slow reader; beyond it new
+    /// messages are dropped and counted (`droppedMessages`), so a stalled reader cannot exhaust
+    /// memory. A payload over `maxPayloadBytes` is never copied (see `MQTTMessage.oversized`).
     public init(endpoint: MQTTEndpoint, clientID: String? = nil, subscriptions: [String] = [], qos: Int32 = 1,
-                will: MQTTWill? = nil, bufferLimit: Int = 100_000) throws(MQTTError) {
+                will: MQTTWill? = nil, byteBudget: Int = 64 << 20, maxPayloadBytes: Int = 16 << 20) throws(MQTTError) {
         _ = libraryInitialised
         self.endpoint = endpoint
-        let (stream, continuation) = AsyncStream.makeStream(of: MQTTMessage.self, bufferingPolicy: .bufferingOldest(bufferLimit))
-        messages = stream
-        context = CallbackContext(continuation: continuation, subscriptions: subscriptions, qos: qos)
+        let (stream, continuation) = AsyncStream.makeStream(of: MQTTMessage.self, bufferingPolicy: .unbounded)
+        context = CallbackContext(continuation: continuation, subscriptions: subscriptions, qos: qos,
+                                  byteBudget: byteBudget, maxPayloadBytes: maxPayloadBytes)
+        messages = MQTTMessages(stream: stream, context: context)
         let unmanaged = Unmanaged.passRetained(context)
         guard let mosq = mosquitto_new(clientID, true, unmanaged.toOpaque()) else {
             unmanaged.release()
@@ -99,19 +128,29 @@ public final class MQTTClient: Sendable {
         }
         mosquitto_disconnect_callback_set(mosq) { _, obj, rc in
             let c = CallbackContext.from(obj)
-            c.connected.store(false, ordering: .releasing)
+            let wasConnected = c.connected.exchange(false, ordering: .acquiringAndReleasing)
             c.subscribed.store(false, ordering: .releasing)
             c.acknowledgedSubscriptions.store(0, ordering: .releasing)
-            if rc != 0 { c.lastError.withLock { $0 = "connection lost: \(String(cString: mosquitto_strerror(rc)))" } }
+            // A refused attempt was never connected: keep the broker's reason for refusing it.
+            if rc != 0 && wasConnected { c.lastError.withLock { $0 = "connection lost: \(String(cString: mosquitto_strerror(rc)))" } }
         }
         mosquitto_message_callback_set(mosq) { _, obj, message in
             guard let m = message?.pointee else { return }
             let c = CallbackContext.from(obj)
-            // The message dies when the callback returns: copy it now.
-            let payload = m.payloadlen > 0 ? Array(UnsafeRawBufferPointer(start: m.payload, count: Int(m.payloadlen))) : []
-            let copy = MQTTMessage(topic: m.topic.map { String(cString: $0) } ?? "", payload: payload, retained: m.retain)
-            if case .dropped = c.continuation.yield(copy) {
+            let topic = m.topic.map { String(cString: $0) } ?? ""
+            let oversized = Int(m.payloadlen) > c.maxPayloadBytes
+            let cost = (oversized ? 0 : Int(m.payloadlen)) + topic.utf8.count
+            // Within the budget, or dropped before anything is copied.
+            guard c.queuedBytes.add(cost, ordering: .relaxed).newValue <= c.byteBudget else {
+                c.queuedBytes.subtract(cost, ordering: .relaxed)
                 c.dropped.add(1, ordering: .relaxed)
+                return
+            }
+            // The message dies when the callback returns: copy it now (an oversized payload never).
+            let payload = m.payloadlen > 0 && !oversized ? Array(UnsafeRawBufferPointer(start: m.payload, count: Int(m.payloadlen))) : []
+            let copy = MQTTMessage(topic: topic, payload: payload, retained: m.retain, oversized: oversized)
+            if case .terminated = c.continuation.yield(copy) {
+                c.queuedBytes.subtract(cost, ordering: .relaxed)
             }
         }
     }
@@ -195,21 +234,30 @@ private struct MosquittoHandle: @unchecked Sendable {
 
 /// What the C callbacks reach through libmosquitto's `obj` pointer. Only `let`s of Sendable
 /// types: the callbacks run on libmosquitto's thread, and Swift does not check `void *`.
-private final class CallbackContext: Sendable {
+final class CallbackContext: Sendable {
     let continuation: AsyncStream<MQTTMessage>.Continuation
     let subscriptions: [String]
     let qos: Int32
+    let byteBudget: Int
+    let maxPayloadBytes: Int
+    /// Bytes delivered to `messages` and not yet taken by its reader.
+    let queuedBytes = Atomic<Int>(0)
     let connected = Atomic<Bool>(false)
     let subscribed = Atomic<Bool>(false)
     let acknowledgedSubscriptions = Atomic<Int>(0)
     let dropped = Atomic<Int>(0)
     let lastError = Mutex<String?>("not connected yet")
 
-    init(continuation: AsyncStream<MQTTMessage>.Continuation, subscriptions: [String], qos: Int32) {
+    init(continuation: AsyncStream<MQTTMessage>.Continuation, subscriptions: [String], qos: Int32, byteBudget: Int, maxPayloadBytes: Int) {
         self.continuation = continuation
         self.subscriptions = subscriptions
         self.qos = qos
+        self.byteBudget = byteBudget
+        self.maxPayloadBytes = maxPayloadBytes
     }
+
+    /// What a queued message counts against the budget.
+    static func cost(_ message: MQTTMessage) -> Int { message.payload.count + message.topic.utf8.count }
 
     static func from(_ obj: UnsafeMutableRawPointer?) -> CallbackContext {
         Unmanaged<CallbackContext>.fromOpaque(obj!).takeUnretainedValue()

@@ -1,5 +1,6 @@
 import Foundation
 import TriadCore
+import TriadMQTT
 
 /// Everything `triad server` can be told (flags > `TRIAD_*` environment > YAML file > defaults).
 public struct ServerConfiguration: Sendable, Equatable {
@@ -20,6 +21,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var mqtt: String?
     /// Subscribe with `$share/triad/…` so replicas on one broker split the telemetry.
     public var mqttShared: Bool = false
+    /// How devices authenticate to the broker (docs/mqtt.md).
+    public var mqttAuth: MQTTAuth = .none
     /// How long telemetry history is kept, in hours.
     public var telemetryRetentionHours: Int = 168
     /// Samples per second each resource may send before the rest are rejected as rate-limited.
@@ -46,6 +49,25 @@ public struct ServerConfiguration: Sendable, Equatable {
     public enum Database: Equatable, Sendable {
         case sqlite(path: String)
         case postgres(url: String)
+    }
+
+    public enum MQTTAuth: String, Sendable, Equatable, CaseIterable {
+        /// The broker's own configuration decides; the server manages nothing there.
+        case none
+        /// The server manages Mosquitto's dynamic-security plugin with the `mqtt` URL's
+        /// credentials (its admin): one client per device token.
+        case dynsec
+    }
+
+    /// What `mqttAuth` needs of the rest of the configuration.
+    public func checkMQTTAuth() throws {
+        guard mqttAuth == .dynsec else { return }
+        guard let mqtt else { throw Invalid(description: "mqttAuth dynsec needs --mqtt, the broker whose dynamic security the server manages") }
+        let endpoint: MQTTEndpoint
+        do { endpoint = try MQTTEndpoint(url: mqtt) } catch { throw Invalid(description: "\(error)") }
+        guard endpoint.username != nil, endpoint.password != nil else {
+            throw Invalid(description: "mqttAuth dynsec needs the --mqtt URL to carry the broker admin's username and password (mqtt://user:password@host:port)")
+        }
     }
 
     public struct Invalid: Error, CustomStringConvertible, Sendable {

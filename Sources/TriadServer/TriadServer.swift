@@ -23,6 +23,8 @@ public final class TriadServer: Sendable {
     let telemetryForwarder: TelemetryForwarder?
     let telemetrySubscriber: TelemetrySubscriber?
     let stateSync: StateSync?
+    /// `--mqtt-auth dynsec`: the broker's device clients, managed by this server.
+    let brokerAccess: DynamicSecurityAccess?
     public let controller: ProbeController
     let invocations: InvocationRunner
     let addressing: UpstreamAddressing
@@ -63,8 +65,13 @@ public final class TriadServer: Sendable {
     public init(configuration: ServerConfiguration, backend: any RegistryBackend, logger: Logger,
                 resolver: HostResolver = .system) async throws {
         self.configuration = configuration
+        try configuration.checkMQTTAuth()
         self.registry = Registry(backend: backend)
-        self.authority = TokenAuthority(backend: backend)
+        let brokerAccess = try configuration.mqtt.flatMap { url in
+            configuration.mqttAuth == .dynsec ? try DynamicSecurityAccess(url: url, logger: logger) : nil
+        }
+        self.brokerAccess = brokerAccess
+        self.authority = TokenAuthority(backend: backend, brokerAccess: brokerAccess, logger: logger)
         self.logger = logger
         let notifier = self.notifier
         let publisher = try configuration.amqp.map { try AMQPEventPublisher(url: $0) }
@@ -82,7 +89,8 @@ public final class TriadServer: Sendable {
         self.stateSync = try configuration.amqp.map {
             try StateSync(url: $0, queue: configuration.stateQueue, registry: registry, authority: authority, written: { notifier.notify() }, logger: logger)
         }
-        self.controller = ProbeController(registry: registry, authority: authority, notifier: notifier, mqttURL: configuration.mqtt,
+        self.controller = ProbeController(registry: registry, authority: authority, notifier: notifier, mqttBroker: try configuration.mqtt.map { try MQTTEndpoint(url: $0) },
+                                          mqttClientPerToken: brokerAccess != nil,
                                           dataDir: configuration.dataDir, policy: configuration.probePolicy,
                                           probeAllow: configuration.probeAllow, logger: logger)
         let addressing = UpstreamAddressing(allowed: configuration.allowedHosts, resolver: resolver)
@@ -120,6 +128,7 @@ public final class TriadServer: Sendable {
         if let relay { checks.append(HealthCheck(name: "amqp") { relay.health }) }
         if let forwarder = telemetryForwarder { checks.append(HealthCheck(name: "amqpTelemetry") { forwarder.health }) }
         if let subscriber = telemetrySubscriber { checks.append(HealthCheck(name: "mqtt") { subscriber.health }) }
+        if let brokerAccess { checks.append(HealthCheck(name: "mqttDynamicSecurity") { brokerAccess.health }) }
         if let stateSync { checks.append(HealthCheck(name: "amqpState") { stateSync.health }) }
         SystemRoutes(registry: registry, checks: checks, metrics: ServerMetrics.registry).register(table)
         ResourceRoutes(registry: registry, reader: reader, addressing: addressing, authority: authority, written: { notifier.notify() }).register(table)
@@ -156,7 +165,11 @@ public final class TriadServer: Sendable {
                 telemetry,
                 controller,
                 invocations,
-            ] + ([relay, telemetryForwarder, telemetrySubscriber, stateSync] as [(any Service)?]).compactMap { $0 },
+            ] + ([relay, telemetryForwarder, telemetrySubscriber, stateSync, brokerAccess] as [(any Service)?]).compactMap { $0 }
+              + (brokerAccess == nil ? [] : [
+                // Revocations that could not reach the broker when they happened.
+                PeriodicService(name: "mqtt-client-cleanup", interval: .seconds(60)) { [authority] in try await authority.withdrawRevokedClients() },
+              ]),
             onServerRunning: { [controller, configuration] channel in
                 let port = channel.localAddress?.port ?? 0
                 // Probes reach the API on loopback when the server listens on every address.

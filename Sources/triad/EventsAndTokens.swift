@@ -45,7 +45,7 @@ struct TokenCommand: AsyncParsableCommand {
         subcommands: [Create.self, Revoke.self, List.self])
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a token and print it (alone, on stdout).")
+        static let configuration = CommandConfiguration(abstract: "Create a token and print it (alone, on stdout; a device's MQTT client, when the server manages the broker, on stderr).")
         @Option(help: "admin, operator, app, device or integrator.")
         var role: String
         @Option(help: "A name for the token (used to revoke it).")
@@ -61,6 +61,11 @@ struct TokenCommand: AsyncParsableCommand {
                 let reply = try await client.client().call(.POST, "/api/v1/tokens", body: JSONCoding.encode(JSONValue.object(body)))
                 guard let token = reply.json?["token"]?.stringValue else { throw CLIError("the server sent no token") }
                 print(token)
+                // A device's own MQTT client (a broker managed with --mqtt-auth dynsec): shown once,
+                // on stderr, so stdout stays the token alone.
+                if let user = reply.json?["mqtt"]?["username"]?.stringValue, let password = reply.json?["mqtt"]?["password"]?.stringValue {
+                    FileHandle.standardError.write(Data("MQTT client: username \(user), password \(password)\n".utf8))
+                }
             }
         }
     }

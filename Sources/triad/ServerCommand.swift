@@ -12,7 +12,7 @@ struct ServerCommand: AsyncParsableCommand {
         discussion: """
         Every setting comes from a flag, else a TRIAD_* environment variable, else the YAML file \
         given with --config, else its default. Keys: database (TRIAD_DATABASE), dataDir \
-        (TRIAD_DATA_DIR), amqp (TRIAD_AMQP), mqtt (TRIAD_MQTT), mqttShared (TRIAD_MQTT_SHARED), \
+        (TRIAD_DATA_DIR), amqp (TRIAD_AMQP), mqtt (TRIAD_MQTT), mqttShared (TRIAD_MQTT_SHARED), mqttAuth (TRIAD_MQTT_AUTH), \
         telemetryRetentionHours (TRIAD_TELEMETRY_RETENTION_HOURS), telemetryRate (TRIAD_TELEMETRY_RATE), listen (TRIAD_LISTEN), maxBodyBytes (TRIAD_MAX_BODY_BYTES), \
         eventRetention (TRIAD_EVENT_RETENTION), shutdownGrace (TRIAD_SHUTDOWN_GRACE), \
         idleTimeout (TRIAD_IDLE_TIMEOUT), allowedHosts (TRIAD_ALLOWED_HOSTS), probeAllow (TRIAD_PROBE_ALLOW), invokeTimeout (TRIAD_INVOKE_TIMEOUT), logLevel (TRIAD_LOG_LEVEL). TRIAD_ADMIN_TOKEN \
@@ -29,6 +29,8 @@ struct ServerCommand: AsyncParsableCommand {
     var mqtt: String?
     @Option(help: "true: subscribe with $share/triad/ so replicas split telemetry (default false).")
     var mqttShared: String?
+    @Option(help: "none: the broker's own configuration decides who may publish; dynsec: the server manages Mosquitto's dynamic-security plugin with the --mqtt URL's credentials, one client per device token (default none).")
+    var mqttAuth: String?
     @Option(help: "Hours of telemetry history kept (default 168).")
     var telemetryRetentionHours: Int?
     @Option(help: "Telemetry samples per second accepted from each resource (default 100).")
@@ -54,7 +56,7 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).")
     var logLevel: String?
 
-    static let fileKeys: Set<String> = ["database", "amqp", "mqtt", "mqttShared", "telemetryRetentionHours", "telemetryRate", "dataDir", "listen", "maxBodyBytes", "eventRetention", "shutdownGrace", "idleTimeout", "allowedHosts", "probeAllow", "invokeTimeout", "logLevel"]
+    static let fileKeys: Set<String> = ["database", "amqp", "mqtt", "mqttShared", "mqttAuth", "telemetryRetentionHours", "telemetryRate", "dataDir", "listen", "maxBodyBytes", "eventRetention", "shutdownGrace", "idleTimeout", "allowedHosts", "probeAllow", "invokeTimeout", "logLevel"]
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
@@ -81,6 +83,11 @@ struct ServerCommand: AsyncParsableCommand {
             guard let b = Bool(shared) else { throw ValidationError("mqttShared must be true or false, not \(shared)") }
             cfg.mqttShared = b
         }
+        if let text = setting(mqttAuth, "TRIAD_MQTT_AUTH", "mqttAuth") {
+            guard let auth = ServerConfiguration.MQTTAuth(rawValue: text) else { throw ValidationError("mqttAuth must be none or dynsec, not \(text)") }
+            cfg.mqttAuth = auth
+        }
+        do { try cfg.checkMQTTAuth() } catch { throw ValidationError("\(error)") }
         if let n = try integer(telemetryRetentionHours, "TRIAD_TELEMETRY_RETENTION_HOURS", "telemetryRetentionHours", minimum: 1) { cfg.telemetryRetentionHours = n }
         if let n = try integer(telemetryRate, "TRIAD_TELEMETRY_RATE", "telemetryRate", minimum: 1) { cfg.telemetryRate = n }
         if let dir = setting(dataDir, "TRIAD_DATA_DIR", "dataDir") { cfg.dataDir = dir }

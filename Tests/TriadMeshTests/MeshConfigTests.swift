@@ -114,3 +114,28 @@ struct MeshConfigTests {
         #expect(p.first?.contains("line ") == true, "\(p)")
     }
 }
+
+@Suite("Mesh state file")
+struct MeshStateFileTests {
+    @Test func theStateFileHoldingTheControlSecretIsOwnerOnlyFromItsCreation() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("triad-state-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var state = try JSONDecoder().decode(MeshState.self, from: Data("""
+            {"name": "m", "controlURL": "http://127.0.0.1:1", "token": "\(MeshState.newToken())", "pid": 1, "gateway": "",
+             "runDirectory": "\(dir)", "startedAt": "2026-01-01T00:00:00Z", "processes": []}
+            """.utf8))
+        // A link planted where the temporary file goes must not be written through.
+        try FileManager.default.createDirectory(atPath: MeshState.directory(in: dir), withIntermediateDirectories: true)
+        let target = dir + "/planted"
+        try FileManager.default.createSymbolicLink(atPath: MeshState.directory(in: dir) + "/.state.json.tmp", withDestinationPath: target)
+        try state.save(in: dir)
+        #expect(!FileManager.default.fileExists(atPath: target))
+        func mode(_ path: String) throws -> Int { (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int ?? -1) & 0o777 }
+        #expect(try mode(MeshState.path(in: dir)) == 0o600)
+        state.pid = 2
+        try state.save(in: dir)
+        #expect(try mode(MeshState.path(in: dir)) == 0o600)
+        #expect(MeshState.load(from: dir)?.pid == 2)
+    }
+}

@@ -118,6 +118,35 @@ struct TelemetryTests {
         }
     }
 
+    @Test func aSlowMQTTReaderHoldsAtMostItsByteBudgetAndOversizedPayloadsAreNeverCopied() async throws {
+        let url = try TestEnvironment.mqttURL()
+        let topic = "triad-test/budget/\(UUID().uuidString.prefix(8))"
+        // Room for ten 100-byte messages (plus their topics); nobody reads yet.
+        let reader = try MQTTClient(endpoint: try MQTTEndpoint(url: url), subscriptions: [topic],
+                                    byteBudget: 10 * (100 + topic.utf8.count), maxPayloadBytes: 150)
+        try reader.start()
+        defer { reader.stop() }
+        #expect(await reader.waitUntilReady(timeout: .seconds(10)))
+        let sender = try MQTTClient(endpoint: try MQTTEndpoint(url: url))
+        try sender.start()
+        defer { sender.stop() }
+        #expect(await sender.waitUntilReady(timeout: .seconds(10)))
+        for i in 0..<30 { try sender.publish(topic: topic, payload: Array(repeating: UInt8(i), count: 100)) }
+        try await Self.eventually("the messages past the budget are dropped") { reader.droppedMessages == 20 }
+        try sender.publish(topic: topic, payload: Array(repeating: 7, count: 10_000))
+        var taken: [MQTTMessage] = []
+        for await message in reader.messages {
+            taken.append(message)
+            if taken.count == 10 {
+                // The budget is free again: the oversized one comes through as a marker, uncopied.
+                try sender.publish(topic: topic, payload: Array(repeating: 7, count: 10_000))
+            }
+            if taken.count == 11 { break }
+        }
+        #expect(taken.prefix(10).map { $0.payload.first } == (0..<10).map { UInt8($0) }, "the first ten, in order")
+        #expect(taken.last?.oversized == true && taken.last?.payload.isEmpty == true)
+    }
+
     @Test func mqttSamplesFlowAndBadMessagesAreCountedWithoutStoppingOthers() async throws {
         let url = try TestEnvironment.mqttURL()
         try await withServer(.sqlite, mqtt: url, configure: { $0.telemetryRate = 20 }) { server in

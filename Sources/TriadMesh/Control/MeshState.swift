@@ -1,5 +1,6 @@
 import Foundation
 import TriadCore
+import TriadProcess
 
 /// What `mesh up` leaves in the working directory (`.triad-mesh/state.json`, mode 0600: it
 /// holds the control API's secret) so that `mesh status/audit/down` and `upgrade` find the mesh.
@@ -32,10 +33,15 @@ public struct MeshState: Sendable, Codable, Equatable {
 
     public func save(in workingDirectory: String) throws {
         let dir = Self.directory(in: workingDirectory)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        // Written whole under a temporary name, 0600 from its creation (never through a planted
+        // link), then renamed over the old state.
         let tmp = dir + "/.state.json.tmp"
-        FileManager.default.createFile(atPath: tmp, contents: JSONCoding.encode(self), attributes: [.posixPermissions: 0o600])
-        guard rename(tmp, Self.path(in: workingDirectory)) == 0 else { throw POSIXError(.EIO) }
+        unlink(tmp)
+        try SecretFile.create(tmp, contents: JSONCoding.encode(self))
+        guard rename(tmp, Self.path(in: workingDirectory)) == 0 else {
+            throw SecretFile.WriteFailed(description: "cannot replace \(Self.path(in: workingDirectory)): \(String(cString: strerror(errno)))")
+        }
     }
 
     public static func remove(in workingDirectory: String) {

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Synchronization
 import TriadCore
+import TriadProcess
 
 /// Issues, checks and revokes bearer tokens. Only SHA-256 hashes are stored; secrets are shown
 /// once, at creation, and never logged.
@@ -12,9 +13,15 @@ public final class TokenAuthority: Sendable {
     /// server clears it at once; another replica's revocation takes effect within `cacheTTL`.
     private let cache = Mutex<[String: (principal: Principal?, expires: ContinuousClock.Instant)]>([:])
     private let cacheTTL: Duration = .seconds(5)
+    /// With `--mqtt-auth dynsec`: each device token's MQTT client, kept in step with the token.
+    let brokerAccess: (any DeviceBrokerAccess)?
+    private let logger: Logger
 
-    public init(backend: any RegistryBackend) {
+    public init(backend: any RegistryBackend, brokerAccess: (any DeviceBrokerAccess)? = nil,
+                logger: Logger = Logger(label: "triad.tokens")) {
         self.backend = backend
+        self.brokerAccess = brokerAccess
+        self.logger = logger
     }
 
     public static func hash(_ secret: String) -> String {
@@ -50,19 +57,49 @@ public final class TokenAuthority: Sendable {
         return principal
     }
 
-    /// Creates a token and returns its secret (the only time it exists outside the caller).
+    /// Creates a token and returns its secret (the only time it exists outside the caller). A
+    /// device token gets its MQTT client first (when the broker is managed): if the broker
+    /// refuses, no token is made.
     public func create(name: String, role: Role, resource: String?, secret: String = TokenAuthority.generateSecret()) async throws -> (TokenRecord, String) {
         let record = TokenRecord(name: name, role: role, resource: resource, secretHash: Self.hash(secret),
                                  createdAt: Timestamp.format(Date()))
-        try await backend.insertToken(record)
-        cache.withLock { $0.removeValue(forKey: record.secretHash) }
+        let brokerClient = role == .device ? brokerAccess : nil
+        if let brokerClient, let resource {
+            // A taken name is a conflict, not a broker error (the broker may hold its client).
+            if try await backend.tokens().contains(where: { $0.name == name }) { throw RegistryError.tokenExists(name: name) }
+            try await brokerClient.grant(client: name, password: Self.mqttPassword(forSecret: secret), resource: resource)
+        }
+        do {
+            try await backend.insertToken(record)
+        } catch {
+            if let brokerClient { try? await brokerClient.withdraw(client: name) }
+            throw error
+        }
+        cache.withLock { _ = $0.removeValue(forKey: record.secretHash) }
         return (record, secret)
     }
 
+    /// Revokes the token; a device token's MQTT client is removed (and its connections dropped)
+    /// at once. If the broker cannot be reached, the removal is retried (`withdrawRevokedClients`).
     public func revoke(name: String) async throws -> TokenRecord? {
         let record = try await backend.revokeToken(name: name, at: Timestamp.format(Date()))
         if let record { cache.withLock { _ = $0.removeValue(forKey: record.secretHash) } }
+        if let record, record.role == .device, let brokerAccess {
+            do { try await brokerAccess.withdraw(client: record.name) } catch {
+                logger.warning("revoked token's MQTT client not removed yet; retrying",
+                               metadata: ["token.name": "\(record.name)", "error": "\(error)"])
+            }
+        }
         return record
+    }
+
+    /// Removes the MQTT clients of revoked device tokens that the broker still has (at start and
+    /// periodically: a revocation may have happened while the broker was unreachable).
+    public func withdrawRevokedClients() async throws {
+        guard let brokerAccess else { return }
+        let revoked = Set(try await backend.tokens().filter { $0.role == .device && $0.revokedAt != nil }.map(\.name))
+        let removed = try await brokerAccess.withdrawAny(of: revoked)
+        if removed > 0 { logger.notice("removed MQTT clients of revoked tokens", metadata: ["count": "\(removed)"]) }
     }
 
     public func list() async throws -> [TokenRecord] {
@@ -128,27 +165,5 @@ public final class TokenAuthority: Sendable {
         var n = 2
         while taken.contains("\(base)-\(n)") { n += 1 }
         return "\(base)-\(n)"
-    }
-}
-
-/// A file only its owner may read, from the moment it exists: created 0600 with
-/// `O_CREAT|O_EXCL|O_NOFOLLOW` (never briefly world-readable, never through a planted link).
-enum SecretFile {
-    struct WriteFailed: Error, CustomStringConvertible {
-        var description: String
-    }
-
-    static func create(_ path: String, contents: Data) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            throw WriteFailed(description: "cannot create \(path): \(String(cString: strerror(errno)))")
-        }
-        defer { close(fd) }
-        // The mode given to open is cut by the umask; 0600 is what is meant, whatever the umask.
-        guard fchmod(fd, 0o600) == 0 else { throw WriteFailed(description: "cannot set the mode of \(path)") }
-        let written = contents.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard written == contents.count, fsync(fd) == 0 else {
-            throw WriteFailed(description: "cannot write \(path): \(String(cString: strerror(errno)))")
-        }
     }
 }

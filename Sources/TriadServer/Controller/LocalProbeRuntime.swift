@@ -1,17 +1,22 @@
 import Foundation
 import Logging
 import TriadCore
+import TriadMQTT
 import TriadProcess
 
 /// The `local` probe runtime (docs/mqtt.md): a probe is `probeImage probeArgs…` run as a child
 /// process with `TRIAD_RESOURCE`, `TRIAD_MQTT_URL`, `TRIAD_API_URL` and a device token of its
-/// own in `TRIAD_TOKEN` (revoked when the probe stops), and nothing else of the server's
+/// own in `TRIAD_TOKEN` (revoked when the probe stops); `TRIAD_MQTT_URL` carries the probe's own
+/// MQTT client credentials when the broker is managed, never the server's. Nothing else of the server's
 /// environment, in a private working directory `<data-dir>/probes/<name>/` (its output goes to
 /// `probe.log` there). Only executables on the allow list run.
 actor LocalProbeRuntime {
     struct Environment: Sendable {
         var apiURL: String
-        var mqttURL: String?
+        /// The broker, without the server's credentials.
+        var mqttBroker: MQTTEndpoint?
+        /// The broker knows each device token's client (`--mqtt-auth dynsec`).
+        var mqttClientPerToken: Bool
         /// `<data-dir>/probes`: each probe's private working directory and log live under it.
         var probeDirectory: String
         var allow: ProbeAllowList
@@ -74,7 +79,10 @@ actor LocalProbeRuntime {
         let (_, secret) = try await authority.create(name: tokenName, role: .device, resource: name)
         // An empty environment plus the probe's own variables: nothing of the server's leaks in.
         var env = ["TRIAD_RESOURCE": name, "TRIAD_API_URL": environment.apiURL, "TRIAD_TOKEN": secret]
-        if let mqtt = environment.mqttURL { env["TRIAD_MQTT_URL"] = mqtt }
+        if let broker = environment.mqttBroker {
+            let credentials = environment.mqttClientPerToken ? "\(tokenName):\(TokenAuthority.mqttPassword(forSecret: secret))@" : ""
+            env["TRIAD_MQTT_URL"] = "mqtt://\(credentials)\(broker.host.contains(":") ? "[\(broker.host)]" : broker.host):\(broker.port)"
+        }
         let exited = self.exited
         let process: ChildProcess
         do {

@@ -4,6 +4,7 @@ import Metrics
 import ServiceLifecycle
 import Synchronization
 import TriadCore
+import TriadMQTT
 
 /// The resource controller (docs/mqtt.md): level-triggered over the registry; it runs probes,
 /// judges agent heartbeats and expires binding leases. Registry events,
@@ -16,7 +17,8 @@ public final class ProbeController: Service, Sendable {
     let runtime: LocalProbeRuntime
     let notifier: EventNotifier
     let logger: Logger
-    let mqttURL: String?
+    let mqttBroker: MQTTEndpoint?
+    let mqttClientPerToken: Bool
     let dataDir: String
     let policy: ProbeReconciler.Policy
     let probeAllow: ProbeAllowList
@@ -25,12 +27,13 @@ public final class ProbeController: Service, Sendable {
     private let exits = ExitInbox()
     private let apiURL = Mutex<String?>(nil)
 
-    init(registry: Registry, authority: TokenAuthority, notifier: EventNotifier, mqttURL: String?, dataDir: String,
+    init(registry: Registry, authority: TokenAuthority, notifier: EventNotifier, mqttBroker: MQTTEndpoint?, mqttClientPerToken: Bool = false, dataDir: String,
          policy: ProbeReconciler.Policy = ProbeReconciler.Policy(), probeAllow: ProbeAllowList = ProbeAllowList(), logger: Logger) {
         self.registry = registry
         self.probeAllow = probeAllow
         self.notifier = notifier
-        self.mqttURL = mqttURL
+        self.mqttBroker = mqttBroker
+        self.mqttClientPerToken = mqttClientPerToken
         self.dataDir = dataDir
         self.policy = policy
         self.logger = logger
@@ -158,7 +161,8 @@ public final class ProbeController: Service, Sendable {
         }
         let actual = await runtime.actual(name, now: now)
         let decision = ProbeReconciler.decide(desired, actual, now: now, policy: policy)
-        let environment = LocalProbeRuntime.Environment(apiURL: apiURL.withLock { $0 } ?? "", mqttURL: mqttURL,
+        let environment = LocalProbeRuntime.Environment(apiURL: apiURL.withLock { $0 } ?? "", mqttBroker: mqttBroker,
+                                                        mqttClientPerToken: mqttClientPerToken,
                                                         probeDirectory: dataDir + "/probes", allow: probeAllow)
         do {
             switch decision.action {

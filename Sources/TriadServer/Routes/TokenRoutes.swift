@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import TriadCore
+import TriadMQTT
 
 /// `/api/v1/tokens` (admin): what `triad token create|revoke` calls.
 struct TokenRoutes {
@@ -55,9 +56,20 @@ struct TokenRoutes {
             }
         }
         guard violations.isEmpty, let name, let role else { throw Problem.invalid(violations, what: "token request") }
-        let (record, secret) = try await authority.create(name: name, role: role, resource: resource)
+        let record: TokenRecord, secret: String
+        do {
+            (record, secret) = try await authority.create(name: name, role: role, resource: resource)
+        } catch let error as BrokerRefused {
+            throw Problem.unavailable("no token was made: \(error.description)")
+        } catch let error as MQTTError {
+            throw Problem.unavailable("no token was made: \(error.description)")
+        }
         guard case .object(var body) = Self.info(record) else { throw Problem.internalError() }
         body["token"] = .string(secret)
+        if role == .device && authority.brokerAccess != nil {
+            // The device's own MQTT client (docs/mqtt.md); like the token, shown only now.
+            body["mqtt"] = .object(["username": .string(record.name), "password": .string(TokenAuthority.mqttPassword(forSecret: secret))])
+        }
         return .json(.created, JSONCoding.encode(JSONValue.object(body)))
     }
 

@@ -8,20 +8,21 @@ import TriadCore
 
 /// Sends telemetry events to `triad.events` as they come (docs/events.md, docs/mqtt.md): whatever queued up
 /// while the last batch was being confirmed goes out as the next batch. Samples are not in the
-/// outbox, so while RabbitMQ is down they wait in a bounded queue and, past it, are dropped and
-/// counted (`triad_telemetry_dropped_total{stage="amqp"}`); registry events never are.
+/// outbox, so while RabbitMQ is down they wait in a queue bounded in bytes and, past it, are
+/// dropped and counted (`triad_telemetry_dropped_total{stage="amqp"}`); registry events never are.
 public final class TelemetryForwarder: Service, Sendable {
     let publisher: AMQPPublisher
     let logger: Logger
-    let queueLimit: Int
-    private let queue = Mutex<[AMQPMessage]>([])
+    /// The most bytes of message bodies the queue holds.
+    let byteBudget: Int
+    private let queue = Mutex<(messages: [AMQPMessage], bytes: Int)>(([], 0))
     private let wake: AsyncStream<Void>
     private let wakeContinuation: AsyncStream<Void>.Continuation
     private let problem = Mutex<String?>("not connected yet")
 
-    public init(url: String, queueLimit: Int = 50_000, logger: Logger) throws {
+    public init(url: String, byteBudget: Int = 64 << 20, logger: Logger) throws {
         publisher = AMQPPublisher(endpoint: try AMQPEndpoint(url: url))
-        self.queueLimit = queueLimit
+        self.byteBudget = byteBudget
         self.logger = logger
         (wake, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
@@ -33,8 +34,9 @@ public final class TelemetryForwarder: Service, Sendable {
         let message = AMQPMessage(exchange: AMQPEventPublisher.exchange, routingKey: routingKey, body: Array(body),
                                   contentType: "application/cloudevents+json", messageID: messageID, persistent: true)
         let accepted = queue.withLock { q in
-            guard q.count < queueLimit else { return false }
-            q.append(message)
+            guard q.bytes + message.body.count <= byteBudget else { return false }
+            q.messages.append(message)
+            q.bytes += message.body.count
             return true
         }
         if accepted { wakeContinuation.yield() } else {
@@ -57,9 +59,11 @@ public final class TelemetryForwarder: Service, Sendable {
                         self.problem.withLock { $0 = nil }
                     }
                     let batch = self.queue.withLock { q in
-                        let n = min(q.count, 1000)
-                        defer { q.removeFirst(n) }
-                        return Array(q.prefix(n))
+                        let n = min(q.messages.count, 1000)
+                        let batch = Array(q.messages.prefix(n))
+                        q.messages.removeFirst(n)
+                        q.bytes -= batch.reduce(0) { $0 + $1.body.count }
+                        return batch
                     }
                     if batch.isEmpty {
                         if await wakeups.next() == nil { break }

@@ -32,7 +32,7 @@ func mqttCeiling() async throws {
     let endpoint = try MQTTEndpoint(url: try argument("mqtt"))
     let count = Int(try argument("messages", "100000"))!
     let topic = "bench/ceiling/\(UUID().uuidString.prefix(8))"
-    let subscriber = try MQTTClient(endpoint: endpoint, subscriptions: [topic], bufferLimit: count + 10)
+    let subscriber = try MQTTClient(endpoint: endpoint, subscriptions: [topic], byteBudget: (count + 10) * 128)
     try subscriber.start()
     guard await subscriber.waitUntilReady(timeout: .seconds(10)) else { throw Failure(description: "subscriber not ready") }
     let publisher = try MQTTClient(endpoint: endpoint)
