@@ -23,6 +23,8 @@ public final class TriadServer: Sendable {
     let telemetryForwarder: TelemetryForwarder?
     let telemetrySubscriber: TelemetrySubscriber?
     let stateSync: StateSync?
+    /// The newest registry events, read once for all event streams.
+    public let eventTail: EventTail
     /// `--mqtt-auth dynsec`: the broker's device clients, managed by this server.
     let brokerAccess: DynamicSecurityAccess?
     public let controller: ProbeController
@@ -67,6 +69,7 @@ public final class TriadServer: Sendable {
         self.configuration = configuration
         try configuration.checkMQTTAuth()
         self.registry = Registry(backend: backend)
+        self.eventTail = EventTail(backend: backend, wakeups: notifier, logger: logger)
         let brokerAccess = try configuration.mqtt.flatMap { url in
             configuration.mqttAuth == .dynsec ? try DynamicSecurityAccess(url: url, logger: logger) : nil
         }
@@ -133,7 +136,7 @@ public final class TriadServer: Sendable {
         SystemRoutes(registry: registry, checks: checks, metrics: ServerMetrics.registry).register(table)
         ResourceRoutes(registry: registry, reader: reader, addressing: addressing, authority: authority, written: { notifier.notify() }).register(table)
         InvocationRoutes(registry: registry, runner: invocations, reader: reader).register(table)
-        EventRoutes(registry: registry, notifier: notifier, authority: authority,
+        EventRoutes(registry: registry, tail: eventTail, authority: authority,
                     streams: StreamCounter(limit: configuration.maxStreamsPerToken)).register(table)
         TokenRoutes(authority: authority, registry: registry, reader: reader).register(table)
         TelemetryRoutes(registry: registry, ingest: telemetry).register(table)
@@ -154,6 +157,7 @@ public final class TriadServer: Sendable {
                 // Other replicas' writes wake streams, the relay and the controller at once
                 // (PostgreSQL NOTIFY); the 1 s wake-up is the fallback.
                 RegistryWatch(backend: registry.backend, notifier: notifier),
+                eventTail,
                 PeriodicService(name: "event-wakeup", interval: .seconds(1)) { [notifier] in notifier.notify() },
                 PeriodicService(name: "event-compaction", interval: .seconds(60)) { [registry, configuration, logger, relay] in
                     // Events the relay has not delivered stay, however many there are.

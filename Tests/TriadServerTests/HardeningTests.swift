@@ -269,6 +269,27 @@ struct HardeningTests {
         }
     }
 
+    /// Open streams share one reader of the event log: writes reach every stream, and no stream
+    /// polls the database while it keeps up.
+    @Test func eventStreamsShareOneDatabaseReader() async throws {
+        try await withServer(.sqlite) { server in
+            let port = UInt16(server.baseURL.split(separator: ":").last!)!
+            var streams: [Int32] = []
+            for _ in 0..<10 { streams.append(try await Self.openEventStream(port: port, token: server.adminToken)) }
+            defer { for fd in streams { close(fd) } }
+            let before = server.server.eventTail.logReads
+            let names = (0..<3).map { _ in TelemetryTests.name("shared") }
+            for name in names { _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))) }
+            for fd in streams {
+                let (text, _) = await Self.read(fd) { $0.contains(names[2]) }
+                #expect(names.allSatisfy { text.contains($0) }, "every stream got every write")
+            }
+            let after = server.server.eventTail.logReads
+            #expect(after.streams == before.streams, "no stream read the log itself")
+            #expect(after.tail > before.tail, "the tail did")
+        }
+    }
+
     /// Samples for names that do not exist cost no lasting memory.
     @Test func samplesForUnknownNamesLeaveTheLimiterFlat() async throws {
         try await withServer(.sqlite) { server in

@@ -9,7 +9,8 @@ import TriadCore
 /// `Last-Event-ID` (or `?since=`). Without either, the stream starts from now.
 struct EventRoutes {
     let registry: Registry
-    let notifier: EventNotifier
+    /// The newest events, read once for every stream; each read wakes the streams.
+    let tail: EventTail
     let authority: TokenAuthority
     let streams: StreamCounter
     /// How often an open stream checks that its token is still valid (revocations elsewhere
@@ -67,7 +68,8 @@ struct EventRoutes {
         } else {
             start = try await registry.backend.latestRevision()
         }
-        let wakeups = notifier.subscribe()
+        let tail = self.tail
+        let wakeups = tail.streams.subscribe()
         let backend = registry.backend
         let logger = context.logger
         let wanted = types
@@ -101,9 +103,17 @@ struct EventRoutes {
             try await writer.write(ByteBuffer(string: ": stream open from \(cursor)\n\n"))
             var iterator = wakeups.makeAsyncIterator()
             while !Task.isCancelled {
-                let batch = try await backend.events(after: cursor, limit: Self.batchSize)
+                // From the shared tail when it holds what comes next; a stream far behind reads
+                // the log itself until it catches up.
+                let events: [RegistryEvent]
+                if let recent = tail.events(after: cursor, limit: Self.batchSize) {
+                    events = recent
+                } else {
+                    events = try await backend.events(after: cursor, limit: Self.batchSize).events
+                    tail.countStreamRead()
+                }
                 var out = ByteBuffer()
-                for event in batch.events {
+                for event in events {
                     cursor = event.id
                     guard filter(event) else { continue }
                     out.writeString("id: \(event.id)\nevent: \(event.type.cloudEventType)\ndata: ")
@@ -114,7 +124,7 @@ struct EventRoutes {
                     try await writer.write(out)
                     lastWrite = .now
                 }
-                if batch.events.count == Self.batchSize { continue }
+                if events.count == Self.batchSize { continue }
                 // follow=false: the backlog only (what `triad events` without --follow prints).
                 if !follow { break }
                 if ContinuousClock.now - lastWrite >= Self.keepAliveInterval {
