@@ -122,9 +122,10 @@ public final class TriadServer: Sendable {
         let router = Router(context: TriadRequestContext.self)
         // Metrics outermost, so every answer (problems included) is counted with its status.
         router.add(middleware: RequestMetricsMiddleware())
-        router.add(middleware: ProblemMiddleware())
+        let known = KnownRoutes()
+        router.add(middleware: ProblemMiddleware(known: known))
         router.add(middleware: AuthMiddleware(authority: authority))
-        let table = RouteTable(router: router)
+        let table = RouteTable(router: router, known: known)
         let reader = RequestReader(maxBodyBytes: configuration.maxBodyBytes)
         let notifier = self.notifier
         var checks: [HealthCheck] = []

@@ -1,4 +1,5 @@
 import Foundation
+import NIOHTTP1
 import Testing
 import TriadClient
 import TriadCore
@@ -257,4 +258,24 @@ enum HTTPMethodName: String, Sendable {
     var method: NIOHTTP1.HTTPMethod { .init(rawValue: rawValue) }
 }
 
-import NIOHTTP1
+extension APIBadInputTests {
+    /// A method a path does not serve is a 405 naming the ones it does; an empty value where a
+    /// date-time or an event id is due is a 400, not "absent".
+    @Test func undeclaredMethodsAndEmptyParametersAreRefused() async throws {
+        try await withServer(.sqlite) { server in
+            for (method, path, allow) in [("PATCH", "/healthz", "GET"), ("QUERY", "/api/v1/resources", "GET, POST"),
+                                          ("PUT", "/api/v1/tokens", "GET, POST"), ("GET", "/api/v1/resources/x/operations/y", "POST")] {
+                let reply = try await server.admin.send(.init(rawValue: method), path)
+                #expect(reply.status == 405, "\(method) \(path)")
+                #expect(reply.header("allow") == allow, "\(method) \(path) names what it serves")
+                #expect(reply.json?["type"] == .string("https://triad.io/problems/method-not-allowed"))
+            }
+            #expect(try await server.admin.send(.GET, "/api/v1/nowhere").status == 404)
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("meter-1")))
+            for path in ["/api/v1/events?since=&follow=false", "/api/v1/events?types=&follow=false", "/api/v1/invocations?since=",
+                         "/api/v1/resources/meter-1/telemetry?to=", "/api/v1/resources?kind="] {
+                #expect(try await server.admin.send(.GET, path).status == 400, "\(path)")
+            }
+        }
+    }
+}

@@ -5,6 +5,7 @@ import TriadCore
 /// Outermost: turns every error into problem+json, so no route leaks an internal message.
 struct ProblemMiddleware: RouterMiddleware {
     typealias Context = TriadRequestContext
+    let known: KnownRoutes
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -14,13 +15,18 @@ struct ProblemMiddleware: RouterMiddleware {
         } catch let error as RegistryError {
             return try Problem.from(error).response(from: request, context: context)
         } catch let error as HTTPError {
-            let problem: Problem = switch error.status {
+            let served = error.status == .notFound ? known.methods(for: request.uri.path) : []
+            var problem: Problem = switch error.status {
+            case .notFound where !served.isEmpty:
+                Problem(.methodNotAllowed, "method-not-allowed", "Method not allowed",
+                        detail: "\(request.method) is not allowed on \(request.uri.path); it serves \(served.joined(separator: ", "))")
             case .notFound: .notFound("no route for \(request.method) \(request.uri.path)")
             case .methodNotAllowed: Problem(.methodNotAllowed, "method-not-allowed", "Method not allowed",
                                             detail: "\(request.method) is not allowed on \(request.uri.path)")
             case .contentTooLarge: .tooLarge(limit: context.maxUploadSize)
             default: Problem(error.status, "http-\(error.status.code)", error.status.reasonPhrase, detail: error.body)
             }
+            if !served.isEmpty { problem.headers[.allow] = served.joined(separator: ", ") }
             return try problem.response(from: request, context: context)
         } catch {
             context.logger.error("request failed", metadata: ["error.type": "\(String(reflecting: type(of: error)))"])

@@ -30,7 +30,10 @@ struct EventRoutes {
         let redact = !principal.may(.writeResources)
         let params = request.uri.queryParameters
         var types: Set<String>?
-        if let list = params.get("types"), !list.isEmpty {
+        if let list = params.get("types") {
+            guard !list.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw Problem.badRequest("types must name at least one event type (leave it out for all)")
+            }
             let requested = Set(list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
             let known = Set(RegistryEventType.allCases.map(\.cloudEventType))
             let unknown = requested.subtracting(known).sorted()
@@ -49,12 +52,17 @@ struct EventRoutes {
         case "false": follow = false
         default: throw Problem.badRequest("follow must be true or false")
         }
-        let resumeText = request.headers.first(where: { $0.name.canonicalName == "last-event-id" })?.value ?? params.get("since")
-        let start: Int64
-        if let resumeText {
-            guard let id = Int64(resumeText.trimmingCharacters(in: .whitespaces)), id >= 0 else {
+        // Both are checked when both are given; the header (a reconnecting browser's) wins.
+        let resumeTexts = [request.headers.first(where: { $0.name.canonicalName == "last-event-id" })?.value, params.get("since")].compactMap { $0 }
+        var resumeIDs: [Int64] = []
+        for text in resumeTexts {
+            guard let id = Int64(text.trimmingCharacters(in: .whitespaces)), id >= 0 else {
                 throw Problem.badRequest("Last-Event-ID and since must be an event id (a non-negative integer)")
             }
+            resumeIDs.append(id)
+        }
+        let start: Int64
+        if let id = resumeIDs.first {
             let latest = try await registry.backend.latestRevision()
             guard id <= latest else {
                 throw Problem.badRequest("Last-Event-ID and since must be an event id this server issued; the newest is \(latest)")

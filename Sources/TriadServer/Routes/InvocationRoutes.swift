@@ -162,7 +162,7 @@ struct InvocationRoutes {
             }
             query.caller = principal.name
         }
-        if let since = params.get("since"), !since.isEmpty {
+        if let since = params.get("since") {
             guard let date = Timestamp.parse(since) else { throw Problem.badRequest("since must be an RFC 3339 date-time") }
             query.since = Timestamp.format(date)
         }

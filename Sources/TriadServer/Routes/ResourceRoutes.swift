@@ -35,7 +35,7 @@ struct ResourceRoutes {
         if let text = params.get("labelSelector") {
             do { query.selector = try LabelSelector(parsing: text) } catch { throw Problem.badRequest(error.message) }
         }
-        if let kind = params.get("kind"), !kind.isEmpty {
+        if let kind = params.get("kind") {
             guard let k = ResourceKind(rawValue: kind) else {
                 throw Problem.badRequest("kind must be one of \(ResourceKind.allCases.map(\.rawValue).joined(separator: ", "))")
             }

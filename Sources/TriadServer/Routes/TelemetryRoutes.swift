@@ -44,7 +44,7 @@ struct TelemetryRoutes {
         guard principal.mayRead(resource: name) else { throw Problem.forbidden("role \(principal.role.rawValue) may not read \(name)") }
         let params = request.uri.queryParameters
         func time(_ key: String) throws -> String? {
-            guard let text = params.get(key), !text.isEmpty else { return nil }
+            guard let text = params.get(key) else { return nil }
             guard let date = Timestamp.parse(text) else { throw Problem.badRequest("\(key) must be an RFC 3339 date-time") }
             return Timestamp.format(date)
         }
