@@ -28,6 +28,8 @@ let package = Package(
         // Already in the graph through Hummingbird; named here because TriadMesh reads Envoy's
         // fluentd access-log stream on a Unix socket with a raw NIO channel (not HTTP).
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        // The WebSocket client device agents follow Home Assistant with (its WebSocket API).
+        .package(url: "https://github.com/hummingbird-project/swift-websocket.git", from: "1.6.2"),
     ],
     targets: [
         .target(
@@ -122,16 +124,34 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Resource agents: the agent host, device agents over Home Assistant, person agents.
+        .target(
+            name: "TriadAgents",
+            dependencies: [
+                "TriadCore",
+                "TriadClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "WSClient", package: "swift-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         .executableTarget(
             name: "triad",
             dependencies: [
                 "TriadCore",
+                "TriadAgents",
                 "TriadServer",
                 "TriadClient",
                 "TriadMQTT",
                 "TriadMesh",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // The measuring side of bench/pipeline.sh; lives with the benchmarks.
@@ -166,6 +186,7 @@ let package = Package(
         .testTarget(
             name: "TriadServerTests",
             dependencies: [
+                "TriadAgents",
                 "TriadCore",
                 "TriadProcess",
                 "TriadServer",
@@ -177,6 +198,12 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 // The small HTTP upstreams that invocation tests call.
                 .product(name: "Hummingbird", package: "hummingbird"),
+                // Home Assistant's entity registry (WebSocket only), and a relay that takes a
+                // service away from one client.
+                .product(name: "WSClient", package: "swift-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -353,7 +353,8 @@ status_mosquitto() {
 }
 
 # --- Home Assistant -------------------------------------------------------------------
-# A real Home Assistant (PyPI, pinned) with its demo devices, for device probes and agents.
+# A real Home Assistant (PyPI, pinned) with its demo devices, for device probes and agents,
+# plus an air purifier fan and a coffee machine switch (template entities over input helpers).
 # The venv (~430 MB, ~30 s to install) lives in a cache dir and is reused; config, token and
 # logs live under $SVC_DIR. The pins: 2024.3.3 is the newest release that installs on Python 3.11;
 # without josepy<2 every HTTP request answers 500 (acme breaks on josepy 2).
@@ -393,6 +394,67 @@ websocket_api:
 onboarding:
 demo:
 logger: {default: warning}
+
+# Two devices of our own, with unique_ids (so in the entity registry, renamable), backed by
+# helpers. initial: on every helper, or HA restores their last state and a restart is not clean.
+input_boolean:
+  air_purifier_power: {name: Air purifier power, initial: off}
+  coffee_machine_power: {name: Coffee machine power, initial: off}
+input_number:
+  air_purifier_percentage: {name: Air purifier percentage, min: 0, max: 100, step: 1, initial: 0}
+input_select:
+  air_purifier_preset: {name: Air purifier preset, options: [auto, sleep, turbo], initial: auto}
+fan:
+  - platform: template
+    fans:
+      air_purifier:
+        unique_id: triad-air-purifier
+        friendly_name: Air purifier
+        value_template: "{{ states('input_boolean.air_purifier_power') }}"
+        # 0 while off, as HA's own fans report; the helper keeps the speed for the next turn_on.
+        percentage_template: >-
+          {{ states('input_number.air_purifier_percentage') | int(0)
+             if is_state('input_boolean.air_purifier_power', 'on') else 0 }}
+        preset_mode_template: "{{ states('input_select.air_purifier_preset') }}"
+        preset_modes: [auto, sleep, turbo]
+        turn_on:
+          - service: input_boolean.turn_on
+            target: {entity_id: input_boolean.air_purifier_power}
+        turn_off:
+          - service: input_boolean.turn_off
+            target: {entity_id: input_boolean.air_purifier_power}
+        # With a value_template the fan does not switch itself on: the actions must. 0 is off,
+        # like turn_off it keeps the last speed.
+        set_percentage:
+          - if: "{{ percentage | int(0) > 0 }}"
+            then:
+              - service: input_number.set_value
+                target: {entity_id: input_number.air_purifier_percentage}
+                data: {value: "{{ percentage }}"}
+              - service: input_boolean.turn_on
+                target: {entity_id: input_boolean.air_purifier_power}
+            else:
+              - service: input_boolean.turn_off
+                target: {entity_id: input_boolean.air_purifier_power}
+        set_preset_mode:
+          - service: input_select.select_option
+            target: {entity_id: input_select.air_purifier_preset}
+            data: {option: "{{ preset_mode }}"}
+          - service: input_boolean.turn_on
+            target: {entity_id: input_boolean.air_purifier_power}
+switch:
+  - platform: template
+    switches:
+      coffee_machine:
+        unique_id: triad-coffee-machine
+        friendly_name: Coffee machine
+        value_template: "{{ states('input_boolean.coffee_machine_power') }}"
+        turn_on:
+          - service: input_boolean.turn_on
+            target: {entity_id: input_boolean.coffee_machine_power}
+        turn_off:
+          - service: input_boolean.turn_off
+            target: {entity_id: input_boolean.coffee_machine_power}
 YAML
 }
 
@@ -435,7 +497,9 @@ start_homeassistant() {
     if (exec 3<>"/dev/tcp/127.0.0.1/$HA_PORT") 2>/dev/null; then
       die "port $HA_PORT on 127.0.0.1 is already in use by another process (set TRIAD_HA_PORT)"
     fi
-    [ -f "$HA_DIR/config/configuration.yaml" ] || ha_write_config
+    # Rewritten on every start, so a config dir from an older script gets today's devices;
+    # .storage/ (the onboarded user, the token, the entity registry) is kept.
+    ha_write_config
     # Demo entities are not restored across restarts; helpers would be: start clean.
     rm -f "$HA_DIR/config/.storage/core.restore_state"
     nohup "$HA_VENV/bin/hass" -c "$HA_DIR/config" >"$HA_DIR/hass.out" 2>&1 </dev/null &

@@ -1,0 +1,195 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import TriadClient
+import TriadCore
+
+/// `triad agent --config FILE`: hosts the file's agents on one listener, each under
+/// `/agents/<name>/` (docs/agents.md): `GET|PATCH /meta`, `GET /operations`,
+/// `POST /operations/{op}`, `GET /healthz`. On start each agent upserts its Resource (operations
+/// pointing at the advertised URL), then reports its status and heartbeats (`AgentReady`);
+/// stopped, the host marks its resources `Pending`.
+///
+/// Calls other than the health checks need the host's invocation secret, which the host puts
+/// in its operations' `httpAction.headers` (shown only to those who may write resources): only
+/// Triad, on behalf of a caller it checked and recorded, reaches a device.
+public final class AgentHost: Sendable {
+    let config: AgentConfig
+    let logger: Logger
+    let reporter: TriadReporter
+    let devices: [String: DeviceAgent]
+    let link: HomeAssistantLink?
+    let secret: String
+
+    public init(config: AgentConfig, logger: Logger, http: HTTPClient = .shared) {
+        self.config = config
+        self.logger = logger
+        reporter = TriadReporter(client: TriadClient(server: config.triad.url, token: config.triad.token, http: http), logger: logger)
+        let secret = "agent_" + (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        self.secret = secret
+        var devices: [String: DeviceAgent] = [:]
+        if let ha = config.homeAssistant {
+            let rest = HomeAssistantREST(baseURL: ha.url, token: ha.token, http: http)
+            for agent in config.agents {
+                if case .device(let device) = agent.kind {
+                    devices[agent.name] = DeviceAgent(spec: agent, device: device, rest: rest, triad: reporter, secret: secret, logger: logger)
+                }
+            }
+        }
+        self.devices = devices
+        let all = Array(devices.values)
+        link = config.homeAssistant.map { ha in
+            HomeAssistantLink(baseURL: ha.url, token: ha.token, logger: logger) { event in
+                for device in all { await device.handle(event) }
+            }
+        }
+    }
+
+    /// The HTTP application with the host's loops; `onRunning` gets the bound port.
+    public func makeApplication(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        let (host, port) = (config.listenHost, config.listenPort)
+        let advertised = config.advertiseURL
+        return Application(
+            router: makeRouter(),
+            configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            services: [AgentLoops(host: self)],
+            onServerRunning: { [reporter] channel in
+                let bound = channel.localAddress?.port ?? port
+                let reachable = ["0.0.0.0", "::", ""].contains(host) ? "127.0.0.1" : (host.contains(":") ? "[\(host)]" : host)
+                await reporter.listening(at: advertised ?? "http://\(reachable):\(bound)")
+                await onRunning(bound)
+            },
+            logger: logger)
+    }
+
+    func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router()
+        // First: middleware applies only to the routes added after it.
+        router.middlewares.add(ProblemAnswers())
+        router.get("/healthz") { _, _ in Response.json(.object(["status": .string("ok")])) }
+        let agents = router.group("/agents/:agent")
+        agents.get("/healthz") { _, context in
+            let agent = try self.device(context)
+            return Response.json(.object(["status": .string("ok"), "agent": .string(agent.name)]))
+        }
+        agents.get("/meta") { request, context in
+            let agent = try self.authorized(request, context)
+            return Response.json(agent.meta())
+        }
+        agents.patch("/meta") { request, context in
+            let agent = try self.authorized(request, context)
+            let body = try await Self.body(request)
+            guard case .object(let patch) = body else { throw AgentProblem(status: 400, title: "Bad request", detail: "a merge patch must be a JSON object") }
+            let meta = try agent.patchMeta(patch)
+            await agent.report()
+            return Response.json(meta)
+        }
+        agents.get("/operations") { request, context in
+            let agent = try self.authorized(request, context)
+            return Response.json(agent.operationList())
+        }
+        agents.post("/operations/:operation") { request, context in
+            let agent = try self.authorized(request, context)
+            let operation = context.parameters.get("operation") ?? ""
+            let body = try await Self.body(request)
+            guard case .object(let arguments) = body else {
+                throw AgentProblem(status: 400, title: "Bad request", detail: "the arguments must be a JSON object")
+            }
+            return Response.json(try await agent.invoke(operation, arguments: arguments))
+        }
+        return router
+    }
+
+    private func device(_ context: BasicRequestContext) throws -> DeviceAgent {
+        let name = context.parameters.get("agent") ?? ""
+        guard let agent = devices[name] else { throw AgentProblem(status: 404, title: "Not found", detail: "no agent \(name) here") }
+        return agent
+    }
+
+    private func authorized(_ request: Request, _ context: BasicRequestContext) throws -> DeviceAgent {
+        let agent = try device(context)
+        let given = request.headers[.authorization] ?? ""
+        // Constant time: the comparison must not tell how much of a guess was right.
+        let expected = Array("Bearer \(secret)".utf8), actual = Array(given.utf8)
+        var difference = UInt8(expected.count == actual.count ? 0 : 1)
+        for (i, byte) in expected.enumerated() { difference |= byte ^ (i < actual.count ? actual[i] : 0) }
+        guard difference == 0 else {
+            throw AgentProblem(status: 401, title: "Unauthorized", detail: "call this agent through Triad (POST /api/v1/resources/\(agent.name)/operations/{op})")
+        }
+        return agent
+    }
+
+    static func body(_ request: Request) async throws -> JSONValue {
+        let buffer = try await request.body.collect(upTo: 1 << 20)
+        if buffer.readableBytes == 0 { return .object([:]) }
+        do { return try JSONCoding.parse(Data(buffer: buffer)) } catch {
+            throw AgentProblem(status: 400, title: "Bad request", detail: "the body is not JSON: \(error.message)")
+        }
+    }
+
+    /// Reports every agent now, then on each heartbeat; on shutdown marks them `Pending`.
+    func heartbeats() async {
+        while !Task.isCancelled {
+            for device in devices.values { await device.report() }
+            try? await Task.sleep(for: .seconds(config.heartbeatSeconds))
+        }
+    }
+
+    func markStopped() async {
+        let now = Timestamp.format(Date())
+        for name in devices.keys.sorted() {
+            await reporter.patchStatus(name, status: .object([
+                "phase": .string("Pending"),
+                "conditions": .array([.object(["type": .string("AgentReady"), "status": .string("False"), "reason": .string("AgentStopped"),
+                                               "message": .string("the agent host stopped"), "lastTransitionTime": .string(now),
+                                               "lastHeartbeatTime": .string(now)])]),
+            ]))
+        }
+    }
+}
+
+/// The host's background work: the Home Assistant link and the heartbeats, until graceful
+/// shutdown; then the resources are marked `Pending`.
+struct AgentLoops: Service {
+    let host: AgentHost
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                if let link = host.link { group.addTask { await link.run() } }
+                group.addTask { await host.heartbeats() }
+            }
+        }
+        await host.markStopped()
+    }
+}
+
+/// Agent errors as RFC 9457 problem documents.
+struct ProblemAnswers: RouterMiddleware {
+    func handle(_ request: Request, context: BasicRequestContext, next: (Request, BasicRequestContext) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let problem as AgentProblem {
+            return Response.problem(problem, instance: request.uri.path)
+        } catch let error as HTTPError {
+            return Response.problem(AgentProblem(status: Int(error.status.code), title: error.status.reasonPhrase, detail: error.body ?? error.status.reasonPhrase),
+                                    instance: request.uri.path)
+        }
+    }
+}
+
+extension Response {
+    static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: JSONCoding.encode(value))))
+    }
+
+    static func problem(_ problem: AgentProblem, instance: String) -> Response {
+        let slug = problem.title.lowercased().replacingOccurrences(of: " ", with: "-")
+        let body: JSONValue = .object(["type": .string("https://triad.io/problems/agent-\(slug)"), "title": .string(problem.title),
+                                       "status": .number(Double(problem.status)), "detail": .string(problem.detail), "instance": .string(instance)])
+        return Response(status: .init(code: problem.status), headers: [.contentType: "application/problem+json"],
+                        body: .init(byteBuffer: ByteBuffer(data: JSONCoding.encode(body))))
+    }
+}

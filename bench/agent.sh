@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# bench/agent.sh — what a device agent adds to a Home Assistant service call. The same call,
+# fan.set_percentage on fan.air_purifier, is made directly against Home Assistant's REST API,
+# then through Triad (REST → server → agent → Home Assistant) as
+# `POST /api/v1/resources/{name}/operations/set_percentage`, with wrk at concurrency 1. Every
+# Triad call is a real invocation, recorded in the ledger. Uses the Home Assistant that
+# scripts/services.sh starts; loopback only; results to bench/results/agent-*.md and
+# latest-agent.md.
+#
+# Knobs (environment):
+#   BENCH_DURATION=10        seconds per case (at least 500 calls are required of each)
+#   BENCH_SKIP_BUILD=1       reuse the existing release binary
+#   BENCH_TRIAD_BIN=PATH     run this binary instead of building (implies no build)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+WORK=$ROOT/bench/.work/agent
+RESULTS_DIR=$ROOT/bench/results
+SERVICES=$ROOT/scripts/services.sh
+TOKEN=bench-agent-admin-token-0123456789abcdef
+TRIAD_ADDR=127.0.0.1:18191
+AGENT_ADDR=127.0.0.1:18192
+HA_URL=http://127.0.0.1:${TRIAD_HA_PORT:-58123}
+HA_TOKEN_FILE=${TRIAD_SVC_DIR:-/tmp/triad-services}/homeassistant/token
+DURATION=${BENCH_DURATION:-10}
+
+die() { echo "bench: error: $*" >&2; exit 1; }
+log() { echo "bench: $*" >&2; }
+
+command -v wrk >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 || {
+  log "installing wrk curl"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq wrk curl >/dev/null || die "apt-get install failed"
+}
+"$SERVICES" install homeassistant
+"$SERVICES" start homeassistant >/dev/null
+HA_TOKEN=$(cat "$HA_TOKEN_FILE")
+
+if [ -n "${BENCH_TRIAD_BIN:-}" ]; then
+  TRIAD_BIN=$BENCH_TRIAD_BIN
+else
+  [ "${BENCH_SKIP_BUILD:-0}" = 1 ] || { log "building triad (release)"; swift build -c release --product triad >&2; }
+  TRIAD_BIN=$(swift build -c release --show-bin-path)/triad
+fi
+[ -x "$TRIAD_BIN" ] || die "no triad binary at $TRIAD_BIN"
+
+rm -rf "$WORK"; mkdir -p "$WORK"
+PIDS=()
+cleanup() {
+  local rc=$? pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  exit "$rc"
+}
+trap cleanup EXIT
+
+TRIAD_ADMIN_TOKEN=$TOKEN "$TRIAD_BIN" server --listen "$TRIAD_ADDR" --data-dir "$WORK/data" >"$WORK/triad.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 300); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$TRIAD_ADDR/healthz")" = 200 ] && break; sleep 0.2; done
+printf '%s\n' "$TOKEN" > "$WORK/admin.token"
+cat > "$WORK/agents.yaml" <<YAML
+triad: {url: "http://$TRIAD_ADDR", tokenFile: admin.token}
+listen: $AGENT_ADDR
+homeAssistant: {url: "$HA_URL", tokenFile: "$HA_TOKEN_FILE"}
+agents:
+  - name: purifier-bench
+    device: {type: fan, entity: fan.air_purifier}
+    accessMode: Shared
+    prices: {set_percentage: 0.25}
+YAML
+"$TRIAD_BIN" agent --config "$WORK/agents.yaml" >"$WORK/agent.log" 2>&1 &
+PIDS+=($!)
+APP=$(TRIAD_TOKEN=$TOKEN "$TRIAD_BIN" token create --role app --name bench-app --server "http://$TRIAD_ADDR")
+OP_URL="http://$TRIAD_ADDR/api/v1/resources/purifier-bench/operations/set_percentage"
+for _ in $(seq 1 100); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $APP" -d '{"percentage":60}' "$OP_URL")" = 200 ] && break
+  sleep 0.2
+done
+
+cat >"$WORK/direct.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"entity_id":"fan.air_purifier","percentage":60}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+cat >"$WORK/triad.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"percentage":60}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+
+ROWS=()
+declare -A P50 P99
+to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
+measure() {
+  local name=$1 url=$2 script=$3 auth=$4 out="$WORK/wrk-$1.txt"
+  wrk -t1 -c1 "-d${DURATION}s" --latency -s "$script" -H "Authorization: Bearer $auth" "$url" >"$out"
+  local requests p50 p99 non2xx
+  requests=$(awk '/requests in/ {print $1}' "$out")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' "$out"); non2xx=${non2xx:-0}
+  p50=$(awk '$1 == "50%" {print $2}' "$out"); p99=$(awk '$1 == "99%" {print $2}' "$out")
+  [ "${requests:-0}" -ge 500 ] || die "$name: only ${requests:-0} calls (at least 500 are required); raise BENCH_DURATION"
+  [ "$non2xx" = 0 ] || die "$name: $non2xx answers were not 2xx (see $out)"
+  P50[$name]=$(to_ms "$p50"); P99[$name]=$(to_ms "$p99")
+  ROWS+=("| $name | $requests | ${P50[$name]} | ${P99[$name]} |")
+  log "$name: $requests calls, p50 ${P50[$name]} ms, p99 ${P99[$name]} ms"
+}
+
+measure direct "$HA_URL/api/services/fan/set_percentage" "$WORK/direct.lua" "$HA_TOKEN"
+measure triad "$OP_URL" "$WORK/triad.lua" "$APP"
+recorded=$(curl -s -H "Authorization: Bearer $TOKEN" "http://$TRIAD_ADDR/api/v1/invocations?resource=purifier-bench&limit=1" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata"]["matched"])')
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$RESULTS_DIR/agent-$STAMP.md
+{
+  echo "# Device agent: a Home Assistant service call, direct and through Triad ($STAMP)"
+  echo
+  echo "fan.set_percentage 60 on fan.air_purifier, wrk -c1 for ${DURATION}s each, same machine, loopback."
+  echo "Binary: $TRIAD_BIN. Ledger entries recorded for the Triad case (with warm-up): $recorded."
+  echo
+  echo "| case | calls | p50 ms | p99 ms |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${ROWS[@]}"
+  echo
+  awk -v a="${P50[triad]}" -v b="${P50[direct]}" -v c="${P99[triad]}" -v d="${P99[direct]}" \
+    'BEGIN { printf "Added by Triad: p50 +%.3f ms, p99 +%.3f ms (goal: under 2 ms at p50).\n", a - b, c - d }'
+} >"$OUT"
+cp "$OUT" "$RESULTS_DIR/latest-agent.md"
+cat "$OUT"
