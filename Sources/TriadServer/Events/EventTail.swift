@@ -84,6 +84,9 @@ public final class EventTail: Service, Sendable {
                 self.streams.notify()
             }
         }
+        // The server ends the notifier (and so this loop) as its shutdown begins, possibly before
+        // this service is told: returning earlier would count as failing.
+        try? await gracefulShutdown()
     }
 
     private func append(_ events: [RegistryEvent]) {
