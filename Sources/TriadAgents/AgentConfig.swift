@@ -216,6 +216,10 @@ public struct AgentConfig: Sendable, Equatable {
                     }
                     let accessMode = string(m, "accessMode", at) ?? "Exclusive"
                     if !["Exclusive", "Shared"].contains(accessMode) { problem(at + "/accessMode", "must be Exclusive or Shared") }
+                    if m["person"] != nil, accessMode != "Exclusive" {
+                        // The agent holds the person's lease with the person's token: only they invoke.
+                        problem(at + "/accessMode", "a person is Exclusive: its agent holds the lease for the person, so only the person's token invokes it")
+                    }
                     if let name, let kind { agents.append(Agent(name: name, kind: kind, labels: labels, prices: prices, accessMode: accessMode)) }
                 }
             } else {

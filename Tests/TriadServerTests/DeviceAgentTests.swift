@@ -6,8 +6,10 @@ import ServiceLifecycle
 import Synchronization
 import Testing
 import TriadAgents
+import TriadAMQP
 import TriadClient
 import TriadCore
+import TriadServer
 import WSClient
 
 /// Device agents against the real Home Assistant that scripts/test.sh starts (its demo plus
@@ -62,9 +64,12 @@ struct DeviceAgentTests {
         #expect(reply?["success"] == .bool(true), "renamed \(from) to \(to): \(String(describing: reply))")
     }
 
-    /// Runs an agent host with `agents` (YAML) against `server` until `body` returns.
-    static func withAgents(_ server: TestServer, _ agentsYAML: String, _ body: (_ port: Int) async throws -> Void) async throws {
+    /// Runs an agent host with `agents` (YAML) against `server` until `body` returns; `files` are
+    /// written beside the configuration (token files).
+    static func withAgents(_ server: TestServer, _ agentsYAML: String, files: [String: String] = [:],
+                           _ body: (_ host: AgentHost, _ port: Int) async throws -> Void) async throws {
         let dir = try TestEnvironment.temporaryDirectory()
+        for (file, content) in files { try content.write(toFile: dir + "/" + file, atomically: true, encoding: .utf8) }
         let operatorToken = try await server.token(.operator)
         try operatorToken.write(toFile: dir + "/triad.token", atomically: true, encoding: .utf8)
         let (haURL, haTokenFile) = try homeAssistant()
@@ -84,7 +89,7 @@ struct DeviceAgentTests {
         let task = Task { try await group.run() }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw TestEnvironment.SetupError("the agent host did not start") }
-        do { try await body(port) } catch {
+        do { try await body(host, port) } catch {
             await group.triggerGracefulShutdown()
             _ = try? await task.value
             throw error
@@ -100,14 +105,23 @@ struct DeviceAgentTests {
     @Test func appsInvokeThePurifierThroughTriadAndItsStateComesBack() async throws {
         // A clean start: the purifier off at 0.
         _ = try await Self.ha(.POST, "/api/services/fan/turn_off", .object(["entity_id": .string("fan.air_purifier")]))
-        try await withServer(.sqlite) { server in
+        let amqp = try TestEnvironment.amqpURL()
+        try await withServer(.sqlite, amqp: amqp) { server in
             let name = TelemetryTests.name("purifier")
+            // An integrator follows the purifier's status on RabbitMQ.
+            try await EventRelayTests.waitForRelay(server)
+            let integrator = AMQPConsumer(endpoint: try AMQPEndpoint(url: amqp))
+            try await integrator.connect()
+            defer { integrator.close() }
+            try await integrator.declareQueue("", durable: false)
+            try await integrator.bind(exchange: AMQPEventPublisher.exchange, routingKey: "device.\(name).status")
+            try await integrator.startConsuming()
             try await Self.withAgents(server, """
               - name: \(name)
                 device: {type: fan, entity: fan.air_purifier}
                 labels: {triad.io/space: pantry-3f}
                 prices: {set_percentage: 0.25, turn_on: 1}
-            """) { _ in
+            """) { _, _ in
                 try await TelemetryTests.eventually("the purifier's resource is Running with its operations", within: 20) {
                     let r = try await Self.resource(server, name)
                     let ops = r?["spec"]?["operations"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
@@ -125,6 +139,12 @@ struct DeviceAgentTests {
                 try await TelemetryTests.eventually("the status shows 60 %", within: 10) {
                     try await Self.resource(server, name)?["status"]?["telemetry"]?["values"]?["percentage"] == .number(60)
                 }
+                var seenOnTheBus = false
+                while !seenOnTheBus, let delivery = try await integrator.next(timeout: .seconds(10)) {
+                    let event = try JSONCoding.parse(Data(delivery.body))
+                    seenOnTheBus = event["data"]?["status"]?["telemetry"]?["values"]?["percentage"] == .number(60)
+                }
+                #expect(seenOnTheBus, "the integrator's queue got the purifier's status event with 60 %")
                 let ledger = try await server.admin.call(.GET, "/api/v1/invocations?resource=\(name)").json
                 #expect(ledger?["items"]?.arrayValue?.first?["caller"] == .string(app.name))
                 #expect(ledger?["metadata"]?["totalPrice"] == .number(0.25))
@@ -153,7 +173,7 @@ struct DeviceAgentTests {
               - name: \(name)
                 device: {type: switch, entity: switch.coffee_machine}
                 accessMode: Shared
-            """) { _ in
+            """) { _, _ in
                 try await TelemetryTests.eventually("the coffee machine is Running", within: 20) {
                     try await Self.resource(server, name)?["status"]?["phase"] == .string("Running")
                 }

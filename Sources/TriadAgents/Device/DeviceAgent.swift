@@ -8,7 +8,7 @@ import TriadCore
 /// rename does not break it), offers the entity's capabilities as operations, checks their
 /// arguments before Home Assistant sees them, and keeps the Resource's status true: `Running`
 /// with the entity's state in `status.telemetry`, or `Failed` with a condition saying why.
-final class DeviceAgent: Sendable {
+final class DeviceAgent: ResourceAgent {
     let spec: AgentConfig.Agent
     let device: AgentConfig.Device
     let rest: HomeAssistantREST
@@ -158,6 +158,10 @@ final class DeviceAgent: Sendable {
             state.withLock { $0.location = members }
         }
         return meta()
+    }
+
+    func stopped() async {
+        await triad.patchStatus(spec.name, status: AgentStatus.stopped())
     }
 
     func operationList() -> JSONValue {

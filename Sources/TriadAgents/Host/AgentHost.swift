@@ -19,33 +19,51 @@ public final class AgentHost: Sendable {
     let config: AgentConfig
     let logger: Logger
     let reporter: TriadReporter
-    let devices: [String: DeviceAgent]
+    let agents: [String: any ResourceAgent]
+    let devices: [DeviceAgent]
+    let persons: [PersonAgent]
     let link: HomeAssistantLink?
+    /// Follows the registry for the person agents (only when there are some).
+    let follower: RegistryFollower?
     let secret: String
 
     public init(config: AgentConfig, logger: Logger, http: HTTPClient = .shared) {
         self.config = config
         self.logger = logger
-        reporter = TriadReporter(client: TriadClient(server: config.triad.url, token: config.triad.token, http: http), logger: logger)
+        let triadClient = TriadClient(server: config.triad.url, token: config.triad.token, http: http)
+        reporter = TriadReporter(client: triadClient, logger: logger)
         let secret = "agent_" + (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
         self.secret = secret
-        var devices: [String: DeviceAgent] = [:]
-        if let ha = config.homeAssistant {
-            let rest = HomeAssistantREST(baseURL: ha.url, token: ha.token, http: http)
-            for agent in config.agents {
-                if case .device(let device) = agent.kind {
-                    devices[agent.name] = DeviceAgent(spec: agent, device: device, rest: rest, triad: reporter, secret: secret, logger: logger)
-                }
+        let rest = config.homeAssistant.map { HomeAssistantREST(baseURL: $0.url, token: $0.token, http: http) }
+        let follower = RegistryFollower(client: triadClient, logger: logger)
+        var devices: [DeviceAgent] = [], persons: [PersonAgent] = []
+        for agent in config.agents {
+            switch agent.kind {
+            case .device(let device):
+                if let rest { devices.append(DeviceAgent(spec: agent, device: device, rest: rest, triad: reporter, secret: secret, logger: logger)) }
+            case .person(let person):
+                persons.append(PersonAgent(spec: agent, person: person, triad: reporter, own: TriadClient(server: config.triad.url, token: person.token, http: http),
+                                           directory: follower, secret: secret, heartbeatSeconds: config.heartbeatSeconds, logger: logger))
             }
         }
         self.devices = devices
-        let all = Array(devices.values)
+        self.persons = persons
+        self.follower = persons.isEmpty ? nil : follower
+        var agents: [String: any ResourceAgent] = [:]
+        for device in devices { agents[device.name] = device }
+        for person in persons { agents[person.name] = person }
+        self.agents = agents
+        let allDevices = devices
         link = config.homeAssistant.map { ha in
             HomeAssistantLink(baseURL: ha.url, token: ha.token, logger: logger) { event in
-                for device in all { await device.handle(event) }
+                for device in allDevices { await device.handle(event) }
             }
         }
     }
+
+    /// What Triad sends to reach the agents (their operations' `httpAction.headers`); made at
+    /// each start. For whoever embeds the host, e.g. to patch a metamodel without Triad.
+    public var invocationSecret: String { secret }
 
     /// The HTTP application with the host's loops; `onRunning` gets the bound port.
     public func makeApplication(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
@@ -71,24 +89,24 @@ public final class AgentHost: Sendable {
         router.get("/healthz") { _, _ in Response.json(.object(["status": .string("ok")])) }
         let agents = router.group("/agents/:agent")
         agents.get("/healthz") { _, context in
-            let agent = try self.device(context)
+            let agent = try self.agent(context)
             return Response.json(.object(["status": .string("ok"), "agent": .string(agent.name)]))
         }
         agents.get("/meta") { request, context in
             let agent = try self.authorized(request, context)
-            return Response.json(agent.meta())
+            return Response.json(await agent.meta())
         }
         agents.patch("/meta") { request, context in
             let agent = try self.authorized(request, context)
             let body = try await Self.body(request)
             guard case .object(let patch) = body else { throw AgentProblem(status: 400, title: "Bad request", detail: "a merge patch must be a JSON object") }
-            let meta = try agent.patchMeta(patch)
+            let meta = try await agent.patchMeta(patch)
             await agent.report()
             return Response.json(meta)
         }
         agents.get("/operations") { request, context in
             let agent = try self.authorized(request, context)
-            return Response.json(agent.operationList())
+            return Response.json(await agent.operationList())
         }
         agents.post("/operations/:operation") { request, context in
             let agent = try self.authorized(request, context)
@@ -102,14 +120,14 @@ public final class AgentHost: Sendable {
         return router
     }
 
-    private func device(_ context: BasicRequestContext) throws -> DeviceAgent {
+    private func agent(_ context: BasicRequestContext) throws -> any ResourceAgent {
         let name = context.parameters.get("agent") ?? ""
-        guard let agent = devices[name] else { throw AgentProblem(status: 404, title: "Not found", detail: "no agent \(name) here") }
+        guard let agent = agents[name] else { throw AgentProblem(status: 404, title: "Not found", detail: "no agent \(name) here") }
         return agent
     }
 
-    private func authorized(_ request: Request, _ context: BasicRequestContext) throws -> DeviceAgent {
-        let agent = try device(context)
+    private func authorized(_ request: Request, _ context: BasicRequestContext) throws -> any ResourceAgent {
+        let agent = try agent(context)
         let given = request.headers[.authorization] ?? ""
         // Constant time: the comparison must not tell how much of a guess was right.
         let expected = Array("Bearer \(secret)".utf8), actual = Array(given.utf8)
@@ -129,29 +147,35 @@ public final class AgentHost: Sendable {
         }
     }
 
-    /// Reports every agent now, then on each heartbeat; on shutdown marks them `Pending`.
+    /// Reports every agent now, then on each heartbeat.
     func heartbeats() async {
         while !Task.isCancelled {
-            for device in devices.values { await device.report() }
+            for name in agents.keys.sorted() { await agents[name]!.report() }
             try? await Task.sleep(for: .seconds(config.heartbeatSeconds))
         }
     }
 
+    /// Follows the registry for the person agents: a change in a person's space, or in the
+    /// person's own Resource, reaches that person.
+    func followRegistry(_ follower: RegistryFollower) async {
+        let persons = persons
+        await follower.run(
+            onSpacesChanged: { spaces in
+                for person in persons where person.space.map(spaces.contains) == true { person.wake() }
+            },
+            onResource: { name, document in
+                for person in persons where person.name == name { await person.observe(document) }
+            })
+    }
+
     func markStopped() async {
-        let now = Timestamp.format(Date())
-        for name in devices.keys.sorted() {
-            await reporter.patchStatus(name, status: .object([
-                "phase": .string("Pending"),
-                "conditions": .array([.object(["type": .string("AgentReady"), "status": .string("False"), "reason": .string("AgentStopped"),
-                                               "message": .string("the agent host stopped"), "lastTransitionTime": .string(now),
-                                               "lastHeartbeatTime": .string(now)])]),
-            ]))
-        }
+        for name in agents.keys.sorted() { await agents[name]!.stopped() }
     }
 }
 
-/// The host's background work: the Home Assistant link and the heartbeats, until graceful
-/// shutdown; then the resources are marked `Pending`.
+/// The host's background work: the Home Assistant link, the registry follower, the person
+/// agents' writers and the heartbeats, until graceful shutdown; then the resources are marked
+/// `Pending`.
 struct AgentLoops: Service {
     let host: AgentHost
 
@@ -159,6 +183,8 @@ struct AgentLoops: Service {
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 if let link = host.link { group.addTask { await link.run() } }
+                if let follower = host.follower { group.addTask { await host.followRegistry(follower) } }
+                for person in host.persons { group.addTask { await person.run() } }
                 group.addTask { await host.heartbeats() }
             }
         }

@@ -46,3 +46,17 @@ actor TriadReporter {
         }
     }
 }
+
+/// Status documents every kind of agent writes alike.
+enum AgentStatus {
+    /// The host stopped: `Pending`, and `AgentReady` False saying so.
+    static func stopped() -> JSONValue {
+        let now = Timestamp.format(Date())
+        return .object([
+            "phase": .string("Pending"),
+            "conditions": .array([.object(["type": .string("AgentReady"), "status": .string("False"), "reason": .string("AgentStopped"),
+                                           "message": .string("the agent host stopped"), "lastTransitionTime": .string(now),
+                                           "lastHeartbeatTime": .string(now)])]),
+        ])
+    }
+}
