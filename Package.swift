@@ -130,6 +130,7 @@ let package = Package(
             dependencies: [
                 "TriadCore",
                 "TriadClient",
+                "TriadAMQP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "WSClient", package: "swift-websocket"),

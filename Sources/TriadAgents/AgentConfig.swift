@@ -1,4 +1,5 @@
 import Foundation
+import TriadAMQP
 import TriadCore
 
 /// What `triad agent --config FILE` hosts (schemas/agent.schema.json, docs/agents.md): where
@@ -9,6 +10,8 @@ public struct AgentConfig: Sendable, Equatable {
         /// The host's own token (operator or admin): it upserts the agents' resources and
         /// reports their status.
         public var token: String
+        /// The RabbitMQ the server consumes `triad.state` from: status goes there, not over REST.
+        public var amqp: String?
     }
 
     public struct HomeAssistant: Sendable, Equatable {
@@ -138,10 +141,14 @@ public struct AgentConfig: Sendable, Equatable {
         let root = object(tree, "", allowed: ["triad", "listen", "advertiseURL", "heartbeatSeconds", "homeAssistant", "agents"]) ?? [:]
         if case .object = tree {} else { try fail(problems) }
 
-        let triadMembers = object(root["triad"], "/triad", allowed: ["url", "tokenFile", "tokenEnv"])
+        let triadMembers = object(root["triad"], "/triad", allowed: ["url", "tokenFile", "tokenEnv", "amqp"])
         if triadMembers == nil && root["triad"] == nil { problem("/triad", "is required (url and token of the Triad server)") }
         let triadURL = url(triadMembers, "url", "/triad", required: true)
         let triadToken = triadMembers == nil ? nil : secret(triadMembers, "/triad", environmentKey: "TRIAD_TOKEN", what: "a Triad token")
+        let amqp = string(triadMembers, "amqp", "/triad")
+        if let amqp {
+            do { _ = try AMQPEndpoint(url: amqp) } catch { problem("/triad/amqp", "must be an amqp:// URL: \(error.description)") }
+        }
 
         var listenHost = "127.0.0.1", listenPort = 8090
         if let listen = string(root, "listen", "") {
@@ -232,7 +239,7 @@ public struct AgentConfig: Sendable, Equatable {
 
         guard problems.isEmpty, let triadURL, let triadToken else { try fail(problems) }
         return AgentConfig(
-            triad: Triad(url: triadURL, token: triadToken), listenHost: listenHost, listenPort: listenPort,
+            triad: Triad(url: triadURL, token: triadToken, amqp: amqp), listenHost: listenHost, listenPort: listenPort,
             advertiseURL: advertise,
             heartbeatSeconds: heartbeat,
             homeAssistant: haURL.flatMap { u in haToken.map { HomeAssistant(url: u, token: $0) } },

@@ -66,7 +66,7 @@ struct DeviceAgentTests {
 
     /// Runs an agent host with `agents` (YAML) against `server` until `body` returns; `files` are
     /// written beside the configuration (token files).
-    static func withAgents(_ server: TestServer, _ agentsYAML: String, files: [String: String] = [:],
+    static func withAgents(_ server: TestServer, _ agentsYAML: String, files: [String: String] = [:], amqp: String? = nil,
                            _ body: (_ host: AgentHost, _ port: Int) async throws -> Void) async throws {
         let dir = try TestEnvironment.temporaryDirectory()
         for (file, content) in files { try content.write(toFile: dir + "/" + file, atomically: true, encoding: .utf8) }
@@ -74,7 +74,7 @@ struct DeviceAgentTests {
         try operatorToken.write(toFile: dir + "/triad.token", atomically: true, encoding: .utf8)
         let (haURL, haTokenFile) = try homeAssistant()
         let yaml = """
-        triad: {url: "\(server.baseURL)", tokenFile: triad.token}
+        triad: {url: "\(server.baseURL)", tokenFile: triad.token\(amqp.map { ", amqp: \"\($0)\"" } ?? "")}
         listen: 127.0.0.1:0
         heartbeatSeconds: 2
         homeAssistant: {url: "\(haURL)", tokenFile: "\(haTokenFile)"}
@@ -121,7 +121,7 @@ struct DeviceAgentTests {
                 device: {type: fan, entity: fan.air_purifier}
                 labels: {triad.io/space: pantry-3f}
                 prices: {set_percentage: 0.25, turn_on: 1}
-            """) { _, _ in
+            """, amqp: amqp) { host, _ in
                 try await TelemetryTests.eventually("the purifier's resource is Running with its operations", within: 20) {
                     let r = try await Self.resource(server, name)
                     let ops = r?["spec"]?["operations"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
@@ -145,6 +145,9 @@ struct DeviceAgentTests {
                     seenOnTheBus = event["data"]?["status"]?["telemetry"]?["values"]?["percentage"] == .number(60)
                 }
                 #expect(seenOnTheBus, "the integrator's queue got the purifier's status event with 60 %")
+                // The agent reported its status through triad.state, not over REST.
+                let reports = await host.statusReports
+                #expect(reports.bus > 0 && reports.rest == 0, "\(reports)")
                 let ledger = try await server.admin.call(.GET, "/api/v1/invocations?resource=\(name)").json
                 #expect(ledger?["items"]?.arrayValue?.first?["caller"] == .string(app.name))
                 #expect(ledger?["metadata"]?["totalPrice"] == .number(0.25))
@@ -234,7 +237,7 @@ struct DeviceAgentTests {
     @Test func aBadConfigurationIsRefusedWithEveryProblemAtOnce() throws {
         let dir = try TestEnvironment.temporaryDirectory()
         try """
-        triad: {url: "http://127.0.0.1:8080", tokenFile: missing.token}
+        triad: {url: "http://127.0.0.1:8080", tokenFile: missing.token, amqp: "http://127.0.0.1:5672"}
         homeAssistant: {url: "not a url", tokenFile: also-missing.token}
         agents:
           - name: fan-1
@@ -250,7 +253,7 @@ struct DeviceAgentTests {
             Issue.record("the configuration was accepted")
         } catch {
             let text = error.description
-            for expected in ["/triad/tokenFile: cannot read the token file", "/homeAssistant/url: must be an http(s) URL",
+            for expected in ["/triad/tokenFile: cannot read the token file", "/triad/amqp: must be an amqp:// URL", "/homeAssistant/url: must be an http(s) URL",
                              "/homeAssistant/tokenFile: cannot read the token file", "/agents/0/device/type: unknown device type \"toaster\"",
                              "/agents/1/name: \"fan-1\" is already the name of /agents/0", "/agents/1/device/entity: a fan is an entity fan.<id>",
                              "/agents/2/name: must be a DNS-1123 label", "/agents/2/extra: is not a known key", "/agents/2/person: needs the person's app token"] {

@@ -31,7 +31,7 @@ public final class AgentHost: Sendable {
         self.config = config
         self.logger = logger
         let triadClient = TriadClient(server: config.triad.url, token: config.triad.token, http: http)
-        reporter = TriadReporter(client: triadClient, logger: logger)
+        reporter = TriadReporter(client: triadClient, amqp: config.triad.amqp, logger: logger)
         let secret = "agent_" + (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
         self.secret = secret
         let rest = config.homeAssistant.map { HomeAssistantREST(baseURL: $0.url, token: $0.token, http: http) }
@@ -59,6 +59,11 @@ public final class AgentHost: Sendable {
                 for device in allDevices { await device.handle(event) }
             }
         }
+    }
+
+    /// How many status reports went to `triad.state` and how many over REST.
+    public var statusReports: (bus: Int, rest: Int) {
+        get async { await reporter.reports }
     }
 
     /// What Triad sends to reach the agents (their operations' `httpAction.headers`); made at

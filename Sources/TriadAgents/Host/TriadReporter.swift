@@ -1,21 +1,33 @@
 import Foundation
 import Logging
+import TriadAMQP
 import TriadClient
 import TriadCore
 
 /// The host's link to the Triad server, with the host's own token: upserts the agents'
-/// resources and patches their status over REST. A failed write is logged and made again by the
-/// next report or heartbeat; it never stops an agent.
+/// resources over REST, and reports their status to the exchange `triad.state` when the host
+/// is given the server's RabbitMQ (`triad.amqp`), else as REST status merge patches. A report
+/// the bus does not confirm goes over REST instead. A failed write is logged and made again by
+/// the next report or heartbeat; it never stops an agent.
 actor TriadReporter {
+    static let stateExchange = "triad.state"
+
     let client: TriadClient
     let logger: Logger
     /// Where the agents are reached (the resources' `httpAction`s); known once the host listens.
     private(set) var advertiseURL: String?
+    private let bus: AMQPPublisher?
+    private var busReady = false
+    /// Status reports so far, by the way they went.
+    private(set) var reports = (bus: 0, rest: 0)
 
-    init(client: TriadClient, logger: Logger) {
+    init(client: TriadClient, amqp: String?, logger: Logger) {
         self.client = client
         self.logger = logger
+        bus = amqp.flatMap { try? AMQPEndpoint(url: $0) }.map { AMQPPublisher(endpoint: $0) }
     }
+
+    deinit { bus?.close() }
 
     func listening(at url: String) { advertiseURL = url }
 
@@ -37,12 +49,37 @@ actor TriadReporter {
     }
 
     func patchStatus(_ name: String, status: JSONValue) async {
+        if let bus, await publish(status, of: name, on: bus) {
+            reports.bus += 1
+            return
+        }
+        reports.rest += 1
         do {
             _ = try await client.call(.PATCH, "/api/v1/resources/\(name)/status",
                                       body: JSONCoding.encode(JSONValue.object(["status": status])),
                                       contentType: "application/merge-patch+json")
         } catch {
             logger.warning("cannot report the agent's status", metadata: ["agent": "\(name)", "error": "\(error)"])
+        }
+    }
+
+    /// One partial status to `triad.state`, routing key the resource's name, with the host's
+    /// token in the `authorization` header; true once the broker confirmed it.
+    private func publish(_ status: JSONValue, of name: String, on bus: AMQPPublisher) async -> Bool {
+        do {
+            if !busReady {
+                try await bus.connect()
+                try await bus.declareTopicExchange(Self.stateExchange)
+                busReady = true
+            }
+            try await bus.publishConfirmed([AMQPMessage(
+                exchange: Self.stateExchange, routingKey: name, body: Array(JSONCoding.encode(status)),
+                messageID: UUID().uuidString, headers: ["authorization": "Bearer \(client.token ?? "")"])])
+            return true
+        } catch {
+            busReady = false
+            logger.warning("cannot report over RabbitMQ; reporting over REST", metadata: ["agent": "\(name)", "error": "\(error.description)"])
+            return false
         }
     }
 }
