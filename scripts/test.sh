@@ -57,6 +57,8 @@ export TRIAD_TEST_MQTT_URL=mqtt://127.0.0.1:${TRIAD_MQTT_PORT:-51883}
 # The broker with dynamic security, managed by its admin.
 TRIAD_TEST_MQTT_DYNSEC_URL=mqtt://triad-admin:$(cat "${TRIAD_SVC_DIR:-/tmp/triad-services}/mosquitto-dynsec/admin.password")@127.0.0.1:${TRIAD_MQTT_DYNSEC_PORT:-51884}
 export TRIAD_TEST_MQTT_DYNSEC_URL
+# How the agent tests stop and start Home Assistant (it is theirs alone: they run one at a time).
+export TRIAD_TEST_SERVICES="$SERVICES"
 export TRIAD_TEST_HA_URL=http://127.0.0.1:${TRIAD_HA_PORT:-58123}
 export TRIAD_TEST_HA_TOKEN_FILE=${TRIAD_SVC_DIR:-/tmp/triad-services}/homeassistant/token
 

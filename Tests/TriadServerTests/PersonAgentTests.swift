@@ -6,20 +6,20 @@ import TriadCore
 import TriadMQTT
 
 /// Person agents against a real server and the real Home Assistant: a person's operations follow
-/// where they are; invoked, they run the device's operation in the person's name.
-@Suite("Person agents", .serialized)
-struct PersonAgentTests {
-    static func operations(_ server: TestServer, _ name: String) async throws -> [String: JSONValue] {
-        let items = try await DeviceAgentTests.resource(server, name)?["spec"]?["operations"]?.arrayValue ?? []
+/// where they are; invoked, they run the device's operation in the person's name. In the device
+/// agents' suite: every test that uses Home Assistant runs one at a time (one stops it).
+extension HomeAssistantTests {
+    static func personOperations(_ server: TestServer, _ name: String) async throws -> [String: JSONValue] {
+        let items = try await Self.resource(server, name)?["spec"]?["operations"]?.arrayValue ?? []
         return Dictionary(items.compactMap { op in op["name"]?.stringValue.map { ($0, op) } }, uniquingKeysWith: { a, _ in a })
     }
 
     static func space(_ server: TestServer, _ name: String) async throws -> String? {
-        try await DeviceAgentTests.resource(server, name)?["status"]?["location"]?["space"]?.stringValue
+        try await Self.resource(server, name)?["status"]?["location"]?["space"]?.stringValue
     }
 
     @Test func aPersonsOperationsFollowWhereTheyAreAndRunInTheirName() async throws {
-        _ = try await DeviceAgentTests.ha(.POST, "/api/services/switch/turn_off", .object(["entity_id": .string("switch.coffee_machine")]))
+        _ = try await Self.ha(.POST, "/api/services/switch/turn_off", .object(["entity_id": .string("switch.coffee_machine")]))
         let mqtt = try TestEnvironment.mqttURL()
         try await withServer(.sqlite, mqtt: mqtt) { server in
             let pantry = TelemetryTests.name("pantry"), office = TelemetryTests.name("office")
@@ -31,7 +31,7 @@ struct PersonAgentTests {
             try await TelemetryTests.eventually("the server is subscribed to MQTT", within: 20) {
                 try await TriadClient(server: server.baseURL, token: nil).send(.GET, "/readyz").json?["checks"]?["mqtt"]?["ok"] == .bool(true)
             }
-            try await DeviceAgentTests.withAgents(server, """
+            try await Self.withAgents(server, """
               - name: \(coffee)
                 device: {type: switch, entity: switch.coffee_machine}
                 labels: {triad.io/space: \(pantry)}
@@ -40,19 +40,19 @@ struct PersonAgentTests {
                 person: {tokenFile: alice.token}
             """, files: ["alice.token": aliceToken.secret]) { host, port in
                 try await TelemetryTests.eventually("Alice's resource is Running, her lease held, no operations", within: 20) {
-                    let r = try await DeviceAgentTests.resource(server, alice)
+                    let r = try await Self.resource(server, alice)
                     return r?["status"]?["phase"] == .string("Running") && r?["status"]?["binding"]?["holder"] == .string(aliceToken.name)
                         && r?["spec"]?["operations"] == nil
                 }
                 try await TelemetryTests.eventually("the coffee machine is Running", within: 20) {
-                    try await DeviceAgentTests.resource(server, coffee)?["status"]?["phase"] == .string("Running")
+                    try await Self.resource(server, coffee)?["status"]?["phase"] == .string("Running")
                 }
 
                 // Alice walks into the pantry: she may now use the coffee machine, at its price.
                 let agent = TriadClient(server: "http://127.0.0.1:\(port)", token: host.invocationSecret)
                 _ = try await agent.call(.PATCH, "/agents/\(alice)/meta", body: Data(#"{"location": "\#(pantry)"}"#.utf8))
                 try await TelemetryTests.eventually("Alice's operations include \(coffee).turn_on", within: 10) {
-                    try await Self.operations(server, alice)["\(coffee).turn_on"]?["price"] == .number(1.5)
+                    try await Self.personOperations(server, alice)["\(coffee).turn_on"]?["price"] == .number(1.5)
                 }
                 #expect(try await Self.space(server, alice) == pantry)
 
@@ -60,29 +60,29 @@ struct PersonAgentTests {
                 let aliceClient = server.client(token: aliceToken.secret)
                 let reply = try await aliceClient.call(.POST, "/api/v1/resources/\(alice)/operations/\(coffee).turn_on", body: Data("{}".utf8))
                 #expect(reply.json?["invocation"]?["state"] == .string("Succeeded"))
-                #expect(try await DeviceAgentTests.entity("switch.coffee_machine")?["state"] == .string("on"))
+                #expect(try await Self.entity("switch.coffee_machine")?["state"] == .string("on"))
                 let ledger = try await server.admin.call(.GET, "/api/v1/invocations?resource=\(coffee)").json
                 #expect(ledger?["items"]?.arrayValue?.first?["caller"] == .string(aliceToken.name))
                 #expect(ledger?["items"]?.arrayValue?.first?["price"] == .number(1.5))
                 // The coffee machine's lease was taken for the call and given back.
-                #expect(try await DeviceAgentTests.resource(server, coffee)?["status"]?["bound"] != .bool(true))
+                #expect(try await Self.resource(server, coffee)?["status"]?["bound"] != .bool(true))
 
                 // Nobody else spends Alice's money: her operations need her lease.
                 let bob = try await server.token(.app)
                 let stolen = try await server.client(token: bob).send(.POST, "/api/v1/resources/\(alice)/operations/\(coffee).turn_off", body: Data("{}".utf8))
                 #expect(stolen.status == 409)
-                #expect(try await DeviceAgentTests.entity("switch.coffee_machine")?["state"] == .string("on"), "nothing ran")
+                #expect(try await Self.entity("switch.coffee_machine")?["state"] == .string("on"), "nothing ran")
 
                 // A device placed in the pantry appears in her operations without her moving; moved out, it goes.
                 var lampDoc = Docs.device(lamp, labels: ["triad.io/space": pantry], price: 2)
                 _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(lampDoc))
                 try await TelemetryTests.eventually("\(lamp).brew appears in Alice's operations", within: 10) {
-                    try await Self.operations(server, alice)["\(lamp).brew"]?["price"] == .number(2)
+                    try await Self.personOperations(server, alice)["\(lamp).brew"]?["price"] == .number(2)
                 }
                 lampDoc = Docs.device(lamp, labels: ["triad.io/space": office], price: 2)
                 _ = try await server.admin.call(.PUT, "/api/v1/resources/\(lamp)", body: Docs.json(lampDoc))
                 try await TelemetryTests.eventually("\(lamp).brew leaves Alice's operations", within: 10) {
-                    try await Self.operations(server, alice)["\(lamp).brew"] == nil
+                    try await Self.personOperations(server, alice)["\(lamp).brew"] == nil
                 }
 
                 // A location that is no space is refused, and changes nothing.
@@ -92,7 +92,7 @@ struct PersonAgentTests {
                     #expect(String(decoding: refused.body, as: UTF8.self).contains(expected))
                 }
                 #expect(try await Self.space(server, alice) == pantry)
-                #expect(try await Self.operations(server, alice)["\(coffee).turn_on"] != nil)
+                #expect(try await Self.personOperations(server, alice)["\(coffee).turn_on"] != nil)
 
                 // A badge reader reports her in the office (telemetry on her topic): the pantry's
                 // operations go, the lamp's come.
@@ -102,7 +102,7 @@ struct PersonAgentTests {
                 #expect(await badgeReader.waitUntilReady(timeout: .seconds(10)))
                 try badgeReader.publish(topic: Telemetry.topic(alice, .telemetry), payload: Array(#"{"location": "\#(office)"}"#.utf8))
                 try await TelemetryTests.eventually("Alice is in the office with the office's operations", within: 10) {
-                    let ops = try await Self.operations(server, alice)
+                    let ops = try await Self.personOperations(server, alice)
                     return try await Self.space(server, alice) == office && ops["\(coffee).turn_on"] == nil && ops["\(lamp).brew"] != nil
                 }
                 let gone = try await aliceClient.send(.POST, "/api/v1/resources/\(alice)/operations/\(coffee).turn_off", body: Data("{}".utf8))
@@ -111,17 +111,17 @@ struct PersonAgentTests {
                 // A badge reading that names no space is refused, said in a condition; she stays.
                 _ = try await server.admin.call(.POST, "/api/v1/resources/\(alice)/telemetry", body: Data(#"{"location": "\#(coffee)"}"#.utf8))
                 try await TelemetryTests.eventually("LocationAccepted False says why", within: 10) {
-                    let conditions = try await DeviceAgentTests.resource(server, alice)?["status"]?["conditions"]?.arrayValue ?? []
+                    let conditions = try await Self.resource(server, alice)?["status"]?["conditions"]?.arrayValue ?? []
                     return conditions.contains { $0["type"] == .string("LocationAccepted") && $0["status"] == .string("False")
                         && $0["message"]?.stringValue?.contains("not a Space") == true }
                 }
                 #expect(try await Self.space(server, alice) == office)
             }
             try await TelemetryTests.eventually("stopped: Alice is Pending and her lease given back", within: 10) {
-                let r = try await DeviceAgentTests.resource(server, alice)
+                let r = try await Self.resource(server, alice)
                 return r?["status"]?["phase"] == .string("Pending") && r?["status"]?["bound"] != .bool(true)
             }
-            _ = try? await DeviceAgentTests.ha(.POST, "/api/services/switch/turn_off", .object(["entity_id": .string("switch.coffee_machine")]))
+            _ = try? await Self.ha(.POST, "/api/services/switch/turn_off", .object(["entity_id": .string("switch.coffee_machine")]))
         }
     }
 

@@ -130,9 +130,8 @@ struct AgentHeartbeatTests {
 }
 
 /// `triad probe homeassistant` run by the controller against the real Home Assistant that
-/// scripts/test.sh starts (its demo devices).
-@Suite("Home Assistant probe")
-struct HomeAssistantProbeTests {
+/// scripts/test.sh starts (its demo devices); with the other tests that use it, one at a time.
+extension HomeAssistantTests {
     @Test func aProbeFollowsAnEntityAndAMissingEntityCrashLoops() async throws {
         let env = ProcessInfo.processInfo.environment
         guard let haURL = env["TRIAD_TEST_HA_URL"], let tokenFile = env["TRIAD_TEST_HA_TOKEN_FILE"],

@@ -9,14 +9,15 @@ import TriadAgents
 import TriadAMQP
 import TriadClient
 import TriadCore
+import TriadProcess
 import TriadServer
 import WSClient
 
 /// Device agents against the real Home Assistant that scripts/test.sh starts (its demo plus
 /// `fan.air_purifier` and `switch.coffee_machine`): apps invoke a device's operations through
 /// Triad; Home Assistant's state comes back as the resource's status.
-@Suite("Device agents", .serialized)
-struct DeviceAgentTests {
+@Suite("Against Home Assistant, one test at a time (one stops it): device and person agents, the probe", .serialized)
+struct HomeAssistantTests {
     static func homeAssistant() throws -> (url: String, tokenFile: String) {
         let env = ProcessInfo.processInfo.environment
         guard let url = env["TRIAD_TEST_HA_URL"], let tokenFile = env["TRIAD_TEST_HA_TOKEN_FILE"] else {
@@ -195,6 +196,52 @@ struct DeviceAgentTests {
                     throw error
                 }
                 try await Self.rename("switch.coffee_machine_renamed", to: "switch.coffee_machine")
+            }
+        }
+    }
+
+    /// Stops or starts the Home Assistant that scripts/test.sh runs (a child process of our own:
+    /// Foundation's Process may never see the script exit once it started a detached server).
+    static func homeAssistantService(_ verb: String) async throws {
+        let env = ProcessInfo.processInfo.environment
+        guard let script = env["TRIAD_TEST_SERVICES"] else {
+            throw TestEnvironment.SetupError("TRIAD_TEST_SERVICES is not set: run the suite with scripts/test.sh")
+        }
+        let log = try TestEnvironment.temporaryDirectory() + "/services.log"
+        let child = try ChildProcess(id: "services.sh", kind: "script", executable: "/bin/bash", arguments: [script, verb, "homeassistant"],
+                                     environment: env, directory: FileManager.default.currentDirectoryPath, logPath: log)
+        let status = await child.waitForExit()
+        guard status == 0 else {
+            throw TestEnvironment.SetupError("services.sh \(verb) homeassistant failed: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        }
+    }
+
+    @Test func stoppingHomeAssistantMakesTheDeviceFailedAndStartingItBringsItBack() async throws {
+        try await withServer(.sqlite) { server in
+            let name = TelemetryTests.name("purifier")
+            try await Self.withAgents(server, """
+              - name: \(name)
+                device: {type: fan, entity: fan.air_purifier}
+            """) { _, _ in
+                try await TelemetryTests.eventually("the purifier is Running", within: 20) {
+                    try await Self.resource(server, name)?["status"]?["phase"] == .string("Running")
+                }
+                try await Self.homeAssistantService("stop")
+                do {
+                    try await TelemetryTests.eventually("Failed, DeviceReachable False naming Home Assistant", within: 30) {
+                        let status = try await Self.resource(server, name)?["status"]
+                        let reachable = status?["conditions"]?.arrayValue?.first { $0["type"] == .string("DeviceReachable") }
+                        return status?["phase"] == .string("Failed") && reachable?["status"] == .string("False")
+                            && reachable?["reason"] == .string("HomeAssistantUnreachable")
+                    }
+                } catch {
+                    try? await Self.homeAssistantService("start")
+                    throw error
+                }
+                try await Self.homeAssistantService("start")
+                try await TelemetryTests.eventually("Running again, the same agent", within: 60) {
+                    try await Self.resource(server, name)?["status"]?["phase"] == .string("Running")
+                }
             }
         }
     }
