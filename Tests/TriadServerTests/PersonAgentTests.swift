@@ -55,6 +55,7 @@ extension HomeAssistantTests {
                     try await Self.personOperations(server, alice)["\(coffee).turn_on"]?["price"] == .number(1.5)
                 }
                 #expect(try await Self.space(server, alice) == pantry)
+                let generation = try await Self.resource(server, alice)?["metadata"]?["generation"]
 
                 // She invokes it: the coffee machine is on, the ledger names her and the price.
                 let aliceClient = server.client(token: aliceToken.secret)
@@ -79,6 +80,8 @@ extension HomeAssistantTests {
                 try await TelemetryTests.eventually("\(lamp).brew appears in Alice's operations", within: 10) {
                     try await Self.personOperations(server, alice)["\(lamp).brew"]?["price"] == .number(2)
                 }
+                // Written once for the lamp, never for the invocations, bindings and statuses before it.
+                #expect(try await Self.resource(server, alice)?["metadata"]?["generation"]?.numberValue == generation?.numberValue.map { $0 + 1 })
                 lampDoc = Docs.device(lamp, labels: ["triad.io/space": office], price: 2)
                 _ = try await server.admin.call(.PUT, "/api/v1/resources/\(lamp)", body: Docs.json(lampDoc))
                 try await TelemetryTests.eventually("\(lamp).brew leaves Alice's operations", within: 10) {

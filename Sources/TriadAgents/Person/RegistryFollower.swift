@@ -64,7 +64,7 @@ final class RegistryFollower: Sendable {
             do {
                 if resumeFrom == nil { resumeFrom = try await relist(onSpacesChanged, onResource) }
                 let cursor = Mutex(resumeFrom)
-                try await client.streamEvents(query: "", lastEventID: resumeFrom) { id, _, data in
+                try await client.streamEvents(query: "?types=" + Self.resourceEventTypes.joined(separator: ","), lastEventID: resumeFrom) { id, _, data in
                     await self.apply(data, onSpacesChanged, onResource)
                     if !id.isEmpty { cursor.withLock { $0 = id } }
                 }
@@ -113,9 +113,15 @@ final class RegistryFollower: Sendable {
         return revision ?? "0"
     }
 
-    /// One registry event (a CloudEvent whose data is the resource after the change).
+    /// The events whose data is the resource after the change (bindings and invocations carry
+    /// other data).
+    static let resourceEventTypes = ["created", "updated", "status", "deleted"].map { "io.triad.resource." + $0 }
+
+    /// One registry event: a CloudEvent whose data is the resource after the change.
     private func apply(_ data: Data, _ onSpacesChanged: SpacesChanged, _ onResource: ResourceSeen) async {
-        guard let event = try? JSONCoding.parse(data), let name = event["subject"]?.stringValue, let document = event["data"] else { return }
+        guard let event = try? JSONCoding.parse(data), let type = event["type"]?.stringValue, Self.resourceEventTypes.contains(type),
+              let name = event["subject"]?.stringValue, let document = event["data"],
+              document["metadata"]?["name"]?.stringValue == name else { return }
         let deleted = event["type"]?.stringValue == "io.triad.resource.deleted"
         let now = deleted ? nil : Placed(document)
         let changed = placed.withLock { current -> Set<String> in
