@@ -72,8 +72,17 @@ public struct Invocation: Codable, Sendable, Equatable {
     /// A fresh W3C trace context: 16 random bytes of trace id, 8 of parent span.
     public static func newTrace() -> (traceId: String, traceparent: String) {
         var generator = SystemRandomNumberGenerator()
+        // By hand: String(format:) per byte was a visible share of an invocation's CPU.
+        let digits = Array("0123456789abcdef".utf8)
         func hex(_ bytes: Int) -> String {
-            (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+            var out: [UInt8] = []
+            out.reserveCapacity(bytes * 2)
+            for _ in 0..<bytes {
+                let byte = UInt8.random(in: 0...255, using: &generator)
+                out.append(digits[Int(byte >> 4)])
+                out.append(digits[Int(byte & 0x0f)])
+            }
+            return String(decoding: out, as: UTF8.self)
         }
         let trace = hex(16), span = hex(8)
         return (trace, "00-\(trace)-\(span)-01")
@@ -115,5 +124,29 @@ public struct InvocationPage: Sendable {
         self.next = next
         self.matched = matched
         self.totalCharged = totalCharged
+    }
+}
+
+/// What invoking reads of a stored resource, decoded without the rest: a device's status may
+/// carry large telemetry and many conditions, which an invocation never looks at.
+public struct InvocationTarget: Decodable, Sendable {
+    public struct Spec: Decodable, Sendable {
+        public var operations: [ResourceOperationSpec]?
+        public var accessMode: ResourceAccessMode?
+    }
+
+    public struct Status: Decodable, Sendable {
+        public var phase: ResourcePhase?
+        public var binding: Binding?
+        public var conditions: [Condition]?
+    }
+
+    public var spec: Spec
+    public var status: Status?
+}
+
+extension StoredResource {
+    public func invocationTarget() throws -> InvocationTarget {
+        try JSONDecoder().decode(InvocationTarget.self, from: document)
     }
 }

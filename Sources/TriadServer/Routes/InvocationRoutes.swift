@@ -34,7 +34,7 @@ struct InvocationRoutes {
         }
         let body = try await jsonBody(request)
         let stored = try await registry.get(name)
-        let resource = try stored.decode()
+        let resource = try stored.invocationTarget()
         guard ResourceValidator.isValidOperationName(opName),
               let operation = resource.spec.operations?.first(where: { $0.name == opName }) else {
             let known = (resource.spec.operations ?? []).map(\.name)
@@ -47,7 +47,7 @@ struct InvocationRoutes {
                           detail: "resource \(name) is Failed" + (why.map { ": \($0)" } ?? "") + "; an operator may invoke it anyway with ?force=true")
         }
         if resource.spec.accessMode == .exclusive {
-            try Self.requireBinding(resource, caller: principal.name)
+            try Self.requireBinding(name, resource.status?.binding, caller: principal.name)
         }
         let async = request.headers[.init("Prefer")!]?.lowercased().contains("respond-async") ?? false
         let invocation = try await runner.begin(resource: stored, operation: operation, caller: principal, async: async)
@@ -61,9 +61,8 @@ struct InvocationRoutes {
     }
 
     /// An exclusive resource is invoked only by the holder of its live binding.
-    static func requireBinding(_ resource: Resource, caller: String) throws {
-        let name = resource.name
-        guard let lease = resource.status?.binding else {
+    static func requireBinding(_ name: String, _ binding: Binding?, caller: String) throws {
+        guard let lease = binding else {
             throw Problem(.conflict, "binding-required", "Binding required",
                           detail: "\(name) is Exclusive: bind it first (POST /api/v1/resources/\(name)/binding)")
         }
