@@ -85,7 +85,9 @@ public final class EventTail: Service, Sendable {
             }
         }
         // The server ends the notifier (and so this loop) as its shutdown begins, possibly before
-        // this service is told: returning earlier would count as failing.
+        // this service is told: returning earlier would count as failing. The streams end now,
+        // though: the HTTP server, told first, waits for them.
+        streams.finishAll()
         try? await gracefulShutdown()
     }
 
