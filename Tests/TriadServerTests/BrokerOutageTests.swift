@@ -20,18 +20,12 @@ struct BrokerOutageTests {
               let port = env["TRIAD_TEST_OUTAGE_AMQP_PORT"] else {
             throw TestEnvironment.SetupError("TRIAD_TEST_OUTAGE_* are not set: run the suite with scripts/test.sh")
         }
-        let log = try TestEnvironment.temporaryDirectory() + "/services.log"
         var childEnv = env
         childEnv["CI"] = ""  // never kill the epmd the shared node uses
         childEnv["TRIAD_SVC_DIR"] = dir
         childEnv["TRIAD_AMQP_PORT"] = port
         childEnv["TRIAD_RABBITMQ_NODE"] = "rabbit-outage@localhost"
-        let child = try ChildProcess(id: "services.sh", kind: "script", executable: "/bin/bash", arguments: [script, verb, "rabbitmq"],
-                                     environment: childEnv, directory: FileManager.default.currentDirectoryPath, logPath: log)
-        let status = await child.waitForExit()
-        guard status == 0 else {
-            throw TestEnvironment.SetupError("services.sh \(verb) rabbitmq failed: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
-        }
+        try await TestEnvironment.services(script, verb, "rabbitmq", environment: childEnv)
     }
 
     @Test func everyRegistryEventArrivesAfterTenSecondsOfOutage() async throws {

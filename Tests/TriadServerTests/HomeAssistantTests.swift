@@ -9,7 +9,6 @@ import TriadAgents
 import TriadAMQP
 import TriadClient
 import TriadCore
-import TriadProcess
 import TriadServer
 import WSClient
 
@@ -200,20 +199,13 @@ struct HomeAssistantTests {
         }
     }
 
-    /// Stops or starts the Home Assistant that scripts/test.sh runs (a child process of our own:
-    /// Foundation's Process may never see the script exit once it started a detached server).
+    /// Stops or starts the Home Assistant that scripts/test.sh runs.
     static func homeAssistantService(_ verb: String) async throws {
         let env = ProcessInfo.processInfo.environment
         guard let script = env["TRIAD_TEST_SERVICES"] else {
             throw TestEnvironment.SetupError("TRIAD_TEST_SERVICES is not set: run the suite with scripts/test.sh")
         }
-        let log = try TestEnvironment.temporaryDirectory() + "/services.log"
-        let child = try ChildProcess(id: "services.sh", kind: "script", executable: "/bin/bash", arguments: [script, verb, "homeassistant"],
-                                     environment: env, directory: FileManager.default.currentDirectoryPath, logPath: log)
-        let status = await child.waitForExit()
-        guard status == 0 else {
-            throw TestEnvironment.SetupError("services.sh \(verb) homeassistant failed: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
-        }
+        try await TestEnvironment.services(script, verb, "homeassistant", environment: env)
     }
 
     @Test func stoppingHomeAssistantMakesTheDeviceFailedAndStartingItBringsItBack() async throws {

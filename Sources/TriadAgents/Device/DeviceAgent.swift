@@ -89,11 +89,8 @@ final class DeviceAgent: ResourceAgent {
         let attributes = state.withLock { $0.entity?.attributes }
         guard let attributes else { return [] }
         return DeviceCapabilities.operations(type: device.type, attributes: attributes).map { op in
-            .object([
-                "name": .string(op.name), "price": .number(spec.prices[op.name] ?? 0), "description": .string(op.description),
-                "httpAction": .object(["action": .string("POST"), "url": .string("\(advertiseURL)/agents/\(spec.name)/operations/\(op.name)"),
-                                       "headers": .object(["Authorization": .string("Bearer \(secret)")])]),
-            ])
+            AgentStatus.operation(op.name, price: spec.prices[op.name] ?? 0, description: op.description, agent: spec.name,
+                                  advertiseURL: advertiseURL, secret: secret)
         }
     }
 
@@ -121,8 +118,7 @@ final class DeviceAgent: ResourceAgent {
         var status: [String: JSONValue] = [
             "phase": .string(failure == nil ? "Running" : "Failed"),
             "conditions": .array([
-                .object(["type": .string("AgentReady"), "status": .string("True"), "lastHeartbeatTime": .string(now),
-                         "reason": .string("Heartbeat"), "message": .string("the agent is running")]),
+                AgentStatus.heartbeat(at: now),
                 .object(["type": .string("DeviceReachable"), "status": .string(failure == nil ? "True" : "False"),
                          "reason": .string(failure?.reason.rawValue ?? "EntityFollowed"),
                          "message": .string(failure?.description ?? "following \(state.withLock { $0.entityID })"),

@@ -86,6 +86,22 @@ actor TriadReporter {
 
 /// Status documents every kind of agent writes alike.
 enum AgentStatus {
+    /// `AgentReady` True with the heartbeat's time: what the controller's heartbeat check reads.
+    static func heartbeat(at now: String) -> JSONValue {
+        .object(["type": .string("AgentReady"), "status": .string("True"), "lastHeartbeatTime": .string(now),
+                 "reason": .string("Heartbeat"), "message": .string("the agent is running")])
+    }
+
+    /// One of an agent's operations as its Resource lists it: Triad calls
+    /// `POST <advertiseURL>/agents/<agent>/operations/<operation>` with the host's secret.
+    static func operation(_ operation: String, price: Double, description: String, agent: String, advertiseURL: String, secret: String) -> JSONValue {
+        .object([
+            "name": .string(operation), "price": .number(price), "description": .string(description),
+            "httpAction": .object(["action": .string("POST"), "url": .string("\(advertiseURL)/agents/\(agent)/operations/\(operation)"),
+                                   "headers": .object(["Authorization": .string("Bearer \(secret)")])]),
+        ])
+    }
+
     /// The host stopped: `Pending`, and `AgentReady` False saying so.
     static func stopped() -> JSONValue {
         let now = Timestamp.format(Date())

@@ -117,12 +117,8 @@ final class PersonAgent: ResourceAgent {
         if state.withLock({ $0.written }) == offers { return }
         let operations: [JSONValue] = offers.keys.sorted().map { opName in
             let offer = offers[opName]!
-            return .object([
-                "name": .string(opName), "price": .number(offer.price),
-                "description": .string("\(offer.operation) on \(offer.device), in \(space ?? "")"),
-                "httpAction": .object(["action": .string("POST"), "url": .string("\(advertise)/agents/\(name)/operations/\(opName)"),
-                                       "headers": .object(["Authorization": .string("Bearer \(secret)")])]),
-            ])
+            return AgentStatus.operation(opName, price: offer.price, description: "\(offer.operation) on \(offer.device), in \(space ?? "")",
+                                         agent: name, advertiseURL: advertise, secret: secret)
         }
         for _ in 0..<8 {
             do {
@@ -335,8 +331,7 @@ final class PersonAgent: ResourceAgent {
         }
         let now = Timestamp.format(Date())
         var conditions: [JSONValue] = [
-            .object(["type": .string("AgentReady"), "status": .string("True"), "lastHeartbeatTime": .string(now),
-                     "reason": .string("Heartbeat"), "message": .string("the agent is running")]),
+            AgentStatus.heartbeat(at: now),
             .object(["type": .string("Leased"), "status": .string(problem == nil ? "True" : "False"),
                      "reason": .string(problem == nil ? "HeldForThePerson" : "LeaseRefused"),
                      "message": .string(problem ?? "only \(name)'s own token invokes \(name)'s operations"), "lastTransitionTime": .string(now)]),

@@ -4,6 +4,7 @@ import PostgresNIO
 import Testing
 import TriadCore
 import TriadPostgres
+import TriadProcess
 import TriadSQLite
 
 /// The registry backends every conformance and API test runs against.
@@ -86,6 +87,18 @@ enum TestEnvironment {
     }
 
     /// The `triad` executable built next to the test bundle (`swift build --build-tests` builds it).
+    /// Runs `scripts/services.sh <verb> <service>` with `environment` (a child process of our
+    /// own: Foundation's Process may never see the script exit once it started a detached server).
+    static func services(_ script: String, _ verb: String, _ service: String, environment: [String: String]) async throws {
+        let log = try temporaryDirectory() + "/services.log"
+        let child = try ChildProcess(id: "services.sh", kind: "script", executable: "/bin/bash", arguments: [script, verb, service],
+                                     environment: environment, directory: FileManager.default.currentDirectoryPath, logPath: log)
+        let status = await child.waitForExit()
+        guard status == 0 else {
+            throw SetupError("services.sh \(verb) \(service) failed: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        }
+    }
+
     static func triadExecutable() throws -> String {
         var candidates: [String] = []
         let runner = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
