@@ -9,8 +9,6 @@ import TriadCore
 public final class PostgresBackend: RegistryBackend {
     public let client: PostgresClient
     private let logger: Logger
-    /// The pool's connection loop; owned here so the backend is usable as soon as `connect` returns.
-    private let runTask: Task<Void, Never>
     /// Relay cursor rows known to exist (see `relayRound`).
     private let relayCursorRows = Mutex<Set<String>>([])
 
@@ -39,19 +37,42 @@ public final class PostgresBackend: RegistryBackend {
         return config
     }
 
-    public static func connect(url: String, searchPath: String? = nil, logger: Logger) async throws -> PostgresBackend {
+    /// Runs `body` with a migrated backend. The connection pool runs as a child task of this
+    /// call, so it lives exactly as long as `body`: when `body` returns or throws, the pool closes.
+    public static func withBackend<T: Sendable>(
+        url: String, searchPath: String? = nil, logger: Logger, _ body: (PostgresBackend) async throws -> T
+    ) async throws -> T {
         var config = try configuration(url: url)
         if let searchPath { config.options.additionalStartupParameters = [("search_path", searchPath)] }
-        let client = PostgresClient(configuration: config, backgroundLogger: logger)
-        let backend = PostgresBackend(client: client, logger: logger)
-        try await PostgresMigrations.run(on: client, logger: logger)
-        return backend
+        return try await withRunningClient(config, logger: logger) { client in
+            try await PostgresMigrations.run(on: client, logger: logger)
+            return try await body(PostgresBackend(client: client, logger: logger))
+        }
+    }
+
+    /// Runs `body` with a client whose connection pool runs as a child task of this call, so the
+    /// pool lives exactly as long as `body`.
+    public static func withRunningClient<T: Sendable>(
+        _ configuration: PostgresClient.Configuration, logger: Logger, _ body: (PostgresClient) async throws -> T
+    ) async throws -> T {
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        return try await withThrowingTaskGroup(of: Void.self, returning: T.self) { group in
+            let (started, signal) = AsyncStream<Void>.makeStream()
+            group.addTask {
+                // `run()` marks the pool running before its first suspension; waiting for this
+                // signal keeps the first query from leasing before that (postgres-nio warns then).
+                signal.finish()
+                await client.run()
+            }
+            for await _ in started {}
+            defer { group.cancelAll() }
+            return try await body(client)
+        }
     }
 
     private init(client: PostgresClient, logger: Logger) {
         self.client = client
         self.logger = logger
-        self.runTask = Task { await client.run() }
     }
 
     public func withWriteTransaction<T: Sendable>(_ body: @Sendable (any RegistryTransaction) async throws -> T) async throws -> T {
@@ -355,11 +376,6 @@ public final class PostgresBackend: RegistryBackend {
 
     public func ping() async throws {
         _ = try await client.query("SELECT 1", logger: logger)
-    }
-
-    public func shutdown() async {
-        runTask.cancel()
-        await runTask.value
     }
 
     static func resource(_ r: (String, String, String, Int64, String)) throws -> StoredResource {

@@ -20,7 +20,23 @@ public final class SQLiteBackend: RegistryBackend {
         public var description: String
     }
 
-    public static func open(path: String, readers readerCount: Int = 2, logger: Logger) async throws -> SQLiteBackend {
+    /// Runs `body` with the registry in the file at `path`, migrated; the file is closed (and its
+    /// lock released) when `body` returns or throws.
+    public static func withBackend<T: Sendable>(
+        path: String, readers: Int = 2, logger: Logger, _ body: (SQLiteBackend) async throws -> T
+    ) async throws -> T {
+        let backend = try await open(path: path, readers: readers, logger: logger)
+        do {
+            let result = try await body(backend)
+            await backend.close()
+            return result
+        } catch {
+            await backend.close()
+            throw error
+        }
+    }
+
+    private static func open(path: String, readers readerCount: Int, logger: Logger) async throws -> SQLiteBackend {
         // A second server on the same file would make the index stale: refuse it.
         guard let fileLock = FileLock(path: path + ".lock") else {
             throw InUse(description: "another triad server is using \(path)")
@@ -243,7 +259,7 @@ public final class SQLiteBackend: RegistryBackend {
         _ = try await reader.query("SELECT 1", [])
     }
 
-    public func shutdown() async {
+    private func close() async {
         try? await writer.close()
         for r in readers { try? await r.close() }
         fileLock.release()

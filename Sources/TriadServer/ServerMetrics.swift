@@ -1,11 +1,7 @@
-import Metrics
 import Prometheus
 
-/// One Prometheus registry per process: swift-metrics can be bootstrapped only once.
+/// The registry `/metrics` exports. swift-metrics can be bootstrapped once per process, so the
+/// process's entry point does it (`triad server`, the test kit) onto this registry.
 public enum ServerMetrics {
-    public static let registry: PrometheusCollectorRegistry = {
-        let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        return registry
-    }()
+    public static let registry = PrometheusCollectorRegistry()
 }

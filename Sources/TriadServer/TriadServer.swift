@@ -33,7 +33,11 @@ public final class TriadServer: Sendable {
     private let upstreamClient: HTTPClient
     private let logger: Logger
 
-    public static func open(_ configuration: ServerConfiguration, logger: Logger) async throws -> TriadServer {
+    /// Opens the configured registry, builds the server on it and runs `body` with it; the
+    /// registry and the server's clients are closed when `body` returns or throws.
+    public static func withServer<T: Sendable>(
+        _ configuration: ServerConfiguration, logger: Logger, _ body: (TriadServer) async throws -> T
+    ) async throws -> T {
         // Bad broker URLs are refused before anything is opened.
         if let url = configuration.amqp { _ = try AMQPEndpoint(url: url) }
         if let url = configuration.mqtt { _ = try MQTTEndpoint(url: url) }
@@ -42,22 +46,36 @@ public final class TriadServer: Sendable {
             try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])
         }
-        let backend: any RegistryBackend
-        switch try configuration.resolvedDatabase() {
+        return try await withRegistryBackend(try configuration.resolvedDatabase(), logger: logger) { backend in
+            let server = try await TriadServer(configuration: configuration, backend: backend, logger: logger)
+            do {
+                let result = try await body(server)
+                await server.shutdown()
+                return result
+            } catch {
+                await server.shutdown()
+                throw error
+            }
+        }
+    }
+
+    /// Runs `body` with the registry `database` names, open for exactly that long.
+    static func withRegistryBackend<T: Sendable>(
+        _ database: ServerConfiguration.Database, logger: Logger, _ body: (any RegistryBackend) async throws -> T
+    ) async throws -> T {
+        switch database {
         case .sqlite(let path):
             let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            backend = try await SQLiteBackend.open(path: path, logger: logger)
-            logger.info("registry opened", metadata: ["backend": "sqlite", "path": "\(path)"])
+            return try await SQLiteBackend.withBackend(path: path, logger: logger) { backend in
+                logger.info("registry opened", metadata: ["backend": "sqlite", "path": "\(path)"])
+                return try await body(backend)
+            }
         case .postgres(let url):
-            backend = try await PostgresBackend.connect(url: url, logger: logger)
-            logger.info("registry opened", metadata: ["backend": "postgres"])
-        }
-        do {
-            return try await TriadServer(configuration: configuration, backend: backend, logger: logger)
-        } catch {
-            await backend.shutdown()  // an open backend must be closed, even when the server never ran
-            throw error
+            return try await PostgresBackend.withBackend(url: url, logger: logger) { backend in
+                logger.info("registry opened", metadata: ["backend": "postgres"])
+                return try await body(backend)
+            }
         }
     }
 
@@ -114,7 +132,6 @@ public final class TriadServer: Sendable {
         }
         try await authority.revokeOrphanedDeviceTokens { [registry] name in try await registry.backend.get(name: name) != nil }
         self.bootstrap = try await authority.bootstrap(dataDir: configuration.dataDir, environmentToken: configuration.adminToken, logger: logger)
-        _ = ServerMetrics.registry
     }
 
     /// The routes, recorded for the OpenAPI test.
@@ -198,10 +215,10 @@ public final class TriadServer: Sendable {
         try await ServiceGroup(configuration: group).run()
     }
 
+    /// Ends event streams and closes the upstream HTTP client; the registry belongs to whoever opened it.
     public func shutdown() async {
         notifier.finishAll()
         try? await upstreamClient.shutdown()
-        await registry.backend.shutdown()
     }
 }
 

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import Logging
+import Metrics
+import Prometheus
 import TriadCore
 import TriadServer
 import Yams
@@ -122,38 +125,36 @@ struct ServerCommand: AsyncParsableCommand {
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("logLevel must be one of trace, debug, info, notice, warning, error, critical") }
 
         LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level) }
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: ServerMetrics.registry))
         let logger = Logger(label: "triad.server")
-        let server: TriadServer
-        do {
-            server = try await TriadServer.open(cfg, logger: logger)
-        } catch {
-            FileHandle.standardError.write(Data("error: cannot start the server: \(String(describing: error))\n".utf8))
-            throw ExitCode(1)
-        }
-        switch server.bootstrap {
-        case .wroteFile(let path, let secret):
-            // Shown once so the first user can log in; only on a terminal, never into a log file.
-            if isatty(STDOUT_FILENO) != 0 {
-                print("bootstrap admin token: \(secret)")
-            }
-            print("bootstrap admin token written to \(path)")
-        case .fromEnvironment, .existing:
-            break
-        }
         let host = cfg.listenHost
+        // A failure to open is "cannot start"; one after serving began is "stopped".
+        let serving = Atomic<Bool>(false)
         do {
-            try await server.run { port in
-                logger.info("listening", metadata: ["address": "\(host):\(port)"])
+            try await TriadServer.withServer(cfg, logger: logger) { server in
+                switch server.bootstrap {
+                case .wroteFile(let path, let secret):
+                    // Shown once so the first user can log in; only on a terminal, never into a log file.
+                    if isatty(STDOUT_FILENO) != 0 {
+                        print("bootstrap admin token: \(secret)")
+                    }
+                    print("bootstrap admin token written to \(path)")
+                case .fromEnvironment, .existing:
+                    break
+                }
+                serving.store(true, ordering: .relaxed)
+                try await server.run { port in
+                    logger.info("listening", metadata: ["address": "\(host):\(port)"])
+                }
+                logger.info("stopped")
             }
-            logger.info("stopped")
         } catch is CancellationError {
             // SIGTERM/SIGINT: a graceful shutdown, not a failure.
         } catch {
-            await server.shutdown()
-            FileHandle.standardError.write(Data("error: the server stopped: \(String(describing: error))\n".utf8))
+            let what = serving.load(ordering: .relaxed) ? "the server stopped" : "cannot start the server"
+            FileHandle.standardError.write(Data("error: \(what): \(String(describing: error))\n".utf8))
             throw ExitCode(1)
         }
-        await server.shutdown()
     }
 
     /// `500ms`, `10s`, `2m`, `1h` or a bare number of seconds.

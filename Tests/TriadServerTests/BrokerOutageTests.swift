@@ -43,14 +43,11 @@ struct BrokerOutageTests {
         setup.close()
 
         // Both backends through one outage (two cases would stop the same broker twice).
-        let servers = [try await TestServer.start(.sqlite, amqp: url), try await TestServer.start(.postgres, amqp: url)]
-        do {
-            try await outage(servers: servers, url: url, queue: queue)
-        } catch {
-            for s in servers { await s.stop() }
-            throw error
+        try await withServer(.sqlite, amqp: url) { onSQLite in
+            try await withServer(.postgres, amqp: url) { onPostgres in
+                try await outage(servers: [onSQLite, onPostgres], url: url, queue: queue)
+            }
         }
-        for s in servers { await s.stop() }
     }
 
     private func outage(servers: [TestServer], url: String, queue: String) async throws {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TriadAMQP
 import TriadClient
@@ -184,8 +185,14 @@ struct EventRelayTests {
 struct ReplicaRelayTests {
     @Test func twoRelaysOnOneDatabasePublishEachEventOnce() async throws {
         let url = try TestEnvironment.amqpURL()
-        let (first, schema) = try await TestEnvironment.makeBackend(.postgres)
-        let (second, _) = try await TestEnvironment.makeBackend(.postgres, reuse: schema)
+        try await TestEnvironment.withBackend(.postgres) { first, schema in
+            try await TestEnvironment.withBackend(.postgres, reuse: schema) { second, _ in
+                try await Self.publishEachEventOnce(first, second, url: url)
+            }
+        }
+    }
+
+    static func publishEachEventOnce(_ first: any RegistryBackend, _ second: any RegistryBackend, url: String) async throws {
         let prefix = "r\(UUID().uuidString.prefix(6).lowercased())"
 
         let consumer = AMQPConsumer(endpoint: try AMQPEndpoint(url: url))
@@ -229,8 +236,6 @@ struct ReplicaRelayTests {
         #expect(ids.count == 120, "each event once, not once per replica")
         #expect(Set(ids).count == 120)
         #expect(ids.compactMap(Int64.init) == ids.compactMap(Int64.init).sorted(), "in log order")
-        await first.shutdown()
-        await second.shutdown()
     }
 }
 
@@ -238,27 +243,42 @@ struct ReplicaRelayTests {
 @Suite("Registry change notifications")
 struct ChangeNotificationTests {
     @Test func aReplicaHearsWritesToItsRegistryOnly() async throws {
-        let (listener, schema) = try await TestEnvironment.makeBackend(.postgres)
-        let (writer, _) = try await TestEnvironment.makeBackend(.postgres, reuse: schema)
-        let (stranger, _) = try await TestEnvironment.makeBackend(.postgres)
-        let heard = Heard()
-        let watching = Task { try await listener.watchOtherWriters { Task { await heard.add() } } }
-        try await Task.sleep(for: .milliseconds(500))  // LISTEN is in place
-        _ = try await Registry(backend: stranger).create(try Resource(validated: Docs.device("elsewhere")))
-        try await Task.sleep(for: .milliseconds(500))
-        #expect(await heard.count == 0, "another registry's write is not ours")
-        let started = ContinuousClock.now
-        _ = try await Registry(backend: writer).create(try Resource(validated: Docs.device("here")))
-        while await heard.count == 0, ContinuousClock.now - started < .seconds(5) { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(await heard.count >= 1)
-        #expect(ContinuousClock.now - started < .seconds(1), "heard at once, not at the next poll")
-        watching.cancel()
-        _ = try? await watching.value
-        for b in [listener, writer, stranger] { await b.shutdown() }
+        try await TestEnvironment.withBackend(.postgres) { listener, schema in
+            try await TestEnvironment.withBackend(.postgres, reuse: schema) { writer, _ in
+                try await TestEnvironment.withBackend(.postgres) { stranger, _ in
+                    try await Self.hearsItsOwnRegistryOnly(listener: listener, writer: writer, stranger: stranger)
+                }
+            }
+        }
     }
 
-    actor Heard {
-        var count = 0
-        func add() { count += 1 }
+    static func hearsItsOwnRegistryOnly(listener: any RegistryBackend, writer: any RegistryBackend, stranger: any RegistryBackend) async throws {
+        let heard = Heard()
+        let watching = Task { try await listener.watchOtherWriters { heard.add() } }
+        defer { watching.cancel() }
+        // LISTEN is in place once a write of ours is heard (nothing here polls).
+        var n = 0
+        try await TelemetryTests.eventually("a write to the same registry is heard") {
+            n += 1
+            _ = try await Registry(backend: writer).create(try Resource(validated: Docs.device("here-\(n)")))
+            return heard.count > 0
+        }
+        // Each write notifies once, in commit order: all of those first.
+        try await TelemetryTests.eventually("every write so far is heard") { heard.count == n }
+        let before = heard.count
+        _ = try await Registry(backend: stranger).create(try Resource(validated: Docs.device("elsewhere")))
+        _ = try await Registry(backend: writer).create(try Resource(validated: Docs.device("here")))
+        try await TelemetryTests.eventually("the next write is heard") { heard.count > before }
+        // Only our write may count; a stranger's notification would have arrived before it.
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(heard.count == before + 1, "another registry's write is not ours")
+        watching.cancel()
+        _ = try? await watching.value
+    }
+
+    final class Heard: Sendable {
+        private let counter = Mutex(0)
+        var count: Int { counter.withLock { $0 } }
+        func add() { counter.withLock { $0 += 1 } }
     }
 }

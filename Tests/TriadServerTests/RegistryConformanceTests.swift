@@ -18,18 +18,11 @@ struct RegistryConformanceTests {
     }
 
     func withRegistry(_ store: Store, _ body: (Registry) async throws -> Void) async throws {
-        let backend: any RegistryBackend
         switch store {
-        case .sqlite: backend = try await TestEnvironment.makeBackend(.sqlite).0
-        case .postgres: backend = try await TestEnvironment.makeBackend(.postgres).0
-        case .memory: backend = InMemoryBackend()
+        case .sqlite: try await TestEnvironment.withBackend(.sqlite) { backend, _ in try await body(Registry(backend: backend)) }
+        case .postgres: try await TestEnvironment.withBackend(.postgres) { backend, _ in try await body(Registry(backend: backend)) }
+        case .memory: try await body(Registry(backend: InMemoryBackend()))
         }
-        let registry = Registry(backend: backend)
-        do { try await body(registry) } catch {
-            await backend.shutdown()
-            throw error
-        }
-        await backend.shutdown()
     }
 
     @Test(arguments: Store.allCases)
@@ -297,16 +290,15 @@ struct RegistryConformanceTests {
 
     @Test(arguments: BackendKind.allCases)
     func reopeningKeepsDataAndMigratesOnce(_ kind: BackendKind) async throws {
-        let (backend, location) = try await TestEnvironment.makeBackend(kind)
-        let registry = Registry(backend: backend)
-        let created = try await registry.create(Self.resource("kept"))
-        await backend.shutdown()
-        let (reopened, _) = try await TestEnvironment.makeBackend(kind, reuse: location)
-        let again = Registry(backend: reopened)
-        #expect(try await again.get("kept") == created)
-        let next = try await again.create(Self.resource("next"))
-        #expect(next.revision == created.revision + 1, "revisions continue across restarts")
-        await reopened.shutdown()
+        let (created, location) = try await TestEnvironment.withBackend(kind) { backend, location in
+            (try await Registry(backend: backend).create(Self.resource("kept")), location)
+        }
+        try await TestEnvironment.withBackend(kind, reuse: location) { reopened, _ in
+            let again = Registry(backend: reopened)
+            #expect(try await again.get("kept") == created)
+            let next = try await again.create(Self.resource("next"))
+            #expect(next.revision == created.revision + 1, "revisions continue across restarts")
+        }
     }
     /// The ledger: each record and its event in one write, newest first, filtered, paged, summed.
     @Test(arguments: Store.allCases)

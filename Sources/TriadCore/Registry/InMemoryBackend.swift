@@ -139,7 +139,6 @@ public final class InMemoryBackend: RegistryBackend {
     }
 
     public func ping() async throws {}
-    public func shutdown() async {}
 }
 
 /// One write: reads see the committed index plus this write's own change; `commit` applies the

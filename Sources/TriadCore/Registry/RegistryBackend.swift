@@ -179,8 +179,6 @@ public protocol RegistryBackend: Sendable {
 
     /// Whether the backend can serve (used by `/readyz`).
     func ping() async throws
-
-    func shutdown() async
 }
 
 public enum RelayRound: Sendable, Equatable {

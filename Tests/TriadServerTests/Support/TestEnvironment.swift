@@ -1,10 +1,13 @@
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import PostgresNIO
 import Testing
 import TriadCore
 import TriadPostgres
 import TriadProcess
+import TriadServer
 import TriadSQLite
 
 /// The registry backends every conformance and API test runs against.
@@ -60,20 +63,19 @@ enum TestEnvironment {
     /// Runs one statement as the PostgreSQL superuser of the test cluster.
     static func postgresAdmin(_ sql: String) async throws {
         let config = try PostgresBackend.configuration(url: try postgresURL())
-        let client = PostgresClient(configuration: config, backgroundLogger: logger)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await client.run() }
+        try await PostgresBackend.withRunningClient(config, logger: logger) { client in
             _ = try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger)
-            group.cancelAll()
         }
     }
 
-    /// A fresh, empty registry backend. SQLite: a new file; PostgreSQL: a new schema.
-    static func makeBackend(_ kind: BackendKind, reuse location: String? = nil) async throws -> (any RegistryBackend, String) {
+    /// Runs `body` with a fresh, empty registry backend, open for exactly that long. SQLite: a
+    /// new file; PostgreSQL: a new schema. `reuse` opens an earlier one again (its `location`).
+    static func withBackend<T: Sendable>(_ kind: BackendKind, reuse location: String? = nil,
+                                         _ body: (any RegistryBackend, _ location: String) async throws -> T) async throws -> T {
         switch kind {
         case .sqlite:
             let path = try location ?? (temporaryDirectory() + "/triad.db")
-            return (try await SQLiteBackend.open(path: path, logger: logger), path)
+            return try await SQLiteBackend.withBackend(path: path, logger: logger) { try await body($0, path) }
         case .postgres:
             let schema: String
             if let location {
@@ -82,9 +84,12 @@ enum TestEnvironment {
                 schema = uniqueName("t")
                 try await postgresAdmin("CREATE SCHEMA \(schema)")
             }
-            return (try await PostgresBackend.connect(url: try postgresURL(), searchPath: schema, logger: logger), schema)
+            return try await PostgresBackend.withBackend(url: try postgresURL(), searchPath: schema, logger: logger) { try await body($0, schema) }
         }
     }
+
+    /// swift-metrics is bootstrapped once per process, as `triad server` does, so `/metrics` counts.
+    static let metricsBootstrapped: Void = MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: ServerMetrics.registry))
 
     /// The `triad` executable built next to the test bundle (`swift build --build-tests` builds it).
     /// Runs `scripts/services.sh <verb> <service>` with `environment` (a child process of our

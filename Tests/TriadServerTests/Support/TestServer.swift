@@ -8,56 +8,18 @@ import TriadCore
 import TriadAMQP
 import TriadServer
 
-/// A real server on a loopback port, in this process, over a fresh backend.
+/// A real server on a loopback port, in this process, over a fresh backend; `withServer` runs it.
 final class TestServer: Sendable {
     let server: TriadServer
     let baseURL: String
     let adminToken: String
     let dataDir: String
-    private let task: Task<Void, any Error>
-    private let group: ServiceGroup
 
-    static func start(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000, amqp: String? = nil,
-                      mqtt: String? = nil, resolver: HostResolver = .system,
-                      configure: (inout ServerConfiguration) -> Void = { _ in }) async throws -> TestServer {
-        let (backend, _) = try await TestEnvironment.makeBackend(kind)
-        var config = ServerConfiguration()
-        config.dataDir = try TestEnvironment.temporaryDirectory()
-        config.listenPort = 0
-        config.maxBodyBytes = maxBodyBytes
-        config.eventRetention = eventRetention
-        config.adminToken = "test-admin-" + UUID().uuidString
-        // In-process, the server's own executable is the test runner: probes run the built `triad`.
-        config.probeAllow = ProbeAllowList([try TestEnvironment.triadExecutable()])
-        config.amqp = amqp
-        // Each test server has its own registry: it must not take another's state messages.
-        config.stateQueue = "triad.state.test-\(UUID().uuidString.prefix(8).lowercased())"
-        config.mqtt = mqtt
-        configure(&config)
-        let server = try await TriadServer(configuration: config, backend: backend, logger: TestEnvironment.logger, resolver: resolver)
-        let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
-        let app = server.makeApplication { port in portContinuation.yield(port) }
-        let group = ServiceGroup(configuration: .init(services: [app], logger: TestEnvironment.logger))
-        let task = Task { try await group.run() }
-        var iterator = portStream.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw TestEnvironment.SetupError("server did not start") }
-        return TestServer(server: server, baseURL: "http://127.0.0.1:\(port)", adminToken: config.adminToken!, dataDir: config.dataDir, task: task, group: group)
-    }
-
-    private init(server: TriadServer, baseURL: String, adminToken: String, dataDir: String, task: Task<Void, any Error>, group: ServiceGroup) {
+    init(server: TriadServer, baseURL: String, adminToken: String, dataDir: String) {
         self.server = server
         self.baseURL = baseURL
         self.adminToken = adminToken
         self.dataDir = dataDir
-        self.task = task
-        self.group = group
-    }
-
-    func stop() async {
-        server.notifier.finishAll()
-        await group.triggerGracefulShutdown()
-        _ = try? await task.value
-        await server.shutdown()
     }
 
     func client(token: String? = nil) -> TriadClient {
@@ -81,19 +43,60 @@ final class TestServer: Sendable {
     }
 }
 
-/// Runs `body` with a started server and always stops it.
+/// Runs `body` with a started server over a fresh backend, and always stops both: the server's
+/// services run as a child task of this call and end (gracefully) before it returns.
 func withServer(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000, amqp: String? = nil,
                 mqtt: String? = nil, resolver: HostResolver = .system, configure: (inout ServerConfiguration) -> Void = { _ in },
                 _ body: (TestServer) async throws -> Void) async throws {
-    let server = try await TestServer.start(kind, maxBodyBytes: maxBodyBytes, eventRetention: eventRetention, amqp: amqp,
-                                            mqtt: mqtt, resolver: resolver, configure: configure)
-    do {
-        try await body(server)
-    } catch {
-        await server.stop()
-        throw error
+    _ = TestEnvironment.metricsBootstrapped
+    var config = ServerConfiguration()
+    config.dataDir = try TestEnvironment.temporaryDirectory()
+    config.listenPort = 0
+    config.maxBodyBytes = maxBodyBytes
+    config.eventRetention = eventRetention
+    config.adminToken = "test-admin-" + UUID().uuidString
+    // In-process, the server's own executable is the test runner: probes run the built `triad`.
+    config.probeAllow = ProbeAllowList([try TestEnvironment.triadExecutable()])
+    config.amqp = amqp
+    // Each test server has its own registry: it must not take another's state messages.
+    config.stateQueue = "triad.state.test-\(UUID().uuidString.prefix(8).lowercased())"
+    config.mqtt = mqtt
+    configure(&config)
+    try await TestEnvironment.withBackend(kind) { [config] backend, _ in
+        let server = try await TriadServer(configuration: config, backend: backend, logger: TestEnvironment.logger, resolver: resolver)
+        do {
+            try await serve(server, config: config, body)
+        } catch {
+            await server.shutdown()
+            throw error
+        }
+        await server.shutdown()
     }
-    await server.stop()
+}
+
+private func serve(_ server: TriadServer, config: ServerConfiguration, _ body: (TestServer) async throws -> Void) async throws {
+    let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
+    let app = server.makeApplication { port in portContinuation.yield(port) }
+    let group = ServiceGroup(configuration: .init(services: [app], logger: TestEnvironment.logger))
+    try await withThrowingTaskGroup(of: Void.self) { running in
+        running.addTask { try await group.run() }
+        func stop() async throws {
+            server.notifier.finishAll()
+            await group.triggerGracefulShutdown()
+            // Services cancelled by the shutdown end with CancellationError: that is the stop itself.
+            do { try await running.waitForAll() } catch is CancellationError {}
+        }
+        var ports = portStream.makeAsyncIterator()
+        guard let port = await ports.next() else { throw TestEnvironment.SetupError("server did not start") }
+        let test = TestServer(server: server, baseURL: "http://127.0.0.1:\(port)", adminToken: config.adminToken!, dataDir: config.dataDir)
+        do {
+            try await body(test)
+        } catch {
+            try? await stop()
+            throw error
+        }
+        try await stop()
+    }
 }
 
 enum Docs {
