@@ -17,10 +17,15 @@ final class FileLock: Sendable {
         descriptor = Atomic(fd)
     }
 
-    /// Closing the descriptor releases the lock; a second call does nothing.
+    /// Unlocks, then closes; a second call does nothing. Closing alone is not enough: a child
+    /// being spawned at that moment holds a copy of the descriptor until its exec, and with it
+    /// the lock (a reopen right after a close was refused under load).
     func release() {
         let fd = descriptor.exchange(-1, ordering: .acquiringAndReleasing)
-        if fd >= 0 { close(fd) }
+        if fd >= 0 {
+            flock(fd, LOCK_UN)
+            close(fd)
+        }
     }
 
     deinit { release() }

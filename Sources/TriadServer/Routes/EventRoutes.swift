@@ -112,9 +112,10 @@ struct EventRoutes {
             var iterator = wakeups.makeAsyncIterator()
             while !Task.isCancelled {
                 // From the shared tail when it holds what comes next; a stream far behind reads
-                // the log itself until it catches up.
+                // the log itself until it catches up. The backlog alone (follow=false) is read
+                // from the log: the tail may not hold a write this client has just made yet.
                 let events: [RegistryEvent]
-                if let recent = tail.events(after: cursor, limit: Self.batchSize) {
+                if follow, let recent = tail.events(after: cursor, limit: Self.batchSize) {
                     events = recent
                 } else {
                     events = try await backend.events(after: cursor, limit: Self.batchSize).events
