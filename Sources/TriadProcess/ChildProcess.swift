@@ -24,12 +24,13 @@ public final class ChildProcess: Sendable {
     public var isRunning: Bool { exitStatus == nil }
 
     /// The exit status once the process has ended: its code, or 128 + the signal, like a shell.
-    public var exitStatus: Int32? { status.code.withLock { $0 } }
+    public var exitStatus: Int32? { status.code }
 
-    /// `id` and `kind` label it in messages. `newProcessGroup`: the child leads a group of its
-    /// own, and `stop` signals the whole group. `onExit` runs on the reaper thread.
+    /// `id` and `kind` label it in messages. Its stderr goes to `logPath` too, or to `errorPath`
+    /// when given. `newProcessGroup`: the child leads a group of its own, and `stop` signals the
+    /// whole group. `onExit` runs on the reaper thread.
     public init(id: String, kind: String, executable: String, arguments: [String], environment: [String: String],
-                directory: String, logPath: String, newProcessGroup: Bool = false,
+                directory: String, logPath: String, errorPath: String? = nil, newProcessGroup: Bool = false,
                 onExit: @escaping @Sendable (Int32) -> Void = { _ in }) throws {
         self.id = id
         self.kind = kind
@@ -40,7 +41,11 @@ public final class ChildProcess: Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        if let errorPath {
+            posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0o600)
+        } else {
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        }
         guard let chdir = Self.addChdir, let closeFrom = Self.addCloseFrom else { throw POSIXError(.ENOSYS) }
         _ = chdir(&actions, directory)
         // Nothing else of ours leaks into the child: not our listening sockets, and not the
@@ -77,7 +82,7 @@ public final class ChildProcess: Sendable {
             while waitpid(child, &raw, 0) < 0 && errno == EINTR {}
             // WIFEXITED → WEXITSTATUS, else 128 + signal (the macros are not imported).
             let code = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
-            status.code.withLock { $0 = code }
+            status.exited(code)
             onExit(code)
         }
     }
@@ -95,25 +100,31 @@ public final class ChildProcess: Sendable {
         return unsafeBitCast(symbol, to: AddCloseFrom.self)
     }()
 
-    /// SIGTERM, then SIGKILL after `grace`; returns once the process is gone.
+    /// SIGTERM, then SIGKILL after `grace` (at once if the caller is cancelled); returns once the
+    /// process is gone, or once it was killed if the caller is cancelled (the reaper collects it).
     public func stop(grace: Duration = .seconds(5)) async {
         guard isRunning else { return }
         let target = signalsGroup ? -pid : pid
         kill(target, SIGTERM)
-        let deadline = ContinuousClock.now + grace
-        while isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
-        if isRunning {
+        let exited = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await self.status.wait() != nil }
+            group.addTask {
+                try? await Task.sleep(for: grace)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        if !exited && isRunning {
             kill(target, SIGKILL)
-            while isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+            _ = await status.wait()
         }
     }
 
-    /// Waits until the process has exited; its status.
-    public func waitForExit() async -> Int32 {
-        while true {
-            if let code = exitStatus { return code }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
+    /// Waits until the process has exited; its status, or nil if the caller was cancelled first.
+    public func waitForExit() async -> Int32? {
+        await status.wait()
     }
 
     /// The last `bytes` of the log, for an error message.
@@ -192,6 +203,44 @@ private func bindLoopback(port: Int) -> Int? {
 }
 
 /// Shared with the reaper thread (a class: a Mutex cannot be captured by copy).
+/// The exit code once the reaper has it, and the tasks waiting for it.
 private final class ExitStatus: Sendable {
-    let code = Mutex<Int32?>(nil)
+    private struct State {
+        var code: Int32?
+        var waiters: [Int: CheckedContinuation<Int32?, Never>] = [:]
+        var nextWaiter = 0
+    }
+    private let state = Mutex(State())
+
+    var code: Int32? { state.withLock { $0.code } }
+
+    func exited(_ code: Int32) {
+        let waiters = state.withLock { s in
+            s.code = code
+            defer { s.waiters = [:] }
+            return s.waiters.values
+        }
+        for w in waiters { w.resume(returning: code) }
+    }
+
+    /// The exit code, or nil when the waiting task is cancelled first.
+    func wait() async -> Int32? {
+        let id = state.withLock { s in
+            defer { s.nextWaiter += 1 }
+            return s.nextWaiter
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Int32?, Never>) in
+                let now: Int32?? = state.withLock { s in
+                    if let code = s.code { return .some(code) }
+                    if Task.isCancelled { return .some(nil) }
+                    s.waiters[id] = c
+                    return .none
+                }
+                if let now { c.resume(returning: now) }
+            }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume(returning: nil)
+        }
+    }
 }

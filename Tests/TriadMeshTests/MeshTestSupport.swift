@@ -77,22 +77,16 @@ enum MeshTestSupport {
 
     /// Runs `triad` with `arguments` in `directory` and waits for it.
     static func triad(_ arguments: [String], in directory: String, environment extra: [String: String] = [:]) async throws -> Run {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try triad())
-        p.arguments = arguments
-        p.currentDirectoryURL = URL(fileURLWithPath: directory)
         var env = ProcessInfo.processInfo.environment
         env["TRIAD_ENVOY"] = try envoy()
         for (k, v) in extra { env[k] = v }
-        p.environment = env
         let out = directory + "/.out-\(UUID().uuidString.prefix(6))", err = out + ".err"
-        FileManager.default.createFile(atPath: out, contents: nil)
-        FileManager.default.createFile(atPath: err, contents: nil)
-        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
-        try p.run()
-        while p.isRunning { try await Task.sleep(for: .milliseconds(20)) }
-        return Run(status: p.terminationStatus, stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
+        // ChildProcess, not Foundation's Process: `mesh up` leaves a detached control process
+        // behind, and Process was seen never to notice its own child's exit then.
+        let child = try ChildProcess(id: "triad", kind: "cli", executable: try triad(), arguments: arguments, environment: env,
+                                     directory: directory, logPath: out, errorPath: err)
+        let status = await child.waitForExit() ?? -1
+        return Run(status: status, stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
                    stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
     }
 

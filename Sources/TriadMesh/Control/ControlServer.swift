@@ -20,11 +20,22 @@ public enum MeshControl {
         let runtime = try MeshRuntime(config: config, envoy: envoy, runDirectory: stateDir + "/run", socketDirectory: socketDir, logger: logger)
         let plan = await runtime.plan
         let receiver = try await LogReceiver.start(path: plan.logSocket, recorder: runtime.recorder, logger: logger)
-        defer { Task { await receiver.close() } }
+        do {
+            try await serve(runtime: runtime, plan: plan, logger: logger, onReady: onReady)
+        } catch {
+            await receiver.close()
+            throw error
+        }
+        await receiver.close()
+    }
+
+    /// The control API, the authz service and the mesh itself, until `down` or a signal.
+    static func serve(runtime: MeshRuntime, plan: MeshPlan, logger: Logger,
+                      onReady: @escaping @Sendable (MeshState) async -> Void) async throws {
 
         let token = MeshState.newToken()
         let down = OneShot()
-        let controlPort = Mutex<Int?>(nil)
+        let (controlPort, portKnown) = AsyncStream<Int>.makeStream()
         let published = Mutex<MeshState?>(nil)
         // An upgrade starts and stops processes: the state file lists them for `mesh down`'s
         // fallback (when this process is gone).
@@ -37,20 +48,19 @@ public enum MeshControl {
         let control = Application(
             router: controlRouter(runtime: runtime, upgrades: upgrades, token: token, down: down),
             configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: nil),
-            onServerRunning: { channel in controlPort.withLock { $0 = channel.localAddress?.port } },
+            onServerRunning: { channel in
+                portKnown.yield(channel.localAddress?.port ?? 0)
+                portKnown.finish()
+            },
             logger: logger)
         let authority = PinAuthority(recorder: runtime.recorder, routes: runtime.routes)
         let authz = Application(
             responder: CallbackResponder<BasicRequestContext> { request, _ in await authzResponse(authority, request) },
             configuration: .init(address: .unixDomainSocket(path: plan.authzSocket), serverName: nil),
             logger: logger)
-        let mesh = MeshService(runtime: runtime, down: down, logger: logger) {
+        let mesh = MeshService(runtime: runtime, upgrades: upgrades, down: down, logger: logger) {
             var port: Int?
-            for _ in 0..<200 {
-                port = controlPort.withLock { $0 }
-                if port != nil { break }
-                try? await Task.sleep(for: .milliseconds(20))
-            }
+            for await known in controlPort { port = known }
             let state = MeshState(
                 name: plan.meshName, controlURL: "http://127.0.0.1:\(port ?? 0)", token: token, pid: Int(getpid()),
                 gateway: "http://\(plan.gatewayListen)", runDirectory: plan.runDirectory,
@@ -100,7 +110,7 @@ public enum MeshControl {
             guard let doc = try? JSONCoding.parse(Data(buffer: body)), let version = doc["version"]?.stringValue else {
                 return problem(.badRequest, "the body must be {\"version\": \"<version>\"}")
             }
-            guard await runtime.routes.routes(of: service) != nil else { return problem(.notFound, "no service \(service) in this mesh") }
+            guard runtime.routes.routes(of: service) != nil else { return problem(.notFound, "no service \(service) in this mesh") }
             do {
                 try await runtime.setDefault(service: service, version: version)
             } catch let failure as MeshRuntime.Failure {
@@ -172,42 +182,18 @@ struct BearerMiddleware: RouterMiddleware {
     }
 }
 
-/// A one-time signal many tasks can wait for.
-final class OneShot: Sendable {
-    private let state = Mutex<(fired: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
-
-    func fire() {
-        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-            if s.fired { return [] }
-            s.fired = true
-            defer { s.waiters = [] }
-            return s.waiters
-        }
-        for w in waiters { w.resume() }
-    }
-
-    func wait() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let now = state.withLock { s -> Bool in
-                if s.fired { return true }
-                s.waiters.append(c)
-                return false
-            }
-            if now { c.resume() }
-        }
-    }
-}
-
 /// Starts the mesh, reports it ready, waits for `down` or shutdown, then stops what it started.
 final class MeshService: Service, Sendable {
     let runtime: MeshRuntime
+    let upgrades: UpgradeController
     let down: OneShot
     let logger: Logger
     let ready: @Sendable () async -> Void
     let failure = Mutex<(any Error)?>(nil)
 
-    init(runtime: MeshRuntime, down: OneShot, logger: Logger, ready: @escaping @Sendable () async -> Void) {
+    init(runtime: MeshRuntime, upgrades: UpgradeController, down: OneShot, logger: Logger, ready: @escaping @Sendable () async -> Void) {
         self.runtime = runtime
+        self.upgrades = upgrades
         self.down = down
         self.logger = logger
         self.ready = ready
@@ -221,12 +207,18 @@ final class MeshService: Service, Sendable {
             return
         }
         await ready()
-        await withGracefulShutdownHandler {
-            await down.wait()
-        } onGracefulShutdown: { [down] in
-            down.fire()
+        await withDiscardingTaskGroup { group in
+            group.addTask { [upgrades] in await upgrades.run() }
+            await withGracefulShutdownHandler {
+                await down.wait()
+            } onGracefulShutdown: { [down] in
+                down.fire()
+            }
+            logger.info("mesh stopping")
+            // An upgrade still running ends here, before the processes it works on stop.
+            upgrades.stopAccepting()
+            group.cancelAll()
         }
-        logger.info("mesh stopping")
         await runtime.stop()
     }
 }

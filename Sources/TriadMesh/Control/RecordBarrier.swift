@@ -7,32 +7,33 @@ import Foundation
 /// new version (seen at 200 tx/s on a loaded machine). During an upgrade, an unpinned call to
 /// the service first waits for a marker round: a marker sent through each inbound sidecar of
 /// the service after the check arrived, read back from the same ordered stream. Checks that
-/// arrive together share one round.
+/// arrive together share one round, run by one of them (no task of its own outlives a check).
 public actor RecordBarrier {
-    private var waiting: [CheckedContinuation<Void, Never>] = []
+    /// Checks waiting for the next round; resumed with `true` by the one handed the next round.
+    private var waiting: [CheckedContinuation<Bool, Never>] = []
     private var running = false
     private let round: @Sendable () async -> Void
 
     public init(round: @escaping @Sendable () async -> Void) { self.round = round }
 
     public func wait() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            waiting.append(c)
-            if !running {
-                running = true
-                Task { await self.loop() }
-            }
+        if running {
+            // A round is under way: its markers may have left before this check arrived, so
+            // this check waits for the next round, which the current runner hands to one of us.
+            let runsNext = await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in waiting.append(c) }
+            guard runsNext else { return }
+        } else {
+            running = true
         }
-    }
-
-    private func loop() async {
-        while !waiting.isEmpty {
-            // Every check in this batch arrived before the round's markers are sent.
-            let batch = waiting
-            waiting = []
-            await round()
-            for c in batch { c.resume() }
+        // Every check in this batch (this one included) arrived before the round's markers are sent.
+        let batch = waiting
+        waiting = []
+        await round()
+        for c in batch { c.resume(returning: false) }
+        if waiting.isEmpty {
+            running = false
+        } else {
+            waiting.removeFirst().resume(returning: true)
         }
-        running = false
     }
 }

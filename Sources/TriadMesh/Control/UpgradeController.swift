@@ -86,12 +86,29 @@ public actor UpgradeController {
     private var upgrades: [String: UpgradeStatus] = [:]
 
     let processesChanged: @Sendable () async -> Void
+    /// Started upgrades, run as children of `run()`: they live no longer than the mesh does.
+    private let pending: AsyncStream<(Run, String)>
+    private let submit: AsyncStream<(Run, String)>.Continuation
 
     public init(runtime: MeshRuntime, logger: Logger, processesChanged: @escaping @Sendable () async -> Void = {}) {
         self.runtime = runtime
         self.logger = logger
         self.processesChanged = processesChanged
+        (pending, submit) = AsyncStream.makeStream()
     }
+
+    /// Runs each started upgrade until it ends, and every one still running is cancelled when
+    /// this task is (the mesh is going down). Returns once `stopAccepting` was called and none runs.
+    public nonisolated func run() async {
+        await withDiscardingTaskGroup { group in
+            for await (run, strategy) in pending {
+                group.addTask { await run.execute(strategy) }
+            }
+        }
+    }
+
+    /// No upgrade starts after this (the mesh is stopping).
+    public nonisolated func stopAccepting() { submit.finish() }
 
     public func all() -> [UpgradeStatus] { upgrades.values.sorted { $0.requestedAt < $1.requestedAt } }
     public func status(of service: String) -> UpgradeStatus? { upgrades[service] }
@@ -138,11 +155,14 @@ public actor UpgradeController {
         }
         let status = UpgradeStatus(service: request.service, from: from, to: request.to, strategy: canonical, phase: .running, steps: [],
                                    diffSet: nil, mayBreak: nil, message: nil, requestedAt: Date().timeIntervalSince1970)
-        upgrades[request.service] = status
         let drain = Duration.milliseconds(Int64((request.drainTimeoutSeconds ?? 60) * 1000))
         let run = Run(controller: self, service: request.service, from: from, to: request.to, source: source,
                       drain: drain, force: request.force ?? false, started: ContinuousClock.now)
-        Task { await run.execute(canonical) }
+        upgrades[request.service] = status
+        guard case .enqueued = submit.yield((run, canonical)) else {
+            upgrades[request.service] = nil
+            throw Refusal.busy("the mesh is stopping: no upgrade starts now")
+        }
         return status
     }
 
