@@ -34,7 +34,7 @@ let package = Package(
     targets: [
         .target(
             name: "TriadCore",
-            dependencies: [.product(name: "Yams", package: "Yams")]
+            dependencies: [.product(name: "Logging", package: "swift-log"), .product(name: "Yams", package: "Yams")]
         ),
         .target(
             name: "TriadSQLite",

@@ -63,7 +63,7 @@ struct ControllerTests {
 
     @Test func aProbeIsStartedThenPendingThenSynchronous() {
         let start = R.decide(Self.desired(), R.Actual(), now: 100)
-        #expect(start.action == .start && start.phase == .pending)
+        #expect(start.action == .start(Self.desired()) && start.phase == .pending)
         let pending = R.decide(Self.desired(), Self.running(since: 100), now: 105)
         #expect(pending.action == .none && pending.phase == .pending && pending.requeueAfter != nil)
         let flowing = R.decide(Self.desired(lastSample: 106), Self.running(since: 100), now: 107)
@@ -83,14 +83,14 @@ struct ControllerTests {
         var crashed = R.Actual(); crashed.startedAt = 100; crashed.generation = 1; crashed.crashes = [110]
         let waiting = R.decide(Self.desired(), crashed, now: 110.5)
         #expect(waiting.action == .none && waiting.requeueAfter == 0.5)
-        #expect(R.decide(Self.desired(), crashed, now: 111).action == .start)
+        #expect(R.decide(Self.desired(), crashed, now: 111).action == .start(Self.desired()))
         crashed.crashes = [110, 112]
         #expect(R.decide(Self.desired(), crashed, now: 113).action == .none, "2 s after the second crash")
-        #expect(R.decide(Self.desired(), crashed, now: 114).action == .start)
+        #expect(R.decide(Self.desired(), crashed, now: 114).action == .start(Self.desired()))
         crashed.crashes = [110, 112, 116]
         let loop = R.decide(Self.desired(), crashed, now: 117)
         #expect(loop.phase == .failed && loop.reason == "ProbeCrashLoop")
-        #expect(R.decide(Self.desired(), crashed, now: 120).action == .start, "still restarted, with back-off")
+        #expect(R.decide(Self.desired(), crashed, now: 120).action == .start(Self.desired()), "still restarted, with back-off")
         // Old crashes fall out of the window.
         #expect(R.decide(Self.desired(), crashed, now: 200).phase != .failed)
     }
@@ -100,7 +100,7 @@ struct ControllerTests {
         #expect(R.decide(Self.desired(enabled: false), Self.running(since: 0), now: 1).phase == .notReady)
         #expect(R.decide(nil, Self.running(since: 0), now: 1).action == .stop)
         #expect(R.decide(nil, R.Actual(), now: 1).action == .none)
-        #expect(R.decide(Self.desired(generation: 2), Self.running(since: 0, generation: 1), now: 1).action == .restart)
+        #expect(R.decide(Self.desired(generation: 2), Self.running(since: 0, generation: 1), now: 1).action == .restart(Self.desired(generation: 2)))
         #expect(R.decide(Self.desired(image: nil), Self.running(since: 0), now: 1).action == .stop)
         // An external probe (no image): judged by its data only.
         #expect(R.decide(Self.desired(image: nil), R.Actual(), now: 1).phase == .notReady)

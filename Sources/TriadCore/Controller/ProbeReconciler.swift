@@ -53,10 +53,19 @@ public enum ProbeReconciler {
 
     public enum Action: Sendable, Equatable {
         case none
-        case start
+        /// Start this probe.
+        case start(Desired)
         case stop
-        /// Stop and start again (a new generation).
-        case restart
+        /// Stop and start again as this probe (a new generation).
+        case restart(Desired)
+
+        /// A process starts (a fresh start or a restart).
+        public var starts: Bool {
+            switch self {
+            case .start, .restart: true
+            case .none, .stop: false
+            }
+        }
     }
 
     public struct Decision: Sendable, Equatable {
@@ -90,12 +99,12 @@ public enum ProbeReconciler {
         var requeue: Double?
         if desired.managed {
             if actual.running {
-                if let g = actual.generation, g != desired.generation { action = .restart }
+                if let g = actual.generation, g != desired.generation { action = .restart(desired) }
             } else if let lastCrash = recentCrashes.last {
                 let wait = min(policy.restartMax, policy.restartBase * Double(1 << min(recentCrashes.count - 1, 20)))
-                if now - lastCrash >= wait { action = .start } else { requeue = wait - (now - lastCrash) }
+                if now - lastCrash >= wait { action = .start(desired) } else { requeue = wait - (now - lastCrash) }
             } else {
-                action = .start
+                action = .start(desired)
             }
         } else if actual.running {
             action = .stop  // the image was removed: nothing for the runtime to run
@@ -103,7 +112,7 @@ public enum ProbeReconciler {
 
         // The phase, judged from what is observable now.
         // A process started now has had no time to speak: silence counts from its start.
-        let freshStart = action == .start || action == .restart
+        let freshStart = action.starts
         func silentFor(since t: Double) -> Double { now - t }
         let phase: ProbePhase, reason: String, message: String
         if crashLooping {

@@ -40,8 +40,10 @@ actor LocalProbeRuntime {
         self.exited = exited
     }
 
-    func actual(_ name: String, now: Double) -> ProbeReconciler.Actual {
+    /// The probe as it is now; one that exited on its own is recorded as a crash and its token revoked.
+    func actual(_ name: String, now: Double, logger: Logger) async -> ProbeReconciler.Actual {
         var actual = history[name] ?? ProbeReconciler.Actual()
+        var exitedToken: String?
         if let r = running[name] {
             if let code = r.process.exitStatus {
                 // Exited on its own: any exit the runtime did not ask for is a crash.
@@ -49,7 +51,7 @@ actor LocalProbeRuntime {
                 actual.running = false
                 actual.crashes.append(now)
                 logger.warning("probe exited", metadata: ["resource": "\(name)", "status": "\(code)"])
-                Task { [authority] in _ = try? await authority.revoke(name: r.token) }
+                exitedToken = r.token
             } else {
                 actual.running = true
             }
@@ -58,10 +60,11 @@ actor LocalProbeRuntime {
         }
         actual.crashes = actual.crashes.filter { now - $0 < 3600 }.suffix(20)
         history[name] = actual
+        if let exitedToken { _ = try? await authority.revoke(name: exitedToken) }
         return actual
     }
 
-    func start(_ name: String, _ desired: ProbeReconciler.Desired, environment: Environment, now: Double) async throws {
+    func start(_ name: String, _ desired: ProbeReconciler.Desired, environment: Environment, now: Double, logger: Logger) async throws {
         guard let image = desired.image else { return }
         // Only what an admin allowed runs, before any token is made for it.
         let program: String
@@ -103,7 +106,7 @@ actor LocalProbeRuntime {
     }
 
     /// Stops the probe on purpose (not a crash).
-    func stop(_ name: String) async {
+    func stop(_ name: String, logger: Logger) async {
         guard let r = running.removeValue(forKey: name) else { return }
         await r.process.stop()
         _ = try? await authority.revoke(name: r.token)
@@ -129,7 +132,7 @@ actor LocalProbeRuntime {
     }
 
     func stopAll() async {
-        for name in running.keys { await stop(name) }
+        for name in running.keys { await stop(name, logger: logger) }
     }
 
     var runningNames: [String] { Array(running.keys) }

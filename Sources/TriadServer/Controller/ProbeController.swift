@@ -22,14 +22,18 @@ public final class ProbeController: Service, Sendable {
     let dataDir: String
     let policy: ProbeReconciler.Policy
     let probeAllow: ProbeAllowList
-    private let queue = Mutex(WorkQueue<String>())
-    /// Probe exits reported from reaper threads, picked up by the loop.
-    private let exits = ExitInbox()
+    /// Reconciles running at once (never two on one resource).
+    let workers: Int
+    /// The runner while this replica leads: probe exits (on reaper threads) are handed to it.
+    private let leading = LeadingRunner()
     private let apiURL = Mutex<String?>(nil)
+    private let listening = OneShot()
 
     init(registry: Registry, authority: TokenAuthority, notifier: EventNotifier, mqttBroker: MQTTEndpoint?, mqttClientPerToken: Bool = false, dataDir: String,
-         policy: ProbeReconciler.Policy = ProbeReconciler.Policy(), probeAllow: ProbeAllowList = ProbeAllowList(), logger: Logger) {
+         policy: ProbeReconciler.Policy = ProbeReconciler.Policy(), probeAllow: ProbeAllowList = ProbeAllowList(), workers: Int = 4,
+         logger: Logger) {
         self.registry = registry
+        self.workers = workers
         self.probeAllow = probeAllow
         self.notifier = notifier
         self.mqttBroker = mqttBroker
@@ -37,15 +41,16 @@ public final class ProbeController: Service, Sendable {
         self.dataDir = dataDir
         self.policy = policy
         self.logger = logger
-        let exits = self.exits
+        let leading = self.leading
         runtime = LocalProbeRuntime(authority: authority, logger: logger) { name in
-            exits.names.withLock { _ = $0.insert(name) }
+            leading.runner.withLock { $0 }?.add(name)
         }
     }
 
     /// The server's own URL for probes (`TRIAD_API_URL`), known once it listens.
     func serverListening(at url: String) {
         apiURL.withLock { $0 = url }
+        listening.fire()
     }
 
     /// The resources whose probe process runs now.
@@ -79,76 +84,72 @@ public final class ProbeController: Service, Sendable {
         await runtime.stopAll()
     }
 
-    /// The controller's loop while it leads. Every 200 ms it looks at the registry's event log
-    /// (when something was written), the runtime's exited probes, and the queue's due keys.
+    /// What the controller does while it leads: every registry event, probe exit and timer puts
+    /// a resource name on the runner's queue, and the runner reconciles it.
     private func lead() async throws {
         // A new leader runs no probe yet: tokens of probes a crashed leader left are revoked.
         await runtime.revokeLeftoverTokens()
-        var cursor = try await registry.backend.latestRevision()
-        // The event log is read only after the notifier says something was written (here, by
-        // another replica, or the 1 s fallback tick), not on every 200 ms turn.
-        let written = WriteFlag()
-        let watching = Task { [notifier] in
-            for await _ in notifier.subscribe() { written.raised.store(true, ordering: .releasing) }
+        // Probes are given the server's own URL: nothing starts before it listens.
+        await listening.wait()
+        try Task.checkCancellation()
+        let runner = ControllerRunner(clock: ContinuousClock(), workers: workers, logger: logger) { name, logger in
+            do {
+                return try await self.reconcile(name, logger: logger).map { Duration.milliseconds(Int64(($0 * 1000).rounded(.up))) }
+            } catch {
+                Counter(label: "triad_controller_reconcile_errors_total").increment()
+                throw error
+            }
         }
-        defer { watching.cancel() }
-        try await resync()
-        var lastResync = ContinuousClock.now
-        while true {
-            try Task.checkCancellation()
-            // Every registry event after the cursor names a resource to look at.
-            while written.raised.exchange(false, ordering: .acquiringAndReleasing) {
-                let limit = 500
-                let batch = try await registry.backend.events(after: cursor, limit: limit).events
-                for event in batch { queue.withLock { $0.add(event.name) } }
-                guard let last = batch.last else { break }
-                cursor = last.id
-                // A full batch: there may be more after it.
-                if batch.count == limit { written.raised.store(true, ordering: .releasing) }
-            }
-            for name in exits.names.withLock({ s in defer { s.removeAll() }; return s }) {
-                queue.withLock { $0.add(name) }
-            }
-            if ContinuousClock.now - lastResync > .seconds(30) {
-                try await resync()
-                lastResync = ContinuousClock.now
-            }
-            if apiURL.withLock({ $0 }) != nil {
-                while let name = queue.withLock({ $0.next(now: Self.now()) }) {
-                    do {
-                        let requeue = try await reconcile(name)
-                        queue.withLock { q in
-                            q.forget(name)
-                            q.done(name)
-                            if let requeue { q.add(name, after: requeue, now: Self.now()) }
-                        }
-                    } catch {
-                        Counter(label: "triad_controller_reconcile_errors_total").increment()
-                        logger.warning("reconcile failed; retrying with back-off", metadata: ["resource": "\(name)", "error": "\(error)"])
-                        queue.withLock { q in q.done(name); q.addRateLimited(name, now: Self.now()) }
-                    }
+        leading.runner.withLock { $0 = runner }
+        defer { leading.runner.withLock { $0 = nil } }
+        let cursor = try await registry.backend.latestRevision()
+        try await resync(runner)
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { await runner.run() }
+            group.addTask { try await self.followEvents(after: cursor, into: runner) }
+            // Level-triggered safety net, on top of the events.
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: .seconds(30))
+                    try await self.resync(runner)
                 }
             }
-            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    /// Each registry event after `cursor` names a resource to look at. The log is read when the
+    /// notifier says something was written (here, by another replica, or the 1 s fallback tick).
+    private func followEvents(after start: Int64, into runner: ControllerRunner<String, ContinuousClock>) async throws {
+        var cursor = start
+        for await _ in notifier.subscribe() {
+            while true {
+                let limit = 500
+                let batch = try await registry.backend.events(after: cursor, limit: limit).events
+                for event in batch { runner.add(event.name) }
+                guard let last = batch.last else { break }
+                cursor = last.id
+                if batch.count < limit { break }  // a full batch: there may be more after it
+            }
         }
     }
 
     /// Level-triggered safety net: every resource (and every running probe) is looked at.
-    private func resync() async throws {
+    private func resync(_ runner: ControllerRunner<String, ContinuousClock>) async throws {
         var after: String?
         while true {
             let page = try await registry.backend.list(kind: nil, after: after, limit: 500)
-            queue.withLock { q in for r in page { q.add(r.name) } }
+            for r in page { runner.add(r.name) }
             guard let last = page.last else { break }
             after = last.name
         }
-        for name in await runtime.runningNames { queue.withLock { $0.add(name) } }
+        for name in await runtime.runningNames { runner.add(name) }
     }
 
     static func now() -> Double { Date().timeIntervalSince1970 }
 
-    /// Converges one resource; returns when to look again, if the decision depends on time.
-    func reconcile(_ name: String) async throws -> Double? {
+    /// Converges one resource; returns when to look again (seconds), if the decision depends on
+    /// time. `logger` carries the reconcile's id.
+    func reconcile(_ name: String, logger: Logger) async throws -> Double? {
         let stored = try await registry.backend.get(name: name)
         let resource = try stored?.decode()
         let now = Self.now()
@@ -159,7 +160,7 @@ public final class ProbeController: Service, Sendable {
                 lastSample: r.status?.telemetry?.lastSeen.flatMap(Timestamp.parse)?.timeIntervalSince1970,
                 announcedOffline: r.status?.conditions?.condition("ProbeConnected")?.status == .false)
         }
-        let actual = await runtime.actual(name, now: now)
+        let actual = await runtime.actual(name, now: now, logger: logger)
         let decision = ProbeReconciler.decide(desired, actual, now: now, policy: policy)
         let environment = LocalProbeRuntime.Environment(apiURL: apiURL.withLock { $0 } ?? "", mqttBroker: mqttBroker,
                                                         mqttClientPerToken: mqttClientPerToken,
@@ -167,11 +168,11 @@ public final class ProbeController: Service, Sendable {
         do {
             switch decision.action {
             case .none: break
-            case .start: try await runtime.start(name, desired!, environment: environment, now: now)
-            case .stop: await runtime.stop(name)
-            case .restart:
-                await runtime.stop(name)
-                try await runtime.start(name, desired!, environment: environment, now: now)
+            case .start(let probe): try await runtime.start(name, probe, environment: environment, now: now, logger: logger)
+            case .stop: await runtime.stop(name, logger: logger)
+            case .restart(let probe):
+                await runtime.stop(name, logger: logger)
+                try await runtime.start(name, probe, environment: environment, now: now, logger: logger)
             }
         } catch let failure as ProbeStartError {
             // Shown where users look (the resource's conditions), not only in the server's log;
@@ -197,7 +198,7 @@ public final class ProbeController: Service, Sendable {
             lastHeartbeat: agent?.lastHeartbeatTime.flatMap(Timestamp.parse)?.timeIntervalSince1970,
             phase: resource.status?.phase, alreadyMissed: agent?.reason == HeartbeatReconciler.missedReason,
             now: now, timeout: policy.heartbeatTimeout)
-        if heartbeat.markFailed { try await markAgentFailed(name) }
+        if heartbeat.markFailed { try await markAgentFailed(name, logger: logger) }
         if let after = heartbeat.requeueAfter { requeue = min(requeue ?? after, after) }
         // Binding leases: released once past their expiry, looked at again when they expire.
         if let expiry = resource.status?.binding.flatMap({ Timestamp.parse($0.expiresAt) })?.timeIntervalSince1970 {
@@ -213,7 +214,7 @@ public final class ProbeController: Service, Sendable {
         return requeue
     }
 
-    private func markAgentFailed(_ name: String) async throws {
+    private func markAgentFailed(_ name: String, logger: Logger) async throws {
         let message = "no heartbeat from the agent for more than \(Int(policy.heartbeatTimeout)) s"
         let patch: JSONValue = .object([
             "phase": .string(ResourcePhase.failed.rawValue),
@@ -261,10 +262,7 @@ public final class ProbeController: Service, Sendable {
     }
 }
 
-private final class WriteFlag: Sendable {
-    let raised = Atomic<Bool>(true)  // read the log once at the start
-}
-
-private final class ExitInbox: Sendable {
-    let names = Mutex<Set<String>>([])
+/// The controller's runner while this replica leads (shared with the probe runtime's exit callback).
+private final class LeadingRunner: Sendable {
+    let runner = Mutex<ControllerRunner<String, ContinuousClock>?>(nil)
 }

@@ -1,0 +1,137 @@
+import Logging
+import Synchronization
+import Testing
+import TriadCore
+
+/// The controller runner on a manual clock: no processes, no sleeps of real time to wait out.
+@Suite("Controller runner")
+struct ControllerRunnerTests {
+    /// What the reconciles saw: calls per key, how many ran at once, reconcile ids.
+    final class Journal: Sendable {
+        struct State {
+            var calls: [String: Int] = [:]
+            var running: [String: Int] = [:]
+            var mostAtOnceOnOneKey = 0
+            var mostAtOnce = 0
+            var ids: [String] = []
+        }
+        let state = Mutex(State())
+        func calls(_ key: String) -> Int { state.withLock { $0.calls[key, default: 0] } }
+        var total: Int { state.withLock { $0.calls.values.reduce(0, +) } }
+
+        func begin(_ key: String, _ logger: Logger) {
+            state.withLock { s in
+                s.calls[key, default: 0] += 1
+                s.running[key, default: 0] += 1
+                s.mostAtOnceOnOneKey = max(s.mostAtOnceOnOneKey, s.running[key]!)
+                s.mostAtOnce = max(s.mostAtOnce, s.running.values.reduce(0, +))
+                if case .string(let id)? = logger[metadataKey: "reconcileID"] { s.ids.append(id) }
+            }
+        }
+        func end(_ key: String) { state.withLock { $0.running[key, default: 0] -= 1 } }
+    }
+
+    /// Holds reconciles until the test opens it.
+    final class Gate: Sendable {
+        private let open = Mutex<(Bool, [CheckedContinuation<Void, Never>])>((false, []))
+        func pass() async {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let go = open.withLock { s -> Bool in
+                    if s.0 { return true }
+                    s.1.append(c)
+                    return false
+                }
+                if go { c.resume() }
+            }
+        }
+        func openUp() {
+            for c in open.withLock({ s -> [CheckedContinuation<Void, Never>] in s.0 = true; defer { s.1 = [] }; return s.1 }) { c.resume() }
+        }
+    }
+
+    static func eventually(_ what: String, _ probe: () -> Bool) async {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !probe() {
+            guard ContinuousClock.now < deadline else {
+                Issue.record("timed out waiting until \(what)")
+                return
+            }
+            await Task.yield()
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+    }
+
+    static func withRunner(clock: ManualClock, workers: Int = 4,
+                           _ reconcile: @escaping ControllerRunner<String, ManualClock>.Reconcile,
+                           _ body: (ControllerRunner<String, ManualClock>) async throws -> Void) async throws {
+        let runner = ControllerRunner(clock: clock, workers: workers, queue: WorkQueue(baseDelay: 1, maxDelay: 8),
+                                      logger: Logger(label: "test"), reconcile: reconcile)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await runner.run() }
+            try await body(runner)
+            group.cancelAll()
+        }
+    }
+
+    @Test func aReconcileAsksToBeLookedAtAgainAfterItsDelayOnTheClock() async throws {
+        let clock = ManualClock(), journal = Journal()
+        try await Self.withRunner(clock: clock, { key, logger in
+            journal.begin(key, logger)
+            defer { journal.end(key) }
+            return .seconds(30)
+        }) { runner in
+            runner.add("fan")
+            await Self.eventually("fan is reconciled") { journal.calls("fan") == 1 }
+            await Self.eventually("the runner sleeps until fan's deadline") { clock.sleeping == 1 }
+            clock.advance(by: .seconds(29))
+            // Nothing woke: the runner sleeps until 30 s, so no reconcile can have run.
+            #expect(journal.calls("fan") == 1)
+            clock.advance(by: .seconds(1))
+            await Self.eventually("fan is reconciled again at 30 s") { journal.calls("fan") == 2 }
+        }
+    }
+
+    @Test func aFailedReconcileIsRetriedWithBackOff() async throws {
+        struct Boom: Error {}
+        let clock = ManualClock(), journal = Journal()
+        try await Self.withRunner(clock: clock, { key, logger in
+            journal.begin(key, logger)
+            defer { journal.end(key) }
+            throw Boom()
+        }) { runner in
+            runner.add("lamp")
+            await Self.eventually("the first attempt") { journal.calls("lamp") == 1 }
+            await Self.eventually("the runner sleeps until the retry") { clock.sleeping == 1 }
+            clock.advance(by: .seconds(1))  // base delay 1 s
+            await Self.eventually("the second attempt") { journal.calls("lamp") == 2 }
+            await Self.eventually("the runner sleeps until the next retry") { clock.sleeping == 1 }
+            clock.advance(by: .seconds(1))
+            #expect(journal.calls("lamp") == 2, "the second back-off is 2 s")
+            clock.advance(by: .seconds(1))
+            await Self.eventually("the third attempt") { journal.calls("lamp") == 3 }
+        }
+    }
+
+    @Test func severalWorkersButNeverTwoOnOneKey() async throws {
+        let clock = ManualClock(), journal = Journal(), gate = Gate()
+        try await Self.withRunner(clock: clock, workers: 2, { key, logger in
+            journal.begin(key, logger)
+            await gate.pass()
+            journal.end(key)
+            return nil
+        }) { runner in
+            for key in ["a", "b", "c"] { runner.add(key) }
+            await Self.eventually("two reconciles run") { journal.total == 2 }
+            runner.add("a")
+            runner.add("b")
+            #expect(journal.state.withLock { $0.mostAtOnce } == 2, "no more than two workers")
+            gate.openUp()
+            // a and b were added while they ran: each runs once more; c runs once.
+            await Self.eventually("every key is reconciled") { journal.calls("a") == 2 && journal.calls("b") == 2 && journal.calls("c") == 1 }
+            let state = journal.state.withLock { $0 }
+            #expect(state.mostAtOnceOnOneKey == 1, "never two reconciles of one key at once")
+            #expect(state.mostAtOnce <= 2)
+            #expect(Set(state.ids).count == state.ids.count && state.ids.count == 5, "each reconcile has its own id in its log lines")
+        }
+    }
+}
