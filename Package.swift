@@ -163,15 +163,21 @@ let package = Package(
             dependencies: ["TriadCore", "TriadMQTT", "TriadAMQP"],
             path: "bench/Sources/triad-bench"
         ),
+        // What every test suite shares: waiting for what happens, a manual clock, paths.
+        .target(
+            name: "TriadTesting",
+            path: "Tests/TriadTesting"
+        ),
         .testTarget(
             name: "TriadCoreTests",
-            dependencies: ["TriadCore"],
+            dependencies: ["TriadCore", "TriadTesting"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
             name: "TriadMeshTests",
             dependencies: [
                 "TriadProcess",
+                "TriadTesting",
                 .product(name: "Yams", package: "Yams"),
                 "TriadMesh",
                 "TriadCore",
@@ -190,6 +196,7 @@ let package = Package(
             name: "TriadServerTests",
             dependencies: [
                 "TriadAgents",
+                "TriadTesting",
                 "TriadCore",
                 "TriadProcess",
                 "TriadServer",

@@ -2,6 +2,7 @@ import Logging
 import Synchronization
 import Testing
 import TriadCore
+import TriadTesting
 
 /// The controller runner on a manual clock: no processes, no sleeps of real time to wait out.
 @Suite("Controller runner")
@@ -49,18 +50,6 @@ struct ControllerRunnerTests {
         }
     }
 
-    static func eventually(_ what: String, _ probe: () -> Bool) async {
-        let deadline = ContinuousClock.now + .seconds(30)
-        while !probe() {
-            guard ContinuousClock.now < deadline else {
-                Issue.record("timed out waiting until \(what)")
-                return
-            }
-            await Task.yield()
-            try? await Task.sleep(for: .milliseconds(1))
-        }
-    }
-
     static func withRunner(clock: ManualClock, workers: Int = 4,
                            _ reconcile: @escaping ControllerRunner<String, ManualClock>.Reconcile,
                            _ body: (ControllerRunner<String, ManualClock>) async throws -> Void) async throws {
@@ -81,13 +70,13 @@ struct ControllerRunnerTests {
             return .seconds(30)
         }) { runner in
             runner.add("fan")
-            await Self.eventually("fan is reconciled") { journal.calls("fan") == 1 }
-            await Self.eventually("the runner sleeps until fan's deadline") { clock.sleeping == 1 }
+            try await eventually("fan is reconciled", every: .milliseconds(1)) { journal.calls("fan") == 1 }
+            try await eventually("the runner sleeps until fan's deadline", every: .milliseconds(1)) { clock.sleeping == 1 }
             clock.advance(by: .seconds(29))
             // Nothing woke: the runner sleeps until 30 s, so no reconcile can have run.
             #expect(journal.calls("fan") == 1)
             clock.advance(by: .seconds(1))
-            await Self.eventually("fan is reconciled again at 30 s") { journal.calls("fan") == 2 }
+            try await eventually("fan is reconciled again at 30 s", every: .milliseconds(1)) { journal.calls("fan") == 2 }
         }
     }
 
@@ -100,15 +89,15 @@ struct ControllerRunnerTests {
             throw Boom()
         }) { runner in
             runner.add("lamp")
-            await Self.eventually("the first attempt") { journal.calls("lamp") == 1 }
-            await Self.eventually("the runner sleeps until the retry") { clock.sleeping == 1 }
+            try await eventually("the first attempt", every: .milliseconds(1)) { journal.calls("lamp") == 1 }
+            try await eventually("the runner sleeps until the retry", every: .milliseconds(1)) { clock.sleeping == 1 }
             clock.advance(by: .seconds(1))  // base delay 1 s
-            await Self.eventually("the second attempt") { journal.calls("lamp") == 2 }
-            await Self.eventually("the runner sleeps until the next retry") { clock.sleeping == 1 }
+            try await eventually("the second attempt", every: .milliseconds(1)) { journal.calls("lamp") == 2 }
+            try await eventually("the runner sleeps until the next retry", every: .milliseconds(1)) { clock.sleeping == 1 }
             clock.advance(by: .seconds(1))
             #expect(journal.calls("lamp") == 2, "the second back-off is 2 s")
             clock.advance(by: .seconds(1))
-            await Self.eventually("the third attempt") { journal.calls("lamp") == 3 }
+            try await eventually("the third attempt", every: .milliseconds(1)) { journal.calls("lamp") == 3 }
         }
     }
 
@@ -121,13 +110,13 @@ struct ControllerRunnerTests {
             return nil
         }) { runner in
             for key in ["a", "b", "c"] { runner.add(key) }
-            await Self.eventually("two reconciles run") { journal.total == 2 }
+            try await eventually("two reconciles run", every: .milliseconds(1)) { journal.total == 2 }
             runner.add("a")
             runner.add("b")
             #expect(journal.state.withLock { $0.mostAtOnce } == 2, "no more than two workers")
             gate.openUp()
             // a and b were added while they ran: each runs once more; c runs once.
-            await Self.eventually("every key is reconciled") { journal.calls("a") == 2 && journal.calls("b") == 2 && journal.calls("c") == 1 }
+            try await eventually("every key is reconciled", every: .milliseconds(1)) { journal.calls("a") == 2 && journal.calls("b") == 2 && journal.calls("c") == 1 }
             let state = journal.state.withLock { $0 }
             #expect(state.mostAtOnceOnOneKey == 1, "never two reconciles of one key at once")
             #expect(state.mostAtOnce <= 2)

@@ -5,6 +5,7 @@ import TriadCore
 import TriadMesh
 #if canImport(Glibc)
 import Glibc
+import TriadTesting
 #endif
 
 extension MeshEndToEndTests {
@@ -15,7 +16,7 @@ extension MeshEndToEndTests {
     /// switching the default meanwhile, then letting it go on.
     @Test func aRequestBlockedAtTheOldVersionIsReRoutedOntoTheNewDefault() async throws {
         let envoy = try MeshTestSupport.envoy()
-        let dir = try MeshTestSupport.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory("triad-mesh-test")
         let sockets = "/tmp/triad-reroute-" + MeshState.newToken().prefix(8)
         try FileManager.default.createDirectory(atPath: sockets, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: sockets) }

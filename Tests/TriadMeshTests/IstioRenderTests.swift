@@ -2,12 +2,13 @@ import Foundation
 import Testing
 import TriadMesh
 import Yams
+import TriadTesting
 
 /// `triad upgrade auth --to v2 --render istio` against a golden file. To accept a deliberate
 /// change: TRIAD_UPDATE_GOLDEN=1 swift test --filter IstioRenderTests, then review the diff.
 @Suite("Istio rendering")
 struct IstioRenderTests {
-    static let fixture = MeshTestSupport.repoRoot + "/Tests/TriadMeshTests/Fixtures/istio-upgrade-auth-v1-v2.yaml"
+    static let fixture = TestPaths.repositoryRoot + "/Tests/TriadMeshTests/Fixtures/istio-upgrade-auth-v1-v2.yaml"
 
     func golden(_ text: String) throws {
         if ProcessInfo.processInfo.environment["TRIAD_UPDATE_GOLDEN"] == "1" {
@@ -50,7 +51,7 @@ struct IstioRenderTests {
     }
 
     @Test func theCLIPrintsTheSameDocumentsWithoutAMesh() async throws {
-        let dir = try MeshTestSupport.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory("triad-mesh-test")
         _ = try MeshTestSupport.envoy()
         let run = try await MeshTestSupport.triad(["upgrade", "auth", "--to", "v2", "--from", "v1", "--render", "istio"], in: dir)
         #expect(run.status == 0, "\(run.stderr)")

@@ -3,61 +3,18 @@ import TriadProcess
 import Testing
 import TriadCore
 import TriadMesh
+import TriadTesting
 
 /// `triad mesh up` with the example system of agents/examples (Python services that only propagate
 /// x-b3-traceid) on the real Envoy, driven through the CLI as an operator would.
 @Suite("Mesh end to end", .serialized)
 struct MeshEndToEndTests {
-    /// A mesh brought up in a fresh directory; `down()` must be called.
-    struct RunningMesh {
-        let directory: String
-        let gateway: String
-        let state: MeshState
-        var client: MeshClient { MeshClient(state: state) }
-
-        static func up(pinPropagation: String = "mesh", plainEnvoy: Bool = false) async throws -> RunningMesh {
-            let dir = try MeshTestSupport.temporaryDirectory()
-            let port = try MeshTestSupport.freePort()
-            try MeshTestSupport.exampleMesh(gatewayPort: port, pinPropagation: pinPropagation).write(toFile: dir + "/mesh.yaml", atomically: true, encoding: .utf8)
-            let run = try await MeshTestSupport.triad(["mesh", "up", "-f", "mesh.yaml"] + (plainEnvoy ? ["--plain-envoy"] : []), in: dir)
-            guard run.status == 0, let state = MeshState.load(from: dir) else {
-                throw SetupError("triad mesh up failed (\(run.status)): \(run.stderr)\(run.stdout)")
-            }
-            #expect(run.stdout.contains("mesh report-example up: gateway http://127.0.0.1:\(port) -> portal"), "\(run.stdout)")
-            return RunningMesh(directory: dir, gateway: "http://127.0.0.1:\(port)", state: state)
-        }
-
-        /// Stops the mesh and checks that nothing it started survives.
-        func down() async throws {
-            let run = try await MeshTestSupport.triad(["mesh", "down"], in: directory)
-            #expect(run.status == 0, "\(run.stderr)")
-            let pids = [state.pid] + state.processes.map(\.pid)
-            #expect(state.processes.filter { $0.kind == "envoy" }.count == 6, "a sidecar per instance and the gateway")
-            #expect(state.processes.filter { $0.kind == "instance" }.count == 5)
-            for pid in pids { #expect(!ChildProcess.alive(Int32(pid)), "pid \(pid) outlived mesh down") }
-            #expect(MeshState.load(from: directory) == nil, "the state file is removed")
-        }
-
-        func order(trace: String? = nil, pins: String? = nil, delayMs: Int = 0) async throws -> MeshTestSupport.Answer {
-            var headers: [String: String] = [:]
-            if let trace { headers["x-b3-traceid"] = trace }
-            if let pins { headers["x-version"] = pins }
-            return try await MeshTestSupport.send(.POST, "\(gateway)/order?delay_ms=\(delayMs)", headers: headers, body: #"{"item":"tea","qty":3,"user":"alice"}"#)
-        }
-
-        func audit() async throws -> JSONValue {
-            let run = try await MeshTestSupport.triad(["mesh", "audit", "--json"], in: directory)
-            #expect(run.status == 0, "\(run.stderr)")
-            return try JSONCoding.parse(Data(run.stdout.utf8))
-        }
-    }
-
     static func versions(_ a: MeshTestSupport.Answer) -> (String?, String?) {
         (a.json?["versions"]?["auth.issue"]?.stringValue, a.json?["versions"]?["auth.verify"]?.stringValue)
     }
 
     /// Waits until the trace manager of `instance` has admitted `trace`.
-    static func waitAdmitted(_ mesh: RunningMesh, instance: String, trace: String) async throws {
+    static func waitAdmitted(_ mesh: TestMesh, instance: String, trace: String) async throws {
         for _ in 0..<200 {
             if try await mesh.client.visits(instance: instance).contains(where: { $0.traceId == trace }) { return }
             try await Task.sleep(for: .milliseconds(10))
@@ -66,9 +23,9 @@ struct MeshEndToEndTests {
     }
 
     @Test func meshModeRoutesPinsAndAudits() async throws {
-        _ = try MeshTestSupport.envoy()
-        let mesh = try await RunningMesh.up()
-        do {
+        try await MeshTestSupport.withMesh { mesh in
+            #expect(mesh.state.processes.filter { $0.kind == "envoy" }.count == 6, "a sidecar per instance and the gateway")
+            #expect(mesh.state.processes.filter { $0.kind == "instance" }.count == 5)
             var sent = 0
             // A transaction through the gateway; every response says which version served it.
             let trace = MeshTestSupport.newTraceID()
@@ -119,19 +76,13 @@ struct MeshEndToEndTests {
             #expect(audit["transactions"] == .number(Double(sent)))
             #expect(audit["inconsistent"] == .number(0))
             #expect(audit["traces"] == .array([]))
-        } catch {
-            try? await mesh.down()
-            throw error
         }
-        try await mesh.down()
     }
 
     /// The control: without pin propagation the same straddling transaction mixes two versions
     /// of Auth, fails visibly, and the audit reports it.
     @Test func applicationModeWithoutPinsIsCaughtByTheAudit() async throws {
-        _ = try MeshTestSupport.envoy()
-        let mesh = try await RunningMesh.up(pinPropagation: "application")
-        do {
+        try await MeshTestSupport.withMesh(pinPropagation: "application") { mesh in
             let trace = MeshTestSupport.newTraceID()
             let slow = Task { try await mesh.order(trace: trace, delayMs: 1500) }
             try await Self.waitAdmitted(mesh, instance: "auth-v1-0", trace: trace)
@@ -148,18 +99,12 @@ struct MeshEndToEndTests {
             let unknown = try await mesh.order(trace: MeshTestSupport.newTraceID(), pins: "portal-v7")
             #expect(unknown.status == 503)
             #expect(unknown.header("content-type") == "application/problem+json")
-        } catch {
-            try? await mesh.down()
-            throw error
         }
-        try await mesh.down()
     }
 
     /// The benchmark's baseline serves the same transactions, records nothing and refuses upgrades.
     @Test func plainEnvoyServesButRecordsNothingAndRefusesUpgrades() async throws {
-        _ = try MeshTestSupport.envoy()
-        let mesh = try await RunningMesh.up(plainEnvoy: true)
-        do {
+        try await MeshTestSupport.withMesh(plainEnvoy: true) { mesh in
             let answer = try await mesh.order(trace: MeshTestSupport.newTraceID())
             #expect(answer.status == 200, "\(String(decoding: answer.body, as: UTF8.self))")
             #expect(answer.header("x-version") == "portal-v1", "routing and the version header stay")
@@ -168,16 +113,12 @@ struct MeshEndToEndTests {
             #expect(status.counters.records == 0, "nothing reaches the trace managers")
             let upgrade = try await MeshTestSupport.triad(["upgrade", "auth", "--to", "v2", "--command", "python3 auth.py --version v2"], in: mesh.directory)
             #expect(upgrade.status != 0 && upgrade.stderr.contains("plain Envoy"), "\(upgrade.stdout)\(upgrade.stderr)")
-        } catch {
-            try? await mesh.down()
-            throw error
         }
-        try await mesh.down()
     }
 
     @Test func aBadMeshFileIsRefusedBeforeAnythingStarts() async throws {
         _ = try MeshTestSupport.envoy()
-        let dir = try MeshTestSupport.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory("triad-mesh-test")
         let text = MeshTestSupport.exampleMesh(gatewayPort: 1).replacingOccurrences(of: "service: portal}", with: "service: shop}")
         try text.write(toFile: dir + "/mesh.yaml", atomically: true, encoding: .utf8)
         let run = try await MeshTestSupport.triad(["mesh", "up", "-f", "mesh.yaml"], in: dir)

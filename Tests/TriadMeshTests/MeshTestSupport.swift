@@ -6,15 +6,10 @@ import NIOHTTP1
 import Testing
 import TriadCore
 import TriadMesh
-
-struct SetupError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
-}
+import TriadTesting
 
 enum MeshTestSupport {
-    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-    static let examples = repoRoot + "/agents/examples/python"
+    static let examples = TestPaths.repositoryRoot + "/agents/examples/python"
 
     /// The real Envoy binary; tests never skip when it is missing (scripts/test.sh sets it).
     static func envoy() throws -> String {
@@ -23,21 +18,6 @@ enum MeshTestSupport {
         }
         guard FileManager.default.isExecutableFile(atPath: path) else { throw SetupError("TRIAD_ENVOY=\(path) is not executable") }
         return path
-    }
-
-    static func triad() throws -> String {
-        let runner = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let candidates = [runner.appendingPathComponent("triad").path,
-                          runner.deletingLastPathComponent().appendingPathComponent("triad").path,
-                          repoRoot + "/.build/debug/triad"]
-        for path in candidates where FileManager.default.isExecutableFile(atPath: path) { return path }
-        throw SetupError("cannot find the triad executable (looked in \(candidates.joined(separator: ", "))); run swift build first")
-    }
-
-    static func temporaryDirectory() throws -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("triad-mesh-test-\(UUID().uuidString.prefix(8))").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        return dir
     }
 
     /// The example system (agents/examples/mesh.yaml) with Auth v2 as a second version.
@@ -83,7 +63,7 @@ enum MeshTestSupport {
         let out = directory + "/.out-\(UUID().uuidString.prefix(6))", err = out + ".err"
         // ChildProcess, not Foundation's Process: `mesh up` leaves a detached control process
         // behind, and Process was seen never to notice its own child's exit then.
-        let child = try ChildProcess(id: "triad", kind: "cli", executable: try triad(), arguments: arguments, environment: env,
+        let child = try ChildProcess(id: "triad", kind: "cli", executable: try TestPaths.triadExecutable(), arguments: arguments, environment: env,
                                      directory: directory, logPath: out, errorPath: err)
         let status = await child.waitForExit() ?? -1
         return Run(status: status, stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
@@ -115,4 +95,69 @@ enum MeshTestSupport {
     static func freePort() throws -> Int { try freeLoopbackPort() }
 
     static func newTraceID() -> String { UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased() }
+
+    /// Brings the example mesh up with `triad mesh up` in a fresh directory, runs `body`, and
+    /// always takes it down with `triad mesh down`, checking that nothing it started (then or
+    /// since, as its state file lists) survives.
+    static func withMesh(pinPropagation: String = "mesh", plainEnvoy: Bool = false, authV2: Bool = true,
+                         _ body: (TestMesh) async throws -> Void) async throws {
+        _ = try envoy()
+        let dir = try TestPaths.temporaryDirectory("triad-mesh-test")
+        let port = try freePort()
+        try exampleMesh(gatewayPort: port, pinPropagation: pinPropagation, authV2: authV2)
+            .write(toFile: dir + "/mesh.yaml", atomically: true, encoding: .utf8)
+        let run = try await triad(["mesh", "up", "-f", "mesh.yaml"] + (plainEnvoy ? ["--plain-envoy"] : []), in: dir)
+        guard run.status == 0, let state = MeshState.load(from: dir) else {
+            throw SetupError("triad mesh up failed (\(run.status)): \(run.stderr)\(run.stdout)")
+        }
+        #expect(run.stdout.contains("mesh report-example up: gateway http://127.0.0.1:\(port) -> portal"), "\(run.stdout)")
+        let mesh = TestMesh(directory: dir, gateway: "http://127.0.0.1:\(port)", state: state)
+        do {
+            try await body(mesh)
+        } catch {
+            try? await mesh.down()
+            throw error
+        }
+        try await mesh.down()
+    }
+}
+
+/// A mesh `withMesh` brought up.
+struct TestMesh: Sendable {
+    let directory: String
+    let gateway: String
+    let state: MeshState
+    var client: MeshClient { MeshClient(state: state) }
+
+    /// The pid of an instance process, as the mesh started it.
+    func pid(_ id: String) -> Int32? { state.processes.first { $0.id == id && $0.kind == "instance" }.map { Int32($0.pid) } }
+
+    /// One transaction through the gateway.
+    func order(trace: String? = nil, pins: String? = nil, delayMs: Int = 0) async throws -> MeshTestSupport.Answer {
+        var headers: [String: String] = [:]
+        if let trace { headers["x-b3-traceid"] = trace }
+        if let pins { headers["x-version"] = pins }
+        return try await MeshTestSupport.send(.POST, "\(gateway)/order?delay_ms=\(delayMs)", headers: headers, body: #"{"item":"tea","qty":3,"user":"alice"}"#)
+    }
+
+    /// `triad mesh audit --json`.
+    func audit() async throws -> JSONValue {
+        let run = try await MeshTestSupport.triad(["mesh", "audit", "--json"], in: directory)
+        #expect(run.status == 0, "\(run.stderr)")
+        return try JSONCoding.parse(Data(run.stdout.utf8))
+    }
+
+    /// `triad upgrade auth --to v2`, v2 started from the example's script.
+    func upgrade(_ extra: [String]) async throws -> MeshTestSupport.Run {
+        try await MeshTestSupport.triad(["upgrade", "auth", "--to", "v2", "--command", "python3 \(MeshTestSupport.examples)/auth.py --version v2"] + extra, in: directory)
+    }
+
+    fileprivate func down() async throws {
+        let latest = MeshState.load(from: directory)
+        let run = try await MeshTestSupport.triad(["mesh", "down"], in: directory)
+        #expect(run.status == 0, "\(run.stderr)")
+        let pids = Set([state.pid] + state.processes.map(\.pid) + (latest?.processes.map(\.pid) ?? []))
+        for pid in pids { #expect(!ChildProcess.alive(Int32(pid)), "pid \(pid) outlived mesh down") }
+        #expect(MeshState.load(from: directory) == nil, "the state file is removed")
+    }
 }

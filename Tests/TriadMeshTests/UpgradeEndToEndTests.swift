@@ -3,6 +3,7 @@ import Testing
 import TriadCore
 import TriadMesh
 import TriadProcess
+import TriadTesting
 
 /// `triad upgrade` on the example system of agents/examples (Python services that only propagate
 /// x-b3-traceid) under continuous load from agents/examples/python/loadgen.py: 200
@@ -10,39 +11,6 @@ import TriadProcess
 /// so some straddle every step. Auth v2 is not in the mesh file: the upgrade starts it.
 @Suite("Upgrades end to end", .serialized)
 struct UpgradeEndToEndTests {
-    struct Mesh {
-        let directory: String
-        let gateway: String
-        let state: MeshState
-        var client: MeshClient { MeshClient(state: state) }
-
-        static func up() async throws -> Mesh {
-            _ = try MeshTestSupport.envoy()
-            let dir = try MeshTestSupport.temporaryDirectory()
-            let port = try MeshTestSupport.freePort()
-            try MeshTestSupport.exampleMesh(gatewayPort: port, authV2: false).write(toFile: dir + "/mesh.yaml", atomically: true, encoding: .utf8)
-            let run = try await MeshTestSupport.triad(["mesh", "up", "-f", "mesh.yaml"], in: dir)
-            guard run.status == 0, let state = MeshState.load(from: dir) else {
-                throw SetupError("triad mesh up failed (\(run.status)): \(run.stderr)\(run.stdout)")
-            }
-            return Mesh(directory: dir, gateway: "http://127.0.0.1:\(port)", state: state)
-        }
-
-        func down() async throws {
-            let run = try await MeshTestSupport.triad(["mesh", "down"], in: directory)
-            #expect(run.status == 0, "\(run.stderr)")
-            for p in state.processes { #expect(!ChildProcess.alive(Int32(p.pid)), "\(p.id) outlived mesh down") }
-        }
-
-        func pid(_ id: String) -> Int32? { state.processes.first { $0.id == id && $0.kind == "instance" }.map { Int32($0.pid) } }
-
-        func upgrade(_ extra: [String]) async throws -> MeshTestSupport.Run {
-            try await MeshTestSupport.triad(["upgrade", "auth", "--to", "v2", "--command", "python3 \(MeshTestSupport.examples)/auth.py --version v2"] + extra, in: directory)
-        }
-
-        func audit() async throws -> AuditReport { try await client.audit() }
-    }
-
     /// The load generator's summary.
     struct Load {
         var sent: Int
@@ -59,7 +27,7 @@ struct UpgradeEndToEndTests {
     }
 
     /// Starts the load generator for `seconds`; the task returns its summary.
-    static func load(_ mesh: Mesh, seconds: Double) throws -> Task<Load, any Error> {
+    static func load(_ mesh: TestMesh, seconds: Double) throws -> Task<Load, any Error> {
         let out = mesh.directory + "/load.json", err = out + ".err"
         _ = FileManager.default.createFile(atPath: out, contents: nil)
         _ = FileManager.default.createFile(atPath: err, contents: nil)
@@ -90,14 +58,14 @@ struct UpgradeEndToEndTests {
     }
 
     /// Load for 7 s; the upgrade starts after 1.5 s.
-    static func upgradeUnderLoad(_ mesh: Mesh, _ extra: [String]) async throws -> Outcome {
+    static func upgradeUnderLoad(_ mesh: TestMesh, _ extra: [String]) async throws -> Outcome {
         let load = try Self.load(mesh, seconds: 7)
         try await Task.sleep(for: .milliseconds(1500))
         let run = try await mesh.upgrade(extra)
         let summary = try await load.value
         // The last records reach the trace managers within milliseconds.
         try await Task.sleep(for: .milliseconds(300))
-        return Outcome(run: run, load: summary, audit: try await mesh.audit(), status: try await mesh.client.status(),
+        return Outcome(run: run, load: summary, audit: try await mesh.client.audit(), status: try await mesh.client.status(),
                        upgrade: try await mesh.client.upgrade(of: "auth"))
     }
 
@@ -112,8 +80,7 @@ struct UpgradeEndToEndTests {
 
     @Test(arguments: ["CV", "BF"])
     func upgradeUnderLoadIsConsistentAndRetiresV1(strategy: String) async throws {
-        let mesh = try await Mesh.up()
-        do {
+        try await MeshTestSupport.withMesh(authV2: false) { mesh in
             let o = try await Self.upgradeUnderLoad(mesh, ["--strategy", strategy, "--drain-timeout", "30s"])
             #expect(o.run.status == 0, "\(o.run.stdout)\(o.run.stderr)")
             Self.check(o, strategy)
@@ -134,18 +101,13 @@ struct UpgradeEndToEndTests {
             // After the upgrade every new transaction runs on v2.
             let after = try await MeshTestSupport.send(.POST, "\(mesh.gateway)/order", headers: ["x-b3-traceid": MeshTestSupport.newTraceID()], body: #"{"item":"tea"}"#)
             #expect(after.json?["versions"]?["auth.verify"]?.stringValue == "v2")
-        } catch {
-            try? await mesh.down()
-            throw error
         }
-        try await mesh.down()
     }
 
     /// WF under continuous load: v1 is never free, so the drain deadline ends it (report
     /// the documented WF time-out); nothing changed and nothing failed.
     @Test func wfTimesOutUnderLoadWithNothingLost() async throws {
-        let mesh = try await Mesh.up()
-        do {
+        try await MeshTestSupport.withMesh(authV2: false) { mesh in
             let o = try await Self.upgradeUnderLoad(mesh, ["--strategy", "WF", "--drain-timeout", "3s"])
             #expect(o.run.status == 1)
             #expect(o.run.stderr.contains("WF time-out: auth v1 was never free"), "\(o.run.stderr)")
@@ -156,35 +118,25 @@ struct UpgradeEndToEndTests {
             let idle = try await mesh.upgrade(["--strategy", "WF", "--drain-timeout", "10s"])
             #expect(idle.status == 0, "\(idle.stdout)\(idle.stderr)")
             #expect(Self.auth(try await mesh.client.status())?.versions.map(\.version) == ["v2"])
-        } catch {
-            try? await mesh.down()
-            throw error
         }
-        try await mesh.down()
     }
 
     /// The baseline: the same load with `rolling` breaks transactions, and the audit shows
     /// each of them ran on both versions of Auth.
     @Test func rollingBreaksTransactionsAndTheAuditShowsThem() async throws {
-        let mesh = try await Mesh.up()
-        do {
+        try await MeshTestSupport.withMesh(authV2: false) { mesh in
             let o = try await Self.upgradeUnderLoad(mesh, ["--strategy", "rolling"])
             #expect(o.run.status == 0, "\(o.run.stdout)\(o.run.stderr)")
             #expect(o.load.failed > 0, "\(o.load.raw)")
             #expect(o.audit.inconsistent > 0)
             #expect(o.audit.traces.allSatisfy { $0.service == "auth" && $0.versions == ["v1", "v2"] })
-        } catch {
-            try? await mesh.down()
-            throw error
         }
-        try await mesh.down()
     }
 
     /// A transaction longer than the drain deadline: CV rolls back with nothing lost, or with
     /// --force retires v1 under it and says so.
     @Test func drainDeadlineRollsBackOrForces() async throws {
-        let mesh = try await Mesh.up()
-        do {
+        try await MeshTestSupport.withMesh(authV2: false) { mesh in
             func slowOrder() async throws -> (Task<MeshTestSupport.Answer, any Error>, String) {
                 let trace = MeshTestSupport.newTraceID()
                 let task = Task { try await MeshTestSupport.send(.POST, "\(mesh.gateway)/order?delay_ms=4000", headers: ["x-b3-traceid": trace], body: #"{"item":"tea"}"#) }
@@ -211,35 +163,25 @@ struct UpgradeEndToEndTests {
             #expect(Self.auth(try await mesh.client.status())?.versions.map(\.version) == ["v2"])
             let broken = try await doomed.value
             #expect(broken.status != 200, "the transaction the forced retire reported did break")
-        } catch {
-            try? await mesh.down()
-            throw error
         }
-        try await mesh.down()
     }
 
     /// Envoy binds with SO_REUSEPORT by default; a second mesh on the same gateway port used
     /// to come up and take half the traffic. Now it is refused.
     @Test func aSecondMeshOnTheSameGatewayPortIsRefused() async throws {
-        let mesh = try await Mesh.up()
-        do {
-            let dir = try MeshTestSupport.temporaryDirectory()
+        try await MeshTestSupport.withMesh(authV2: false) { mesh in
+            let dir = try TestPaths.temporaryDirectory("triad-mesh-test")
             try String(contentsOfFile: mesh.directory + "/mesh.yaml", encoding: .utf8).write(toFile: dir + "/mesh.yaml", atomically: true, encoding: .utf8)
             let second = try await MeshTestSupport.triad(["mesh", "up", "-f", "mesh.yaml"], in: dir)
             #expect(second.status == 1)
             #expect(second.stderr.contains("Envoy gateway rejected its listeners") && second.stderr.contains("Address already in use"), "\(second.stderr)")
             #expect(MeshState.load(from: dir) == nil)
-        } catch {
-            try? await mesh.down()
-            throw error
         }
-        try await mesh.down()
     }
 
     /// A new version already running somewhere (`--upstream`), upgraded from another
     /// directory through the control URL and its token.
     @Test func upgradeToAnUpstreamThroughTheControlURL() async throws {
-        let mesh = try await Mesh.up()
         let port = try MeshTestSupport.freePort()
         let auth = Process()
         auth.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -249,12 +191,9 @@ struct UpgradeEndToEndTests {
         auth.standardOutput = FileHandle.nullDevice
         auth.standardError = FileHandle.nullDevice
         try auth.run()
-        defer {
-            kill(auth.processIdentifier, SIGKILL)
-            auth.waitUntilExit()
-        }
-        do {
-            let elsewhere = try MeshTestSupport.temporaryDirectory()
+        defer { kill(auth.processIdentifier, SIGKILL) }
+        try await MeshTestSupport.withMesh(authV2: false) { mesh in
+            let elsewhere = try TestPaths.temporaryDirectory("triad-mesh-test")
             let noToken = try await MeshTestSupport.triad(["upgrade", "auth", "--to", "v2", "--upstream", "127.0.0.1:\(port)", "--mesh", mesh.state.controlURL], in: elsewhere)
             #expect(noToken.status == 1 && noToken.stderr.contains("set TRIAD_MESH_TOKEN"), "\(noToken.stderr)")
             let run = try await MeshTestSupport.triad(["upgrade", "auth", "--to", "v2", "--upstream", "127.0.0.1:\(port)", "--mesh", mesh.state.controlURL],
@@ -262,17 +201,12 @@ struct UpgradeEndToEndTests {
             #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
             let after = try await MeshTestSupport.send(.POST, "\(mesh.gateway)/order", headers: ["x-b3-traceid": MeshTestSupport.newTraceID()], body: #"{"item":"tea"}"#)
             #expect(after.status == 200 && after.json?["versions"]?["auth.issue"]?.stringValue == "v2")
-        } catch {
-            try? await mesh.down()
-            throw error
         }
-        try await mesh.down()
         #expect(ChildProcess.alive(auth.processIdentifier), "an upstream is not Triad's to stop")
     }
 
     @Test func badUpgradesAreRefusedClearly() async throws {
-        let mesh = try await Mesh.up()
-        do {
+        try await MeshTestSupport.withMesh(authV2: false) { mesh in
             let unknown = try await MeshTestSupport.triad(["upgrade", "auth", "--to", "v9"], in: mesh.directory)
             #expect(unknown.status == 1)
             #expect(unknown.stderr.contains("auth has no version v9 (it has v1); give its --command or --upstream"), "\(unknown.stderr)")
@@ -307,11 +241,7 @@ struct UpgradeEndToEndTests {
             #expect(status.phase == .completed)
             let shown = try await MeshTestSupport.triad(["upgrade", "status"], in: mesh.directory)
             #expect(shown.status == 0 && shown.stdout.contains("auth v1 -> v2 (CV): completed"), "\(shown.stdout)")
-            #expect(try await mesh.audit().inconsistent == 0)
-        } catch {
-            try? await mesh.down()
-            throw error
+            #expect(try await mesh.client.audit().inconsistent == 0)
         }
-        try await mesh.down()
     }
 }

@@ -240,13 +240,16 @@ struct APIBadInputTests {
                 return ok
             }
             let garbage = Task {
+                var answers: [Int] = []
                 for i in 0..<200 {
                     let body = i % 2 == 0 ? Data("{{{{".utf8) : Data(repeating: 0xFF, count: 2000)
-                    _ = try await server.admin.send(.POST, "/api/v1/resources", body: body)
-                    _ = try await server.client(token: "bogus").send(.GET, "/api/v1/resources")
+                    answers.append(try await server.admin.send(.POST, "/api/v1/resources", body: body).status)
+                    answers.append(try await server.client(token: "bogus").send(.GET, "/api/v1/resources").status)
                 }
+                return answers
             }
-            try await garbage.value
+            let refused = try await garbage.value
+            #expect(refused.count == 400 && refused.allSatisfy { (400..<500).contains($0) }, "every piece of garbage got a 4xx: \(Set(refused))")
             #expect(try await good.value == 200)
         }
     }

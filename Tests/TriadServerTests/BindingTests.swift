@@ -3,6 +3,7 @@ import Testing
 import TriadClient
 import TriadCore
 import TriadServer
+import TriadTesting
 
 /// Bindings (docs/api.md): exclusive leases with a TTL that the controller expires.
 @Suite("Bindings")
@@ -72,7 +73,7 @@ struct BindingTests {
 
             // Expiry: the controller gives back a lease past its TTL.
             #expect(try await bind(ttl: 1, as: other).status == 201)
-            try await TelemetryTests.eventually("the expired lease is released", within: 10) {
+            try await eventually("the expired lease is released", within: 10) {
                 let s = try await server.admin.call(.GET, "/api/v1/resources/\(coffee)").json?["status"]
                 return s?["bound"] == .bool(false) && s?["binding"] == nil
             }

@@ -5,6 +5,7 @@ import TriadAMQP
 import TriadClient
 import TriadCore
 import TriadServer
+import TriadTesting
 
 /// The outbox relay against the real RabbitMQ that scripts/test.sh starts (docs/events.md).
 @Suite("Event relay to RabbitMQ")
@@ -17,7 +18,7 @@ struct EventRelayTests {
             if checks?["amqp"]?["ok"] == .bool(true) && checks?["amqpTelemetry"]?["ok"] == .bool(true) { return }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw TestEnvironment.SetupError("the relay did not connect to RabbitMQ")
+        throw SetupError("the relay did not connect to RabbitMQ")
     }
 
     @Test(arguments: BackendKind.allCases)
@@ -96,7 +97,7 @@ struct EventRelayTests {
 
     /// Writes each event to a file and runs scripts/check_cloudevents.py over them.
     static func expectValidCloudEvents(_ bodies: [[UInt8]]) throws {
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         let files = try bodies.enumerated().map { i, body in
             let path = "\(dir)/event-\(i).json"
             try Data(body).write(to: URL(fileURLWithPath: path))
@@ -110,7 +111,7 @@ struct EventRelayTests {
     }
 
     @Test func theCloudEventSchemaRefusesBrokenEvents() throws {
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         let broken = [
             #"{"specversion":"1.0","source":"/triad/resources/a","type":"io.triad.telemetry","subject":"a","time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","resourcekind":"device","data":{"ts":"2026-01-01T00:00:00Z","values":{}}}"#,
             #"{"specversion":"1.0","id":"1","source":"/triad/resources/a","type":"io.triad.resource.created","subject":"a","time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","resourcekind":"device","resourceversion":"1","data":{"kind":"Resource"}}"#,
@@ -157,7 +158,7 @@ struct EventRelayTests {
         try await consumer.bind(exchange: AMQPEventPublisher.exchange, routingKey: "device.#")
         try await consumer.startConsuming()
 
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         let args = try await ProcessTests.databaseArguments(kind, dataDir: dir + "/data") + ["--amqp", url]
         let token = "relay-kill-token-0123456789abcdef0123"
         let prefix = "k\(UUID().uuidString.prefix(6).lowercased())"
@@ -258,17 +259,17 @@ struct ChangeNotificationTests {
         defer { watching.cancel() }
         // LISTEN is in place once a write of ours is heard (nothing here polls).
         var n = 0
-        try await TelemetryTests.eventually("a write to the same registry is heard") {
+        try await eventually("a write to the same registry is heard") {
             n += 1
             _ = try await Registry(backend: writer).create(try Resource(validated: Docs.device("here-\(n)")))
             return heard.count > 0
         }
         // Each write notifies once, in commit order: all of those first.
-        try await TelemetryTests.eventually("every write so far is heard") { heard.count == n }
+        try await eventually("every write so far is heard") { heard.count == n }
         let before = heard.count
         _ = try await Registry(backend: stranger).create(try Resource(validated: Docs.device("elsewhere")))
         _ = try await Registry(backend: writer).create(try Resource(validated: Docs.device("here")))
-        try await TelemetryTests.eventually("the next write is heard") { heard.count > before }
+        try await eventually("the next write is heard") { heard.count > before }
         // Only our write may count; a stranger's notification would have arrived before it.
         try await Task.sleep(for: .milliseconds(500))
         #expect(heard.count == before + 1, "another registry's write is not ours")

@@ -3,12 +3,13 @@ import Testing
 import TriadClient
 import TriadCore
 import TriadServer
+import TriadTesting
 
 /// No request crashes or hangs the server; no role exceeds its rights.
 @Suite("Hardening")
 struct HardeningTests {
     @Test func eventIdsPastTheLogAreRefusedAndTheServerLives() async throws {
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         let token = "hardening-admin-token-\(UUID().uuidString)"
         let server = try await ServerProcess.start(["--data-dir", dir + "/data"], environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
         defer { server.stop() }
@@ -29,7 +30,7 @@ struct HardeningTests {
     }
 
     @Test func sigtermEndsOpenEventStreamsAndExitsWithinTheGrace() async throws {
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         let token = "sigterm-admin-token-\(UUID().uuidString)"
         let server = try await ServerProcess.start(["--data-dir", dir + "/data", "--shutdown-grace", "5"],
                                                    environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
@@ -40,7 +41,7 @@ struct HardeningTests {
         var sockets: [Int32] = []
         defer { for fd in sockets { close(fd) } }
         for _ in 0..<10 { sockets.append(try await Self.openEventStream(port: port, token: token)) }
-        try await TelemetryTests.eventually("ten streams are open") {
+        try await eventually("ten streams are open") {
             let metrics = String(decoding: try await admin.call(.GET, "/metrics").body, as: UTF8.self)
             return metrics.split(separator: "\n").contains { $0 == "triad_event_streams 10.0" || $0 == "triad_event_streams 10" }
         }
@@ -77,7 +78,7 @@ struct HardeningTests {
             guard recv(fd, &buffer, buffer.count, 0) > 0 else { close(fd); return -1 }
             return fd
         }
-        guard fd >= 0 else { throw TestEnvironment.SetupError("the event stream did not open") }
+        guard fd >= 0 else { throw SetupError("the event stream did not open") }
         return fd
     }
 
@@ -125,15 +126,15 @@ struct HardeningTests {
                 try await server.admin.call(.GET, "/api/v1/resources/thermo").json?["status"]?["telemetry"]?["values"]
             }
             _ = try await server.admin.call(.POST, "/api/v1/resources/thermo/telemetry", body: Data(#"{"temperature":21}"#.utf8))
-            try await TelemetryTests.eventually("the first sample is in status") { try await values() == .object(["temperature": .number(21)]) }
+            try await eventually("the first sample is in status") { try await values() == .object(["temperature": .number(21)]) }
             _ = try await server.admin.call(.POST, "/api/v1/resources/thermo/telemetry", body: Data(#"{"humidity":40}"#.utf8))
-            try await TelemetryTests.eventually("the second sample replaced the first") { try await values() == .object(["humidity": .number(40)]) }
+            try await eventually("the second sample replaced the first") { try await values() == .object(["humidity": .number(40)]) }
         }
     }
 
     @Test func secretsAreGuardedAtRest() async throws {
         // The admin token file: 0600 from its creation, in a 0700 data directory.
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         let server = try await ServerProcess.start([], directory: dir)
         let mode = { (path: String) in (try? FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? -1 }
         #expect(mode(dir + "/.triad/admin.token") == 0o600)
@@ -165,7 +166,7 @@ struct HardeningTests {
                 root["spec"] = .object(spec); doc = .object(root)
             }
             #expect(try await server.admin.send(.POST, "/api/v1/resources", body: Docs.json(doc)).status == 201, "an admin may write it")
-            try await TelemetryTests.eventually("the refused probe shows in the conditions") {
+            try await eventually("the refused probe shows in the conditions") {
                 let status = try await ProbeControllerTests.status(server, "shell")
                 let ready = status?["conditions"]?.arrayValue?.first { $0["type"] == .string("ProbeReady") }
                 return status?["probePhase"] == .string("Failed") && ready?["reason"] == .string("ProbeStartFailed")
@@ -177,7 +178,7 @@ struct HardeningTests {
             // An allowed probe sees only its own variables, in its own directory.
             let sim = TelemetryTests.name("sim")
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: try ProbeControllerTests.device(sim, args: ["--rate", "5"]))
-            try await TelemetryTests.eventually("the allowed probe runs", within: 30) {
+            try await eventually("the allowed probe runs", within: 30) {
                 await server.server.controller.runningProbes().contains(sim)
             }
             let pid = try #require(Self.pid(ofProbeIn: server.dataDir + "/probes/\(sim)"))
@@ -236,7 +237,7 @@ struct HardeningTests {
     @Test func readinessDetailsAreForAdmins() async throws {
         try await withServer(.sqlite, amqp: "amqp://guest:guest@127.0.0.1:1") { server in
             let anonymous = TriadClient(server: server.baseURL, token: nil)
-            try await TelemetryTests.eventually("the broker is reported down") {
+            try await eventually("the broker is reported down") {
                 try await anonymous.send(.GET, "/readyz").json?["checks"]?["amqp"]?["ok"] == .bool(false)
             }
             let open = try await anonymous.send(.GET, "/readyz")

@@ -11,6 +11,7 @@ import TriadClient
 import TriadCore
 import TriadServer
 import WSClient
+import TriadTesting
 
 /// Device agents against the real Home Assistant that scripts/test.sh starts (its demo plus
 /// `fan.air_purifier` and `switch.coffee_machine`): apps invoke a device's operations through
@@ -20,7 +21,7 @@ struct HomeAssistantTests {
     static func homeAssistant() throws -> (url: String, tokenFile: String) {
         let env = ProcessInfo.processInfo.environment
         guard let url = env["TRIAD_TEST_HA_URL"], let tokenFile = env["TRIAD_TEST_HA_TOKEN_FILE"] else {
-            throw TestEnvironment.SetupError("TRIAD_TEST_HA_URL and TRIAD_TEST_HA_TOKEN_FILE are not set: run the suite with scripts/test.sh, which starts Home Assistant")
+            throw SetupError("TRIAD_TEST_HA_URL and TRIAD_TEST_HA_TOKEN_FILE are not set: run the suite with scripts/test.sh, which starts Home Assistant")
         }
         return (url, tokenFile)
     }
@@ -68,7 +69,7 @@ struct HomeAssistantTests {
     /// written beside the configuration (token files).
     static func withAgents(_ server: TestServer, _ agentsYAML: String, files: [String: String] = [:], amqp: String? = nil,
                            _ body: (_ host: AgentHost, _ port: Int) async throws -> Void) async throws {
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         for (file, content) in files { try content.write(toFile: dir + "/" + file, atomically: true, encoding: .utf8) }
         let operatorToken = try await server.token(.operator)
         try operatorToken.write(toFile: dir + "/triad.token", atomically: true, encoding: .utf8)
@@ -88,7 +89,7 @@ struct HomeAssistantTests {
         let group = ServiceGroup(configuration: .init(services: [host.makeApplication { portContinuation.yield($0) }], logger: TestEnvironment.logger))
         let task = Task { try await group.run() }
         var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw TestEnvironment.SetupError("the agent host did not start") }
+        guard let port = await iterator.next() else { throw SetupError("the agent host did not start") }
         do { try await body(host, port) } catch {
             await group.triggerGracefulShutdown()
             _ = try? await task.value
@@ -122,7 +123,7 @@ struct HomeAssistantTests {
                 labels: {triad.io/space: pantry-3f}
                 prices: {set_percentage: 0.25, turn_on: 1}
             """, amqp: amqp) { host, _ in
-                try await TelemetryTests.eventually("the purifier's resource is Running with its operations", within: 20) {
+                try await eventually("the purifier's resource is Running with its operations", within: 20) {
                     let r = try await Self.resource(server, name)
                     let ops = r?["spec"]?["operations"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
                     return r?["status"]?["phase"] == .string("Running") && ops.contains("set_percentage") && ops.contains("set_preset_mode")
@@ -136,7 +137,7 @@ struct HomeAssistantTests {
 
                 // Home Assistant changed; the resource's status follows it.
                 #expect(try await Self.entity("fan.air_purifier")?["attributes"]?["percentage"] == .number(60))
-                try await TelemetryTests.eventually("the status shows 60 %", within: 10) {
+                try await eventually("the status shows 60 %", within: 10) {
                     try await Self.resource(server, name)?["status"]?["telemetry"]?["values"]?["percentage"] == .number(60)
                 }
                 var seenOnTheBus = false
@@ -163,7 +164,7 @@ struct HomeAssistantTests {
                 #expect(unknown.status == 404)
             }
             // Stopped: the resource says so.
-            try await TelemetryTests.eventually("the stopped agent's resource is Pending", within: 10) {
+            try await eventually("the stopped agent's resource is Pending", within: 10) {
                 try await Self.resource(server, name)?["status"]?["phase"] == .string("Pending")
             }
         }
@@ -177,13 +178,13 @@ struct HomeAssistantTests {
                 device: {type: switch, entity: switch.coffee_machine}
                 accessMode: Shared
             """) { _, _ in
-                try await TelemetryTests.eventually("the coffee machine is Running", within: 20) {
+                try await eventually("the coffee machine is Running", within: 20) {
                     try await Self.resource(server, name)?["status"]?["phase"] == .string("Running")
                 }
                 try await Self.rename("switch.coffee_machine", to: "switch.coffee_machine_renamed")
                 do {
                     let app = try await server.token(.app)
-                    try await TelemetryTests.eventually("the agent follows the new entity id", within: 10) {
+                    try await eventually("the agent follows the new entity id", within: 10) {
                         try await Self.resource(server, name)?["status"]?["conditions"]?.arrayValue?
                             .contains { $0["message"]?.stringValue?.contains("switch.coffee_machine_renamed") == true } == true
                     }
@@ -203,7 +204,7 @@ struct HomeAssistantTests {
     static func homeAssistantService(_ verb: String) async throws {
         let env = ProcessInfo.processInfo.environment
         guard let script = env["TRIAD_TEST_SERVICES"] else {
-            throw TestEnvironment.SetupError("TRIAD_TEST_SERVICES is not set: run the suite with scripts/test.sh")
+            throw SetupError("TRIAD_TEST_SERVICES is not set: run the suite with scripts/test.sh")
         }
         try await TestEnvironment.services(script, verb, "homeassistant", environment: env)
     }
@@ -215,12 +216,12 @@ struct HomeAssistantTests {
               - name: \(name)
                 device: {type: fan, entity: fan.air_purifier}
             """) { _, _ in
-                try await TelemetryTests.eventually("the purifier is Running", within: 20) {
+                try await eventually("the purifier is Running", within: 20) {
                     try await Self.resource(server, name)?["status"]?["phase"] == .string("Running")
                 }
                 try await Self.homeAssistantService("stop")
                 do {
-                    try await TelemetryTests.eventually("Failed, DeviceReachable False naming Home Assistant", within: 30) {
+                    try await eventually("Failed, DeviceReachable False naming Home Assistant", within: 30) {
                         let status = try await Self.resource(server, name)?["status"]
                         let reachable = status?["conditions"]?.arrayValue?.first { $0["type"] == .string("DeviceReachable") }
                         return status?["phase"] == .string("Failed") && reachable?["status"] == .string("False")
@@ -231,7 +232,7 @@ struct HomeAssistantTests {
                     throw error
                 }
                 try await Self.homeAssistantService("start")
-                try await TelemetryTests.eventually("Running again, the same agent", within: 60) {
+                try await eventually("Running again, the same agent", within: 60) {
                     try await Self.resource(server, name)?["status"]?["phase"] == .string("Running")
                 }
             }
@@ -244,7 +245,7 @@ struct HomeAssistantTests {
         try await withServer(.sqlite) { server in
             let name = TelemetryTests.name("purifier")
             let relay = try TCPRelay(target: try Self.homeAssistant().url)
-            let dir = try TestEnvironment.temporaryDirectory()
+            let dir = try TestPaths.temporaryDirectory()
             try await server.token(.operator).write(toFile: dir + "/triad.token", atomically: true, encoding: .utf8)
             try """
             triad: {url: "\(server.baseURL)", tokenFile: triad.token}
@@ -259,13 +260,13 @@ struct HomeAssistantTests {
             let group = ServiceGroup(configuration: .init(services: [host.makeApplication()], logger: TestEnvironment.logger))
             let task = Task { try await group.run() }
             defer { relay.stop() }
-            try await TelemetryTests.eventually("Failed, with a condition naming Home Assistant", within: 20) {
+            try await eventually("Failed, with a condition naming Home Assistant", within: 20) {
                 let status = try await Self.resource(server, name)?["status"]
                 let reachable = status?["conditions"]?.arrayValue?.first { $0["type"] == .string("DeviceReachable") }
                 return status?["phase"] == .string("Failed") && reachable?["reason"] == .string("HomeAssistantUnreachable")
             }
             relay.open()
-            try await TelemetryTests.eventually("Running again once Home Assistant is reachable", within: 20) {
+            try await eventually("Running again once Home Assistant is reachable", within: 20) {
                 try await Self.resource(server, name)?["status"]?["phase"] == .string("Running")
             }
             await group.triggerGracefulShutdown()
@@ -274,7 +275,7 @@ struct HomeAssistantTests {
     }
 
     @Test func aBadConfigurationIsRefusedWithEveryProblemAtOnce() throws {
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         try """
         triad: {url: "http://127.0.0.1:8080", tokenFile: missing.token, amqp: "http://127.0.0.1:5672"}
         homeAssistant: {url: "not a url", tokenFile: also-missing.token}

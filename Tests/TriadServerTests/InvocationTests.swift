@@ -5,6 +5,7 @@ import TriadAMQP
 import TriadClient
 import TriadCore
 import TriadServer
+import TriadTesting
 
 /// Operations invoked over REST: checks, the upstream call, the priced ledger and its events.
 @Suite("Invocations")
@@ -52,7 +53,7 @@ struct InvocationTests {
     @Test(arguments: BackendKind.allCases)
     func anAppBindsInvokesAndIsChargedThroughTheRealExecutable(_ kind: BackendKind) async throws {
         let upstream = try await Upstream.start()
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         let args = try await ProcessTests.databaseArguments(kind, dataDir: dir + "/data")
             // Long enough that a call to the test's own upstream never times out on a busy machine.
             + ["--amqp", try TestEnvironment.amqpURL(), "--invoke-timeout", "20s"]
@@ -151,7 +152,7 @@ struct InvocationTests {
         reply = try await app.send(.POST, "\(path)/brew", body: body, headers: [("Prefer", "respond-async")])
         #expect(reply.status == 202)
         let location = try #require(reply.header("location"))
-        try await TelemetryTests.eventually("the async invocation finishes") {
+        try await eventually("the async invocation finishes") {
             try await app.call(.GET, location).json?["state"] == .string("Succeeded")
         }
 
@@ -171,7 +172,7 @@ struct InvocationTests {
     /// A server killed mid-call leaves the record unfinished; the restarted server fails it.
     @Test func aCallCutByAKillIsMarkedFailedAtRestart() async throws {
         let upstream = try await Upstream.start()
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         let args = ["--data-dir", dir + "/data", "--invoke-timeout", "60s"]
         let token = "kill-admin-token-\(UUID().uuidString)"
         let first = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
@@ -180,7 +181,7 @@ struct InvocationTests {
                                  body: Docs.json(Self.device("slow", upstream: upstream, closedPort: try Self.closedPort(), access: "Shared")))
         let reply = try await admin.call(.POST, "/api/v1/resources/slow/operations/wait.forever", headers: [("Prefer", "respond-async")])
         let location = try #require(reply.header("location"))
-        try await TelemetryTests.eventually("the upstream is being called") { !upstream.requests.isEmpty }
+        try await eventually("the upstream is being called") { !upstream.requests.isEmpty }
         #expect(try await admin.call(.GET, location).json?["state"] == .string("Running"))
         first.kill9()
 
@@ -193,7 +194,7 @@ struct InvocationTests {
 
     @Test func theCLIBindsInvokesAndListsTheLedger() async throws {
         let upstream = try await Upstream.start()
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         let token = "cli-admin-token-\(UUID().uuidString)"
         let server = try await ServerProcess.start(["--data-dir", dir + "/data", "--invoke-timeout", "60s"],
                                                    environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
@@ -238,7 +239,7 @@ struct InvocationTests {
                                             body: Docs.json(Self.device("lapsed", upstream: upstream, closedPort: try Self.closedPort())))
             let app = server.client(token: try await server.token(.app))
             #expect(try await app.call(.POST, "/api/v1/resources/lapsed/binding", body: Data(#"{"ttlSeconds":1}"#.utf8)).status == 201)
-            try await TelemetryTests.eventually("the lease has expired and been released", within: 30) {
+            try await eventually("the lease has expired and been released", within: 30) {
                 try await server.admin.call(.GET, "/api/v1/resources/lapsed").json?["status"]?["bound"] == .bool(false)
             }
             let reply = try await app.send(.POST, "/api/v1/resources/lapsed/operations/brew", body: Data("{}".utf8))

@@ -4,6 +4,7 @@ import TriadClient
 import TriadCore
 import TriadMQTT
 import TriadServer
+import TriadTesting
 
 /// `--mqtt-auth dynsec` against the real Mosquitto with its dynamic-security plugin (no
 /// anonymous access): every device token has an MQTT client of its own that may publish only
@@ -12,7 +13,7 @@ import TriadServer
 struct MQTTDeviceAuthTests {
     static func dynsecURL() throws -> String {
         guard let url = ProcessInfo.processInfo.environment["TRIAD_TEST_MQTT_DYNSEC_URL"], !url.isEmpty else {
-            throw TestEnvironment.SetupError("TRIAD_TEST_MQTT_DYNSEC_URL is not set: run the suite with scripts/test.sh, which starts Mosquitto with dynamic security")
+            throw SetupError("TRIAD_TEST_MQTT_DYNSEC_URL is not set: run the suite with scripts/test.sh, which starts Mosquitto with dynamic security")
         }
         return url
     }
@@ -30,7 +31,7 @@ struct MQTTDeviceAuthTests {
     @Test func eachDeviceMayPublishOnlyForItsOwnResourceAndLosesItsClientWhenRevoked() async throws {
         let admin = try Self.dynsecURL()
         try await withServer(.sqlite, mqtt: admin, configure: { $0.mqttAuth = .dynsec }) { server in
-            try await TelemetryTests.eventually("the server is subscribed and manages the broker", within: 20) {
+            try await eventually("the server is subscribed and manages the broker", within: 20) {
                 let checks = try await server.admin.call(.GET, "/readyz").json?["checks"]
                 return checks?["mqtt"]?["ok"] == .bool(true) && checks?["mqttDynamicSecurity"]?["ok"] == .bool(true)
             }
@@ -63,7 +64,7 @@ struct MQTTDeviceAuthTests {
             // Then for itself, on the same connection: once this sample is stored, the ones
             // before it have been judged.
             try device.publish(topic: Telemetry.topic(mine, .telemetry), payload: Array(#"{"values":{"kwh":1}}"#.utf8))
-            try await TelemetryTests.eventually("its own sample is stored", within: 20) { try await TelemetryTests.history(server, mine).count == 1 }
+            try await eventually("its own sample is stored", within: 20) { try await TelemetryTests.history(server, mine).count == 1 }
             #expect(try await TelemetryTests.history(server, other).isEmpty, "the broker refused the sample for the other resource")
             #expect(try await Self.condition(server, other, "ProbeConnected") == nil, "nor could it say the other's probe is offline")
             #expect(!stranger.isConnected && stranger.lastError?.contains("not authorised") == true,
@@ -71,11 +72,11 @@ struct MQTTDeviceAuthTests {
 
             // Revoked: its connection is dropped, and it cannot come back.
             _ = try await server.admin.call(.DELETE, "/api/v1/tokens/\(tokenName)")
-            try await TelemetryTests.eventually("the revoked client is disconnected", within: 10) { !device.isConnected }
+            try await eventually("the revoked client is disconnected", within: 10) { !device.isConnected }
             let again = try MQTTClient(endpoint: try MQTTEndpoint(url: deviceURL))
             try again.start()
             defer { again.stop() }
-            try await TelemetryTests.eventually("the revoked client is refused", within: 10) { again.lastError?.contains("not authorised") == true }
+            try await eventually("the revoked client is refused", within: 10) { again.lastError?.contains("not authorised") == true }
             #expect(!again.isConnected, "\(again.lastError ?? "")")
         }
     }
@@ -96,7 +97,7 @@ struct MQTTDeviceAuthTests {
             // gets data through has its own client.
             // Both probes start together at 5 samples a second: by the honest one's tenth sample, the
             // liar has been trying for as long.
-            try await TelemetryTests.eventually("the honest probe's samples arrive", within: 40) {
+            try await eventually("the honest probe's samples arrive", within: 40) {
                 try await TelemetryTests.history(server, honest).count >= 10
             }
             #expect(await server.server.controller.runningProbes().contains(liar), "the liar's probe ran all along")

@@ -3,6 +3,7 @@ import NIOHTTP1
 import Testing
 import TriadClient
 import TriadCore
+import TriadTesting
 
 /// `schemas/openapi.yaml` is the contract: every route the server has is in it, and what the
 /// server answers conforms to it.
@@ -23,7 +24,7 @@ struct OpenAPIConformanceTests {
         try await withServer(.sqlite) { server in
             let routes = server.server.makeRouter().1.routes
             #expect(routes.count >= 17)
-            let file = try TestEnvironment.temporaryDirectory() + "/routes.txt"
+            let file = try TestPaths.temporaryDirectory() + "/routes.txt"
             try routes.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
             let result = try Python.run("check_openapi.py", ["routes", file])
             #expect(result.status == 0, "\(result.output)")
@@ -116,7 +117,7 @@ struct OpenAPIConformanceTests {
             _ = try await call(admin, .GET, "/metrics", "/metrics")
             _ = try await call(anon, .GET, "/metrics", "/metrics")                                                         // 401
             _ = try await call(admin, .GET, "/openapi.yaml", "/openapi.yaml")
-            let file = try TestEnvironment.temporaryDirectory() + "/responses.jsonl"
+            let file = try TestPaths.temporaryDirectory() + "/responses.jsonl"
             try await recorder.lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
             let result = try Python.run("check_openapi.py", ["responses", file])
             #expect(result.status == 0, "\(result.output)")

@@ -4,6 +4,7 @@ import TriadAgents
 import TriadClient
 import TriadCore
 import TriadMQTT
+import TriadTesting
 
 /// Person agents against a real server and the real Home Assistant: a person's operations follow
 /// where they are; invoked, they run the device's operation in the person's name. In the device
@@ -28,7 +29,7 @@ extension HomeAssistantTests {
                 _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.resource(space, kind: "Space")))
             }
             let aliceToken = try await server.namedToken(.app)
-            try await TelemetryTests.eventually("the server is subscribed to MQTT", within: 20) {
+            try await eventually("the server is subscribed to MQTT", within: 20) {
                 try await TriadClient(server: server.baseURL, token: nil).send(.GET, "/readyz").json?["checks"]?["mqtt"]?["ok"] == .bool(true)
             }
             try await Self.withAgents(server, """
@@ -39,19 +40,19 @@ extension HomeAssistantTests {
               - name: \(alice)
                 person: {tokenFile: alice.token}
             """, files: ["alice.token": aliceToken.secret]) { host, port in
-                try await TelemetryTests.eventually("Alice's resource is Running, her lease held, no operations", within: 20) {
+                try await eventually("Alice's resource is Running, her lease held, no operations", within: 20) {
                     let r = try await Self.resource(server, alice)
                     return r?["status"]?["phase"] == .string("Running") && r?["status"]?["binding"]?["holder"] == .string(aliceToken.name)
                         && r?["spec"]?["operations"] == nil
                 }
-                try await TelemetryTests.eventually("the coffee machine is Running", within: 20) {
+                try await eventually("the coffee machine is Running", within: 20) {
                     try await Self.resource(server, coffee)?["status"]?["phase"] == .string("Running")
                 }
 
                 // Alice walks into the pantry: she may now use the coffee machine, at its price.
                 let agent = TriadClient(server: "http://127.0.0.1:\(port)", token: host.invocationSecret)
                 _ = try await agent.call(.PATCH, "/agents/\(alice)/meta", body: Data(#"{"location": "\#(pantry)"}"#.utf8))
-                try await TelemetryTests.eventually("Alice's operations include \(coffee).turn_on", within: 10) {
+                try await eventually("Alice's operations include \(coffee).turn_on", within: 10) {
                     try await Self.personOperations(server, alice)["\(coffee).turn_on"]?["price"] == .number(1.5)
                 }
                 #expect(try await Self.space(server, alice) == pantry)
@@ -77,14 +78,14 @@ extension HomeAssistantTests {
                 // A device placed in the pantry appears in her operations without her moving; moved out, it goes.
                 var lampDoc = Docs.device(lamp, labels: ["triad.io/space": pantry], price: 2)
                 _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(lampDoc))
-                try await TelemetryTests.eventually("\(lamp).brew appears in Alice's operations", within: 10) {
+                try await eventually("\(lamp).brew appears in Alice's operations", within: 10) {
                     try await Self.personOperations(server, alice)["\(lamp).brew"]?["price"] == .number(2)
                 }
                 // Written once for the lamp, never for the invocations, bindings and statuses before it.
                 #expect(try await Self.resource(server, alice)?["metadata"]?["generation"]?.numberValue == generation?.numberValue.map { $0 + 1 })
                 lampDoc = Docs.device(lamp, labels: ["triad.io/space": office], price: 2)
                 _ = try await server.admin.call(.PUT, "/api/v1/resources/\(lamp)", body: Docs.json(lampDoc))
-                try await TelemetryTests.eventually("\(lamp).brew leaves Alice's operations", within: 10) {
+                try await eventually("\(lamp).brew leaves Alice's operations", within: 10) {
                     try await Self.personOperations(server, alice)["\(lamp).brew"] == nil
                 }
 
@@ -104,7 +105,7 @@ extension HomeAssistantTests {
                 defer { badgeReader.stop() }
                 #expect(await badgeReader.waitUntilReady(timeout: .seconds(10)))
                 try badgeReader.publish(topic: Telemetry.topic(alice, .telemetry), payload: Array(#"{"location": "\#(office)"}"#.utf8))
-                try await TelemetryTests.eventually("Alice is in the office with the office's operations", within: 10) {
+                try await eventually("Alice is in the office with the office's operations", within: 10) {
                     let ops = try await Self.personOperations(server, alice)
                     return try await Self.space(server, alice) == office && ops["\(coffee).turn_on"] == nil && ops["\(lamp).brew"] != nil
                 }
@@ -113,14 +114,14 @@ extension HomeAssistantTests {
 
                 // A badge reading that names no space is refused, said in a condition; she stays.
                 _ = try await server.admin.call(.POST, "/api/v1/resources/\(alice)/telemetry", body: Data(#"{"location": "\#(coffee)"}"#.utf8))
-                try await TelemetryTests.eventually("LocationAccepted False says why", within: 10) {
+                try await eventually("LocationAccepted False says why", within: 10) {
                     let conditions = try await Self.resource(server, alice)?["status"]?["conditions"]?.arrayValue ?? []
                     return conditions.contains { $0["type"] == .string("LocationAccepted") && $0["status"] == .string("False")
                         && $0["message"]?.stringValue?.contains("not a Space") == true }
                 }
                 #expect(try await Self.space(server, alice) == office)
             }
-            try await TelemetryTests.eventually("stopped: Alice is Pending and her lease given back", within: 10) {
+            try await eventually("stopped: Alice is Pending and her lease given back", within: 10) {
                 let r = try await Self.resource(server, alice)
                 return r?["status"]?["phase"] == .string("Pending") && r?["status"]?["bound"] != .bool(true)
             }
@@ -129,7 +130,7 @@ extension HomeAssistantTests {
     }
 
     @Test func aPersonIsExclusive() throws {
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         try "secret".write(toFile: dir + "/alice.token", atomically: true, encoding: .utf8)
         try """
         triad: {url: "http://127.0.0.1:8080", tokenFile: alice.token}
@@ -146,7 +147,7 @@ extension HomeAssistantTests {
     }
 
     @Test func theExampleBuildingIsAValidConfiguration() throws {
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         let source = Python.repositoryRoot.appendingPathComponent("agents/building/building.yaml").path
         try FileManager.default.copyItem(atPath: source, toPath: dir + "/building.yaml")
         for file in ["agent.token", "alice.token", "bob.token"] { try "a-token".write(toFile: dir + "/" + file, atomically: true, encoding: .utf8) }

@@ -3,6 +3,7 @@ import Testing
 import TriadClient
 import TriadCore
 import TriadServer
+import TriadTesting
 
 /// The controller's local probe runtime with real `triad probe simulate` processes talking to the
 /// real Mosquitto (docs/mqtt.md): Synchronous, restart after a crash, Failed for a crash loop or
@@ -13,7 +14,7 @@ struct ProbeControllerTests {
     static func device(_ name: String, args: [String], enabled: Bool = true, command: String = "simulate", extra: [String] = []) throws -> Data {
         var doc = Docs.device(name)
         guard case .object(var root) = doc, case .object(var spec)? = root["spec"] else { return Docs.json(doc) }
-        spec["probeImage"] = .string(try TestEnvironment.triadExecutable())
+        spec["probeImage"] = .string(try TestPaths.triadExecutable())
         spec["probeArgs"] = .array((["probe", command] + args + extra).map(JSONValue.string))
         spec["probeEnabled"] = .bool(enabled)
         root["spec"] = .object(spec)
@@ -44,7 +45,7 @@ struct ProbeControllerTests {
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: try Self.device(doomed, args: ["--rate", "5"]))
 
             for name in [steady, doomed] {
-                try await TelemetryTests.eventually("\(name) reaches Synchronous", within: 30) {
+                try await eventually("\(name) reaches Synchronous", within: 30) {
                     let status = try await Self.status(server, name)
                     return status?["probePhase"] == .string("Synchronous") && Self.ready(status) == "DataFlowing"
                 }
@@ -54,7 +55,7 @@ struct ProbeControllerTests {
             // The crashing probe (3 s of data each life, long enough to be seen Synchronous on a busy
             // machine): Synchronous between crashes, restarted, then a crash loop.
             var sawSynchronous = false
-            try await TelemetryTests.eventually("the crashing probe is Failed for a crash loop", within: 40) {
+            try await eventually("the crashing probe is Failed for a crash loop", within: 40) {
                 let status = try await Self.status(server, crashy)
                 if status?["probePhase"] == .string("Synchronous") { sawSynchronous = true }
                 return status?["probePhase"] == .string("Failed") && Self.ready(status) == "ProbeCrashLoop"
@@ -64,7 +65,7 @@ struct ProbeControllerTests {
             #expect(log.components(separatedBy: "crashing after").count - 1 >= 3, "restarted after each crash")
 
             // A probe that never sends: Pending, then Failed for silence.
-            try await TelemetryTests.eventually("the mute probe is Failed for silence", within: 30) {
+            try await eventually("the mute probe is Failed for silence", within: 30) {
                 let status = try await Self.status(server, mute)
                 return status?["probePhase"] == .string("Failed") && Self.ready(status) == "ProbeSilent"
             }
@@ -74,16 +75,16 @@ struct ProbeControllerTests {
             _ = try await server.admin.call(.PATCH, "/api/v1/resources/\(steady)", body: Data(#"{"spec":{"probeEnabled":false}}"#.utf8),
                                             contentType: "application/merge-patch+json")
             _ = try await server.admin.call(.DELETE, "/api/v1/resources/\(doomed)")
-            try await TelemetryTests.eventually("both probes are stopped", within: 20) {
+            try await eventually("both probes are stopped", within: 20) {
                 let running = await server.server.controller.runningProbes()
                 return !running.contains(steady) && !running.contains(doomed)
             }
-            try await TelemetryTests.eventually("the disabled probe is NotReady", within: 10) {
+            try await eventually("the disabled probe is NotReady", within: 10) {
                 let status = try await Self.status(server, steady)
                 return status?["probePhase"] == .string("NotReady") && Self.ready(status) == "ProbeDisabled"
             }
             // Its token is revoked with it: no probe token of the deleted resource stays active.
-            try await TelemetryTests.eventually("the deleted resource's probe token is revoked", within: 10) {
+            try await eventually("the deleted resource's probe token is revoked", within: 10) {
                 let tokens = try await server.admin.call(.GET, "/api/v1/tokens").json?["items"]?.arrayValue ?? []
                 let mine = tokens.filter { ($0["name"]?.stringValue ?? "").hasPrefix("probe-\(doomed)-") }
                 return !mine.isEmpty && mine.allSatisfy { $0["revokedAt"] != nil }
@@ -114,7 +115,7 @@ struct AgentHeartbeatTests {
             }
             let alive = try await ProbeControllerTests.status(server, name)
             #expect(alive?["phase"] == .string("Running"), "heartbeats keep it Running")
-            try await TelemetryTests.eventually("the silent agent is Failed with HeartbeatMissed", within: 10) {
+            try await eventually("the silent agent is Failed with HeartbeatMissed", within: 10) {
                 let status = try await ProbeControllerTests.status(server, name)
                 let ready = status?["conditions"]?.arrayValue?.first { $0["type"] == .string("AgentReady") }
                 return status?["phase"] == .string("Failed") && ready?["status"] == .string("False")
@@ -136,7 +137,7 @@ extension HomeAssistantTests {
         let env = ProcessInfo.processInfo.environment
         guard let haURL = env["TRIAD_TEST_HA_URL"], let tokenFile = env["TRIAD_TEST_HA_TOKEN_FILE"],
               let token = FileManager.default.contents(atPath: tokenFile).map({ String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }) else {
-            throw TestEnvironment.SetupError("TRIAD_TEST_HA_URL and TRIAD_TEST_HA_TOKEN_FILE are not set: run the suite with scripts/test.sh, which starts Home Assistant")
+            throw SetupError("TRIAD_TEST_HA_URL and TRIAD_TEST_HA_TOKEN_FILE are not set: run the suite with scripts/test.sh, which starts Home Assistant")
         }
         let home = TriadClient(server: haURL, token: token)
         let entity = "switch.decorative_lights"
@@ -153,7 +154,7 @@ extension HomeAssistantTests {
                 try await ProbeControllerTests.status(server, lights)?["telemetry"]?["values"]?["state"]
             }
             let initial = try await haState()
-            try await TelemetryTests.eventually("the entity's state reaches the registry", within: 30) {
+            try await eventually("the entity's state reaches the registry", within: 30) {
                 let status = try await ProbeControllerTests.status(server, lights)
                 let state = try await reported()
                 return status?["probePhase"] == .string("Synchronous") && state == .string(initial)
@@ -162,9 +163,9 @@ extension HomeAssistantTests {
             _ = try await home.call(.POST, "/api/services/switch/toggle", body: Data(#"{"entity_id":"\#(entity)"}"#.utf8))
             let toggled = try await haState()
             #expect(toggled != initial)
-            try await TelemetryTests.eventually("the new state reaches the registry", within: 15) { try await reported() == .string(toggled) }
+            try await eventually("the new state reaches the registry", within: 15) { try await reported() == .string(toggled) }
             // An entity Home Assistant does not have: the probe exits with a reason, again and again.
-            try await TelemetryTests.eventually("the probe of a missing entity is Failed for a crash loop", within: 30) {
+            try await eventually("the probe of a missing entity is Failed for a crash loop", within: 30) {
                 let status = try await ProbeControllerTests.status(server, ghost)
                 return status?["probePhase"] == .string("Failed") && ProbeControllerTests.ready(status) == "ProbeCrashLoop"
             }

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TriadClient
 import TriadCore
+import TriadTesting
 
 /// The `triad` executable as users run it: first start, kill -9 and restart, and the CLI verbs.
 @Suite("Server process and CLI")
@@ -22,7 +23,7 @@ struct ProcessTests {
 
     @Test(arguments: BackendKind.allCases)
     func everythingAcknowledgedSurvivesKill9(_ kind: BackendKind) async throws {
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         let args = try await Self.databaseArguments(kind, dataDir: dir + "/data")
         let token = "restart-admin-token-0123456789abcdef"
         let first = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
@@ -51,7 +52,7 @@ struct ProcessTests {
     }
 
     @Test func firstStartWritesTheAdminTokenFileOnce() async throws {
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         let server = try await ServerProcess.start([], directory: dir)
         let path = dir + "/.triad/admin.token"
         let token = try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -69,7 +70,7 @@ struct ProcessTests {
     }
 
     @Test func cliVerbsAgainstARunningServer() async throws {
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         let server = try await ServerProcess.start(["--data-dir", dir + "/data"], environment: ["TRIAD_ADMIN_TOKEN": "cli-admin-token-0123456789abcdef0123"], directory: dir)
         defer { server.stop() }
         let env = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": "cli-admin-token-0123456789abcdef0123"]
@@ -143,7 +144,7 @@ struct ProcessTests {
 
     /// The embedded registry serves from memory, so a second server on the same file must not start.
     @Test func aSecondServerOnTheSameSQLiteFileIsRefused() async throws {
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         let first = try await ServerProcess.start(["--data-dir", dir + "/data"], directory: dir)
         defer { first.stop() }
         let r = try runTriad(["server", "--data-dir", dir + "/data", "--listen", "127.0.0.1:0"], directory: dir)
@@ -153,7 +154,7 @@ struct ProcessTests {
 
     /// Flags override TRIAD_* variables, which override the --config file.
     @Test func configurationPrecedence() async throws {
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         try "dataDir: \(dir)/from-file\nlogLevel: info\n".write(toFile: dir + "/triad.yaml", atomically: true, encoding: .utf8)
         var server = try await ServerProcess.start(["--config", dir + "/triad.yaml"], directory: dir)
         server.stop()
@@ -168,7 +169,7 @@ struct ProcessTests {
     }
 
     @Test func badServerConfigurationIsRefusedClearly() throws {
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         var r = try runTriad(["server", "--database", "mysql://x"], directory: dir)
         #expect(r.status != 0 && r.stderr.contains("--database must be"))
         r = try runTriad(["server", "--listen", "nowhere"], directory: dir)

@@ -3,6 +3,7 @@ import Testing
 import TriadClient
 import TriadCore
 import TriadMQTT
+import TriadTesting
 
 /// Two `triad server` processes on one PostgreSQL, RabbitMQ and Mosquitto (docs/operations.md): one
 /// controller leader, a takeover within seconds when it is killed, telemetry split between them
@@ -17,7 +18,7 @@ struct ReplicaTests {
     @Test func oneLeaderTakesOverAndTelemetryIsShared() async throws {
         let mqtt = try TestEnvironment.mqttURL()
         let amqp = try TestEnvironment.amqpURL()
-        let dir = try TestEnvironment.temporaryDirectory()
+        let dir = try TestPaths.temporaryDirectory()
         let database = try await ProcessTests.databaseArguments(.postgres, dataDir: dir + "/a")
         let token = "replica-token-\(UUID().uuidString)"
         var args = database + ["--mqtt", mqtt, "--mqtt-shared", "true", "--amqp", amqp]
@@ -29,7 +30,7 @@ struct ReplicaTests {
 
         // Exactly one leads.
         var leaders: [Double] = []
-        try await TelemetryTests.eventually("one server leads the controller", within: 10) {
+        try await eventually("one server leads the controller", within: 10) {
             leaders = []
             for s in servers { leaders.append(try await Self.metric(s, token: token, "triad_controller_leader")) }
             return leaders.reduce(0, +) == 1
@@ -43,7 +44,7 @@ struct ReplicaTests {
         let api = TriadClient(server: standby.baseURL, token: token)  // survives the leader's kill
         let probe = TelemetryTests.name("replica")
         _ = try await api.call(.POST, "/api/v1/resources", body: try ProbeControllerTests.device(probe, args: ["--rate", "5"]))
-        try await TelemetryTests.eventually("the probe is Synchronous", within: 30) {
+        try await eventually("the probe is Synchronous", within: 30) {
             try await api.call(.GET, "/api/v1/resources/\(probe)").json?["status"]?["probePhase"] == .string("Synchronous")
         }
 
@@ -60,7 +61,7 @@ struct ReplicaTests {
             try publisher.publish(topic: Telemetry.topic(meter, .telemetry), payload: Array(#"{"i":\#(i)}"#.utf8))
             try await Task.sleep(for: .milliseconds(5))
         }
-        try await TelemetryTests.eventually("the history has each sample once", within: 15) {
+        try await eventually("the history has each sample once", within: 15) {
             let items = try await api.call(.GET, "/api/v1/resources/\(meter)/telemetry?limit=1000").json?["items"]?.arrayValue ?? []
             return items.count == 100
         }
@@ -72,15 +73,15 @@ struct ReplicaTests {
         #expect(!FileManager.default.fileExists(atPath: standbyProbeLog + probe + "/probe.log"), "the standby ran no probe before")
         leader.kill9()
         let killedAt = ContinuousClock.now
-        try await TelemetryTests.eventually("the standby takes over", within: 15) {
+        try await eventually("the standby takes over", within: 15) {
             try await Self.metric(standby, token: token, "triad_controller_leader") == 1
         }
         let takeover = ContinuousClock.now - killedAt
         #expect(takeover < .seconds(10), "took \(takeover)")
-        try await TelemetryTests.eventually("the new leader runs the probe", within: 20) {
+        try await eventually("the new leader runs the probe", within: 20) {
             FileManager.default.fileExists(atPath: standbyProbeLog + probe + "/probe.log")
         }
-        try await TelemetryTests.eventually("the probe is Synchronous under the new leader", within: 20) {
+        try await eventually("the probe is Synchronous under the new leader", within: 20) {
             let status = try await api.call(.GET, "/api/v1/resources/\(probe)").json?["status"]
             let ready = status?["conditions"]?.arrayValue?.first { $0["type"] == .string("ProbeReady") }
             return status?["probePhase"] == .string("Synchronous") && ready?["reason"] == .string("DataFlowing")

@@ -4,6 +4,7 @@ import TriadAMQP
 import TriadClient
 import TriadCore
 import TriadServer
+import TriadTesting
 
 /// State sync from `triad.state` (docs/events.md) against the real RabbitMQ of scripts/test.sh.
 @Suite("State sync from RabbitMQ")
@@ -13,7 +14,7 @@ struct StateSyncTests {
         let url = try TestEnvironment.amqpURL()
         try await withServer(kind, amqp: url) { server in
             let anonymous = TriadClient(server: server.baseURL, token: nil)
-            try await TelemetryTests.eventually("state sync is consuming") {
+            try await eventually("state sync is consuming") {
                 try await anonymous.send(.GET, "/readyz").json?["checks"]?["amqpState"]?["ok"] == .bool(true)
             }
             let meter = TelemetryTests.name("meter"), other = TelemetryTests.name("other")
@@ -64,7 +65,7 @@ struct StateSyncTests {
                 #expect(dead[id]?.headers["authorization"] == nil, "the token is not kept in the dead letter")
             }
             // Generous: on a machine busy with every other suite, applying takes a while.
-            try await TelemetryTests.eventually("both good messages are applied, in order", within: 60) {
+            try await eventually("both good messages are applied, in order", within: 60) {
                 let status = try await server.admin.call(.GET, "/api/v1/resources/\(meter)").json?["status"]
                 return status?["phase"] == .string("Running") && status?["location"]?["space"] == .string("hall")
             }

@@ -4,6 +4,7 @@ import TriadClient
 import TriadCore
 import TriadMQTT
 import TriadServer
+import TriadTesting
 
 /// Telemetry (docs/mqtt.md) through the REST route and through the real Mosquitto that
 /// scripts/test.sh starts: checked, counted when bad, stored in batches, reflected in status.
@@ -20,16 +21,6 @@ struct TelemetryTests {
 
     static func rejected(_ server: TestServer, _ reason: TelemetryRejection) async throws -> Double {
         try await metric(server, "triad_telemetry_rejected_total", "reason=\"\(reason.rawValue)\"")
-    }
-
-    /// Polls `probe` until it holds, up to `seconds`.
-    static func eventually(_ what: String, within seconds: Double = 10, _ probe: () async throws -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(seconds)
-        while ContinuousClock.now < deadline {
-            if try await probe() { return }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        Issue.record("timed out waiting until \(what)")
     }
 
     static func history(_ server: TestServer, _ name: String, query: String = "") async throws -> [JSONValue] {
@@ -72,7 +63,7 @@ struct TelemetryTests {
                 #expect(try await Self.rejected(server, reason) >= before[reason]! + 1, "\(reason.rawValue) is counted")
             }
 
-            try await Self.eventually("both samples are in the history") { try await Self.history(server, fan).count == 2 }
+            try await eventually("both samples are in the history") { try await Self.history(server, fan).count == 2 }
             let items = try await Self.history(server, fan)
             #expect(items.first?["values"] == .object(["rpm": .number(900)]))
             #expect(items.last?["values"] == .object(["rpm": .number(1200), "on": .bool(true)]))
@@ -84,7 +75,7 @@ struct TelemetryTests {
             }
             #expect(try await server.admin.send(.GET, "/api/v1/resources/nosuch-\(fan)/telemetry").status == 404)
 
-            try await Self.eventually("status.telemetry shows the latest sample") {
+            try await eventually("status.telemetry shows the latest sample") {
                 let status = try await server.admin.call(.GET, "/api/v1/resources/\(fan)").json?["status"]
                 return status?["telemetry"]?["values"] == .object(["rpm": .number(1200), "on": .bool(true)])
                     && status?["probePhase"] == .string("Synchronous")
@@ -114,7 +105,7 @@ struct TelemetryTests {
                 #expect(try await server.admin.send(.POST, "/api/v1/resources/\(calm)/telemetry", body: Data(#"{"n":\#(i)}"#.utf8)).status == 202)
             }
             #expect(try await Self.rejected(server, .rateLimited) >= before + Double(refused))
-            try await Self.eventually("the calm resource's samples are all stored") { try await Self.history(server, calm).count == 2 }
+            try await eventually("the calm resource's samples are all stored") { try await Self.history(server, calm).count == 2 }
         }
     }
 
@@ -132,7 +123,7 @@ struct TelemetryTests {
         defer { sender.stop() }
         #expect(await sender.waitUntilReady(timeout: .seconds(10)))
         for i in 0..<30 { try sender.publish(topic: topic, payload: Array(repeating: UInt8(i), count: 100)) }
-        try await Self.eventually("the messages past the budget are dropped") { reader.droppedMessages == 20 }
+        try await eventually("the messages past the budget are dropped") { reader.droppedMessages == 20 }
         try sender.publish(topic: topic, payload: Array(repeating: 7, count: 10_000))
         var taken: [MQTTMessage] = []
         for await message in reader.messages {
@@ -151,7 +142,7 @@ struct TelemetryTests {
         let url = try TestEnvironment.mqttURL()
         try await withServer(.sqlite, mqtt: url, configure: { $0.telemetryRate = 20 }) { server in
             let anonymous = TriadClient(server: server.baseURL, token: nil)
-            try await Self.eventually("the server is subscribed") {
+            try await eventually("the server is subscribed") {
                 try await anonymous.send(.GET, "/readyz").json?["checks"]?["mqtt"]?["ok"] == .bool(true)
             }
             let good = Self.name("meter"), flood = Self.name("noisy")
@@ -174,7 +165,7 @@ struct TelemetryTests {
             for i in 0..<100 { try send(Telemetry.topic(flood, .telemetry), #"{"i":\#(i)}"#) }
             for i in 2...5 { try send(topic, #"{"values":{"kwh":\#(i)}}"#) }
 
-            try await Self.eventually("every good sample is stored") { try await Self.history(server, good).count == 5 }
+            try await eventually("every good sample is stored") { try await Self.history(server, good).count == 5 }
             #expect(try await Self.history(server, good).map { $0["values"]?["kwh"] } == (1...5).map { .number(Double($0)) })
             let expected: [TelemetryRejection: Double] = [.malformedTopic: 1, .invalidJSON: 1, .valuesNotObject: 1, .tooLarge: 1,
                                                           .unknownResource: 1, .invalidProbeState: 1, .rateLimited: 50]
@@ -189,7 +180,7 @@ struct TelemetryTests {
             #expect(await dying.waitUntilReady(timeout: .seconds(10)))
             try await Task.sleep(for: .milliseconds(200))
             dying.abandon()
-            try await Self.eventually("the probe is Failed with reason ProbeOffline") {
+            try await eventually("the probe is Failed with reason ProbeOffline") {
                 let status = try await server.admin.call(.GET, "/api/v1/resources/\(good)").json?["status"]
                 let condition = status?["conditions"]?.arrayValue?.first { $0["type"] == .string("ProbeReady") }
                 return status?["probePhase"] == .string("Failed") && condition?["reason"] == .string("ProbeOffline")

@@ -1,9 +1,9 @@
 import Foundation
+import TriadTesting
 
 /// Runs the repository's Python checkers (scripts/), which judge by the JSON Schemas in schemas/.
 enum Python {
-    static let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let repositoryRoot = URL(fileURLWithPath: TestPaths.repositoryRoot)
 
     struct Result {
         var status: Int32

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 import TriadClient
+import TriadTesting
 
 /// `triad` run as a separate process, as users run it: for restarts, kill -9 and the CLI.
 final class ServerProcess: Sendable {
@@ -18,7 +19,7 @@ final class ServerProcess: Sendable {
     /// Starts `triad server` with `arguments` (listening on a free loopback port) and waits until it serves.
     static func start(_ arguments: [String], environment: [String: String] = [:], directory: String) async throws -> ServerProcess {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: try TestEnvironment.triadExecutable())
+        process.executableURL = URL(fileURLWithPath: try TestPaths.triadExecutable())
         process.arguments = ["server", "--listen", "127.0.0.1:0"] + arguments
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
         var env = ProcessInfo.processInfo.environment
@@ -40,7 +41,7 @@ final class ServerProcess: Sendable {
             try await Task.sleep(for: .milliseconds(50))
         }
         process.terminate()
-        throw TestEnvironment.SetupError("triad server did not start: \(output.value)")
+        throw SetupError("triad server did not start: \(output.value)")
     }
 
     private init(process: Process, baseURL: String, output: Output) {
@@ -86,7 +87,7 @@ final class ServerProcess: Sendable {
 /// Runs the `triad` CLI and returns its exit code, stdout and stderr.
 func runTriad(_ arguments: [String], stdin: String? = nil, directory: String? = nil, environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: try TestEnvironment.triadExecutable())
+    process.executableURL = URL(fileURLWithPath: try TestPaths.triadExecutable())
     process.arguments = arguments
     if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
     var env = ProcessInfo.processInfo.environment

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Synchronization
+import TriadTesting
 
 /// A loopback port in front of a real service that a test can close and open: closed, every
 /// connection (and every relayed one) is dropped at once, as if the service had stopped; open,
@@ -17,7 +18,7 @@ final class TCPRelay: Sendable {
     /// `target` is a URL (`http://127.0.0.1:58123`); the relay starts closed.
     init(target: String) throws {
         guard let c = URLComponents(string: target), let host = c.host, let port = c.port else {
-            throw TestEnvironment.SetupError("the relay's target needs a host and port: \(target)")
+            throw SetupError("the relay's target needs a host and port: \(target)")
         }
         targetHost = host
         targetPort = port

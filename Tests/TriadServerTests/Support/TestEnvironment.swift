@@ -9,6 +9,7 @@ import TriadPostgres
 import TriadProcess
 import TriadServer
 import TriadSQLite
+import TriadTesting
 
 /// The registry backends every conformance and API test runs against.
 enum BackendKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
@@ -31,11 +32,6 @@ enum TestEnvironment {
         return url
     }
 
-    struct SetupError: Error, CustomStringConvertible {
-        var description: String
-        init(_ d: String) { description = d }
-    }
-
     static func amqpURL() throws -> String {
         guard let url = ProcessInfo.processInfo.environment["TRIAD_TEST_AMQP_URL"], !url.isEmpty else {
             throw SetupError("TRIAD_TEST_AMQP_URL is not set: run the suite with scripts/test.sh, which starts RabbitMQ")
@@ -48,12 +44,6 @@ enum TestEnvironment {
             throw SetupError("TRIAD_TEST_MQTT_URL is not set: run the suite with scripts/test.sh, which starts Mosquitto")
         }
         return url
-    }
-
-    static func temporaryDirectory() throws -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("triad-test-\(UUID().uuidString.prefix(8))").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        return dir
     }
 
     static func uniqueName(_ prefix: String) -> String {
@@ -74,7 +64,7 @@ enum TestEnvironment {
                                          _ body: (any RegistryBackend, _ location: String) async throws -> T) async throws -> T {
         switch kind {
         case .sqlite:
-            let path = try location ?? (temporaryDirectory() + "/triad.db")
+            let path = try location ?? (TestPaths.temporaryDirectory() + "/triad.db")
             return try await SQLiteBackend.withBackend(path: path, logger: logger) { try await body($0, path) }
         case .postgres:
             let schema: String
@@ -95,7 +85,7 @@ enum TestEnvironment {
     /// Runs `scripts/services.sh <verb> <service>` with `environment` (a child process of our
     /// own: Foundation's Process may never see the script exit once it started a detached server).
     static func services(_ script: String, _ verb: String, _ service: String, environment: [String: String]) async throws {
-        let log = try temporaryDirectory() + "/services.log"
+        let log = try TestPaths.temporaryDirectory() + "/services.log"
         let child = try ChildProcess(id: "services.sh", kind: "script", executable: "/bin/bash", arguments: [script, verb, service],
                                      environment: environment, directory: FileManager.default.currentDirectoryPath, logPath: log)
         let status = await child.waitForExit()
@@ -104,13 +94,4 @@ enum TestEnvironment {
         }
     }
 
-    static func triadExecutable() throws -> String {
-        var candidates: [String] = []
-        let runner = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        candidates.append(runner.appendingPathComponent("triad").path)
-        candidates.append(runner.deletingLastPathComponent().appendingPathComponent("triad").path)
-        candidates.append(FileManager.default.currentDirectoryPath + "/.build/debug/triad")
-        for path in candidates where FileManager.default.isExecutableFile(atPath: path) { return path }
-        throw SetupError("cannot find the triad executable (looked in \(candidates.joined(separator: ", "))); run swift build first")
-    }
 }

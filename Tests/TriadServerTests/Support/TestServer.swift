@@ -7,6 +7,7 @@ import TriadClient
 import TriadCore
 import TriadAMQP
 import TriadServer
+import TriadTesting
 
 /// A real server on a loopback port, in this process, over a fresh backend; `withServer` runs it.
 final class TestServer: Sendable {
@@ -50,13 +51,13 @@ func withServer(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention
                 _ body: (TestServer) async throws -> Void) async throws {
     _ = TestEnvironment.metricsBootstrapped
     var config = ServerConfiguration()
-    config.dataDir = try TestEnvironment.temporaryDirectory()
+    config.dataDir = try TestPaths.temporaryDirectory()
     config.listenPort = 0
     config.maxBodyBytes = maxBodyBytes
     config.eventRetention = eventRetention
     config.adminToken = "test-admin-" + UUID().uuidString
     // In-process, the server's own executable is the test runner: probes run the built `triad`.
-    config.probeAllow = ProbeAllowList([try TestEnvironment.triadExecutable()])
+    config.probeAllow = ProbeAllowList([try TestPaths.triadExecutable()])
     config.amqp = amqp
     // Each test server has its own registry: it must not take another's state messages.
     config.stateQueue = "triad.state.test-\(UUID().uuidString.prefix(8).lowercased())"
@@ -87,7 +88,7 @@ private func serve(_ server: TriadServer, config: ServerConfiguration, _ body: (
             do { try await running.waitForAll() } catch is CancellationError {}
         }
         var ports = portStream.makeAsyncIterator()
-        guard let port = await ports.next() else { throw TestEnvironment.SetupError("server did not start") }
+        guard let port = await ports.next() else { throw SetupError("server did not start") }
         let test = TestServer(server: server, baseURL: "http://127.0.0.1:\(port)", adminToken: config.adminToken!, dataDir: config.dataDir)
         do {
             try await body(test)

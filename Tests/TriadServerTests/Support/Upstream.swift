@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import ServiceLifecycle
 import Synchronization
+import TriadTesting
 
 /// A small HTTP server that operations call in tests: it records every request and answers by
 /// path: `/ok` echoes what it got (200, JSON), `/fail` answers 500, `/hang` never answers in time.
@@ -63,7 +64,7 @@ final class Upstream: Sendable {
         let group = ServiceGroup(configuration: .init(services: [app], logger: TestEnvironment.logger))
         let task = Task { try await group.run() }
         var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next(), port > 0 else { throw TestEnvironment.SetupError("the upstream did not start") }
+        guard let port = await iterator.next(), port > 0 else { throw SetupError("the upstream did not start") }
         return Upstream(port: port, seen: seen, task: task, group: group)
     }
 
