@@ -1,5 +1,6 @@
 import CRabbitMQ
 import Dispatch
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc

@@ -9,6 +9,7 @@ import TriadMQTT
 import TriadCore
 import TriadPostgres
 import TriadSQLite
+import UnixSignals
 
 /// Wires the registry, tokens and HTTP routes into one server. `triad server` and the tests
 /// both start it through here.
@@ -87,16 +88,16 @@ public final class TriadServer: Sendable {
         self.configuration = configuration
         try configuration.checkMQTTAuth()
         self.registry = Registry(backend: backend)
-        self.eventTail = EventTail(backend: backend, wakeups: notifier, logger: logger)
+        self.eventTail = EventTail(log: backend, wakeups: notifier, logger: logger)
         let brokerAccess = try configuration.mqtt.flatMap { url in
             configuration.mqttAuth == .dynsec ? try DynamicSecurityAccess(url: url, logger: logger) : nil
         }
         self.brokerAccess = brokerAccess
-        self.authority = TokenAuthority(backend: backend, brokerAccess: brokerAccess, logger: logger)
+        self.authority = TokenAuthority(store: backend, brokerAccess: brokerAccess, logger: logger)
         self.logger = logger
         let notifier = self.notifier
         let publisher = try configuration.amqp.map { try AMQPEventPublisher(url: $0) }
-        self.relay = publisher.map { OutboxRelay(backend: backend, publisher: $0, notifier: notifier, logger: logger) }
+        self.relay = publisher.map { OutboxRelay(cursors: backend, publisher: $0, notifier: notifier, logger: logger) }
         let forwarder = try configuration.amqp.map { try TelemetryForwarder(url: $0, logger: logger) }
         self.telemetryForwarder = forwarder
         let ingest = TelemetryIngest(registry: registry, forwarder: forwarder,
@@ -130,7 +131,7 @@ public final class TriadServer: Sendable {
             try? await upstreamClient.shutdown()
             throw error
         }
-        try await authority.revokeOrphanedDeviceTokens { [registry] name in try await registry.backend.get(name: name) != nil }
+        try await authority.revokeOrphanedDeviceTokens { [registry] name in try await registry.find(name) != nil }
         self.bootstrap = try await authority.bootstrap(dataDir: configuration.dataDir, environmentToken: configuration.adminToken, logger: logger)
     }
 
@@ -174,13 +175,13 @@ public final class TriadServer: Sendable {
             services: [
                 // Other replicas' writes wake streams, the relay and the controller at once
                 // (PostgreSQL NOTIFY); the 1 s wake-up is the fallback.
-                RegistryWatch(backend: registry.backend, notifier: notifier),
+                RegistryWatch(log: registry.log, notifier: notifier),
                 eventTail,
                 PeriodicService(name: "event-wakeup", interval: .seconds(1)) { [notifier] in notifier.notify() },
                 PeriodicService(name: "event-compaction", interval: .seconds(60)) { [registry, configuration, logger, relay] in
                     // Events the relay has not delivered stay, however many there are.
-                    let undelivered = relay == nil ? nil : try await registry.backend.relayCursor(OutboxRelay.cursorName)
-                    let removed = try await registry.backend.compactEvents(keep: configuration.eventRetention, notAfter: undelivered)
+                    let undelivered = relay == nil ? nil : try await registry.relayCursors.relayCursor(OutboxRelay.cursorName)
+                    let removed = try await registry.log.compactEvents(keep: configuration.eventRetention, notAfter: undelivered)
                     Counter(label: "triad_events_compacted_total").increment(by: removed)
                     if removed > 0 { logger.info("compacted event log", metadata: ["removed": "\(removed)"]) }
                 },
@@ -239,12 +240,12 @@ struct EndingStreamsOnShutdown<App: Service>: Service {
 
 /// Relays the backend's "another process wrote" signal to this server's notifier.
 struct RegistryWatch: Service {
-    let backend: any RegistryBackend
+    let log: any EventLog
     let notifier: EventNotifier
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown { [backend, notifier] in
-            try await backend.watchOtherWriters { notifier.notify() }
+        try await cancelWhenGracefulShutdown { [log, notifier] in
+            try await log.watchOtherWriters { notifier.notify() }
         }
     }
 }

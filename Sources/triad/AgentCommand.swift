@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import TriadAgents
+import UnixSignals
 
 struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import NIOHTTP1
 import TriadClient
 import TriadCore
 import TriadMQTT

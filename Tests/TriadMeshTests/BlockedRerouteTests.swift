@@ -1,10 +1,12 @@
 import Foundation
 import Logging
+import NIOHTTP1
 import Testing
 import TriadCore
 import TriadMesh
 #if canImport(Glibc)
 import Glibc
+import TriadProcess
 import TriadTesting
 #endif
 

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import NIOFoundationEssentialsCompat
 import TriadProcess
 import NIOCore
 import NIOHTTP1

@@ -1,7 +1,9 @@
 import Foundation
+import NIOHTTP1
 import Testing
 import TriadClient
 import TriadCore
+import TriadServer
 
 @Suite("REST API: behaviour")
 struct APIBehaviourTests {
@@ -113,7 +115,7 @@ struct APIBehaviourTests {
         try await withServer(kind, eventRetention: 100) { server in
             let api = server.admin
             for i in 0..<5 { _ = try await api.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("d\(i)"))) }
-            _ = try await server.server.registry.backend.compactEvents(keep: 2)
+            _ = try await server.server.registry.log.compactEvents(keep: 2)
             let reply = try await api.send(.GET, "/api/v1/events?follow=false&since=1")
             #expect(reply.status == 410)
             #expect(reply.header("content-type") == "application/problem+json")

@@ -1,4 +1,5 @@
 import Foundation
+import NIOHTTP1
 import Synchronization
 import Testing
 import TriadAMQP
@@ -91,7 +92,7 @@ struct EventRelayTests {
             while let extra = try await consumer.next(timeout: .milliseconds(500)) {
                 #expect(!extra.routingKey.contains(alice), "\(extra.routingKey)")
             }
-            #expect(try await server.server.registry.backend.relayCursor(OutboxRelay.cursorName) >= Int64(versions.last!)!)
+            #expect(try await server.server.registry.relayCursors.relayCursor(OutboxRelay.cursorName) >= Int64(versions.last!)!)
         }
     }
 
@@ -138,7 +139,7 @@ struct EventRelayTests {
             let message = ready.json?["checks"]?["amqp"]?["message"]?.stringValue ?? ""
             #expect(message.contains("127.0.0.1:1"), "\(message)")
             #expect(!message.contains("guest:guest"), "no credentials in readiness")
-            #expect(try await server.server.registry.backend.relayCursor(OutboxRelay.cursorName) == 0, "nothing marked delivered")
+            #expect(try await server.server.registry.relayCursors.relayCursor(OutboxRelay.cursorName) == 0, "nothing marked delivered")
         }
     }
 
@@ -206,7 +207,7 @@ struct ReplicaRelayTests {
 
         let notifiers = [EventNotifier(), EventNotifier()]
         let relays = try [first, second].enumerated().map { i, backend in
-            OutboxRelay(backend: backend, publisher: try AMQPEventPublisher(url: url), notifier: notifiers[i],
+            OutboxRelay(cursors: backend, publisher: try AMQPEventPublisher(url: url), notifier: notifiers[i],
                         logger: TestEnvironment.logger, batchSize: 7)
         }
         let running = relays.map { relay in Task { try await relay.run() } }

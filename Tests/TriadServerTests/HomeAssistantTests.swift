@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import NIOHTTP1
 import Foundation
 import Logging
+import NIOWebSocket
 import ServiceLifecycle
 import Synchronization
 import Testing

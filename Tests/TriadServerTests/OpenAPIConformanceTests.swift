@@ -3,6 +3,7 @@ import NIOHTTP1
 import Testing
 import TriadClient
 import TriadCore
+import TriadServer
 import TriadTesting
 
 /// `schemas/openapi.yaml` is the contract: every route the server has is in it, and what the

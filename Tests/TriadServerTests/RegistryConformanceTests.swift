@@ -17,12 +17,16 @@ struct RegistryConformanceTests {
         var testDescription: String { rawValue }
     }
 
-    func withRegistry(_ store: Store, _ body: (Registry) async throws -> Void) async throws {
+    func withStore(_ store: Store, _ body: (any RegistryBackend) async throws -> Void) async throws {
         switch store {
-        case .sqlite: try await TestEnvironment.withBackend(.sqlite) { backend, _ in try await body(Registry(backend: backend)) }
-        case .postgres: try await TestEnvironment.withBackend(.postgres) { backend, _ in try await body(Registry(backend: backend)) }
-        case .memory: try await body(Registry(backend: InMemoryBackend()))
+        case .sqlite: try await TestEnvironment.withBackend(.sqlite) { backend, _ in try await body(backend) }
+        case .postgres: try await TestEnvironment.withBackend(.postgres) { backend, _ in try await body(backend) }
+        case .memory: try await body(InMemoryBackend())
         }
+    }
+
+    func withRegistry(_ store: Store, _ body: (Registry) async throws -> Void) async throws {
+        try await withStore(store) { try await body(Registry(backend: $0)) }
     }
 
     @Test(arguments: Store.allCases)
@@ -119,7 +123,7 @@ struct RegistryConformanceTests {
                 try await registry.writeStatus("sensor", .merge(.object(["phase": .string("Sleeping")])), precondition: nil)
             }
             #expect(try await registry.get("sensor") == v1)
-            let events = try await registry.backend.events(after: 0, limit: 100).events
+            let events = try await registry.log.events(after: 0, limit: 100).events
             #expect(events.map(\.type) == [.created], "rejected writes leave no event")
         }
     }
@@ -185,30 +189,30 @@ struct RegistryConformanceTests {
             _ = try await registry.writeStatus("a", .merge(.object(["phase": .string("Running")])), precondition: nil)
             _ = try await registry.replace(Self.resource("a", labels: ["x": "y"]), precondition: nil)
             _ = try await registry.delete("a", precondition: nil)
-            let all = try await registry.backend.events(after: 0, limit: 100)
+            let all = try await registry.log.events(after: 0, limit: 100)
             #expect(all.events.map(\.type) == [.created, .status, .updated, .deleted])
             #expect(all.events.map(\.id) == all.events.map(\.id).sorted())
             #expect(Set(all.events.map(\.id)).count == 4)
             #expect(all.events.first?.id == a.revision)
             #expect(all.events.last?.labels == ["x": "y"], "a deleted event carries the last document")
-            let tail = try await registry.backend.events(after: all.events[1].id, limit: 100)
+            let tail = try await registry.log.events(after: all.events[1].id, limit: 100)
             #expect(tail.events.map(\.type) == [.updated, .deleted])
             // Compaction keeps the newest events and never reuses ids.
             for i in 0..<10 { _ = try await registry.create(Self.resource("c\(i)")) }
-            let removed = try await registry.backend.compactEvents(keep: 5)
+            let removed = try await registry.log.compactEvents(keep: 5)
             #expect(removed == 9)
-            let kept = try await registry.backend.events(after: 0, limit: 100)
+            let kept = try await registry.log.events(after: 0, limit: 100)
             #expect(kept.events.count == 5)
             #expect(kept.oldestRetained == kept.events.first?.id)
             let next = try await registry.create(Self.resource("after-compaction"))
             #expect(next.revision > kept.events.last!.id)
             // A relay's cursor bounds compaction: nothing it has not delivered is deleted.
-            #expect(try await registry.backend.relayCursor("amqp") == 0)
+            #expect(try await registry.relayCursors.relayCursor("amqp") == 0)
             let cursor = kept.events[1].id
-            try await registry.backend.setRelayCursor("amqp", to: cursor)
-            #expect(try await registry.backend.relayCursor("amqp") == cursor)
-            _ = try await registry.backend.compactEvents(keep: 1, notAfter: cursor)
-            #expect(try await registry.backend.events(after: 0, limit: 100).oldestRetained == cursor + 1)
+            try await registry.relayCursors.setRelayCursor("amqp", to: cursor)
+            #expect(try await registry.relayCursors.relayCursor("amqp") == cursor)
+            _ = try await registry.log.compactEvents(keep: 1, notAfter: cursor)
+            #expect(try await registry.log.events(after: 0, limit: 100).oldestRetained == cursor + 1)
         }
     }
 
@@ -263,15 +267,14 @@ struct RegistryConformanceTests {
                     #expect(error as? RegistryError == .alreadyExists(name: name), "\(error)")
                 }
             }
-            let events = try await registry.backend.events(after: 0, limit: 100).events
+            let events = try await registry.log.events(after: 0, limit: 100).events
             #expect(events.count == 5, "one created event per name")
         }
     }
 
     @Test(arguments: Store.allCases)
     func tokensAreStoredHashedAndRevocable(_ kind: Store) async throws {
-        try await withRegistry(kind) { registry in
-            let backend = registry.backend
+        try await withStore(kind) { backend in
             #expect(try await backend.activeAdminCount() == 0)
             try await backend.insertToken(TokenRecord(name: "root", role: .admin, resource: nil, secretHash: "h1", createdAt: "2026-11-25T10:00:00Z"))
             await #expect(throws: RegistryError.tokenExists(name: "root")) {
@@ -323,30 +326,30 @@ struct RegistryConformanceTests {
                                                          at: Timestamp.format(Date())), as: .completed, resource: fan)
             }
             // Each record came with its event, in order, carrying the record.
-            let events = try await registry.backend.events(after: fan.revision, limit: 100).events.filter { !$0.type.carriesResource }
+            let events = try await registry.log.events(after: fan.revision, limit: 100).events.filter { !$0.type.carriesResource }
             #expect(events.map(\.type) == [.invoked, .invoked, .invoked, .invoked, .completed, .completed, .completed])
             #expect(try events.last.map { try JSONDecoder().decode(Invocation.self, from: $0.document).id } == c.id)
-            #expect(try await registry.backend.get(name: "fan") == fan, "an operation event changes no resource")
-            #expect(try await registry.backend.latestRevision() == events.last?.id)
+            #expect(try await registry.find("fan") == fan, "an operation event changes no resource")
+            #expect(try await registry.log.latestRevision() == events.last?.id)
 
-            let all = try await registry.backend.invocations(InvocationQuery())
+            let all = try await registry.ledger.invocations(InvocationQuery())
             #expect(all.items.map(\.id) == [d.id, c.id, b.id, a.id] && all.matched == 4 && all.totalCharged == 7)
-            let alice = try await registry.backend.invocations(InvocationQuery(caller: "alice"))
+            let alice = try await registry.ledger.invocations(InvocationQuery(caller: "alice"))
             #expect(alice.items.map(\.id) == [d.id, c.id, a.id] && alice.totalCharged == 7)
-            let onFan = try await registry.backend.invocations(InvocationQuery(resource: "fan"))
+            let onFan = try await registry.ledger.invocations(InvocationQuery(resource: "fan"))
             #expect(onFan.items.map(\.id) == [b.id, a.id] && onFan.totalCharged == 2)
-            let page = try await registry.backend.invocations(InvocationQuery(limit: 3))
+            let page = try await registry.ledger.invocations(InvocationQuery(limit: 3))
             #expect(page.items.count == 3 && page.next == b.sequence && page.matched == 4)
-            let rest = try await registry.backend.invocations(InvocationQuery(limit: 3, before: page.next))
+            let rest = try await registry.ledger.invocations(InvocationQuery(limit: 3, before: page.next))
             #expect(rest.items.map(\.id) == [a.id] && rest.next == nil)
-            #expect(try await registry.backend.invocation(id: b.id)?.state == .failed)
-            #expect(try await registry.backend.invocation(id: "nosuch") == nil)
-            #expect(try await registry.backend.unfinishedInvocations(node: "n2").map(\.id) == [d.id])
-            #expect(try await registry.backend.unfinishedInvocations(node: "n1").isEmpty)
+            #expect(try await registry.ledger.invocation(id: b.id)?.state == .failed)
+            #expect(try await registry.ledger.invocation(id: "nosuch") == nil)
+            #expect(try await registry.ledger.unfinishedInvocations(node: "n2").map(\.id) == [d.id])
+            #expect(try await registry.ledger.unfinishedInvocations(node: "n1").isEmpty)
             var running = d
             running.state = .pending
-            try await registry.backend.saveInvocation(running)
-            #expect(try await registry.backend.invocation(id: d.id)?.state == .pending)
+            try await registry.ledger.saveInvocation(running)
+            #expect(try await registry.ledger.invocation(id: d.id)?.state == .pending)
         }
     }
 }

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import Logging
+import NIOFoundationEssentialsCompat
 import ServiceLifecycle
 import TriadClient
 import TriadCore

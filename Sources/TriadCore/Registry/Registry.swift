@@ -53,7 +53,7 @@ public struct ResourcePage: Sendable {
 /// The registry's rules (server-set fields, generation, preconditions, the outbox), written once
 /// over any `RegistryBackend`. It does no I/O of its own.
 public struct Registry: Sendable {
-    public let backend: any RegistryBackend
+    private let backend: any RegistryBackend
     private let clock: @Sendable () -> Date
     private let makeUID: @Sendable () -> String
 
@@ -65,7 +65,24 @@ public struct Registry: Sendable {
         self.makeUID = makeUID
     }
 
+    // MARK: the other ports: what the registry's rules do not cover, by concern
+
+    public var log: any EventLog { backend }
+    public var ledger: any LedgerStore { backend }
+    public var telemetryHistory: any TelemetryHistory { backend }
+    public var relayCursors: any RelayCursors { backend }
+    public var leadership: any Leadership { backend }
+    public func ping() async throws { try await backend.ping() }
+
     // MARK: reads
+
+    /// The stored resource, or nil when there is none.
+    public func find(_ name: String) async throws -> StoredResource? { try await backend.get(name: name) }
+
+    /// Every resource in name order, a page at a time, unfiltered (for controllers' resyncs).
+    public func scan(after: String?, limit: Int) async throws -> [StoredResource] {
+        try await backend.list(kind: nil, after: after, limit: limit)
+    }
 
     public func get(_ name: String) async throws -> StoredResource {
         guard let found = try await backend.get(name: name) else { throw RegistryError.notFound(name: name) }

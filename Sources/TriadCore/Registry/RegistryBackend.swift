@@ -124,21 +124,37 @@ public protocol RegistryTransaction {
     func append(_ event: RegistryEvent) async throws
 }
 
-/// The storage contract. Two backends: SQLite (embedded default) and PostgreSQL.
-public protocol RegistryBackend: Sendable {
+/// The storage contract, by concern: each consumer takes the port it uses. Three backends
+/// implement all of them: SQLite (embedded default), PostgreSQL, and one in memory.
+public protocol RegistryBackend: ResourceStore, EventLog, RelayCursors, TelemetryHistory, LedgerStore, TokenStore, Leadership {
+    /// Whether the backend can serve (used by `/readyz`).
+    func ping() async throws
+}
+
+/// Resources, and the write transaction that changes one together with its event.
+public protocol ResourceStore: Sendable {
     /// Runs `body` in one serialisable write transaction; commits if it returns, rolls back if it throws.
     func withWriteTransaction<T: Sendable>(_ body: @Sendable (any RegistryTransaction) async throws -> T) async throws -> T
 
     func get(name: String) async throws -> StoredResource?
     /// Resources ordered by name, after `after` (exclusive), optionally of one kind.
     func list(kind: ResourceKind?, after: String?, limit: Int) async throws -> [StoredResource]
-    func latestRevision() async throws -> Int64
+}
 
+/// The event log every write appends to.
+public protocol EventLog: Sendable {
+    /// The newest revision (the newest event's id; 0 for an empty registry).
+    func latestRevision() async throws -> Int64
     func events(after id: Int64, limit: Int) async throws -> EventBatch
     /// Deletes all but the newest `keep` events, and none after `notAfter` (events a relay has
     /// not delivered yet); returns how many were deleted.
     func compactEvents(keep: Int, notAfter: Int64?) async throws -> Int
+    /// Calls `changed` whenever another process appends events to this registry, until cancelled.
+    func watchOtherWriters(_ changed: @escaping @Sendable () -> Void) async throws
+}
 
+/// How far each relay has delivered the event log.
+public protocol RelayCursors: Sendable {
     /// How far the relay `name` has delivered the event log (0 before its first delivery).
     func relayCursor(_ name: String) async throws -> Int64
     func setRelayCursor(_ name: String, to id: Int64) async throws
@@ -146,39 +162,43 @@ public protocol RegistryBackend: Sendable {
     /// `deliver`, and the cursor moves past them only if it returns. Replicas on one database
     /// take turns: a round that finds another replica's round running returns `.busy`.
     func relayRound(_ name: String, limit: Int, deliver: @Sendable ([RegistryEvent]) async throws -> Void) async throws -> RelayRound
+}
 
-    /// Telemetry history: appended in batches; `telemetry` returns the newest `limit` samples
-    /// with `from <= time < to`, oldest first (times are normalised RFC 3339 UTC, so they
-    /// compare as text).
+/// Telemetry history: appended in batches; `telemetry` returns the newest `limit` samples
+/// with `from <= time < to`, oldest first (times are normalised RFC 3339 UTC, so they compare
+/// as text).
+public protocol TelemetryHistory: Sendable {
     func appendTelemetry(_ samples: [TelemetrySample]) async throws
     func telemetry(resource: String, from: String?, to: String?, limit: Int) async throws -> [TelemetrySample]
     /// Deletes samples received before `receivedBefore`; returns how many.
     func compactTelemetry(receivedBefore: String) async throws -> Int
+}
 
-    /// The ledger. Invocations are created and finished in write transactions (with their
-    /// events); `saveInvocation` records a state change that has no event (Pending → Running).
+/// The ledger. Invocations are created and finished in write transactions (with their events);
+/// `saveInvocation` records a state change that has no event (Pending → Running).
+public protocol LedgerStore: Sendable {
     func saveInvocation(_ invocation: Invocation) async throws
     func invocation(id: String) async throws -> Invocation?
     func invocations(_ query: InvocationQuery) async throws -> InvocationPage
     /// Invocations `node` started and did not finish (it was killed mid-call).
     func unfinishedInvocations(node: String) async throws -> [Invocation]
+}
 
+/// Bearer tokens, stored by the hash of their secret.
+public protocol TokenStore: Sendable {
     func insertToken(_ token: TokenRecord) async throws
     func token(secretHash: String) async throws -> TokenRecord?
     func tokens() async throws -> [TokenRecord]
     func revokeToken(name: String, at: String) async throws -> TokenRecord?
     func activeAdminCount() async throws -> Int
+}
 
+/// One leader among the servers on one database.
+public protocol Leadership: Sendable {
     /// Runs `body` while this server leads `name` among the servers on this database (the
     /// controller runs on one of them). Returns false at once when another server leads;
     /// otherwise returns when `body` does or when leadership is lost (then `body` is cancelled).
     func lead(_ name: String, _ body: @escaping @Sendable () async throws -> Void) async throws -> Bool
-
-    /// Calls `changed` whenever another process appends events to this registry, until cancelled.
-    func watchOtherWriters(_ changed: @escaping @Sendable () -> Void) async throws
-
-    /// Whether the backend can serve (used by `/readyz`).
-    func ping() async throws
 }
 
 public enum RelayRound: Sendable, Equatable {
@@ -188,7 +208,7 @@ public enum RelayRound: Sendable, Equatable {
     case delivered(count: Int, cursor: Int64)
 }
 
-extension RegistryBackend {
+extension EventLog {
     public func compactEvents(keep: Int) async throws -> Int {
         try await compactEvents(keep: keep, notAfter: nil)
     }
@@ -197,13 +217,17 @@ extension RegistryBackend {
     public func watchOtherWriters(_ changed: @escaping @Sendable () -> Void) async throws {
         while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) }
     }
+}
 
+extension Leadership {
     /// Only one server opens the database (SQLite: the file lock), so it always leads.
     public func lead(_ name: String, _ body: @escaping @Sendable () async throws -> Void) async throws -> Bool {
         try await body()
         return true
     }
+}
 
+extension RelayCursors where Self: EventLog {
     /// For a backend only one server opens (SQLite: the file lock), no lease is needed.
     public func relayRound(_ name: String, limit: Int, deliver: @Sendable ([RegistryEvent]) async throws -> Void) async throws -> RelayRound {
         let cursor = try await relayCursor(name)

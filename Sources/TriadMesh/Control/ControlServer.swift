@@ -2,9 +2,11 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOFoundationEssentialsCompat
 import ServiceLifecycle
 import Synchronization
 import TriadCore
+import UnixSignals
 
 /// The control process of `mesh up`: the log receiver, the authz service Envoy asks on every
 /// request (mesh mode), and the control API `mesh status/audit/down` use. Runs until `down`,

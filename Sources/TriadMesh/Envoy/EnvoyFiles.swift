@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import NIOHTTP1
 import TriadCore
 
 /// Writes Envoy's files and talks to its admin endpoint.

@@ -8,7 +8,7 @@ import TriadProcess
 /// Issues, checks and revokes bearer tokens. Only SHA-256 hashes are stored; secrets are shown
 /// once, at creation, and never logged.
 public final class TokenAuthority: Sendable {
-    private let backend: any RegistryBackend
+    private let store: any TokenStore
     /// Recently checked tokens, so a read does not cost a database round trip. Revocation on this
     /// server clears it at once; another replica's revocation takes effect within `cacheTTL`.
     private let cache = Mutex<[String: (principal: Principal?, expires: ContinuousClock.Instant)]>([:])
@@ -17,9 +17,9 @@ public final class TokenAuthority: Sendable {
     let brokerAccess: (any DeviceBrokerAccess)?
     private let logger: Logger
 
-    public init(backend: any RegistryBackend, brokerAccess: (any DeviceBrokerAccess)? = nil,
+    public init(store: any TokenStore, brokerAccess: (any DeviceBrokerAccess)? = nil,
                 logger: Logger = Logger(label: "triad.tokens")) {
-        self.backend = backend
+        self.store = store
         self.brokerAccess = brokerAccess
         self.logger = logger
     }
@@ -48,7 +48,7 @@ public final class TokenAuthority: Sendable {
         let hash = Self.hash(secret)
         let now = ContinuousClock.now
         if let hit = cache.withLock({ $0[hash] }), hit.expires > now { return hit.principal }
-        let record = try await backend.token(secretHash: hash)
+        let record = try await store.token(secretHash: hash)
         let principal = record.flatMap { $0.revokedAt == nil ? Principal(name: $0.name, role: $0.role, resource: $0.resource) : nil }
         cache.withLock { entries in
             if entries.count > 10_000 { entries.removeAll() }
@@ -66,11 +66,11 @@ public final class TokenAuthority: Sendable {
         let brokerClient = role == .device ? brokerAccess : nil
         if let brokerClient, let resource {
             // A taken name is a conflict, not a broker error (the broker may hold its client).
-            if try await backend.tokens().contains(where: { $0.name == name }) { throw RegistryError.tokenExists(name: name) }
+            if try await store.tokens().contains(where: { $0.name == name }) { throw RegistryError.tokenExists(name: name) }
             try await brokerClient.grant(client: name, password: Self.mqttPassword(forSecret: secret), resource: resource)
         }
         do {
-            try await backend.insertToken(record)
+            try await store.insertToken(record)
         } catch {
             if let brokerClient { try? await brokerClient.withdraw(client: name) }
             throw error
@@ -82,7 +82,7 @@ public final class TokenAuthority: Sendable {
     /// Revokes the token; a device token's MQTT client is removed (and its connections dropped)
     /// at once. If the broker cannot be reached, the removal is retried (`withdrawRevokedClients`).
     public func revoke(name: String) async throws -> TokenRecord? {
-        let record = try await backend.revokeToken(name: name, at: Timestamp.format(Date()))
+        let record = try await store.revokeToken(name: name, at: Timestamp.format(Date()))
         if let record { cache.withLock { _ = $0.removeValue(forKey: record.secretHash) } }
         if let record, record.role == .device, let brokerAccess {
             do { try await brokerAccess.withdraw(client: record.name) } catch {
@@ -97,13 +97,13 @@ public final class TokenAuthority: Sendable {
     /// periodically: a revocation may have happened while the broker was unreachable).
     public func withdrawRevokedClients() async throws {
         guard let brokerAccess else { return }
-        let revoked = Set(try await backend.tokens().filter { $0.role == .device && $0.revokedAt != nil }.map(\.name))
+        let revoked = Set(try await store.tokens().filter { $0.role == .device && $0.revokedAt != nil }.map(\.name))
         let removed = try await brokerAccess.withdrawAny(of: revoked)
         if removed > 0 { logger.notice("removed MQTT clients of revoked tokens", metadata: ["count": "\(removed)"]) }
     }
 
     public func list() async throws -> [TokenRecord] {
-        try await backend.tokens()
+        try await store.tokens()
     }
 
     /// Revokes the device tokens of `resource`: it was deleted, and a new resource of the same
@@ -111,7 +111,7 @@ public final class TokenAuthority: Sendable {
     @discardableResult
     public func revokeDeviceTokens(of resource: String) async throws -> Int {
         var revoked = 0
-        for token in try await backend.tokens() where token.role == .device && token.resource == resource && token.revokedAt == nil {
+        for token in try await store.tokens() where token.role == .device && token.resource == resource && token.revokedAt == nil {
             _ = try await revoke(name: token.name)
             revoked += 1
         }
@@ -121,7 +121,7 @@ public final class TokenAuthority: Sendable {
     /// At start: device tokens whose resource no longer exists (a delete whose revocation did not
     /// happen, e.g. the server died in between) are revoked.
     public func revokeOrphanedDeviceTokens(exists: (String) async throws -> Bool) async throws {
-        for token in try await backend.tokens() where token.role == .device && token.revokedAt == nil {
+        for token in try await store.tokens() where token.role == .device && token.revokedAt == nil {
             guard let resource = token.resource, try await !exists(resource) else { continue }
             _ = try await revoke(name: token.name)
         }
@@ -140,7 +140,7 @@ public final class TokenAuthority: Sendable {
     /// start a new token in `<data-dir>/admin.token` (mode 0600).
     public func bootstrap(dataDir: String, environmentToken: String?, logger: Logger) async throws -> Bootstrap {
         if let secret = environmentToken, !secret.isEmpty {
-            if let existing = try await backend.token(secretHash: Self.hash(secret)) {
+            if let existing = try await store.token(secretHash: Self.hash(secret)) {
                 if existing.revokedAt != nil { logger.warning("TRIAD_ADMIN_TOKEN names a revoked token; it stays revoked") }
                 else if existing.role != .admin { logger.warning("TRIAD_ADMIN_TOKEN names a token that is not an admin") }
                 return .fromEnvironment
@@ -150,7 +150,7 @@ public final class TokenAuthority: Sendable {
             logger.info("created admin token from TRIAD_ADMIN_TOKEN", metadata: ["token.name": "\(name)"])
             return .fromEnvironment
         }
-        guard try await backend.activeAdminCount() == 0 else { return .existing }
+        guard try await store.activeAdminCount() == 0 else { return .existing }
         let name = try await freeName(base: "admin")
         let (_, secret) = try await create(name: name, role: .admin, resource: nil)
         let path = URL(fileURLWithPath: dataDir).appendingPathComponent("admin.token").path
@@ -160,7 +160,7 @@ public final class TokenAuthority: Sendable {
     }
 
     private func freeName(base: String) async throws -> String {
-        let taken = Set(try await backend.tokens().map(\.name))
+        let taken = Set(try await store.tokens().map(\.name))
         if !taken.contains(base) { return base }
         var n = 2
         while taken.contains("\(base)-\(n)") { n += 1 }

@@ -63,7 +63,7 @@ public final class ProbeController: Service, Sendable {
             try await cancelWhenGracefulShutdown {
                 while !Task.isCancelled {
                     do {
-                        let led = try await self.registry.backend.lead("triad.controller") {
+                        let led = try await self.registry.leadership.lead("triad.controller") {
                             leaderGauge.record(1)
                             defer { leaderGauge.record(0) }
                             self.logger.info("controller leading")
@@ -102,7 +102,7 @@ public final class ProbeController: Service, Sendable {
         }
         leading.runner.withLock { $0 = runner }
         defer { leading.runner.withLock { $0 = nil } }
-        let cursor = try await registry.backend.latestRevision()
+        let cursor = try await registry.log.latestRevision()
         try await resync(runner)
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { await runner.run() }
@@ -124,7 +124,7 @@ public final class ProbeController: Service, Sendable {
         for await _ in notifier.subscribe() {
             while true {
                 let limit = 500
-                let batch = try await registry.backend.events(after: cursor, limit: limit).events
+                let batch = try await registry.log.events(after: cursor, limit: limit).events
                 for event in batch { runner.add(event.name) }
                 guard let last = batch.last else { break }
                 cursor = last.id
@@ -137,7 +137,7 @@ public final class ProbeController: Service, Sendable {
     private func resync(_ runner: ControllerRunner<String, ContinuousClock>) async throws {
         var after: String?
         while true {
-            let page = try await registry.backend.list(kind: nil, after: after, limit: 500)
+            let page = try await registry.scan(after: after, limit: 500)
             for r in page { runner.add(r.name) }
             guard let last = page.last else { break }
             after = last.name
@@ -150,7 +150,7 @@ public final class ProbeController: Service, Sendable {
     /// Converges one resource; returns when to look again (seconds), if the decision depends on
     /// time. `logger` carries the reconcile's id.
     func reconcile(_ name: String, logger: Logger) async throws -> Double? {
-        let stored = try await registry.backend.get(name: name)
+        let stored = try await registry.find(name)
         let resource = try stored?.decode()
         let now = Self.now()
         let desired = resource.map { r in

@@ -16,7 +16,7 @@ public final class EventTail: Service, Sendable {
         var newest: Int64 = 0
     }
 
-    let backend: any RegistryBackend
+    let log: any EventLog
     let wakeups: EventNotifier
     /// Told after each read: the streams look again (and send keep-alives, and check their tokens).
     let streams = EventNotifier()
@@ -39,8 +39,8 @@ public final class EventTail: Service, Sendable {
     static let streamReads = Counter(label: "triad_event_log_reads_total", dimensions: [("reader", "stream")])
     static let tailReads = Counter(label: "triad_event_log_reads_total", dimensions: [("reader", "tail")])
 
-    init(backend: any RegistryBackend, wakeups: EventNotifier, capacity: Int = 10_000, logger: Logger) {
-        self.backend = backend
+    init(log: any EventLog, wakeups: EventNotifier, capacity: Int = 10_000, logger: Logger) {
+        self.log = log
         self.wakeups = wakeups
         self.capacity = capacity
         self.logger = logger
@@ -62,7 +62,7 @@ public final class EventTail: Service, Sendable {
     }
 
     public func run() async throws {
-        let start = try await backend.latestRevision()
+        let start = try await log.latestRevision()
         window.withLock { $0 = Window(events: [], coveredAfter: start, newest: start) }
         defer { streams.finishAll() }
         await cancelWhenGracefulShutdown {
@@ -70,7 +70,7 @@ public final class EventTail: Service, Sendable {
                 do {
                     while true {
                         let after = self.window.withLock { $0.newest }
-                        let page = try await self.backend.events(after: after, limit: Self.pageSize)
+                        let page = try await self.log.events(after: after, limit: Self.pageSize)
                         self.tailReadCount.add(1, ordering: .relaxed)
                         Self.tailReads.increment()
                         guard !page.events.isEmpty else { break }

@@ -14,7 +14,7 @@ import TriadCore
 /// cursor) and go out when it returns.
 public final class OutboxRelay: Service, Sendable {
     public static let cursorName = "amqp"
-    let backend: any RegistryBackend
+    let cursors: any RelayCursors
     let publisher: any EventPublisher
     let notifier: EventNotifier
     let logger: Logger
@@ -22,8 +22,8 @@ public final class OutboxRelay: Service, Sendable {
     /// nil while delivering; otherwise why not (for `/readyz`).
     private let problem = Mutex<String?>("not connected yet")
 
-    public init(backend: any RegistryBackend, publisher: any EventPublisher, notifier: EventNotifier, logger: Logger, batchSize: Int = 200) {
-        self.backend = backend
+    public init(cursors: any RelayCursors, publisher: any EventPublisher, notifier: EventNotifier, logger: Logger, batchSize: Int = 200) {
+        self.cursors = cursors
         self.publisher = publisher
         self.notifier = notifier
         self.logger = logger
@@ -49,7 +49,7 @@ public final class OutboxRelay: Service, Sendable {
                         self.logger.info("event relay connected", metadata: ["destination": "\(self.publisher.destination)"])
                     }
                     let publisher = self.publisher
-                    switch try await self.backend.relayRound(Self.cursorName, limit: self.batchSize, deliver: { try await publisher.publish($0) }) {
+                    switch try await self.cursors.relayRound(Self.cursorName, limit: self.batchSize, deliver: { try await publisher.publish($0) }) {
                     case .delivered(let count, _):
                         delivered.increment(by: count)
                     case .idle, .busy:

@@ -60,7 +60,7 @@ final class InvocationRunner: Service, Sendable {
         var invocation = job.invocation
         if invocation.state == .pending {
             invocation.state = .running
-            do { try await registry.backend.saveInvocation(invocation) } catch {
+            do { try await registry.ledger.saveInvocation(invocation) } catch {
                 logger.warning("could not record an invocation as running", metadata: ["invocation": "\(invocation.id)", "error.type": "\(type(of: error))"])
             }
         }
@@ -122,11 +122,11 @@ final class InvocationRunner: Service, Sendable {
     /// Marks `Failed` (reason `ServerRestarted`) what this node started and never finished: it
     /// was killed mid-call. Runs before the server takes requests.
     static func failLeftovers(registry: Registry, node: String, logger: Logger) async throws {
-        for leftover in try await registry.backend.unfinishedInvocations(node: node) {
+        for leftover in try await registry.ledger.unfinishedInvocations(node: node) {
             let failed = leftover.finished(.failed, httpStatus: nil, reason: "ServerRestarted",
                                            message: "the server restarted before the call finished; it may or may not have reached the upstream",
                                            at: Timestamp.format(Date()))
-            let resource = try await registry.backend.get(name: leftover.resource)
+            let resource = try await registry.find(leftover.resource)
                 ?? StoredResource(name: leftover.resource, kind: .device, labels: [:], revision: 0, document: Data("{}".utf8))
             _ = try await registry.record(failed, as: .completed, resource: resource)
             logger.notice("invocation left unfinished by a restart marked failed", metadata: ["invocation": "\(leftover.id)"])

@@ -63,22 +63,22 @@ struct EventRoutes {
         }
         let start: Int64
         if let id = resumeIDs.first {
-            let latest = try await registry.backend.latestRevision()
+            let latest = try await registry.log.latestRevision()
             guard id <= latest else {
                 throw Problem.badRequest("Last-Event-ID and since must be an event id this server issued; the newest is \(latest)")
             }
-            let first = try await registry.backend.events(after: id, limit: 1)
+            let first = try await registry.log.events(after: id, limit: 1)
             // `id < oldest - 1`, not `id + 1 < oldest`: an id of Int64.max must not trap.
             if let oldest = first.oldestRetained, id < oldest - 1 {
-                throw Problem.gone("events after \(id) up to \(oldest - 1) were compacted; list resources to resync, then follow from \(try await registry.backend.latestRevision())")
+                throw Problem.gone("events after \(id) up to \(oldest - 1) were compacted; list resources to resync, then follow from \(try await registry.log.latestRevision())")
             }
             start = id
         } else {
-            start = try await registry.backend.latestRevision()
+            start = try await registry.log.latestRevision()
         }
         let tail = self.tail
         let wakeups = tail.streams.subscribe()
-        let backend = registry.backend
+        let log = registry.log
         let logger = context.logger
         let wanted = types
         let labelFilter = selector
@@ -118,7 +118,7 @@ struct EventRoutes {
                 if follow, let recent = tail.events(after: cursor, limit: Self.batchSize) {
                     events = recent
                 } else {
-                    events = try await backend.events(after: cursor, limit: Self.batchSize).events
+                    events = try await log.events(after: cursor, limit: Self.batchSize).events
                     tail.countStreamRead()
                 }
                 var out = ByteBuffer()

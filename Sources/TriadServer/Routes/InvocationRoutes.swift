@@ -175,7 +175,7 @@ struct InvocationRoutes {
             guard let position = LedgerContinueToken.decode(token) else { throw Problem.badRequest("continue is not a token this server issued") }
             query.before = position
         }
-        let page = try await registry.backend.invocations(query)
+        let page = try await registry.ledger.invocations(query)
         var meta: [String: JSONValue] = ["matched": .number(Double(page.matched)),
                                          "totalPrice": .number((page.totalCharged * 1_000_000).rounded() / 1_000_000)]
         if let next = page.next { meta["continue"] = .string(LedgerContinueToken.encode(next)) }
@@ -189,7 +189,7 @@ struct InvocationRoutes {
     @Sendable func get(_ request: Request, context: TriadRequestContext) async throws -> Response {
         let principal = try Self.ledgerReader(context)
         let id = try context.parameters.require("id")
-        guard id.utf8.count <= 64, let invocation = try await registry.backend.invocation(id: id),
+        guard id.utf8.count <= 64, let invocation = try await registry.ledger.invocation(id: id),
               principal.may(.readAllInvocations) || invocation.caller == principal.name else {
             throw Problem.notFound("invocation \"\(id)\" does not exist")
         }

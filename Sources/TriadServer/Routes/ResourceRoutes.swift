@@ -90,7 +90,7 @@ struct ResourceRoutes {
         let resource = try await document(request, pathName: name)
         let precondition = try reader.precondition(request, bodyVersion: resource.metadata.resourceVersion)
         if resource.spec.operations?.isEmpty == false {
-            try await checkOperations(resource.spec.operations, previous: try? await registry.backend.get(name: name)?.decode().spec.operations)
+            try await checkOperations(resource.spec.operations, previous: try? await registry.find(name)?.decode().spec.operations)
         }
         let (record, created) = try await write("replace") {
             try await registry.replace(resource, precondition: precondition, mayWriteProbe: principal.may(.writeProbes))
@@ -105,7 +105,7 @@ struct ResourceRoutes {
         guard case .object = patch else { throw Problem.badRequest("a merge patch must be a JSON object") }
         let precondition = try reader.precondition(request, bodyVersion: nil)
         if case .object(let members) = patch, members["spec"]?["operations"] != nil,
-           let current = try await registry.backend.get(name: name)?.decode(),
+           let current = try await registry.find(name)?.decode(),
            case .object(let spec)? = MergePatch.apply(patch, to: current.jsonTree)["spec"],
            let operations = spec["operations"] {
             // The operations the patch would leave, checked as a replace's are (a malformed list

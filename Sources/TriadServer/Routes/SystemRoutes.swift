@@ -29,7 +29,7 @@ struct SystemRoutes {
         var checks: [String: JSONValue] = [:]
         var ok = true
         do {
-            try await registry.backend.ping()
+            try await registry.ping()
             checks["database"] = .object(["ok": .bool(true)])
         } catch {
             ok = false

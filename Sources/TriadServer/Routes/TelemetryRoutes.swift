@@ -56,8 +56,8 @@ struct TelemetryRoutes {
             }
             limit = n
         }
-        guard try await registry.backend.get(name: name) != nil else { throw Problem.from(.notFound(name: name)) }
-        let samples = try await registry.backend.telemetry(resource: name, from: from, to: to, limit: limit)
+        guard try await registry.find(name) != nil else { throw Problem.from(.notFound(name: name)) }
+        let samples = try await registry.telemetryHistory.telemetry(resource: name, from: from, to: to, limit: limit)
         // Spliced: the stored values are canonical JSON already.
         var out = Data(#"{"items":["#.utf8)
         for (i, s) in samples.enumerated() {

@@ -113,7 +113,7 @@ public final class TelemetryIngest: Service, Sendable {
     private func kind(of name: String) async -> ResourceKind? {
         let now = ContinuousClock.now
         if let cached = state.withLock({ $0.kinds[name] }), now - cached.checked < .seconds(5) { return cached.kind }
-        let kind = (try? await registry.backend.get(name: name))?.kind
+        let kind = (try? await registry.find(name))?.kind
         state.withLock {
             if kind == nil {
                 // Unknown names are remembered only a few at a time (they may be random garbage).
@@ -148,7 +148,7 @@ public final class TelemetryIngest: Service, Sendable {
                         state.unknownNames = state.kinds.values.filter { $0.kind == nil }.count
                     }
                     let cutoff = Timestamp.format(Date().addingTimeInterval(-Double(self.retention.components.seconds)))
-                    if let removed = try? await self.registry.backend.compactTelemetry(receivedBefore: cutoff), removed > 0 {
+                    if let removed = try? await self.registry.telemetryHistory.compactTelemetry(receivedBefore: cutoff), removed > 0 {
                         Counter(label: "triad_telemetry_compacted_total").increment(by: removed)
                     }
                 }
@@ -168,7 +168,7 @@ public final class TelemetryIngest: Service, Sendable {
             return (s.history, statuses ? s.latest : [:], statuses ? s.probeStates : [:])
         }
         if !history.isEmpty {
-            do { try await registry.backend.appendTelemetry(history) } catch {
+            do { try await registry.telemetryHistory.appendTelemetry(history) } catch {
                 Counter(label: "triad_telemetry_dropped_total", dimensions: [("stage", "history")]).increment(by: history.count)
                 logger.warning("could not write telemetry history", metadata: ["samples": "\(history.count)", "error": "\(error)"])
             }
@@ -187,7 +187,7 @@ public final class TelemetryIngest: Service, Sendable {
             patch["telemetry"] = .object(["lastSeen": .string(latest.receivedAt), "values": values])
         }
         if let probe {
-            let current = try? await registry.backend.get(name: name)?.decode()
+            let current = try? await registry.find(name)?.decode()
             var conditions = current?.status?.conditions ?? []
             conditions.set(type: "ProbeConnected", status: probe == .online ? .true : .false,
                            reason: probe == .online ? "ProbeOnline" : "ProbeOffline",

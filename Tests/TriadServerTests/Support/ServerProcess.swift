@@ -1,7 +1,9 @@
 import Foundation
+import NIOHTTP1
 import Synchronization
 import Testing
 import TriadClient
+import TriadCore
 import TriadTesting
 
 /// `triad` run as a separate process, as users run it: for restarts, kill -9 and the CLI.
