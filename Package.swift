@@ -36,10 +36,13 @@ let package = Package(
             name: "TriadCore",
             dependencies: [.product(name: "Logging", package: "swift-log"), .product(name: "Yams", package: "Yams")]
         ),
+        // The registry's SQL schema, shared by the two SQL backends (kept out of TriadCore).
+        .target(name: "TriadSQL"),
         .target(
             name: "TriadSQLite",
             dependencies: [
                 "TriadCore",
+                "TriadSQL",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -50,6 +53,7 @@ let package = Package(
             name: "TriadPostgres",
             dependencies: [
                 "TriadCore",
+                "TriadSQL",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]

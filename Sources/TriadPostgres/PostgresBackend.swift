@@ -3,6 +3,7 @@ import Logging
 import PostgresNIO
 import Synchronization
 import TriadCore
+import TriadSQL
 
 /// The registry on PostgreSQL, for many replicas. Writers serialise on the revision counter's
 /// row lock (held to commit), so event ids commit in order and the outbox never has a late gap.

@@ -3,6 +3,7 @@ import Logging
 import SQLiteNIO
 import Synchronization
 import TriadCore
+import TriadSQL
 
 /// The embedded registry: one SQLite file in WAL mode, owned by one process. Writes go through a
 /// single connection, one transaction at a time; resources are also kept in a `ResourceIndex`

@@ -10,7 +10,7 @@ import TriadCore
 /// while the last batch was being confirmed goes out as the next batch. Samples are not in the
 /// outbox, so while RabbitMQ is down they wait in a queue bounded in bytes and, past it, are
 /// dropped and counted (`triad_telemetry_dropped_total{stage="amqp"}`); registry events never are.
-public final class TelemetryForwarder: Service, Sendable {
+public final class TelemetryForwarder: TelemetryPublisher, Service, Sendable {
     let publisher: AMQPPublisher
     let logger: Logger
     /// The most bytes of message bodies the queue holds.
@@ -30,7 +30,7 @@ public final class TelemetryForwarder: Service, Sendable {
     /// nil while forwarding; otherwise why not (for `/readyz`).
     public var health: String? { problem.withLock { $0 } }
 
-    func enqueue(routingKey: String, body: Data, messageID: String) {
+    public func forward(routingKey: String, body: Data, messageID: String) {
         let message = AMQPMessage(exchange: AMQPEventPublisher.exchange, routingKey: routingKey, body: Array(body),
                                   contentType: "application/cloudevents+json", messageID: messageID, persistent: true)
         let accepted = queue.withLock { q in

@@ -12,7 +12,7 @@ import TriadCore
 /// changes at most once per second per resource however fast a device sends.
 public final class TelemetryIngest: Service, Sendable {
     let registry: Registry
-    let forwarder: TelemetryForwarder?
+    let forwarder: (any TelemetryPublisher)?
     let retention: Duration
     let logger: Logger
     private let state: Mutex<State>
@@ -40,7 +40,7 @@ public final class TelemetryIngest: Service, Sendable {
 
     /// `rate`/`burst`: samples per second each resource may send (a token bucket); beyond that
     /// they are rejected as `rate-limited`, so one flooding device cannot starve the others.
-    public init(registry: Registry, forwarder: TelemetryForwarder?, retention: Duration, rate: Double = 100, burst: Double = 200, logger: Logger) {
+    public init(registry: Registry, forwarder: (any TelemetryPublisher)?, retention: Duration, rate: Double = 100, burst: Double = 200, logger: Logger) {
         self.registry = registry
         self.forwarder = forwarder
         self.retention = retention
@@ -87,7 +87,7 @@ public final class TelemetryIngest: Service, Sendable {
             }
             if let forwarder {
                 let id = "\(bootID)-\(sequence.add(1, ordering: .relaxed).newValue)"
-                forwarder.enqueue(routingKey: Telemetry.routingKey(resource: name, kind: kind),
+                forwarder.forward(routingKey: Telemetry.routingKey(resource: name, kind: kind),
                                   body: Telemetry.cloudEvent(sample, kind: kind, id: id), messageID: id)
             }
             Self.samples(source).increment()
