@@ -62,6 +62,10 @@ export TRIAD_TEST_SERVICES="$SERVICES"
 export TRIAD_TEST_HA_URL=http://127.0.0.1:${TRIAD_HA_PORT:-58123}
 export TRIAD_TEST_HA_TOKEN_FILE=${TRIAD_SVC_DIR:-/tmp/triad-services}/homeassistant/token
 
+# The code's format (.swift-format): a file that strays fails the run; `swift format -i -r
+# Sources Tests bench/Sources` puts it right.
+swift format lint --strict -r "$ROOT/Sources" "$ROOT/Tests" "$ROOT/bench/Sources"
+
 # The model of the CV retirement protocol (models/), checked with spin, and the example
 # system's own test (Python services Triad did not write). Both fail the run when they fail.
 bash "$ROOT/scripts/check_models.sh"

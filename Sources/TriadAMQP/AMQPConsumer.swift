@@ -3,7 +3,7 @@ import Dispatch
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 public struct AMQPDelivery: Sendable, Equatable {
@@ -47,15 +47,22 @@ final class ConsumerSession: AMQPSession {
         let serverNamed = name.isEmpty
         var entries: [amqp_table_entry_t] = []
         if let max = maxLengthRejectingOverflow {
-            var n = amqp_field_value_t(); n.kind = UInt8(AMQP_FIELD_KIND_I32.rawValue); n.value.i32 = max
-            var o = amqp_field_value_t(); o.kind = UInt8(AMQP_FIELD_KIND_UTF8.rawValue); o.value.bytes = owned.dup("reject-publish")
-            entries = [amqp_table_entry_t(key: owned.dup("x-max-length"), value: n),
-                       amqp_table_entry_t(key: owned.dup("x-overflow"), value: o)]
+            var n = amqp_field_value_t()
+            n.kind = UInt8(AMQP_FIELD_KIND_I32.rawValue)
+            n.value.i32 = max
+            var o = amqp_field_value_t()
+            o.kind = UInt8(AMQP_FIELD_KIND_UTF8.rawValue)
+            o.value.bytes = owned.dup("reject-publish")
+            entries = [
+                amqp_table_entry_t(key: owned.dup("x-max-length"), value: n),
+                amqp_table_entry_t(key: owned.dup("x-overflow"), value: o),
+            ]
         }
         let ok = entries.withUnsafeMutableBufferPointer { buf in
-            amqp_queue_declare(c, channel, owned.dup(name), 0 /* passive */, durable ? 1 : 0,
-                               serverNamed ? 1 : 0 /* exclusive */, serverNamed ? 1 : 0 /* auto_delete */,
-                               amqp_table_t(num_entries: Int32(buf.count), entries: buf.baseAddress))
+            amqp_queue_declare(
+                c, channel, owned.dup(name), 0 /* passive */, durable ? 1 : 0,
+                serverNamed ? 1 : 0 /* exclusive */, serverNamed ? 1 : 0 /* auto_delete */,
+                amqp_table_t(num_entries: Int32(buf.count), entries: buf.baseAddress))
         }
         try check(amqp_get_rpc_reply(c), "declare queue '\(name)'")
         guard let ok else { throw AMQPError("declare queue '\(name)': no declare-ok from the broker") }
@@ -77,8 +84,9 @@ final class ConsumerSession: AMQPSession {
         amqp_basic_qos(c, channel, 0, 256, 0)  // bound what the broker pushes ahead of our acks
         try check(amqp_get_rpc_reply(c), "set prefetch")
         var owned = OwnedBytes()
-        amqp_basic_consume(c, channel, owned.dup(queueName), emptyBytes,
-                           0 /* no_local */, 0 /* no_ack: we ack */, 0 /* exclusive */, emptyTable)
+        amqp_basic_consume(
+            c, channel, owned.dup(queueName), emptyBytes,
+            0 /* no_local */, 0 /* no_ack: we ack */, 0 /* exclusive */, emptyTable)
         try check(amqp_get_rpc_reply(c), "consume from '\(queueName)'")
         consuming = true
     }
@@ -130,7 +138,8 @@ final class ConsumerSession: AMQPSession {
                 let rc = amqp_simple_wait_frame_noblock(c, &frame, &zero)
                 if rc == AMQP_STATUS_TIMEOUT.rawValue { continue }
                 guard rc == AMQP_STATUS_OK.rawValue else {
-                    destroy(); throw AMQPError("consume: \(Self.libraryError(rc)); connection dropped")
+                    destroy()
+                    throw AMQPError("consume: \(Self.libraryError(rc)); connection dropped")
                 }
                 guard frame.frame_type == AMQP_FRAME_METHOD else { continue }
                 let m = frame.payload.method

@@ -10,9 +10,15 @@ public struct AMQPEndpoint: Sendable, Equatable, CustomStringConvertible {
     public var password: String
     public var vhost: String
 
-    public init(host: String = "127.0.0.1", port: Int = 5672, user: String = "guest",
-                password: String = "guest", vhost: String = "/") {
-        self.host = host; self.port = port; self.user = user; self.password = password; self.vhost = vhost
+    public init(
+        host: String = "127.0.0.1", port: Int = 5672, user: String = "guest",
+        password: String = "guest", vhost: String = "/"
+    ) {
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.vhost = vhost
     }
 
     public init(url: String) throws(AMQPError) {
@@ -30,7 +36,8 @@ public struct AMQPEndpoint: Sendable, Equatable, CustomStringConvertible {
         var rest = url[schemeEnd.upperBound...]
         // Split user info at the last "@" first, so an unencoded "/" in a password cannot be
         // mistaken for the start of the vhost (nor leak into an error as "the host").
-        var user = "guest", password = "guest"
+        var user = "guest"
+        var password = "guest"
         if let at = rest.lastIndex(of: "@") {
             let userInfo = rest[..<at]
             rest = rest[rest.index(after: at)...]
@@ -45,9 +52,13 @@ public struct AMQPEndpoint: Sendable, Equatable, CustomStringConvertible {
         }
         if rest.contains("?") || rest.contains("#") { throw bad("query parameters and fragments are not supported") }
         var path: Substring? = nil
-        if let slash = rest.firstIndex(of: "/") { path = rest[rest.index(after: slash)...]; rest = rest[..<slash] }
+        if let slash = rest.firstIndex(of: "/") {
+            path = rest[rest.index(after: slash)...]
+            rest = rest[..<slash]
+        }
 
-        var host: Substring, portText: Substring? = nil
+        var host: Substring
+        var portText: Substring? = nil
         if rest.hasPrefix("[") {  // IPv6 literal: [::1]:5672
             guard let close = rest.firstIndex(of: "]") else { throw bad("unterminated '[' in host") }
             host = rest[rest.index(after: rest.startIndex)..<close]
@@ -57,7 +68,8 @@ public struct AMQPEndpoint: Sendable, Equatable, CustomStringConvertible {
                 portText = after.dropFirst()
             }
         } else if let colon = rest.firstIndex(of: ":") {
-            host = rest[..<colon]; portText = rest[rest.index(after: colon)...]
+            host = rest[..<colon]
+            portText = rest[rest.index(after: colon)...]
         } else {
             host = rest
         }
@@ -94,7 +106,8 @@ public struct AMQPEndpoint: Sendable, Equatable, CustomStringConvertible {
         }
         let afterScheme = url[schemeEnd.upperBound...]
         guard let at = afterScheme.lastIndex(of: "@"),
-              let colon = afterScheme[..<at].firstIndex(of: ":") else { return url }
+            let colon = afterScheme[..<at].firstIndex(of: ":")
+        else { return url }
         return String(url[..<colon]) + ":***" + String(url[at...])
     }
 
@@ -104,7 +117,8 @@ public struct AMQPEndpoint: Sendable, Equatable, CustomStringConvertible {
         while let b = it.popFirst() {
             if b == UInt8(ascii: "%") {
                 guard it.count >= 2, let v = UInt8(String(decoding: it.prefix(2), as: UTF8.self), radix: 16) else { return nil }
-                bytes.append(v); it = it.dropFirst(2)
+                bytes.append(v)
+                it = it.dropFirst(2)
             } else {
                 bytes.append(b)
             }
@@ -119,8 +133,8 @@ extension String {
         for b in utf8 {
             switch b {
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."),
-                 UInt8(ascii: "_"), UInt8(ascii: "~"):
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."),
+                UInt8(ascii: "_"), UInt8(ascii: "~"):
                 out.unicodeScalars.append(Unicode.Scalar(b))
             default:
                 out += "%" + (b < 16 ? "0" : "") + String(b, radix: 16)

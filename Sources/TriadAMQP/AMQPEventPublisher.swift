@@ -21,11 +21,13 @@ public final class AMQPEventPublisher: EventPublisher {
     }
 
     public func publish(_ events: [RegistryEvent]) async throws {
-        try await publisher.publishConfirmed(events.map { event in
-            AMQPMessage(exchange: Self.exchange, routingKey: CloudEventRenderer.routingKey(event),
-                        body: Array(CloudEventRenderer.render(HeaderRedaction.redacted(event))), contentType: "application/cloudevents+json",
-                        messageID: String(event.id), persistent: true)
-        })
+        try await publisher.publishConfirmed(
+            events.map { event in
+                AMQPMessage(
+                    exchange: Self.exchange, routingKey: CloudEventRenderer.routingKey(event),
+                    body: Array(CloudEventRenderer.render(HeaderRedaction.redacted(event))), contentType: "application/cloudevents+json",
+                    messageID: String(event.id), persistent: true)
+            })
     }
 
     public func disconnect() async {

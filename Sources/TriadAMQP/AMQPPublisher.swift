@@ -3,7 +3,7 @@ import Dispatch
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 public struct AMQPMessage: Sendable, Equatable {
@@ -16,10 +16,17 @@ public struct AMQPMessage: Sendable, Equatable {
     /// Application headers, as long-string values.
     public var headers: [String: String]
 
-    public init(exchange: String, routingKey: String, body: [UInt8],
-                contentType: String = "application/json", messageID: String, persistent: Bool = true, headers: [String: String] = [:]) {
-        self.exchange = exchange; self.routingKey = routingKey; self.body = body
-        self.contentType = contentType; self.messageID = messageID; self.persistent = persistent; self.headers = headers
+    public init(
+        exchange: String, routingKey: String, body: [UInt8],
+        contentType: String = "application/json", messageID: String, persistent: Bool = true, headers: [String: String] = [:]
+    ) {
+        self.exchange = exchange
+        self.routingKey = routingKey
+        self.body = body
+        self.contentType = contentType
+        self.messageID = messageID
+        self.persistent = persistent
+        self.headers = headers
     }
 }
 
@@ -71,9 +78,10 @@ final class PublisherSession: AMQPSession {
                     props.headers = amqp_table_t(num_entries: Int32(table.count), entries: table.baseAddress)
                 }
                 return m.body.withUnsafeBytes { raw in
-                    amqp_basic_publish(c, channel, owned.dup(m.exchange), owned.dup(m.routingKey),
-                                       0 /* mandatory */, 0 /* immediate */, &props,
-                                       amqp_bytes_t(len: raw.count, bytes: UnsafeMutableRawPointer(mutating: raw.baseAddress)))
+                    amqp_basic_publish(
+                        c, channel, owned.dup(m.exchange), owned.dup(m.routingKey),
+                        0 /* mandatory */, 0 /* immediate */, &props,
+                        amqp_bytes_t(len: raw.count, bytes: UnsafeMutableRawPointer(mutating: raw.baseAddress)))
                 }
             }
             guard rc == AMQP_STATUS_OK.rawValue else {
@@ -99,9 +107,10 @@ final class PublisherSession: AMQPSession {
     /// "everything up to N is settled" is one number; a `multiple` ack settles all tags <= N, a
     /// single one may arrive out of order, so those are kept in a set until the low mark reaches them.
     private func awaitConfirms(from first: UInt64, through last: UInt64, deadline: ContinuousClock.Instant) throws(AMQPError) {
-        var settledThrough = first - 1          // all tags <= this are settled
-        var settledAbove = Set<UInt64>()        // singles above the low mark
-        var nacked = 0, returned = 0
+        var settledThrough = first - 1  // all tags <= this are settled
+        var settledAbove = Set<UInt64>()  // singles above the low mark
+        var nacked = 0
+        var returned = 0
         var returnReason = ""
         func settle(_ tag: UInt64, multiple: Bool, nack: Bool) {
             guard tag > settledThrough, tag <= last else { return }

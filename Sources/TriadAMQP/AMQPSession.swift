@@ -3,22 +3,22 @@ import Dispatch
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 // Method ids from amqp_framing.h, spelled out: there they are cast macros
 // (`((amqp_method_number_t)0x003C0050)`), which the Clang importer does not bring into Swift.
 enum Method {
-    static let connectionClose: amqp_method_number_t = 0x000A_0032    // 10, 50
+    static let connectionClose: amqp_method_number_t = 0x000A_0032  // 10, 50
     static let connectionCloseOK: amqp_method_number_t = 0x000A_0033  // 10, 51
-    static let channelClose: amqp_method_number_t = 0x0014_0028       // 20, 40
-    static let channelCloseOK: amqp_method_number_t = 0x0014_0029     // 20, 41
-    static let basicReturn: amqp_method_number_t = 0x003C_0032        // 60, 50
-    static let basicDeliver: amqp_method_number_t = 0x003C_003C       // 60, 60
-    static let basicAck: amqp_method_number_t = 0x003C_0050           // 60, 80
-    static let basicNack: amqp_method_number_t = 0x003C_0078          // 60, 120
+    static let channelClose: amqp_method_number_t = 0x0014_0028  // 20, 40
+    static let channelCloseOK: amqp_method_number_t = 0x0014_0029  // 20, 41
+    static let basicReturn: amqp_method_number_t = 0x003C_0032  // 60, 50
+    static let basicDeliver: amqp_method_number_t = 0x003C_003C  // 60, 60
+    static let basicAck: amqp_method_number_t = 0x003C_0050  // 60, 80
+    static let basicNack: amqp_method_number_t = 0x003C_0078  // 60, 120
 }
 
 // Computed, not stored: C structs holding pointers are not Sendable, so a global `let` of one is
@@ -42,7 +42,12 @@ struct OwnedBytes: ~Copyable {
         all.append(b)
         return b
     }
-    deinit { for var b in all { amqp_bytes_free(b); b.bytes = nil } }
+    deinit {
+        for var b in all {
+            amqp_bytes_free(b)
+            b.bytes = nil
+        }
+    }
 }
 
 extension Duration {
@@ -67,7 +72,8 @@ class AMQPSession {  // subclassed by PublisherSession and ConsumerSession
         guard let conn = amqp_new_connection() else { throw AMQPError("cannot allocate an AMQP connection") }
         self.conn = conn
         guard let socket = amqp_tcp_socket_new(conn) else {
-            destroy(); throw AMQPError("cannot create a TCP socket for \(where_)")
+            destroy()
+            throw AMQPError("cannot create a TCP socket for \(where_)")
         }
         var tv = Duration.seconds(5).timeval
         let rc = amqp_socket_open_noblock(socket, endpoint.host, Int32(endpoint.port), &tv)
@@ -86,7 +92,10 @@ class AMQPSession {  // subclassed by PublisherSession and ConsumerSession
             destroy()
             throw AMQPError("cannot log in to \(where_) vhost '\(endpoint.vhost)' as '\(endpoint.user)': \(why)")
         }
-        do throws(AMQPError) { try openChannel() } catch { destroy(); throw error }
+        do throws(AMQPError) { try openChannel() } catch {
+            destroy()
+            throw error
+        }
     }
 
     deinit { destroy() }
@@ -103,8 +112,9 @@ class AMQPSession {  // subclassed by PublisherSession and ConsumerSession
     func declareTopicExchange(_ name: String) throws(AMQPError) {
         let c = try live()
         var owned = OwnedBytes()
-        amqp_exchange_declare(c, channel, owned.dup(name), owned.dup("topic"),
-                              0 /* passive */, 1 /* durable */, 0 /* auto_delete */, 0 /* internal */, emptyTable)
+        amqp_exchange_declare(
+            c, channel, owned.dup(name), owned.dup("topic"),
+            0 /* passive */, 1 /* durable */, 0 /* auto_delete */, 0 /* internal */, emptyTable)
         try check(amqp_get_rpc_reply(c), "declare exchange '\(name)'")
     }
 
@@ -166,7 +176,8 @@ class AMQPSession {  // subclassed by PublisherSession and ConsumerSession
     static func socketReason(_ rc: Int32, host: String, port: Int) -> String {
         if rc == AMQP_STATUS_TIMEOUT.rawValue { return "timed out after 5 s" }
         if rc == AMQP_STATUS_SOCKET_ERROR.rawValue || rc == AMQP_STATUS_TCP_ERROR.rawValue,
-           let why = probeConnect(host: host, port: port) {
+            let why = probeConnect(host: host, port: port)
+        {
             return why
         }
         return libraryError(rc)
@@ -185,7 +196,10 @@ class AMQPSession {  // subclassed by PublisherSession and ConsumerSession
         while let a = ai {
             ai = a.pointee.ai_next
             let fd = socket(a.pointee.ai_family, a.pointee.ai_socktype, a.pointee.ai_protocol)
-            if fd < 0 { lastError = errno; continue }
+            if fd < 0 {
+                lastError = errno
+                continue
+            }
             defer { Glibc.close(fd) }
             var tv = Duration.seconds(3).timeval  // SO_SNDTIMEO also bounds connect() on Linux
             setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
@@ -201,11 +215,15 @@ class AMQPSession {  // subclassed by PublisherSession and ConsumerSession
         guard let c = conn else { return }
         var ok = amqp_channel_close_ok_t(dummy: 0)
         guard amqp_send_method(c, channel, Method.channelCloseOK, &ok) == AMQP_STATUS_OK.rawValue else {
-            destroy(); return
+            destroy()
+            return
         }
         amqp_maybe_release_buffers(c)
         amqp_channel_open(c, channel)
-        if describe(amqp_get_rpc_reply(c)) != nil { destroy(); return }
+        if describe(amqp_get_rpc_reply(c)) != nil {
+            destroy()
+            return
+        }
         afterChannelReopen()
     }
 
@@ -240,7 +258,7 @@ class AMQPSession {  // subclassed by PublisherSession and ConsumerSession
 /// Sendable without @unchecked: only `let`s of Sendable types (DispatchQueue, Mutex, Atomic).
 final class SessionOwner<S: AMQPSession>: Sendable {
     let queue: DispatchQueue
-    let session = Mutex<S?>(nil)     // only locked on `queue`, so never contended for long
+    let session = Mutex<S?>(nil)  // only locked on `queue`, so never contended for long
     let connected = Atomic<Bool>(false)
 
     init(label: String) { queue = DispatchQueue(label: label) }
@@ -262,12 +280,18 @@ final class SessionOwner<S: AMQPSession>: Sendable {
     func close() {
         connected.store(false, ordering: .releasing)
         queue.async {
-            self.session.withLock { s in s?.close(); s = nil }
+            self.session.withLock { s in
+                s?.close()
+                s = nil
+            }
         }
     }
 
     deinit {
         // No block can be pending here (each one retains self), so this is the only access.
-        session.withLock { s in s?.close(); s = nil }
+        session.withLock { s in
+            s?.close()
+            s = nil
+        }
     }
 }

@@ -96,7 +96,10 @@ public struct AgentConfig: Sendable, Equatable {
         func problem(_ pointer: String, _ reason: String) { problems.append(Problem(file: file, pointer: pointer, reason: reason)) }
         func object(_ value: JSONValue?, _ pointer: String, allowed: Set<String>) -> [String: JSONValue]? {
             guard let value else { return nil }
-            guard case .object(let members) = value else { problem(pointer, "must be a map"); return nil }
+            guard case .object(let members) = value else {
+                problem(pointer, "must be a map")
+                return nil
+            }
             for key in members.keys.sorted() where !allowed.contains(key) {
                 problem(pointer + "/" + key, "is not a known key; known: \(allowed.sorted().joined(separator: ", "))")
             }
@@ -107,7 +110,10 @@ public struct AgentConfig: Sendable, Equatable {
                 if required && members != nil { problem(pointer + "/" + key, "is required") }
                 return nil
             }
-            guard case .string(let s) = value, !s.isEmpty else { problem(pointer + "/" + key, "must be a non-empty string"); return nil }
+            guard case .string(let s) = value, !s.isEmpty else {
+                problem(pointer + "/" + key, "must be a non-empty string")
+                return nil
+            }
             return s
         }
         func url(_ members: [String: JSONValue]?, _ key: String, _ pointer: String, required: Bool = false) -> String? {
@@ -127,7 +133,10 @@ public struct AgentConfig: Sendable, Equatable {
                     return nil
                 }
                 let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-                guard !token.isEmpty else { problem(pointer + "/tokenFile", "the token file \(full) is empty"); return nil }
+                guard !token.isEmpty else {
+                    problem(pointer + "/tokenFile", "the token file \(full) is empty")
+                    return nil
+                }
                 return token
             }
             let key = string(members, "tokenEnv", pointer) ?? environmentKey
@@ -150,10 +159,12 @@ public struct AgentConfig: Sendable, Equatable {
             do { _ = try AMQPEndpoint(url: amqp) } catch { problem("/triad/amqp", "must be an amqp:// URL: \(error.description)") }
         }
 
-        var listenHost = "127.0.0.1", listenPort = 8090
+        var listenHost = "127.0.0.1"
+        var listenPort = 8090
         if let listen = string(root, "listen", "") {
             if let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port),
-               colon > listen.startIndex {
+                colon > listen.startIndex
+            {
                 var host = String(listen[..<colon])
                 if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
                 (listenHost, listenPort) = (host, port)
@@ -193,7 +204,9 @@ public struct AgentConfig: Sendable, Equatable {
                         let typeText = string(dm, "type", at + "/device", required: true)
                         let type = typeText.flatMap(DeviceType.init(rawValue:))
                         if let typeText, type == nil {
-                            problem(at + "/device/type", "unknown device type \"\(typeText)\"; known: \(DeviceType.allCases.map(\.rawValue).joined(separator: ", "))")
+                            problem(
+                                at + "/device/type",
+                                "unknown device type \"\(typeText)\"; known: \(DeviceType.allCases.map(\.rawValue).joined(separator: ", "))")
                         }
                         let entity = string(dm, "entity", at + "/device", required: true)
                         if let entity, let type, !entity.hasPrefix(type.rawValue + ".") || entity.count <= type.rawValue.count + 1 {
@@ -211,15 +224,23 @@ public struct AgentConfig: Sendable, Equatable {
                     if let l = m["labels"] {
                         if case .object(let members) = l {
                             for (k, v) in members { if case .string(let s) = v { labels[k] = s } else { problem(at + "/labels/" + k, "must be a string") } }
-                        } else { problem(at + "/labels", "must be a map of strings") }
+                        } else {
+                            problem(at + "/labels", "must be a map of strings")
+                        }
                     }
                     var prices: [String: Double] = [:]
                     if let p = m["prices"] {
                         if case .object(let members) = p {
                             for (k, v) in members {
-                                if let n = v.numberValue, n >= 0, n <= 1e9 { prices[k] = n } else { problem(at + "/prices/" + k, "must be a number from 0 to 1e9") }
+                                if let n = v.numberValue, n >= 0, n <= 1e9 {
+                                    prices[k] = n
+                                } else {
+                                    problem(at + "/prices/" + k, "must be a number from 0 to 1e9")
+                                }
                             }
-                        } else { problem(at + "/prices", "must be a map of operation names to prices") }
+                        } else {
+                            problem(at + "/prices", "must be a map of operation names to prices")
+                        }
                     }
                     let accessMode = string(m, "accessMode", at) ?? "Exclusive"
                     if !["Exclusive", "Shared"].contains(accessMode) { problem(at + "/accessMode", "must be Exclusive or Shared") }

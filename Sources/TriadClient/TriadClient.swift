@@ -39,10 +39,12 @@ public struct TriadClient: Sendable {
             var text = problem?["title"]?.stringValue ?? "HTTP \(reply.status)"
             if let detail = problem?["detail"]?.stringValue { text += ": \(detail)" }
             if case .array(let errors)? = problem?["errors"], errors.count > 1 {
-                text += " [" + errors.compactMap { e in
-                    guard let p = e["pointer"]?.stringValue, let m = e["message"]?.stringValue else { return nil }
-                    return "\(p): \(m)"
-                }.joined(separator: "; ") + "]"
+                text +=
+                    " ["
+                    + errors.compactMap { e in
+                        guard let p = e["pointer"]?.stringValue, let m = e["message"]?.stringValue else { return nil }
+                        return "\(p): \(m)"
+                    }.joined(separator: "; ") + "]"
             }
             description = "\(text) (HTTP \(reply.status))"
         }
@@ -53,8 +55,10 @@ public struct TriadClient: Sendable {
         }
     }
 
-    public func send(_ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json",
-                     headers extra: [(String, String)] = [], timeout: TimeAmount = .seconds(30)) async throws -> Reply {
+    public func send(
+        _ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json",
+        headers extra: [(String, String)] = [], timeout: TimeAmount = .seconds(30)
+    ) async throws -> Reply {
         var request = HTTPClientRequest(url: server + path)
         request.method = method
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
@@ -70,13 +74,16 @@ public struct TriadClient: Sendable {
             throw Failure("cannot reach the Triad server at \(server): \(Self.describe(error))")
         }
         let buffer = try await response.body.collect(upTo: 64 << 20)
-        return Reply(status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) },
-                     body: Data(buffer.readableBytesView))
+        return Reply(
+            status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) },
+            body: Data(buffer.readableBytesView))
     }
 
     /// `send`, but a non-2xx answer becomes a `Failure`.
-    public func call(_ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json",
-                     headers: [(String, String)] = []) async throws -> Reply {
+    public func call(
+        _ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json",
+        headers: [(String, String)] = []
+    ) async throws -> Reply {
         let reply = try await send(method, path, body: body, contentType: contentType, headers: headers)
         guard (200..<300).contains(reply.status) else { throw Failure(reply: reply) }
         return reply

@@ -19,8 +19,10 @@ public final class DynamicSecurityAdmin: Sendable {
         public var acls: [ACL]?
         var correlationData: String?
 
-        public init(_ command: String, username: String? = nil, password: String? = nil, rolename: String? = nil,
-                    roles: [RoleReference]? = nil, acls: [ACL]? = nil) {
+        public init(
+            _ command: String, username: String? = nil, password: String? = nil, rolename: String? = nil,
+            roles: [RoleReference]? = nil, acls: [ACL]? = nil
+        ) {
             self.command = command
             self.username = username
             self.password = password
@@ -87,8 +89,9 @@ public final class DynamicSecurityAdmin: Sendable {
         try client.start()
         for await message in client.messages where message.topic == Self.responseTopic {
             guard let answer = try? JSONDecoder().decode(Answer.self, from: Data(message.payload)),
-                  let id = answer.responses.first?.correlationData,
-                  let waiter = waiting.withLock({ $0.removeValue(forKey: id) }) else { continue }
+                let id = answer.responses.first?.correlationData,
+                let waiter = waiting.withLock({ $0.removeValue(forKey: id) })
+            else { continue }
             waiter.resume(returning: answer.responses)
         }
         failAll(MQTTError("the dynamic-security client stopped"))
@@ -103,20 +106,30 @@ public final class DynamicSecurityAdmin: Sendable {
             throw MQTTError("the MQTT broker's dynamic security is not reachable: \(client.lastError ?? "connecting")")
         }
         let id = UUID().uuidString
-        let batch = Envelope(commands: commands.map { var c = $0; c.correlationData = id; return c })
+        let batch = Envelope(
+            commands: commands.map {
+                var c = $0
+                c.correlationData = id
+                return c
+            })
         let payload = Array(try JSONEncoder().encode(batch))
         let timeout = self.timeout
-        let timer = Task { [weak self] in
-            try await Task.sleep(for: timeout)
-            self?.fail(id, MQTTError("the MQTT broker did not answer a dynamic-security command within \(timeout)"))
-        }
-        defer { timer.cancel() }
-        return try await withCheckedThrowingContinuation { continuation in
-            waiting.withLock { $0[id] = continuation }
-            do {
-                try client.publish(topic: Self.controlTopic, payload: payload)
-            } catch {
-                fail(id, error)
+        return try await withThrowingTaskGroup(of: Void.self, returning: [Response].self) { group in
+            // The answer's deadline, a child of this call: cancelled as soon as the answer came.
+            group.addTask { [weak self] in
+                try? await Task.sleep(for: timeout)
+                if !Task.isCancelled {
+                    self?.fail(id, MQTTError("the MQTT broker did not answer a dynamic-security command within \(timeout)"))
+                }
+            }
+            defer { group.cancelAll() }
+            return try await withCheckedThrowingContinuation { continuation in
+                waiting.withLock { $0[id] = continuation }
+                do {
+                    try client.publish(topic: Self.controlTopic, payload: payload)
+                } catch {
+                    fail(id, error)
+                }
             }
         }
     }
@@ -126,7 +139,10 @@ public final class DynamicSecurityAdmin: Sendable {
     }
 
     private func failAll(_ error: any Error) {
-        let all = waiting.withLock { w in defer { w.removeAll() }; return Array(w.values) }
+        let all = waiting.withLock { w in
+            defer { w.removeAll() }
+            return Array(w.values)
+        }
         for waiter in all { waiter.resume(throwing: error) }
     }
 }

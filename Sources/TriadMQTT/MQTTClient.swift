@@ -65,13 +65,16 @@ public final class MQTTClient: Sendable {
     /// `byteBudget` bounds the bytes (payloads and topics) held for a slow reader; beyond it new
     /// messages are dropped and counted (`droppedMessages`), so a stalled reader cannot exhaust
     /// memory. A payload over `maxPayloadBytes` is never copied (see `MQTTMessage.oversized`).
-    public init(endpoint: MQTTEndpoint, clientID: String? = nil, subscriptions: [String] = [], qos: Int32 = 1,
-                will: MQTTWill? = nil, byteBudget: Int = 64 << 20, maxPayloadBytes: Int = 16 << 20) throws(MQTTError) {
+    public init(
+        endpoint: MQTTEndpoint, clientID: String? = nil, subscriptions: [String] = [], qos: Int32 = 1,
+        will: MQTTWill? = nil, byteBudget: Int = 64 << 20, maxPayloadBytes: Int = 16 << 20
+    ) throws(MQTTError) {
         _ = libraryInitialised
         self.endpoint = endpoint
         let (stream, continuation) = AsyncStream.makeStream(of: MQTTMessage.self, bufferingPolicy: .unbounded)
-        context = CallbackContext(continuation: continuation, subscriptions: subscriptions, qos: qos,
-                                  byteBudget: byteBudget, maxPayloadBytes: maxPayloadBytes)
+        context = CallbackContext(
+            continuation: continuation, subscriptions: subscriptions, qos: qos,
+            byteBudget: byteBudget, maxPayloadBytes: maxPayloadBytes)
         messages = MQTTMessages(stream: stream, context: context)
         let unmanaged = Unmanaged.passRetained(context)
         guard let mosq = mosquitto_new(clientID, true, unmanaged.toOpaque()) else {
@@ -84,9 +87,10 @@ public final class MQTTClient: Sendable {
                 try Self.check(mosquitto_username_pw_set(mosq, user, endpoint.password), "set credentials")
             }
             if let will {
-                try Self.check(will.payload.withUnsafeBytes { b in
-                    mosquitto_will_set(mosq, will.topic, Int32(b.count), b.baseAddress, 1, will.retain)
-                }, "set the will on '\(will.topic)'")
+                try Self.check(
+                    will.payload.withUnsafeBytes { b in
+                        mosquitto_will_set(mosq, will.topic, Int32(b.count), b.baseAddress, 1, will.retain)
+                    }, "set the will on '\(will.topic)'")
             }
             try Self.check(mosquitto_reconnect_delay_set(mosq, 1, 30, true), "set the reconnect delay")
             // Enough in flight for telemetry rates; libmosquitto queues the rest.
@@ -211,7 +215,12 @@ public final class MQTTClient: Sendable {
     public func abandon() { tearDown(cleanly: false) }
 
     private func tearDown(cleanly: Bool) {
-        guard let mosq = handle.withLock({ (h: inout MosquittoHandle?) -> MosquittoHandle? in defer { h = nil }; return h })?.pointer else { return }
+        guard
+            let mosq = handle.withLock({ (h: inout MosquittoHandle?) -> MosquittoHandle? in
+                defer { h = nil }
+                return h
+            })?.pointer
+        else { return }
         if cleanly { mosquitto_disconnect(mosq) }
         mosquitto_loop_stop(mosq, !cleanly)
         mosquitto_destroy(mosq)  // without a DISCONNECT first, this just closes the socket

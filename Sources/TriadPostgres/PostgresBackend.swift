@@ -129,8 +129,10 @@ public final class PostgresBackend: RegistryBackend {
     static func events(_ rows: PostgresRowSequence) async throws -> [RegistryEvent] {
         var events: [RegistryEvent] = []
         for try await r in rows.decode((Int64, String, String, String, String, String, String).self) {
-            events.append(RegistryEvent(id: r.0, type: try RowCoding.eventType(r.1), name: r.2, kind: try RowCoding.kind(r.3),
-                                        labels: RowCoding.labels(r.4), time: r.5, document: Data(r.6.utf8)))
+            events.append(
+                RegistryEvent(
+                    id: r.0, type: try RowCoding.eventType(r.1), name: r.2, kind: try RowCoding.kind(r.3),
+                    labels: RowCoding.labels(r.4), time: r.5, document: Data(r.6.utf8)))
         }
         return events
     }
@@ -138,7 +140,8 @@ public final class PostgresBackend: RegistryBackend {
     public func compactEvents(keep: Int, notAfter: Int64?) async throws -> Int {
         let keep64 = Int64(keep)
         let limit = notAfter ?? Int64.max
-        let rows = try await client.query("""
+        let rows = try await client.query(
+            """
             DELETE FROM triad_events WHERE id <= least((SELECT max(id) FROM triad_events) - \(keep64), \(limit)) RETURNING id
             """, logger: logger)
         var n = 0
@@ -153,7 +156,8 @@ public final class PostgresBackend: RegistryBackend {
     }
 
     public func setRelayCursor(_ name: String, to id: Int64) async throws {
-        _ = try await client.query("""
+        _ = try await client.query(
+            """
             INSERT INTO triad_relay_cursors (name, last_id) VALUES (\(name), \(id))
             ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id
             """, logger: logger)
@@ -162,7 +166,8 @@ public final class PostgresBackend: RegistryBackend {
     public func appendTelemetry(_ samples: [TelemetrySample]) async throws {
         guard !samples.isEmpty else { return }
         // One statement for the whole batch: arrays unnested into rows.
-        _ = try await client.query("""
+        _ = try await client.query(
+            """
             INSERT INTO triad_telemetry (resource, time, received_at, sample_values)
             SELECT * FROM unnest(\(samples.map(\.resource))::text[], \(samples.map(\.time))::text[],
                                  \(samples.map(\.receivedAt))::text[], \(samples.map { String(decoding: $0.values, as: UTF8.self) })::text[])
@@ -170,7 +175,8 @@ public final class PostgresBackend: RegistryBackend {
     }
 
     public func telemetry(resource: String, from: String?, to: String?, limit: Int) async throws -> [TelemetrySample] {
-        let rows = try await client.query("""
+        let rows = try await client.query(
+            """
             SELECT resource, time, received_at, sample_values FROM triad_telemetry
             WHERE resource = \(resource) AND time >= \(from ?? "") AND time < \(to ?? "~")
             ORDER BY time DESC, seq DESC LIMIT \(Int64(limit))
@@ -195,8 +201,9 @@ public final class PostgresBackend: RegistryBackend {
     public func relayRound(_ name: String, limit: Int, deliver: @Sendable ([RegistryEvent]) async throws -> Void) async throws -> RelayRound {
         // The row must exist to be locked; made once per relay name, not on every round.
         if !relayCursorRows.withLock({ $0.contains(name) }) {
-            _ = try await client.query("INSERT INTO triad_relay_cursors (name, last_id) VALUES (\(name), 0) ON CONFLICT (name) DO NOTHING",
-                                       logger: logger)
+            _ = try await client.query(
+                "INSERT INTO triad_relay_cursors (name, last_id) VALUES (\(name), 0) ON CONFLICT (name) DO NOTHING",
+                logger: logger)
             relayCursorRows.withLock { _ = $0.insert(name) }
         }
         let logger = self.logger
@@ -270,7 +277,8 @@ public final class PostgresBackend: RegistryBackend {
     public func saveInvocation(_ invocation: Invocation) async throws {
         let i = invocation
         let document = String(decoding: i.document, as: UTF8.self)
-        _ = try await client.query("""
+        _ = try await client.query(
+            """
             INSERT INTO triad_invocations (id, seq, resource, caller, state, node, started_at, charged, document)
             VALUES (\(i.id), \(i.sequence), \(i.resource), \(i.caller), \(i.state.rawValue), \(i.node), \(i.startedAt), \(i.charged), \(document))
             ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, charged = EXCLUDED.charged, document = EXCLUDED.document
@@ -285,19 +293,23 @@ public final class PostgresBackend: RegistryBackend {
         let (resource, caller, since) = (query.resource, query.caller, query.since)
         var matched = 0
         var total = 0.0
-        let totals = try await client.query("""
+        let totals = try await client.query(
+            """
             SELECT count(*), coalesce(sum(charged), 0) FROM triad_invocations
             WHERE (\(resource)::text IS NULL OR resource = \(resource)) AND (\(caller)::text IS NULL OR caller = \(caller))
               AND (\(since)::text IS NULL OR started_at >= \(since))
             """, logger: logger)
         for try await (n, sum) in totals.decode((Int64, Double).self) { (matched, total) = (Int(n), sum) }
-        let before = query.before, limit = Int64(query.limit + 1)
-        var items = try await Self.invocations(client.query("""
-            SELECT seq, document FROM triad_invocations
-            WHERE (\(resource)::text IS NULL OR resource = \(resource)) AND (\(caller)::text IS NULL OR caller = \(caller))
-              AND (\(since)::text IS NULL OR started_at >= \(since)) AND (\(before)::bigint IS NULL OR seq < \(before))
-            ORDER BY seq DESC LIMIT \(limit)
-            """, logger: logger))
+        let before = query.before
+        let limit = Int64(query.limit + 1)
+        var items = try await Self.invocations(
+            client.query(
+                """
+                SELECT seq, document FROM triad_invocations
+                WHERE (\(resource)::text IS NULL OR resource = \(resource)) AND (\(caller)::text IS NULL OR caller = \(caller))
+                  AND (\(since)::text IS NULL OR started_at >= \(since)) AND (\(before)::bigint IS NULL OR seq < \(before))
+                ORDER BY seq DESC LIMIT \(limit)
+                """, logger: logger))
         var next: Int64?
         if items.count > query.limit {
             items.removeLast()
@@ -307,9 +319,10 @@ public final class PostgresBackend: RegistryBackend {
     }
 
     public func unfinishedInvocations(node: String) async throws -> [Invocation] {
-        try await Self.invocations(client.query(
-            "SELECT seq, document FROM triad_invocations WHERE node = \(node) AND state IN ('Pending', 'Running') ORDER BY seq",
-            logger: logger))
+        try await Self.invocations(
+            client.query(
+                "SELECT seq, document FROM triad_invocations WHERE node = \(node) AND state IN ('Pending', 'Running') ORDER BY seq",
+                logger: logger))
     }
 
     static func invocations(_ rows: PostgresRowSequence) async throws -> [Invocation] {
@@ -323,7 +336,8 @@ public final class PostgresBackend: RegistryBackend {
     }
 
     public func insertToken(_ token: TokenRecord) async throws {
-        let rows = try await client.query("""
+        let rows = try await client.query(
+            """
             INSERT INTO triad_tokens (name, role, resource, secret_hash, created_at)
             VALUES (\(token.name), \(token.role.rawValue), \(token.resource), \(token.secretHash), \(token.createdAt))
             ON CONFLICT (name) DO NOTHING RETURNING name
@@ -338,8 +352,9 @@ public final class PostgresBackend: RegistryBackend {
     }
 
     public func tokens() async throws -> [TokenRecord] {
-        try await collectTokens(try await client.query(
-            "SELECT name, role, resource, secret_hash, created_at, revoked_at FROM triad_tokens ORDER BY name", logger: logger))
+        try await collectTokens(
+            try await client.query(
+                "SELECT name, role, resource, secret_hash, created_at, revoked_at FROM triad_tokens ORDER BY name", logger: logger))
     }
 
     private func tokens(where column: String, equals value: String) async throws -> [TokenRecord] {
@@ -446,7 +461,11 @@ struct ResourcePage: PostgresPreparedStatement {
 final class PostgresTransaction: RegistryTransaction {
     let connection: PostgresConnection
     let logger: Logger
-    private enum Change { case insert(StoredResource), update(StoredResource), delete(String) }
+    private enum Change {
+        case insert(StoredResource)
+        case update(StoredResource)
+        case delete(String)
+    }
     private var change: Change?
     private var invocation: Invocation?
 
@@ -479,26 +498,30 @@ final class PostgresTransaction: RegistryTransaction {
         do {
             switch change {
             case .insert(let r):
-                _ = try await connection.query("""
+                _ = try await connection.query(
+                    """
                     WITH changed AS (INSERT INTO triad_resources (name, kind, labels, revision, document)
                       VALUES (\(r.name), \(r.kind.rawValue), \(labels), \(r.revision), \(document)))
                     \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
                     """, logger: logger)
             case .update(let r):
-                _ = try await connection.query("""
+                _ = try await connection.query(
+                    """
                     WITH changed AS (UPDATE triad_resources SET kind = \(r.kind.rawValue), labels = \(labels),
                       revision = \(r.revision), document = \(document) WHERE name = \(r.name))
                     \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
                     """, logger: logger)
             case .delete(let name):
-                _ = try await connection.query("""
+                _ = try await connection.query(
+                    """
                     WITH changed AS (DELETE FROM triad_resources WHERE name = \(name))
                     \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
                     """, logger: logger)
             case nil:
                 guard let i = invocation else { throw RegistryError.unavailable("a registry event without a change") }
                 let record = String(decoding: i.document, as: UTF8.self)
-                _ = try await connection.query("""
+                _ = try await connection.query(
+                    """
                     WITH changed AS (INSERT INTO triad_invocations (id, seq, resource, caller, state, node, started_at, charged, document)
                       VALUES (\(i.id), \(i.sequence), \(i.resource), \(i.caller), \(i.state.rawValue), \(i.node), \(i.startedAt), \(i.charged), \(record))
                       ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, charged = EXCLUDED.charged, document = EXCLUDED.document)

@@ -1,7 +1,8 @@
 import Foundation
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A process Triad starts (a mesh instance or Envoy, a probe), stdin from /dev/null and its
@@ -29,9 +30,11 @@ public final class ChildProcess: Sendable {
     /// `id` and `kind` label it in messages. Its stderr goes to `logPath` too, or to `errorPath`
     /// when given. `newProcessGroup`: the child leads a group of its own, and `stop` signals the
     /// whole group. `onExit` runs on the reaper thread.
-    public init(id: String, kind: String, executable: String, arguments: [String], environment: [String: String],
-                directory: String, logPath: String, errorPath: String? = nil, newProcessGroup: Bool = false,
-                onExit: @escaping @Sendable (Int32) -> Void = { _ in }) throws {
+    public init(
+        id: String, kind: String, executable: String, arguments: [String], environment: [String: String],
+        directory: String, logPath: String, errorPath: String? = nil, newProcessGroup: Bool = false,
+        onExit: @escaping @Sendable (Int32) -> Void = { _ in }
+    ) throws {
         self.id = id
         self.kind = kind
         self.logPath = logPath
@@ -54,7 +57,8 @@ public final class ChildProcess: Sendable {
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
-        var empty = sigset_t(), all = sigset_t()
+        var empty = sigset_t()
+        var all = sigset_t()
         sigemptyset(&empty)
         sigfillset(&all)
         posix_spawnattr_setsigmask(&attr, &empty)
@@ -155,7 +159,8 @@ public final class ChildProcess: Sendable {
     public static func alive(_ pid: Int32) -> Bool {
         guard pid > 0, kill(pid, 0) == 0 else { return false }
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return true }
+            let close = stat.lastIndex(of: ")")
+        else { return true }
         let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).prefix(1)
         return state != "Z" && state != "X"
     }

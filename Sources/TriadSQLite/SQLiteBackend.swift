@@ -58,8 +58,9 @@ public final class SQLiteBackend: RegistryBackend {
         for row in try await writer.query("SELECT name, kind, labels, revision, document FROM triad_resources", []) {
             index.put(try resource(row))
         }
-        index.revision = Int64(try await writer.query("SELECT value FROM triad_counters WHERE name = 'revision'", [])
-            .first?.column("value")?.integer ?? 0)
+        index.revision = Int64(
+            try await writer.query("SELECT value FROM triad_counters WHERE name = 'revision'", [])
+                .first?.column("value")?.integer ?? 0)
         return SQLiteBackend(writer: writer, readers: readers, index: index, fileLock: fileLock)
     }
 
@@ -120,8 +121,9 @@ public final class SQLiteBackend: RegistryBackend {
     }
 
     public func relayCursor(_ name: String) async throws -> Int64 {
-        Int64(try await reader.query("SELECT last_id FROM triad_relay_cursors WHERE name = ?", [.text(name)])
-            .first?.column("last_id")?.integer ?? 0)
+        Int64(
+            try await reader.query("SELECT last_id FROM triad_relay_cursors WHERE name = ?", [.text(name)])
+                .first?.column("last_id")?.integer ?? 0)
     }
 
     public func setRelayCursor(_ name: String, to id: Int64) async throws {
@@ -154,14 +156,16 @@ public final class SQLiteBackend: RegistryBackend {
     }
 
     public func telemetry(resource: String, from: String?, to: String?, limit: Int) async throws -> [TelemetrySample] {
-        let rows = try await reader.query("""
+        let rows = try await reader.query(
+            """
             SELECT resource, time, received_at, sample_values FROM triad_telemetry
             WHERE resource = ? AND time >= ? AND time < ? ORDER BY time DESC, seq DESC LIMIT ?
             """, [.text(resource), .text(from ?? ""), .text(to ?? "~"), .integer(limit)])
         return rows.reversed().map { row in
-            TelemetrySample(resource: row.column("resource")?.string ?? "", time: row.column("time")?.string ?? "",
-                            receivedAt: row.column("received_at")?.string ?? "",
-                            values: Data((row.column("sample_values")?.string ?? "{}").utf8))
+            TelemetrySample(
+                resource: row.column("resource")?.string ?? "", time: row.column("time")?.string ?? "",
+                receivedAt: row.column("received_at")?.string ?? "",
+                values: Data((row.column("sample_values")?.string ?? "{}").utf8))
         }
     }
 
@@ -184,28 +188,45 @@ public final class SQLiteBackend: RegistryBackend {
     public func invocations(_ query: InvocationQuery) async throws -> InvocationPage {
         var filter = "1 = 1"
         var binds: [SQLiteData] = []
-        if let resource = query.resource { filter += " AND resource = ?"; binds.append(.text(resource)) }
-        if let caller = query.caller { filter += " AND caller = ?"; binds.append(.text(caller)) }
-        if let since = query.since { filter += " AND started_at >= ?"; binds.append(.text(since)) }
+        if let resource = query.resource {
+            filter += " AND resource = ?"
+            binds.append(.text(resource))
+        }
+        if let caller = query.caller {
+            filter += " AND caller = ?"
+            binds.append(.text(caller))
+        }
+        if let since = query.since {
+            filter += " AND started_at >= ?"
+            binds.append(.text(since))
+        }
         let conn = reader
         let totals = try await conn.query("SELECT count(*) AS n, coalesce(sum(charged), 0.0) AS total FROM triad_invocations WHERE \(filter)", binds).first
-        var pageFilter = filter, pageBinds = binds
-        if let before = query.before { pageFilter += " AND seq < ?"; pageBinds.append(.integer(Int(before))) }
-        let rows = try await conn.query("SELECT seq, document FROM triad_invocations WHERE \(pageFilter) ORDER BY seq DESC LIMIT ?",
-                                        pageBinds + [.integer(query.limit + 1)])
+        var pageFilter = filter
+        var pageBinds = binds
+        if let before = query.before {
+            pageFilter += " AND seq < ?"
+            pageBinds.append(.integer(Int(before)))
+        }
+        let rows = try await conn.query(
+            "SELECT seq, document FROM triad_invocations WHERE \(pageFilter) ORDER BY seq DESC LIMIT ?",
+            pageBinds + [.integer(query.limit + 1)])
         var items = try rows.map(Self.invocation)
         var next: Int64?
         if items.count > query.limit {
             items.removeLast()
             next = items.last?.sequence
         }
-        return InvocationPage(items: items, next: next, matched: totals?.column("n")?.integer ?? 0,
-                              totalCharged: totals?.column("total")?.double ?? 0)
+        return InvocationPage(
+            items: items, next: next, matched: totals?.column("n")?.integer ?? 0,
+            totalCharged: totals?.column("total")?.double ?? 0)
     }
 
     public func unfinishedInvocations(node: String) async throws -> [Invocation] {
-        try await reader.query("SELECT seq, document FROM triad_invocations WHERE node = ? AND state IN ('Pending', 'Running') ORDER BY seq",
-                               [.text(node)]).map(Self.invocation)
+        try await reader.query(
+            "SELECT seq, document FROM triad_invocations WHERE node = ? AND state IN ('Pending', 'Running') ORDER BY seq",
+            [.text(node)]
+        ).map(Self.invocation)
     }
 
     static let upsertInvocation = """
@@ -214,8 +235,10 @@ public final class SQLiteBackend: RegistryBackend {
         """
 
     static func invocationBinds(_ i: Invocation) -> [SQLiteData] {
-        [.text(i.id), .integer(Int(i.sequence)), .text(i.resource), .text(i.caller), .text(i.state.rawValue), .text(i.node),
-         .text(i.startedAt), .float(i.charged), .text(String(decoding: i.document, as: UTF8.self))]
+        [
+            .text(i.id), .integer(Int(i.sequence)), .text(i.resource), .text(i.caller), .text(i.state.rawValue), .text(i.node),
+            .text(i.startedAt), .float(i.charged), .text(String(decoding: i.document, as: UTF8.self)),
+        ]
     }
 
     static func invocation(_ row: SQLiteRow) throws -> Invocation {
@@ -230,8 +253,10 @@ public final class SQLiteBackend: RegistryBackend {
             guard existing.isEmpty else { throw RegistryError.tokenExists(name: token.name) }
             _ = try await writer.query(
                 "INSERT INTO triad_tokens (name, role, resource, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                [.text(token.name), .text(token.role.rawValue), token.resource.map(SQLiteData.text) ?? .null,
-                 .text(token.secretHash), .text(token.createdAt)])
+                [
+                    .text(token.name), .text(token.role.rawValue), token.resource.map(SQLiteData.text) ?? .null,
+                    .text(token.secretHash), .text(token.createdAt),
+                ])
         }
     }
 
@@ -245,8 +270,9 @@ public final class SQLiteBackend: RegistryBackend {
 
     public func revokeToken(name: String, at time: String) async throws -> TokenRecord? {
         try await writeLock.withLock {
-            _ = try await writer.query("UPDATE triad_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                                       [.text(time), .text(name)])
+            _ = try await writer.query(
+                "UPDATE triad_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                [.text(time), .text(name)])
             return try await writer.query("SELECT * FROM triad_tokens WHERE name = ?", [.text(name)]).first.map(Self.token)
         }
     }
@@ -343,8 +369,10 @@ final class SQLiteTransaction: RegistryTransaction {
         // an operation event, to the ledger (from the invocation record in the document).
         _ = try await connection.query(
             "INSERT INTO triad_events (id, type, name, kind, labels, time, document) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [.integer(Int(e.id)), .text(e.type.rawValue), .text(e.name), .text(e.kind.rawValue),
-             .text(RowCoding.labelsText(e.labels)), .text(e.time), .text(String(decoding: e.document, as: UTF8.self))])
+            [
+                .integer(Int(e.id)), .text(e.type.rawValue), .text(e.name), .text(e.kind.rawValue),
+                .text(RowCoding.labelsText(e.labels)), .text(e.time), .text(String(decoding: e.document, as: UTF8.self)),
+            ])
         written = e.id
     }
 }
@@ -360,8 +388,9 @@ enum SQLiteMigrations {
             _ = try await db.query("BEGIN IMMEDIATE", [])
             do {
                 for statement in step.statements { _ = try await db.query(statement, []) }
-                _ = try await db.query("INSERT INTO triad_migrations (version, applied_at) VALUES (?, ?)",
-                                       [.integer(step.version), .text(Timestamp.format(Date()))])
+                _ = try await db.query(
+                    "INSERT INTO triad_migrations (version, applied_at) VALUES (?, ?)",
+                    [.integer(step.version), .text(Timestamp.format(Date()))])
                 _ = try await db.query("COMMIT", [])
                 logger.info("applied registry migration", metadata: ["version": "\(step.version)", "backend": "sqlite"])
             } catch {

@@ -66,7 +66,8 @@ public struct ServerConfiguration: Sendable, Equatable {
         let endpoint: MQTTEndpoint
         do { endpoint = try MQTTEndpoint(url: mqtt) } catch { throw Invalid(description: "\(error)") }
         guard endpoint.username != nil, endpoint.password != nil else {
-            throw Invalid(description: "mqttAuth dynsec needs the --mqtt URL to carry the broker admin's username and password (mqtt://user:password@host:port)")
+            throw Invalid(
+                description: "mqttAuth dynsec needs the --mqtt URL to carry the broker admin's username and password (mqtt://user:password@host:port)")
         }
     }
 

@@ -5,8 +5,8 @@ import Logging
 import Metrics
 import ServiceLifecycle
 import TriadAMQP
-import TriadMQTT
 import TriadCore
+import TriadMQTT
 import TriadPostgres
 import TriadSQLite
 import UnixSignals
@@ -44,8 +44,9 @@ public final class TriadServer: Sendable {
         if let url = configuration.mqtt { _ = try MQTTEndpoint(url: url) }
         // The data directory holds the database and admin.token: its owner's alone.
         if !FileManager.default.fileExists(atPath: configuration.dataDir) {
-            try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                atPath: configuration.dataDir, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700])
         }
         return try await withRegistryBackend(try configuration.resolvedDatabase(), logger: logger) { backend in
             let server = try await TriadServer(configuration: configuration, backend: backend, logger: logger)
@@ -83,8 +84,10 @@ public final class TriadServer: Sendable {
     /// With `configuration.amqp`, registry events go to RabbitMQ through the outbox relay and
     /// telemetry through the forwarder, and agents' statuses come in from `triad.state`; with `configuration.mqtt`, telemetry comes from MQTT.
     /// `resolver`: how operations' host names are resolved (the system's; tests re-point names).
-    public init(configuration: ServerConfiguration, backend: any RegistryBackend, logger: Logger,
-                resolver: HostResolver = .system) async throws {
+    public init(
+        configuration: ServerConfiguration, backend: any RegistryBackend, logger: Logger,
+        resolver: HostResolver = .system
+    ) async throws {
         self.configuration = configuration
         try configuration.checkMQTTAuth()
         self.registry = Registry(backend: backend)
@@ -100,9 +103,10 @@ public final class TriadServer: Sendable {
         self.relay = publisher.map { OutboxRelay(cursors: backend, publisher: $0, notifier: notifier, logger: logger) }
         let forwarder = try configuration.amqp.map { try TelemetryForwarder(url: $0, logger: logger) }
         self.telemetryForwarder = forwarder
-        let ingest = TelemetryIngest(registry: registry, forwarder: forwarder,
-                                     retention: .seconds(configuration.telemetryRetentionHours * 3600),
-                                     rate: Double(configuration.telemetryRate), burst: Double(configuration.telemetryRate * 2), logger: logger)
+        let ingest = TelemetryIngest(
+            registry: registry, forwarder: forwarder,
+            retention: .seconds(configuration.telemetryRetentionHours * 3600),
+            rate: Double(configuration.telemetryRate), burst: Double(configuration.telemetryRate * 2), logger: logger)
         self.telemetry = ingest
         self.telemetrySubscriber = try configuration.mqtt.map {
             try TelemetrySubscriber(url: $0, shared: configuration.mqttShared, ingest: ingest, logger: logger)
@@ -111,10 +115,11 @@ public final class TriadServer: Sendable {
         self.stateSync = try configuration.amqp.map {
             try StateSync(url: $0, queue: configuration.stateQueue, registry: registry, authority: authority, written: { notifier.notify() }, logger: logger)
         }
-        self.controller = ProbeController(registry: registry, authority: authority, notifier: notifier, mqttBroker: try configuration.mqtt.map { try MQTTEndpoint(url: $0) },
-                                          mqttClientPerToken: brokerAccess != nil,
-                                          dataDir: configuration.dataDir, policy: configuration.probePolicy,
-                                          probeAllow: configuration.probeAllow, logger: logger)
+        self.controller = ProbeController(
+            registry: registry, authority: authority, notifier: notifier, mqttBroker: try configuration.mqtt.map { try MQTTEndpoint(url: $0) },
+            mqttClientPerToken: brokerAccess != nil,
+            dataDir: configuration.dataDir, policy: configuration.probePolicy,
+            probeAllow: configuration.probeAllow, logger: logger)
         let addressing = UpstreamAddressing(allowed: configuration.allowedHosts, resolver: resolver)
         self.addressing = addressing
         let invokeTimeout = Duration.milliseconds(Int64(configuration.invokeTimeoutSeconds * 1000))
@@ -155,8 +160,10 @@ public final class TriadServer: Sendable {
         SystemRoutes(registry: registry, checks: checks, metrics: ServerMetrics.registry).register(table)
         ResourceRoutes(registry: registry, reader: reader, addressing: addressing, authority: authority, written: { notifier.notify() }).register(table)
         InvocationRoutes(registry: registry, runner: invocations, reader: reader).register(table)
-        EventRoutes(registry: registry, tail: eventTail, authority: authority,
-                    streams: StreamCounter(limit: configuration.maxStreamsPerToken)).register(table)
+        EventRoutes(
+            registry: registry, tail: eventTail, authority: authority,
+            streams: StreamCounter(limit: configuration.maxStreamsPerToken)
+        ).register(table)
         TokenRoutes(authority: authority, registry: registry, reader: reader).register(table)
         TelemetryRoutes(registry: registry, ingest: telemetry).register(table)
         BindingRoutes(registry: registry, reader: reader, written: { notifier.notify() }).register(table)
@@ -189,10 +196,12 @@ public final class TriadServer: Sendable {
                 controller,
                 invocations,
             ] + ([relay, telemetryForwarder, telemetrySubscriber, stateSync, brokerAccess] as [(any Service)?]).compactMap { $0 }
-              + (brokerAccess == nil ? [] : [
-                // Revocations that could not reach the broker when they happened.
-                PeriodicService(name: "mqtt-client-cleanup", interval: .seconds(60)) { [authority] in try await authority.withdrawRevokedClients() },
-              ]),
+                + (brokerAccess == nil
+                    ? []
+                    : [
+                        // Revocations that could not reach the broker when they happened.
+                        PeriodicService(name: "mqtt-client-cleanup", interval: .seconds(60)) { [authority] in try await authority.withdrawRevokedClients() }
+                    ]),
             onServerRunning: { [controller, configuration] channel in
                 let port = channel.localAddress?.port ?? 0
                 // Probes reach the API on loopback when the server listens on every address.

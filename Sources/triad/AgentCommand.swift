@@ -10,10 +10,10 @@ struct AgentCommand: AsyncParsableCommand {
         commandName: "agent",
         abstract: "Host resource agents (devices over Home Assistant) from a YAML file.",
         discussion: """
-        The file's schema is schemas/agent.schema.json; every problem in it is reported at once, \
-        with the file, a JSON pointer and the reason. Tokens come from files or the environment \
-        (TRIAD_TOKEN for Triad, HA_TOKEN for Home Assistant), never from flags. docs/agents.md has more.
-        """)
+            The file's schema is schemas/agent.schema.json; every problem in it is reported at once, \
+            with the file, a JSON pointer and the reason. Tokens come from files or the environment \
+            (TRIAD_TOKEN for Triad, HA_TOKEN for Home Assistant), never from flags. docs/agents.md has more.
+            """)
 
     @Option(help: "The agents' YAML file.")
     var config: String
@@ -28,7 +28,9 @@ struct AgentCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
             throw ExitCode(2)
         }
-        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
         LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level) }
         let logger = Logger(label: "triad.agent")
         let host = AgentHost(config: parsed, logger: logger)

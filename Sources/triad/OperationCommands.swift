@@ -46,7 +46,8 @@ struct InvokeCommand: AsyncParsableCommand {
                 parameters.append("\(percentEncode(String(pair[..<eq])))=\(percentEncode(String(pair[pair.index(after: eq)...])))")
             }
             if force { parameters.append("force=true") }
-            let path = "/api/v1/resources/\(percentEncode(name))/operations/\(percentEncode(operation))"
+            let path =
+                "/api/v1/resources/\(percentEncode(name))/operations/\(percentEncode(operation))"
                 + (parameters.isEmpty ? "" : "?" + parameters.joined(separator: "&"))
             let reply = try await client.client().call(.POST, path, body: body, headers: async ? [("Prefer", "respond-async")] : [])
             guard let answer = reply.json else { throw CLIError("the server sent an unreadable answer") }
@@ -88,8 +89,9 @@ struct BindCommand: AsyncParsableCommand {
                 body["ttlSeconds"] = .number(Double(seconds))
             }
             if let holder { body["holder"] = .string(holder) }
-            let reply = try await client.client().call(.POST, "/api/v1/resources/\(percentEncode(name))/binding",
-                                                       body: JSONCoding.encode(JSONValue.object(body)))
+            let reply = try await client.client().call(
+                .POST, "/api/v1/resources/\(percentEncode(name))/binding",
+                body: JSONCoding.encode(JSONValue.object(body)))
             let answer = reply.json
             print("resource/\(name) bound by \(answer?["holder"]?.stringValue ?? "?") until \(answer?["expiresAt"]?.stringValue ?? "?")")
         }
@@ -138,12 +140,19 @@ enum InvocationListing {
         } while continueToken != nil
         switch output {
         case .json:
-            print(Output.prettyJSON(.object(["apiVersion": .string(Resource.apiVersion), "kind": .string("InvocationList"), "items": .array(items),
-                                             "metadata": .object(["totalPrice": .number(total)])])))
+            print(
+                Output.prettyJSON(
+                    .object([
+                        "apiVersion": .string(Resource.apiVersion), "kind": .string("InvocationList"), "items": .array(items),
+                        "metadata": .object(["totalPrice": .number(total)]),
+                    ])))
         case .yaml:
             print(items.map { DocumentWriter.yaml($0) }.joined(separator: "---\n"), terminator: "")
         case .table, .wide:
-            if items.isEmpty { print("No invocations found."); return }
+            if items.isEmpty {
+                print("No invocations found.")
+                return
+            }
             var rows = [["ID", "RESOURCE", "OPERATION", "CALLER", "STATE", "HTTP", "PRICE", "CHARGED", "AGE"]]
             for i in items {
                 rows.append([

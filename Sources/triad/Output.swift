@@ -28,8 +28,10 @@ enum Output {
                     let ops = (r["spec"]?["operations"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }
                     let labels = (r["metadata"]?["labels"]?.objectValue ?? [:]).sorted { $0.key < $1.key }
                         .map { "\($0.key)=\($0.value.stringValue ?? "")" }
-                    row += [r["spec"]?["accessMode"]?.stringValue ?? "Shared", ops.isEmpty ? "<none>" : ops.joined(separator: ","),
-                            labels.isEmpty ? "<none>" : labels.joined(separator: ",")]
+                    row += [
+                        r["spec"]?["accessMode"]?.stringValue ?? "Shared", ops.isEmpty ? "<none>" : ops.joined(separator: ","),
+                        labels.isEmpty ? "<none>" : labels.joined(separator: ","),
+                    ]
                 }
                 rows.append(row)
             }
@@ -85,7 +87,8 @@ enum Output {
         out += "Operations:" + (ops.isEmpty ? "          <none>\n" : "\n")
         for op in ops {
             let price = op["price"].map(compact) ?? "0"
-            out += "  \(op["name"]?.stringValue ?? "")\t\(op["httpAction"]?["action"]?.stringValue ?? "") \(op["httpAction"]?["url"]?.stringValue ?? "")\tprice \(price)\n"
+            out +=
+                "  \(op["name"]?.stringValue ?? "")\t\(op["httpAction"]?["action"]?.stringValue ?? "") \(op["httpAction"]?["url"]?.stringValue ?? "")\tprice \(price)\n"
         }
         let probe = [r["spec"]?["probeImage"]?.stringValue].compactMap { $0 } + (r["spec"]?["probeArgs"]?.arrayValue ?? []).compactMap(\.stringValue)
         line("Probe", probe.isEmpty ? nil : probe.joined(separator: " ") + (r["spec"]?["probeEnabled"] == .bool(true) ? " (enabled)" : " (disabled)"))
@@ -104,7 +107,11 @@ enum Output {
         out += "Conditions:" + (conditions.isEmpty ? "          <none>\n" : "\n")
         if !conditions.isEmpty {
             var rows = [["  TYPE", "STATUS", "REASON", "MESSAGE"]]
-            for c in conditions { rows.append(["  " + (c["type"]?.stringValue ?? ""), c["status"]?.stringValue ?? "", c["reason"]?.stringValue ?? "", c["message"]?.stringValue ?? ""]) }
+            for c in conditions {
+                rows.append([
+                    "  " + (c["type"]?.stringValue ?? ""), c["status"]?.stringValue ?? "", c["reason"]?.stringValue ?? "", c["message"]?.stringValue ?? "",
+                ])
+            }
             out += table(rows)
         }
         return out

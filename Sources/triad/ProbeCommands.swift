@@ -18,9 +18,9 @@ struct ProbeCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Publish synthetic telemetry for a resource.",
             discussion: """
-            Over MQTT when an MQTT URL is given (announcing `online` on triad/v1/resources/NAME/probe, \
-            with `offline` as its will), else through POST /api/v1/resources/NAME/telemetry.
-            """)
+                Over MQTT when an MQTT URL is given (announcing `online` on triad/v1/resources/NAME/probe, \
+                with `offline` as its will), else through POST /api/v1/resources/NAME/telemetry.
+                """)
 
         @OptionGroup var target: ProbeTarget
         @Option(help: "Samples per second; 0 announces online and then stays silent (default 1).")
@@ -32,7 +32,10 @@ struct ProbeCommand: AsyncParsableCommand {
         @Option(help: "Exit with status 3 after this many samples, as a crash would (for testing restarts).")
         var crashAfter: Int?
 
-        enum Generator { case range(Double, Double), constant(Double) }
+        enum Generator {
+            case range(Double, Double)
+            case constant(Double)
+        }
 
         func parseValues() throws -> [(String, Generator)] {
             try (values.isEmpty ? ["value=0..100"] : values).map { spec in
@@ -94,10 +97,10 @@ struct ProbeCommand: AsyncParsableCommand {
             commandName: "homeassistant",
             abstract: "Publish a Home Assistant entity's state as telemetry.",
             discussion: """
-            Home Assistant is found with --ha-url (env HA_URL, default http://127.0.0.1:8123) and a \
-            long-lived token from --ha-token-file or env HA_TOKEN (never a flag: arguments are visible \
-            to every user of the machine). Telemetry goes out as with `triad probe simulate`.
-            """)
+                Home Assistant is found with --ha-url (env HA_URL, default http://127.0.0.1:8123) and a \
+                long-lived token from --ha-token-file or env HA_TOKEN (never a flag: arguments are visible \
+                to every user of the machine). Telemetry goes out as with `triad probe simulate`.
+                """)
 
         @Option(help: "The entity, e.g. sensor.outside_temperature.")
         var entity: String
@@ -225,19 +228,22 @@ struct ProbeOutput: Sendable {
         let env = ProcessInfo.processInfo.environment
         if let url = mqtt ?? env["TRIAD_MQTT_URL"] {
             let probeTopic = Telemetry.topic(name, .probe)
-            let client = try MQTTClient(endpoint: try MQTTEndpoint(url: url),
-                                        will: MQTTWill(topic: probeTopic, payload: Array("offline".utf8), retain: true))
+            let client = try MQTTClient(
+                endpoint: try MQTTEndpoint(url: url),
+                will: MQTTWill(topic: probeTopic, payload: Array("offline".utf8), retain: true))
             try client.start()
             guard await client.waitUntilReady(timeout: .seconds(30)) else {
                 throw CLIError("cannot reach the MQTT broker \(client.endpoint): \(client.lastError ?? "timed out")")
             }
             try client.publish(topic: probeTopic, payload: Array("online".utf8), retain: true)
             let topic = Telemetry.topic(name, .telemetry)
-            return ProbeOutput(send: { payload in try client.publish(topic: topic, payload: payload) }, finish: {
-                try? client.publish(topic: probeTopic, payload: Array("offline".utf8), retain: true)
-                try? await Task.sleep(for: .milliseconds(200))  // let the network thread send it
-                client.stop()
-            })
+            return ProbeOutput(
+                send: { payload in try client.publish(topic: topic, payload: payload) },
+                finish: {
+                    try? client.publish(topic: probeTopic, payload: Array("offline".utf8), retain: true)
+                    try? await Task.sleep(for: .milliseconds(200))  // let the network thread send it
+                    client.stop()
+                })
         }
         guard let api = api ?? env["TRIAD_API_URL"] else {
             throw ValidationError("give --mqtt (TRIAD_MQTT_URL) or --api (TRIAD_API_URL)")

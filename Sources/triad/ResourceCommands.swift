@@ -22,7 +22,9 @@ struct ApplyCommand: AsyncParsableCommand {
                 data = d
             }
             let docs: [JSONValue]
-            do { docs = try DocumentReader.readAll(data, format: DocumentReader.sniff(data)) } catch { throw CLIError("\(filename): \((error as? DocumentSyntaxError)?.message ?? "\(error)")") }
+            do { docs = try DocumentReader.readAll(data, format: DocumentReader.sniff(data)) } catch {
+                throw CLIError("\(filename): \((error as? DocumentSyntaxError)?.message ?? "\(error)")")
+            }
             let api = try client.client()
             var failed = 0
             for (index, doc) in Self.unpack(docs).enumerated() {
@@ -159,7 +161,9 @@ struct DescribeCommand: AsyncParsableCommand {
                 if items.isEmpty { print("  <none>") }
                 for i in items {
                     let status = i["httpStatus"]?.numberValue.map { " HTTP \(Int($0))" } ?? ""
-                    print("  \(i["startedAt"]?.stringValue ?? "")\t\(i["operation"]?.stringValue ?? "")\t\(i["caller"]?.stringValue ?? "")\t\(i["state"]?.stringValue ?? "")\(status)\tcharged \(InvocationListing.price(i["charged"]?.numberValue ?? 0))")
+                    print(
+                        "  \(i["startedAt"]?.stringValue ?? "")\t\(i["operation"]?.stringValue ?? "")\t\(i["caller"]?.stringValue ?? "")\t\(i["state"]?.stringValue ?? "")\(status)\tcharged \(InvocationListing.price(i["charged"]?.numberValue ?? 0))"
+                    )
                 }
             } catch let failure as TriadClient.Failure where failure.status == 403 {
                 print("  (not available: \(failure.description))")

@@ -1,9 +1,9 @@
 import ArgumentParser
 import Foundation
-import Synchronization
 import Logging
 import Metrics
 import Prometheus
+import Synchronization
 import TriadCore
 import TriadServer
 import Yams
@@ -13,14 +13,14 @@ struct ServerCommand: AsyncParsableCommand {
         commandName: "server",
         abstract: "Run the Triad server.",
         discussion: """
-        Every setting comes from a flag, else a TRIAD_* environment variable, else the YAML file \
-        given with --config, else its default. Keys: database (TRIAD_DATABASE), dataDir \
-        (TRIAD_DATA_DIR), amqp (TRIAD_AMQP), mqtt (TRIAD_MQTT), mqttShared (TRIAD_MQTT_SHARED), mqttAuth (TRIAD_MQTT_AUTH), \
-        telemetryRetentionHours (TRIAD_TELEMETRY_RETENTION_HOURS), telemetryRate (TRIAD_TELEMETRY_RATE), listen (TRIAD_LISTEN), maxBodyBytes (TRIAD_MAX_BODY_BYTES), \
-        eventRetention (TRIAD_EVENT_RETENTION), shutdownGrace (TRIAD_SHUTDOWN_GRACE), \
-        idleTimeout (TRIAD_IDLE_TIMEOUT), allowedHosts (TRIAD_ALLOWED_HOSTS), probeAllow (TRIAD_PROBE_ALLOW), invokeTimeout (TRIAD_INVOKE_TIMEOUT), logLevel (TRIAD_LOG_LEVEL). TRIAD_ADMIN_TOKEN \
-        ensures an admin with that token (environment only, never a file or flag).
-        """)
+            Every setting comes from a flag, else a TRIAD_* environment variable, else the YAML file \
+            given with --config, else its default. Keys: database (TRIAD_DATABASE), dataDir \
+            (TRIAD_DATA_DIR), amqp (TRIAD_AMQP), mqtt (TRIAD_MQTT), mqttShared (TRIAD_MQTT_SHARED), mqttAuth (TRIAD_MQTT_AUTH), \
+            telemetryRetentionHours (TRIAD_TELEMETRY_RETENTION_HOURS), telemetryRate (TRIAD_TELEMETRY_RATE), listen (TRIAD_LISTEN), maxBodyBytes (TRIAD_MAX_BODY_BYTES), \
+            eventRetention (TRIAD_EVENT_RETENTION), shutdownGrace (TRIAD_SHUTDOWN_GRACE), \
+            idleTimeout (TRIAD_IDLE_TIMEOUT), allowedHosts (TRIAD_ALLOWED_HOSTS), probeAllow (TRIAD_PROBE_ALLOW), invokeTimeout (TRIAD_INVOKE_TIMEOUT), logLevel (TRIAD_LOG_LEVEL). TRIAD_ADMIN_TOKEN \
+            ensures an admin with that token (environment only, never a file or flag).
+            """)
 
     @Option(help: "YAML configuration file.")
     var config: String?
@@ -32,7 +32,10 @@ struct ServerCommand: AsyncParsableCommand {
     var mqtt: String?
     @Option(help: "true: subscribe with $share/triad/ so replicas split telemetry (default false).")
     var mqttShared: String?
-    @Option(help: "none: the broker's own configuration decides who may publish; dynsec: the server manages Mosquitto's dynamic-security plugin with the --mqtt URL's credentials, one client per device token (default none).")
+    @Option(
+        help:
+            "none: the broker's own configuration decides who may publish; dynsec: the server manages Mosquitto's dynamic-security plugin with the --mqtt URL's credentials, one client per device token (default none)."
+    )
     var mqttAuth: String?
     @Option(help: "Hours of telemetry history kept (default 168).")
     var telemetryRetentionHours: Int?
@@ -59,7 +62,10 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).")
     var logLevel: String?
 
-    static let fileKeys: Set<String> = ["database", "amqp", "mqtt", "mqttShared", "mqttAuth", "telemetryRetentionHours", "telemetryRate", "dataDir", "listen", "maxBodyBytes", "eventRetention", "shutdownGrace", "idleTimeout", "allowedHosts", "probeAllow", "invokeTimeout", "logLevel"]
+    static let fileKeys: Set<String> = [
+        "database", "amqp", "mqtt", "mqttShared", "mqttAuth", "telemetryRetentionHours", "telemetryRate", "dataDir", "listen", "maxBodyBytes", "eventRetention",
+        "shutdownGrace", "idleTimeout", "allowedHosts", "probeAllow", "invokeTimeout", "logLevel",
+    ]
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
@@ -91,7 +97,9 @@ struct ServerCommand: AsyncParsableCommand {
             cfg.mqttAuth = auth
         }
         do { try cfg.checkMQTTAuth() } catch { throw ValidationError("\(error)") }
-        if let n = try integer(telemetryRetentionHours, "TRIAD_TELEMETRY_RETENTION_HOURS", "telemetryRetentionHours", minimum: 1) { cfg.telemetryRetentionHours = n }
+        if let n = try integer(telemetryRetentionHours, "TRIAD_TELEMETRY_RETENTION_HOURS", "telemetryRetentionHours", minimum: 1) {
+            cfg.telemetryRetentionHours = n
+        }
         if let n = try integer(telemetryRate, "TRIAD_TELEMETRY_RATE", "telemetryRate", minimum: 1) { cfg.telemetryRate = n }
         if let dir = setting(dataDir, "TRIAD_DATA_DIR", "dataDir") { cfg.dataDir = dir }
         if let listen = setting(listen, "TRIAD_LISTEN", "listen") {
@@ -122,7 +130,9 @@ struct ServerCommand: AsyncParsableCommand {
         }
         do { _ = try cfg.resolvedDatabase() } catch { throw ValidationError("\(error)") }
         let levelText = setting(logLevel, "TRIAD_LOG_LEVEL", "logLevel") ?? "info"
-        guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("logLevel must be one of trace, debug, info, notice, warning, error, critical") }
+        guard let level = Logger.Level(rawValue: levelText) else {
+            throw ValidationError("logLevel must be one of trace, debug, info, notice, warning, error, critical")
+        }
 
         LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level) }
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: ServerMetrics.registry))

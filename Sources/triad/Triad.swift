@@ -7,8 +7,11 @@ struct Triad: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "triad",
         abstract: "A backend for human-machine-thing resource platforms.",
-        subcommands: [ServerCommand.self, ApplyCommand.self, GetCommand.self, DescribeCommand.self, DeleteCommand.self,
-                      InvokeCommand.self, BindCommand.self, UnbindCommand.self, EventsCommand.self, TokenCommand.self, ProbeCommand.self, AgentCommand.self, MeshCommand.self, UpgradeCommand.self])
+        subcommands: [
+            ServerCommand.self, ApplyCommand.self, GetCommand.self, DescribeCommand.self, DeleteCommand.self,
+            InvokeCommand.self, BindCommand.self, UnbindCommand.self, EventsCommand.self, TokenCommand.self, ProbeCommand.self, AgentCommand.self,
+            MeshCommand.self, UpgradeCommand.self,
+        ])
 }
 
 /// Prints a failure as one line on stderr and exits non-zero, for every client verb (registry,

@@ -35,11 +35,11 @@ struct UpgradeStart: AsyncParsableCommand {
         commandName: "start",
         abstract: "Upgrade SERVICE to a version; prints a line per step with the DiffSet size, exits 0 only when it completed.",
         discussion: """
-        Strategies: CV (default; both versions serve, pinned traces stay on the old one, the old one \
-        is retired when its last transaction ends), BF (hold new sub-transactions until the old \
-        version is free, then swap), WF (wait until it is free; may time out under load), rolling \
-        (replace at once, no guarantee). A version the mesh file did not declare needs --command or --upstream.
-        """)
+            Strategies: CV (default; both versions serve, pinned traces stay on the old one, the old one \
+            is retired when its last transaction ends), BF (hold new sub-transactions until the old \
+            version is free, then swap), WF (wait until it is free; may time out under load), rolling \
+            (replace at once, no guarantee). A version the mesh file did not declare needs --command or --upstream.
+            """)
 
     @Argument(help: "The service to upgrade.") var service: String
     @Option(help: "The version to upgrade to.") var to: String
@@ -72,12 +72,15 @@ struct UpgradeStart: AsyncParsableCommand {
                 FileHandle.standardOutput.write(Data(IstioRender.render(.init(service: service, from: current, to: to, namespace: namespace, port: port)).utf8))
                 return
             }
-            guard let seconds = parseSeconds(drainTimeout), seconds > 0 else { throw MeshClient.Failure("--drain-timeout \(drainTimeout) is not a duration (60s, 2m, 500ms)") }
+            guard let seconds = parseSeconds(drainTimeout), seconds > 0 else {
+                throw MeshClient.Failure("--drain-timeout \(drainTimeout) is not a duration (60s, 2m, 500ms)")
+            }
             if command != nil && upstream != nil { throw MeshClient.Failure("give --command or --upstream, not both") }
             let client = try meshClient(mesh)
             let argv = command?.split(separator: " ").map(String.init)
-            var status = try await client.startUpgrade(UpgradeRequest(
-                service: service, to: to, strategy: strategy, command: argv, upstream: upstream, drainTimeoutSeconds: seconds, force: force))
+            var status = try await client.startUpgrade(
+                UpgradeRequest(
+                    service: service, to: to, strategy: strategy, command: argv, upstream: upstream, drainTimeoutSeconds: seconds, force: force))
             say("upgrade \(service) \(status.from) -> \(status.to) (\(status.strategy)) started")
             if detach { return }
             var printed = 0

@@ -1,8 +1,9 @@
 import Testing
+
 @testable import TriadAMQP
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Needs the RabbitMQ that `scripts/services.sh start` runs (or TRIAD_TEST_AMQP_URL).
@@ -34,9 +35,10 @@ func unique(_ prefix: String) -> String { "\(prefix).\(UInt64.random(in: 0...UIn
 
         // 1000 messages, every third one outside device.#.
         let all = (0..<1000).map { i in
-            AMQPMessage(exchange: exchange, routingKey: i % 3 == 0 ? "agent.\(i).seen" : "device.\(i).changed",
-                        body: Array("{\"seq\":\(i)}".utf8), contentType: "application/json",
-                        messageID: "msg-\(i)", persistent: true)
+            AMQPMessage(
+                exchange: exchange, routingKey: i % 3 == 0 ? "agent.\(i).seen" : "device.\(i).changed",
+                body: Array("{\"seq\":\(i)}".utf8), contentType: "application/json",
+                messageID: "msg-\(i)", persistent: true)
         }
         let clock = ContinuousClock()
         let elapsed = try await clock.measure {
@@ -77,8 +79,11 @@ func unique(_ prefix: String) -> String { "\(prefix).\(UInt64.random(in: 0...UIn
         }
         // The channel was reopened in confirm mode: the same publisher still works.
         #expect(publisher.isConnected)
-        try await publisher.publishConfirmed([AMQPMessage(exchange: "amq.topic", routingKey: "nobody.listens",
-                                                          body: [], messageID: "after-error")])
+        try await publisher.publishConfirmed([
+            AMQPMessage(
+                exchange: "amq.topic", routingKey: "nobody.listens",
+                body: [], messageID: "after-error")
+        ])
     }
 
     @Test func connectingToClosedPortThrows() async throws {

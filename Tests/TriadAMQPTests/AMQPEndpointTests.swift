@@ -1,4 +1,5 @@
 import Testing
+
 @testable import TriadAMQP
 
 @Suite struct AMQPEndpointTests {
@@ -7,8 +8,10 @@ import Testing
         #expect(e == AMQPEndpoint(host: "broker.local", port: 5673, user: "alice", password: "s3cret", vhost: "prod"))
     }
 
-    @Test(arguments: ["amqp://guest:guest@127.0.0.1:55672", "amqp://guest:guest@127.0.0.1:55672/",
-                      "amqp://guest:guest@127.0.0.1:55672/%2f", "amqp://guest:guest@127.0.0.1:55672/%2F"])
+    @Test(arguments: [
+        "amqp://guest:guest@127.0.0.1:55672", "amqp://guest:guest@127.0.0.1:55672/",
+        "amqp://guest:guest@127.0.0.1:55672/%2f", "amqp://guest:guest@127.0.0.1:55672/%2F",
+    ])
     func defaultVhost(url: String) throws {
         #expect(try AMQPEndpoint(url: url).vhost == "/")
     }

@@ -46,15 +46,22 @@ struct ControllerRunnerTests {
             }
         }
         func openUp() {
-            for c in open.withLock({ s -> [CheckedContinuation<Void, Never>] in s.0 = true; defer { s.1 = [] }; return s.1 }) { c.resume() }
+            for c in open.withLock({ s -> [CheckedContinuation<Void, Never>] in
+                s.0 = true
+                defer { s.1 = [] }
+                return s.1
+            }) { c.resume() }
         }
     }
 
-    static func withRunner(clock: ManualClock, workers: Int = 4,
-                           _ reconcile: @escaping ControllerRunner<String, ManualClock>.Reconcile,
-                           _ body: (ControllerRunner<String, ManualClock>) async throws -> Void) async throws {
-        let runner = ControllerRunner(clock: clock, workers: workers, queue: WorkQueue(baseDelay: 1, maxDelay: 8),
-                                      logger: Logger(label: "test"), reconcile: reconcile)
+    static func withRunner(
+        clock: ManualClock, workers: Int = 4,
+        _ reconcile: @escaping ControllerRunner<String, ManualClock>.Reconcile,
+        _ body: (ControllerRunner<String, ManualClock>) async throws -> Void
+    ) async throws {
+        let runner = ControllerRunner(
+            clock: clock, workers: workers, queue: WorkQueue(baseDelay: 1, maxDelay: 8),
+            logger: Logger(label: "test"), reconcile: reconcile)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await runner.run() }
             try await body(runner)
@@ -63,12 +70,16 @@ struct ControllerRunnerTests {
     }
 
     @Test func aReconcileAsksToBeLookedAtAgainAfterItsDelayOnTheClock() async throws {
-        let clock = ManualClock(), journal = Journal()
-        try await Self.withRunner(clock: clock, { key, logger in
-            journal.begin(key, logger)
-            defer { journal.end(key) }
-            return .seconds(30)
-        }) { runner in
+        let clock = ManualClock()
+        let journal = Journal()
+        try await Self.withRunner(
+            clock: clock,
+            { key, logger in
+                journal.begin(key, logger)
+                defer { journal.end(key) }
+                return .seconds(30)
+            }
+        ) { runner in
             runner.add("fan")
             try await eventually("fan is reconciled", every: .milliseconds(1)) { journal.calls("fan") == 1 }
             try await eventually("the runner sleeps until fan's deadline", every: .milliseconds(1)) { clock.sleeping == 1 }
@@ -82,12 +93,16 @@ struct ControllerRunnerTests {
 
     @Test func aFailedReconcileIsRetriedWithBackOff() async throws {
         struct Boom: Error {}
-        let clock = ManualClock(), journal = Journal()
-        try await Self.withRunner(clock: clock, { key, logger in
-            journal.begin(key, logger)
-            defer { journal.end(key) }
-            throw Boom()
-        }) { runner in
+        let clock = ManualClock()
+        let journal = Journal()
+        try await Self.withRunner(
+            clock: clock,
+            { key, logger in
+                journal.begin(key, logger)
+                defer { journal.end(key) }
+                throw Boom()
+            }
+        ) { runner in
             runner.add("lamp")
             try await eventually("the first attempt", every: .milliseconds(1)) { journal.calls("lamp") == 1 }
             try await eventually("the runner sleeps until the retry", every: .milliseconds(1)) { clock.sleeping == 1 }
@@ -102,13 +117,18 @@ struct ControllerRunnerTests {
     }
 
     @Test func severalWorkersButNeverTwoOnOneKey() async throws {
-        let clock = ManualClock(), journal = Journal(), gate = Gate()
-        try await Self.withRunner(clock: clock, workers: 2, { key, logger in
-            journal.begin(key, logger)
-            await gate.pass()
-            journal.end(key)
-            return nil
-        }) { runner in
+        let clock = ManualClock()
+        let journal = Journal()
+        let gate = Gate()
+        try await Self.withRunner(
+            clock: clock, workers: 2,
+            { key, logger in
+                journal.begin(key, logger)
+                await gate.pass()
+                journal.end(key)
+                return nil
+            }
+        ) { runner in
             for key in ["a", "b", "c"] { runner.add(key) }
             try await eventually("two reconciles run", every: .milliseconds(1)) { journal.total == 2 }
             runner.add("a")
@@ -116,7 +136,9 @@ struct ControllerRunnerTests {
             #expect(journal.state.withLock { $0.mostAtOnce } == 2, "no more than two workers")
             gate.openUp()
             // a and b were added while they ran: each runs once more; c runs once.
-            try await eventually("every key is reconciled", every: .milliseconds(1)) { journal.calls("a") == 2 && journal.calls("b") == 2 && journal.calls("c") == 1 }
+            try await eventually("every key is reconciled", every: .milliseconds(1)) {
+                journal.calls("a") == 2 && journal.calls("b") == 2 && journal.calls("c") == 1
+            }
             let state = journal.state.withLock { $0 }
             #expect(state.mostAtOnceOnOneKey == 1, "never two reconciles of one key at once")
             #expect(state.mostAtOnce <= 2)

@@ -7,7 +7,9 @@ import TriadCore
 struct ControllerTests {
     @Test func theQueueDeduplicatesAndHandsAKeyToOneWorkerAtATime() {
         var q = WorkQueue<String>()
-        q.add("a"); q.add("b"); q.add("a")
+        q.add("a")
+        q.add("b")
+        q.add("a")
         #expect(q.next(now: 0) == "a")
         #expect(q.next(now: 0) == "b")
         #expect(q.next(now: 0) == nil, "a was queued once")
@@ -15,7 +17,8 @@ struct ControllerTests {
         #expect(q.next(now: 0) == nil, "not handed to a second worker")
         q.done("a")
         #expect(q.next(now: 0) == "a", "re-added after done because it changed meanwhile")
-        q.done("a"); q.done("b")
+        q.done("a")
+        q.done("b")
         #expect(q.next(now: 0) == nil)
         #expect(q.isEmpty)
     }
@@ -57,7 +60,10 @@ struct ControllerTests {
 
     static func running(since t: Double, generation: Int64 = 1, crashes: [Double] = []) -> R.Actual {
         var a = R.Actual()
-        a.running = true; a.startedAt = t; a.generation = generation; a.crashes = crashes
+        a.running = true
+        a.startedAt = t
+        a.generation = generation
+        a.crashes = crashes
         return a
     }
 
@@ -80,7 +86,10 @@ struct ControllerTests {
         #expect(offline.phase == .failed && offline.reason == "ProbeOffline")
 
         // A crash: restarted after a back-off that grows with recent crashes.
-        var crashed = R.Actual(); crashed.startedAt = 100; crashed.generation = 1; crashed.crashes = [110]
+        var crashed = R.Actual()
+        crashed.startedAt = 100
+        crashed.generation = 1
+        crashed.crashes = [110]
         let waiting = R.decide(Self.desired(), crashed, now: 110.5)
         #expect(waiting.action == .none && waiting.requeueAfter == 0.5)
         #expect(R.decide(Self.desired(), crashed, now: 111).action == .start(Self.desired()))
@@ -120,16 +129,20 @@ struct ProbeRenderingTests {
         if let image { spec["probeImage"] = .string(image) }
         spec["probeArgs"] = .array(["probe", "homeassistant", "--entity", "switch.coffee_machine"].map(JSONValue.string))
         if let enabled { spec["probeEnabled"] = .bool(enabled) }
-        let tree: JSONValue = .object(["apiVersion": .string("triad.io/v1alpha1"), "kind": .string("Resource"),
-                                       "metadata": .object(["name": .string("coffee-3f"), "generation": .number(3)]),
-                                       "spec": .object(spec)])
+        let tree: JSONValue = .object([
+            "apiVersion": .string("triad.io/v1alpha1"), "kind": .string("Resource"),
+            "metadata": .object(["name": .string("coffee-3f"), "generation": .number(3)]),
+            "spec": .object(spec),
+        ])
         return try Resource(validated: tree)
     }
 
     @Test func theDeploymentMatchesTheGoldenFile() throws {
-        let rendered = DocumentWriter.yaml(try ProbeDeployment.render(try Self.resource(image: "ghcr.io/triad/probe:1"),
-                                                                      mqttURL: "mqtt://triad-mqtt:1883", apiURL: "http://triad:8080",
-                                                                      namespace: "pantry"))
+        let rendered = DocumentWriter.yaml(
+            try ProbeDeployment.render(
+                try Self.resource(image: "ghcr.io/triad/probe:1"),
+                mqttURL: "mqtt://triad-mqtt:1883", apiURL: "http://triad:8080",
+                namespace: "pantry"))
         // TRIAD_UPDATE_GOLDEN=1 rewrites the file (then review the diff).
         if ProcessInfo.processInfo.environment["TRIAD_UPDATE_GOLDEN"] == "1" {
             try rendered.write(to: Self.golden, atomically: true, encoding: .utf8)
@@ -154,22 +167,28 @@ struct HeartbeatTests {
         let fresh = HeartbeatReconciler.decide(lastHeartbeat: 100, phase: .running, alreadyMissed: false, now: 110, timeout: 30)
         #expect(!fresh.markFailed && fresh.requeueAfter! > 20 && fresh.requeueAfter! <= 20.1 + 0.001)
         #expect(HeartbeatReconciler.decide(lastHeartbeat: 100, phase: .running, alreadyMissed: false, now: 131, timeout: 30).markFailed)
-        #expect(!HeartbeatReconciler.decide(lastHeartbeat: 100, phase: .failed, alreadyMissed: true, now: 131, timeout: 30).markFailed,
-                "written once")
+        #expect(
+            !HeartbeatReconciler.decide(lastHeartbeat: 100, phase: .failed, alreadyMissed: true, now: 131, timeout: 30).markFailed,
+            "written once")
         let none = HeartbeatReconciler.decide(lastHeartbeat: nil, phase: .running, alreadyMissed: false, now: 131, timeout: 30)
         #expect(!none.markFailed && none.requeueAfter == nil, "no heartbeating agent: nothing to judge")
     }
 
     @Test func statusPatchesMergeConditionsByType() throws {
-        let status = try JSONCoding.parse(Data(#"{"phase":"Running","conditions":[{"type":"ProbeReady","status":"True","reason":"DataFlowing"},{"type":"AgentReady","status":"True","lastHeartbeatTime":"2026-11-26T00:00:00Z"}]}"#.utf8))
-        let patch = try JSONCoding.parse(Data(#"{"conditions":[{"type":"AgentReady","lastHeartbeatTime":"2026-11-26T00:00:10Z"},{"type":"Docked","status":"False"}]}"#.utf8))
+        let status = try JSONCoding.parse(
+            Data(
+                #"{"phase":"Running","conditions":[{"type":"ProbeReady","status":"True","reason":"DataFlowing"},{"type":"AgentReady","status":"True","lastHeartbeatTime":"2026-11-26T00:00:00Z"}]}"#
+                    .utf8))
+        let patch = try JSONCoding.parse(
+            Data(#"{"conditions":[{"type":"AgentReady","lastHeartbeatTime":"2026-11-26T00:00:10Z"},{"type":"Docked","status":"False"}]}"#.utf8))
         let merged = StatusMergePatch.apply(patch, to: status)
         let conditions = merged["conditions"]?.arrayValue ?? []
         #expect(conditions.map { $0["type"]?.stringValue } == ["ProbeReady", "AgentReady", "Docked"])
         #expect(conditions[0]["reason"] == .string("DataFlowing"), "others are kept")
         #expect(conditions[1]["lastHeartbeatTime"] == .string("2026-11-26T00:00:10Z") && conditions[1]["status"] == .string("True"))
         #expect(merged["phase"] == .string("Running"))
-        #expect(StatusMergePatch.apply(try JSONCoding.parse(Data(#"{"conditions":null}"#.utf8)), to: status)["conditions"] == nil,
-                "null still removes them")
+        #expect(
+            StatusMergePatch.apply(try JSONCoding.parse(Data(#"{"conditions":null}"#.utf8)), to: status)["conditions"] == nil,
+            "null still removes them")
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import TriadCore
 
 @Suite("Resource model")
@@ -69,34 +70,40 @@ struct ResourceModelTests {
         let tree: JSONValue = .object([
             "apiVersion": .string("v2"), "kind": .string("Resource"),
             "metadata": .object(["name": .string("Bad_Name"), "labels": .object(["ok": .number(1)])]),
-            "spec": .object(["kind": .string("Robot"), "operations": .array([
-                .object(["name": .string("brew"), "httpAction": .object(["action": .string("FETCH"), "url": .string("nope")])]),
-                .object(["name": .string("brew"), "price": .number(-1), "httpAction": .object(["action": .string("GET"), "url": .string("http://x")])]),
-            ])]),
+            "spec": .object([
+                "kind": .string("Robot"),
+                "operations": .array([
+                    .object(["name": .string("brew"), "httpAction": .object(["action": .string("FETCH"), "url": .string("nope")])]),
+                    .object(["name": .string("brew"), "price": .number(-1), "httpAction": .object(["action": .string("GET"), "url": .string("http://x")])]),
+                ]),
+            ]),
         ])
         let pointers = ResourceValidator.validate(tree).map(\.pointer)
-        #expect(pointers == ["/apiVersion", "/metadata/name", "/metadata/labels/ok", "/spec/kind",
-                             "/spec/operations/0/httpAction/action", "/spec/operations/0/httpAction/url",
-                             "/spec/operations/1/name", "/spec/operations/1/price"])
+        #expect(
+            pointers == [
+                "/apiVersion", "/metadata/name", "/metadata/labels/ok", "/spec/kind",
+                "/spec/operations/0/httpAction/action", "/spec/operations/0/httpAction/url",
+                "/spec/operations/1/name", "/spec/operations/1/price",
+            ])
     }
 
     @Test func yamlIsReadWithoutSurprises() throws {
         let yaml = """
-        apiVersion: triad.io/v1alpha1
-        kind: Resource
-        metadata: {name: fan, labels: {floor: "3", on: "yes"}}
-        spec:
-          kind: Device
-          aliasName: 2026-11-25T10:00:00Z
-          probeEnabled: true
-          operations:
-            - {name: speed, price: 2, httpAction: {action: PUT, url: "http://127.0.0.1:9/speed"}}
-        ---
-        apiVersion: triad.io/v1alpha1
-        kind: Resource
-        metadata: {name: alice}
-        spec: {kind: Person}
-        """
+            apiVersion: triad.io/v1alpha1
+            kind: Resource
+            metadata: {name: fan, labels: {floor: "3", on: "yes"}}
+            spec:
+              kind: Device
+              aliasName: 2026-11-25T10:00:00Z
+              probeEnabled: true
+              operations:
+                - {name: speed, price: 2, httpAction: {action: PUT, url: "http://127.0.0.1:9/speed"}}
+            ---
+            apiVersion: triad.io/v1alpha1
+            kind: Resource
+            metadata: {name: alice}
+            spec: {kind: Person}
+            """
         let docs = try DocumentReader.readAll(Data(yaml.utf8), format: .yaml)
         #expect(docs.count == 2)
         #expect(docs[0]["spec"]?["aliasName"] == .string("2026-11-25T10:00:00Z"), "timestamps stay strings")
@@ -160,8 +167,9 @@ struct ResourceModelTests {
     }
 
     @Test func cloudEventRendering() throws {
-        let event = RegistryEvent(id: 42, type: .status, name: "fan", kind: .device, labels: [:], time: "2026-11-25T10:00:00Z",
-                                  document: Data(#"{"metadata":{"name":"fan"}}"#.utf8))
+        let event = RegistryEvent(
+            id: 42, type: .status, name: "fan", kind: .device, labels: [:], time: "2026-11-25T10:00:00Z",
+            document: Data(#"{"metadata":{"name":"fan"}}"#.utf8))
         let ce = try JSONCoding.parse(CloudEventRenderer.render(event))
         #expect(ce["id"] == .string("42"))
         #expect(ce["type"] == .string("io.triad.resource.status"))

@@ -10,11 +10,13 @@ struct TimestampTests {
 
     @Test func formattingMatchesFoundationAndRoundTrips() {
         var generator = SystemRandomNumberGenerator()
-        let samples = [0.0, 1.5, -1.25, 951_782_400.999, 1_764_115_200, 4_102_444_799.5] +
-            (0..<2000).map { _ in Double(Int64.random(in: -2_000_000_000_000...4_000_000_000_000, using: &generator)) / 1000 }
+        let samples =
+            [0.0, 1.5, -1.25, 951_782_400.999, 1_764_115_200, 4_102_444_799.5]
+            + (0..<2000).map { _ in Double(Int64.random(in: -2_000_000_000_000...4_000_000_000_000, using: &generator)) / 1000 }
         for t in samples {
             let date = Date(timeIntervalSince1970: t)
-            let ours = Timestamp.format(date), theirs = date.formatted(Self.foundationStyle)
+            let ours = Timestamp.format(date)
+            let theirs = date.formatted(Self.foundationStyle)
             // Foundation sometimes truncates a millisecond below the double's value (.999 → .998).
             let ms = { (s: String) in Int(s.dropFirst(20).prefix(3)) ?? -10 }
             #expect(ours.prefix(20) == theirs.prefix(20) && abs(ms(ours) - ms(theirs)) <= 1 && ours.hasSuffix("Z"), "\(ours) vs \(theirs)")
@@ -33,10 +35,12 @@ struct TimestampTests {
         for (text, expected) in valid {
             #expect(Timestamp.parse(text).map { abs($0.timeIntervalSince1970 - expected) < 1e-6 } == true, "\(text)")
         }
-        for text in ["", "2026-11-25", "2026-11-25 10:00:00Z", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2025-02-29T00:00:00Z",
-                     "2026-11-25T24:00:00Z", "2026-11-25T10:60:00Z", "2026-11-25T10:00:61Z", "2026-11-25T10:00:00", "2026-11-25T10:00:00.Z",
-                     "2026-11-25T10:00:00+0200", "2026-11-25T10:00:00+24:00", "2026-11-25T10:00:00Zjunk", "２０２６-11-25T10:00:00Z",
-                     "yesterday"] {
+        for text in [
+            "", "2026-11-25", "2026-11-25 10:00:00Z", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2025-02-29T00:00:00Z",
+            "2026-11-25T24:00:00Z", "2026-11-25T10:60:00Z", "2026-11-25T10:00:61Z", "2026-11-25T10:00:00", "2026-11-25T10:00:00.Z",
+            "2026-11-25T10:00:00+0200", "2026-11-25T10:00:00+24:00", "2026-11-25T10:00:00Zjunk", "２０２６-11-25T10:00:00Z",
+            "yesterday",
+        ] {
             #expect(Timestamp.parse(text) == nil, "\(text)")
         }
     }

@@ -4,10 +4,11 @@ import NIOHTTP1
 import Testing
 import TriadCore
 import TriadMesh
+
 #if canImport(Glibc)
-import Glibc
-import TriadProcess
-import TriadTesting
+    import Glibc
+    import TriadProcess
+    import TriadTesting
 #endif
 
 extension MeshEndToEndTests {
@@ -24,8 +25,9 @@ extension MeshEndToEndTests {
         defer { try? FileManager.default.removeItem(atPath: sockets) }
         let yaml = MeshTestSupport.exampleMesh(gatewayPort: try MeshTestSupport.freePort(), pinPropagation: "application", authV2: true)
         let config = try MeshConfigParser.parse(Data(yaml.utf8), baseDirectory: MeshTestSupport.examples)
-        let runtime = try MeshRuntime(config: config, envoy: envoy, runDirectory: dir + "/run", socketDirectory: sockets,
-                                      logger: Logger(label: "triad.test.reroute"))
+        let runtime = try MeshRuntime(
+            config: config, envoy: envoy, runDirectory: dir + "/run", socketDirectory: sockets,
+            logger: Logger(label: "triad.test.reroute"))
         let plan = await runtime.plan
         let recorder = await runtime.recorder
         let receiver = try await LogReceiver.start(path: plan.logSocket, recorder: recorder, logger: Logger(label: "triad.test.reroute"))
@@ -40,8 +42,9 @@ extension MeshEndToEndTests {
             stopped = authV1Sidecar.pid
             let trace = MeshTestSupport.newTraceID()
             let order = Task {
-                try await MeshTestSupport.send(.POST, "http://\(plan.gatewayListen)/order", headers: ["x-b3-traceid": trace],
-                                               body: #"{"item":"tea","qty":1,"user":"alice"}"#)
+                try await MeshTestSupport.send(
+                    .POST, "http://\(plan.gatewayListen)/order", headers: ["x-b3-traceid": trace],
+                    body: #"{"item":"tea","qty":1,"user":"alice"}"#)
             }
             // Portal's sidecar has sent the token request to v1 (it waits in the stopped sidecar's socket).
             let active = "cluster.auth-v1.upstream_rq_active"

@@ -10,7 +10,10 @@ struct EnvoyConfigTests {
         let yaml = MeshConfigTests.good.replacingOccurrences(of: "spec:\n", with: "spec:\n  pinPropagation: \(propagation.rawValue)\n")
         let config = try MeshConfigParser.parse(Data(yaml.utf8), baseDirectory: "/srv")
         var next = 20000
-        return try MeshPlan.make(config, runDirectory: "/run/m", socketDirectory: "/tmp/s") { next += 1; return next }
+        return try MeshPlan.make(config, runDirectory: "/run/m", socketDirectory: "/tmp/s") {
+            next += 1
+            return next
+        }
     }
 
     /// Envoy's safe_regex header match must match the whole value.
@@ -42,13 +45,16 @@ struct EnvoyConfigTests {
         let plan = try Self.plan(.mesh)
         let auth = try #require(plan.instances.first { $0.id == "auth-v1-1" }, "replicas get their own sidecars")
         #expect(Set(auth.sidecar.outboundPorts.keys) == ["portal"])
-        #expect(plan.environment(of: auth) == ["PORT": String(auth.app.port), "TRIAD_UPSTREAM_PORTAL": "http://127.0.0.1:\(auth.sidecar.outboundPorts["portal"]!)"])
+        #expect(
+            plan.environment(of: auth) == ["PORT": String(auth.app.port), "TRIAD_UPSTREAM_PORTAL": "http://127.0.0.1:\(auth.sidecar.outboundPorts["portal"]!)"])
         let files = EnvoyConfig.sidecar(auth, plan: plan)
         #expect(Set(files.dynamic.keys) == ["lds.json", "cds.json", "rds-inbound.json", "rds-out-portal.json"])
         let listeners = try #require(files.dynamic["lds.json"]?["resources"]?.arrayValue)
-        let inbound = try #require(listeners.first { $0["name"] == "inbound" }?["filter_chains"]?.arrayValue?.first?["filters"]?.arrayValue?.first?["typed_config"])
+        let inbound = try #require(
+            listeners.first { $0["name"] == "inbound" }?["filter_chains"]?.arrayValue?.first?["filters"]?.arrayValue?.first?["typed_config"])
         #expect(inbound["access_log_options"]?["flush_access_log_on_new_request"] == .bool(true))
-        let outbound = try #require(listeners.first { $0["name"] == "out-portal" }?["filter_chains"]?.arrayValue?.first?["filters"]?.arrayValue?.first?["typed_config"])
+        let outbound = try #require(
+            listeners.first { $0["name"] == "out-portal" }?["filter_chains"]?.arrayValue?.first?["filters"]?.arrayValue?.first?["typed_config"])
         let filters = outbound["http_filters"]?.arrayValue?.compactMap { $0["name"]?.stringValue }
         #expect(filters == ["envoy.filters.http.ext_authz", "envoy.filters.http.router"])
         #expect(outbound["http_filters"]?.arrayValue?.first?["typed_config"]?["clear_route_cache"] == .bool(true))
@@ -58,7 +64,9 @@ struct EnvoyConfigTests {
         let portal = try #require(plan.instances.first { $0.service == "portal" })
         let clusters = try #require(EnvoyConfig.sidecar(portal, plan: plan).dynamic["cds.json"]?["resources"]?.arrayValue)
         let authV1 = try #require(clusters.first { $0["name"] == "auth-v1" })
-        let ports = authV1["load_assignment"]?["endpoints"]?.arrayValue?.first?["lb_endpoints"]?.arrayValue?.compactMap { $0["endpoint"]?["address"]?["socket_address"]?["port_value"] }
+        let ports = authV1["load_assignment"]?["endpoints"]?.arrayValue?.first?["lb_endpoints"]?.arrayValue?.compactMap {
+            $0["endpoint"]?["address"]?["socket_address"]?["port_value"]
+        }
         #expect(ports == plan.instances(of: "auth", version: "v1").map { .number(Double($0.sidecar.inboundPort)) })
     }
 

@@ -1,8 +1,8 @@
 import Foundation
 import Testing
 import TriadMesh
-import Yams
 import TriadTesting
+import Yams
 
 /// `triad upgrade auth --to v2 --render istio` against a golden file. To accept a deliberate
 /// change: TRIAD_UPDATE_GOLDEN=1 swift test --filter IstioRenderTests, then review the diff.
@@ -23,9 +23,12 @@ struct IstioRenderTests {
         try golden(text)
         // Every document is YAML Kubernetes reads.
         let docs = try Array(Yams.load_all(yaml: text)).compactMap { $0 as? [String: Any] }
-        #expect(docs.map { $0["kind"] as? String } == ["VirtualService", "DestinationRule", "EnvoyFilter", "EnvoyFilter",
-                                                      "DestinationRule", "VirtualService", "EnvoyFilter",
-                                                      "VirtualService", "EnvoyFilter", "VirtualService", "DestinationRule"])
+        #expect(
+            docs.map { $0["kind"] as? String } == [
+                "VirtualService", "DestinationRule", "EnvoyFilter", "EnvoyFilter",
+                "DestinationRule", "VirtualService", "EnvoyFilter",
+                "VirtualService", "EnvoyFilter", "VirtualService", "DestinationRule",
+            ])
     }
 
     @Test func routeShapesFollowTheReportsFigures() throws {

@@ -6,22 +6,22 @@ import TriadMesh
 @Suite("Mesh file")
 struct MeshConfigTests {
     static let good = """
-    apiVersion: triad.io/v1alpha1
-    kind: Mesh
-    metadata: {name: demo}
-    spec:
-      gateway: {listen: 127.0.0.1:8000, service: portal}
-      services:
-        - name: portal
-          default: v1
-          versions:
-            - {version: v1, command: [python3, portal.py]}
-        - name: auth
-          default: v1
-          versions:
-            - {version: v1, command: [python3, auth.py, --version, v1], health: /healthz, replicas: 2}
-            - {version: v2, upstream: "127.0.0.1:9011"}
-    """
+        apiVersion: triad.io/v1alpha1
+        kind: Mesh
+        metadata: {name: demo}
+        spec:
+          gateway: {listen: 127.0.0.1:8000, service: portal}
+          services:
+            - name: portal
+              default: v1
+              versions:
+                - {version: v1, command: [python3, portal.py]}
+            - name: auth
+              default: v1
+              versions:
+                - {version: v1, command: [python3, auth.py, --version, v1], health: /healthz, replicas: 2}
+                - {version: v2, upstream: "127.0.0.1:9011"}
+        """
 
     func parse(_ text: String) throws -> MeshConfig {
         try MeshConfigParser.parse(Data(text.utf8), file: "mesh.yaml", baseDirectory: "/srv/mesh")
@@ -92,12 +92,28 @@ struct MeshConfigTests {
 
     @Test func schemaRules() {
         #expect(problems(Self.good.replacingOccurrences(of: "kind: Mesh", with: "kind: Mash")) == ["kind: must be Mesh"])
-        #expect(problems(Self.good.replacingOccurrences(of: "8000", with: "80000")) == [#"spec.gateway.listen: "127.0.0.1:80000" is not HOST:PORT with a port from 1 to 65535"#])
-        #expect(problems(Self.good.replacingOccurrences(of: "{version: v2,", with: "{version: v-2,")).first?.hasPrefix("spec.services[1].versions[1].version: \"v-2\" is not a version name") == true)
-        #expect(problems(Self.good.replacingOccurrences(of: "replicas: 2", with: "replicas: 0")) == ["spec.services[1].versions[0].replicas: must be an integer from 1 to 1000"])
-        #expect(problems(Self.good.replacingOccurrences(of: "spec:\n", with: "spec:\n  pinPropagation: sometimes\n")) == ["spec.pinPropagation: must be mesh or application"])
-        #expect(problems(Self.good.replacingOccurrences(of: "metadata: {name: demo}", with: "metadata: {name: demo, owner: me}")).first?.hasPrefix("metadata.owner: unknown field") == true)
-        #expect(problems(Self.good.replacingOccurrences(of: "command: [python3, portal.py]", with: "command: []")) == ["spec.services[0].versions[0].command: must be a non-empty array of strings (program and arguments, no shell)"])
+        #expect(
+            problems(Self.good.replacingOccurrences(of: "8000", with: "80000")) == [
+                #"spec.gateway.listen: "127.0.0.1:80000" is not HOST:PORT with a port from 1 to 65535"#
+            ])
+        #expect(
+            problems(Self.good.replacingOccurrences(of: "{version: v2,", with: "{version: v-2,")).first?.hasPrefix(
+                "spec.services[1].versions[1].version: \"v-2\" is not a version name") == true)
+        #expect(
+            problems(Self.good.replacingOccurrences(of: "replicas: 2", with: "replicas: 0")) == [
+                "spec.services[1].versions[0].replicas: must be an integer from 1 to 1000"
+            ])
+        #expect(
+            problems(Self.good.replacingOccurrences(of: "spec:\n", with: "spec:\n  pinPropagation: sometimes\n")) == [
+                "spec.pinPropagation: must be mesh or application"
+            ])
+        #expect(
+            problems(Self.good.replacingOccurrences(of: "metadata: {name: demo}", with: "metadata: {name: demo, owner: me}")).first?.hasPrefix(
+                "metadata.owner: unknown field") == true)
+        #expect(
+            problems(Self.good.replacingOccurrences(of: "command: [python3, portal.py]", with: "command: []")) == [
+                "spec.services[0].versions[0].command: must be a non-empty array of strings (program and arguments, no shell)"
+            ])
     }
 
     @Test func everyProblemIsReportedAtOnce() {
@@ -121,10 +137,13 @@ struct MeshStateFileTests {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("triad-state-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var state = try JSONDecoder().decode(MeshState.self, from: Data("""
-            {"name": "m", "controlURL": "http://127.0.0.1:1", "token": "\(MeshState.newToken())", "pid": 1, "gateway": "",
-             "runDirectory": "\(dir)", "startedAt": "2026-01-01T00:00:00Z", "processes": []}
-            """.utf8))
+        var state = try JSONDecoder().decode(
+            MeshState.self,
+            from: Data(
+                """
+                {"name": "m", "controlURL": "http://127.0.0.1:1", "token": "\(MeshState.newToken())", "pid": 1, "gateway": "",
+                 "runDirectory": "\(dir)", "startedAt": "2026-01-01T00:00:00Z", "processes": []}
+                """.utf8))
         // A link planted where the temporary file goes must not be written through.
         try FileManager.default.createDirectory(atPath: MeshState.directory(in: dir), withIntermediateDirectories: true)
         let target = dir + "/planted"

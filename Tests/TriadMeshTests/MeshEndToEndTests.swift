@@ -1,8 +1,8 @@
 import Foundation
-import TriadProcess
 import Testing
 import TriadCore
 import TriadMesh
+import TriadProcess
 import TriadTesting
 
 /// `triad mesh up` with the example system of agents/examples (Python services that only propagate

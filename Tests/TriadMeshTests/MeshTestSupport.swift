@@ -1,12 +1,12 @@
 import AsyncHTTPClient
 import Foundation
-import NIOFoundationEssentialsCompat
-import TriadProcess
 import NIOCore
+import NIOFoundationEssentialsCompat
 import NIOHTTP1
 import Testing
 import TriadCore
 import TriadMesh
+import TriadProcess
 import TriadTesting
 
 enum MeshTestSupport {
@@ -27,27 +27,27 @@ enum MeshTestSupport {
             "        - {version: \(v), command: [python3, \(examples)/\(script), --version, \(v)], health: /healthz}\n"
         }
         return """
-        apiVersion: triad.io/v1alpha1
-        kind: Mesh
-        metadata: {name: report-example}
-        spec:
-          gateway: {listen: "127.0.0.1:\(gatewayPort)", service: portal}
-          pinPropagation: \(pinPropagation)
-          services:
-            - name: portal
-              default: v1
-              versions:
-        \(version("portal.py", "v1"))    - name: auth
-              default: v1
-              versions:
-        \(version("auth.py", "v1"))\(authV2 ? version("auth.py", "v2") : "")    - name: proc
-              default: v1
-              versions:
-        \(version("proc.py", "v1"))    - name: db
-              default: v1
-              versions:
-        \(version("db.py", "v1"))
-        """
+            apiVersion: triad.io/v1alpha1
+            kind: Mesh
+            metadata: {name: report-example}
+            spec:
+              gateway: {listen: "127.0.0.1:\(gatewayPort)", service: portal}
+              pinPropagation: \(pinPropagation)
+              services:
+                - name: portal
+                  default: v1
+                  versions:
+            \(version("portal.py", "v1"))    - name: auth
+                  default: v1
+                  versions:
+            \(version("auth.py", "v1"))\(authV2 ? version("auth.py", "v2") : "")    - name: proc
+                  default: v1
+                  versions:
+            \(version("proc.py", "v1"))    - name: db
+                  default: v1
+                  versions:
+            \(version("db.py", "v1"))
+            """
     }
 
     struct Run {
@@ -61,14 +61,17 @@ enum MeshTestSupport {
         var env = ProcessInfo.processInfo.environment
         env["TRIAD_ENVOY"] = try envoy()
         for (k, v) in extra { env[k] = v }
-        let out = directory + "/.out-\(UUID().uuidString.prefix(6))", err = out + ".err"
+        let out = directory + "/.out-\(UUID().uuidString.prefix(6))"
+        let err = out + ".err"
         // ChildProcess, not Foundation's Process: `mesh up` leaves a detached control process
         // behind, and Process was seen never to notice its own child's exit then.
-        let child = try ChildProcess(id: "triad", kind: "cli", executable: try TestPaths.triadExecutable(), arguments: arguments, environment: env,
-                                     directory: directory, logPath: out, errorPath: err)
+        let child = try ChildProcess(
+            id: "triad", kind: "cli", executable: try TestPaths.triadExecutable(), arguments: arguments, environment: env,
+            directory: directory, logPath: out, errorPath: err)
         let status = await child.waitForExit() ?? -1
-        return Run(status: status, stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
-                   stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
+        return Run(
+            status: status, stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
+            stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
     }
 
     struct Answer {
@@ -100,8 +103,10 @@ enum MeshTestSupport {
     /// Brings the example mesh up with `triad mesh up` in a fresh directory, runs `body`, and
     /// always takes it down with `triad mesh down`, checking that nothing it started (then or
     /// since, as its state file lists) survives.
-    static func withMesh(pinPropagation: String = "mesh", plainEnvoy: Bool = false, authV2: Bool = true,
-                         _ body: (TestMesh) async throws -> Void) async throws {
+    static func withMesh(
+        pinPropagation: String = "mesh", plainEnvoy: Bool = false, authV2: Bool = true,
+        _ body: (TestMesh) async throws -> Void
+    ) async throws {
         _ = try envoy()
         let dir = try TestPaths.temporaryDirectory("triad-mesh-test")
         let port = try freePort()
@@ -150,7 +155,8 @@ struct TestMesh: Sendable {
 
     /// `triad upgrade auth --to v2`, v2 started from the example's script.
     func upgrade(_ extra: [String]) async throws -> MeshTestSupport.Run {
-        try await MeshTestSupport.triad(["upgrade", "auth", "--to", "v2", "--command", "python3 \(MeshTestSupport.examples)/auth.py --version v2"] + extra, in: directory)
+        try await MeshTestSupport.triad(
+            ["upgrade", "auth", "--to", "v2", "--command", "python3 \(MeshTestSupport.examples)/auth.py --version v2"] + extra, in: directory)
     }
 
     fileprivate func down() async throws {

@@ -8,8 +8,10 @@ import TriadMesh
 struct RecorderTests {
     func recorder() -> (MeshRecorder, PinAuthority) {
         let recorder = MeshRecorder(instances: [("auth-v1-0", "auth", "v1"), ("auth-v2-0", "auth", "v2"), ("proc-v1-0", "proc", "v1")])
-        let routes = RouteState([ServiceRoutes(service: "auth", versions: ["v1", "v2"], defaultVersion: "v1"),
-                                 ServiceRoutes(service: "proc", versions: ["v1"], defaultVersion: "v1")])
+        let routes = RouteState([
+            ServiceRoutes(service: "auth", versions: ["v1", "v2"], defaultVersion: "v1"),
+            ServiceRoutes(service: "proc", versions: ["v1"], defaultVersion: "v1"),
+        ])
         return (recorder, PinAuthority(recorder: recorder, routes: routes))
     }
 
@@ -87,11 +89,12 @@ struct RecorderTests {
         for t in ["a", "b", "c"] {
             r.ingest(start("auth-v1-0", t))
             r.ingest(end("auth-v1-0", t))
-            r.ingest(LogRecord(tag: "gw", fields: ["t": t, "s": "100", "d": "9", "c": t == "b" ? "503" : "200", "x": t == "b" ? "ext_authz_error" : "via_upstream"]))
+            r.ingest(
+                LogRecord(tag: "gw", fields: ["t": t, "s": "100", "d": "9", "c": t == "b" ? "503" : "200", "x": t == "b" ? "ext_authz_error" : "via_upstream"]))
         }
         r.ingest(start("auth-v2-0", "c"))
         r.ingest(end("auth-v2-0", "c"))
-        r.ingest(start("auth-v1-0", "late", at: 500))   // still running: kept
+        r.ingest(start("auth-v1-0", "late", at: 500))  // still running: kept
         r.ingest(LogRecord(tag: "gw", fields: ["t": "new", "s": "400", "d": "9", "c": "200", "x": "via_upstream"]))
         let before = r.audit()
         #expect(r.prune(endedBefore: 300) == 3)
@@ -112,21 +115,32 @@ struct RecorderTests {
         let report = r.audit()
         #expect(report.transactions == 4)
         #expect(report.failed == 2)
-        #expect(report.failures == [.init(traceId: "mesh", status: 503, detail: "ext_authz_error"),
-                                    .init(traceId: "app", status: 502, detail: "via_upstream")], "in order of start")
+        #expect(
+            report.failures == [
+                .init(traceId: "mesh", status: 503, detail: "ext_authz_error"),
+                .init(traceId: "app", status: 502, detail: "via_upstream"),
+            ], "in order of start")
     }
 
     @Test func envoysFluentdForwardMessagesDecode() throws {
         // Bytes captured from Envoy 1.40's fluentd logger (one entry per message).
-        let hex = "92b1696e626f756e642e617574682e76312e309192ce6b07960c87a16300a16400a16baf446f776e73747265616d5374617274a172a27231a173b1313739353635393237362e393338353135a174a6616263313233a178c0"
+        let hex =
+            "92b1696e626f756e642e617574682e76312e309192ce6b07960c87a16300a16400a16baf446f776e73747265616d5374617274a172a27231a173b1313739353635393237362e393338353135a174a6616263313233a178c0"
         var bytes = [UInt8]()
         var i = hex.startIndex
-        while i < hex.endIndex { let j = hex.index(i, offsetBy: 2); bytes.append(UInt8(hex[i..<j], radix: 16)!); i = j }
+        while i < hex.endIndex {
+            let j = hex.index(i, offsetBy: 2)
+            bytes.append(UInt8(hex[i..<j], radix: 16)!)
+            i = j
+        }
         var offset = 0
         let value = try bytes.withUnsafeBytes { try MsgPackDecoder.decode($0, offset: &offset) }
         #expect(offset == bytes.count)
         let records = LogRecord.entries(of: try #require(value))
-        #expect(records == [LogRecord(tag: "inbound.auth.v1.0", fields: ["c": "0", "d": "0", "k": "DownstreamStart", "r": "r1", "s": "1795659276.938515", "t": "abc123"])])
+        #expect(
+            records == [
+                LogRecord(tag: "inbound.auth.v1.0", fields: ["c": "0", "d": "0", "k": "DownstreamStart", "r": "r1", "s": "1795659276.938515", "t": "abc123"])
+            ])
         // Half a message is not a message yet.
         var half = 0
         let partial = try bytes.prefix(40).withUnsafeBytes { try MsgPackDecoder.decode(UnsafeRawBufferPointer($0), offset: &half) }

@@ -29,13 +29,16 @@ struct UpgradeEndToEndTests {
 
     /// Starts the load generator for `seconds`; the task returns its summary.
     static func load(_ mesh: TestMesh, seconds: Double) throws -> Task<Load, any Error> {
-        let out = mesh.directory + "/load.json", err = out + ".err"
+        let out = mesh.directory + "/load.json"
+        let err = out + ".err"
         _ = FileManager.default.createFile(atPath: out, contents: nil)
         _ = FileManager.default.createFile(atPath: err, contents: nil)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", MeshTestSupport.examples + "/loadgen.py", mesh.gateway, "--rate", "200", "--duration", String(seconds),
-                       "--slow-fraction", "0.1", "--slow-ms", "400", "--seed", "7", "--trace-log", mesh.directory + "/traces.jsonl"]
+        p.arguments = [
+            "python3", MeshTestSupport.examples + "/loadgen.py", mesh.gateway, "--rate", "200", "--duration", String(seconds),
+            "--slow-fraction", "0.1", "--slow-ms", "400", "--seed", "7", "--trace-log", mesh.directory + "/traces.jsonl",
+        ]
         p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
         p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
         try p.run()
@@ -45,8 +48,13 @@ struct UpgradeEndToEndTests {
             guard let doc = try? JSONCoding.parse(Data(text.utf8)), let sent = num(doc["sent"]) else {
                 throw SetupError("loadgen failed (\(p.terminationStatus)): \(text) \((try? String(contentsOfFile: err, encoding: .utf8)) ?? "")")
             }
-            return Load(sent: sent, ok: num(doc["ok"]) ?? 0, failed: num(doc["failed"]) ?? -1,
-                        slowSent: num(doc["slow_sent"]) ?? 0, achievedRPS: { if case .number(let d)? = doc["achieved_rps"] { return d }; return 0 }(), raw: text)
+            return Load(
+                sent: sent, ok: num(doc["ok"]) ?? 0, failed: num(doc["failed"]) ?? -1,
+                slowSent: num(doc["slow_sent"]) ?? 0,
+                achievedRPS: {
+                    if case .number(let d)? = doc["achieved_rps"] { return d }
+                    return 0
+                }(), raw: text)
         }
     }
 
@@ -66,8 +74,9 @@ struct UpgradeEndToEndTests {
         let summary = try await load.value
         // The last records reach the trace managers within milliseconds.
         try await Task.sleep(for: .milliseconds(300))
-        return Outcome(run: run, load: summary, audit: try await mesh.client.audit(), status: try await mesh.client.status(),
-                       upgrade: try await mesh.client.upgrade(of: "auth"))
+        return Outcome(
+            run: run, load: summary, audit: try await mesh.client.audit(), status: try await mesh.client.status(),
+            upgrade: try await mesh.client.upgrade(of: "auth"))
     }
 
     static func auth(_ status: MeshStatus) -> MeshStatus.Service? { status.services.first { $0.name == "auth" } }
@@ -100,7 +109,8 @@ struct UpgradeEndToEndTests {
             #expect(o.run.stdout.contains("completed: auth runs v2 only"))
             #expect(o.upgrade.switchedAfter != nil && o.upgrade.retiredAfter != nil)
             // After the upgrade every new transaction runs on v2.
-            let after = try await MeshTestSupport.send(.POST, "\(mesh.gateway)/order", headers: ["x-b3-traceid": MeshTestSupport.newTraceID()], body: #"{"item":"tea"}"#)
+            let after = try await MeshTestSupport.send(
+                .POST, "\(mesh.gateway)/order", headers: ["x-b3-traceid": MeshTestSupport.newTraceID()], body: #"{"item":"tea"}"#)
             #expect(after.json?["versions"]?["auth.verify"]?.stringValue == "v2")
         }
     }
@@ -140,7 +150,9 @@ struct UpgradeEndToEndTests {
         try await MeshTestSupport.withMesh(authV2: false) { mesh in
             func slowOrder() async throws -> (Task<MeshTestSupport.Answer, any Error>, String) {
                 let trace = MeshTestSupport.newTraceID()
-                let task = Task { try await MeshTestSupport.send(.POST, "\(mesh.gateway)/order?delay_ms=4000", headers: ["x-b3-traceid": trace], body: #"{"item":"tea"}"#) }
+                let task = Task {
+                    try await MeshTestSupport.send(.POST, "\(mesh.gateway)/order?delay_ms=4000", headers: ["x-b3-traceid": trace], body: #"{"item":"tea"}"#)
+                }
                 for _ in 0..<300 {
                     if try await mesh.client.visits(instance: "auth-v1-0").contains(where: { $0.traceId == trace }) { break }
                     try await Task.sleep(for: .milliseconds(10))
@@ -195,12 +207,15 @@ struct UpgradeEndToEndTests {
         defer { kill(auth.processIdentifier, SIGKILL) }
         try await MeshTestSupport.withMesh(authV2: false) { mesh in
             let elsewhere = try TestPaths.temporaryDirectory("triad-mesh-test")
-            let noToken = try await MeshTestSupport.triad(["upgrade", "auth", "--to", "v2", "--upstream", "127.0.0.1:\(port)", "--mesh", mesh.state.controlURL], in: elsewhere)
+            let noToken = try await MeshTestSupport.triad(
+                ["upgrade", "auth", "--to", "v2", "--upstream", "127.0.0.1:\(port)", "--mesh", mesh.state.controlURL], in: elsewhere)
             #expect(noToken.status == 1 && noToken.stderr.contains("set TRIAD_MESH_TOKEN"), "\(noToken.stderr)")
-            let run = try await MeshTestSupport.triad(["upgrade", "auth", "--to", "v2", "--upstream", "127.0.0.1:\(port)", "--mesh", mesh.state.controlURL],
-                                                      in: elsewhere, environment: ["TRIAD_MESH_TOKEN": mesh.state.token])
+            let run = try await MeshTestSupport.triad(
+                ["upgrade", "auth", "--to", "v2", "--upstream", "127.0.0.1:\(port)", "--mesh", mesh.state.controlURL],
+                in: elsewhere, environment: ["TRIAD_MESH_TOKEN": mesh.state.token])
             #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
-            let after = try await MeshTestSupport.send(.POST, "\(mesh.gateway)/order", headers: ["x-b3-traceid": MeshTestSupport.newTraceID()], body: #"{"item":"tea"}"#)
+            let after = try await MeshTestSupport.send(
+                .POST, "\(mesh.gateway)/order", headers: ["x-b3-traceid": MeshTestSupport.newTraceID()], body: #"{"item":"tea"}"#)
             #expect(after.status == 200 && after.json?["versions"]?["auth.issue"]?.stringValue == "v2")
         }
         #expect(ChildProcess.alive(auth.processIdentifier), "an upstream is not Triad's to stop")
@@ -225,7 +240,10 @@ struct UpgradeEndToEndTests {
             #expect(Self.auth(try await mesh.client.status())?.versions.map(\.version) == ["v1"])
 
             // A second upgrade while one runs: a slow transaction keeps v1's DiffSet non-empty.
-            let slow = Task { try await MeshTestSupport.send(.POST, "\(mesh.gateway)/order?delay_ms=2500", headers: ["x-b3-traceid": MeshTestSupport.newTraceID()], body: #"{"item":"tea"}"#) }
+            let slow = Task {
+                try await MeshTestSupport.send(
+                    .POST, "\(mesh.gateway)/order?delay_ms=2500", headers: ["x-b3-traceid": MeshTestSupport.newTraceID()], body: #"{"item":"tea"}"#)
+            }
             try await Task.sleep(for: .milliseconds(300))
             let first = try await mesh.upgrade(["--detach"])
             #expect(first.status == 0 && first.stdout.contains("upgrade auth v1 -> v2 (CV) started"), "\(first.stdout)\(first.stderr)")

@@ -19,7 +19,8 @@ struct APIBadInputTests {
         var testDescription: String { label }
     }
 
-    static let valid = #"{"apiVersion":"triad.io/v1alpha1","kind":"Resource","metadata":{"name":"coffee-3f"},"spec":{"kind":"Device","operations":[{"name":"brew","price":3.5,"httpAction":{"action":"POST","url":"http://127.0.0.1:9101/brew"}}]}}"#
+    static let valid =
+        #"{"apiVersion":"triad.io/v1alpha1","kind":"Resource","metadata":{"name":"coffee-3f"},"spec":{"kind":"Device","operations":[{"name":"brew","price":3.5,"httpAction":{"action":"POST","url":"http://127.0.0.1:9101/brew"}}]}}"#
 
     static func variant(_ replace: String, with: String) -> String {
         valid.replacingOccurrences(of: replace, with: with)
@@ -34,20 +35,46 @@ struct APIBadInputTests {
         Case(label: "unknown enum value", body: variant(#""kind":"Device""#, with: #""kind":"Robot""#), status: 422, pointer: "/spec/kind"),
         Case(label: "invalid name", body: variant("coffee-3f", with: "Coffee_3F"), status: 422, pointer: "/metadata/name"),
         Case(label: "name too long", body: variant("coffee-3f", with: String(repeating: "a", count: 64)), status: 422, pointer: "/metadata/name"),
-        Case(label: "missing required field", body: variant(#","spec":{"kind":"Device","operations":[{"name":"brew","price":3.5,"httpAction":{"action":"POST","url":"http://127.0.0.1:9101/brew"}}]}"#, with: ""), status: 422, pointer: "/spec"),
-        Case(label: "operation with invalid URL", body: variant("http://127.0.0.1:9101/brew", with: "ftp://127.0.0.1/brew"), status: 422, pointer: "/spec/operations/0/httpAction/url"),
-        Case(label: "operation with invalid method", body: variant(#""action":"POST""#, with: #""action":"FETCH""#), status: 422, pointer: "/spec/operations/0/httpAction/action"),
+        Case(
+            label: "missing required field",
+            body: variant(
+                #","spec":{"kind":"Device","operations":[{"name":"brew","price":3.5,"httpAction":{"action":"POST","url":"http://127.0.0.1:9101/brew"}}]}"#,
+                with: ""), status: 422, pointer: "/spec"),
+        Case(
+            label: "operation with invalid URL", body: variant("http://127.0.0.1:9101/brew", with: "ftp://127.0.0.1/brew"), status: 422,
+            pointer: "/spec/operations/0/httpAction/url"),
+        Case(
+            label: "operation with invalid method", body: variant(#""action":"POST""#, with: #""action":"FETCH""#), status: 422,
+            pointer: "/spec/operations/0/httpAction/action"),
         Case(label: "unknown field", body: variant(#""kind":"Device""#, with: #""kind":"Device","colour":"red""#), status: 422, pointer: "/spec/colour"),
-        Case(label: "too many labels", body: variant(#""name":"coffee-3f""#, with: #""name":"coffee-3f","labels":{"# + (0..<65).map { "\"l\($0)\":\"v\"" }.joined(separator: ",") + "}"), status: 422, pointer: "/metadata/labels"),
-        Case(label: "too many operations", body: variant(#""operations":[{"name":"brew","price":3.5,"httpAction":{"action":"POST","url":"http://127.0.0.1:9101/brew"}}]"#,
-                                                         with: #""operations":["# + (0..<65).map { #"{"name":"op\#($0)","httpAction":{"action":"POST","url":"http://127.0.0.1:9101/x"}}"# }.joined(separator: ",") + "]"), status: 422, pointer: "/spec/operations"),
+        Case(
+            label: "too many labels",
+            body: variant(#""name":"coffee-3f""#, with: #""name":"coffee-3f","labels":{"# + (0..<65).map { "\"l\($0)\":\"v\"" }.joined(separator: ",") + "}"),
+            status: 422, pointer: "/metadata/labels"),
+        Case(
+            label: "too many operations",
+            body: variant(
+                #""operations":[{"name":"brew","price":3.5,"httpAction":{"action":"POST","url":"http://127.0.0.1:9101/brew"}}]"#,
+                with: #""operations":["#
+                    + (0..<65).map { #"{"name":"op\#($0)","httpAction":{"action":"POST","url":"http://127.0.0.1:9101/x"}}"# }.joined(separator: ",") + "]"),
+            status: 422, pointer: "/spec/operations"),
         Case(label: "unsupported media type", body: valid, contentType: "text/plain", status: 415),
         Case(label: "name differs from URL", method: "PUT", path: "/api/v1/resources/other-name", body: valid, status: 422, pointer: "/metadata/name"),
-        Case(label: "patch that is not an object", method: "PATCH", path: "/api/v1/resources/existing", body: "[1,2]", contentType: "application/merge-patch+json", status: 400),
-        Case(label: "patch making the document invalid", method: "PATCH", path: "/api/v1/resources/existing", body: #"{"spec":{"accessMode":"Private"}}"#, contentType: "application/merge-patch+json", status: 422, pointer: "/spec/accessMode"),
-        Case(label: "patch with the wrong media type", method: "PATCH", path: "/api/v1/resources/existing", body: #"{"spec":{}}"#, contentType: "application/yaml", status: 415),
-        Case(label: "status with an invalid phase", method: "PATCH", path: "/api/v1/resources/existing/status", body: #"{"status":{"phase":"Sleeping"}}"#, contentType: "application/merge-patch+json", status: 422, pointer: "/status/phase"),
-        Case(label: "status without status", method: "PUT", path: "/api/v1/resources/existing/status", body: #"{"metadata":{}}"#, status: 422, pointer: "/status"),
+        Case(
+            label: "patch that is not an object", method: "PATCH", path: "/api/v1/resources/existing", body: "[1,2]",
+            contentType: "application/merge-patch+json", status: 400),
+        Case(
+            label: "patch making the document invalid", method: "PATCH", path: "/api/v1/resources/existing", body: #"{"spec":{"accessMode":"Private"}}"#,
+            contentType: "application/merge-patch+json", status: 422, pointer: "/spec/accessMode"),
+        Case(
+            label: "patch with the wrong media type", method: "PATCH", path: "/api/v1/resources/existing", body: #"{"spec":{}}"#,
+            contentType: "application/yaml", status: 415),
+        Case(
+            label: "status with an invalid phase", method: "PATCH", path: "/api/v1/resources/existing/status", body: #"{"status":{"phase":"Sleeping"}}"#,
+            contentType: "application/merge-patch+json", status: 422, pointer: "/status/phase"),
+        Case(
+            label: "status without status", method: "PUT", path: "/api/v1/resources/existing/status", body: #"{"metadata":{}}"#, status: 422, pointer: "/status"
+        ),
         Case(label: "bad label selector", method: "GET", path: "/api/v1/resources?labelSelector=a%20in%20(b", body: "", status: 400),
         Case(label: "bad limit", method: "GET", path: "/api/v1/resources?limit=0", body: "", status: 400),
         Case(label: "forged continue token", method: "GET", path: "/api/v1/resources?continue=xyz", body: "", status: 400),
@@ -61,8 +88,9 @@ struct APIBadInputTests {
             _ = try await api.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("existing")))
             let before = try await api.call(.GET, "/api/v1/resources").body
             let headers = c.label == "bad If-Match" ? [("If-Match", "42")] : []
-            let reply = try await api.send(.init(rawValue: c.method), c.path, body: c.method == "GET" ? nil : Data(c.body.utf8),
-                                           contentType: c.contentType, headers: headers)
+            let reply = try await api.send(
+                .init(rawValue: c.method), c.path, body: c.method == "GET" ? nil : Data(c.body.utf8),
+                contentType: c.contentType, headers: headers)
             #expect(reply.status == c.status, "\(c.label): \(String(decoding: reply.body, as: UTF8.self))")
             #expect(reply.header("content-type") == "application/problem+json")
             let problem = try #require(reply.json)
@@ -103,7 +131,8 @@ struct APIBadInputTests {
             let v1 = try #require(created.json?["metadata"]?["resourceVersion"]?.stringValue)
             #expect(created.header("etag") == "\"\(v1)\"")
             #expect(created.header("location") == "/api/v1/resources/coffee-3f")
-            let patched = try await api.call(.PATCH, "/api/v1/resources/coffee-3f", body: Data(#"{"metadata":{"labels":{"a":"b"}}}"#.utf8), contentType: "application/merge-patch+json")
+            let patched = try await api.call(
+                .PATCH, "/api/v1/resources/coffee-3f", body: Data(#"{"metadata":{"labels":{"a":"b"}}}"#.utf8), contentType: "application/merge-patch+json")
             let v2 = try #require(patched.json?["metadata"]?["resourceVersion"]?.stringValue)
             #expect(patched.json?["metadata"]?["generation"] == .number(1), "label writes keep generation")
 
@@ -140,10 +169,12 @@ struct APIBadInputTests {
 
             // Missing, malformed, unknown.
             let anonymous = TriadClient(server: server.baseURL, token: nil)
-            for reply in [try await anonymous.send(.GET, "/api/v1/resources"),
-                          try await anonymous.send(.GET, "/metrics"),
-                          try await server.client(token: "not-a-token").send(.GET, "/api/v1/resources"),
-                          try await anonymous.send(.POST, "/api/v1/resources", body: Docs.json(Docs.device("x")))] {
+            for reply in [
+                try await anonymous.send(.GET, "/api/v1/resources"),
+                try await anonymous.send(.GET, "/metrics"),
+                try await server.client(token: "not-a-token").send(.GET, "/api/v1/resources"),
+                try await anonymous.send(.POST, "/api/v1/resources", body: Docs.json(Docs.device("x"))),
+            ] {
                 #expect(reply.status == 401)
                 #expect(reply.header("content-type") == "application/problem+json")
                 #expect(reply.header("www-authenticate")?.hasPrefix("Bearer") == true)
@@ -157,7 +188,8 @@ struct APIBadInputTests {
             // Revoked.
             let appToken = try await server.token(.app)
             #expect(try await server.client(token: appToken).send(.GET, "/api/v1/resources").status == 200)
-            let name = try #require(try await api.call(.GET, "/api/v1/tokens").json?["items"]?.arrayValue?.first { $0["role"]?.stringValue == "app" }?["name"]?.stringValue)
+            let name = try #require(
+                try await api.call(.GET, "/api/v1/tokens").json?["items"]?.arrayValue?.first { $0["role"]?.stringValue == "app" }?["name"]?.stringValue)
             _ = try await api.call(.DELETE, "/api/v1/tokens/\(name)")
             raw = try await server.client(token: appToken).send(.GET, "/api/v1/resources")
             #expect(raw.status == 401, "a revoked token is refused at once")
@@ -180,8 +212,9 @@ struct APIBadInputTests {
                 (op, .POST, "/api/v1/tokens", Data(#"{"name":"x","role":"admin"}"#.utf8)),
             ]
             for (client, method, path, body) in denied {
-                let reply = try await client.send(method.method, path, body: body,
-                                                  contentType: path.hasSuffix("/status") ? "application/merge-patch+json" : "application/json")
+                let reply = try await client.send(
+                    method.method, path, body: body,
+                    contentType: path.hasSuffix("/status") ? "application/merge-patch+json" : "application/json")
                 #expect(reply.status == 403, "\(method) \(path)")
                 #expect(reply.header("content-type") == "application/problem+json")
             }
@@ -191,7 +224,8 @@ struct APIBadInputTests {
             #expect(try await app.send(.GET, "/api/v1/resources/fan").status == 200)
             #expect(try await app.send(.GET, "/api/v1/events?follow=false").status == 200)
             #expect(try await device.send(.GET, "/api/v1/resources/fan").status == 200)
-            let own = try await device.send(.PATCH, "/api/v1/resources/fan/status", body: Data(#"{"status":{"phase":"Running"}}"#.utf8), contentType: "application/merge-patch+json")
+            let own = try await device.send(
+                .PATCH, "/api/v1/resources/fan/status", body: Data(#"{"status":{"phase":"Running"}}"#.utf8), contentType: "application/merge-patch+json")
             #expect(own.status == 200)
             #expect(try await integrator.send(.GET, "/api/v1/events?follow=false").status == 200)
             #expect(try await op.send(.POST, "/api/v1/resources", body: Docs.json(Docs.device("by-operator"))).status == 201)
@@ -266,8 +300,10 @@ extension APIBadInputTests {
     /// date-time or an event id is due is a 400, not "absent".
     @Test func undeclaredMethodsAndEmptyParametersAreRefused() async throws {
         try await withServer(.sqlite) { server in
-            for (method, path, allow) in [("PATCH", "/healthz", "GET"), ("QUERY", "/api/v1/resources", "GET, POST"),
-                                          ("PUT", "/api/v1/tokens", "GET, POST"), ("GET", "/api/v1/resources/x/operations/y", "POST")] {
+            for (method, path, allow) in [
+                ("PATCH", "/healthz", "GET"), ("QUERY", "/api/v1/resources", "GET, POST"),
+                ("PUT", "/api/v1/tokens", "GET, POST"), ("GET", "/api/v1/resources/x/operations/y", "POST"),
+            ] {
                 let reply = try await server.admin.send(.init(rawValue: method), path)
                 #expect(reply.status == 405, "\(method) \(path)")
                 #expect(reply.header("allow") == allow, "\(method) \(path) names what it serves")
@@ -275,8 +311,10 @@ extension APIBadInputTests {
             }
             #expect(try await server.admin.send(.GET, "/api/v1/nowhere").status == 404)
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("meter-1")))
-            for path in ["/api/v1/events?since=&follow=false", "/api/v1/events?types=&follow=false", "/api/v1/invocations?since=",
-                         "/api/v1/resources/meter-1/telemetry?to=", "/api/v1/resources?kind="] {
+            for path in [
+                "/api/v1/events?since=&follow=false", "/api/v1/events?types=&follow=false", "/api/v1/invocations?since=",
+                "/api/v1/resources/meter-1/telemetry?to=", "/api/v1/resources?kind=",
+            ] {
                 #expect(try await server.admin.send(.GET, path).status == 400, "\(path)")
             }
         }

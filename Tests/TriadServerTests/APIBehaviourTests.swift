@@ -13,7 +13,8 @@ struct APIBehaviourTests {
         try await withServer(kind) { server in
             let api = server.admin
             _ = try await api.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("counter", labels: ["count": "0"])))
-            let workers = 8, perWorker = 15
+            let workers = 8
+            let perWorker = 15
             let conflicts = try await withThrowingTaskGroup(of: Int.self) { group in
                 for _ in 0..<workers {
                     group.addTask {
@@ -22,7 +23,8 @@ struct APIBehaviourTests {
                         while done < perWorker {
                             let current = try await api.call(.GET, "/api/v1/resources/counter")
                             guard case .object(var doc)? = current.json, case .object(var meta)? = doc["metadata"],
-                                  let count = Int(meta["labels"]?["count"]?.stringValue ?? "") else { throw CLIErrorForTests("bad document") }
+                                let count = Int(meta["labels"]?["count"]?.stringValue ?? "")
+                            else { throw CLIErrorForTests("bad document") }
                             meta["labels"] = .object(["count": .string(String(count + 1))])
                             doc["metadata"] = .object(meta)
                             let reply = try await api.send(.PUT, "/api/v1/resources/counter", body: JSONCoding.encode(JSONValue.object(doc)))
@@ -51,7 +53,8 @@ struct APIBehaviourTests {
             let api = server.admin
             _ = try await api.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("fan", labels: ["triad.io/space": "lab"])))
             _ = try await api.call(.POST, "/api/v1/resources", body: Docs.json(Docs.resource("alice", kind: "Person")))
-            _ = try await api.call(.PATCH, "/api/v1/resources/fan/status", body: Data(#"{"status":{"phase":"Running"}}"#.utf8), contentType: "application/merge-patch+json")
+            _ = try await api.call(
+                .PATCH, "/api/v1/resources/fan/status", body: Data(#"{"status":{"phase":"Running"}}"#.utf8), contentType: "application/merge-patch+json")
             _ = try await api.call(.DELETE, "/api/v1/resources/alice")
 
             let integrator = server.client(token: try await server.token(.integrator))
@@ -76,11 +79,15 @@ struct APIBehaviourTests {
             try await integrator.streamEvents(query: "?follow=false", lastEventID: all[1].0) { id, type, data in await resumed.add(id, type, data) }
             #expect(await resumed.items.map(\.0) == [all[2].0, all[3].0])
             let filtered = Collected()
-            try await integrator.streamEvents(query: "?follow=false&types=io.triad.resource.status", lastEventID: "0") { id, type, data in await filtered.add(id, type, data) }
+            try await integrator.streamEvents(query: "?follow=false&types=io.triad.resource.status", lastEventID: "0") { id, type, data in
+                await filtered.add(id, type, data)
+            }
             #expect(await filtered.items.map(\.1) == ["io.triad.resource.status"])
             let bySelector = Collected()
             try await integrator.streamEvents(query: "?follow=false&labelSelector=triad.io/space%3Dlab", lastEventID: nil) { _, _, _ in }
-            try await integrator.streamEvents(query: "?follow=false&since=0&labelSelector=triad.io/space%3Dlab", lastEventID: nil) { id, type, data in await bySelector.add(id, type, data) }
+            try await integrator.streamEvents(query: "?follow=false&since=0&labelSelector=triad.io/space%3Dlab", lastEventID: nil) { id, type, data in
+                await bySelector.add(id, type, data)
+            }
             #expect(await bySelector.items.count == 2, "fan's created and status events")
 
             // Bad parameters are 400s.
@@ -137,7 +144,8 @@ struct APIBehaviourTests {
             let metrics = String(decoding: try await server.admin.call(.GET, "/metrics").body, as: UTF8.self)
             #expect(metrics.contains("# TYPE"), "Prometheus text format")
             #expect(metrics.contains(#"triad_http_requests_total{route="/api/v1/resources",method="GET",status="200"}"#), "HTTP request metrics are exported")
-            #expect(metrics.contains(#"triad_http_requests_total{route="/api/v1/resources",method="POST",status="409"}"#), "problems are counted with their status")
+            #expect(
+                metrics.contains(#"triad_http_requests_total{route="/api/v1/resources",method="POST",status="409"}"#), "problems are counted with their status")
             #expect(metrics.contains(#"triad_registry_writes_total{operation="create",result="ok"}"#), "\(metrics)")
             #expect(metrics.contains(#"triad_registry_writes_total{operation="create",result="conflict"}"#))
             let spec = try await server.admin.call(.GET, "/openapi.yaml")
@@ -151,15 +159,15 @@ struct APIBehaviourTests {
         try await withServer(kind) { server in
             let api = server.admin
             let yaml = """
-            apiVersion: triad.io/v1alpha1
-            kind: Resource
-            metadata:
-              name: pantry-3f
-              labels: {triad.io/floor: "3"}
-            spec:
-              kind: Space
-              description: {building: main}
-            """
+                apiVersion: triad.io/v1alpha1
+                kind: Resource
+                metadata:
+                  name: pantry-3f
+                  labels: {triad.io/floor: "3"}
+                spec:
+                  kind: Space
+                  description: {building: main}
+                """
             let created = try await api.call(.POST, "/api/v1/resources", body: Data(yaml.utf8), contentType: "application/yaml")
             #expect(created.status == 201)
             #expect(created.json?["metadata"]?["labels"]?["triad.io/floor"]?.stringValue == "3")
@@ -167,7 +175,10 @@ struct APIBehaviourTests {
             var names: [String] = []
             var token: String?
             repeat {
-                let page = try await api.call(.GET, "/api/v1/resources?kind=Device&limit=10" + (token.map { "&continue=\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)" } ?? ""))
+                let page = try await api.call(
+                    .GET,
+                    "/api/v1/resources?kind=Device&limit=10"
+                        + (token.map { "&continue=\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)" } ?? ""))
                 let items = page.json?["items"]?.arrayValue ?? []
                 #expect(items.count <= 10)
                 names += items.compactMap { $0["metadata"]?["name"]?.stringValue }

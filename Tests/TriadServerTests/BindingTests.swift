@@ -12,17 +12,21 @@ struct BindingTests {
     @Test(arguments: BackendKind.allCases)
     func leasesAreExclusiveRenewableReleasableAndExpire(_ kind: BackendKind) async throws {
         try await withServer(kind) { server in
-            let coffee = TelemetryTests.name("coffee"), lamp = TelemetryTests.name("lamp")
+            let coffee = TelemetryTests.name("coffee")
+            let lamp = TelemetryTests.name("lamp")
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(coffee)))
             var shared = Docs.device(lamp)
             if case .object(var root) = shared, case .object(var spec)? = root["spec"] {
-                spec["accessMode"] = .string("Shared"); root["spec"] = .object(spec); shared = .object(root)
+                spec["accessMode"] = .string("Shared")
+                root["spec"] = .object(spec)
+                shared = .object(root)
             }
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(shared))
             // The holder of a lease is the caller: alice and bob are apps, each with its own token.
             let (alice, aliceSecret) = try await server.namedToken(.app)
             let (bob, bobSecret) = try await server.namedToken(.app)
-            let app = server.client(token: aliceSecret), other = server.client(token: bobSecret)
+            let app = server.client(token: aliceSecret)
+            let other = server.client(token: bobSecret)
             let path = "/api/v1/resources/\(coffee)/binding"
             func bind(ttl: Int = 60, as client: TriadClient? = nil) async throws -> TriadClient.Reply {
                 try await (client ?? app).send(.POST, path, body: Data(#"{"ttlSeconds":\#(ttl)}"#.utf8))
@@ -38,25 +42,30 @@ struct BindingTests {
             #expect(taken.status == 409 && taken.json?["type"] == .string("https://triad.io/problems/binding-conflict"))
 
             // Status writes cannot forge or drop a lease.
-            _ = try await server.admin.call(.PATCH, "/api/v1/resources/\(coffee)/status",
-                                            body: Data(#"{"status":{"bound":false,"phase":"Running"}}"#.utf8), contentType: "application/merge-patch+json")
+            _ = try await server.admin.call(
+                .PATCH, "/api/v1/resources/\(coffee)/status",
+                body: Data(#"{"status":{"bound":false,"phase":"Running"}}"#.utf8), contentType: "application/merge-patch+json")
             #expect(try await server.admin.call(.GET, "/api/v1/resources/\(coffee)").json?["status"]?["bound"] == .bool(true))
 
             // Bad input and refusals: each a clear problem, nothing changed.
             let before = try await server.admin.call(.GET, "/api/v1/resources/\(coffee)").json
-            for body in [#"{"holder":""}"#, #"{"ttlSeconds":0}"#, #"{"ttlSeconds":1.5}"#,
-                         #"{"ttlSeconds":999999}"#, #"{"color":"red"}"#, #"["x"]"#] {
+            for body in [
+                #"{"holder":""}"#, #"{"ttlSeconds":0}"#, #"{"ttlSeconds":1.5}"#,
+                #"{"ttlSeconds":999999}"#, #"{"color":"red"}"#, #"["x"]"#,
+            ] {
                 let reply = try await app.send(.POST, path, body: Data(body.utf8))
                 #expect(reply.status == 422, "\(body) → \(reply.status)")
             }
-            #expect(try await app.send(.POST, path, body: Data(#"{"holder":"\#(bob)"}"#.utf8)).status == 403,
-                    "an app binds as itself, not on behalf of another")
+            #expect(
+                try await app.send(.POST, path, body: Data(#"{"holder":"\#(bob)"}"#.utf8)).status == 403,
+                "an app binds as itself, not on behalf of another")
             #expect(try await app.send(.POST, path, body: Data("{oops".utf8)).status == 400)
             #expect(try await bind(ttl: 10, as: server.client(token: try await server.token(.integrator))).status == 403)
             #expect(try await app.send(.POST, "/api/v1/resources/nosuch-\(coffee)/binding", body: Data("{}".utf8)).status == 404)
             let sharedBind = try await app.send(.POST, "/api/v1/resources/\(lamp)/binding", body: Data("{}".utf8))
-            #expect(sharedBind.status == 409 && sharedBind.json?["type"] == .string("https://triad.io/problems/binding-conflict"),
-                    "Shared resources are not bound")
+            #expect(
+                sharedBind.status == 409 && sharedBind.json?["type"] == .string("https://triad.io/problems/binding-conflict"),
+                "Shared resources are not bound")
             #expect(try await other.send(.DELETE, path).status == 403, "bob may not release alice's lease")
             #expect(try await app.send(.DELETE, path + "?holder=\(bob)").status == 403)
             #expect(try await server.admin.call(.GET, "/api/v1/resources/\(coffee)").json == before)
@@ -81,13 +90,18 @@ struct BindingTests {
             #expect(try await bind(as: other).status == 201)
 
             // Each acquisition and release is an event of its own.
-            let log = String(decoding: try await server.admin.call(.GET, "/api/v1/events?follow=false&since=0&types=io.triad.binding.acquired,io.triad.binding.released").body, as: UTF8.self)
+            let log = String(
+                decoding: try await server.admin.call(.GET, "/api/v1/events?follow=false&since=0&types=io.triad.binding.acquired,io.triad.binding.released")
+                    .body, as: UTF8.self)
             let types = try log.split(separator: "\n").filter { $0.hasPrefix("data:") }
                 .map { try JSONCoding.parse(Data($0.dropFirst(5).drop { $0 == " " }.utf8)) }
                 .filter { $0["subject"] == .string(coffee) }.map { $0["type"]?.stringValue ?? "" }
-            #expect(types == ["io.triad.binding.acquired", "io.triad.binding.released", "io.triad.binding.acquired",
-                              "io.triad.binding.released", "io.triad.binding.acquired", "io.triad.binding.released",
-                              "io.triad.binding.acquired"])
+            #expect(
+                types == [
+                    "io.triad.binding.acquired", "io.triad.binding.released", "io.triad.binding.acquired",
+                    "io.triad.binding.released", "io.triad.binding.acquired", "io.triad.binding.released",
+                    "io.triad.binding.acquired",
+                ])
         }
     }
 }

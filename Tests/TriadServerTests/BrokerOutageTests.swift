@@ -19,7 +19,8 @@ struct BrokerOutageTests {
     static func outageBroker(_ verb: String) async throws {
         let env = ProcessInfo.processInfo.environment
         guard let script = env["TRIAD_TEST_OUTAGE_SERVICES"], let dir = env["TRIAD_TEST_OUTAGE_SVC_DIR"],
-              let port = env["TRIAD_TEST_OUTAGE_AMQP_PORT"] else {
+            let port = env["TRIAD_TEST_OUTAGE_AMQP_PORT"]
+        else {
             throw SetupError("TRIAD_TEST_OUTAGE_* are not set: run the suite with scripts/test.sh")
         }
         var childEnv = env
@@ -61,14 +62,17 @@ struct BrokerOutageTests {
         let writers = servers.indices.map { i in
             Task {
                 let api = servers[i].admin
-                var n = 0, failures = 0
+                var n = 0
+                var failures = 0
                 while await !stop.isSet {
                     let name = "\(prefixes[i])-\(n % 20)"
                     if n < 20 {
                         if (try? await api.send(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))))?.status != 201 { failures += 1 }
                     } else {
                         let patch = Data(#"{"metadata":{"labels":{"round":"\#(n)"}}}"#.utf8)
-                        if (try? await api.send(.PATCH, "/api/v1/resources/\(name)", body: patch, contentType: "application/merge-patch+json"))?.status != 200 { failures += 1 }
+                        if (try? await api.send(.PATCH, "/api/v1/resources/\(name)", body: patch, contentType: "application/merge-patch+json"))?.status != 200 {
+                            failures += 1
+                        }
                         _ = try? await api.send(.POST, "/api/v1/resources/\(name)/telemetry", body: Data(#"{"n":\#(n)}"#.utf8))
                     }
                     n += 1
@@ -120,7 +124,8 @@ struct BrokerOutageTests {
             guard let d = try await consumer.next(timeout: .seconds(2)), !d.routingKey.hasSuffix(".telemetry") else { continue }
             let event = try JSONCoding.parse(Data(d.body))
             guard let subject = event["subject"]?.stringValue, let id = Int64(d.messageID ?? ""),
-                  let prefix = prefixes.first(where: { subject.hasPrefix($0) }) else { continue }
+                let prefix = prefixes.first(where: { subject.hasPrefix($0) })
+            else { continue }
             seen[prefix, default: [:]][subject, default: []].append(id)
         }
         #expect(missing() == 0, "no registry event is lost")

@@ -42,10 +42,16 @@ struct EventRelayTests {
             func version(_ reply: TriadClient.Reply) -> String { reply.json?["metadata"]?["resourceVersion"]?.stringValue ?? "" }
             versions.append(version(try await api.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(fan)))))
             _ = try await api.call(.POST, "/api/v1/resources", body: Docs.json(Docs.resource(alice, kind: "Person")))
-            versions.append(version(try await api.call(.PATCH, "/api/v1/resources/\(fan)/status",
-                                                       body: Data(#"{"status":{"phase":"Running"}}"#.utf8), contentType: "application/merge-patch+json")))
-            versions.append(version(try await api.call(.PATCH, "/api/v1/resources/\(fan)",
-                                                       body: Data(#"{"spec":{"aliasName":"Desk fan"}}"#.utf8), contentType: "application/merge-patch+json")))
+            versions.append(
+                version(
+                    try await api.call(
+                        .PATCH, "/api/v1/resources/\(fan)/status",
+                        body: Data(#"{"status":{"phase":"Running"}}"#.utf8), contentType: "application/merge-patch+json")))
+            versions.append(
+                version(
+                    try await api.call(
+                        .PATCH, "/api/v1/resources/\(fan)",
+                        body: Data(#"{"spec":{"aliasName":"Desk fan"}}"#.utf8), contentType: "application/merge-patch+json")))
             for name in [fan, alice] {
                 _ = try await api.call(.POST, "/api/v1/resources/\(name)/telemetry", body: Data(#"{"values":{"rpm":1200}}"#.utf8))
             }
@@ -54,7 +60,8 @@ struct EventRelayTests {
             var received: [AMQPDelivery] = []
             var telemetry: [AMQPDelivery] = []
             while !(received.contains { $0.routingKey.hasSuffix(".deleted") } && telemetry.count == 1),
-                  let delivery = try await consumer.next(timeout: .seconds(10)) {
+                let delivery = try await consumer.next(timeout: .seconds(10))
+            {
                 guard delivery.routingKey.hasPrefix("device.\(fan).") else { continue }
                 // Samples travel apart from the outbox, so their order against registry events is free.
                 if delivery.routingKey.hasSuffix(".telemetry") { telemetry.append(delivery) } else { received.append(delivery) }
@@ -207,8 +214,9 @@ struct ReplicaRelayTests {
 
         let notifiers = [EventNotifier(), EventNotifier()]
         let relays = try [first, second].enumerated().map { i, backend in
-            OutboxRelay(cursors: backend, publisher: try AMQPEventPublisher(url: url), notifier: notifiers[i],
-                        logger: TestEnvironment.logger, batchSize: 7)
+            OutboxRelay(
+                cursors: backend, publisher: try AMQPEventPublisher(url: url), notifier: notifiers[i],
+                logger: TestEnvironment.logger, batchSize: 7)
         }
         let running = relays.map { relay in Task { try await relay.run() } }
         // What the server's wake-up loop does: each replica looks again often.

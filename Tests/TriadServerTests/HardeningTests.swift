@@ -33,8 +33,9 @@ struct HardeningTests {
     @Test func sigtermEndsOpenEventStreamsAndExitsWithinTheGrace() async throws {
         let dir = try TestPaths.temporaryDirectory()
         let token = "sigterm-admin-token-\(UUID().uuidString)"
-        let server = try await ServerProcess.start(["--data-dir", dir + "/data", "--shutdown-grace", "5"],
-                                                   environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        let server = try await ServerProcess.start(
+            ["--data-dir", dir + "/data", "--shutdown-grace", "5"],
+            environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
         defer { server.stop() }
         let admin = TriadClient(server: server.baseURL, token: token)
         // Raw sockets: an HTTP client's pool would queue the tenth stream behind the others.
@@ -69,14 +70,22 @@ struct HardeningTests {
             addr.sin_family = sa_family_t(AF_INET)
             addr.sin_port = port.bigEndian
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-            guard connected == 0 else { close(fd); return -1 }
+            let connected = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else {
+                close(fd)
+                return -1
+            }
             let request = "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\n\r\n"
             _ = request.withCString { send(fd, $0, strlen($0), 0) }
             var timeout = timeval(tv_sec: 60, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             var buffer = [UInt8](repeating: 0, count: 512)
-            guard recv(fd, &buffer, buffer.count, 0) > 0 else { close(fd); return -1 }
+            guard recv(fd, &buffer, buffer.count, 0) > 0 else {
+                close(fd)
+                return -1
+            }
             return fd
         }
         guard fd >= 0 else { throw SetupError("the event stream did not open") }
@@ -150,8 +159,9 @@ struct HardeningTests {
         #expect(r.status != 0 && r.stderr.contains("HTTP 401") && !r.stderr.contains(token), "\(r.stderr)")
         server.stop()
         // A short TRIAD_ADMIN_TOKEN is refused at start.
-        let short = try runTriad(["server", "--data-dir", dir + "/short", "--listen", "127.0.0.1:0"], directory: dir,
-                                 environment: ["TRIAD_ADMIN_TOKEN": "too-short"])
+        let short = try runTriad(
+            ["server", "--data-dir", dir + "/short", "--listen", "127.0.0.1:0"], directory: dir,
+            environment: ["TRIAD_ADMIN_TOKEN": "too-short"])
         #expect(short.status != 0 && short.stderr.contains("at least 32 characters"))
     }
 
@@ -164,7 +174,8 @@ struct HardeningTests {
             if case .object(var root) = doc, case .object(var spec)? = root["spec"] {
                 spec["probeImage"] = .string("/bin/sh")
                 spec["probeArgs"] = .array([.string("-c"), .string("env > leaked; pwd >> leaked; sleep 30")])
-                root["spec"] = .object(spec); doc = .object(root)
+                root["spec"] = .object(spec)
+                doc = .object(root)
             }
             #expect(try await server.admin.send(.POST, "/api/v1/resources", body: Docs.json(doc)).status == 201, "an admin may write it")
             try await eventually("the refused probe shows in the conditions") {
@@ -209,8 +220,9 @@ struct HardeningTests {
             for name in ["mine", "theirs"] { _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))) }
             func subjects(_ client: TriadClient) async throws -> Set<String> {
                 let log = String(decoding: try await client.call(.GET, "/api/v1/events?follow=false&since=0").body, as: UTF8.self)
-                return Set(try log.split(separator: "\n").filter { $0.hasPrefix("data:") }
-                    .compactMap { try JSONCoding.parse(Data($0.dropFirst(5).drop { $0 == " " }.utf8))["subject"]?.stringValue })
+                return Set(
+                    try log.split(separator: "\n").filter { $0.hasPrefix("data:") }
+                        .compactMap { try JSONCoding.parse(Data($0.dropFirst(5).drop { $0 == " " }.utf8))["subject"]?.stringValue })
             }
             let app = server.client(token: try await server.token(.app))
             #expect(try await subjects(app).isSuperset(of: ["mine", "theirs"]))
@@ -229,8 +241,9 @@ struct HardeningTests {
             _ = try await server.admin.call(.DELETE, "/api/v1/resources/meter")
             #expect(try await device.send(.GET, "/api/v1/resources/meter").status == 401)
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("meter")))
-            #expect(try await device.send(.POST, "/api/v1/resources/meter/telemetry", body: sample).status == 401,
-                    "a new resource of the same name does not bring it back")
+            #expect(
+                try await device.send(.POST, "/api/v1/resources/meter/telemetry", body: sample).status == 401,
+                "a new resource of the same name does not bring it back")
         }
     }
 
@@ -246,7 +259,8 @@ struct HardeningTests {
             let app = server.client(token: try await server.token(.app))
             #expect(!String(decoding: try await app.send(.GET, "/readyz").body, as: UTF8.self).contains("127.0.0.1"))
             let admin = try await server.admin.send(.GET, "/readyz")
-            #expect(admin.status == 503 && String(decoding: admin.body, as: UTF8.self).contains("127.0.0.1:1"), "\(String(decoding: admin.body, as: UTF8.self))")
+            #expect(
+                admin.status == 503 && String(decoding: admin.body, as: UTF8.self).contains("127.0.0.1:1"), "\(String(decoding: admin.body, as: UTF8.self))")
         }
     }
 
@@ -257,7 +271,10 @@ struct HardeningTests {
             let port = UInt16(server.baseURL.split(separator: ":").last!)!
             let first = try await Self.openEventStream(port: port, token: secret)
             let second = try await Self.openEventStream(port: port, token: secret)
-            defer { close(first); close(second) }
+            defer {
+                close(first)
+                close(second)
+            }
             let third = try await server.client(token: secret).send(.GET, "/api/v1/events?follow=false")
             #expect(third.status == 429 && third.json?["type"] == .string("https://triad.io/problems/too-many-streams"))
             #expect(try await server.admin.send(.GET, "/api/v1/events?follow=false").status == 200, "other tokens are served")
@@ -298,7 +315,9 @@ struct HardeningTests {
             let before = server.server.telemetry.trackedNames
             for i in 0..<10_000 {
                 let name = "ghost-\(i)-\(UInt32.random(in: 0...UInt32.max))"
-                do throws(TelemetryRejection) { _ = try await server.server.telemetry.accept(resource: name, payload: Array(#"{"t":1}"#.utf8), source: "test") } catch {
+                do throws(TelemetryRejection) {
+                    _ = try await server.server.telemetry.accept(resource: name, payload: Array(#"{"t":1}"#.utf8), source: "test")
+                } catch {
                     #expect(error == TelemetryRejection.unknownResource)
                 }
             }
@@ -313,9 +332,10 @@ struct HardeningTests {
         try await withServer(.sqlite) { server in
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("big")))
             let huge = String(repeating: "x", count: 70_000)
-            let reply = try await server.admin.send(.PATCH, "/api/v1/resources/big/status",
-                                                    body: Data(#"{"status":{"location":{"note":"\#(huge)"}}}"#.utf8),
-                                                    contentType: "application/merge-patch+json")
+            let reply = try await server.admin.send(
+                .PATCH, "/api/v1/resources/big/status",
+                body: Data(#"{"status":{"location":{"note":"\#(huge)"}}}"#.utf8),
+                contentType: "application/merge-patch+json")
             #expect(reply.status == 422 && (reply.json?["detail"]?.stringValue ?? "").contains("65536"))
             #expect(try await server.admin.call(.GET, "/api/v1/resources/big").json?["status"]?["location"] == nil)
         }
@@ -333,7 +353,9 @@ struct HardeningTests {
             addr.sin_family = sa_family_t(AF_INET)
             addr.sin_port = port.bigEndian
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            _ = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
             _ = "GET /api/v1/reso".withCString { send(fd, $0, strlen($0), 0) }  // and nothing more
             let trickled = await Self.read(fd) { _ in false }
             #expect(trickled.ended, "the server closed the trickling connection")
@@ -354,7 +376,8 @@ struct HardeningTests {
                 spec["probeImage"] = .string("/bin/sh")
                 spec["probeArgs"] = .array([.string("-c"), .string("cat admin.token")])
                 spec["probeEnabled"] = .bool(true)
-                root["spec"] = .object(spec); doc = .object(root)
+                root["spec"] = .object(spec)
+                doc = .object(root)
             }
             let refused = try await op.send(.POST, "/api/v1/resources", body: Docs.json(doc))
             #expect(refused.status == 403 && (refused.json?["detail"]?.stringValue ?? "").contains("probeImage"))
@@ -365,14 +388,17 @@ struct HardeningTests {
             // (disabled here: nothing needs to run).
             if case .object(var root) = doc, case .object(var spec)? = root["spec"] {
                 spec["probeEnabled"] = .bool(false)
-                root["spec"] = .object(spec); doc = .object(root)
+                root["spec"] = .object(spec)
+                doc = .object(root)
             }
             #expect(try await server.admin.send(.POST, "/api/v1/resources", body: Docs.json(doc)).status == 201)
-            let relabel = try await op.send(.PATCH, "/api/v1/resources/shell", body: Data(#"{"metadata":{"labels":{"floor":"3"}}}"#.utf8),
-                                            contentType: "application/merge-patch+json")
+            let relabel = try await op.send(
+                .PATCH, "/api/v1/resources/shell", body: Data(#"{"metadata":{"labels":{"floor":"3"}}}"#.utf8),
+                contentType: "application/merge-patch+json")
             #expect(relabel.status == 200)
-            let patch = try await op.send(.PATCH, "/api/v1/resources/shell", body: Data(#"{"spec":{"probeArgs":["-c","id"]}}"#.utf8),
-                                          contentType: "application/merge-patch+json")
+            let patch = try await op.send(
+                .PATCH, "/api/v1/resources/shell", body: Data(#"{"spec":{"probeArgs":["-c","id"]}}"#.utf8),
+                contentType: "application/merge-patch+json")
             #expect(patch.status == 403)
             #expect(try await server.admin.call(.GET, "/api/v1/resources/shell").json?["spec"]?["probeArgs"]?.arrayValue?.last == .string("cat admin.token"))
         }

@@ -1,18 +1,18 @@
 import AsyncHTTPClient
-import NIOHTTP1
 import Foundation
 import Logging
+import NIOHTTP1
 import NIOWebSocket
 import ServiceLifecycle
 import Synchronization
 import Testing
-import TriadAgents
 import TriadAMQP
+import TriadAgents
 import TriadClient
 import TriadCore
 import TriadServer
-import WSClient
 import TriadTesting
+import WSClient
 
 /// Device agents against the real Home Assistant that scripts/test.sh starts (its demo plus
 /// `fan.air_purifier` and `switch.coffee_machine`): apps invoke a device's operations through
@@ -44,8 +44,10 @@ struct HomeAssistantTests {
         let (url, _) = try homeAssistant()
         let token = try haToken()
         let answer = AnswerBox()
-        try await WebSocketClient.connect(url: url.replacingOccurrences(of: "http://", with: "ws://") + "/api/websocket",
-                                          configuration: .init(maxFrameSize: 16 << 20), logger: TestEnvironment.logger) { inbound, outbound, _ in
+        try await WebSocketClient.connect(
+            url: url.replacingOccurrences(of: "http://", with: "ws://") + "/api/websocket",
+            configuration: .init(maxFrameSize: 16 << 20), logger: TestEnvironment.logger
+        ) { inbound, outbound, _ in
             var messages = inbound.messages(maxSize: 16 << 20).makeAsyncIterator()
             _ = try await messages.next()
             try await outbound.write(.text(#"{"type":"auth","access_token":"\#(token)"}"#))
@@ -53,7 +55,10 @@ struct HomeAssistantTests {
             try await outbound.write(.text(String(decoding: JSONCoding.encode(command), as: UTF8.self)))
             while case .text(let text)? = try await messages.next() {
                 let tree = try JSONCoding.parse(Data(text.utf8))
-                if tree["type"] == .string("result") { answer.set(tree); break }
+                if tree["type"] == .string("result") {
+                    answer.set(tree)
+                    break
+                }
             }
             try await outbound.close(.normalClosure, reason: nil)
         }
@@ -61,28 +66,33 @@ struct HomeAssistantTests {
     }
 
     static func rename(_ from: String, to: String) async throws {
-        let reply = try await haCommand(.object(["id": .number(1), "type": .string("config/entity_registry/update"),
-                                                 "entity_id": .string(from), "new_entity_id": .string(to)]))
+        let reply = try await haCommand(
+            .object([
+                "id": .number(1), "type": .string("config/entity_registry/update"),
+                "entity_id": .string(from), "new_entity_id": .string(to),
+            ]))
         #expect(reply?["success"] == .bool(true), "renamed \(from) to \(to): \(String(describing: reply))")
     }
 
     /// Runs an agent host with `agents` (YAML) against `server` until `body` returns; `files` are
     /// written beside the configuration (token files).
-    static func withAgents(_ server: TestServer, _ agentsYAML: String, files: [String: String] = [:], amqp: String? = nil,
-                           _ body: (_ host: AgentHost, _ port: Int) async throws -> Void) async throws {
+    static func withAgents(
+        _ server: TestServer, _ agentsYAML: String, files: [String: String] = [:], amqp: String? = nil,
+        _ body: (_ host: AgentHost, _ port: Int) async throws -> Void
+    ) async throws {
         let dir = try TestPaths.temporaryDirectory()
         for (file, content) in files { try content.write(toFile: dir + "/" + file, atomically: true, encoding: .utf8) }
         let operatorToken = try await server.token(.operator)
         try operatorToken.write(toFile: dir + "/triad.token", atomically: true, encoding: .utf8)
         let (haURL, haTokenFile) = try homeAssistant()
         let yaml = """
-        triad: {url: "\(server.baseURL)", tokenFile: triad.token\(amqp.map { ", amqp: \"\($0)\"" } ?? "")}
-        listen: 127.0.0.1:0
-        heartbeatSeconds: 2
-        homeAssistant: {url: "\(haURL)", tokenFile: "\(haTokenFile)"}
-        agents:
-        \(agentsYAML)
-        """
+            triad: {url: "\(server.baseURL)", tokenFile: triad.token\(amqp.map { ", amqp: \"\($0)\"" } ?? "")}
+            listen: 127.0.0.1:0
+            heartbeatSeconds: 2
+            homeAssistant: {url: "\(haURL)", tokenFile: "\(haTokenFile)"}
+            agents:
+            \(agentsYAML)
+            """
         try yaml.write(toFile: dir + "/agents.yaml", atomically: true, encoding: .utf8)
         let config = try AgentConfig.load(path: dir + "/agents.yaml", environment: [:])
         let host = AgentHost(config: config, logger: TestEnvironment.logger)
@@ -118,12 +128,15 @@ struct HomeAssistantTests {
             try await integrator.declareQueue("", durable: false)
             try await integrator.bind(exchange: AMQPEventPublisher.exchange, routingKey: "device.\(name).status")
             try await integrator.startConsuming()
-            try await Self.withAgents(server, """
-              - name: \(name)
-                device: {type: fan, entity: fan.air_purifier}
-                labels: {triad.io/space: pantry-3f}
-                prices: {set_percentage: 0.25, turn_on: 1}
-            """, amqp: amqp) { host, _ in
+            try await Self.withAgents(
+                server,
+                """
+                  - name: \(name)
+                    device: {type: fan, entity: fan.air_purifier}
+                    labels: {triad.io/space: pantry-3f}
+                    prices: {set_percentage: 0.25, turn_on: 1}
+                """, amqp: amqp
+            ) { host, _ in
                 try await eventually("the purifier's resource is Running with its operations", within: 20) {
                     let r = try await Self.resource(server, name)
                     let ops = r?["spec"]?["operations"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
@@ -155,10 +168,12 @@ struct HomeAssistantTests {
                 #expect(ledger?["metadata"]?["totalPrice"] == .number(0.25))
 
                 // Arguments Home Assistant would refuse never reach it.
-                let badPreset = try await client.send(.POST, "/api/v1/resources/\(name)/operations/set_preset_mode", body: Data(#"{"preset_mode": "warp"}"#.utf8))
+                let badPreset = try await client.send(
+                    .POST, "/api/v1/resources/\(name)/operations/set_preset_mode", body: Data(#"{"preset_mode": "warp"}"#.utf8))
                 #expect(badPreset.status == 422)
                 #expect(String(decoding: badPreset.body, as: UTF8.self).contains("auto, sleep, turbo"), "names what is allowed")
-                let badPercentage = try await client.send(.POST, "/api/v1/resources/\(name)/operations/set_percentage", body: Data(#"{"percentage": 140}"#.utf8))
+                let badPercentage = try await client.send(
+                    .POST, "/api/v1/resources/\(name)/operations/set_percentage", body: Data(#"{"percentage": 140}"#.utf8))
                 #expect(badPercentage.status == 422)
                 #expect(try await Self.entity("fan.air_purifier")?["attributes"]?["percentage"] == .number(60), "nothing changed")
                 let unknown = try await client.send(.POST, "/api/v1/resources/\(name)/operations/self_destruct", body: Data("{}".utf8))
@@ -174,11 +189,14 @@ struct HomeAssistantTests {
     @Test func aRenamedEntityIsFollowedByItsUniqueID() async throws {
         try await withServer(.sqlite) { server in
             let name = TelemetryTests.name("coffee")
-            try await Self.withAgents(server, """
-              - name: \(name)
-                device: {type: switch, entity: switch.coffee_machine}
-                accessMode: Shared
-            """) { _, _ in
+            try await Self.withAgents(
+                server,
+                """
+                  - name: \(name)
+                    device: {type: switch, entity: switch.coffee_machine}
+                    accessMode: Shared
+                """
+            ) { _, _ in
                 try await eventually("the coffee machine is Running", within: 20) {
                     try await Self.resource(server, name)?["status"]?["phase"] == .string("Running")
                 }
@@ -213,10 +231,13 @@ struct HomeAssistantTests {
     @Test func stoppingHomeAssistantMakesTheDeviceFailedAndStartingItBringsItBack() async throws {
         try await withServer(.sqlite) { server in
             let name = TelemetryTests.name("purifier")
-            try await Self.withAgents(server, """
-              - name: \(name)
-                device: {type: fan, entity: fan.air_purifier}
-            """) { _, _ in
+            try await Self.withAgents(
+                server,
+                """
+                  - name: \(name)
+                    device: {type: fan, entity: fan.air_purifier}
+                """
+            ) { _, _ in
                 try await eventually("the purifier is Running", within: 20) {
                     try await Self.resource(server, name)?["status"]?["phase"] == .string("Running")
                 }
@@ -294,10 +315,12 @@ struct HomeAssistantTests {
             Issue.record("the configuration was accepted")
         } catch {
             let text = error.description
-            for expected in ["/triad/tokenFile: cannot read the token file", "/triad/amqp: must be an amqp:// URL", "/homeAssistant/url: must be an http(s) URL",
-                             "/homeAssistant/tokenFile: cannot read the token file", "/agents/0/device/type: unknown device type \"toaster\"",
-                             "/agents/1/name: \"fan-1\" is already the name of /agents/0", "/agents/1/device/entity: a fan is an entity fan.<id>",
-                             "/agents/2/name: must be a DNS-1123 label", "/agents/2/extra: is not a known key", "/agents/2/person: needs the person's app token"] {
+            for expected in [
+                "/triad/tokenFile: cannot read the token file", "/triad/amqp: must be an amqp:// URL", "/homeAssistant/url: must be an http(s) URL",
+                "/homeAssistant/tokenFile: cannot read the token file", "/agents/0/device/type: unknown device type \"toaster\"",
+                "/agents/1/name: \"fan-1\" is already the name of /agents/0", "/agents/1/device/entity: a fan is an entity fan.<id>",
+                "/agents/2/name: must be a DNS-1123 label", "/agents/2/extra: is not a known key", "/agents/2/person: needs the person's app token",
+            ] {
                 #expect(text.contains(expected), "reports \(expected)")
             }
             #expect(error.problems.allSatisfy { $0.file == dir + "/agents.yaml" })

@@ -13,10 +13,14 @@ import TriadTesting
 struct InvocationTests {
     static func device(_ name: String, upstream: Upstream, closedPort: Int, access: String = "Exclusive") -> JSONValue {
         func op(_ name: String, _ url: String, price: Double, headers: [String: String] = [:], query: [String: String] = [:]) -> JSONValue {
-            .object(["name": .string(name), "price": .number(price),
-                     "httpAction": .object(["action": .string("POST"), "url": .string(url),
-                                            "query": .object(query.mapValues(JSONValue.string)),
-                                            "headers": .object(headers.mapValues(JSONValue.string))])])
+            .object([
+                "name": .string(name), "price": .number(price),
+                "httpAction": .object([
+                    "action": .string("POST"), "url": .string(url),
+                    "query": .object(query.mapValues(JSONValue.string)),
+                    "headers": .object(headers.mapValues(JSONValue.string)),
+                ]),
+            ])
         }
         return .object([
             "apiVersion": .string("triad.io/v1alpha1"), "kind": .string("Resource"),
@@ -55,7 +59,8 @@ struct InvocationTests {
     func anAppBindsInvokesAndIsChargedThroughTheRealExecutable(_ kind: BackendKind) async throws {
         let upstream = try await Upstream.start()
         let dir = try TestPaths.temporaryDirectory()
-        let args = try await ProcessTests.databaseArguments(kind, dataDir: dir + "/data")
+        let args =
+            try await ProcessTests.databaseArguments(kind, dataDir: dir + "/data")
             // Long enough that a call to the test's own upstream never times out on a busy machine.
             + ["--amqp", try TestEnvironment.amqpURL(), "--invoke-timeout", "20s"]
         let token = "invoke-admin-token-\(UUID().uuidString)"
@@ -134,8 +139,9 @@ struct InvocationTests {
         reply = try await app.send(.POST, "\(path)/wait.forever")
         #expect(reply.status == 504 && reply.json?["invocation"]?["state"] == .string("TimedOut"))
         reply = try await app.send(.POST, "\(path)/unplugged")
-        #expect(reply.status == 502 && reply.json?["invocation"]?["reason"] == .string("UpstreamUnreachable"),
-                "\(reply.status) \(String(decoding: reply.body, as: UTF8.self))")
+        #expect(
+            reply.status == 502 && reply.json?["invocation"]?["reason"] == .string("UpstreamUnreachable"),
+            "\(reply.status) \(String(decoding: reply.body, as: UTF8.self))")
 
         // The ledger: the app's records, newest first, and the total of what was charged.
         let ledger = try #require(try await app.call(.GET, "/api/v1/invocations?caller=\(appName)").json)
@@ -178,8 +184,9 @@ struct InvocationTests {
         let token = "kill-admin-token-\(UUID().uuidString)"
         let first = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
         let admin = TriadClient(server: first.baseURL, token: token)
-        _ = try await admin.call(.POST, "/api/v1/resources",
-                                 body: Docs.json(Self.device("slow", upstream: upstream, closedPort: try Self.closedPort(), access: "Shared")))
+        _ = try await admin.call(
+            .POST, "/api/v1/resources",
+            body: Docs.json(Self.device("slow", upstream: upstream, closedPort: try Self.closedPort(), access: "Shared")))
         let reply = try await admin.call(.POST, "/api/v1/resources/slow/operations/wait.forever", headers: [("Prefer", "respond-async")])
         let location = try #require(reply.header("location"))
         try await eventually("the upstream is being called") { !upstream.requests.isEmpty }
@@ -197,8 +204,9 @@ struct InvocationTests {
         let upstream = try await Upstream.start()
         let dir = try TestPaths.temporaryDirectory()
         let token = "cli-admin-token-\(UUID().uuidString)"
-        let server = try await ServerProcess.start(["--data-dir", dir + "/data", "--invoke-timeout", "60s"],
-                                                   environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        let server = try await ServerProcess.start(
+            ["--data-dir", dir + "/data", "--invoke-timeout", "60s"],
+            environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
         defer { server.stop() }
         let admin = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": token]
         _ = try await TriadClient(server: server.baseURL, token: token).call(
@@ -236,8 +244,9 @@ struct InvocationTests {
     @Test func anExpiredLeaseDoesNotInvoke() async throws {
         let upstream = try await Upstream.start()
         try await withServer(.sqlite) { server in
-            _ = try await server.admin.call(.POST, "/api/v1/resources",
-                                            body: Docs.json(Self.device("lapsed", upstream: upstream, closedPort: try Self.closedPort())))
+            _ = try await server.admin.call(
+                .POST, "/api/v1/resources",
+                body: Docs.json(Self.device("lapsed", upstream: upstream, closedPort: try Self.closedPort())))
             let app = server.client(token: try await server.token(.app))
             #expect(try await app.call(.POST, "/api/v1/resources/lapsed/binding", body: Data(#"{"ttlSeconds":1}"#.utf8)).status == 201)
             try await eventually("the lease has expired and been released", within: 30) {
@@ -263,12 +272,16 @@ struct InvocationTests {
         }
         try await withServer(.sqlite, resolver: resolver) { server in
             func doc(_ url: String) -> Data {
-                Docs.json(.object([
-                    "apiVersion": .string("triad.io/v1alpha1"), "kind": .string("Resource"), "metadata": .object(["name": .string("far")]),
-                    "spec": .object(["kind": .string("Device"), "accessMode": .string("Shared"), "operations": .array([
-                        .object(["name": .string("turn_on"), "httpAction": .object(["action": .string("POST"), "url": .string(url)])]),
-                    ])]),
-                ]))
+                Docs.json(
+                    .object([
+                        "apiVersion": .string("triad.io/v1alpha1"), "kind": .string("Resource"), "metadata": .object(["name": .string("far")]),
+                        "spec": .object([
+                            "kind": .string("Device"), "accessMode": .string("Shared"),
+                            "operations": .array([
+                                .object(["name": .string("turn_on"), "httpAction": .object(["action": .string("POST"), "url": .string(url)])])
+                            ]),
+                        ]),
+                    ]))
             }
             let outside = try await server.admin.send(.PUT, "/api/v1/resources/far", body: doc("http://10.1.2.3:8080/x"))
             #expect(outside.status == 422 && (outside.json?["detail"]?.stringValue ?? "").contains("turn_on"), "names the operation")

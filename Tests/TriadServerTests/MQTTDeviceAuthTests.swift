@@ -36,13 +36,17 @@ struct MQTTDeviceAuthTests {
                 let checks = try await server.admin.call(.GET, "/readyz").json?["checks"]
                 return checks?["mqtt"]?["ok"] == .bool(true) && checks?["mqttDynamicSecurity"]?["ok"] == .bool(true)
             }
-            let mine = TelemetryTests.name("meter"), other = TelemetryTests.name("victim")
+            let mine = TelemetryTests.name("meter")
+            let other = TelemetryTests.name("victim")
             for name in [mine, other] { _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))) }
 
             // The device token's answer carries its MQTT client, derived from the token.
             let tokenName = "dev-\(UUID().uuidString.prefix(8).lowercased())"
-            let reply = try await server.admin.call(.POST, "/api/v1/tokens", body: JSONCoding.encode(JSONValue.object(
-                ["name": .string(tokenName), "role": .string("device"), "resource": .string(mine)])))
+            let reply = try await server.admin.call(
+                .POST, "/api/v1/tokens",
+                body: JSONCoding.encode(
+                    JSONValue.object(
+                        ["name": .string(tokenName), "role": .string("device"), "resource": .string(mine)])))
             let secret = try #require(reply.json?["token"]?.stringValue)
             #expect(reply.json?["mqtt"]?["username"] == .string(tokenName))
             let password = try #require(reply.json?["mqtt"]?["password"]?.stringValue)
@@ -68,8 +72,9 @@ struct MQTTDeviceAuthTests {
             try await eventually("its own sample is stored", within: 20) { try await TelemetryTests.history(server, mine).count == 1 }
             #expect(try await TelemetryTests.history(server, other).isEmpty, "the broker refused the sample for the other resource")
             #expect(try await Self.condition(server, other, "ProbeConnected") == nil, "nor could it say the other's probe is offline")
-            #expect(!stranger.isConnected && stranger.lastError?.contains("not authorised") == true,
-                    "a wrong password is refused: \(stranger.lastError ?? "none")")
+            #expect(
+                !stranger.isConnected && stranger.lastError?.contains("not authorised") == true,
+                "a wrong password is refused: \(stranger.lastError ?? "none")")
 
             // Revoked: its connection is dropped, and it cannot come back.
             _ = try await server.admin.call(.DELETE, "/api/v1/tokens/\(tokenName)")
@@ -84,15 +89,21 @@ struct MQTTDeviceAuthTests {
 
     @Test func probesGetTheirOwnClientsWhichCannotSpeakForOthers() async throws {
         let admin = try Self.dynsecURL()
-        try await withServer(.sqlite, mqtt: admin, configure: { config in
-            config.mqttAuth = .dynsec
-            config.probePolicy.silence = 30
-        }) { server in
-            let honest = TelemetryTests.name("honest"), victim = TelemetryTests.name("victim"), liar = TelemetryTests.name("liar")
+        try await withServer(
+            .sqlite, mqtt: admin,
+            configure: { config in
+                config.mqttAuth = .dynsec
+                config.probePolicy.silence = 30
+            }
+        ) { server in
+            let honest = TelemetryTests.name("honest")
+            let victim = TelemetryTests.name("victim")
+            let liar = TelemetryTests.name("liar")
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(victim)))
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: try ProbeControllerTests.device(honest, args: ["--rate", "5"]))
             // The liar's probe is told to publish as the victim: its own credentials do not allow it.
-            _ = try await server.admin.call(.POST, "/api/v1/resources", body: try ProbeControllerTests.device(liar, args: ["--rate", "5", "--resource", victim]))
+            _ = try await server.admin.call(
+                .POST, "/api/v1/resources", body: try ProbeControllerTests.device(liar, args: ["--rate", "5", "--resource", victim]))
 
             // The server's own credentials may not publish telemetry on this broker: a probe that
             // gets data through has its own client.
@@ -112,8 +123,11 @@ struct MQTTDeviceAuthTests {
         try await withServer(.sqlite, mqtt: "mqtt://triad-admin:secret@127.0.0.1:1", configure: { $0.mqttAuth = .dynsec }) { server in
             let resource = TelemetryTests.name("meter")
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(resource)))
-            let reply = try await server.admin.send(.POST, "/api/v1/tokens", body: JSONCoding.encode(JSONValue.object(
-                ["name": .string("orphan"), "role": .string("device"), "resource": .string(resource)])))
+            let reply = try await server.admin.send(
+                .POST, "/api/v1/tokens",
+                body: JSONCoding.encode(
+                    JSONValue.object(
+                        ["name": .string("orphan"), "role": .string("device"), "resource": .string(resource)])))
             #expect(reply.status == 503)
             #expect(reply.json?["detail"]?.stringValue?.contains("no token was made") == true)
             let names = try await server.admin.call(.GET, "/api/v1/tokens").json?["items"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []

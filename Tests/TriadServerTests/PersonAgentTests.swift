@@ -24,8 +24,11 @@ extension HomeAssistantTests {
         _ = try await Self.ha(.POST, "/api/services/switch/turn_off", .object(["entity_id": .string("switch.coffee_machine")]))
         let mqtt = try TestEnvironment.mqttURL()
         try await withServer(.sqlite, mqtt: mqtt) { server in
-            let pantry = TelemetryTests.name("pantry"), office = TelemetryTests.name("office")
-            let coffee = TelemetryTests.name("coffee"), alice = TelemetryTests.name("alice"), lamp = TelemetryTests.name("lamp")
+            let pantry = TelemetryTests.name("pantry")
+            let office = TelemetryTests.name("office")
+            let coffee = TelemetryTests.name("coffee")
+            let alice = TelemetryTests.name("alice")
+            let lamp = TelemetryTests.name("lamp")
             for space in [pantry, office] {
                 _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.resource(space, kind: "Space")))
             }
@@ -33,14 +36,17 @@ extension HomeAssistantTests {
             try await eventually("the server is subscribed to MQTT", within: 20) {
                 try await TriadClient(server: server.baseURL, token: nil).send(.GET, "/readyz").json?["checks"]?["mqtt"]?["ok"] == .bool(true)
             }
-            try await Self.withAgents(server, """
-              - name: \(coffee)
-                device: {type: switch, entity: switch.coffee_machine}
-                labels: {triad.io/space: \(pantry)}
-                prices: {turn_on: 1.5}
-              - name: \(alice)
-                person: {tokenFile: alice.token}
-            """, files: ["alice.token": aliceToken.secret]) { host, port in
+            try await Self.withAgents(
+                server,
+                """
+                  - name: \(coffee)
+                    device: {type: switch, entity: switch.coffee_machine}
+                    labels: {triad.io/space: \(pantry)}
+                    prices: {turn_on: 1.5}
+                  - name: \(alice)
+                    person: {tokenFile: alice.token}
+                """, files: ["alice.token": aliceToken.secret]
+            ) { host, port in
                 try await eventually("Alice's resource is Running, her lease held, no operations", within: 20) {
                     let r = try await Self.resource(server, alice)
                     return r?["status"]?["phase"] == .string("Running") && r?["status"]?["binding"]?["holder"] == .string(aliceToken.name)
@@ -117,8 +123,10 @@ extension HomeAssistantTests {
                 _ = try await server.admin.call(.POST, "/api/v1/resources/\(alice)/telemetry", body: Data(#"{"location": "\#(coffee)"}"#.utf8))
                 try await eventually("LocationAccepted False says why", within: 10) {
                     let conditions = try await Self.resource(server, alice)?["status"]?["conditions"]?.arrayValue ?? []
-                    return conditions.contains { $0["type"] == .string("LocationAccepted") && $0["status"] == .string("False")
-                        && $0["message"]?.stringValue?.contains("not a Space") == true }
+                    return conditions.contains {
+                        $0["type"] == .string("LocationAccepted") && $0["status"] == .string("False")
+                            && $0["message"]?.stringValue?.contains("not a Space") == true
+                    }
                 }
                 #expect(try await Self.space(server, alice) == office)
             }

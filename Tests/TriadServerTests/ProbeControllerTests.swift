@@ -33,13 +33,18 @@ struct ProbeControllerTests {
 
     @Test func probesAreRunRestartedJudgedAndStopped() async throws {
         let url = try TestEnvironment.mqttURL()
-        try await withServer(.sqlite, mqtt: url, configure: { config in
-            config.probePolicy.silence = 3
-            config.probePolicy.restartBase = 0.2
-            config.probePolicy.crashWindow = 60
-        }) { server in
-            let steady = TelemetryTests.name("steady"), crashy = TelemetryTests.name("crashy")
-            let mute = TelemetryTests.name("mute"), doomed = TelemetryTests.name("doomed")
+        try await withServer(
+            .sqlite, mqtt: url,
+            configure: { config in
+                config.probePolicy.silence = 3
+                config.probePolicy.restartBase = 0.2
+                config.probePolicy.crashWindow = 60
+            }
+        ) { server in
+            let steady = TelemetryTests.name("steady")
+            let crashy = TelemetryTests.name("crashy")
+            let mute = TelemetryTests.name("mute")
+            let doomed = TelemetryTests.name("doomed")
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: try Self.device(steady, args: ["--rate", "5"]))
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: try Self.device(crashy, args: ["--rate", "10", "--crash-after", "30"]))
             _ = try await server.admin.call(.POST, "/api/v1/resources", body: try Self.device(mute, args: ["--rate", "0"]))
@@ -73,8 +78,9 @@ struct ProbeControllerTests {
 
             // probeEnabled: false stops the process; delete stops it too.
             #expect(await server.server.controller.runningProbes().isSuperset(of: [steady, doomed, mute]))
-            _ = try await server.admin.call(.PATCH, "/api/v1/resources/\(steady)", body: Data(#"{"spec":{"probeEnabled":false}}"#.utf8),
-                                            contentType: "application/merge-patch+json")
+            _ = try await server.admin.call(
+                .PATCH, "/api/v1/resources/\(steady)", body: Data(#"{"spec":{"probeEnabled":false}}"#.utf8),
+                contentType: "application/merge-patch+json")
             _ = try await server.admin.call(.DELETE, "/api/v1/resources/\(doomed)")
             try await eventually("both probes are stopped", within: 20) {
                 let running = await server.server.controller.runningProbes()
@@ -103,13 +109,15 @@ struct AgentHeartbeatTests {
             let agent = server.client(token: try await server.token(.device, resource: name))
             func beat(phase: String = "Running") async throws {
                 let now = Timestamp.format(Date())
-                let body = #"{"status":{"phase":"\#(phase)","conditions":[{"type":"AgentReady","status":"True","reason":"Serving","lastHeartbeatTime":"\#(now)"}]}}"#
+                let body =
+                    #"{"status":{"phase":"\#(phase)","conditions":[{"type":"AgentReady","status":"True","reason":"Serving","lastHeartbeatTime":"\#(now)"}]}}"#
                 _ = try await agent.call(.PATCH, "/api/v1/resources/\(name)/status", body: Data(body.utf8), contentType: "application/merge-patch+json")
             }
             // Another condition that heartbeats must not erase.
-            _ = try await agent.call(.PATCH, "/api/v1/resources/\(name)/status",
-                                     body: Data(#"{"status":{"conditions":[{"type":"Docked","status":"True"}]}}"#.utf8),
-                                     contentType: "application/merge-patch+json")
+            _ = try await agent.call(
+                .PATCH, "/api/v1/resources/\(name)/status",
+                body: Data(#"{"status":{"conditions":[{"type":"Docked","status":"True"}]}}"#.utf8),
+                contentType: "application/merge-patch+json")
             for _ in 0..<6 {
                 try await beat()
                 try await Task.sleep(for: .milliseconds(500))
@@ -137,7 +145,10 @@ extension HomeAssistantTests {
     @Test func aProbeFollowsAnEntityAndAMissingEntityCrashLoops() async throws {
         let env = ProcessInfo.processInfo.environment
         guard let haURL = env["TRIAD_TEST_HA_URL"], let tokenFile = env["TRIAD_TEST_HA_TOKEN_FILE"],
-              let token = FileManager.default.contents(atPath: tokenFile).map({ String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }) else {
+            let token = FileManager.default.contents(atPath: tokenFile).map({
+                String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            })
+        else {
             throw SetupError("TRIAD_TEST_HA_URL and TRIAD_TEST_HA_TOKEN_FILE are not set: run the suite with scripts/test.sh, which starts Home Assistant")
         }
         let home = TriadClient(server: haURL, token: token)
@@ -145,12 +156,19 @@ extension HomeAssistantTests {
         func haState() async throws -> String { try await home.call(.GET, "/api/states/\(entity)").json?["state"]?.stringValue ?? "" }
         let url = try TestEnvironment.mqttURL()
         try await withServer(.sqlite, mqtt: url, configure: { $0.probePolicy.restartBase = 0.2 }) { server in
-            let lights = TelemetryTests.name("lights"), ghost = TelemetryTests.name("ghost")
+            let lights = TelemetryTests.name("lights")
+            let ghost = TelemetryTests.name("ghost")
             let args = ["--ha-url", haURL, "--ha-token-file", tokenFile, "--interval", "0.5"]
-            _ = try await server.admin.call(.POST, "/api/v1/resources", body: try ProbeControllerTests.device(lights, args: [], command: "homeassistant",
-                                                                                                               extra: ["--entity", entity] + args))
-            _ = try await server.admin.call(.POST, "/api/v1/resources", body: try ProbeControllerTests.device(ghost, args: [], command: "homeassistant",
-                                                                                                              extra: ["--entity", "switch.no_such_thing"] + args))
+            _ = try await server.admin.call(
+                .POST, "/api/v1/resources",
+                body: try ProbeControllerTests.device(
+                    lights, args: [], command: "homeassistant",
+                    extra: ["--entity", entity] + args))
+            _ = try await server.admin.call(
+                .POST, "/api/v1/resources",
+                body: try ProbeControllerTests.device(
+                    ghost, args: [], command: "homeassistant",
+                    extra: ["--entity", "switch.no_such_thing"] + args))
             func reported() async throws -> JSONValue? {
                 try await ProbeControllerTests.status(server, lights)?["telemetry"]?["values"]?["state"]
             }

@@ -72,29 +72,30 @@ struct ProcessTests {
 
     @Test func cliVerbsAgainstARunningServer() async throws {
         let dir = try TestPaths.temporaryDirectory()
-        let server = try await ServerProcess.start(["--data-dir", dir + "/data"], environment: ["TRIAD_ADMIN_TOKEN": "cli-admin-token-0123456789abcdef0123"], directory: dir)
+        let server = try await ServerProcess.start(
+            ["--data-dir", dir + "/data"], environment: ["TRIAD_ADMIN_TOKEN": "cli-admin-token-0123456789abcdef0123"], directory: dir)
         defer { server.stop() }
         let env = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": "cli-admin-token-0123456789abcdef0123"]
         let manifest = """
-        apiVersion: triad.io/v1alpha1
-        kind: Resource
-        metadata: {name: coffee-3f, labels: {triad.io/space: pantry-3f}}
-        spec:
-          kind: Device
-          accessMode: Exclusive
-          operations:
-            - {name: brew, price: 3.5, httpAction: {action: POST, url: "http://127.0.0.1:9101/operations/brew"}}
-        ---
-        apiVersion: triad.io/v1alpha1
-        kind: Resource
-        metadata: {name: alice}
-        spec: {kind: Person}
-        ---
-        apiVersion: triad.io/v1alpha1
-        kind: Resource
-        metadata: {name: pantry-3f}
-        spec: {kind: Space}
-        """
+            apiVersion: triad.io/v1alpha1
+            kind: Resource
+            metadata: {name: coffee-3f, labels: {triad.io/space: pantry-3f}}
+            spec:
+              kind: Device
+              accessMode: Exclusive
+              operations:
+                - {name: brew, price: 3.5, httpAction: {action: POST, url: "http://127.0.0.1:9101/operations/brew"}}
+            ---
+            apiVersion: triad.io/v1alpha1
+            kind: Resource
+            metadata: {name: alice}
+            spec: {kind: Person}
+            ---
+            apiVersion: triad.io/v1alpha1
+            kind: Resource
+            metadata: {name: pantry-3f}
+            spec: {kind: Space}
+            """
         try manifest.write(toFile: dir + "/demo.yaml", atomically: true, encoding: .utf8)
         var r = try runTriad(["apply", "-f", dir + "/demo.yaml"], environment: env)
         #expect(r.status == 0, "\(r.stderr)")
@@ -116,7 +117,8 @@ struct ProcessTests {
         r = try runTriad(["get", "resources", "missing"], environment: env)
         #expect(r.status != 0)
         #expect(r.stderr == "error: Not found: resource \"missing\" does not exist (HTTP 404)\n")
-        r = try runTriad(["apply", "-f", "-"], stdin: "apiVersion: triad.io/v1alpha1\nkind: Resource\nmetadata: {name: bad}\nspec: {kind: Robot}\n", environment: env)
+        r = try runTriad(
+            ["apply", "-f", "-"], stdin: "apiVersion: triad.io/v1alpha1\nkind: Resource\nmetadata: {name: bad}\nspec: {kind: Robot}\n", environment: env)
         #expect(r.status != 0)
         #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("/spec/kind"))
         r = try runTriad(["apply", "-f", "-"], stdin: "metadata: {name: [\n", environment: env)
@@ -163,8 +165,9 @@ struct ProcessTests {
         server = try await ServerProcess.start(["--config", dir + "/triad.yaml"], environment: ["TRIAD_DATA_DIR": dir + "/from-env"], directory: dir)
         server.stop()
         #expect(FileManager.default.fileExists(atPath: dir + "/from-env/admin.token"), "the environment beats the file")
-        server = try await ServerProcess.start(["--config", dir + "/triad.yaml", "--data-dir", dir + "/from-flag"],
-                                               environment: ["TRIAD_DATA_DIR": dir + "/from-env"], directory: dir)
+        server = try await ServerProcess.start(
+            ["--config", dir + "/triad.yaml", "--data-dir", dir + "/from-flag"],
+            environment: ["TRIAD_DATA_DIR": dir + "/from-env"], directory: dir)
         server.stop()
         #expect(FileManager.default.fileExists(atPath: dir + "/from-flag/admin.token"), "the flag beats both")
     }

@@ -83,7 +83,14 @@ struct RegistryConformanceTests {
             #expect(try v5.decode().status?.phase == .running)
             // Status replace drops fields not given, but for the server-owned binding fields.
             let v6 = try await registry.writeStatus("lamp", .replace(.object(["phase": .string("Failed")])), precondition: nil)
-            #expect(try v6.decode().status == { var s = ResourceStatus(); s.phase = .failed; s.bound = false; return s }())
+            #expect(
+                try v6.decode().status
+                    == {
+                        var s = ResourceStatus()
+                        s.phase = .failed
+                        s.bound = false
+                        return s
+                    }())
             #expect(try v6.decode().metadata.generation == 2)
         }
     }
@@ -93,9 +100,13 @@ struct RegistryConformanceTests {
         try await withRegistry(kind) { registry in
             let v1 = try await registry.create(Self.resource("fan"))
             let stale = String(v1.revision)
-            _ = try await registry.writeStatus("fan", .merge(.object(["bound": .bool(true)])), precondition: VersionPrecondition(source: .resourceVersion, version: stale))
+            _ = try await registry.writeStatus(
+                "fan", .merge(.object(["bound": .bool(true)])), precondition: VersionPrecondition(source: .resourceVersion, version: stale))
             let current = try await registry.get("fan")
-            await #expect(throws: RegistryError.conflict(current: String(current.revision), detail: "resourceVersion \(stale) is stale; the current version is \(current.revision)")) {
+            await #expect(
+                throws: RegistryError.conflict(
+                    current: String(current.revision), detail: "resourceVersion \(stale) is stale; the current version is \(current.revision)")
+            ) {
                 try await registry.replace(Self.resource("fan"), precondition: VersionPrecondition(source: .resourceVersion, version: stale))
             }
             await #expect(throws: RegistryError.preconditionFailed(current: String(current.revision))) {
@@ -227,9 +238,11 @@ struct RegistryConformanceTests {
                     for writer in 0..<4 {
                         group.addTask {
                             do {
-                                return .success(try await registry.replace(
-                                    Self.resource("counter", labels: ["count": "\(round)", "writer": "\(writer)"]),
-                                    precondition: VersionPrecondition(source: .resourceVersion, version: expected)).0)
+                                return .success(
+                                    try await registry.replace(
+                                        Self.resource("counter", labels: ["count": "\(round)", "writer": "\(writer)"]),
+                                        precondition: VersionPrecondition(source: .resourceVersion, version: expected)
+                                    ).0)
                             } catch { return .failure(error) }
                         }
                     }
@@ -240,7 +253,10 @@ struct RegistryConformanceTests {
                 let winners = outcomes.compactMap { try? $0.get() }
                 #expect(winners.count == 1, "round \(round): exactly one writer wins")
                 for case .failure(let error) in outcomes {
-                    guard case RegistryError.conflict = error else { Issue.record("unexpected \(error)"); continue }
+                    guard case RegistryError.conflict = error else {
+                        Issue.record("unexpected \(error)")
+                        continue
+                    }
                 }
                 version = String(winners[0].revision)
             }
@@ -312,8 +328,9 @@ struct RegistryConformanceTests {
             func begin(_ resource: StoredResource, _ caller: String, price: Double, node: String = "n1") async throws -> Invocation {
                 let trace = Invocation.newTrace()
                 return try await registry.record(
-                    Invocation(id: UUID().uuidString.lowercased(), resource: resource.name, operation: "turn_on", caller: caller, price: price,
-                               state: .running, startedAt: Timestamp.format(Date()), traceId: trace.traceId, traceparent: trace.traceparent, node: node),
+                    Invocation(
+                        id: UUID().uuidString.lowercased(), resource: resource.name, operation: "turn_on", caller: caller, price: price,
+                        state: .running, startedAt: Timestamp.format(Date()), traceId: trace.traceId, traceparent: trace.traceparent, node: node),
                     as: .invoked, resource: resource)
             }
             let a = try await begin(fan, "alice", price: 2)
@@ -322,8 +339,10 @@ struct RegistryConformanceTests {
             let d = try await begin(lamp, "alice", price: 7, node: "n2")
             #expect(a.sequence > 0 && b.sequence > a.sequence && c.sequence > b.sequence)
             for (i, state) in [(a, InvocationState.succeeded), (b, .failed), (c, .succeeded)] {
-                _ = try await registry.record(i.finished(state, httpStatus: state == .succeeded ? 200 : 500, reason: nil, message: nil,
-                                                         at: Timestamp.format(Date())), as: .completed, resource: fan)
+                _ = try await registry.record(
+                    i.finished(
+                        state, httpStatus: state == .succeeded ? 200 : 500, reason: nil, message: nil,
+                        at: Timestamp.format(Date())), as: .completed, resource: fan)
             }
             // Each record came with its event, in order, carrying the record.
             let events = try await registry.log.events(after: fan.revision, limit: 100).events.filter { !$0.type.carriesResource }

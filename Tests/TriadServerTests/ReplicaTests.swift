@@ -26,7 +26,10 @@ struct ReplicaTests {
         let a = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
         args[args.firstIndex(of: dir + "/a")!] = dir + "/b"
         let b = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
-        defer { a.stop(); b.stop() }
+        defer {
+            a.stop()
+            b.stop()
+        }
         let servers = [a, b]
 
         // Exactly one leads.
@@ -38,7 +41,8 @@ struct ReplicaTests {
         }
         #expect(leaders.sorted() == [0, 1])
         let leaderIndex = leaders.firstIndex(of: 1) ?? 0
-        let leader = servers[leaderIndex], standby = servers[1 - leaderIndex]
+        let leader = servers[leaderIndex]
+        let standby = servers[1 - leaderIndex]
         let standbyProbeLog = dir + (leaderIndex == 0 ? "/b" : "/a") + "/probes/"
 
         // A probe runs (once) and data flows.

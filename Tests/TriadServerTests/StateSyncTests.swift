@@ -18,7 +18,8 @@ struct StateSyncTests {
             try await eventually("state sync is consuming") {
                 try await anonymous.send(.GET, "/readyz").json?["checks"]?["amqpState"]?["ok"] == .bool(true)
             }
-            let meter = TelemetryTests.name("meter"), other = TelemetryTests.name("other")
+            let meter = TelemetryTests.name("meter")
+            let other = TelemetryTests.name("other")
             for name in [meter, other] { _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))) }
             let own = try await server.token(.device, resource: meter)
             let foreign = try await server.token(.device, resource: other)
@@ -50,9 +51,11 @@ struct StateSyncTests {
             for (i, (key, token, body, reason)) in messages.enumerated() {
                 let id = "\(meter)-\(i)"
                 if let reason { ids[id] = reason }
-                try await publisher.publishConfirmed([AMQPMessage(
-                    exchange: StateSync.exchange, routingKey: key, body: Array(body.utf8), messageID: id,
-                    headers: token.map { ["authorization": $0] } ?? [:])])
+                try await publisher.publishConfirmed([
+                    AMQPMessage(
+                        exchange: StateSync.exchange, routingKey: key, body: Array(body.utf8), messageID: id,
+                        headers: token.map { ["authorization": $0] } ?? [:])
+                ])
             }
 
             var dead: [String: AMQPDelivery] = [:]

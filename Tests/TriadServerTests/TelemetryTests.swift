@@ -31,7 +31,8 @@ struct TelemetryTests {
     @Test(arguments: BackendKind.allCases)
     func restSamplesAreCheckedStoredAndReflectedInStatus(_ kind: BackendKind) async throws {
         try await withServer(kind) { server in
-            let fan = Self.name("fan"), other = Self.name("lamp")
+            let fan = Self.name("fan")
+            let other = Self.name("lamp")
             for name in [fan, other] { _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))) }
             let device = server.client(token: try await server.token(.device, resource: fan))
             let path = "/api/v1/resources/\(fan)/telemetry"
@@ -88,7 +89,8 @@ struct TelemetryTests {
         // 1 sample/s (a bucket of 2): 40 requests would have to take 38 s for none to be refused,
         // which no machine is slow enough to do (at 5/s a busy CI machine once accepted all 40).
         try await withServer(.sqlite, configure: { $0.telemetryRate = 1 }) { server in
-            let flood = Self.name("flood"), calm = Self.name("calm")
+            let flood = Self.name("flood")
+            let calm = Self.name("calm")
             for name in [flood, calm] { _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))) }
             let before = try await Self.rejected(server, .rateLimited)
             var statuses: [Int] = []
@@ -97,7 +99,8 @@ struct TelemetryTests {
                 statuses.append(try await server.admin.send(.POST, "/api/v1/resources/\(flood)/telemetry", body: Data(#"{"n":\#(i)}"#.utf8)).status)
             }
             let elapsed = Double((ContinuousClock.now - started).components.seconds) + 1
-            let accepted = statuses.filter { $0 == 202 }.count, refused = statuses.filter { $0 == 429 }.count
+            let accepted = statuses.filter { $0 == 202 }.count
+            let refused = statuses.filter { $0 == 429 }.count
             // A bucket of 2 refilled at 1/s: never more than that is accepted, however slow the run.
             #expect(accepted <= 2 + Int(elapsed), "\(accepted) accepted in about \(elapsed) s")
             #expect(refused > 0)
@@ -114,8 +117,9 @@ struct TelemetryTests {
         let url = try TestEnvironment.mqttURL()
         let topic = "triad-test/budget/\(UUID().uuidString.prefix(8))"
         // Room for ten 100-byte messages (plus their topics); nobody reads yet.
-        let reader = try MQTTClient(endpoint: try MQTTEndpoint(url: url), subscriptions: [topic],
-                                    byteBudget: 10 * (100 + topic.utf8.count), maxPayloadBytes: 150)
+        let reader = try MQTTClient(
+            endpoint: try MQTTEndpoint(url: url), subscriptions: [topic],
+            byteBudget: 10 * (100 + topic.utf8.count), maxPayloadBytes: 150)
         try reader.start()
         defer { reader.stop() }
         #expect(await reader.waitUntilReady(timeout: .seconds(10)))
@@ -146,7 +150,8 @@ struct TelemetryTests {
             try await eventually("the server is subscribed") {
                 try await anonymous.send(.GET, "/readyz").json?["checks"]?["mqtt"]?["ok"] == .bool(true)
             }
-            let good = Self.name("meter"), flood = Self.name("noisy")
+            let good = Self.name("meter")
+            let flood = Self.name("noisy")
             for name in [good, flood] { _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))) }
             let before = try await Dictionary(uniqueKeysWithValues: TelemetryRejection.allCases.asyncMap { ($0, try await Self.rejected(server, $0)) })
 
@@ -168,15 +173,18 @@ struct TelemetryTests {
 
             try await eventually("every good sample is stored") { try await Self.history(server, good).count == 5 }
             #expect(try await Self.history(server, good).map { $0["values"]?["kwh"] } == (1...5).map { .number(Double($0)) })
-            let expected: [TelemetryRejection: Double] = [.malformedTopic: 1, .invalidJSON: 1, .valuesNotObject: 1, .tooLarge: 1,
-                                                          .unknownResource: 1, .invalidProbeState: 1, .rateLimited: 50]
+            let expected: [TelemetryRejection: Double] = [
+                .malformedTopic: 1, .invalidJSON: 1, .valuesNotObject: 1, .tooLarge: 1,
+                .unknownResource: 1, .invalidProbeState: 1, .rateLimited: 50,
+            ]
             for (reason, n) in expected {
                 #expect(try await Self.rejected(server, reason) >= before[reason]! + n, "\(reason.rawValue) is counted")
             }
 
             // A probe's will: when its connection dies, the broker says `offline` for it.
-            let dying = try MQTTClient(endpoint: try MQTTEndpoint(url: url),
-                                       will: MQTTWill(topic: Telemetry.topic(good, .probe), payload: Array("offline".utf8), retain: false))
+            let dying = try MQTTClient(
+                endpoint: try MQTTEndpoint(url: url),
+                will: MQTTWill(topic: Telemetry.topic(good, .probe), payload: Array("offline".utf8), retain: false))
             try dying.start()
             #expect(await dying.waitUntilReady(timeout: .seconds(10)))
             try await Task.sleep(for: .milliseconds(200))

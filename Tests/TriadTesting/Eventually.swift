@@ -5,8 +5,10 @@ public struct TimedOut: Error, CustomStringConvertible {
 
 /// Waits until `probe` holds, looking again every `interval`; throws `TimedOut` after `seconds`.
 /// Tests wait for what happens this way, never for a fixed time: a slow machine only waits longer.
-public func eventually(_ what: String, within seconds: Double = 10, every interval: Duration = .milliseconds(100),
-                       _ probe: () async throws -> Bool) async throws {
+public func eventually(
+    _ what: String, within seconds: Double = 10, every interval: Duration = .milliseconds(100),
+    _ probe: () async throws -> Bool
+) async throws {
     let deadline = ContinuousClock.now + .seconds(seconds)
     while true {
         if try await probe() { return }

@@ -15,9 +15,11 @@ public enum TestPaths {
     /// The `triad` executable built next to the test bundle (`swift build --build-tests` builds it).
     public static func triadExecutable() throws -> String {
         let runner = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let candidates = [runner.appendingPathComponent("triad").path,
-                          runner.deletingLastPathComponent().appendingPathComponent("triad").path,
-                          repositoryRoot + "/.build/debug/triad"]
+        let candidates = [
+            runner.appendingPathComponent("triad").path,
+            runner.deletingLastPathComponent().appendingPathComponent("triad").path,
+            repositoryRoot + "/.build/debug/triad",
+        ]
         for path in candidates where FileManager.default.isExecutableFile(atPath: path) { return path }
         throw SetupError("cannot find the triad executable (looked in \(candidates.joined(separator: ", "))); run swift build first")
     }

@@ -89,8 +89,9 @@ final class DeviceAgent: ResourceAgent {
         let attributes = state.withLock { $0.entity?.attributes }
         guard let attributes else { return [] }
         return DeviceCapabilities.operations(type: device.type, attributes: attributes).map { op in
-            AgentStatus.operation(op.name, price: spec.prices[op.name] ?? 0, description: op.description, agent: spec.name,
-                                  advertiseURL: advertiseURL, secret: secret)
+            AgentStatus.operation(
+                op.name, price: spec.prices[op.name] ?? 0, description: op.description, agent: spec.name,
+                advertiseURL: advertiseURL, secret: secret)
         }
     }
 
@@ -119,10 +120,12 @@ final class DeviceAgent: ResourceAgent {
             "phase": .string(failure == nil ? "Running" : "Failed"),
             "conditions": .array([
                 AgentStatus.heartbeat(at: now),
-                .object(["type": .string("DeviceReachable"), "status": .string(failure == nil ? "True" : "False"),
-                         "reason": .string(failure?.reason.rawValue ?? "EntityFollowed"),
-                         "message": .string(failure?.description ?? "following \(state.withLock { $0.entityID })"),
-                         "lastTransitionTime": .string(now)]),
+                .object([
+                    "type": .string("DeviceReachable"), "status": .string(failure == nil ? "True" : "False"),
+                    "reason": .string(failure?.reason.rawValue ?? "EntityFollowed"),
+                    "message": .string(failure?.description ?? "following \(state.withLock { $0.entityID })"),
+                    "lastTransitionTime": .string(now),
+                ]),
             ]),
         ]
         if let entity, failure == nil {
@@ -145,7 +148,8 @@ final class DeviceAgent: ResourceAgent {
     /// Home Assistant's.
     func patchMeta(_ patch: [String: JSONValue]) throws(AgentProblem) -> JSONValue {
         if let extra = patch.keys.sorted().first(where: { $0 != "location" }) {
-            throw AgentProblem(status: 422, title: "Invalid patch", detail: "a device's metamodel takes location only, not \(extra) (its attributes are Home Assistant's)")
+            throw AgentProblem(
+                status: 422, title: "Invalid patch", detail: "a device's metamodel takes location only, not \(extra) (its attributes are Home Assistant's)")
         }
         if let location = patch["location"] {
             guard case .object(let members)? = Optional(MergePatch.apply(location, to: .object(state.withLock { $0.location }))) else {
@@ -162,9 +166,12 @@ final class DeviceAgent: ResourceAgent {
 
     func operationList() -> JSONValue {
         let attributes = state.withLock { $0.entity?.attributes } ?? [:]
-        return .object(["items": .array(DeviceCapabilities.operations(type: device.type, attributes: attributes).map { op in
-            .object(["name": .string(op.name), "price": .number(spec.prices[op.name] ?? 0), "description": .string(op.description)])
-        })])
+        return .object([
+            "items": .array(
+                DeviceCapabilities.operations(type: device.type, attributes: attributes).map { op in
+                    .object(["name": .string(op.name), "price": .number(spec.prices[op.name] ?? 0), "description": .string(op.description)])
+                })
+        ])
     }
 
     /// Runs `operation` on the entity: arguments checked first (422), an unknown operation 404,

@@ -26,8 +26,10 @@ public enum DeviceCapabilities {
         let features = Int(attributes["supported_features"]?.numberValue ?? 0)
         switch type {
         case .fan:
-            var ops = [Operation(name: "turn_on", service: "turn_on", description: "Turn on (optional percentage, preset_mode)"),
-                       Operation(name: "turn_off", service: "turn_off", description: "Turn off")]
+            var ops = [
+                Operation(name: "turn_on", service: "turn_on", description: "Turn on (optional percentage, preset_mode)"),
+                Operation(name: "turn_off", service: "turn_off", description: "Turn off"),
+            ]
             if features & fanSetSpeed != 0 {
                 ops.append(Operation(name: "set_percentage", service: "set_percentage", description: "Set the speed: {\"percentage\": 0-100}"))
             }
@@ -36,19 +38,25 @@ public enum DeviceCapabilities {
             }
             return ops
         case .switch:
-            return [Operation(name: "turn_on", service: "turn_on", description: "Turn on"),
-                    Operation(name: "turn_off", service: "turn_off", description: "Turn off"),
-                    Operation(name: "toggle", service: "toggle", description: "Toggle")]
+            return [
+                Operation(name: "turn_on", service: "turn_on", description: "Turn on"),
+                Operation(name: "turn_off", service: "turn_off", description: "Turn off"),
+                Operation(name: "toggle", service: "toggle", description: "Toggle"),
+            ]
         case .light:
-            return [Operation(name: "turn_on", service: "turn_on", description: "Turn on (optional brightness 0-255, rgb_color [r, g, b])"),
-                    Operation(name: "turn_off", service: "turn_off", description: "Turn off")]
+            return [
+                Operation(name: "turn_on", service: "turn_on", description: "Turn on (optional brightness 0-255, rgb_color [r, g, b])"),
+                Operation(name: "turn_off", service: "turn_off", description: "Turn off"),
+            ]
         }
     }
 
     /// The service data for `operation` with `arguments`, checked against the entity's
     /// attributes before Home Assistant sees them.
-    public static func serviceData(type: AgentConfig.DeviceType, operation name: String, arguments: [String: JSONValue],
-                                   attributes: [String: JSONValue]) throws(Refusal) -> (service: String, data: [String: JSONValue]) {
+    public static func serviceData(
+        type: AgentConfig.DeviceType, operation name: String, arguments: [String: JSONValue],
+        attributes: [String: JSONValue]
+    ) throws(Refusal) -> (service: String, data: [String: JSONValue]) {
         guard let operation = operations(type: type, attributes: attributes).first(where: { $0.name == name }) else {
             let known = operations(type: type, attributes: attributes).map(\.name).joined(separator: ", ")
             throw Refusal(kind: .unknownOperation, description: "this \(type.rawValue) has no operation \(name); it has \(known)")
@@ -96,10 +104,12 @@ public enum DeviceCapabilities {
             if let value = arguments["rgb_color"] {
                 let modes = Set(attributes["supported_color_modes"]?.arrayValue?.compactMap(\.stringValue) ?? [])
                 guard !modes.isDisjoint(with: ["rgb", "rgbw", "rgbww", "hs", "xy"]) else {
-                    throw Refusal(kind: .invalidArguments, description: "this light has no colour (its colour modes: \(modes.sorted().joined(separator: ", ")))")
+                    throw Refusal(
+                        kind: .invalidArguments, description: "this light has no colour (its colour modes: \(modes.sorted().joined(separator: ", ")))")
                 }
                 guard let parts = value.arrayValue, parts.count == 3,
-                      parts.allSatisfy({ $0.numberValue.map { $0.rounded() == $0 && (0...255).contains($0) } ?? false }) else {
+                    parts.allSatisfy({ $0.numberValue.map { $0.rounded() == $0 && (0...255).contains($0) } ?? false })
+                else {
                     throw Refusal(kind: .invalidArguments, description: "rgb_color must be three integers from 0 to 255")
                 }
                 data["rgb_color"] = value

@@ -51,7 +51,9 @@ public final class HomeAssistantLink: Sendable {
             }
             if Task.isCancelled { break }
             if reached.value.load(ordering: .relaxed) { delay = .milliseconds(500) }
-            logger.warning("Home Assistant connection lost; reconnecting", metadata: ["reason": "\(failure.reason.rawValue)", "error": "\(failure.description)", "retry.in": "\(delay)"])
+            logger.warning(
+                "Home Assistant connection lost; reconnecting",
+                metadata: ["reason": "\(failure.reason.rawValue)", "error": "\(failure.description)", "retry.in": "\(delay)"])
             await events(.lost(failure))
             try? await Task.sleep(for: delay)
             delay = min(delay * 2, .seconds(5))
@@ -66,64 +68,64 @@ public final class HomeAssistantLink: Sendable {
         // The registry's list is one large frame (tens of KiB); pings notice a dead peer.
         let configuration = WebSocketClientConfiguration(maxFrameSize: 16 << 20, autoPing: .enabled(timePeriod: .seconds(10)))
         try await WebSocketClient.connect(url: webSocketURL, configuration: configuration, logger: logger) { inbound, outbound, _ in
-          do {
-            var messages = inbound.messages(maxSize: 16 << 20).makeAsyncIterator()
-            func next() async throws -> JSONValue {
-                while let message = try await messages.next() {
-                    guard case .text(let text) = message, let tree = try? JSONCoding.parse(Data(text.utf8)) else { continue }
-                    return tree
+            do {
+                var messages = inbound.messages(maxSize: 16 << 20).makeAsyncIterator()
+                func next() async throws -> JSONValue {
+                    while let message = try await messages.next() {
+                        guard case .text(let text) = message, let tree = try? JSONCoding.parse(Data(text.utf8)) else { continue }
+                        return tree
+                    }
+                    throw HomeAssistantError(reason: .unreachable, description: "Home Assistant closed the connection")
                 }
-                throw HomeAssistantError(reason: .unreachable, description: "Home Assistant closed the connection")
-            }
-            func send(_ tree: JSONValue) async throws {
-                try await outbound.write(.text(String(decoding: JSONCoding.encode(tree), as: UTF8.self)))
-            }
-            _ = try await next()  // auth_required
-            try await send(.object(["type": .string("auth"), "access_token": .string(token)]))
-            let auth = try await next()
-            guard auth["type"]?.stringValue == "auth_ok" else {
-                throw HomeAssistantError(reason: .tokenRefused, description: "Home Assistant refused the token")
-            }
-            var nextID = 1
-            func command(_ type: String, _ extra: [String: JSONValue] = [:]) async throws -> Int {
-                var body = extra
-                body["id"] = .number(Double(nextID))
-                body["type"] = .string(type)
-                try await send(.object(body))
-                defer { nextID += 1 }
-                return nextID
-            }
-            var registryRequest = try await command("config/entity_registry/list")
-            _ = try await command("subscribe_events", ["event_type": .string("state_changed")])
-            _ = try await command("subscribe_events", ["event_type": .string("entity_registry_updated")])
-            while true {
-                let message = try await next()
-                switch message["type"]?.stringValue {
-                case "result" where message["id"]?.numberValue == Double(registryRequest):
-                    var table: [String: String] = [:]
-                    for entry in message["result"]?.arrayValue ?? [] {
-                        if let unique = entry["unique_id"]?.stringValue, let entity = entry["entity_id"]?.stringValue {
-                            table[unique] = entity
+                func send(_ tree: JSONValue) async throws {
+                    try await outbound.write(.text(String(decoding: JSONCoding.encode(tree), as: UTF8.self)))
+                }
+                _ = try await next()  // auth_required
+                try await send(.object(["type": .string("auth"), "access_token": .string(token)]))
+                let auth = try await next()
+                guard auth["type"]?.stringValue == "auth_ok" else {
+                    throw HomeAssistantError(reason: .tokenRefused, description: "Home Assistant refused the token")
+                }
+                var nextID = 1
+                func command(_ type: String, _ extra: [String: JSONValue] = [:]) async throws -> Int {
+                    var body = extra
+                    body["id"] = .number(Double(nextID))
+                    body["type"] = .string(type)
+                    try await send(.object(body))
+                    defer { nextID += 1 }
+                    return nextID
+                }
+                var registryRequest = try await command("config/entity_registry/list")
+                _ = try await command("subscribe_events", ["event_type": .string("state_changed")])
+                _ = try await command("subscribe_events", ["event_type": .string("entity_registry_updated")])
+                while true {
+                    let message = try await next()
+                    switch message["type"]?.stringValue {
+                    case "result" where message["id"]?.numberValue == Double(registryRequest):
+                        var table: [String: String] = [:]
+                        for entry in message["result"]?.arrayValue ?? [] {
+                            if let unique = entry["unique_id"]?.stringValue, let entity = entry["entity_id"]?.stringValue {
+                                table[unique] = entity
+                            }
                         }
+                        self.registry.withLock { $0 = table }
+                        connected()
+                        await self.events(.registry(table))
+                    case "event":
+                        let event = message["event"]
+                        if event?["event_type"]?.stringValue == "entity_registry_updated" {
+                            registryRequest = try await command("config/entity_registry/list")
+                        } else if let newState = event?["data"]?["new_state"], let state = EntityState(newState) {
+                            await self.events(.stateChanged(state))
+                        }
+                    default:
+                        break
                     }
-                    self.registry.withLock { $0 = table }
-                    connected()
-                    await self.events(.registry(table))
-                case "event":
-                    let event = message["event"]
-                    if event?["event_type"]?.stringValue == "entity_registry_updated" {
-                        registryRequest = try await command("config/entity_registry/list")
-                    } else if let newState = event?["data"]?["new_state"], let state = EntityState(newState) {
-                        await self.events(.stateChanged(state))
-                    }
-                default:
-                    break
                 }
+            } catch {
+                failure.set(error)
+                throw error
             }
-          } catch {
-            failure.set(error)
-            throw error
-          }
         }
         if let error = failure.get() { throw error }
     }

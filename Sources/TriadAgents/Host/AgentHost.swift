@@ -37,14 +37,17 @@ public final class AgentHost: Sendable {
         self.secret = secret
         let rest = config.homeAssistant.map { HomeAssistantREST(baseURL: $0.url, token: $0.token, http: http) }
         let follower = RegistryFollower(client: triadClient, logger: logger)
-        var devices: [DeviceAgent] = [], persons: [PersonAgent] = []
+        var devices: [DeviceAgent] = []
+        var persons: [PersonAgent] = []
         for agent in config.agents {
             switch agent.kind {
             case .device(let device):
                 if let rest { devices.append(DeviceAgent(spec: agent, device: device, rest: rest, triad: reporter, secret: secret, logger: logger)) }
             case .person(let person):
-                persons.append(PersonAgent(spec: agent, person: person, triad: reporter, own: TriadClient(server: config.triad.url, token: person.token, http: http),
-                                           directory: follower, secret: secret, heartbeatSeconds: config.heartbeatSeconds, logger: logger))
+                persons.append(
+                    PersonAgent(
+                        spec: agent, person: person, triad: reporter, own: TriadClient(server: config.triad.url, token: person.token, http: http),
+                        directory: follower, secret: secret, heartbeatSeconds: config.heartbeatSeconds, logger: logger))
             }
         }
         self.devices = devices
@@ -136,11 +139,13 @@ public final class AgentHost: Sendable {
         let agent = try agent(context)
         let given = request.headers[.authorization] ?? ""
         // Constant time: the comparison must not tell how much of a guess was right.
-        let expected = Array("Bearer \(secret)".utf8), actual = Array(given.utf8)
+        let expected = Array("Bearer \(secret)".utf8)
+        let actual = Array(given.utf8)
         var difference = UInt8(expected.count == actual.count ? 0 : 1)
         for (i, byte) in expected.enumerated() { difference |= byte ^ (i < actual.count ? actual[i] : 0) }
         guard difference == 0 else {
-            throw AgentProblem(status: 401, title: "Unauthorized", detail: "call this agent through Triad (POST /api/v1/resources/\(agent.name)/operations/{op})")
+            throw AgentProblem(
+                status: 401, title: "Unauthorized", detail: "call this agent through Triad (POST /api/v1/resources/\(agent.name)/operations/{op})")
         }
         return agent
     }
@@ -206,8 +211,9 @@ struct ProblemAnswers: RouterMiddleware {
         } catch let problem as AgentProblem {
             return Response.problem(problem, instance: request.uri.path)
         } catch let error as HTTPError {
-            return Response.problem(AgentProblem(status: Int(error.status.code), title: error.status.reasonPhrase, detail: error.body ?? error.status.reasonPhrase),
-                                    instance: request.uri.path)
+            return Response.problem(
+                AgentProblem(status: Int(error.status.code), title: error.status.reasonPhrase, detail: error.body ?? error.status.reasonPhrase),
+                instance: request.uri.path)
         }
     }
 }
@@ -219,9 +225,12 @@ extension Response {
 
     static func problem(_ problem: AgentProblem, instance: String) -> Response {
         let slug = problem.title.lowercased().replacingOccurrences(of: " ", with: "-")
-        let body: JSONValue = .object(["type": .string("https://triad.io/problems/agent-\(slug)"), "title": .string(problem.title),
-                                       "status": .number(Double(problem.status)), "detail": .string(problem.detail), "instance": .string(instance)])
-        return Response(status: .init(code: problem.status), headers: [.contentType: "application/problem+json"],
-                        body: .init(byteBuffer: ByteBuffer(data: JSONCoding.encode(body))))
+        let body: JSONValue = .object([
+            "type": .string("https://triad.io/problems/agent-\(slug)"), "title": .string(problem.title),
+            "status": .number(Double(problem.status)), "detail": .string(problem.detail), "instance": .string(instance),
+        ])
+        return Response(
+            status: .init(code: problem.status), headers: [.contentType: "application/problem+json"],
+            body: .init(byteBuffer: ByteBuffer(data: JSONCoding.encode(body))))
     }
 }

@@ -56,9 +56,10 @@ actor TriadReporter {
         }
         reports.rest += 1
         do {
-            _ = try await client.call(.PATCH, "/api/v1/resources/\(name)/status",
-                                      body: JSONCoding.encode(JSONValue.object(["status": status])),
-                                      contentType: "application/merge-patch+json")
+            _ = try await client.call(
+                .PATCH, "/api/v1/resources/\(name)/status",
+                body: JSONCoding.encode(JSONValue.object(["status": status])),
+                contentType: "application/merge-patch+json")
         } catch {
             logger.warning("cannot report the agent's status", metadata: ["agent": "\(name)", "error": "\(error)"])
         }
@@ -73,9 +74,11 @@ actor TriadReporter {
                 try await bus.declareTopicExchange(Self.stateExchange)
                 busReady = true
             }
-            try await bus.publishConfirmed([AMQPMessage(
-                exchange: Self.stateExchange, routingKey: name, body: Array(JSONCoding.encode(status)),
-                messageID: UUID().uuidString, headers: ["authorization": "Bearer \(client.token ?? "")"])])
+            try await bus.publishConfirmed([
+                AMQPMessage(
+                    exchange: Self.stateExchange, routingKey: name, body: Array(JSONCoding.encode(status)),
+                    messageID: UUID().uuidString, headers: ["authorization": "Bearer \(client.token ?? "")"])
+            ])
             return true
         } catch {
             busReady = false
@@ -89,8 +92,10 @@ actor TriadReporter {
 enum AgentStatus {
     /// `AgentReady` True with the heartbeat's time: what the controller's heartbeat check reads.
     static func heartbeat(at now: String) -> JSONValue {
-        .object(["type": .string("AgentReady"), "status": .string("True"), "lastHeartbeatTime": .string(now),
-                 "reason": .string("Heartbeat"), "message": .string("the agent is running")])
+        .object([
+            "type": .string("AgentReady"), "status": .string("True"), "lastHeartbeatTime": .string(now),
+            "reason": .string("Heartbeat"), "message": .string("the agent is running"),
+        ])
     }
 
     /// One of an agent's operations as its Resource lists it: Triad calls
@@ -98,8 +103,10 @@ enum AgentStatus {
     static func operation(_ operation: String, price: Double, description: String, agent: String, advertiseURL: String, secret: String) -> JSONValue {
         .object([
             "name": .string(operation), "price": .number(price), "description": .string(description),
-            "httpAction": .object(["action": .string("POST"), "url": .string("\(advertiseURL)/agents/\(agent)/operations/\(operation)"),
-                                   "headers": .object(["Authorization": .string("Bearer \(secret)")])]),
+            "httpAction": .object([
+                "action": .string("POST"), "url": .string("\(advertiseURL)/agents/\(agent)/operations/\(operation)"),
+                "headers": .object(["Authorization": .string("Bearer \(secret)")]),
+            ]),
         ])
     }
 
@@ -108,9 +115,13 @@ enum AgentStatus {
         let now = Timestamp.format(Date())
         return .object([
             "phase": .string("Pending"),
-            "conditions": .array([.object(["type": .string("AgentReady"), "status": .string("False"), "reason": .string("AgentStopped"),
-                                           "message": .string("the agent host stopped"), "lastTransitionTime": .string(now),
-                                           "lastHeartbeatTime": .string(now)])]),
+            "conditions": .array([
+                .object([
+                    "type": .string("AgentReady"), "status": .string("False"), "reason": .string("AgentStopped"),
+                    "message": .string("the agent host stopped"), "lastTransitionTime": .string(now),
+                    "lastHeartbeatTime": .string(now),
+                ])
+            ]),
         ])
     }
 }

@@ -48,8 +48,10 @@ final class PersonAgent: ResourceAgent {
     private let state: Mutex<State>
     private let wakeups = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
-    init(spec: AgentConfig.Agent, person: AgentConfig.Person, triad: TriadReporter, own: TriadClient, directory: RegistryFollower,
-         secret: String, heartbeatSeconds: Double, logger: Logger) {
+    init(
+        spec: AgentConfig.Agent, person: AgentConfig.Person, triad: TriadReporter, own: TriadClient, directory: RegistryFollower,
+        secret: String, heartbeatSeconds: Double, logger: Logger
+    ) {
         self.spec = spec
         self.triad = triad
         self.own = own
@@ -117,8 +119,9 @@ final class PersonAgent: ResourceAgent {
         if state.withLock({ $0.written }) == offers { return }
         let operations: [JSONValue] = offers.keys.sorted().map { opName in
             let offer = offers[opName]!
-            return AgentStatus.operation(opName, price: offer.price, description: "\(offer.operation) on \(offer.device), in \(space ?? "")",
-                                         agent: name, advertiseURL: advertise, secret: secret)
+            return AgentStatus.operation(
+                opName, price: offer.price, description: "\(offer.operation) on \(offer.device), in \(space ?? "")",
+                agent: name, advertiseURL: advertise, secret: secret)
         }
         for _ in 0..<8 {
             do {
@@ -128,13 +131,16 @@ final class PersonAgent: ResourceAgent {
                 if current.status == 200, let version = current.json?["metadata"]?["resourceVersion"] { metadata["resourceVersion"] = version }
                 var resourceSpec: [String: JSONValue] = ["kind": .string("Person"), "accessMode": .string("Exclusive")]
                 if !operations.isEmpty { resourceSpec["operations"] = .array(operations) }
-                let document: JSONValue = .object(["apiVersion": .string(Resource.apiVersion), "kind": .string("Resource"),
-                                                   "metadata": .object(metadata), "spec": .object(resourceSpec)])
+                let document: JSONValue = .object([
+                    "apiVersion": .string(Resource.apiVersion), "kind": .string("Resource"),
+                    "metadata": .object(metadata), "spec": .object(resourceSpec),
+                ])
                 let reply = try await triad.client.send(.PUT, "/api/v1/resources/\(name)", body: JSONCoding.encode(document))
                 if reply.status == 409 || reply.status == 412 { continue }
                 guard (200..<300).contains(reply.status) else {
-                    logger.warning("the person's resource was refused; trying again on the next change",
-                                   metadata: ["agent": "\(name)", "status": "\(reply.status)", "problem": "\(reply.json?["detail"]?.stringValue ?? "")"])
+                    logger.warning(
+                        "the person's resource was refused; trying again on the next change",
+                        metadata: ["agent": "\(name)", "status": "\(reply.status)", "problem": "\(reply.json?["detail"]?.stringValue ?? "")"])
                     return
                 }
                 let first = state.withLock { s -> Bool in
@@ -145,8 +151,9 @@ final class PersonAgent: ResourceAgent {
                 if first { await report() }
                 return
             } catch {
-                logger.warning("cannot write the person's resource; trying again on the next change or heartbeat",
-                               metadata: ["agent": "\(name)", "error": "\(error)"])
+                logger.warning(
+                    "cannot write the person's resource; trying again on the next change or heartbeat",
+                    metadata: ["agent": "\(name)", "error": "\(error)"])
                 return
             }
         }
@@ -236,7 +243,8 @@ final class PersonAgent: ResourceAgent {
         }
         var attributes: [String: JSONValue]?
         if let patchAttributes = patch["attributes"] {
-            guard case .object = patchAttributes, case .object(let merged) = MergePatch.apply(patchAttributes, to: .object(state.withLock { $0.attributes })) else {
+            guard case .object = patchAttributes, case .object(let merged) = MergePatch.apply(patchAttributes, to: .object(state.withLock { $0.attributes }))
+            else {
                 throw AgentProblem(status: 422, title: "Invalid patch", detail: "attributes must be an object")
             }
             attributes = merged
@@ -264,10 +272,15 @@ final class PersonAgent: ResourceAgent {
 
     func operationList() -> JSONValue {
         let offered = state.withLock { $0.offered }
-        return .object(["items": .array(offered.keys.sorted().map { opName in
-            let offer = offered[opName]!
-            return .object(["name": .string(opName), "price": .number(offer.price), "device": .string(offer.device), "operation": .string(offer.operation)])
-        })])
+        return .object([
+            "items": .array(
+                offered.keys.sorted().map { opName in
+                    let offer = offered[opName]!
+                    return .object([
+                        "name": .string(opName), "price": .number(offer.price), "device": .string(offer.device), "operation": .string(offer.operation),
+                    ])
+                })
+        ])
     }
 
     /// Runs `<device>.<op>` as the person: on an `Exclusive` device the person's lease is taken
@@ -276,8 +289,9 @@ final class PersonAgent: ResourceAgent {
     func invoke(_ operation: String, arguments: [String: JSONValue]) async throws(AgentProblem) -> JSONValue {
         let (offer, space) = state.withLock { ($0.offered[operation], $0.space) }
         guard let offer else {
-            throw AgentProblem(status: 404, title: "Unknown operation",
-                               detail: "\(name) cannot \(operation) \(space.map { "in \($0)" } ?? "while in no space")")
+            throw AgentProblem(
+                status: 404, title: "Unknown operation",
+                detail: "\(name) cannot \(operation) \(space.map { "in \($0)" } ?? "while in no space")")
         }
         var tookLease = false
         if directory.placement(of: offer.device)?.accessMode == "Exclusive" {
@@ -309,8 +323,9 @@ final class PersonAgent: ResourceAgent {
     /// Triad's refusal, passed on: its status (a 5xx becomes 502) and its words.
     static func problem(_ reply: TriadClient.Reply, doing what: String) -> AgentProblem {
         let problem = reply.json
-        return AgentProblem(status: reply.status >= 500 ? 502 : reply.status, title: problem?["title"]?.stringValue ?? "HTTP \(reply.status)",
-                            detail: "\(what): " + (problem?["detail"]?.stringValue ?? "Triad answered HTTP \(reply.status)"))
+        return AgentProblem(
+            status: reply.status >= 500 ? 502 : reply.status, title: problem?["title"]?.stringValue ?? "HTTP \(reply.status)",
+            detail: "\(what): " + (problem?["detail"]?.stringValue ?? "Triad answered HTTP \(reply.status)"))
     }
 
     // MARK: Status
@@ -320,7 +335,8 @@ final class PersonAgent: ResourceAgent {
         guard state.withLock({ $0.written != nil }) else { return }
         let problem: String?
         do {
-            let lease = try await own.send(.POST, "/api/v1/resources/\(name)/binding", body: JSONCoding.encode(JSONValue.object(["ttlSeconds": .number(Double(leaseSeconds))])))
+            let lease = try await own.send(
+                .POST, "/api/v1/resources/\(name)/binding", body: JSONCoding.encode(JSONValue.object(["ttlSeconds": .number(Double(leaseSeconds))])))
             problem = (200..<300).contains(lease.status) ? nil : Self.problem(lease, doing: "holding \(name)'s lease").detail
         } catch {
             problem = "cannot renew \(name)'s lease: \(error)"
@@ -332,12 +348,16 @@ final class PersonAgent: ResourceAgent {
         let now = Timestamp.format(Date())
         var conditions: [JSONValue] = [
             AgentStatus.heartbeat(at: now),
-            .object(["type": .string("Leased"), "status": .string(problem == nil ? "True" : "False"),
-                     "reason": .string(problem == nil ? "HeldForThePerson" : "LeaseRefused"),
-                     "message": .string(problem ?? "only \(name)'s own token invokes \(name)'s operations"), "lastTransitionTime": .string(now)]),
-            .object(["type": .string("LocationAccepted"), "status": .string(refused == nil ? "True" : "False"),
-                     "reason": .string(refused == nil ? "Located" : "NotASpace"),
-                     "message": .string(refused ?? (space.map { "in \($0)" } ?? "in no space")), "lastTransitionTime": .string(now)]),
+            .object([
+                "type": .string("Leased"), "status": .string(problem == nil ? "True" : "False"),
+                "reason": .string(problem == nil ? "HeldForThePerson" : "LeaseRefused"),
+                "message": .string(problem ?? "only \(name)'s own token invokes \(name)'s operations"), "lastTransitionTime": .string(now),
+            ]),
+            .object([
+                "type": .string("LocationAccepted"), "status": .string(refused == nil ? "True" : "False"),
+                "reason": .string(refused == nil ? "Located" : "NotASpace"),
+                "message": .string(refused ?? (space.map { "in \($0)" } ?? "in no space")), "lastTransitionTime": .string(now),
+            ]),
         ]
         if problem != nil { logger.warning("person's lease refused", metadata: ["agent": "\(name)", "reason": "\(problem!)"]) }
         var location: JSONValue = .null

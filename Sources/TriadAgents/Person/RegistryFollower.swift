@@ -121,8 +121,9 @@ final class RegistryFollower: Sendable {
     /// One registry event: a CloudEvent whose data is the resource after the change.
     private func apply(_ data: Data, _ onSpacesChanged: SpacesChanged, _ onResource: ResourceSeen) async {
         guard let event = try? JSONCoding.parse(data), let type = event["type"]?.stringValue, Self.resourceEventTypes.contains(type),
-              let name = event["subject"]?.stringValue, let document = event["data"],
-              document["metadata"]?["name"]?.stringValue == name else { return }
+            let name = event["subject"]?.stringValue, let document = event["data"],
+            document["metadata"]?["name"]?.stringValue == name
+        else { return }
         let deleted = event["type"]?.stringValue == "io.triad.resource.deleted"
         let now = deleted ? nil : Placed(document)
         let changed = placed.withLock { current -> Set<String> in

@@ -157,7 +157,10 @@ final class Wakeup: Sendable {
                 if now { c.resume() }
             }
         } onCancel: {
-            state.withLock { s in defer { s.waiter = nil }; return s.waiter }?.resume()
+            state.withLock { s in
+                defer { s.waiter = nil }
+                return s.waiter
+            }?.resume()
         }
     }
 }

@@ -14,8 +14,10 @@ public enum HeartbeatReconciler {
     }
 
     /// `lastHeartbeat` nil: the resource has no heartbeating agent, nothing to judge.
-    public static func decide(lastHeartbeat: Double?, phase: ResourcePhase?, alreadyMissed: Bool,
-                              now: Double, timeout: Double) -> Decision {
+    public static func decide(
+        lastHeartbeat: Double?, phase: ResourcePhase?, alreadyMissed: Bool,
+        now: Double, timeout: Double
+    ) -> Decision {
         guard let lastHeartbeat else { return Decision(markFailed: false, requeueAfter: nil) }
         let quiet = now - lastHeartbeat
         if quiet > timeout {

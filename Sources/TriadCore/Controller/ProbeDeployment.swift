@@ -22,9 +22,12 @@ public enum ProbeDeployment {
             .object(["name": .string("TRIAD_RESOURCE"), "value": .string(resource.name)]),
             .object(["name": .string("TRIAD_MQTT_URL"), "value": .string(mqttURL)]),
             .object(["name": .string("TRIAD_API_URL"), "value": .string(apiURL)]),
-            .object(["name": .string("TRIAD_TOKEN"), "valueFrom": .object([
-                "secretKeyRef": .object(["name": .string(name), "key": .string("token")]),
-            ])]),
+            .object([
+                "name": .string("TRIAD_TOKEN"),
+                "valueFrom": .object([
+                    "secretKeyRef": .object(["name": .string(name), "key": .string("token")])
+                ]),
+            ]),
         ]
         let container: JSONValue = .object([
             "name": .string("probe"),
@@ -42,9 +45,12 @@ public enum ProbeDeployment {
                 "replicas": .number(replicas),
                 "selector": .object(["matchLabels": labels]),
                 "template": .object([
-                    "metadata": .object(["labels": labels, "annotations": .object([
-                        "triad.io/generation": .string(String(resource.metadata.generation ?? 1)),
-                    ])]),
+                    "metadata": .object([
+                        "labels": labels,
+                        "annotations": .object([
+                            "triad.io/generation": .string(String(resource.metadata.generation ?? 1))
+                        ]),
+                    ]),
                     "spec": .object(["containers": .array([container])]),
                 ]),
             ]),

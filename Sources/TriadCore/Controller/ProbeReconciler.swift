@@ -87,10 +87,12 @@ public enum ProbeReconciler {
 
     public static func decide(_ desired: Desired?, _ actual: Actual, now: Double, policy: Policy = Policy()) -> Decision {
         guard let desired else {
-            return Decision(action: actual.running ? .stop : .none, phase: .notReady, reason: "ResourceDeleted", message: "the resource was deleted", requeueAfter: nil)
+            return Decision(
+                action: actual.running ? .stop : .none, phase: .notReady, reason: "ResourceDeleted", message: "the resource was deleted", requeueAfter: nil)
         }
         guard desired.enabled else {
-            return Decision(action: actual.running ? .stop : .none, phase: .notReady, reason: "ProbeDisabled", message: "probeEnabled is false", requeueAfter: nil)
+            return Decision(
+                action: actual.running ? .stop : .none, phase: .notReady, reason: "ProbeDisabled", message: "probeEnabled is false", requeueAfter: nil)
         }
         let recentCrashes = actual.crashes.filter { now - $0 <= policy.crashWindow }
         let crashLooping = recentCrashes.count >= policy.crashLoopCount
@@ -114,17 +116,21 @@ public enum ProbeReconciler {
         // A process started now has had no time to speak: silence counts from its start.
         let freshStart = action.starts
         func silentFor(since t: Double) -> Double { now - t }
-        let phase: ProbePhase, reason: String, message: String
+        let phase: ProbePhase
+        let reason: String
+        let message: String
         if crashLooping {
             (phase, reason, message) = (.failed, "ProbeCrashLoop", "the probe crashed \(recentCrashes.count) times in \(Int(policy.crashWindow)) s")
         } else if desired.announcedOffline {
             (phase, reason, message) = (.failed, "ProbeOffline", "the probe announced offline (or its connection died)")
         } else if let last = desired.lastSample, silentFor(since: last) <= policy.silence,
-                  actual.startedAt.map({ last >= $0 - 1 }) ?? true {
+            actual.startedAt.map({ last >= $0 - 1 }) ?? true
+        {
             (phase, reason, message) = (.synchronous, "DataFlowing", "samples are arriving")
             requeue = min(requeue ?? .infinity, policy.silence - silentFor(since: last) + 0.5)
         } else if !freshStart, let since = silenceStart(desired, actual), actual.running || !desired.managed,
-                  silentFor(since: since) > policy.silence {
+            silentFor(since: since) > policy.silence
+        {
             (phase, reason, message) = (.failed, "ProbeSilent", "no sample for more than \(Int(policy.silence)) s")
         } else if desired.managed {
             (phase, reason, message) = (.pending, "ProbeStarting", "the probe is starting; no sample yet")

@@ -28,7 +28,10 @@ public struct WorkQueue<Key: Hashable & Sendable>: Sendable {
 
     public mutating func add(_ key: Key) {
         delayed[key] = nil
-        if active.contains(key) { dirty.insert(key); return }
+        if active.contains(key) {
+            dirty.insert(key)
+            return
+        }
         if queued.insert(key).inserted { ready.append(key) }
     }
 

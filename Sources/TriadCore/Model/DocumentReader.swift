@@ -132,7 +132,8 @@ public enum DocumentWriter {
     }
 
     private static func quoteIfNeeded(_ s: String) -> String {
-        let plainSafe = !s.isEmpty && s.allSatisfy { $0.isLetter || $0.isNumber || "-_./".contains($0) }
+        let plainSafe =
+            !s.isEmpty && s.allSatisfy { $0.isLetter || $0.isNumber || "-_./".contains($0) }
             && !["true", "false", "null", "yes", "no", "on", "off", "~"].contains(s.lowercased())
             && Double(s) == nil && Int(s) == nil
         if plainSafe { return s }

@@ -23,7 +23,8 @@ public enum StatusMergePatch {
     public static func apply(_ patch: JSONValue, to status: JSONValue) -> JSONValue {
         let merged = applyMerging(patch, to: status)
         guard case .object(let values)? = patch["telemetry"]?["values"], case .object(var result) = merged,
-              case .object(var telemetry)? = result["telemetry"] else { return merged }
+            case .object(var telemetry)? = result["telemetry"]
+        else { return merged }
         telemetry["values"] = .object(values.filter { $0.value != .null })
         result["telemetry"] = .object(telemetry)
         return .object(result)
@@ -31,7 +32,8 @@ public enum StatusMergePatch {
 
     private static func applyMerging(_ patch: JSONValue, to status: JSONValue) -> JSONValue {
         guard case .object(var members) = patch, case .array(let incoming)? = members["conditions"],
-              case .array(var conditions)? = status["conditions"] else {
+            case .array(var conditions)? = status["conditions"]
+        else {
             return MergePatch.apply(patch, to: status)
         }
         members.removeValue(forKey: "conditions")

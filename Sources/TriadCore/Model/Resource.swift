@@ -96,11 +96,16 @@ public struct HTTPActionSpec: Codable, Sendable, Equatable {
 }
 
 public enum ResourcePhase: String, Codable, Sendable, CaseIterable {
-    case pending = "Pending", running = "Running", failed = "Failed"
+    case pending = "Pending"
+    case running = "Running"
+    case failed = "Failed"
 }
 
 public enum ProbePhase: String, Codable, Sendable, CaseIterable {
-    case notReady = "NotReady", pending = "Pending", synchronous = "Synchronous", failed = "Failed"
+    case notReady = "NotReady"
+    case pending = "Pending"
+    case synchronous = "Synchronous"
+    case failed = "Failed"
 }
 
 public struct ResourceStatus: Codable, Sendable, Equatable {
@@ -134,7 +139,11 @@ public struct Binding: Codable, Sendable, Equatable {
 }
 
 public struct Condition: Codable, Sendable, Equatable {
-    public enum Status: String, Codable, Sendable, CaseIterable { case `true` = "True", `false` = "False", unknown = "Unknown" }
+    public enum Status: String, Codable, Sendable, CaseIterable {
+        case `true` = "True"
+        case `false` = "False"
+        case unknown = "Unknown"
+    }
     public var type: String
     public var status: Status
     public var reason: String?
@@ -143,8 +152,10 @@ public struct Condition: Codable, Sendable, Equatable {
     /// When the reporter last confirmed the condition (agents' heartbeats, as Kubernetes nodes').
     public var lastHeartbeatTime: String?
 
-    public init(type: String, status: Status, reason: String? = nil, message: String? = nil, lastTransitionTime: String? = nil,
-                lastHeartbeatTime: String? = nil) {
+    public init(
+        type: String, status: Status, reason: String? = nil, message: String? = nil, lastTransitionTime: String? = nil,
+        lastHeartbeatTime: String? = nil
+    ) {
         self.type = type
         self.status = status
         self.reason = reason
@@ -185,13 +196,27 @@ public enum Timestamp {
         var out = [UInt8]()
         out.reserveCapacity(24)
         func digits(_ value: Int64, _ width: Int) {
-            var v = value, buffer = [UInt8](repeating: UInt8(ascii: "0"), count: width)
-            for i in stride(from: width - 1, through: 0, by: -1) { buffer[i] = UInt8(ascii: "0") + UInt8(v % 10); v /= 10 }
+            var v = value
+            var buffer = [UInt8](repeating: UInt8(ascii: "0"), count: width)
+            for i in stride(from: width - 1, through: 0, by: -1) {
+                buffer[i] = UInt8(ascii: "0") + UInt8(v % 10)
+                v /= 10
+            }
             out.append(contentsOf: buffer)
         }
-        digits(y, 4); out.append(UInt8(ascii: "-")); digits(m, 2); out.append(UInt8(ascii: "-")); digits(d, 2)
-        out.append(UInt8(ascii: "T")); digits(seconds / 3600, 2); out.append(UInt8(ascii: ":")); digits(seconds / 60 % 60, 2)
-        out.append(UInt8(ascii: ":")); digits(seconds % 60, 2); out.append(UInt8(ascii: ".")); digits(msOfDay % 1000, 3)
+        digits(y, 4)
+        out.append(UInt8(ascii: "-"))
+        digits(m, 2)
+        out.append(UInt8(ascii: "-"))
+        digits(d, 2)
+        out.append(UInt8(ascii: "T"))
+        digits(seconds / 3600, 2)
+        out.append(UInt8(ascii: ":"))
+        digits(seconds / 60 % 60, 2)
+        out.append(UInt8(ascii: ":"))
+        digits(seconds % 60, 2)
+        out.append(UInt8(ascii: "."))
+        digits(msOfDay % 1000, 3)
         out.append(UInt8(ascii: "Z"))
         return String(decoding: out, as: UTF8.self)
     }
@@ -216,10 +241,10 @@ public enum Timestamp {
             return n
         }
         guard let year = number(0, 4), b[4] == UInt8(ascii: "-"), let month = number(5, 2), b[7] == UInt8(ascii: "-"),
-              let day = number(8, 2), b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: "t"),
-              let hour = number(11, 2), b[13] == UInt8(ascii: ":"), let minute = number(14, 2), b[16] == UInt8(ascii: ":"),
-              let second = number(17, 2),
-              (1...12).contains(month), day >= 1, day <= daysIn(month: month, year: year), hour < 24, minute < 60, second <= 60
+            let day = number(8, 2), b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: "t"),
+            let hour = number(11, 2), b[13] == UInt8(ascii: ":"), let minute = number(14, 2), b[16] == UInt8(ascii: ":"),
+            let second = number(17, 2),
+            (1...12).contains(month), day >= 1, day <= daysIn(month: month, year: year), hour < 24, minute < 60, second <= 60
         else { return nil }
         var i = 19
         var fraction = 0.0
@@ -240,7 +265,8 @@ public enum Timestamp {
             guard i + 1 == b.count else { return nil }
         } else {
             guard b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-"), i + 6 == b.count, b[i + 3] == UInt8(ascii: ":"),
-                  let h = number(i + 1, 2), let m = number(i + 4, 2), h < 24, m < 60 else { return nil }
+                let h = number(i + 1, 2), let m = number(i + 4, 2), h < 24, m < 60
+            else { return nil }
             offset = (b[i] == UInt8(ascii: "-") ? -1 : 1) * (h * 3600 + m * 60)
         }
         let days = daysFromCivil(Int64(year), Int64(month), Int64(day))
@@ -263,7 +289,8 @@ public enum Timestamp {
     }
 
     static func floorDivMod(_ a: Int64, _ b: Int64) -> (Int64, Int64) {
-        let q = a / b, r = a % b
+        let q = a / b
+        let r = a % b
         return r < 0 ? (q - 1, r + b) : (q, r)
     }
 

@@ -31,8 +31,10 @@ public enum ResourceLimits {
 public enum ResourceValidator {
     public static func validate(_ document: JSONValue) -> [Violation] {
         var v = Walker()
-        v.object(document, at: "", required: ["apiVersion", "kind", "metadata", "spec"],
-                 allowed: ["apiVersion", "kind", "metadata", "spec", "status"]) { members, w in
+        v.object(
+            document, at: "", required: ["apiVersion", "kind", "metadata", "spec"],
+            allowed: ["apiVersion", "kind", "metadata", "spec", "status"]
+        ) { members, w in
             if let api = members["apiVersion"] { w.constant(api, Resource.apiVersion, at: "/apiVersion") }
             if let kind = members["kind"] { w.constant(kind, Resource.kindName, at: "/kind") }
             if let meta = members["metadata"] { w.metadata(meta, at: "/metadata") }
@@ -70,7 +72,8 @@ enum Syntax {
     static func isDNSLabel<S: StringProtocol>(_ s: S) -> Bool {
         let bytes = Array(s.utf8)
         guard let first = bytes.first, let last = bytes.last,
-              isLower(first) || isDigit(first), isLower(last) || isDigit(last) else { return false }
+            isLower(first) || isDigit(first), isLower(last) || isDigit(last)
+        else { return false }
         return bytes.allSatisfy { isLower($0) || isDigit($0) || $0 == UInt8(ascii: "-") }
     }
 
@@ -79,7 +82,8 @@ enum Syntax {
     static func isOperationName<S: StringProtocol>(_ s: S) -> Bool {
         let bytes = Array(s.utf8)
         guard let first = bytes.first, let last = bytes.last,
-              isLower(first) || isDigit(first), isLower(last) || isDigit(last) else { return false }
+            isLower(first) || isDigit(first), isLower(last) || isDigit(last)
+        else { return false }
         return bytes.allSatisfy { isLower($0) || isDigit($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") }
     }
 
@@ -124,8 +128,10 @@ private struct Walker {
         violations.append(Violation(pointer: pointer, message: message))
     }
 
-    mutating func object(_ value: JSONValue, at p: String, required: [String] = [], allowed: Set<String>?,
-                         _ body: (([String: JSONValue], inout Walker) -> Void)? = nil) {
+    mutating func object(
+        _ value: JSONValue, at p: String, required: [String] = [], allowed: Set<String>?,
+        _ body: (([String: JSONValue], inout Walker) -> Void)? = nil
+    ) {
         guard case .object(let members) = value else { return fail(p, "must be an object, not \(value.typeName)") }
         for key in required where members[key] == nil { fail("\(p)/\(pointerEscape(key))", "is required") }
         if let allowed {
@@ -140,8 +146,14 @@ private struct Walker {
 
     @discardableResult
     mutating func string(_ value: JSONValue, at p: String, maxLength: Int? = nil) -> String? {
-        guard case .string(let s) = value else { fail(p, "must be a string, not \(value.typeName)"); return nil }
-        if let maxLength, s.count > maxLength { fail(p, "must be at most \(maxLength) characters"); return nil }
+        guard case .string(let s) = value else {
+            fail(p, "must be a string, not \(value.typeName)")
+            return nil
+        }
+        if let maxLength, s.count > maxLength {
+            fail(p, "must be at most \(maxLength) characters")
+            return nil
+        }
         return s
     }
 
@@ -169,8 +181,10 @@ private struct Walker {
         if !Timestamp.isRFC3339(s) { fail(p, "must be an RFC 3339 date-time such as 2026-11-25T10:00:00Z") }
     }
 
-    mutating func stringMap(_ value: JSONValue, at p: String, maxEntries: Int?, valueMaxLength: Int?,
-                            keyRule: ((String) -> String?)? = nil, valueRule: ((String) -> String?)? = nil) {
+    mutating func stringMap(
+        _ value: JSONValue, at p: String, maxEntries: Int?, valueMaxLength: Int?,
+        keyRule: ((String) -> String?)? = nil, valueRule: ((String) -> String?)? = nil
+    ) {
         guard case .object(let members) = value else { return fail(p, "must be an object of strings, not \(value.typeName)") }
         if let maxEntries, members.count > maxEntries { fail(p, "must have at most \(maxEntries) entries") }
         for key in members.keys.sorted() {
@@ -203,19 +217,24 @@ private struct Walker {
     }
 
     mutating func metadata(_ value: JSONValue, at p: String) {
-        object(value, at: p, required: ["name"],
-               allowed: ["name", "labels", "annotations", "uid", "resourceVersion", "generation", "creationTimestamp"]) { m, w in
+        object(
+            value, at: p, required: ["name"],
+            allowed: ["name", "labels", "annotations", "uid", "resourceVersion", "generation", "creationTimestamp"]
+        ) { m, w in
             if let n = m["name"] { w.name(n, at: "\(p)/name") }
             if let labels = m["labels"] {
-                w.stringMap(labels, at: "\(p)/labels", maxEntries: ResourceLimits.maxLabels, valueMaxLength: 63,
-                            keyRule: Walker.qualifiedKeyProblem) { value in
+                w.stringMap(
+                    labels, at: "\(p)/labels", maxEntries: ResourceLimits.maxLabels, valueMaxLength: 63,
+                    keyRule: Walker.qualifiedKeyProblem
+                ) { value in
                     !Syntax.isLabelValue(value)
                         ? "label values must be empty or start and end with a letter or digit, with '-', '_' or '.' between" : nil
                 }
             }
             if let annotations = m["annotations"] {
-                w.stringMap(annotations, at: "\(p)/annotations", maxEntries: ResourceLimits.maxAnnotations, valueMaxLength: 4096,
-                            keyRule: Walker.qualifiedKeyProblem)
+                w.stringMap(
+                    annotations, at: "\(p)/annotations", maxEntries: ResourceLimits.maxAnnotations, valueMaxLength: 4096,
+                    keyRule: Walker.qualifiedKeyProblem)
             }
             if let uid = m["uid"] { w.string(uid, at: "\(p)/uid") }
             if let rv = m["resourceVersion"] { w.string(rv, at: "\(p)/resourceVersion") }
@@ -225,8 +244,10 @@ private struct Walker {
     }
 
     mutating func spec(_ value: JSONValue, at p: String) {
-        object(value, at: p, required: ["kind"],
-               allowed: ["kind", "icon", "description", "accessMode", "operations", "probeImage", "probeArgs", "probeEnabled", "aliasName"]) { m, w in
+        object(
+            value, at: p, required: ["kind"],
+            allowed: ["kind", "icon", "description", "accessMode", "operations", "probeImage", "probeArgs", "probeEnabled", "aliasName"]
+        ) { m, w in
             if let kind = m["kind"] { w.oneOf(kind, ResourceKind.self, at: "\(p)/kind") }
             if let icon = m["icon"] { w.string(icon, at: "\(p)/icon", maxLength: 2048) }
             if let d = m["description"] { w.stringMap(d, at: "\(p)/description", maxEntries: 64, valueMaxLength: 4096) }
@@ -289,14 +310,21 @@ private struct Walker {
     }
 
     mutating func status(_ value: JSONValue, at p: String) {
-        object(value, at: p, allowed: ["phase", "probePhase", "bound", "binding", "createTime", "startTime", "observedGeneration",
-                                       "conditions", "location", "telemetry"]) { m, w in
+        object(
+            value, at: p,
+            allowed: [
+                "phase", "probePhase", "bound", "binding", "createTime", "startTime", "observedGeneration",
+                "conditions", "location", "telemetry",
+            ]
+        ) { m, w in
             if let v = m["phase"] { w.oneOf(v, ResourcePhase.self, at: "\(p)/phase") }
             if let v = m["probePhase"] { w.oneOf(v, ProbePhase.self, at: "\(p)/probePhase") }
             if let v = m["bound"] { w.bool(v, at: "\(p)/bound") }
             if let v = m["binding"] {
-                w.object(v, at: "\(p)/binding", required: ["holder", "acquiredAt", "expiresAt"],
-                         allowed: ["holder", "acquiredAt", "expiresAt"]) { bm, w in
+                w.object(
+                    v, at: "\(p)/binding", required: ["holder", "acquiredAt", "expiresAt"],
+                    allowed: ["holder", "acquiredAt", "expiresAt"]
+                ) { bm, w in
                     if let h = bm["holder"] { w.string(h, at: "\(p)/binding/holder", maxLength: 253) }
                     if let t = bm["acquiredAt"] { w.dateTime(t, at: "\(p)/binding/acquiredAt") }
                     if let t = bm["expiresAt"] { w.dateTime(t, at: "\(p)/binding/expiresAt") }
@@ -326,7 +354,8 @@ private struct Walker {
         if items.count > ResourceLimits.maxConditions { fail(p, "must have at most \(ResourceLimits.maxConditions) conditions") }
         for (i, item) in items.enumerated() {
             let ip = "\(p)/\(i)"
-            object(item, at: ip, required: ["type", "status"], allowed: ["type", "status", "reason", "message", "lastTransitionTime", "lastHeartbeatTime"]) { m, w in
+            object(item, at: ip, required: ["type", "status"], allowed: ["type", "status", "reason", "message", "lastTransitionTime", "lastHeartbeatTime"]) {
+                m, w in
                 if let t = m["type"] { w.string(t, at: "\(ip)/type", maxLength: 316) }
                 if let s = m["status"] { w.oneOf(s, Condition.Status.self, at: "\(ip)/status") }
                 if let r = m["reason"] { w.string(r, at: "\(ip)/reason", maxLength: 1024) }

@@ -10,12 +10,14 @@ public enum HeaderRedaction {
     /// none (checked without parsing, so the common case costs a scan).
     public static func redacted(_ document: Data) -> Data {
         guard document.range(of: marker) != nil,
-              case .object(var root)? = try? JSONCoding.parse(document),
-              case .object(var spec)? = root["spec"], case .array(var operations)? = spec["operations"] else { return document }
+            case .object(var root)? = try? JSONCoding.parse(document),
+            case .object(var spec)? = root["spec"], case .array(var operations)? = spec["operations"]
+        else { return document }
         var changed = false
         for (i, operation) in operations.enumerated() {
             guard case .object(var op) = operation, case .object(var action)? = op["httpAction"],
-                  case .object(let headers)? = action["headers"], !headers.isEmpty else { continue }
+                case .object(let headers)? = action["headers"], !headers.isEmpty
+            else { continue }
             action["headers"] = .object(headers.mapValues { _ in .string(placeholder) })
             op["httpAction"] = .object(action)
             operations[i] = .object(op)

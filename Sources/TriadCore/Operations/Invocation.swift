@@ -2,7 +2,11 @@ import Foundation
 
 /// Where an invocation is: `Pending → Running → Succeeded | Failed | TimedOut`.
 public enum InvocationState: String, Codable, Sendable, CaseIterable {
-    case pending = "Pending", running = "Running", succeeded = "Succeeded", failed = "Failed", timedOut = "TimedOut"
+    case pending = "Pending"
+    case running = "Running"
+    case succeeded = "Succeeded"
+    case failed = "Failed"
+    case timedOut = "TimedOut"
 
     public var isFinal: Bool { self == .succeeded || self == .failed || self == .timedOut }
 }
@@ -40,8 +44,10 @@ public struct Invocation: Codable, Sendable, Equatable {
         case id, resource, operation, caller, price, charged, state, httpStatus, reason, message, startedAt, finishedAt, traceId, traceparent, node
     }
 
-    public init(id: String, resource: String, operation: String, caller: String, price: Double, state: InvocationState,
-                startedAt: String, traceId: String, traceparent: String, node: String) {
+    public init(
+        id: String, resource: String, operation: String, caller: String, price: Double, state: InvocationState,
+        startedAt: String, traceId: String, traceparent: String, node: String
+    ) {
         self.id = id
         self.resource = resource
         self.operation = operation
@@ -84,7 +90,8 @@ public struct Invocation: Codable, Sendable, Equatable {
             }
             return String(decoding: out, as: UTF8.self)
         }
-        let trace = hex(16), span = hex(8)
+        let trace = hex(16)
+        let span = hex(8)
         return (trace, "00-\(trace)-\(span)-01")
     }
 }

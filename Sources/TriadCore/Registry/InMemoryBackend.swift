@@ -42,7 +42,8 @@ public final class InMemoryBackend: RegistryBackend {
     public func events(after id: Int64, limit: Int) async throws -> EventBatch {
         state.withLock { s in
             // Events are in id order: a binary search finds the first one after `id`.
-            var low = 0, high = s.events.count
+            var low = 0
+            var high = s.events.count
             while low < high {
                 let mid = (low + high) / 2
                 if s.events[mid].id <= id { low = mid + 1 } else { high = mid }
@@ -103,8 +104,9 @@ public final class InMemoryBackend: RegistryBackend {
             }.sorted { $0.sequence > $1.sequence }
             let page = matching.filter { i in query.before.map { i.sequence < $0 } ?? true }
             let items = Array(page.prefix(query.limit))
-            return InvocationPage(items: items, next: page.count > query.limit ? items.last?.sequence : nil,
-                                  matched: matching.count, totalCharged: matching.reduce(0) { $0 + $1.charged })
+            return InvocationPage(
+                items: items, next: page.count > query.limit ? items.last?.sequence : nil,
+                matched: matching.count, totalCharged: matching.reduce(0) { $0 + $1.charged })
         }
     }
 

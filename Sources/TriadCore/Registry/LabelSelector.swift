@@ -1,3 +1,5 @@
+import Foundation
+
 /// Kubernetes label-selector semantics: `a=b`, `a==b`, `a!=b`, `a in (x,y)`, `a notin (x)`, `a`, `!a`,
 /// requirements joined by commas (all must hold).
 public struct LabelSelector: Sendable, Equatable {
@@ -52,7 +54,12 @@ public struct LabelSelector: Sendable, Equatable {
         for ch in text {
             if ch == "(" { depth += 1 }
             if ch == ")" { depth -= 1 }
-            if ch == "," && depth == 0 { parts.append(current); current = "" } else { current.append(ch) }
+            if ch == "," && depth == 0 {
+                parts.append(current)
+                current = ""
+            } else {
+                current.append(ch)
+            }
         }
         parts.append(current)
         return parts
@@ -99,5 +106,3 @@ public struct LabelSelector: Sendable, Equatable {
         return .exists(try checkKey(c, in: c))
     }
 }
-
-import Foundation

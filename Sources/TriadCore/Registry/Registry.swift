@@ -57,9 +57,11 @@ public struct Registry: Sendable {
     private let clock: @Sendable () -> Date
     private let makeUID: @Sendable () -> String
 
-    public init(backend: any RegistryBackend,
-                clock: @escaping @Sendable () -> Date = { Date() },
-                makeUID: @escaping @Sendable () -> String = { UUID().uuidString.lowercased() }) {
+    public init(
+        backend: any RegistryBackend,
+        clock: @escaping @Sendable () -> Date = { Date() },
+        makeUID: @escaping @Sendable () -> String = { UUID().uuidString.lowercased() }
+    ) {
         self.backend = backend
         self.clock = clock
         self.makeUID = makeUID
@@ -219,7 +221,8 @@ public struct Registry: Sendable {
     /// Returns the record and whether the lease is new.
     public func bind(_ name: String, holder: String, ttlSeconds: Int) async throws -> (StoredResource, acquired: Bool) {
         let now = clock()
-        let nowText = Timestamp.format(now), expires = Timestamp.format(now.addingTimeInterval(Double(ttlSeconds)))
+        let nowText = Timestamp.format(now)
+        let expires = Timestamp.format(now.addingTimeInterval(Double(ttlSeconds)))
         return try await backend.withWriteTransaction { tx in
             guard let existing = try await tx.load(name: name) else { throw RegistryError.notFound(name: name) }
             var current = try existing.decode()
@@ -277,8 +280,10 @@ public struct Registry: Sendable {
             let revision = try await tx.nextRevision()
             if type == .invoked { record.sequence = revision }
             try await tx.put(record)
-            try await tx.append(RegistryEvent(id: revision, type: type, name: resource.name, kind: resource.kind,
-                                              labels: resource.labels, time: now, document: record.document))
+            try await tx.append(
+                RegistryEvent(
+                    id: revision, type: type, name: resource.name, kind: resource.kind,
+                    labels: resource.labels, time: now, document: record.document))
             return record
         }
     }
@@ -316,9 +321,11 @@ public struct Registry: Sendable {
 
     /// A new resource: server-set metadata and an initial status; status in the request is ignored.
     static func fresh(_ incoming: Resource, uid: String, now: String, revision: Int64) -> Resource {
-        var r = Resource(metadata: ObjectMeta(name: incoming.name, labels: incoming.metadata.labels,
-                                              annotations: incoming.metadata.annotations),
-                         spec: incoming.spec)
+        var r = Resource(
+            metadata: ObjectMeta(
+                name: incoming.name, labels: incoming.metadata.labels,
+                annotations: incoming.metadata.annotations),
+            spec: incoming.spec)
         r.metadata.uid = uid
         r.metadata.resourceVersion = String(revision)
         r.metadata.generation = 1
@@ -362,8 +369,9 @@ public struct Registry: Sendable {
     }
 
     static func event(_ type: RegistryEventType, _ record: StoredResource, _ now: String) -> RegistryEvent {
-        RegistryEvent(id: record.revision, type: type, name: record.name, kind: record.kind,
-                      labels: record.labels, time: now, document: record.document)
+        RegistryEvent(
+            id: record.revision, type: type, name: record.name, kind: record.kind,
+            labels: record.labels, time: now, document: record.document)
     }
 
     /// A `metadata.resourceVersion` inside a merge patch is a precondition, as in Kubernetes.

@@ -20,8 +20,9 @@ public struct StoredResource: Sendable, Equatable {
     }
 
     public init(_ resource: Resource, revision: Int64) {
-        self.init(name: resource.name, kind: resource.spec.kind, labels: resource.metadata.labels ?? [:],
-                  revision: revision, document: JSONCoding.encode(resource))
+        self.init(
+            name: resource.name, kind: resource.spec.kind, labels: resource.metadata.labels ?? [:],
+            revision: revision, document: JSONCoding.encode(resource))
     }
 
     public func decode() throws -> Resource {

@@ -26,10 +26,11 @@ public struct ResourceIndex: Sendable {
     /// Up to `limit` resources named after `after`, of `kind` if given.
     public func page(kind: ResourceKind?, after: String?, limit: Int) -> [StoredResource] {
         var out: [StoredResource] = []
-        var i = after.map { name in
-            let point = insertionPoint(after: nil, of: name)
-            return point < names.count && names[point] == name ? point + 1 : point
-        } ?? 0
+        var i =
+            after.map { name in
+                let point = insertionPoint(after: nil, of: name)
+                return point < names.count && names[point] == name ? point + 1 : point
+            } ?? 0
         while i < names.count, out.count < limit {
             if let record = byName[names[i]], kind == nil || record.kind == kind { out.append(record) }
             i += 1
@@ -39,7 +40,8 @@ public struct ResourceIndex: Sendable {
 
     /// The first index whose name is not less than `name` (binary search).
     private func insertionPoint(after _: String?, of name: String) -> Int {
-        var low = 0, high = names.count
+        var low = 0
+        var high = names.count
         while low < high {
             let mid = (low + high) / 2
             if names[mid] < name { low = mid + 1 } else { high = mid }

@@ -66,7 +66,8 @@ public struct HostPort: Sendable, Equatable, Hashable, CustomStringConvertible {
     /// Parses `HOST:PORT` (`[v6]:PORT` for IPv6); nil when it is not one.
     public init?(_ text: String) {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-              (1...65535).contains(port) else { return nil }
+            (1...65535).contains(port)
+        else { return nil }
         var host = String(text[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         guard !host.isEmpty, !host.contains(" ") else { return nil }

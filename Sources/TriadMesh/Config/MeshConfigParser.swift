@@ -23,7 +23,8 @@ public enum MeshConfigParser {
     /// `HOST:PORT`: a host name or IPv4 address, or a bracketed IPv6 address.
     static func hostPortSyntax(_ s: String) -> Bool {
         guard let colon = s.lastIndex(of: ":") else { return false }
-        let host = s[..<colon], port = s[s.index(after: colon)...]
+        let host = s[..<colon]
+        let port = s[s.index(after: colon)...]
         guard !port.isEmpty, port.count <= 5, port.allSatisfy(isDigit), !host.isEmpty else { return false }
         if host.hasPrefix("[") {
             return host.hasSuffix("]") && host.count > 2 && host.dropFirst().dropLast().allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." }
@@ -65,8 +66,14 @@ public enum MeshConfigParser {
         mutating func fail(_ path: String, _ message: String) { problems.append(.init(path: path, message: message)) }
 
         mutating func object(_ value: JSONValue?, _ path: String, allowed: Set<String>, required: [String]) -> [String: JSONValue]? {
-            guard let value else { fail(path, "is required"); return nil }
-            guard let members = value.objectValue else { fail(path, "must be an object, not \(value.typeName)"); return nil }
+            guard let value else {
+                fail(path, "is required")
+                return nil
+            }
+            guard let members = value.objectValue else {
+                fail(path, "must be an object, not \(value.typeName)")
+                return nil
+            }
             for key in members.keys.sorted() where !allowed.contains(key) {
                 fail(join(path, key), "unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
             }
@@ -76,7 +83,10 @@ public enum MeshConfigParser {
 
         mutating func string(_ value: JSONValue?, _ path: String, matching pattern: ((String) -> Bool)? = nil, what: String = "") -> String? {
             guard let value else { return nil }
-            guard let s = value.stringValue else { fail(path, "must be a string, not \(value.typeName)"); return nil }
+            guard let s = value.stringValue else {
+                fail(path, "must be a string, not \(value.typeName)")
+                return nil
+            }
             if let pattern, !pattern(s) {
                 fail(path, "\"\(s)\" is not \(what)")
                 return nil
@@ -96,7 +106,9 @@ public enum MeshConfigParser {
         }
 
         mutating func mesh(_ root: JSONValue, baseDirectory: String) -> MeshConfig? {
-            guard let top = object(root, "", allowed: ["apiVersion", "kind", "metadata", "spec"], required: ["apiVersion", "kind", "metadata", "spec"]) else { return nil }
+            guard let top = object(root, "", allowed: ["apiVersion", "kind", "metadata", "spec"], required: ["apiVersion", "kind", "metadata", "spec"]) else {
+                return nil
+            }
             if let v = top["apiVersion"], v.stringValue != MeshConfigParser.apiVersion {
                 fail("apiVersion", "must be \(MeshConfigParser.apiVersion)")
             }
@@ -106,7 +118,8 @@ public enum MeshConfigParser {
                 name = string(m["name"], "metadata.name", matching: MeshConfigParser.dnsLabel, what: "a DNS label (lower case letters, digits, '-')")
             }
             guard let specValue = top["spec"],
-                  let spec = object(specValue, "spec", allowed: ["gateway", "pinPropagation", "services"], required: ["gateway", "services"]) else { return nil }
+                let spec = object(specValue, "spec", allowed: ["gateway", "pinPropagation", "services"], required: ["gateway", "services"])
+            else { return nil }
 
             var gateway: MeshConfig.Gateway?
             if let g = spec["gateway"], let gw = object(g, "spec.gateway", allowed: ["listen", "service"], required: ["listen", "service"]) {
@@ -117,8 +130,11 @@ public enum MeshConfigParser {
 
             var propagation = MeshConfig.PinPropagation.mesh
             if let p = spec["pinPropagation"] {
-                if let s = p.stringValue, let mode = MeshConfig.PinPropagation(rawValue: s) { propagation = mode }
-                else { fail("spec.pinPropagation", "must be mesh or application") }
+                if let s = p.stringValue, let mode = MeshConfig.PinPropagation(rawValue: s) {
+                    propagation = mode
+                } else {
+                    fail("spec.pinPropagation", "must be mesh or application")
+                }
             }
 
             var services: [MeshConfig.Service] = []
@@ -185,7 +201,8 @@ public enum MeshConfigParser {
         mutating func version(_ value: JSONValue, _ path: String) -> MeshConfig.Version? {
             guard let v = object(value, path, allowed: ["version", "command", "upstream", "health", "replicas"], required: ["version"]) else { return nil }
             let before = problems.count
-            let name = string(v["version"], "\(path).version", matching: MeshConfigParser.versionName, what: "a version name (lower case letters, digits, '.'; no '-')")
+            let name = string(
+                v["version"], "\(path).version", matching: MeshConfigParser.versionName, what: "a version name (lower case letters, digits, '.'; no '-')")
             var source: MeshConfig.Version.Source?
             switch (v["command"], v["upstream"]) {
             case (nil, nil):
@@ -195,9 +212,13 @@ public enum MeshConfigParser {
             case (let command?, nil):
                 if let items = command.arrayValue, !items.isEmpty {
                     let args = items.compactMap(\.stringValue)
-                    if args.count != items.count { fail("\(path).command", "must be an array of strings") }
-                    else if args[0].isEmpty { fail("\(path).command[0]", "the program must not be empty") }
-                    else { source = .command(args) }
+                    if args.count != items.count {
+                        fail("\(path).command", "must be an array of strings")
+                    } else if args[0].isEmpty {
+                        fail("\(path).command[0]", "the program must not be empty")
+                    } else {
+                        source = .command(args)
+                    }
                 } else {
                     fail("\(path).command", "must be a non-empty array of strings (program and arguments, no shell)")
                 }
@@ -206,13 +227,19 @@ public enum MeshConfigParser {
             }
             var health = "/healthz"
             if let h = v["health"] {
-                if let s = string(h, "\(path).health"), s.count <= 1024, MeshConfigParser.healthPath(s) { health = s }
-                else if h.stringValue != nil { fail("\(path).health", "must be an HTTP path starting with /") }
+                if let s = string(h, "\(path).health"), s.count <= 1024, MeshConfigParser.healthPath(s) {
+                    health = s
+                } else if h.stringValue != nil {
+                    fail("\(path).health", "must be an HTTP path starting with /")
+                }
             }
             var replicas = 1
             if let r = v["replicas"] {
-                if case .number(let d) = r, d.rounded() == d, d >= 1, d <= 1000 { replicas = Int(d) }
-                else { fail("\(path).replicas", "must be an integer from 1 to 1000") }
+                if case .number(let d) = r, d.rounded() == d, d >= 1, d <= 1000 {
+                    replicas = Int(d)
+                } else {
+                    fail("\(path).replicas", "must be an integer from 1 to 1000")
+                }
                 if case .upstream = source, replicas != 1 { fail("\(path).replicas", "must be 1 with upstream (Triad starts no instances)") }
             }
             guard problems.count == before, let name, let source else { return nil }

@@ -108,12 +108,16 @@ public struct MeshPlan: Sendable {
                     let sidecar = Sidecar(id: id, adminPort: try freePort(), inboundPort: try freePort(), outboundPorts: outbound)
                     switch version.source {
                     case .command(let argv):
-                        instances.append(Instance(id: id, service: service.name, version: version.version,
-                                                  app: HostPort(host: "127.0.0.1", port: try freePort()), command: argv,
-                                                  health: version.health, sidecar: sidecar))
+                        instances.append(
+                            Instance(
+                                id: id, service: service.name, version: version.version,
+                                app: HostPort(host: "127.0.0.1", port: try freePort()), command: argv,
+                                health: version.health, sidecar: sidecar))
                     case .upstream(let hp):
-                        instances.append(Instance(id: id, service: service.name, version: version.version, app: hp,
-                                                  command: nil, health: version.health, sidecar: sidecar))
+                        instances.append(
+                            Instance(
+                                id: id, service: service.name, version: version.version, app: hp,
+                                command: nil, health: version.health, sidecar: sidecar))
                     }
                 }
             }

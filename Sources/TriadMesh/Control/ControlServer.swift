@@ -13,8 +13,10 @@ import UnixSignals
 /// SIGTERM or SIGINT, then stops everything it started.
 public enum MeshControl {
     /// Runs the mesh in this process. `onReady` gets the state once everything is healthy.
-    public static func run(config: MeshConfig, envoy: String, workingDirectory: String, logger: Logger,
-                           onReady: @escaping @Sendable (MeshState) async -> Void = { _ in }) async throws {
+    public static func run(
+        config: MeshConfig, envoy: String, workingDirectory: String, logger: Logger,
+        onReady: @escaping @Sendable (MeshState) async -> Void = { _ in }
+    ) async throws {
         let stateDir = MeshState.directory(in: workingDirectory)
         let socketDir = FileManager.default.temporaryDirectory.path + "/triad-mesh-" + MeshState.newToken().prefix(12)
         try FileManager.default.createDirectory(atPath: socketDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -32,8 +34,10 @@ public enum MeshControl {
     }
 
     /// The control API, the authz service and the mesh itself, until `down` or a signal.
-    static func serve(runtime: MeshRuntime, plan: MeshPlan, logger: Logger,
-                      onReady: @escaping @Sendable (MeshState) async -> Void) async throws {
+    static func serve(
+        runtime: MeshRuntime, plan: MeshPlan, logger: Logger,
+        onReady: @escaping @Sendable (MeshState) async -> Void
+    ) async throws {
 
         let token = MeshState.newToken()
         let down = OneShot()
@@ -70,14 +74,15 @@ public enum MeshControl {
             published.withLock { $0 = state }
             await onReady(state)
         }
-        let group = ServiceGroup(configuration: .init(
-            services: [
-                .init(service: control),
-                .init(service: authz),
-                .init(service: mesh, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
-            ],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: control),
+                    .init(service: authz),
+                    .init(service: mesh, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
         try await group.run()
         if let failure = mesh.failure.withLock({ $0 }) { throw failure }
     }
@@ -91,8 +96,9 @@ public enum MeshControl {
             if let value { headers[.init("x-version")!] = value }
             return Response(status: .ok, headers: headers)
         case .deny(let problem):
-            return Response(status: .forbidden, headers: [.contentType: "application/problem+json"],
-                            body: .init(byteBuffer: ByteBuffer(bytes: JSONCoding.encode(problem) + Data("\n".utf8))))
+            return Response(
+                status: .forbidden, headers: [.contentType: "application/problem+json"],
+                body: .init(byteBuffer: ByteBuffer(bytes: JSONCoding.encode(problem) + Data("\n".utf8))))
         case .hold:
             return Response(status: .ok)
         }
@@ -123,7 +129,8 @@ public enum MeshControl {
         router.post("/v1/upgrades") { request, _ in
             let body = try await request.body.collect(upTo: 1 << 16)
             guard let upgrade = try? JSONDecoder().decode(UpgradeRequest.self, from: Data(buffer: body)) else {
-                return problem(.badRequest, "the body must be {\"service\", \"to\", \"strategy\"?, \"command\"?, \"upstream\"?, \"drainTimeoutSeconds\"?, \"force\"?}")
+                return problem(
+                    .badRequest, "the body must be {\"service\", \"to\", \"strategy\"?, \"command\"?, \"upstream\"?, \"drainTimeoutSeconds\"?, \"force\"?}")
             }
             do {
                 var response = json(try await upgrades.start(upgrade))
@@ -175,7 +182,8 @@ struct BearerMiddleware: RouterMiddleware {
     /// Compares every byte whatever the first difference, so the answer's timing does not tell
     /// how much of a guessed secret was right.
     static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8), y = Array(b.utf8)
+        let x = Array(a.utf8)
+        let y = Array(b.utf8)
         var difference = UInt8(x.count == y.count ? 0 : 1)
         for i in 0..<max(x.count, y.count) {
             difference |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)

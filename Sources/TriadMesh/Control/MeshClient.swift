@@ -25,7 +25,8 @@ public struct MeshClient: Sendable {
     /// The mesh of `workingDirectory`, or a clear error when there is none.
     public static func find(in workingDirectory: String) throws -> (MeshClient, MeshState) {
         guard let state = MeshState.load(from: workingDirectory) else {
-            throw Failure("no mesh is running here (no \(MeshState.directoryName)/state.json in \(workingDirectory)); start one with triad mesh up -f mesh.yaml")
+            throw Failure(
+                "no mesh is running here (no \(MeshState.directoryName)/state.json in \(workingDirectory)); start one with triad mesh up -f mesh.yaml")
         }
         return (MeshClient(state: state), state)
     }

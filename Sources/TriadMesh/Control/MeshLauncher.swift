@@ -1,7 +1,8 @@
 import Foundation
 import TriadProcess
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `mesh up` and `mesh down` as seen from the CLI: the control process runs detached (its own
@@ -9,8 +10,10 @@ import Glibc
 public enum MeshLauncher {
     /// Starts `executable mesh serve …` detached in `workingDirectory` and waits until the
     /// mesh is up (its state file names it) or the control process gave up.
-    public static func up(executable: String, meshFile: String, envoy: String, workingDirectory: String, plainEnvoy: Bool = false,
-                          timeout: Duration = .seconds(120)) async throws -> MeshState {
+    public static func up(
+        executable: String, meshFile: String, envoy: String, workingDirectory: String, plainEnvoy: Bool = false,
+        timeout: Duration = .seconds(120)
+    ) async throws -> MeshState {
         if let old = MeshState.load(from: workingDirectory) {
             if ChildProcess.alive(Int32(old.pid)) {
                 throw MeshClient.Failure("mesh \(old.name) is already running here (pid \(old.pid)); run triad mesh down first")

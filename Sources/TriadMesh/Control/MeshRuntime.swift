@@ -1,10 +1,10 @@
 import AsyncHTTPClient
 import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
-import TriadProcess
-import Logging
 import TriadCore
+import TriadProcess
 
 /// The running mesh: starts the instances, their sidecars and the gateway, changes routes by
 /// swapping RDS files, and stops everything it started. Triad never proxies application
@@ -73,7 +73,8 @@ public actor MeshRuntime {
     /// Stops every process the mesh started: the gateway first (no new transactions), then
     /// the sidecars, then the instances.
     public func stop() async {
-        let order = children.filter { $0.id == "gateway" } + children.filter { $0.kind == "envoy" && $0.id != "gateway" }
+        let order =
+            children.filter { $0.id == "gateway" } + children.filter { $0.kind == "envoy" && $0.id != "gateway" }
             + children.filter { $0.kind == "instance" }
         let started = ContinuousClock.now
         await withTaskGroup(of: Void.self) { group in
@@ -96,8 +97,9 @@ public actor MeshRuntime {
         // The contract is PORT and TRIAD_UPSTREAM_<S>; stale values from our own environment must not leak in.
         for key in env.keys where key.hasPrefix("TRIAD_UPSTREAM_") { env.removeValue(forKey: key) }
         for (k, v) in plan.environment(of: instance) { env[k] = v }
-        let child = try ChildProcess(id: instance.id, kind: "instance", executable: program, arguments: Array(argv.dropFirst()),
-                                     environment: env, directory: plan.baseDirectory, logPath: "\(plan.runDirectory)/\(instance.id).log")
+        let child = try ChildProcess(
+            id: instance.id, kind: "instance", executable: program, arguments: Array(argv.dropFirst()),
+            environment: env, directory: plan.baseDirectory, logPath: "\(plan.runDirectory)/\(instance.id).log")
         children.append(child)
     }
 
@@ -106,8 +108,10 @@ public actor MeshRuntime {
         let dir = EnvoyConfig.envoyDirectory(plan, id: files.id)
         let child = try ChildProcess(
             id: files.id, kind: "envoy", executable: envoy,
-            arguments: ["-c", bootstrap, "--disable-hot-restart", "--use-dynamic-base-id", "--concurrency", String(envoyConcurrency),
-                        "-l", "warning", "--drain-time-s", "1", "--service-node", files.id, "--service-cluster", plan.meshName],
+            arguments: [
+                "-c", bootstrap, "--disable-hot-restart", "--use-dynamic-base-id", "--concurrency", String(envoyConcurrency),
+                "-l", "warning", "--drain-time-s", "1", "--service-node", files.id, "--service-cluster", plan.meshName,
+            ],
             environment: ProcessInfo.processInfo.environment, directory: dir, logPath: dir + "/envoy.log")
         children.append(child)
     }
@@ -117,7 +121,8 @@ public actor MeshRuntime {
         let child = children.first { $0.id == instance.id }
         while true {
             if let child, !child.isRunning {
-                throw Failure("\(instance.id) exited with status \(child.exitStatus ?? -1) before it was healthy; its log (\(child.logPath)) ends:\n\(child.logTail())")
+                throw Failure(
+                    "\(instance.id) exited with status \(child.exitStatus ?? -1) before it was healthy; its log (\(child.logPath)) ends:\n\(child.logTail())")
             }
             if let response = try? await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(2)) {
                 _ = try? await response.body.collect(upTo: 1 << 16)
@@ -189,14 +194,18 @@ public actor MeshRuntime {
     func pushRoutes(for service: String) async throws {
         var targets: [EnvoyUpdate] = []
         if plan.gatewayService == service, let table = EnvoyConfig.gateway(plan: plan).dynamic["rds-gateway.json"] {
-            targets.append(.init(id: "gateway", adminPort: plan.gatewayAdminPort, file: "rds-gateway.json",
-                                 stat: "http.gateway.rds.gateway.update_success", value: table))
+            targets.append(
+                .init(
+                    id: "gateway", adminPort: plan.gatewayAdminPort, file: "rds-gateway.json",
+                    stat: "http.gateway.rds.gateway.update_success", value: table))
         }
         for instance in plan.instances where instance.sidecar.outboundPorts[service] != nil {
             let file = "rds-out-\(service).json"
             if let table = EnvoyConfig.sidecar(instance, plan: plan).dynamic[file] {
-                targets.append(.init(id: instance.sidecar.id, adminPort: instance.sidecar.adminPort, file: file,
-                                     stat: "http.out_\(service).rds.out-\(service).update_success", value: table))
+                targets.append(
+                    .init(
+                        id: instance.sidecar.id, adminPort: instance.sidecar.adminPort, file: file,
+                        stat: "http.out_\(service).rds.out-\(service).update_success", value: table))
             }
         }
         try await apply(targets, what: "the new routes to \(service)")
@@ -208,14 +217,19 @@ public actor MeshRuntime {
     /// Starts a version that the mesh file did not declare: its instance and sidecar, waits
     /// for its health, then adds its cluster and pin route at every caller (default unchanged).
     /// A version that fails its health check is stopped again and nothing else changed.
-    public func addVersion(service: String, version: String, source: MeshConfig.Version.Source, health: String = "/healthz",
-                           timeout: Duration = .seconds(60)) async throws {
+    public func addVersion(
+        service: String, version: String, source: MeshConfig.Version.Source, health: String = "/healthz",
+        timeout: Duration = .seconds(60)
+    ) async throws {
         guard routes.routes(of: service) != nil else { throw Failure("no service \(service)") }
         var used = Set(plan.instances.flatMap { [$0.app.port, $0.sidecar.adminPort, $0.sidecar.inboundPort] + Array($0.sidecar.outboundPorts.values) })
         used.insert(plan.gatewayListen.port)
         used.insert(plan.gatewayAdminPort)
         func port() throws -> Int {
-            for _ in 0..<50 { let p = try freeLoopbackPort(); if used.insert(p).inserted { return p } }
+            for _ in 0..<50 {
+                let p = try freeLoopbackPort()
+                if used.insert(p).inserted { return p }
+            }
             throw Failure("no free loopback port")
         }
         let id = "\(service)-\(version)-0"
@@ -225,7 +239,8 @@ public actor MeshRuntime {
         let instance: MeshPlan.Instance
         switch source {
         case .command(let argv):
-            instance = .init(id: id, service: service, version: version, app: HostPort(host: "127.0.0.1", port: try port()), command: argv, health: health, sidecar: sidecar)
+            instance = .init(
+                id: id, service: service, version: version, app: HostPort(host: "127.0.0.1", port: try port()), command: argv, health: health, sidecar: sidecar)
         case .upstream(let hp):
             instance = .init(id: id, service: service, version: version, app: hp, command: nil, health: health, sidecar: sidecar)
         }
@@ -276,11 +291,13 @@ public actor MeshRuntime {
             r.blocked.removeAll { $0 == version }
             if on { r.blocked.append(version) }
         }
-        try await apply(plan.instances(of: service, version: version).map { instance in
-            EnvoyUpdate(id: instance.sidecar.id, adminPort: instance.sidecar.adminPort, file: "rds-inbound.json",
-                        stat: "http.inbound.rds.inbound.update_success",
-                        value: EnvoyConfig.sidecar(instance, plan: plan).dynamic["rds-inbound.json"]!)
-        }, what: "its inbound routes")
+        try await apply(
+            plan.instances(of: service, version: version).map { instance in
+                EnvoyUpdate(
+                    id: instance.sidecar.id, adminPort: instance.sidecar.adminPort, file: "rds-inbound.json",
+                    stat: "http.inbound.rds.inbound.update_success",
+                    value: EnvoyConfig.sidecar(instance, plan: plan).dynamic["rds-inbound.json"]!)
+            }, what: "its inbound routes")
         logger.info("inbound block", metadata: ["service": "\(service)", "version": "\(version)", "on": "\(on)"])
     }
 
@@ -293,11 +310,21 @@ public actor MeshRuntime {
             request.headers.add(name: "x-b3-traceid", value: marker)
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(2))
             _ = try? await response.body.collect(upTo: 4096)
-            let deadline = ContinuousClock.now + timeout
-            while !recorder.markerRead(instance: instance.id, id: marker) {
-                if ContinuousClock.now > deadline { throw Failure("the trace manager of \(instance.id) did not read its marker in time") }
-                try await Task.sleep(for: .milliseconds(2))
+            let recorder = self.recorder
+            let read = await withTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    await recorder.waitForMarker(instance: instance.id, id: marker)
+                    return !Task.isCancelled
+                }
+                group.addTask {
+                    try? await Task.sleep(for: timeout)
+                    return false
+                }
+                let first = await group.next() ?? false
+                group.cancelAll()
+                return first
             }
+            guard read else { throw Failure("the trace manager of \(instance.id) did not read its marker in time") }
         }
     }
 
@@ -355,13 +382,18 @@ public actor MeshRuntime {
             name: plan.meshName, pinPropagation: plan.plainEnvoy ? "plain-envoy" : plan.pinPropagation.rawValue,
             gateway: "http://\(plan.gatewayListen)", gatewayService: plan.gatewayService,
             services: table.map { r in
-                MeshStatus.Service(name: r.service, defaultVersion: r.defaultVersion, versions: r.versions.map { v in
-                    MeshStatus.Version(version: v, instances: plan.instances(of: r.service, version: v).map { i in
-                        let child = children.first { $0.id == i.id }
-                        return MeshStatus.Instance(id: i.id, app: i.app.description, sidecar: "127.0.0.1:\(i.sidecar.inboundPort)",
-                                                   pid: child.map { Int($0.pid) }, running: child?.isRunning ?? true)
+                MeshStatus.Service(
+                    name: r.service, defaultVersion: r.defaultVersion,
+                    versions: r.versions.map { v in
+                        MeshStatus.Version(
+                            version: v,
+                            instances: plan.instances(of: r.service, version: v).map { i in
+                                let child = children.first { $0.id == i.id }
+                                return MeshStatus.Instance(
+                                    id: i.id, app: i.app.description, sidecar: "127.0.0.1:\(i.sidecar.inboundPort)",
+                                    pid: child.map { Int($0.pid) }, running: child?.isRunning ?? true)
+                            })
                     })
-                })
             },
             counters: recorder.counters)
     }

@@ -16,6 +16,8 @@ public final class RouteState: Sendable {
 
     final class Hold: Sendable {
         let release = Mutex<String?>(nil)
+        /// Fired once the hold is released (after `release` is set).
+        let released = OneShot()
     }
 
     public func hold(_ service: String) { holds.withLock { h in if h[service] == nil { h[service] = Hold() } } }
@@ -23,6 +25,7 @@ public final class RouteState: Sendable {
     public func release(_ service: String, to version: String?) {
         guard let h = holds.withLock({ $0.removeValue(forKey: service) }) else { return }
         h.release.withLock { $0 = version }
+        h.released.fire()
     }
 
     func heldGate(_ service: String) -> Hold? { holds.withLock { $0[service] } }
@@ -59,18 +62,22 @@ public struct PinAuthority: Sendable {
     /// Decides, waiting out a BF hold (at most `maxHold`, then the default route is used).
     public func decideWaiting(path: String, trace: String?, xVersion: String?, maxHold: Duration = .seconds(28)) async -> Decision {
         if let target = Self.target(path), let barrier = routes.barrier(target), !Self.pins(xVersion).contains(target),
-           trace.map({ recorder.pin(trace: MeshRecorder.normalize($0) ?? $0, service: target) == nil }) ?? false {
+            trace.map({ recorder.pin(trace: MeshRecorder.normalize($0) ?? $0, service: target) == nil }) ?? false
+        {
             await barrier.wait()
         }
         let first = decide(path: path, trace: trace, xVersion: xVersion)
         guard case .hold(let service) = first, let hold = routes.heldGate(service) else { return first }
-        let deadline = ContinuousClock.now + maxHold
+        // Until the hold is released, or `maxHold` passes, or this trace's visit to the service
+        // is learned while it waits (then it is no longer new and goes on to its version at
+        // once: else it would wait for its own completion).
         let key = trace.flatMap { MeshRecorder.normalize($0) }
-        // A trace whose visit to the old version is learned while it waits is no longer new:
-        // it goes on to its version at once (else it would wait for its own completion).
-        while routes.heldGate(service) === hold, ContinuousClock.now < deadline,
-              key.map({ recorder.pin(trace: $0, service: service) == nil }) ?? true {
-            try? await Task.sleep(for: .milliseconds(5))
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await hold.released.wait() }
+            group.addTask { try? await Task.sleep(for: maxHold) }
+            if let key { group.addTask { [recorder] in await recorder.waitForPin(trace: key, service: service) } }
+            await group.next()
+            group.cancelAll()
         }
         var to: [String: String] = [:]
         if let v = hold.release.withLock({ $0 }) { to[service] = v }
@@ -87,11 +94,12 @@ public struct PinAuthority: Sendable {
 
     /// The services an x-version value pins.
     static func pins(_ xVersion: String?) -> Set<String> {
-        Set((xVersion ?? "").split(separator: ",").compactMap { token -> String? in
-            let t = token.trimmingCharacters(in: .whitespaces)
-            guard let dash = t.lastIndex(of: "-") else { return nil }
-            return String(t[..<dash])
-        })
+        Set(
+            (xVersion ?? "").split(separator: ",").compactMap { token -> String? in
+                let t = token.trimmingCharacters(in: .whitespaces)
+                guard let dash = t.lastIndex(of: "-") else { return nil }
+                return String(t[..<dash])
+            })
     }
 
     public func decide(path: String, trace rawTrace: String?, xVersion: String?, releasedTo: [String: String] = [:]) -> Decision {
@@ -105,7 +113,8 @@ public struct PinAuthority: Sendable {
         let table = routes.current
         for token in tokens {
             guard let dash = token.lastIndex(of: "-") else { continue }
-            let service = String(token[..<dash]), version = String(token[token.index(after: dash)...])
+            let service = String(token[..<dash])
+            let version = String(token[token.index(after: dash)...])
             guard let r = table.first(where: { $0.service == service }) else { continue }  // not ours: left alone
             pinnedServices.insert(service)
             if atGateway {

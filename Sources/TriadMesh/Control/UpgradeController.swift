@@ -16,8 +16,10 @@ public struct UpgradeRequest: Sendable, Codable, Equatable {
     /// At the drain deadline: retire the old version anyway (default: roll back).
     public var force: Bool?
 
-    public init(service: String, to: String, strategy: String? = nil, command: [String]? = nil, upstream: String? = nil,
-                drainTimeoutSeconds: Double? = nil, force: Bool? = nil) {
+    public init(
+        service: String, to: String, strategy: String? = nil, command: [String]? = nil, upstream: String? = nil,
+        drainTimeoutSeconds: Double? = nil, force: Bool? = nil
+    ) {
         self.service = service
         self.to = to
         self.strategy = strategy
@@ -126,7 +128,8 @@ public actor UpgradeController {
             throw Refusal.unknownService("no service \(request.service) in this mesh (it has \(runtime.routes.current.map(\.service).joined(separator: ", ")))")
         }
         if let running = upgrades[request.service], running.phase == .running {
-            throw Refusal.busy("an upgrade of \(request.service) to \(running.to) (\(running.strategy)) is already running; wait for it or see triad upgrade status")
+            throw Refusal.busy(
+                "an upgrade of \(request.service) to \(running.to) (\(running.strategy)) is already running; wait for it or see triad upgrade status")
         }
         let from = routes.defaultVersion
         guard request.to != from else { throw Refusal.invalid("\(request.service) already runs \(from)") }
@@ -140,7 +143,8 @@ public actor UpgradeController {
         if routes.versions.contains(request.to) {
             if source != nil { throw Refusal.invalid("\(request.service) \(request.to) is already in the mesh; drop --command/--upstream") }
         } else if source == nil {
-            throw Refusal.invalid("\(request.service) has no version \(request.to) (it has \(routes.versions.joined(separator: ", "))); give its --command or --upstream")
+            throw Refusal.invalid(
+                "\(request.service) has no version \(request.to) (it has \(routes.versions.joined(separator: ", "))); give its --command or --upstream")
         }
         if routes.versions.count > 2 || (routes.versions.count == 2 && !routes.versions.contains(request.to)) {
             throw Refusal.invalid("\(request.service) runs \(routes.versions.joined(separator: ", ")): an upgrade starts from one version (plus the target)")
@@ -148,16 +152,20 @@ public actor UpgradeController {
         if canonical != "rolling", runtime.envoyConcurrency > 1 {
             // The lock and the pin checks' rounds rely on one ordered log stream per sidecar:
             // Envoy opens one per worker, and a marker travels in only one of them.
-            throw Refusal.invalid("\(canonical) needs one Envoy worker per sidecar (the trace-set lock reads a marker from the sidecar's one log stream); unset TRIAD_ENVOY_CONCURRENCY or set it to 1")
+            throw Refusal.invalid(
+                "\(canonical) needs one Envoy worker per sidecar (the trace-set lock reads a marker from the sidecar's one log stream); unset TRIAD_ENVOY_CONCURRENCY or set it to 1"
+            )
         }
         if canonical == "BF", await runtime.plan.pinPropagation != .mesh {
             throw Refusal.invalid("BF holds requests in the mesh's pin check, which needs pinPropagation: mesh")
         }
-        let status = UpgradeStatus(service: request.service, from: from, to: request.to, strategy: canonical, phase: .running, steps: [],
-                                   diffSet: nil, mayBreak: nil, message: nil, requestedAt: Date().timeIntervalSince1970)
+        let status = UpgradeStatus(
+            service: request.service, from: from, to: request.to, strategy: canonical, phase: .running, steps: [],
+            diffSet: nil, mayBreak: nil, message: nil, requestedAt: Date().timeIntervalSince1970)
         let drain = Duration.milliseconds(Int64((request.drainTimeoutSeconds ?? 60) * 1000))
-        let run = Run(controller: self, service: request.service, from: from, to: request.to, source: source,
-                      drain: drain, force: request.force ?? false, started: ContinuousClock.now)
+        let run = Run(
+            controller: self, service: request.service, from: from, to: request.to, source: source,
+            drain: drain, force: request.force ?? false, started: ContinuousClock.now)
         upgrades[request.service] = status
         guard case .enqueued = submit.yield((run, canonical)) else {
             upgrades[request.service] = nil
@@ -203,7 +211,8 @@ public actor UpgradeController {
         func execute(_ strategy: String) async {
             let kind = UpgradeMachine.Strategy(rawValue: strategy) ?? .cv
             if kind != .rolling {
-                let runtime = self.runtime, service = self.service
+                let runtime = self.runtime
+                let service = self.service
                 runtime.routes.setBarrier(service, RecordBarrier { await runtime.markerRound(service: service) })
             }
             defer { runtime.routes.setBarrier(service, nil) }
@@ -247,7 +256,8 @@ public actor UpgradeController {
                 let ids = await runtime.instanceIDs(service: service, version: from)
                 let locked = runtime.recorder.drain(instances: ids)
                 await controller.update(service) { $0.diffSet = locked.diffSet.count }
-                await step("locked", "\(service) \(from)'s trace set (\(locked.served) traces) locked and shipped to the gateway; DiffSet \(locked.diffSet.count)")
+                await step(
+                    "locked", "\(service) \(from)'s trace set (\(locked.served) traces) locked and shipped to the gateway; DiffSet \(locked.diffSet.count)")
             case .hold:
                 runtime.routes.hold(service)
                 await step("holding", "requests to \(service) of traces with no past visit wait")
@@ -314,7 +324,8 @@ public actor UpgradeController {
                 }
                 if d.diffSet.count != last {
                     last = d.diffSet.count
-                    let size = last, sample = Array(d.diffSet.prefix(10))
+                    let size = last
+                    let sample = Array(d.diffSet.prefix(10))
                     await controller.update(service) {
                         $0.diffSet = size
                         $0.diffSetSample = sample

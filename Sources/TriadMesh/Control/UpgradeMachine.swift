@@ -15,7 +15,10 @@
 /// ends it `failed` with both versions serving by their pins (`abort`).
 public struct UpgradeMachine: Sendable {
     public enum Strategy: String, Sendable, CaseIterable {
-        case cv = "CV", bf = "BF", wf = "WF", rolling
+        case cv = "CV"
+        case bf = "BF"
+        case wf = "WF"
+        case rolling
     }
 
     public enum Action: Sendable, Equatable {
@@ -89,16 +92,22 @@ public struct UpgradeMachine: Sendable {
         self.force = force
         switch strategy {
         case .cv:
-            items = [.act(.startVersion), .act(.pushPinRoutes), .act(.switchDefault(to: to)), .act(.block(version: from, true)),
-                     .act(.lockTraceSet), .act(.drain(version: from, fromStart: true)), .decide(.cvDrained)]
+            items = [
+                .act(.startVersion), .act(.pushPinRoutes), .act(.switchDefault(to: to)), .act(.block(version: from, true)),
+                .act(.lockTraceSet), .act(.drain(version: from, fromStart: true)), .decide(.cvDrained),
+            ]
         case .bf:
             items = [.act(.startVersion), .act(.pushPinRoutes), .act(.hold), .act(.drain(version: from, fromStart: true)), .decide(.bfDrained)]
         case .wf:
-            items = [.act(.startVersion), .act(.pushPinRoutes), .act(.note(step: "waiting", detail: "waiting for \(service) \(from) to be free")),
-                     .act(.drain(version: from, fromStart: true)), .decide(.wfFree)]
+            items = [
+                .act(.startVersion), .act(.pushPinRoutes), .act(.note(step: "waiting", detail: "waiting for \(service) \(from) to be free")),
+                .act(.drain(version: from, fromStart: true)), .decide(.wfFree),
+            ]
         case .rolling:
-            items = [.act(.startVersion), .act(.setPinRoutes(false)), .act(.switchDefault(to: to)), .act(.retireAtOnce),
-                     .act(.setPinRoutes(true)), Self.completedFinish(service, to)]
+            items = [
+                .act(.startVersion), .act(.setPinRoutes(false)), .act(.switchDefault(to: to)), .act(.retireAtOnce),
+                .act(.setPinRoutes(true)), Self.completedFinish(service, to),
+            ]
         }
     }
 
@@ -144,8 +153,10 @@ public struct UpgradeMachine: Sendable {
     private func rollBack(_ left: Int, unblockingOld: Bool) -> [Item] {
         [.act(.note(step: "drain-deadline", detail: "\(left) transactions still ran on \(from); rolling back"))]
             + (unblockingOld ? [.act(.block(version: from, false))] : [])
-            + [.act(.switchDefault(to: from)), .act(.block(version: to, true)),
-               .act(.drain(version: to, fromStart: false)), .act(.block(version: to, false))]
+            + [
+                .act(.switchDefault(to: from)), .act(.block(version: to, true)),
+                .act(.drain(version: to, fromStart: false)), .act(.block(version: to, false)),
+            ]
             + undoStart
             + [.act(.finish(.rolledBack, "the drain deadline passed with \(left) transactions on \(service) \(from); \(from) is the default again"))]
     }
@@ -161,7 +172,12 @@ public struct UpgradeMachine: Sendable {
                 return [.act(.switchDefault(to: to)), .act(.release(to: to))] + (left == 0 ? completed : forced(left))
             }
             return [.act(.release(to: nil))] + undoStart
-                + [.act(.finish(.rolledBack, "\(service) \(from) was not free before the drain deadline (\(left) transactions); released the held requests, \(from) stays"))]
+                + [
+                    .act(
+                        .finish(
+                            .rolledBack,
+                            "\(service) \(from) was not free before the drain deadline (\(left) transactions); released the held requests, \(from) stays"))
+                ]
         case .wfFree:
             if left == 0 || force {
                 // Transactions that began on the old version between "free" and the switch keep
@@ -169,7 +185,13 @@ public struct UpgradeMachine: Sendable {
                 return [.act(.switchDefault(to: to)), .act(.drain(version: from, fromStart: false)), .decide(.wfLate(left: left))]
             }
             return undoStart
-                + [.act(.finish(.rolledBack, "WF time-out: \(service) \(from) was never free within the drain deadline under load (\(left) transactions on it at the end); nothing changed"))]
+                + [
+                    .act(
+                        .finish(
+                            .rolledBack,
+                            "WF time-out: \(service) \(from) was never free within the drain deadline under load (\(left) transactions on it at the end); nothing changed"
+                        ))
+                ]
         case .wfLate(let before):
             if force { return before == 0 && left == 0 ? completed : forced(before == 0 ? left : before) }
             if left == 0 { return completed }

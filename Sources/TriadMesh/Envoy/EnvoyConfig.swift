@@ -34,7 +34,7 @@ public enum EnvoyConfig {
     public static func sidecar(_ instance: MeshPlan.Instance, plan: MeshPlan) -> Files {
         let cfg = configDirectory(plan, id: instance.sidecar.id)
         var listeners: [JSONValue] = [
-            listener("inbound", port: instance.sidecar.inboundPort, hcm: withoutRecording(inboundHCM(instance, cfg: cfg), plan)),
+            listener("inbound", port: instance.sidecar.inboundPort, hcm: withoutRecording(inboundHCM(instance, cfg: cfg), plan))
         ]
         let blocked = plan.routes(of: instance.service)?.blocked.contains(instance.version) ?? false
         var dynamic: [String: JSONValue] = ["rds-inbound.json": resources([inboundRoutes(instance, blocked: blocked)])]
@@ -50,7 +50,8 @@ public enum EnvoyConfig {
         }
         dynamic["lds.json"] = resources(listeners)
         dynamic["cds.json"] = resources(clusters)
-        return Files(id: instance.sidecar.id, bootstrap: bootstrap(id: instance.sidecar.id, adminPort: instance.sidecar.adminPort, plan: plan), dynamic: dynamic)
+        return Files(
+            id: instance.sidecar.id, bootstrap: bootstrap(id: instance.sidecar.id, adminPort: instance.sidecar.adminPort, plan: plan), dynamic: dynamic)
     }
 
     public static func gateway(plan: MeshPlan) -> Files {
@@ -75,13 +76,19 @@ public enum EnvoyConfig {
             "rds": rds("gateway", cfg: cfg),
             "http_filters": .array(filters),
             // The gateway's trace manager records the transactions that completed.
-            "access_log": [fluentd(tag: "gw", record: [
-                "t": "%REQ(X-B3-TRACEID)%", "s": "%START_TIME(%s.%6f)%", "d": "%DURATION%", "c": "%RESPONSE_CODE%",
-                "r": "%ROUTE_NAME%", "x": "%RESPONSE_CODE_DETAILS%",
-            ])],
+            "access_log": [
+                fluentd(
+                    tag: "gw",
+                    record: [
+                        "t": "%REQ(X-B3-TRACEID)%", "s": "%START_TIME(%s.%6f)%", "d": "%DURATION%", "c": "%RESPONSE_CODE%",
+                        "r": "%ROUTE_NAME%", "x": "%RESPONSE_CODE_DETAILS%",
+                    ])
+            ],
         ]
         if plan.checksPins { hcm["local_reply_config"] = denyAs503 }
-        let listeners: [JSONValue] = [listener("gateway", host: plan.gatewayListen.host, port: plan.gatewayListen.port, hcm: withoutRecording(.object(hcm), plan))]
+        let listeners: [JSONValue] = [
+            listener("gateway", host: plan.gatewayListen.host, port: plan.gatewayListen.port, hcm: withoutRecording(.object(hcm), plan))
+        ]
         dynamic["lds.json"] = resources(listeners)
         dynamic["cds.json"] = resources(clusters)
         return Files(id: id, bootstrap: bootstrap(id: id, adminPort: plan.gatewayAdminPort, plan: plan), dynamic: dynamic)
@@ -98,8 +105,12 @@ public enum EnvoyConfig {
             "admin": ["address": socketAddress("127.0.0.1", adminPort)],
             "static_resources": ["clusters": .array(statics)],
             "dynamic_resources": [
-                "lds_config": ["path_config_source": ["path": .string(cfg + "/lds.json"), "watched_directory": ["path": .string(cfg)]], "resource_api_version": "V3"],
-                "cds_config": ["path_config_source": ["path": .string(cfg + "/cds.json"), "watched_directory": ["path": .string(cfg)]], "resource_api_version": "V3"],
+                "lds_config": [
+                    "path_config_source": ["path": .string(cfg + "/lds.json"), "watched_directory": ["path": .string(cfg)]], "resource_api_version": "V3",
+                ],
+                "cds_config": [
+                    "path_config_source": ["path": .string(cfg + "/cds.json"), "watched_directory": ["path": .string(cfg)]], "resource_api_version": "V3",
+                ],
             ],
         ]
     }
@@ -115,9 +126,13 @@ public enum EnvoyConfig {
             "access_log_options": ["flush_access_log_on_new_request": true],
             // Only what the trace manager needs (two records per request make this the mesh's
             // main per-request cost); times are the receiver's clock, a millisecond later.
-            "access_log": [fluentd(tag: "in.\(instance.sidecar.id)", record: [
-                "t": "%REQ(X-B3-TRACEID)%", "k": "%ACCESS_LOG_TYPE%", "r": "%ROUTE_NAME%",
-            ])],
+            "access_log": [
+                fluentd(
+                    tag: "in.\(instance.sidecar.id)",
+                    record: [
+                        "t": "%REQ(X-B3-TRACEID)%", "k": "%ACCESS_LOG_TYPE%", "r": "%ROUTE_NAME%",
+                    ])
+            ],
         ]
     }
 
@@ -131,10 +146,14 @@ public enum EnvoyConfig {
             "rds": rds("out-\(target)", cfg: cfg),
             "http_filters": .array(filters),
             // Only refusals (503) are shipped from outbound listeners: they are counted, not visits.
-            "access_log": [fluentd(tag: "out.\(instance.sidecar.id)", record: [
-                "t": "%REQ(X-B3-TRACEID)%", "c": "%RESPONSE_CODE%", "r": "%ROUTE_NAME%", "x": "%RESPONSE_CODE_DETAILS%",
-                "p": "%REQ(X-VERSION)%",
-            ], filter: ["status_code_filter": ["comparison": ["op": "EQ", "value": ["default_value": 503, "runtime_key": "triad.log_503"]]]])],
+            "access_log": [
+                fluentd(
+                    tag: "out.\(instance.sidecar.id)",
+                    record: [
+                        "t": "%REQ(X-B3-TRACEID)%", "c": "%RESPONSE_CODE%", "r": "%ROUTE_NAME%", "x": "%RESPONSE_CODE_DETAILS%",
+                        "p": "%REQ(X-VERSION)%",
+                    ], filter: ["status_code_filter": ["comparison": ["op": "EQ", "value": ["default_value": 503, "runtime_key": "triad.log_503"]]]])
+            ],
         ]
         if plan.checksPins { hcm["local_reply_config"] = denyAs503 }
         return .object(hcm)
@@ -190,8 +209,10 @@ public enum EnvoyConfig {
     /// caller's sidecar: a new stream that re-selects the route against the current table
     /// (`retry_policy` would stay on the same cluster: it never re-selects the route).
     static func routeAction(_ cluster: String) -> JSONValue {
-        ["cluster": .string(cluster), "timeout": "0s",
-         "internal_redirect_policy": ["redirect_response_codes": [307], "max_internal_redirects": 2]]
+        [
+            "cluster": .string(cluster), "timeout": "0s",
+            "internal_redirect_policy": ["redirect_response_codes": [307], "max_internal_redirects": 2],
+        ]
     }
 
     public static func inboundRoutes(_ instance: MeshPlan.Instance, blocked: Bool = false) -> JSONValue {
@@ -200,22 +221,29 @@ public enum EnvoyConfig {
         var routes: [JSONValue] = [["name": .string(markerRoute), "match": ["path": .string(markerPath)], "direct_response": ["status": 204]]]
         if blocked {
             // Only requests pinned to this version get in.
-            routes.append(["name": .string("local:\(instance.pin)"), "match": ["prefix": "/", "headers": [pinMatch(instance.service, versionRegex: escape(instance.version))]],
-                           "route": ["cluster": "local", "timeout": "0s"]])
-            routes.append(["name": .string(blockedRoute), "match": ["prefix": "/"],
-                           "redirect": ["response_code": "TEMPORARY_REDIRECT"]])
+            routes.append([
+                "name": .string("local:\(instance.pin)"),
+                "match": ["prefix": "/", "headers": [pinMatch(instance.service, versionRegex: escape(instance.version))]],
+                "route": ["cluster": "local", "timeout": "0s"],
+            ])
+            routes.append([
+                "name": .string(blockedRoute), "match": ["prefix": "/"],
+                "redirect": ["response_code": "TEMPORARY_REDIRECT"],
+            ])
         } else {
             routes.append(["name": .string("local:\(instance.pin)"), "match": ["prefix": "/"], "route": ["cluster": "local", "timeout": "0s"]])
         }
         return [
             "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
             "name": "inbound",
-            "virtual_hosts": [[
-                "name": "local", "domains": ["*"],
-                "routes": .array(routes),
-                // The sidecar knows the version it serves: every response says it.
-                "response_headers_to_add": [header("x-version", instance.pin)],
-            ]],
+            "virtual_hosts": [
+                [
+                    "name": "local", "domains": ["*"],
+                    "routes": .array(routes),
+                    // The sidecar knows the version it serves: every response says it.
+                    "response_headers_to_add": [header("x-version", instance.pin)],
+                ]
+            ],
         ]
     }
 
@@ -253,7 +281,9 @@ public enum EnvoyConfig {
             // early fails the request (an authz check is not retried: http_service.retry_policy
             // made Envoy 1.40 fail BF's long-held checks with 503s, seen in the upgrade test).
             "name": .string(name), "type": "STATIC", "connect_timeout": "2s",
-            "load_assignment": ["cluster_name": .string(name), "endpoints": [["lb_endpoints": [["endpoint": ["address": ["pipe": ["path": .string(path)]]]]]]]],
+            "load_assignment": [
+                "cluster_name": .string(name), "endpoints": [["lb_endpoints": [["endpoint": ["address": ["pipe": ["path": .string(path)]]]]]]],
+            ],
         ]
     }
 
@@ -279,8 +309,12 @@ public enum EnvoyConfig {
     }
 
     static func rds(_ name: String, cfg: String) -> JSONValue {
-        ["route_config_name": .string(name),
-         "config_source": ["path_config_source": ["path": .string("\(cfg)/rds-\(name).json"), "watched_directory": ["path": .string(cfg)]], "resource_api_version": "V3"]]
+        [
+            "route_config_name": .string(name),
+            "config_source": [
+                "path_config_source": ["path": .string("\(cfg)/rds-\(name).json"), "watched_directory": ["path": .string(cfg)]], "resource_api_version": "V3",
+            ],
+        ]
     }
 
     static func socketAddress(_ host: String, _ port: Int) -> JSONValue {
@@ -345,7 +379,7 @@ public enum EnvoyConfig {
 
     /// Turns the pin check off for a route table (ServiceRoutes.pinsMatter).
     static let skipPinCheck: JSONValue = [
-        "envoy.filters.http.ext_authz": ["@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", "disabled": true],
+        "envoy.filters.http.ext_authz": ["@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", "disabled": true]
     ]
 
     /// An authz deny is a 403 (a 5xx would lose the body); the client sees 503 with the problem.
@@ -362,20 +396,22 @@ public enum EnvoyConfig {
         "name": "envoy.filters.http.lua",
         "typed_config": [
             "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-            "default_source_code": ["inline_string": """
-            function envoy_on_request(h)
-              local hs = h:headers()
-              local t = hs:get("x-b3-traceid")
-              if t ~= nil and t ~= "" then return end
-              local id = nil
-              local tp = hs:get("traceparent")
-              if tp ~= nil then id = string.match(tp, "^%x%x%-(%x+)%-%x+%-%x%x$") end
-              if id == nil or string.match(id, "^0+$") then
-                id = (string.gsub(hs:get("x-request-id") or "", "[^%x]", ""))
-              end
-              if id ~= "" then hs:replace("x-b3-traceid", string.lower(id)) end
-            end
-            """],
+            "default_source_code": [
+                "inline_string": """
+                function envoy_on_request(h)
+                  local hs = h:headers()
+                  local t = hs:get("x-b3-traceid")
+                  if t ~= nil and t ~= "" then return end
+                  local id = nil
+                  local tp = hs:get("traceparent")
+                  if tp ~= nil then id = string.match(tp, "^%x%x%-(%x+)%-%x+%-%x%x$") end
+                  if id == nil or string.match(id, "^0+$") then
+                    id = (string.gsub(hs:get("x-request-id") or "", "[^%x]", ""))
+                  end
+                  if id ~= "" then hs:replace("x-b3-traceid", string.lower(id)) end
+                end
+                """
+            ],
         ],
     ]
 }

@@ -33,7 +33,8 @@ public enum EnvoyFiles {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(adminPort)/stats?filter=\(query)")
         request.method = .GET
         guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(2)), response.status == .ok,
-              let body = try? await response.body.collect(upTo: 1 << 20) else { return nil }
+            let body = try? await response.body.collect(upTo: 1 << 20)
+        else { return nil }
         for line in String(buffer: body).split(separator: "\n") {
             let parts = line.split(separator: ":", maxSplits: 1)
             if parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces) == name {

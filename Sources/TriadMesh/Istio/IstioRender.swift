@@ -14,8 +14,10 @@ public enum IstioRender {
         public var port: Int
         /// Where the trace managers receive the access-log stream (fluentd Forward over TCP).
         public var traceManager: String
-        public init(service: String, from: String, to: String, namespace: String = "default", port: Int = 8080,
-                    traceManager: String = "triad-trace-manager.triad-system.svc.cluster.local:24224") {
+        public init(
+            service: String, from: String, to: String, namespace: String = "default", port: Int = 8080,
+            traceManager: String = "triad-trace-manager.triad-system.svc.cluster.local:24224"
+        ) {
             self.service = service
             self.from = from
             self.to = to
@@ -47,38 +49,58 @@ public enum IstioRender {
     public static func steps(_ o: Options) -> [Step] {
         let s = o.service
         return [
-            Step(name: "initial", comment: [
-                "The shape before the upgrade (figures 10 and 11): every request to \(s) goes to \(o.from), and",
-                "each response says so in x-version. The trace managers' access logs are in place.",
-            ], documents: [virtualService(o, versions: [o.from], defaultVersion: o.from), destinationRule(o, versions: [o.from]),
-                           traceRecording(o), gatewayRecording(o)], delete: []),
-            Step(name: "started", comment: [
-                "Deploy \(s) \(o.to) (pods labelled version: \(o.to)) and wait until it is ready. Then add its subset",
-                "(figure 15), the pin routes with the default still \(o.from) (figure 14), and let callers' sidecars",
-                "follow a blocked version's 307 internally. Wait until every caller's sidecar has the routes",
-                "(istioctl proxy-status: SYNCED) before the next step.",
-            ], documents: [destinationRule(o, versions: [o.from, o.to]), virtualService(o, versions: [o.from, o.to], defaultVersion: o.from),
-                           internalRedirect(o)], delete: []),
-            Step(name: "default-switched", comment: [
-                "Switch the default to \(o.to) (figure 17). Pinned requests keep their version. Wait for SYNCED.",
-            ], documents: [virtualService(o, versions: [o.from, o.to], defaultVersion: o.to)], delete: []),
-            Step(name: "blocked", comment: [
-                "Block unpinned requests at \(s) \(o.from): its inbound sidecar answers 307 to the same URL, which the",
-                "caller's sidecar follows with a fresh route choice, landing on \(o.to). The application never sees it.",
-                "Wait until every \(o.from) sidecar has it (SYNCED) before the lock.",
-            ], documents: [block(o)], delete: []),
-            Step(name: "locked", comment: [
-                "Lock \(o.from)'s trace sets after the trace manager read a marker sent through each \(o.from) sidecar",
-                "(GET \(EnvoyConfig.markerPath) with x-b3-traceid: triad-marker-<n>), ship them to the gateway's trace",
-                "manager; DiffSet = served - completed. No documents: this is the trace managers' API.",
-            ], documents: [], delete: []),
-            Step(name: "retired", comment: [
-                "When DiffSet is empty, delete \(s) \(o.from)'s Deployment and the block.",
-            ], documents: [], delete: ["Deployment/\(s)-\(o.from)", "EnvoyFilter/\(s)-\(o.from)-block"]),
-            Step(name: "cleaned", comment: [
-                "Back to the initial shape with \(o.to) only (figures 22 and 23).",
-            ], documents: [virtualService(o, versions: [o.to], defaultVersion: o.to), destinationRule(o, versions: [o.to])],
-            delete: ["EnvoyFilter/\(s)-internal-redirect"]),
+            Step(
+                name: "initial",
+                comment: [
+                    "The shape before the upgrade (figures 10 and 11): every request to \(s) goes to \(o.from), and",
+                    "each response says so in x-version. The trace managers' access logs are in place.",
+                ],
+                documents: [
+                    virtualService(o, versions: [o.from], defaultVersion: o.from), destinationRule(o, versions: [o.from]),
+                    traceRecording(o), gatewayRecording(o),
+                ], delete: []),
+            Step(
+                name: "started",
+                comment: [
+                    "Deploy \(s) \(o.to) (pods labelled version: \(o.to)) and wait until it is ready. Then add its subset",
+                    "(figure 15), the pin routes with the default still \(o.from) (figure 14), and let callers' sidecars",
+                    "follow a blocked version's 307 internally. Wait until every caller's sidecar has the routes",
+                    "(istioctl proxy-status: SYNCED) before the next step.",
+                ],
+                documents: [
+                    destinationRule(o, versions: [o.from, o.to]), virtualService(o, versions: [o.from, o.to], defaultVersion: o.from),
+                    internalRedirect(o),
+                ], delete: []),
+            Step(
+                name: "default-switched",
+                comment: [
+                    "Switch the default to \(o.to) (figure 17). Pinned requests keep their version. Wait for SYNCED."
+                ], documents: [virtualService(o, versions: [o.from, o.to], defaultVersion: o.to)], delete: []),
+            Step(
+                name: "blocked",
+                comment: [
+                    "Block unpinned requests at \(s) \(o.from): its inbound sidecar answers 307 to the same URL, which the",
+                    "caller's sidecar follows with a fresh route choice, landing on \(o.to). The application never sees it.",
+                    "Wait until every \(o.from) sidecar has it (SYNCED) before the lock.",
+                ], documents: [block(o)], delete: []),
+            Step(
+                name: "locked",
+                comment: [
+                    "Lock \(o.from)'s trace sets after the trace manager read a marker sent through each \(o.from) sidecar",
+                    "(GET \(EnvoyConfig.markerPath) with x-b3-traceid: triad-marker-<n>), ship them to the gateway's trace",
+                    "manager; DiffSet = served - completed. No documents: this is the trace managers' API.",
+                ], documents: [], delete: []),
+            Step(
+                name: "retired",
+                comment: [
+                    "When DiffSet is empty, delete \(s) \(o.from)'s Deployment and the block."
+                ], documents: [], delete: ["Deployment/\(s)-\(o.from)", "EnvoyFilter/\(s)-\(o.from)-block"]),
+            Step(
+                name: "cleaned",
+                comment: [
+                    "Back to the initial shape with \(o.to) only (figures 22 and 23)."
+                ], documents: [virtualService(o, versions: [o.to], defaultVersion: o.to), destinationRule(o, versions: [o.to])],
+                delete: ["EnvoyFilter/\(s)-internal-redirect"]),
         ]
     }
 
@@ -111,7 +133,7 @@ public enum IstioRender {
 
     static func route(_ o: Options, _ version: String) -> Node {
         .map([
-            ("destination", .map([("host", .string(host(o))), ("subset", .string(version))])),
+            ("destination", .map([("host", .string(host(o))), ("subset", .string(version))]))
         ])
     }
 
@@ -124,19 +146,21 @@ public enum IstioRender {
         var http: [Node] = []
         if versions.count > 1 {
             for v in versions {
-                http.append(.map([
-                    ("name", .string("pin-\(v)")),
-                    ("match", .list([.map([("headers", .map([("x-version", .map([("regex", .string(pinRegex(o.service, v)))]))]))])])),
-                    ("route", .list([route(o, v)])),
-                    ("headers", responseHeader(o, v)),
-                ]))
+                http.append(
+                    .map([
+                        ("name", .string("pin-\(v)")),
+                        ("match", .list([.map([("headers", .map([("x-version", .map([("regex", .string(pinRegex(o.service, v)))]))]))])])),
+                        ("route", .list([route(o, v)])),
+                        ("headers", responseHeader(o, v)),
+                    ]))
             }
         }
-        http.append(.map([
-            ("name", .string("default")),
-            ("route", .list([route(o, defaultVersion)])),
-            ("headers", responseHeader(o, defaultVersion)),
-        ]))
+        http.append(
+            .map([
+                ("name", .string("default")),
+                ("route", .list([route(o, defaultVersion)])),
+                ("headers", responseHeader(o, defaultVersion)),
+            ]))
         return .map([
             ("apiVersion", .string("networking.istio.io/v1")),
             ("kind", .string("VirtualService")),
@@ -151,10 +175,13 @@ public enum IstioRender {
             ("apiVersion", .string("networking.istio.io/v1")),
             ("kind", .string("DestinationRule")),
             ("metadata", metadata(o.service, o)),
-            ("spec", .map([
-                ("host", .string(host(o))),
-                ("subsets", .list(versions.map { v in .map([("name", .string(v)), ("labels", .map([("version", .string(v))]))]) })),
-            ])),
+            (
+                "spec",
+                .map([
+                    ("host", .string(host(o))),
+                    ("subsets", .list(versions.map { v in .map([("name", .string(v)), ("labels", .map([("version", .string(v))]))]) })),
+                ])
+            ),
         ])
     }
 
@@ -165,32 +192,92 @@ public enum IstioRender {
             ("apiVersion", .string("networking.istio.io/v1alpha3")),
             ("kind", .string("EnvoyFilter")),
             ("metadata", metadata("\(o.service)-trace-recording", o)),
-            ("spec", .map([
-                ("workloadSelector", .map([("labels", .map([("app", .string(o.service))]))])),
-                ("configPatches", .list([.map([
-                    ("applyTo", .string("NETWORK_FILTER")),
-                    ("match", .map([("context", .string("SIDECAR_INBOUND")),
-                                    ("listener", .map([("filterChain", .map([("filter", .map([("name", .string("envoy.filters.network.http_connection_manager"))]))]))]))])),
-                    ("patch", .map([("operation", .string("MERGE")), ("value", .map([("typed_config", .map([
-                        ("@type", .string("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")),
-                        ("access_log_options", .map([("flush_access_log_on_new_request", .bool(true))])),
-                        ("access_log", .list([fluentd(o, tag: "in", record: [
-                            ("t", "%REQ(X-B3-TRACEID)%"), ("k", "%ACCESS_LOG_TYPE%"), ("s", "%START_TIME(%s.%6f)%"),
-                            ("d", "%DURATION%"), ("c", "%RESPONSE_CODE%"), ("r", "%ROUTE_NAME%"), ("p", "%REQ(:PATH)%"),
-                        ])])),
-                    ]))]))])),
-                ]), .map([
-                    // The marker the trace manager waits for before it locks a trace set.
-                    ("applyTo", .string("HTTP_ROUTE")),
-                    ("match", .map([("context", .string("SIDECAR_INBOUND")),
-                                    ("routeConfiguration", .map([("vhost", .map([("name", .string("inbound|http|\(o.port)"))]))]))])),
-                    ("patch", .map([("operation", .string("INSERT_FIRST")), ("value", .map([
-                        ("name", .string("triad-marker")),
-                        ("match", .map([("path", .string(EnvoyConfig.markerPath))])),
-                        ("direct_response", .map([("status", .int(204))])),
-                    ]))])),
-                ])])),
-            ])),
+            (
+                "spec",
+                .map([
+                    ("workloadSelector", .map([("labels", .map([("app", .string(o.service))]))])),
+                    (
+                        "configPatches",
+                        .list([
+                            .map([
+                                ("applyTo", .string("NETWORK_FILTER")),
+                                (
+                                    "match",
+                                    .map([
+                                        ("context", .string("SIDECAR_INBOUND")),
+                                        (
+                                            "listener",
+                                            .map([
+                                                ("filterChain", .map([("filter", .map([("name", .string("envoy.filters.network.http_connection_manager"))]))]))
+                                            ])
+                                        ),
+                                    ])
+                                ),
+                                (
+                                    "patch",
+                                    .map([
+                                        ("operation", .string("MERGE")),
+                                        (
+                                            "value",
+                                            .map([
+                                                (
+                                                    "typed_config",
+                                                    .map([
+                                                        (
+                                                            "@type",
+                                                            .string(
+                                                                "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+                                                            )
+                                                        ),
+                                                        ("access_log_options", .map([("flush_access_log_on_new_request", .bool(true))])),
+                                                        (
+                                                            "access_log",
+                                                            .list([
+                                                                fluentd(
+                                                                    o, tag: "in",
+                                                                    record: [
+                                                                        ("t", "%REQ(X-B3-TRACEID)%"), ("k", "%ACCESS_LOG_TYPE%"), ("s", "%START_TIME(%s.%6f)%"),
+                                                                        ("d", "%DURATION%"), ("c", "%RESPONSE_CODE%"), ("r", "%ROUTE_NAME%"),
+                                                                        ("p", "%REQ(:PATH)%"),
+                                                                    ])
+                                                            ])
+                                                        ),
+                                                    ])
+                                                )
+                                            ])
+                                        ),
+                                    ])
+                                ),
+                            ]),
+                            .map([
+                                // The marker the trace manager waits for before it locks a trace set.
+                                ("applyTo", .string("HTTP_ROUTE")),
+                                (
+                                    "match",
+                                    .map([
+                                        ("context", .string("SIDECAR_INBOUND")),
+                                        ("routeConfiguration", .map([("vhost", .map([("name", .string("inbound|http|\(o.port)"))]))])),
+                                    ])
+                                ),
+                                (
+                                    "patch",
+                                    .map([
+                                        ("operation", .string("INSERT_FIRST")),
+                                        (
+                                            "value",
+                                            .map([
+                                                ("name", .string("triad-marker")),
+                                                ("match", .map([("path", .string(EnvoyConfig.markerPath))])),
+                                                ("direct_response", .map([("status", .int(204))])),
+                                            ])
+                                        ),
+                                    ])
+                                ),
+                            ]),
+                        ])
+                    ),
+                ])
+            ),
         ])
     }
 
@@ -199,37 +286,93 @@ public enum IstioRender {
         .map([
             ("apiVersion", .string("networking.istio.io/v1alpha3")),
             ("kind", .string("EnvoyFilter")),
-            ("metadata", .map([("name", .string("triad-gateway-recording")), ("namespace", .string("istio-system")),
-                               ("labels", .map([("app.kubernetes.io/managed-by", .string("triad"))]))])),
-            ("spec", .map([
-                ("workloadSelector", .map([("labels", .map([("istio", .string("ingressgateway"))]))])),
-                ("configPatches", .list([.map([
-                    ("applyTo", .string("NETWORK_FILTER")),
-                    ("match", .map([("context", .string("GATEWAY")),
-                                    ("listener", .map([("filterChain", .map([("filter", .map([("name", .string("envoy.filters.network.http_connection_manager"))]))]))]))])),
-                    ("patch", .map([("operation", .string("MERGE")), ("value", .map([("typed_config", .map([
-                        ("@type", .string("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")),
-                        ("access_log", .list([fluentd(o, tag: "gw", record: [
-                            ("t", "%REQ(X-B3-TRACEID)%"), ("s", "%START_TIME(%s.%6f)%"), ("d", "%DURATION%"), ("c", "%RESPONSE_CODE%"),
-                        ])])),
-                    ]))]))])),
-                ])])),
-            ])),
+            (
+                "metadata",
+                .map([
+                    ("name", .string("triad-gateway-recording")), ("namespace", .string("istio-system")),
+                    ("labels", .map([("app.kubernetes.io/managed-by", .string("triad"))])),
+                ])
+            ),
+            (
+                "spec",
+                .map([
+                    ("workloadSelector", .map([("labels", .map([("istio", .string("ingressgateway"))]))])),
+                    (
+                        "configPatches",
+                        .list([
+                            .map([
+                                ("applyTo", .string("NETWORK_FILTER")),
+                                (
+                                    "match",
+                                    .map([
+                                        ("context", .string("GATEWAY")),
+                                        (
+                                            "listener",
+                                            .map([
+                                                ("filterChain", .map([("filter", .map([("name", .string("envoy.filters.network.http_connection_manager"))]))]))
+                                            ])
+                                        ),
+                                    ])
+                                ),
+                                (
+                                    "patch",
+                                    .map([
+                                        ("operation", .string("MERGE")),
+                                        (
+                                            "value",
+                                            .map([
+                                                (
+                                                    "typed_config",
+                                                    .map([
+                                                        (
+                                                            "@type",
+                                                            .string(
+                                                                "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+                                                            )
+                                                        ),
+                                                        (
+                                                            "access_log",
+                                                            .list([
+                                                                fluentd(
+                                                                    o, tag: "gw",
+                                                                    record: [
+                                                                        ("t", "%REQ(X-B3-TRACEID)%"), ("s", "%START_TIME(%s.%6f)%"), ("d", "%DURATION%"),
+                                                                        ("c", "%RESPONSE_CODE%"),
+                                                                    ])
+                                                            ])
+                                                        ),
+                                                    ])
+                                                )
+                                            ])
+                                        ),
+                                    ])
+                                ),
+                            ])
+                        ])
+                    ),
+                ])
+            ),
         ])
     }
 
     static func fluentd(_ o: Options, tag: String, record: [(String, String)]) -> Node {
         .map([
             ("name", .string("envoy.access_loggers.fluentd")),
-            ("typed_config", .map([
-                ("@type", .string("type.googleapis.com/envoy.extensions.access_loggers.fluentd.v3.FluentdAccessLogConfig")),
-                ("cluster", .string("outbound|\(o.traceManager.split(separator: ":").last ?? "24224")||\(o.traceManager.split(separator: ":").first ?? "")")),
-                ("tag", .string(tag)),
-                ("stat_prefix", .string("triad_log")),
-                ("buffer_size_bytes", .int(1)),
-                ("buffer_flush_interval", .string("0.001s")),
-                ("record", .map(record.map { ($0.0, .string($0.1)) })),
-            ])),
+            (
+                "typed_config",
+                .map([
+                    ("@type", .string("type.googleapis.com/envoy.extensions.access_loggers.fluentd.v3.FluentdAccessLogConfig")),
+                    (
+                        "cluster",
+                        .string("outbound|\(o.traceManager.split(separator: ":").last ?? "24224")||\(o.traceManager.split(separator: ":").first ?? "")")
+                    ),
+                    ("tag", .string(tag)),
+                    ("stat_prefix", .string("triad_log")),
+                    ("buffer_size_bytes", .int(1)),
+                    ("buffer_flush_interval", .string("0.001s")),
+                    ("record", .map(record.map { ($0.0, .string($0.1)) })),
+                ])
+            ),
         ])
     }
 
@@ -240,16 +383,46 @@ public enum IstioRender {
             ("apiVersion", .string("networking.istio.io/v1alpha3")),
             ("kind", .string("EnvoyFilter")),
             ("metadata", metadata("\(o.service)-internal-redirect", o)),
-            ("spec", .map([
-                ("configPatches", .list([.map([
-                    ("applyTo", .string("HTTP_ROUTE")),
-                    ("match", .map([("context", .string("SIDECAR_OUTBOUND")),
-                                    ("routeConfiguration", .map([("vhost", .map([("name", .string("\(host(o)):\(o.port)"))]))]))])),
-                    ("patch", .map([("operation", .string("MERGE")), ("value", .map([("route", .map([
-                        ("internal_redirect_policy", .map([("redirect_response_codes", .list([.int(307)])), ("max_internal_redirects", .int(2))])),
-                    ]))]))])),
-                ])])),
-            ])),
+            (
+                "spec",
+                .map([
+                    (
+                        "configPatches",
+                        .list([
+                            .map([
+                                ("applyTo", .string("HTTP_ROUTE")),
+                                (
+                                    "match",
+                                    .map([
+                                        ("context", .string("SIDECAR_OUTBOUND")),
+                                        ("routeConfiguration", .map([("vhost", .map([("name", .string("\(host(o)):\(o.port)"))]))])),
+                                    ])
+                                ),
+                                (
+                                    "patch",
+                                    .map([
+                                        ("operation", .string("MERGE")),
+                                        (
+                                            "value",
+                                            .map([
+                                                (
+                                                    "route",
+                                                    .map([
+                                                        (
+                                                            "internal_redirect_policy",
+                                                            .map([("redirect_response_codes", .list([.int(307)])), ("max_internal_redirects", .int(2))])
+                                                        )
+                                                    ])
+                                                )
+                                            ])
+                                        ),
+                                    ])
+                                ),
+                            ])
+                        ])
+                    )
+                ])
+            ),
         ])
     }
 
@@ -261,24 +434,60 @@ public enum IstioRender {
             ("apiVersion", .string("networking.istio.io/v1alpha3")),
             ("kind", .string("EnvoyFilter")),
             ("metadata", metadata("\(o.service)-\(o.from)-block", o)),
-            ("spec", .map([
-                ("workloadSelector", .map([("labels", .map([("app", .string(o.service)), ("version", .string(o.from))]))])),
-                ("configPatches", .list([.map([
-                    ("applyTo", .string("HTTP_ROUTE")),
-                    ("match", .map([("context", .string("SIDECAR_INBOUND")),
-                                    ("routeConfiguration", .map([("vhost", .map([("name", .string("inbound|http|\(o.port)"))]))]))])),
-                    ("patch", .map([("operation", .string("INSERT_FIRST")), ("value", .map([
-                        ("name", .string(EnvoyConfig.blockedRoute)),
-                        ("match", .map([("prefix", .string("/")), ("headers", .list([.map([
-                            ("name", .string("x-version")),
-                            ("string_match", .map([("safe_regex", .map([("regex", .string(pinRegex(o.service, o.from)))]))])),
-                            ("invert_match", .bool(true)),
-                            ("treat_missing_header_as_empty", .bool(true)),
-                        ])]))])),
-                        ("redirect", .map([("response_code", .string("TEMPORARY_REDIRECT"))])),
-                    ]))])),
-                ])])),
-            ])),
+            (
+                "spec",
+                .map([
+                    ("workloadSelector", .map([("labels", .map([("app", .string(o.service)), ("version", .string(o.from))]))])),
+                    (
+                        "configPatches",
+                        .list([
+                            .map([
+                                ("applyTo", .string("HTTP_ROUTE")),
+                                (
+                                    "match",
+                                    .map([
+                                        ("context", .string("SIDECAR_INBOUND")),
+                                        ("routeConfiguration", .map([("vhost", .map([("name", .string("inbound|http|\(o.port)"))]))])),
+                                    ])
+                                ),
+                                (
+                                    "patch",
+                                    .map([
+                                        ("operation", .string("INSERT_FIRST")),
+                                        (
+                                            "value",
+                                            .map([
+                                                ("name", .string(EnvoyConfig.blockedRoute)),
+                                                (
+                                                    "match",
+                                                    .map([
+                                                        ("prefix", .string("/")),
+                                                        (
+                                                            "headers",
+                                                            .list([
+                                                                .map([
+                                                                    ("name", .string("x-version")),
+                                                                    (
+                                                                        "string_match",
+                                                                        .map([("safe_regex", .map([("regex", .string(pinRegex(o.service, o.from)))]))])
+                                                                    ),
+                                                                    ("invert_match", .bool(true)),
+                                                                    ("treat_missing_header_as_empty", .bool(true)),
+                                                                ])
+                                                            ])
+                                                        ),
+                                                    ])
+                                                ),
+                                                ("redirect", .map([("response_code", .string("TEMPORARY_REDIRECT"))])),
+                                            ])
+                                        ),
+                                    ])
+                                ),
+                            ])
+                        ])
+                    ),
+                ])
+            ),
         ])
     }
 }
@@ -296,7 +505,9 @@ extension IstioRender.Node {
                 case .map(let p) where !p.isEmpty: out += "\(pad)\(Self.scalar(k)):\n" + v.yaml(indent: indent + 2)
                 case .list(let l) where !l.isEmpty: out += "\(pad)\(Self.scalar(k)):\n" + v.yaml(indent: indent)
                 case .string(let s) where s.contains("\n"):
-                    out += "\(pad)\(Self.scalar(k)): |\n" + s.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map { $0.isEmpty ? "\n" : "\(pad)  \($0)\n" }.joined()
+                    out +=
+                        "\(pad)\(Self.scalar(k)): |\n"
+                        + s.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map { $0.isEmpty ? "\n" : "\(pad)  \($0)\n" }.joined()
                 default: out += "\(pad)\(Self.scalar(k)): \(v.inline)\n"
                 }
             }
@@ -330,7 +541,8 @@ extension IstioRender.Node {
     }
 
     static func scalar(_ s: String) -> String {
-        let plain = s.allSatisfy { $0.isLetter || $0.isNumber || "-_./".contains($0) } && !s.isEmpty
+        let plain =
+            s.allSatisfy { $0.isLetter || $0.isNumber || "-_./".contains($0) } && !s.isEmpty
             && !["true", "false", "yes", "no", "null", "on", "off", "~"].contains(s.lowercased())
             && !(s.first?.isNumber ?? false)
         if plain { return s }

@@ -64,7 +64,10 @@ public enum MsgPackDecoder {
         let start = offset
         let b = bytes[offset]
         offset += 1
-        func restart() -> MsgPackValue? { offset = start; return nil }
+        func restart() -> MsgPackValue? {
+            offset = start
+            return nil
+        }
         func sized(_ width: Int) -> Int? { need(width) ? Int(be(width)) : nil }
         func str(_ n: Int?) -> MsgPackValue? {
             guard let n, let r = raw(n) else { return restart() }
@@ -89,7 +92,8 @@ public enum MsgPackDecoder {
             var pairs: [(MsgPackValue, MsgPackValue)] = []
             for _ in 0..<n {
                 guard let k = try decode(bytes, offset: &offset, depth: depth + 1),
-                      let v = try decode(bytes, offset: &offset, depth: depth + 1) else { return restart() }
+                    let v = try decode(bytes, offset: &offset, depth: depth + 1)
+                else { return restart() }
                 pairs.append((k, v))
             }
             return .map(pairs)

@@ -145,7 +145,7 @@ struct PinTable: Sendable {
 /// the authz checks (on the request path, so one short lock) and by the control API.
 public final class MeshRecorder: Sendable {
     struct State: Sendable {
-        var managers: [String: TraceManager] = [:]   // by sidecar id
+        var managers: [String: TraceManager] = [:]  // by sidecar id
         var gateway = GatewayTraceManager()
         var pins = PinTable()
         var unknownPinRefusals = 0
@@ -165,6 +165,16 @@ public final class MeshRecorder: Sendable {
         var archivedFailed = 0
         var archivedFailures: [AuditReport.Failure] = []
         var recordsSincePrune = 0
+        /// BF: held requests waiting for their trace's pin to one service, by trace.
+        var pinWaiters: [String: [PinWaiter]] = [:]
+        /// The update controller waiting for a marker ("<instance> <marker>") to be read.
+        var markerWaiters: [String: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter = 0
+    }
+    struct PinWaiter: Sendable {
+        let id: Int
+        let service: String
+        let continuation: CheckedContinuation<Void, Never>
     }
     /// A completed transaction's visits are freed this long after it ended (the audit keeps
     /// its count); a drain only asks about transactions that have not completed.
@@ -189,52 +199,103 @@ public final class MeshRecorder: Sendable {
     public func ingest(_ record: LogRecord) {
         let f = record.fields
         let trace = Self.normalize(f["t"])
-        state.withLock { s in
-            s.records += 1
-            s.recordsSincePrune += 1
-            if s.recordsSincePrune >= Self.pruneEveryRecords {
-                s.recordsSincePrune = 0
-                Self.prune(&s, endedBefore: Date().timeIntervalSince1970 - Self.retentionSeconds)
+        let pinned = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            Self.ingest(record, fields: f, trace: trace, into: &s)
+            // A marker someone waits for is theirs (read once); they go on outside the lock.
+            if !s.markerWaiters.isEmpty {
+                let read = s.markerWaiters.keys.filter { s.markers.contains($0) }
+                if !read.isEmpty {
+                    return read.compactMap { key in
+                        s.markers.remove(key)
+                        return s.markerWaiters.removeValue(forKey: key)
+                    }
+                }
             }
-            if record.tag.hasPrefix("in.") {
-                let id = String(record.tag.dropFirst(3))
-                // Mutated in place through the dictionary: a copy taken out and put back would
-                // copy the whole TraceidSet on every record (copy-on-write; seen in perf).
-                guard let service = s.managers[id]?.service, let version = s.managers[id]?.version else { s.unknownSources += 1; return }
-                guard let trace else { return }
-                // The update controller's marker: everything this sidecar logged before it has
-                // now been read (one ordered stream per Envoy worker). Not a visit.
-                if f["r"] == EnvoyConfig.markerRoute {
-                    s.markers.insert(id + " " + trace)
-                    return
+            // Held requests of this trace whose pin is now known go on.
+            guard !s.pinWaiters.isEmpty, let trace, let waiting = s.pinWaiters[trace] else { return [] }
+            let (now, later) = (waiting.filter { s.pins.pin(trace, $0.service) != nil }, waiting.filter { s.pins.pin(trace, $0.service) == nil })
+            s.pinWaiters[trace] = later.isEmpty ? nil : later
+            return now.map(\.continuation)
+        }
+        for c in pinned { c.resume() }
+    }
+
+    /// Returns once `trace` has a pin to `service` (at once if it has), or when the caller is cancelled.
+    public func waitForPin(trace rawTrace: String, service: String) async {
+        let trace = rawTrace.lowercased()
+        let id = state.withLock { s in
+            defer { s.nextWaiter += 1 }
+            return s.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    if s.pins.pin(trace, service) != nil || Task.isCancelled { return true }
+                    s.pinWaiters[trace, default: []].append(PinWaiter(id: id, service: service, continuation: c))
+                    return false
                 }
-                // Refused by a blocked version (CV) and re-routed by the caller: never reached
-                // the version, not a visit (docs/mesh.md).
-                if f["r"] == EnvoyConfig.blockedRoute {
-                    if f["k"] == "DownstreamStart" { s.blockedRefusals += 1 }
-                    return
-                }
-                // Sidecars send no times (EnvoyConfig.inboundHCM): the receiver's clock is close enough.
-                let start = Double(f["s"] ?? "") ?? Date().timeIntervalSince1970
-                if f["k"] == "DownstreamStart" {
-                    if s.managers[id]!.admitted(trace, at: start) { s.pins.learn(trace, service, version) }
-                } else {
-                    let duration = Double(f["d"] ?? "") ?? 0
-                    s.managers[id]!.ended(trace, at: start + duration / 1000)
-                    // An end record without a start (lost) still teaches the pin.
-                    s.pins.learn(trace, service, version)
-                }
-            } else if record.tag == "gw" {
-                if f["r"] == EnvoyConfig.unknownPinRoute { s.unknownPinRefusals += 1 }
-                guard let trace else { return }
-                // A request the gateway itself refused never reached a version: not a transaction.
-                if f["x"] == "ext_authz_denied" || f["r"] == EnvoyConfig.unknownPinRoute { return }
-                s.gateway.completed(trace, start: Double(f["s"] ?? "") ?? 0, durationMs: Double(f["d"] ?? "") ?? 0, status: Int(f["c"] ?? "") ?? 0, detail: f["x"])
-            } else if record.tag.hasPrefix("out.") {
-                if f["r"] == EnvoyConfig.unknownPinRoute { s.unknownPinRefusals += 1 }
-            } else {
+                if now { c.resume() }
+            }
+        } onCancel: {
+            let cancelled = state.withLock { s -> CheckedContinuation<Void, Never>? in
+                guard var waiting = s.pinWaiters[trace], let i = waiting.firstIndex(where: { $0.id == id }) else { return nil }
+                let w = waiting.remove(at: i)
+                s.pinWaiters[trace] = waiting.isEmpty ? nil : waiting
+                return w.continuation
+            }
+            cancelled?.resume()
+        }
+    }
+
+    private static func ingest(_ record: LogRecord, fields f: [String: String], trace: String?, into s: inout State) {
+        s.records += 1
+        s.recordsSincePrune += 1
+        if s.recordsSincePrune >= Self.pruneEveryRecords {
+            s.recordsSincePrune = 0
+            Self.prune(&s, endedBefore: Date().timeIntervalSince1970 - Self.retentionSeconds)
+        }
+        if record.tag.hasPrefix("in.") {
+            let id = String(record.tag.dropFirst(3))
+            // Mutated in place through the dictionary: a copy taken out and put back would
+            // copy the whole TraceidSet on every record (copy-on-write; seen in perf).
+            guard let service = s.managers[id]?.service, let version = s.managers[id]?.version else {
                 s.unknownSources += 1
+                return
             }
+            guard let trace else { return }
+            // The update controller's marker: everything this sidecar logged before it has
+            // now been read (one ordered stream per Envoy worker). Not a visit.
+            if f["r"] == EnvoyConfig.markerRoute {
+                s.markers.insert(id + " " + trace)
+                return
+            }
+            // Refused by a blocked version (CV) and re-routed by the caller: never reached
+            // the version, not a visit (docs/mesh.md).
+            if f["r"] == EnvoyConfig.blockedRoute {
+                if f["k"] == "DownstreamStart" { s.blockedRefusals += 1 }
+                return
+            }
+            // Sidecars send no times (EnvoyConfig.inboundHCM): the receiver's clock is close enough.
+            let start = Double(f["s"] ?? "") ?? Date().timeIntervalSince1970
+            if f["k"] == "DownstreamStart" {
+                if s.managers[id]!.admitted(trace, at: start) { s.pins.learn(trace, service, version) }
+            } else {
+                let duration = Double(f["d"] ?? "") ?? 0
+                s.managers[id]!.ended(trace, at: start + duration / 1000)
+                // An end record without a start (lost) still teaches the pin.
+                s.pins.learn(trace, service, version)
+            }
+        } else if record.tag == "gw" {
+            if f["r"] == EnvoyConfig.unknownPinRoute { s.unknownPinRefusals += 1 }
+            guard let trace else { return }
+            // A request the gateway itself refused never reached a version: not a transaction.
+            if f["x"] == "ext_authz_denied" || f["r"] == EnvoyConfig.unknownPinRoute { return }
+            s.gateway.completed(
+                trace, start: Double(f["s"] ?? "") ?? 0, durationMs: Double(f["d"] ?? "") ?? 0, status: Int(f["c"] ?? "") ?? 0, detail: f["x"])
+        } else if record.tag.hasPrefix("out.") {
+            if f["r"] == EnvoyConfig.unknownPinRoute { s.unknownPinRefusals += 1 }
+        } else {
+            s.unknownSources += 1
         }
     }
 
@@ -253,6 +314,24 @@ public final class MeshRecorder: Sendable {
     }
 
     public func countUnknownPinRefusal() { state.withLock { $0.unknownPinRefusals += 1 } }
+
+    /// Returns once the marker `id` sent through `instance`'s inbound sidecar has been read
+    /// (and takes it, as `markerRead` does), or when the caller is cancelled.
+    public func waitForMarker(instance: String, id: String) async {
+        let key = instance + " " + id.lowercased()
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    if s.markers.remove(key) != nil || Task.isCancelled { return true }
+                    s.markerWaiters[key] = c
+                    return false
+                }
+                if now { c.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.markerWaiters.removeValue(forKey: key) }?.resume()
+        }
+    }
 
     /// Whether the marker `id` sent through `instance`'s inbound sidecar has been read (a
     /// marker answers true once).
@@ -311,8 +390,12 @@ public final class MeshRecorder: Sendable {
     }
 
     public var counters: Counters {
-        state.withLock { Counters(records: $0.records, unknownPinRefusals: $0.unknownPinRefusals, completedTransactions: $0.gateway.completed.count, unknownSources: $0.unknownSources,
-                 blockedRefusals: $0.blockedRefusals) }
+        state.withLock {
+            Counters(
+                records: $0.records, unknownPinRefusals: $0.unknownPinRefusals, completedTransactions: $0.gateway.completed.count,
+                unknownSources: $0.unknownSources,
+                blockedRefusals: $0.blockedRefusals)
+        }
     }
 
     public func visits(instance: String) -> [Visit] {
@@ -380,11 +463,12 @@ public final class MeshRecorder: Sendable {
             bad.sort { ($0.traceId, $0.service) < ($1.traceId, $1.service) }
             let failures = s.gateway.completed.filter { $0.value.detail != nil }.sorted { ($0.value.start, $0.key) < ($1.value.start, $1.key) }
                 .map { AuditReport.Failure(traceId: $0.key, status: $0.value.status, detail: $0.value.detail ?? "-") }
-            return AuditReport(transactions: all.count + s.archivedTransactions,
-                               inconsistent: Set(bad.map(\.traceId)).count + s.archivedInconsistentTraces,
-                               traces: s.archivedInconsistent + bad,
-                               failed: failures.count + s.archivedFailed,
-                               failures: Array((s.archivedFailures + failures).prefix(AuditReport.failuresListed)))
+            return AuditReport(
+                transactions: all.count + s.archivedTransactions,
+                inconsistent: Set(bad.map(\.traceId)).count + s.archivedInconsistentTraces,
+                traces: s.archivedInconsistent + bad,
+                failed: failures.count + s.archivedFailed,
+                failures: Array((s.archivedFailures + failures).prefix(AuditReport.failuresListed)))
         }
     }
 }

@@ -56,8 +56,9 @@ public final class DynamicSecurityAccess: DeviceBrokerAccess, Service {
     public func grant(client: String, password: String, resource: String) async throws {
         let role = Self.role(of: client)
         let answers = try await admin.execute([
-            .init("createRole", rolename: role,
-                  acls: [.init("publishClientSend", topic: "\(Telemetry.topicPrefix)\(resource)/#", allow: true)]),
+            .init(
+                "createRole", rolename: role,
+                acls: [.init("publishClientSend", topic: "\(Telemetry.topicPrefix)\(resource)/#", allow: true)]),
             .init("createClient", username: client, password: password, roles: [.init(role)]),
         ])
         if let failed = answers.first(where: { $0.error != nil }) {

@@ -17,8 +17,10 @@ public final class TokenAuthority: Sendable {
     let brokerAccess: (any DeviceBrokerAccess)?
     private let logger: Logger
 
-    public init(store: any TokenStore, brokerAccess: (any DeviceBrokerAccess)? = nil,
-                logger: Logger = Logger(label: "triad.tokens")) {
+    public init(
+        store: any TokenStore, brokerAccess: (any DeviceBrokerAccess)? = nil,
+        logger: Logger = Logger(label: "triad.tokens")
+    ) {
         self.store = store
         self.brokerAccess = brokerAccess
         self.logger = logger
@@ -61,8 +63,9 @@ public final class TokenAuthority: Sendable {
     /// device token gets its MQTT client first (when the broker is managed): if the broker
     /// refuses, no token is made.
     public func create(name: String, role: Role, resource: String?, secret: String = TokenAuthority.generateSecret()) async throws -> (TokenRecord, String) {
-        let record = TokenRecord(name: name, role: role, resource: resource, secretHash: Self.hash(secret),
-                                 createdAt: Timestamp.format(Date()))
+        let record = TokenRecord(
+            name: name, role: role, resource: resource, secretHash: Self.hash(secret),
+            createdAt: Timestamp.format(Date()))
         let brokerClient = role == .device ? brokerAccess : nil
         if let brokerClient, let resource {
             // A taken name is a conflict, not a broker error (the broker may hold its client).
@@ -86,8 +89,9 @@ public final class TokenAuthority: Sendable {
         if let record { cache.withLock { _ = $0.removeValue(forKey: record.secretHash) } }
         if let record, record.role == .device, let brokerAccess {
             do { try await brokerAccess.withdraw(client: record.name) } catch {
-                logger.warning("revoked token's MQTT client not removed yet; retrying",
-                               metadata: ["token.name": "\(record.name)", "error": "\(error)"])
+                logger.warning(
+                    "revoked token's MQTT client not removed yet; retrying",
+                    metadata: ["token.name": "\(record.name)", "error": "\(error)"])
             }
         }
         return record
@@ -141,8 +145,11 @@ public final class TokenAuthority: Sendable {
     public func bootstrap(dataDir: String, environmentToken: String?, logger: Logger) async throws -> Bootstrap {
         if let secret = environmentToken, !secret.isEmpty {
             if let existing = try await store.token(secretHash: Self.hash(secret)) {
-                if existing.revokedAt != nil { logger.warning("TRIAD_ADMIN_TOKEN names a revoked token; it stays revoked") }
-                else if existing.role != .admin { logger.warning("TRIAD_ADMIN_TOKEN names a token that is not an admin") }
+                if existing.revokedAt != nil {
+                    logger.warning("TRIAD_ADMIN_TOKEN names a revoked token; it stays revoked")
+                } else if existing.role != .admin {
+                    logger.warning("TRIAD_ADMIN_TOKEN names a token that is not an admin")
+                }
                 return .fromEnvironment
             }
             let name = try await freeName(base: "env-admin")

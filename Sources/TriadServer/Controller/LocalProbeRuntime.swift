@@ -89,9 +89,11 @@ actor LocalProbeRuntime {
         let exited = self.exited
         let process: ChildProcess
         do {
-            process = try ChildProcess(id: name, kind: "probe", executable: program, arguments: desired.args, environment: env,
-                                       directory: directory, logPath: directory + "/probe.log",
-                                       newProcessGroup: true) { _ in exited(name) }
+            process = try ChildProcess(
+                id: name, kind: "probe", executable: program, arguments: desired.args, environment: env,
+                directory: directory, logPath: directory + "/probe.log",
+                newProcessGroup: true
+            ) { _ in exited(name) }
         } catch {
             _ = try? await authority.revoke(name: tokenName)
             throw ProbeStartError(description: "probeImage \(image) could not be started")
@@ -121,8 +123,10 @@ actor LocalProbeRuntime {
     func revokeLeftoverTokens() async {
         let mine = Set(running.values.map(\.token))
         do {
-            for token in try await authority.list() where token.role == .device && token.revokedAt == nil
-                && token.name.hasPrefix("probe-") && !mine.contains(token.name) {
+            for token in try await authority.list()
+            where token.role == .device && token.revokedAt == nil
+                && token.name.hasPrefix("probe-") && !mine.contains(token.name)
+            {
                 _ = try await authority.revoke(name: token.name)
                 logger.notice("revoked a probe token left by an earlier run", metadata: ["token.name": "\(token.name)"])
             }

@@ -29,9 +29,11 @@ public final class ProbeController: Service, Sendable {
     private let apiURL = Mutex<String?>(nil)
     private let listening = OneShot()
 
-    init(registry: Registry, authority: TokenAuthority, notifier: EventNotifier, mqttBroker: MQTTEndpoint?, mqttClientPerToken: Bool = false, dataDir: String,
-         policy: ProbeReconciler.Policy = ProbeReconciler.Policy(), probeAllow: ProbeAllowList = ProbeAllowList(), workers: Int = 4,
-         logger: Logger) {
+    init(
+        registry: Registry, authority: TokenAuthority, notifier: EventNotifier, mqttBroker: MQTTEndpoint?, mqttClientPerToken: Bool = false, dataDir: String,
+        policy: ProbeReconciler.Policy = ProbeReconciler.Policy(), probeAllow: ProbeAllowList = ProbeAllowList(), workers: Int = 4,
+        logger: Logger
+    ) {
         self.registry = registry
         self.workers = workers
         self.probeAllow = probeAllow
@@ -162,9 +164,10 @@ public final class ProbeController: Service, Sendable {
         }
         let actual = await runtime.actual(name, now: now, logger: logger)
         let decision = ProbeReconciler.decide(desired, actual, now: now, policy: policy)
-        let environment = LocalProbeRuntime.Environment(apiURL: apiURL.withLock { $0 } ?? "", mqttBroker: mqttBroker,
-                                                        mqttClientPerToken: mqttClientPerToken,
-                                                        probeDirectory: dataDir + "/probes", allow: probeAllow)
+        let environment = LocalProbeRuntime.Environment(
+            apiURL: apiURL.withLock { $0 } ?? "", mqttBroker: mqttBroker,
+            mqttClientPerToken: mqttClientPerToken,
+            probeDirectory: dataDir + "/probes", allow: probeAllow)
         do {
             switch decision.action {
             case .none: break
@@ -187,7 +190,8 @@ public final class ProbeController: Service, Sendable {
         var requeue: Double?
         // Resources with no probe at all (none configured, none ever run, no sample, no
         // announcement) get no probe status: nothing is known about one.
-        let probed = desired.managed || actual.startedAt != nil || desired.lastSample != nil
+        let probed =
+            desired.managed || actual.startedAt != nil || desired.lastSample != nil
             || resource.status?.conditions?.condition("ProbeConnected") != nil
         if probed {
             try await writePhase(name, resource, decision)
@@ -219,11 +223,13 @@ public final class ProbeController: Service, Sendable {
         let patch: JSONValue = .object([
             "phase": .string(ResourcePhase.failed.rawValue),
             // Merged by type: only AgentReady changes.
-            "conditions": .array([.object([
-                "type": .string(HeartbeatReconciler.conditionType), "status": .string("False"),
-                "reason": .string(HeartbeatReconciler.missedReason), "message": .string(message),
-                "lastTransitionTime": .string(Timestamp.format(Date())),
-            ])]),
+            "conditions": .array([
+                .object([
+                    "type": .string(HeartbeatReconciler.conditionType), "status": .string("False"),
+                    "reason": .string(HeartbeatReconciler.missedReason), "message": .string(message),
+                    "lastTransitionTime": .string(Timestamp.format(Date())),
+                ])
+            ]),
         ])
         do {
             _ = try await registry.writeStatus(name, .merge(patch), precondition: nil)
@@ -246,8 +252,9 @@ public final class ProbeController: Service, Sendable {
     /// is a registry event, which would enqueue the resource again).
     private func writePhase(_ name: String, _ resource: Resource, phase: ProbePhase, reason: String, message: String?) async throws {
         var conditions = resource.status?.conditions ?? []
-        conditions.set(type: "ProbeReady", status: phase == .synchronous ? .true : .false,
-                       reason: reason, message: message, at: Timestamp.format(Date()))
+        conditions.set(
+            type: "ProbeReady", status: phase == .synchronous ? .true : .false,
+            reason: reason, message: message, at: Timestamp.format(Date()))
         guard resource.status?.probePhase != phase || conditions != (resource.status?.conditions ?? []) else { return }
         let patch: JSONValue = .object([
             "probePhase": .string(phase.rawValue),

@@ -52,7 +52,8 @@ public final class EventTail: Service, Sendable {
         window.withLock { w in
             guard let covered = w.coveredAfter, cursor >= covered else { return nil }
             // In id order: a binary search finds the first one after `cursor`.
-            var low = 0, high = w.events.count
+            var low = 0
+            var high = w.events.count
             while low < high {
                 let mid = (low + high) / 2
                 if w.events[mid].id <= cursor { low = mid + 1 } else { high = mid }

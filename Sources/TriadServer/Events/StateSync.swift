@@ -27,7 +27,9 @@ public final class StateSync: Service, Sendable {
     let logger: Logger
     private let problem = Mutex<String?>("not connected yet")
 
-    public init(url: String, queue: String = "triad.state", registry: Registry, authority: TokenAuthority, written: @escaping @Sendable () -> Void, logger: Logger) throws {
+    public init(
+        url: String, queue: String = "triad.state", registry: Registry, authority: TokenAuthority, written: @escaping @Sendable () -> Void, logger: Logger
+    ) throws {
         endpoint = try AMQPEndpoint(url: url)
         self.queue = queue
         self.registry = registry
@@ -67,10 +69,12 @@ public final class StateSync: Service, Sendable {
                         try await consumer.ack(delivery)
                     }
                 } catch is CancellationError {
-                    consumer.close(); deadLetters.close()
+                    consumer.close()
+                    deadLetters.close()
                     break
                 } catch {
-                    consumer.close(); deadLetters.close()
+                    consumer.close()
+                    deadLetters.close()
                     self.problem.withLock { $0 = "state sync cannot consume \(self.queue): \(error)" }
                     self.logger.warning("state sync failed; retrying", metadata: ["error": "\(error)", "retry.in": "\(backoff.delay)"])
                     try await backoff.sleep()
@@ -88,9 +92,11 @@ public final class StateSync: Service, Sendable {
             var headers = delivery.headers.filter { $0.key.lowercased() != "authorization" }  // never keep the secret
             headers["x-triad-reason"] = rejection.reason
             headers["x-triad-routing-key"] = delivery.routingKey
-            try await deadLetters.publishConfirmed([AMQPMessage(
-                exchange: "", routingKey: self.deadQueue, body: delivery.body, contentType: delivery.contentType ?? "application/octet-stream",
-                messageID: delivery.messageID ?? UUID().uuidString, persistent: true, headers: headers)])
+            try await deadLetters.publishConfirmed([
+                AMQPMessage(
+                    exchange: "", routingKey: self.deadQueue, body: delivery.body, contentType: delivery.contentType ?? "application/octet-stream",
+                    messageID: delivery.messageID ?? UUID().uuidString, persistent: true, headers: headers)
+            ])
             Counter(label: "triad_state_messages_total", dimensions: [("result", "dead")]).increment()
             logger.info("state message dead-lettered", metadata: ["routingKey": "\(delivery.routingKey)", "reason": "\(rejection.reason)"])
         }

@@ -16,16 +16,20 @@ struct ProblemMiddleware: RouterMiddleware {
             return try Problem.from(error).response(from: request, context: context)
         } catch let error as HTTPError {
             let served = error.status == .notFound ? known.methods(for: request.uri.path) : []
-            var problem: Problem = switch error.status {
-            case .notFound where !served.isEmpty:
-                Problem(.methodNotAllowed, "method-not-allowed", "Method not allowed",
+            var problem: Problem =
+                switch error.status {
+                case .notFound where !served.isEmpty:
+                    Problem(
+                        .methodNotAllowed, "method-not-allowed", "Method not allowed",
                         detail: "\(request.method) is not allowed on \(request.uri.path); it serves \(served.joined(separator: ", "))")
-            case .notFound: .notFound("no route for \(request.method) \(request.uri.path)")
-            case .methodNotAllowed: Problem(.methodNotAllowed, "method-not-allowed", "Method not allowed",
-                                            detail: "\(request.method) is not allowed on \(request.uri.path)")
-            case .contentTooLarge: .tooLarge(limit: context.maxUploadSize)
-            default: Problem(error.status, "http-\(error.status.code)", error.status.reasonPhrase, detail: error.body)
-            }
+                case .notFound: .notFound("no route for \(request.method) \(request.uri.path)")
+                case .methodNotAllowed:
+                    Problem(
+                        .methodNotAllowed, "method-not-allowed", "Method not allowed",
+                        detail: "\(request.method) is not allowed on \(request.uri.path)")
+                case .contentTooLarge: .tooLarge(limit: context.maxUploadSize)
+                default: Problem(error.status, "http-\(error.status.code)", error.status.reasonPhrase, detail: error.body)
+                }
             if !served.isEmpty { problem.headers[.allow] = served.joined(separator: ", ") }
             return try problem.response(from: request, context: context)
         } catch {
@@ -46,7 +50,8 @@ struct AuthMiddleware: RouterMiddleware {
             // Open, but a valid token still says who asks (an admin is told more by /readyz).
             var context = context
             if let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer "),
-               let principal = try? await authority.authenticate(String(header.dropFirst(7))) {
+                let principal = try? await authority.authenticate(String(header.dropFirst(7)))
+            {
                 context.principal = principal
             }
             return try await next(request, context)

@@ -60,8 +60,11 @@ public struct Problem: Error, HTTPResponseError, Sendable {
         Problem(.contentTooLarge, "payload-too-large", "Request body too large", detail: "the body is larger than the limit of \(limit) bytes")
     }
     public static func invalid(_ violations: [Violation], what: String = "document") -> Problem {
-        var p = Problem(.unprocessableContent, "invalid-document", "Invalid \(what)",
-                        detail: violations.count == 1 ? violations[0].description : "\(violations.count) problems: " + violations.prefix(3).map(\.description).joined(separator: "; ") + (violations.count > 3 ? "; …" : ""))
+        var p = Problem(
+            .unprocessableContent, "invalid-document", "Invalid \(what)",
+            detail: violations.count == 1
+                ? violations[0].description
+                : "\(violations.count) problems: " + violations.prefix(3).map(\.description).joined(separator: "; ") + (violations.count > 3 ? "; …" : ""))
         p.errors = violations
         return p
     }
@@ -86,8 +89,9 @@ public struct Problem: Error, HTTPResponseError, Sendable {
             if let current { p.headers[.eTag] = "\"\(current)\"" }
             return p
         case .preconditionFailed(let current):
-            var p = Problem(.preconditionFailed, "precondition-failed", "Precondition failed",
-                            detail: current.map { "If-Match does not match the current version \($0)" } ?? "the resource does not exist")
+            var p = Problem(
+                .preconditionFailed, "precondition-failed", "Precondition failed",
+                detail: current.map { "If-Match does not match the current version \($0)" } ?? "the resource does not exist")
             p.currentResourceVersion = current
             if let current { p.headers[.eTag] = "\"\(current)\"" }
             return p

@@ -24,8 +24,10 @@ struct RequestMetricsMiddleware: RouterMiddleware {
             entries.withLock { entries in
                 if let found = entries[key] { return found }
                 let dimensions = [("route", key.route), ("method", key.method.rawValue), ("status", String(key.status))]
-                let made = (Counter(label: "triad_http_requests_total", dimensions: dimensions),
-                            Timer(label: "triad_http_request_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds))
+                let made = (
+                    Counter(label: "triad_http_requests_total", dimensions: dimensions),
+                    Timer(label: "triad_http_request_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
+                )
                 entries[key] = made
                 return made
             }

@@ -14,8 +14,10 @@ public final class RouteTable {
         self.known = known
     }
 
-    func on(_ method: HTTPRequest.Method, _ path: String,
-            _ handler: @escaping @Sendable (Request, TriadRequestContext) async throws -> Response) {
+    func on(
+        _ method: HTTPRequest.Method, _ path: String,
+        _ handler: @escaping @Sendable (Request, TriadRequestContext) async throws -> Response
+    ) {
         routes.append("\(method.rawValue) \(path)")
         known.add(method.rawValue, path)
         // OpenAPI writes parameters as {name}; Hummingbird as :name.
@@ -39,10 +41,12 @@ final class KnownRoutes: Sendable {
     func methods(for path: String) -> [String] {
         let segments = path.split(separator: "/")
         return table.withLock { routes in
-            Set(routes.filter { route in
-                route.segments.count == segments.count
-                    && zip(route.segments, segments).allSatisfy { pattern, segment in pattern.hasPrefix("{") || pattern == segment }
-            }.map(\.method)).sorted()
+            Set(
+                routes.filter { route in
+                    route.segments.count == segments.count
+                        && zip(route.segments, segments).allSatisfy { pattern, segment in pattern.hasPrefix("{") || pattern == segment }
+                }.map(\.method)
+            ).sorted()
         }
     }
 }

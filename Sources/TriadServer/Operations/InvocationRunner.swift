@@ -47,9 +47,10 @@ final class InvocationRunner: Service, Sendable {
     /// A new invocation, recorded (`invoked`) before anything is called.
     func begin(resource: StoredResource, operation: ResourceOperationSpec, caller principal: Principal, async: Bool) async throws -> Invocation {
         let trace = Invocation.newTrace()
-        let fresh = Invocation(id: UUID().uuidString.lowercased(), resource: resource.name, operation: operation.name,
-                               caller: principal.name, price: operation.price ?? 0, state: async ? .pending : .running,
-                               startedAt: Timestamp.format(Date()), traceId: trace.traceId, traceparent: trace.traceparent, node: node)
+        let fresh = Invocation(
+            id: UUID().uuidString.lowercased(), resource: resource.name, operation: operation.name,
+            caller: principal.name, price: operation.price ?? 0, state: async ? .pending : .running,
+            startedAt: Timestamp.format(Date()), traceId: trace.traceId, traceparent: trace.traceparent, node: node)
         let recorded = try await registry.record(fresh, as: .invoked, resource: resource)
         written()
         return recorded
@@ -68,23 +69,30 @@ final class InvocationRunner: Service, Sendable {
         var outcome = Outcome(invocation: invocation)
         let now = { Timestamp.format(Date()) }
         do {
-            let answer = try await caller.call(job.action, query: job.query, body: job.body,
-                                               trace: (invocation.traceId, invocation.traceparent))
+            let answer = try await caller.call(
+                job.action, query: job.query, body: job.body,
+                trace: (invocation.traceId, invocation.traceparent))
             outcome.answer = answer
             switch answer.status {
             case ..<400: invocation = invocation.finished(.succeeded, httpStatus: answer.status, reason: nil, message: nil, at: now())
-            case ..<500: invocation = invocation.finished(.failed, httpStatus: answer.status, reason: "UpstreamRejected",
-                                                          message: "the upstream refused the call with HTTP \(answer.status)", at: now())
-            default: invocation = invocation.finished(.failed, httpStatus: answer.status, reason: "UpstreamError",
-                                                      message: "the upstream failed with HTTP \(answer.status)", at: now())
+            case ..<500:
+                invocation = invocation.finished(
+                    .failed, httpStatus: answer.status, reason: "UpstreamRejected",
+                    message: "the upstream refused the call with HTTP \(answer.status)", at: now())
+            default:
+                invocation = invocation.finished(
+                    .failed, httpStatus: answer.status, reason: "UpstreamError",
+                    message: "the upstream failed with HTTP \(answer.status)", at: now())
             }
         } catch {
             outcome.failure = error
             switch error {
             case .refused(let why): invocation = invocation.finished(.failed, httpStatus: nil, reason: "HostNotAllowed", message: why, at: now())
             case .unreachable(let why): invocation = invocation.finished(.failed, httpStatus: nil, reason: "UpstreamUnreachable", message: why, at: now())
-            case .timedOut: invocation = invocation.finished(.timedOut, httpStatus: nil, reason: "Timeout",
-                                                             message: "the upstream did not answer within \(caller.timeout)", at: now())
+            case .timedOut:
+                invocation = invocation.finished(
+                    .timedOut, httpStatus: nil, reason: "Timeout",
+                    message: "the upstream did not answer within \(caller.timeout)", at: now())
             }
         }
         Counter(label: "triad_invocations_total", dimensions: [("state", invocation.state.rawValue)]).increment()
@@ -123,10 +131,12 @@ final class InvocationRunner: Service, Sendable {
     /// was killed mid-call. Runs before the server takes requests.
     static func failLeftovers(registry: Registry, node: String, logger: Logger) async throws {
         for leftover in try await registry.ledger.unfinishedInvocations(node: node) {
-            let failed = leftover.finished(.failed, httpStatus: nil, reason: "ServerRestarted",
-                                           message: "the server restarted before the call finished; it may or may not have reached the upstream",
-                                           at: Timestamp.format(Date()))
-            let resource = try await registry.find(leftover.resource)
+            let failed = leftover.finished(
+                .failed, httpStatus: nil, reason: "ServerRestarted",
+                message: "the server restarted before the call finished; it may or may not have reached the upstream",
+                at: Timestamp.format(Date()))
+            let resource =
+                try await registry.find(leftover.resource)
                 ?? StoredResource(name: leftover.resource, kind: .device, labels: [:], revision: 0, document: Data("{}".utf8))
             _ = try await registry.record(failed, as: .completed, resource: resource)
             logger.notice("invocation left unfinished by a restart marked failed", metadata: ["invocation": "\(leftover.id)"])

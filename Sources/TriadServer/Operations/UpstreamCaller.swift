@@ -134,7 +134,9 @@ struct UpstreamCaller: Sendable {
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
-    func call(_ action: HTTPActionSpec, query callerQuery: [(String, String)], body: Data?, trace: (traceId: String, traceparent: String)) async throws(Failure) -> Answer {
+    func call(_ action: HTTPActionSpec, query callerQuery: [(String, String)], body: Data?, trace: (traceId: String, traceparent: String)) async throws(Failure)
+        -> Answer
+    {
         guard var url = URLComponents(string: action.url), let host = url.host else { throw .refused("the operation's URL has no host") }
         let target: UpstreamAddressing.Target
         do { target = try await addressing.target(host: host) } catch { throw .refused(error.reason) }
@@ -178,8 +180,9 @@ struct UpstreamCaller: Sendable {
                 }
                 collected.append(contentsOf: chunk.readableBytesView)
             }
-            return Answer(status: Int(response.status.code), headers: response.headers.map { ($0.name.lowercased(), $0.value) },
-                          body: collected, contentType: response.headers.first(name: "content-type"), truncated: truncated)
+            return Answer(
+                status: Int(response.status.code), headers: response.headers.map { ($0.name.lowercased(), $0.value) },
+                body: collected, contentType: response.headers.first(name: "content-type"), truncated: truncated)
         } catch let failure as Failure {
             throw failure
         } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {

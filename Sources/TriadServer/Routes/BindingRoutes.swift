@@ -71,8 +71,10 @@ struct BindingRoutes {
 
     static func describe(_ record: StoredResource) throws -> Data {
         let status = try record.decode().status
-        var out: [String: JSONValue] = ["resource": .string(record.name), "bound": .bool(status?.bound ?? false),
-                                        "resourceVersion": .string(String(record.revision))]
+        var out: [String: JSONValue] = [
+            "resource": .string(record.name), "bound": .bool(status?.bound ?? false),
+            "resourceVersion": .string(String(record.revision)),
+        ]
         if let b = status?.binding {
             out["holder"] = .string(b.holder)
             out["acquiredAt"] = .string(b.acquiredAt)

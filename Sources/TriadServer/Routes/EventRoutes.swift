@@ -70,7 +70,9 @@ struct EventRoutes {
             let first = try await registry.log.events(after: id, limit: 1)
             // `id < oldest - 1`, not `id + 1 < oldest`: an id of Int64.max must not trap.
             if let oldest = first.oldestRetained, id < oldest - 1 {
-                throw Problem.gone("events after \(id) up to \(oldest - 1) were compacted; list resources to resync, then follow from \(try await registry.log.latestRevision())")
+                throw Problem.gone(
+                    "events after \(id) up to \(oldest - 1) were compacted; list resources to resync, then follow from \(try await registry.log.latestRevision())"
+                )
             }
             start = id
         } else {
@@ -91,67 +93,70 @@ struct EventRoutes {
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache"]
         // A cap per token: one leaked or buggy client cannot hold every connection.
         guard streams.open(principal.name) else {
-            var problem = Problem(.tooManyRequests, "too-many-streams", "Too many event streams",
-                                  detail: "token \(principal.name) already has \(streams.limit) open event streams; close one first")
+            var problem = Problem(
+                .tooManyRequests, "too-many-streams", "Too many event streams",
+                detail: "token \(principal.name) already has \(streams.limit) open event streams; close one first")
             problem.headers[.retryAfter] = "5"
             throw problem
         }
         let (streams, authority) = (self.streams, self.authority)
-        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-            let open = Meter(label: "triad_event_streams")
-            open.increment()
-            defer {
-                open.decrement()
-                streams.close(principal.name)
-            }
-            var lastTokenCheck = ContinuousClock.now
-            var cursor = start
-            var lastWrite = ContinuousClock.now
-            // Opening comment: the stream is live even before the first event.
-            try await writer.write(ByteBuffer(string: ": stream open from \(cursor)\n\n"))
-            var iterator = wakeups.makeAsyncIterator()
-            while !Task.isCancelled {
-                // From the shared tail when it holds what comes next; a stream far behind reads
-                // the log itself until it catches up. The backlog alone (follow=false) is read
-                // from the log: the tail may not hold a write this client has just made yet.
-                let events: [RegistryEvent]
-                if follow, let recent = tail.events(after: cursor, limit: Self.batchSize) {
-                    events = recent
-                } else {
-                    events = try await log.events(after: cursor, limit: Self.batchSize).events
-                    tail.countStreamRead()
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                let open = Meter(label: "triad_event_streams")
+                open.increment()
+                defer {
+                    open.decrement()
+                    streams.close(principal.name)
                 }
-                var out = ByteBuffer()
-                for event in events {
-                    cursor = event.id
-                    guard filter(event) else { continue }
-                    out.writeString("id: \(event.id)\nevent: \(event.type.cloudEventType)\ndata: ")
-                    out.writeBytes(CloudEventRenderer.render(redact ? HeaderRedaction.redacted(event) : event))
-                    out.writeString("\n\n")
-                }
-                if out.readableBytes > 0 {
-                    try await writer.write(out)
-                    lastWrite = .now
-                }
-                if events.count == Self.batchSize { continue }
-                // follow=false: the backlog only (what `triad events` without --follow prints).
-                if !follow { break }
-                if ContinuousClock.now - lastWrite >= Self.keepAliveInterval {
-                    try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
-                    lastWrite = .now
-                }
-                guard await iterator.next() != nil else { break }
-                if let secret, ContinuousClock.now - lastTokenCheck >= Self.tokenRecheck {
-                    lastTokenCheck = .now
-                    guard (try? await authority.authenticate(secret)) ?? nil != nil else {
-                        try await writer.write(ByteBuffer(string: ": the token was revoked\n\n"))
-                        break
+                var lastTokenCheck = ContinuousClock.now
+                var cursor = start
+                var lastWrite = ContinuousClock.now
+                // Opening comment: the stream is live even before the first event.
+                try await writer.write(ByteBuffer(string: ": stream open from \(cursor)\n\n"))
+                var iterator = wakeups.makeAsyncIterator()
+                while !Task.isCancelled {
+                    // From the shared tail when it holds what comes next; a stream far behind reads
+                    // the log itself until it catches up. The backlog alone (follow=false) is read
+                    // from the log: the tail may not hold a write this client has just made yet.
+                    let events: [RegistryEvent]
+                    if follow, let recent = tail.events(after: cursor, limit: Self.batchSize) {
+                        events = recent
+                    } else {
+                        events = try await log.events(after: cursor, limit: Self.batchSize).events
+                        tail.countStreamRead()
+                    }
+                    var out = ByteBuffer()
+                    for event in events {
+                        cursor = event.id
+                        guard filter(event) else { continue }
+                        out.writeString("id: \(event.id)\nevent: \(event.type.cloudEventType)\ndata: ")
+                        out.writeBytes(CloudEventRenderer.render(redact ? HeaderRedaction.redacted(event) : event))
+                        out.writeString("\n\n")
+                    }
+                    if out.readableBytes > 0 {
+                        try await writer.write(out)
+                        lastWrite = .now
+                    }
+                    if events.count == Self.batchSize { continue }
+                    // follow=false: the backlog only (what `triad events` without --follow prints).
+                    if !follow { break }
+                    if ContinuousClock.now - lastWrite >= Self.keepAliveInterval {
+                        try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                        lastWrite = .now
+                    }
+                    guard await iterator.next() != nil else { break }
+                    if let secret, ContinuousClock.now - lastTokenCheck >= Self.tokenRecheck {
+                        lastTokenCheck = .now
+                        guard (try? await authority.authenticate(secret)) ?? nil != nil else {
+                            try await writer.write(ByteBuffer(string: ": the token was revoked\n\n"))
+                            break
+                        }
                     }
                 }
-            }
-            logger.debug("event stream closed")
-            try await writer.finish(nil)
-        })
+                logger.debug("event stream closed")
+                try await writer.finish(nil)
+            })
     }
 }
 

@@ -36,15 +36,18 @@ struct InvocationRoutes {
         let stored = try await registry.get(name)
         let resource = try stored.invocationTarget()
         guard ResourceValidator.isValidOperationName(opName),
-              let operation = resource.spec.operations?.first(where: { $0.name == opName }) else {
+            let operation = resource.spec.operations?.first(where: { $0.name == opName })
+        else {
             let known = (resource.spec.operations ?? []).map(\.name)
-            throw Problem(.notFound, "operation-not-found", "Operation not found",
-                          detail: "resource \(name) has no operation \"\(opName)\"" + (known.isEmpty ? " (it has none)" : "; it has: \(known.joined(separator: ", "))"))
+            throw Problem(
+                .notFound, "operation-not-found", "Operation not found",
+                detail: "resource \(name) has no operation \"\(opName)\"" + (known.isEmpty ? " (it has none)" : "; it has: \(known.joined(separator: ", "))"))
         }
         if resource.status?.phase == .failed && !force {
             let why = resource.status?.conditions?.first(where: { $0.status == .false })?.message
-            throw Problem(.conflict, "resource-failed", "Resource failed",
-                          detail: "resource \(name) is Failed" + (why.map { ": \($0)" } ?? "") + "; an operator may invoke it anyway with ?force=true")
+            throw Problem(
+                .conflict, "resource-failed", "Resource failed",
+                detail: "resource \(name) is Failed" + (why.map { ": \($0)" } ?? "") + "; an operator may invoke it anyway with ?force=true")
         }
         if resource.spec.accessMode == .exclusive {
             try Self.requireBinding(name, resource.status?.binding, caller: principal.name)
@@ -54,8 +57,9 @@ struct InvocationRoutes {
         let job = InvocationRunner.Job(invocation: invocation, resource: stored, action: operation.httpAction, query: callerQuery, body: body)
         if async && runner.enqueue(job) {
             let location = "/api/v1/invocations/\(invocation.id)"
-            return .json(.accepted, JSONCoding.encode(JSONValue.object(["invocation": Self.tree(invocation)])),
-                         headers: [.location: location, .init("Preference-Applied")!: "respond-async"])
+            return .json(
+                .accepted, JSONCoding.encode(JSONValue.object(["invocation": Self.tree(invocation)])),
+                headers: [.location: location, .init("Preference-Applied")!: "respond-async"])
         }
         return try Self.answer(await runner.perform(job))
     }
@@ -63,17 +67,20 @@ struct InvocationRoutes {
     /// An exclusive resource is invoked only by the holder of its live binding.
     static func requireBinding(_ name: String, _ binding: Binding?, caller: String) throws {
         guard let lease = binding else {
-            throw Problem(.conflict, "binding-required", "Binding required",
-                          detail: "\(name) is Exclusive: bind it first (POST /api/v1/resources/\(name)/binding)")
+            throw Problem(
+                .conflict, "binding-required", "Binding required",
+                detail: "\(name) is Exclusive: bind it first (POST /api/v1/resources/\(name)/binding)")
         }
         let live = Timestamp.parse(lease.expiresAt).map { $0 > Date() } ?? false
         guard live else {
-            throw Problem(.conflict, "binding-required", "Binding required",
-                          detail: "\(name) is Exclusive and its binding by \(lease.holder) expired at \(lease.expiresAt): bind it again")
+            throw Problem(
+                .conflict, "binding-required", "Binding required",
+                detail: "\(name) is Exclusive and its binding by \(lease.holder) expired at \(lease.expiresAt): bind it again")
         }
         guard lease.holder == caller else {
-            throw Problem(.conflict, "binding-required", "Binding required",
-                          detail: "\(name) is Exclusive and bound by \(lease.holder) until \(lease.expiresAt)")
+            throw Problem(
+                .conflict, "binding-required", "Binding required",
+                detail: "\(name) is Exclusive and bound by \(lease.holder) until \(lease.expiresAt)")
         }
     }
 
@@ -120,8 +127,9 @@ struct InvocationRoutes {
             // Credentials problems upstream are Triad's (the operation's headers), not the caller's.
             problem = Problem(.badGateway, "upstream-failed", "Upstream failed", detail: "the upstream answered HTTP \(answer.status)")
         } else {
-            problem = Problem(.unprocessableContent, "upstream-rejected", "Upstream rejected the call",
-                              detail: "the upstream refused the call with HTTP \(answer.status); its answer is in response")
+            problem = Problem(
+                .unprocessableContent, "upstream-rejected", "Upstream rejected the call",
+                detail: "the upstream refused the call with HTTP \(answer.status); its answer is in response")
         }
         problem.extensions["invocation"] = invocation
         problem.extensions["response"] = .object(response)
@@ -176,8 +184,10 @@ struct InvocationRoutes {
             query.before = position
         }
         let page = try await registry.ledger.invocations(query)
-        var meta: [String: JSONValue] = ["matched": .number(Double(page.matched)),
-                                         "totalPrice": .number((page.totalCharged * 1_000_000).rounded() / 1_000_000)]
+        var meta: [String: JSONValue] = [
+            "matched": .number(Double(page.matched)),
+            "totalPrice": .number((page.totalCharged * 1_000_000).rounded() / 1_000_000),
+        ]
         if let next = page.next { meta["continue"] = .string(LedgerContinueToken.encode(next)) }
         let list: JSONValue = .object([
             "apiVersion": .string(Resource.apiVersion), "kind": .string("InvocationList"),
@@ -190,7 +200,8 @@ struct InvocationRoutes {
         let principal = try Self.ledgerReader(context)
         let id = try context.parameters.require("id")
         guard id.utf8.count <= 64, let invocation = try await registry.ledger.invocation(id: id),
-              principal.may(.readAllInvocations) || invocation.caller == principal.name else {
+            principal.may(.readAllInvocations) || invocation.caller == principal.name
+        else {
             throw Problem.notFound("invocation \"\(id)\" does not exist")
         }
         return .json(.ok, invocation.document)
@@ -212,7 +223,8 @@ enum LedgerContinueToken {
 
     static func decode(_ token: String) -> Int64? {
         guard let data = Data(base64Encoded: token), let text = String(data: data, encoding: .utf8), text.hasPrefix("i:"),
-              let position = Int64(text.dropFirst(2)), position > 0 else { return nil }
+            let position = Int64(text.dropFirst(2)), position > 0
+        else { return nil }
         return position
     }
 }

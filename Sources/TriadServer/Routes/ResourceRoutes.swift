@@ -105,9 +105,10 @@ struct ResourceRoutes {
         guard case .object = patch else { throw Problem.badRequest("a merge patch must be a JSON object") }
         let precondition = try reader.precondition(request, bodyVersion: nil)
         if case .object(let members) = patch, members["spec"]?["operations"] != nil,
-           let current = try await registry.find(name)?.decode(),
-           case .object(let spec)? = MergePatch.apply(patch, to: current.jsonTree)["spec"],
-           let operations = spec["operations"] {
+            let current = try await registry.find(name)?.decode(),
+            case .object(let spec)? = MergePatch.apply(patch, to: current.jsonTree)["spec"],
+            let operations = spec["operations"]
+        {
             // The operations the patch would leave, checked as a replace's are (a malformed list
             // is the validator's to refuse, inside the write).
             if let decoded = try? JSONDecoder().decode([ResourceOperationSpec].self, from: JSONCoding.encode(operations)) {
@@ -148,7 +149,8 @@ struct ResourceRoutes {
         guard case .object(let members) = tree else { throw Problem.badRequest("a merge patch must be a JSON object") }
         let unknown = members.keys.filter { $0 != "status" && $0 != "metadata" }.sorted()
         if !unknown.isEmpty {
-            throw Problem.invalid(unknown.map { Violation(pointer: "/\($0)", message: "a status patch may only contain status (and metadata.resourceVersion)") })
+            throw Problem.invalid(
+                unknown.map { Violation(pointer: "/\($0)", message: "a status patch may only contain status (and metadata.resourceVersion)") })
         }
         guard let status = members["status"] else { throw Problem.invalid([Violation(pointer: "/status", message: "is required")]) }
         let bodyVersion = try statusWriteVersion(tree)
@@ -172,14 +174,15 @@ struct ResourceRoutes {
             written()
             return result
         } catch let error as RegistryError {
-            outcome = switch error {
-            case .notFound: "not_found"
-            case .alreadyExists, .conflict, .tokenExists, .bindingConflict: "conflict"
-            case .preconditionFailed: "precondition_failed"
-            case .invalid: "invalid"
-            case .forbidden: "forbidden"
-            case .unavailable: "unavailable"
-            }
+            outcome =
+                switch error {
+                case .notFound: "not_found"
+                case .alreadyExists, .conflict, .tokenExists, .bindingConflict: "conflict"
+                case .preconditionFailed: "precondition_failed"
+                case .invalid: "invalid"
+                case .forbidden: "forbidden"
+                case .unavailable: "unavailable"
+                }
             throw error
         } catch {
             outcome = "error"

@@ -48,7 +48,8 @@ struct TelemetryRoutes {
             guard let date = Timestamp.parse(text) else { throw Problem.badRequest("\(key) must be an RFC 3339 date-time") }
             return Timestamp.format(date)
         }
-        let from = try time("from"), to = try time("to")
+        let from = try time("from")
+        let to = try time("to")
         var limit = Self.defaultLimit
         if let text = params.get("limit") {
             guard let n = Int(text), (1...Self.maxLimit).contains(n) else {
@@ -62,12 +63,16 @@ struct TelemetryRoutes {
         var out = Data(#"{"items":["#.utf8)
         for (i, s) in samples.enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
-            out.append(contentsOf: Array(#"{"ts":"#.utf8)); out.append(JSONCoding.encode(s.time))
-            out.append(contentsOf: Array(#","receivedAt":"#.utf8)); out.append(JSONCoding.encode(s.receivedAt))
-            out.append(contentsOf: Array(#","values":"#.utf8)); out.append(s.values)
+            out.append(contentsOf: Array(#"{"ts":"#.utf8))
+            out.append(JSONCoding.encode(s.time))
+            out.append(contentsOf: Array(#","receivedAt":"#.utf8))
+            out.append(JSONCoding.encode(s.receivedAt))
+            out.append(contentsOf: Array(#","values":"#.utf8))
+            out.append(s.values)
             out.append(UInt8(ascii: "}"))
         }
-        out.append(contentsOf: Array(#"],"resource":"#.utf8)); out.append(JSONCoding.encode(name))
+        out.append(contentsOf: Array(#"],"resource":"#.utf8))
+        out.append(JSONCoding.encode(name))
         out.append(UInt8(ascii: "}"))
         return .json(.ok, out)
     }
@@ -78,7 +83,8 @@ struct TelemetryRoutes {
         case .tooLarge: return .tooLarge(limit: Telemetry.maxPayloadBytes)
         case .invalidJSON: return .badRequest(rejection.message)
         case .valuesNotObject: return .invalid([Violation(pointer: "/values", message: "must be an object")], what: "telemetry sample")
-        case .invalidTimestamp: return .invalid([Violation(pointer: "/ts", message: "must be an RFC 3339 date-time or epoch milliseconds")], what: "telemetry sample")
+        case .invalidTimestamp:
+            return .invalid([Violation(pointer: "/ts", message: "must be an RFC 3339 date-time or epoch milliseconds")], what: "telemetry sample")
         case .rateLimited:
             var p = Problem(.tooManyRequests, "rate-limited", "Too many requests", detail: rejection.message)
             p.headers[.retryAfter] = "1"

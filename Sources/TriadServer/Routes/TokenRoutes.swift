@@ -37,8 +37,11 @@ struct TokenRoutes {
             violations.append(Violation(pointer: "/\(key)", message: "is not a known field"))
         }
         let name = m["name"]?.stringValue
-        if name == nil { violations.append(Violation(pointer: "/name", message: "is required and must be a string")) }
-        else if !ResourceValidator.isValidName(name!) { violations.append(Violation(pointer: "/name", message: "must be a DNS-1123 label of at most 63 characters")) }
+        if name == nil {
+            violations.append(Violation(pointer: "/name", message: "is required and must be a string"))
+        } else if !ResourceValidator.isValidName(name!) {
+            violations.append(Violation(pointer: "/name", message: "must be a DNS-1123 label of at most 63 characters"))
+        }
         let role = m["role"]?.stringValue.flatMap(Role.init(rawValue:))
         if role == nil {
             violations.append(Violation(pointer: "/role", message: "must be one of \(Role.allCases.map(\.rawValue).joined(separator: ", "))"))
@@ -56,7 +59,8 @@ struct TokenRoutes {
             }
         }
         guard violations.isEmpty, let name, let role else { throw Problem.invalid(violations, what: "token request") }
-        let record: TokenRecord, secret: String
+        let record: TokenRecord
+        let secret: String
         do {
             (record, secret) = try await authority.create(name: name, role: role, resource: resource)
         } catch let error as BrokerRefused {

@@ -31,15 +31,18 @@ public final class TelemetryForwarder: TelemetryPublisher, Service, Sendable {
     public var health: String? { problem.withLock { $0 } }
 
     public func forward(routingKey: String, body: Data, messageID: String) {
-        let message = AMQPMessage(exchange: AMQPEventPublisher.exchange, routingKey: routingKey, body: Array(body),
-                                  contentType: "application/cloudevents+json", messageID: messageID, persistent: true)
+        let message = AMQPMessage(
+            exchange: AMQPEventPublisher.exchange, routingKey: routingKey, body: Array(body),
+            contentType: "application/cloudevents+json", messageID: messageID, persistent: true)
         let accepted = queue.withLock { q in
             guard q.bytes + message.body.count <= byteBudget else { return false }
             q.messages.append(message)
             q.bytes += message.body.count
             return true
         }
-        if accepted { wakeContinuation.yield() } else {
+        if accepted {
+            wakeContinuation.yield()
+        } else {
             Counter(label: "triad_telemetry_dropped_total", dimensions: [("stage", "amqp")]).increment()
         }
     }

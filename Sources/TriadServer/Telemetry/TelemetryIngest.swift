@@ -87,8 +87,9 @@ public final class TelemetryIngest: Service, Sendable {
             }
             if let forwarder {
                 let id = "\(bootID)-\(sequence.add(1, ordering: .relaxed).newValue)"
-                forwarder.forward(routingKey: Telemetry.routingKey(resource: name, kind: kind),
-                                  body: Telemetry.cloudEvent(sample, kind: kind, id: id), messageID: id)
+                forwarder.forward(
+                    routingKey: Telemetry.routingKey(resource: name, kind: kind),
+                    body: Telemetry.cloudEvent(sample, kind: kind, id: id), messageID: id)
             }
             Self.samples(source).increment()
             return sample
@@ -117,10 +118,16 @@ public final class TelemetryIngest: Service, Sendable {
         state.withLock {
             if kind == nil {
                 // Unknown names are remembered only a few at a time (they may be random garbage).
-                if $0.unknownNames >= Self.maxUnknownCached { $0.kinds = $0.kinds.filter { $0.value.kind != nil }; $0.unknownNames = 0 }
+                if $0.unknownNames >= Self.maxUnknownCached {
+                    $0.kinds = $0.kinds.filter { $0.value.kind != nil }
+                    $0.unknownNames = 0
+                }
                 $0.unknownNames += 1
             }
-            if $0.kinds.count > 100_000 { $0.kinds.removeAll(); $0.unknownNames = 0 }
+            if $0.kinds.count > 100_000 {
+                $0.kinds.removeAll()
+                $0.unknownNames = 0
+            }
             $0.kinds[name] = (kind, now)
         }
         return kind
@@ -141,7 +148,8 @@ public final class TelemetryIngest: Service, Sendable {
                 if ContinuousClock.now - lastCompaction > .seconds(60) {
                     lastCompaction = ContinuousClock.now
                     // Quiet senders' buckets and stale kinds go; they are made again when needed.
-                    let now = Double(DispatchTime.now().uptimeNanoseconds) / 1e9, instant = ContinuousClock.now
+                    let now = Double(DispatchTime.now().uptimeNanoseconds) / 1e9
+                    let instant = ContinuousClock.now
                     self.state.withLock { state in
                         state.limiter.evictIdle(now: now)
                         state.kinds = state.kinds.filter { instant - $0.value.checked < .seconds(5) }
@@ -163,7 +171,10 @@ public final class TelemetryIngest: Service, Sendable {
         let (history, latest, probes) = state.withLock { s in
             defer {
                 s.history.removeAll(keepingCapacity: true)
-                if statuses { s.latest.removeAll(); s.probeStates.removeAll() }
+                if statuses {
+                    s.latest.removeAll()
+                    s.probeStates.removeAll()
+                }
             }
             return (s.history, statuses ? s.latest : [:], statuses ? s.probeStates : [:])
         }
@@ -189,9 +200,10 @@ public final class TelemetryIngest: Service, Sendable {
         if let probe {
             let current = try? await registry.find(name)?.decode()
             var conditions = current?.status?.conditions ?? []
-            conditions.set(type: "ProbeConnected", status: probe == .online ? .true : .false,
-                           reason: probe == .online ? "ProbeOnline" : "ProbeOffline",
-                           message: probe == .online ? nil : "the probe announced offline (or its connection died)", at: Timestamp.format(Date()))
+            conditions.set(
+                type: "ProbeConnected", status: probe == .online ? .true : .false,
+                reason: probe == .online ? "ProbeOnline" : "ProbeOffline",
+                message: probe == .online ? nil : "the probe announced offline (or its connection died)", at: Timestamp.format(Date()))
             patch["conditions"] = (try? conditions.patch(only: "ProbeConnected")) ?? .array([])
         }
         do {

@@ -15,8 +15,9 @@ public final class TelemetrySubscriber: Service, Sendable {
         let endpoint = try MQTTEndpoint(url: url)
         // A stable client id is not needed: sessions are clean, and replicas must not collide.
         // Samples wait in a byte budget; a payload too large to be a sample is never copied.
-        client = try MQTTClient(endpoint: endpoint, subscriptions: Telemetry.subscriptions(shared: shared),
-                                byteBudget: 64 << 20, maxPayloadBytes: Telemetry.maxPayloadBytes)
+        client = try MQTTClient(
+            endpoint: endpoint, subscriptions: Telemetry.subscriptions(shared: shared),
+            byteBudget: 64 << 20, maxPayloadBytes: Telemetry.maxPayloadBytes)
         self.ingest = ingest
         self.logger = logger
     }
@@ -31,7 +32,10 @@ public final class TelemetrySubscriber: Service, Sendable {
         logger.info("telemetry subscriber started", metadata: ["broker": "\(client.endpoint)"])
         await withGracefulShutdownHandler {
             for await message in client.messages {
-                if message.oversized { ingest.reject(.tooLarge, source: "mqtt"); continue }
+                if message.oversized {
+                    ingest.reject(.tooLarge, source: "mqtt")
+                    continue
+                }
                 await ingest.receive(topic: message.topic, payload: message.payload)
             }
         } onGracefulShutdown: { [client] in

@@ -87,7 +87,9 @@ final class ServerProcess: Sendable {
 }
 
 /// Runs the `triad` CLI and returns its exit code, stdout and stderr.
-func runTriad(_ arguments: [String], stdin: String? = nil, directory: String? = nil, environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+func runTriad(_ arguments: [String], stdin: String? = nil, directory: String? = nil, environment: [String: String] = [:]) throws -> (
+    status: Int32, stdout: String, stderr: String
+) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: try TestPaths.triadExecutable())
     process.arguments = arguments
@@ -96,7 +98,9 @@ func runTriad(_ arguments: [String], stdin: String? = nil, directory: String? = 
     for key in ["TRIAD_SERVER", "TRIAD_TOKEN", "TRIAD_ADMIN_TOKEN"] { env.removeValue(forKey: key) }
     for (k, v) in environment { env[k] = v }
     process.environment = env
-    let out = Pipe(), err = Pipe(), input = Pipe()
+    let out = Pipe()
+    let err = Pipe()
+    let input = Pipe()
     process.standardOutput = out
     process.standardError = err
     process.standardInput = input

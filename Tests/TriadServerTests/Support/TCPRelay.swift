@@ -39,7 +39,10 @@ final class TCPRelay: Sendable {
     /// Drops every relayed connection and refuses new ones.
     func close() {
         isOpen.store(false, ordering: .releasing)
-        for channel in channels.withLock({ c in defer { c.removeAll() }; return c }) { channel.close(promise: nil) }
+        for channel in channels.withLock({ c in
+            defer { c.removeAll() }
+            return c
+        }) { channel.close(promise: nil) }
     }
 
     func stop() {

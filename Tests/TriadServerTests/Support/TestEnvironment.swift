@@ -1,14 +1,14 @@
 import Foundation
 import Logging
 import Metrics
-import Prometheus
 import PostgresNIO
+import Prometheus
 import Testing
 import TriadCore
 import TriadPostgres
 import TriadProcess
-import TriadServer
 import TriadSQLite
+import TriadServer
 import TriadTesting
 
 /// The registry backends every conformance and API test runs against.
@@ -60,8 +60,10 @@ enum TestEnvironment {
 
     /// Runs `body` with a fresh, empty registry backend, open for exactly that long. SQLite: a
     /// new file; PostgreSQL: a new schema. `reuse` opens an earlier one again (its `location`).
-    static func withBackend<T: Sendable>(_ kind: BackendKind, reuse location: String? = nil,
-                                         _ body: (any RegistryBackend, _ location: String) async throws -> T) async throws -> T {
+    static func withBackend<T: Sendable>(
+        _ kind: BackendKind, reuse location: String? = nil,
+        _ body: (any RegistryBackend, _ location: String) async throws -> T
+    ) async throws -> T {
         switch kind {
         case .sqlite:
             let path = try location ?? (TestPaths.temporaryDirectory() + "/triad.db")
@@ -86,8 +88,9 @@ enum TestEnvironment {
     /// own: Foundation's Process may never see the script exit once it started a detached server).
     static func services(_ script: String, _ verb: String, _ service: String, environment: [String: String]) async throws {
         let log = try TestPaths.temporaryDirectory() + "/services.log"
-        let child = try ChildProcess(id: "services.sh", kind: "script", executable: "/bin/bash", arguments: [script, verb, service],
-                                     environment: environment, directory: FileManager.default.currentDirectoryPath, logPath: log)
+        let child = try ChildProcess(
+            id: "services.sh", kind: "script", executable: "/bin/bash", arguments: [script, verb, service],
+            environment: environment, directory: FileManager.default.currentDirectoryPath, logPath: log)
         let status = await child.waitForExit()
         guard status == 0 else {
             throw SetupError("services.sh \(verb) \(service) failed: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")

@@ -3,9 +3,9 @@ import Foundation
 import NIOHTTP1
 import ServiceLifecycle
 import Testing
+import TriadAMQP
 import TriadClient
 import TriadCore
-import TriadAMQP
 import TriadServer
 import TriadTesting
 
@@ -46,9 +46,11 @@ final class TestServer: Sendable {
 
 /// Runs `body` with a started server over a fresh backend, and always stops both: the server's
 /// services run as a child task of this call and end (gracefully) before it returns.
-func withServer(_ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000, amqp: String? = nil,
-                mqtt: String? = nil, resolver: HostResolver = .system, configure: (inout ServerConfiguration) -> Void = { _ in },
-                _ body: (TestServer) async throws -> Void) async throws {
+func withServer(
+    _ kind: BackendKind, maxBodyBytes: Int = 1 << 20, eventRetention: Int = 100_000, amqp: String? = nil,
+    mqtt: String? = nil, resolver: HostResolver = .system, configure: (inout ServerConfiguration) -> Void = { _ in },
+    _ body: (TestServer) async throws -> Void
+) async throws {
     _ = TestEnvironment.metricsBootstrapped
     var config = ServerConfiguration()
     config.dataDir = try TestPaths.temporaryDirectory()
@@ -111,10 +113,12 @@ enum Docs {
             "spec": .object([
                 "kind": .string("Device"),
                 "accessMode": .string("Exclusive"),
-                "operations": .array([.object([
-                    "name": .string("brew"), "price": .number(price),
-                    "httpAction": .object(["action": .string("POST"), "url": .string("http://127.0.0.1:9101/operations/brew")]),
-                ])]),
+                "operations": .array([
+                    .object([
+                        "name": .string("brew"), "price": .number(price),
+                        "httpAction": .object(["action": .string("POST"), "url": .string("http://127.0.0.1:9101/operations/brew")]),
+                    ])
+                ]),
             ]),
         ])
     }

@@ -59,8 +59,9 @@ final class Upstream: Sendable {
             return Response(status: .ok)
         }
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-                              onServerRunning: { channel in portContinuation.yield(channel.localAddress?.port ?? 0) })
+        let app = Application(
+            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { channel in portContinuation.yield(channel.localAddress?.port ?? 0) })
         let group = ServiceGroup(configuration: .init(services: [app], logger: TestEnvironment.logger))
         let task = Task { try await group.run() }
         var iterator = ports.makeAsyncIterator()

@@ -40,7 +40,9 @@ func mqttCeiling() async throws {
     guard await publisher.waitUntilReady(timeout: .seconds(10)) else { throw Failure(description: "publisher not ready") }
     let payload = Array(#"{"values":{"temperature":21.5,"humidity":40}}"#.utf8)
     let reader = Task { () -> (Int, Double, Double) in
-        var n = 0, first = 0.0, last = 0.0
+        var n = 0
+        var first = 0.0
+        var last = 0.0
         for await _ in subscriber.messages {
             if n == 0 { first = nowMs() }
             n += 1
@@ -52,13 +54,19 @@ func mqttCeiling() async throws {
     for _ in 0..<count {
         while (try? publisher.publish(topic: topic, payload: payload)) == nil { try await Task.sleep(for: .milliseconds(1)) }
     }
-    let timeout = Task { try await Task.sleep(for: .seconds(60)); subscriber.stop() }
+    let timeout = Task {
+        try await Task.sleep(for: .seconds(60))
+        subscriber.stop()
+    }
     let (received, first, last) = await reader.value
     timeout.cancel()
-    publisher.stop(); subscriber.stop()
+    publisher.stop()
+    subscriber.stop()
     let seconds = max(0.001, (last - first) / 1000)
-    emit(["case": .string("mqtt-ceiling"), "messages": .number(Double(received)), "seconds": .number(seconds),
-          "perSecond": .number((Double(received) / seconds).rounded())])
+    emit([
+        "case": .string("mqtt-ceiling"), "messages": .number(Double(received)), "seconds": .number(seconds),
+        "perSecond": .number((Double(received) / seconds).rounded()),
+    ])
 }
 
 func amqpCeiling() async throws {
@@ -73,15 +81,18 @@ func amqpCeiling() async throws {
     var sent = 0
     while sent < count {
         let n = min(batch, count - sent)
-        try await publisher.publishConfirmed((0..<n).map { i in
-            AMQPMessage(exchange: "triad.bench", routingKey: "device.bench.telemetry", body: body, messageID: String(sent + i))
-        })
+        try await publisher.publishConfirmed(
+            (0..<n).map { i in
+                AMQPMessage(exchange: "triad.bench", routingKey: "device.bench.telemetry", body: body, messageID: String(sent + i))
+            })
         sent += n
     }
     let seconds = (nowMs() - start) / 1000
     publisher.close()
-    emit(["case": .string("amqp-ceiling"), "messages": .number(Double(sent)), "seconds": .number(seconds),
-          "perSecond": .number((Double(sent) / seconds).rounded()), "batch": .number(Double(batch))])
+    emit([
+        "case": .string("amqp-ceiling"), "messages": .number(Double(sent)), "seconds": .number(seconds),
+        "perSecond": .number((Double(sent) / seconds).rounded()), "batch": .number(Double(batch)),
+    ])
 }
 
 /// Publishes `rate` samples/s for `seconds` over `devices` resources named `<prefix>-<i>`, and
@@ -110,14 +121,20 @@ func pipeline() async throws {
     // Latency, whole and in two legs split at the server's receipt (the event's `time`, in ms):
     // probe → Mosquitto → Triad, and Triad → RabbitMQ → the integrator.
     let reader = Task { () -> (Set<Int>, Int, [Double], [Double], [Double]) in
-        var seen = Set<Int>(), duplicates = 0
-        var latencies: [Double] = [], toServer: [Double] = [], fromServer: [Double] = []
+        var seen = Set<Int>()
+        var duplicates = 0
+        var latencies: [Double] = []
+        var toServer: [Double] = []
+        var fromServer: [Double] = []
         latencies.reserveCapacity(total)
         while let d = try await consumer.next(timeout: .seconds(drain)) {
             guard d.routingKey.hasPrefix("device.\(prefix)-") else { continue }
             let event = try JSONCoding.parse(Data(d.body))
             guard case .number(let seq)? = event["data"]?["values"]?["seq"], case .number(let sentAt)? = event["data"]?["values"]?["sentAt"] else { continue }
-            if !seen.insert(Int(seq)).inserted { duplicates += 1; continue }
+            if !seen.insert(Int(seq)).inserted {
+                duplicates += 1
+                continue
+            }
             let now = nowMs()
             latencies.append(now - sentAt)
             if case .string(let time)? = event["time"], let received = Timestamp.parse(time) {
@@ -146,12 +163,14 @@ func pipeline() async throws {
     publisher.stop()
     consumer.close()
     let sorted = latencies.sorted()
-    emit(["case": .string("pipeline"), "rate": .number(rate), "seconds": .number(seconds), "sent": .number(Double(total)),
-          "received": .number(Double(seen.count)), "lost": .number(Double(total - seen.count)), "duplicates": .number(Double(duplicates)),
-          "achievedPerSecond": .number((Double(total) / publishSeconds).rounded()),
-          "p50ms": .number((percentile(sorted, 0.5) * 100).rounded() / 100), "p99ms": .number((percentile(sorted, 0.99) * 100).rounded() / 100),
-          "toServerP99ms": .number((percentile(toServer.sorted(), 0.99) * 100).rounded() / 100),
-          "fromServerP99ms": .number((percentile(fromServer.sorted(), 0.99) * 100).rounded() / 100)])
+    emit([
+        "case": .string("pipeline"), "rate": .number(rate), "seconds": .number(seconds), "sent": .number(Double(total)),
+        "received": .number(Double(seen.count)), "lost": .number(Double(total - seen.count)), "duplicates": .number(Double(duplicates)),
+        "achievedPerSecond": .number((Double(total) / publishSeconds).rounded()),
+        "p50ms": .number((percentile(sorted, 0.5) * 100).rounded() / 100), "p99ms": .number((percentile(sorted, 0.99) * 100).rounded() / 100),
+        "toServerP99ms": .number((percentile(toServer.sorted(), 0.99) * 100).rounded() / 100),
+        "fromServerP99ms": .number((percentile(fromServer.sorted(), 0.99) * 100).rounded() / 100),
+    ])
 }
 
 do {
