@@ -27,13 +27,10 @@ public final class SQLiteBackend: RegistryBackend {
         path: String, readers: Int = 2, logger: Logger, _ body: (SQLiteBackend) async throws -> T
     ) async throws -> T {
         let backend = try await open(path: path, readers: readers, logger: logger)
-        do {
-            let result = try await body(backend)
+        return try await withCleanup {
+            try await body(backend)
+        } cleanup: {
             await backend.close()
-            return result
-        } catch {
-            await backend.close()
-            throw error
         }
     }
 

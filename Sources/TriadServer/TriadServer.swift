@@ -50,13 +50,10 @@ public final class TriadServer: Sendable {
         }
         return try await withRegistryBackend(try configuration.resolvedDatabase(), logger: logger) { backend in
             let server = try await TriadServer(configuration: configuration, backend: backend, logger: logger)
-            do {
-                let result = try await body(server)
+            return try await withCleanup {
+                try await body(server)
+            } cleanup: {
                 await server.shutdown()
-                return result
-            } catch {
-                await server.shutdown()
-                throw error
             }
         }
     }

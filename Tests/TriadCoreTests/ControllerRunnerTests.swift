@@ -30,6 +30,13 @@ struct ControllerRunnerTests {
             }
         }
         func end(_ key: String) { state.withLock { $0.running[key, default: 0] -= 1 } }
+
+        /// Runs one reconcile's `work`, noted from its start to its end.
+        func record<T>(_ key: String, _ logger: Logger, _ work: () async throws -> T) async rethrows -> T {
+            begin(key, logger)
+            defer { end(key) }
+            return try await work()
+        }
     }
 
     /// Holds reconciles until the test opens it.
@@ -74,11 +81,7 @@ struct ControllerRunnerTests {
         let journal = Journal()
         try await Self.withRunner(
             clock: clock,
-            { key, logger in
-                journal.begin(key, logger)
-                defer { journal.end(key) }
-                return .seconds(30)
-            }
+            { key, logger in try await journal.record(key, logger) { .seconds(30) } }
         ) { runner in
             runner.add("fan")
             try await eventually("fan is reconciled", every: .milliseconds(1)) { journal.calls("fan") == 1 }
@@ -97,11 +100,7 @@ struct ControllerRunnerTests {
         let journal = Journal()
         try await Self.withRunner(
             clock: clock,
-            { key, logger in
-                journal.begin(key, logger)
-                defer { journal.end(key) }
-                throw Boom()
-            }
+            { key, logger in try await journal.record(key, logger) { throw Boom() } }
         ) { runner in
             runner.add("lamp")
             try await eventually("the first attempt", every: .milliseconds(1)) { journal.calls("lamp") == 1 }
@@ -123,9 +122,7 @@ struct ControllerRunnerTests {
         try await Self.withRunner(
             clock: clock, workers: 2,
             { key, logger in
-                journal.begin(key, logger)
-                await gate.pass()
-                journal.end(key)
+                await journal.record(key, logger) { await gate.pass() }
                 return nil
             }
         ) { runner in

@@ -213,9 +213,13 @@ public final class MeshRecorder: Sendable {
             }
             // Held requests of this trace whose pin is now known go on.
             guard !s.pinWaiters.isEmpty, let trace, let waiting = s.pinWaiters[trace] else { return [] }
-            let (now, later) = (waiting.filter { s.pins.pin(trace, $0.service) != nil }, waiting.filter { s.pins.pin(trace, $0.service) == nil })
+            var ready: [CheckedContinuation<Void, Never>] = []
+            var later: [PinWaiter] = []
+            for w in waiting {
+                if s.pins.pin(trace, w.service) != nil { ready.append(w.continuation) } else { later.append(w) }
+            }
             s.pinWaiters[trace] = later.isEmpty ? nil : later
-            return now.map(\.continuation)
+            return ready
         }
         for c in pinned { c.resume() }
     }

@@ -67,13 +67,11 @@ func withServer(
     configure(&config)
     try await TestEnvironment.withBackend(kind) { [config] backend, _ in
         let server = try await TriadServer(configuration: config, backend: backend, logger: TestEnvironment.logger, resolver: resolver)
-        do {
+        try await withCleanup {
             try await serve(server, config: config, body)
-        } catch {
+        } cleanup: {
             await server.shutdown()
-            throw error
         }
-        await server.shutdown()
     }
 }
 
