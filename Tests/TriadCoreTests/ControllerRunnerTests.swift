@@ -94,6 +94,22 @@ struct ControllerRunnerTests {
         }
     }
 
+    @Test func aDelayBeyondADayIsCappedAtADay() async throws {
+        let clock = ManualClock()
+        let journal = Journal()
+        try await Self.withRunner(
+            clock: clock,
+            // Ten thousand years: as seconds since the runner's start in nanoseconds, past Int64.
+            { key, logger in try await journal.record(key, logger) { .seconds(Int64(10_000) * 365 * 86_400) } }
+        ) { runner in
+            runner.add("clock")
+            try await eventually("clock is reconciled", every: .milliseconds(1)) { journal.calls("clock") == 1 }
+            try await eventually("the runner sleeps until the capped deadline", every: .milliseconds(1)) { clock.sleeping == 1 }
+            clock.advance(by: .seconds(86_400))
+            try await eventually("clock is reconciled again after a day", every: .milliseconds(1)) { journal.calls("clock") == 2 }
+        }
+    }
+
     @Test func aFailedReconcileIsRetriedWithBackOff() async throws {
         struct Boom: Error {}
         let clock = ManualClock()

@@ -327,6 +327,35 @@ struct HardeningTests {
         }
     }
 
+    /// Times in a status are data: a heartbeat or a sample dated in year 9999 asks the controller
+    /// to look again in thousands of years, which it caps instead of overflowing its clock; it
+    /// goes on judging every other resource.
+    @Test func timesFarInTheFutureLeaveTheControllerRunning() async throws {
+        try await withServer(.sqlite, configure: { $0.probePolicy.heartbeatTimeout = 1 }) { server in
+            let future = "9999-12-31T23:59:59.999Z"
+            for name in ["far-future", "silent"] {
+                _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name)))
+            }
+            _ = try await server.admin.call(
+                .PATCH, "/api/v1/resources/far-future/status",
+                body: Data(
+                    #"{"status":{"conditions":[{"type":"AgentReady","status":"True","reason":"Serving","lastHeartbeatTime":"\#(future)"}],"telemetry":{"lastSeen":"\#(future)"}}}"#
+                        .utf8),
+                contentType: "application/merge-patch+json")
+            let past = Timestamp.format(Date())
+            _ = try await server.admin.call(
+                .PATCH, "/api/v1/resources/silent/status",
+                body: Data(
+                    #"{"status":{"phase":"Running","conditions":[{"type":"AgentReady","status":"True","reason":"Serving","lastHeartbeatTime":"\#(past)"}]}}"#
+                        .utf8),
+                contentType: "application/merge-patch+json")
+            try await eventually("the controller still fails the silent agent", within: 30) {
+                try await ProbeControllerTests.status(server, "silent")?["phase"] == .string("Failed")
+            }
+            #expect(try await server.admin.call(.GET, "/api/v1/resources/far-future").json?["status"]?["phase"] != .string("Failed"))
+        }
+    }
+
     /// A status is bounded (64 KiB): more is a 422 and nothing changes.
     @Test func anOversizedStatusIsRefused() async throws {
         try await withServer(.sqlite) { server in

@@ -8,12 +8,16 @@ import Synchronization
 /// - idle, it sleeps until the queue's next deadline or until a key is added, on the clock it
 ///   was given (tests pass a manual one), never on a fixed poll;
 /// - a reconcile that throws is retried with the queue's back-off; one that returns a delay is
-///   looked at again after it;
+///   looked at again after it, or after `longestDelay` if that is sooner (a delay computed from
+///   user data, a heartbeat dated in year 9999, must not overflow the clock's arithmetic);
 /// - every reconcile gets a logger whose lines carry `reconcileID` and the key.
 public final class ControllerRunner<Key: Hashable & Sendable & CustomStringConvertible, C: Clock>: Sendable
 where C.Duration == Duration {
     /// Converges `key`; returns when to look at it again, if that depends on time.
     public typealias Reconcile = @Sendable (_ key: Key, _ logger: Logger) async throws -> Duration?
+
+    /// The longest a key waits for a delayed look: a day.
+    public static var longestDelay: Duration { .seconds(86_400) }
 
     private struct State {
         var queue: WorkQueue<Key>
@@ -47,7 +51,7 @@ where C.Duration == Duration {
     /// Looks at `key` once `delay` has passed (an earlier pending time is kept).
     public func add(_ key: Key, after delay: Duration) {
         let now = self.now()
-        state.withLock { $0.queue.add(key, after: Self.seconds(delay), now: now) }
+        state.withLock { $0.queue.add(key, after: Self.seconds(min(delay, Self.longestDelay)), now: now) }
         wakeup.signal()
     }
 
@@ -87,7 +91,7 @@ where C.Duration == Duration {
             case .success(let requeue):
                 s.queue.forget(key)
                 s.queue.done(key)
-                if let requeue { s.queue.add(key, after: Self.seconds(requeue), now: now) }
+                if let requeue { s.queue.add(key, after: Self.seconds(min(requeue, Self.longestDelay)), now: now) }
             case .failure:
                 s.queue.done(key)
                 s.queue.addRateLimited(key, now: now)

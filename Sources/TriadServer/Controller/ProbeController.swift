@@ -96,7 +96,8 @@ public final class ProbeController: Service, Sendable {
         try Task.checkCancellation()
         let runner = ControllerRunner(clock: ContinuousClock(), workers: workers, logger: logger) { name, logger in
             do {
-                return try await self.reconcile(name, logger: logger).map { Duration.milliseconds(Int64(($0 * 1000).rounded(.up))) }
+                // The runner caps the delay at a day; capped here first so that the conversion cannot overflow.
+                return try await self.reconcile(name, logger: logger).map { Duration.milliseconds(Int64((min($0, 86_400) * 1000).rounded(.up))) }
             } catch {
                 Counter(label: "triad_controller_reconcile_errors_total").increment()
                 throw error
