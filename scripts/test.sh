@@ -85,7 +85,11 @@ rc_load=$?
 # outside the spec, the server alive throughout.
 bash "$ROOT/scripts/fuzz_api.sh"
 rc_fuzz=$?
+# The web console in a headless Chromium against a live server.
+bash "$ROOT/scripts/console_test.sh"
+rc_console=$?
 set -e
 [ "$rc" -ne 0 ] && exit "$rc"
 [ "$rc_load" -ne 0 ] && exit "$rc_load"
-exit "$rc_fuzz"
+[ "$rc_fuzz" -ne 0 ] && exit "$rc_fuzz"
+exit "$rc_console"

@@ -164,6 +164,7 @@ public final class TriadServer: Sendable {
         TokenRoutes(authority: authority, registry: registry, reader: reader).register(table)
         TelemetryRoutes(registry: registry, ingest: telemetry).register(table)
         BindingRoutes(registry: registry, reader: reader, written: { notifier.notify() }).register(table)
+        ConsoleRoutes().register(router)
         return (router, table)
     }
 

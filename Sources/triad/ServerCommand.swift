@@ -149,12 +149,21 @@ struct ServerCommand: AsyncParsableCommand {
                         print("bootstrap admin token: \(secret)")
                     }
                     print("bootstrap admin token written to \(path)")
+                    fflush(nil)
                 case .fromEnvironment, .existing:
                     break
                 }
                 serving.store(true, ordering: .relaxed)
+                let firstStart: Bool
+                if case .wroteFile = server.bootstrap { firstStart = true } else { firstStart = false }
                 try await server.run { port in
-                    logger.info("listening", metadata: ["address": "\(host):\(port)"])
+                    let console = "http://\(host.contains(":") ? "[\(host)]" : host):\(port)/console/"
+                    logger.info("listening", metadata: ["address": "\(host):\(port)", "console": "\(console)"])
+                    // Beside the token file's path: where the first user signs in with it.
+                    if firstStart {
+                        print("web console: \(console) (sign in with the admin token)")
+                        fflush(nil)  // seen now, also when stdout is a file or a pipe
+                    }
                 }
                 logger.info("stopped")
             }

@@ -39,13 +39,15 @@ struct ProblemMiddleware: RouterMiddleware {
     }
 }
 
-/// Every route but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`.
+/// Every route but `/healthz`, `/readyz` and the console's static files needs
+/// `Authorization: Bearer <token>`.
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = TriadRequestContext
     let authority: TokenAuthority
     static let openPaths: Set<String> = ["/healthz", "/readyz"]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if ConsoleRoutes.isOpen(request.uri.path) { return try await next(request, context) }
         if Self.openPaths.contains(request.uri.path) {
             // Open, but a valid token still says who asks (an admin is told more by /readyz).
             var context = context

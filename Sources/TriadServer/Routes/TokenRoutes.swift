@@ -13,6 +13,22 @@ struct TokenRoutes {
         routes.on(.get, "/api/v1/tokens", list)
         routes.on(.post, "/api/v1/tokens", create)
         routes.on(.delete, "/api/v1/tokens/{name}", revoke)
+        routes.on(.get, "/api/v1/whoami", whoami)
+    }
+
+    /// Who the bearer is and what its role may do: what a front end offers and hides.
+    @Sendable func whoami(_ request: Request, context: TriadRequestContext) async throws -> Response {
+        guard let principal = context.principal else { throw Problem.unauthorized("a bearer token is required") }
+        let actions: [(String, Action)] = [
+            ("readResources", .readResources), ("writeResources", .writeResources), ("bindResources", .bindResources),
+            ("invokeOperations", .invokeOperations), ("readAllInvocations", .readAllInvocations), ("readEvents", .readEvents),
+            ("manageTokens", .manageTokens),
+        ]
+        var may = actions.filter { principal.may($0.1) }.map { JSONValue.string($0.0) }
+        if let resource = principal.resource, principal.may(.writeStatus(resource: resource)) { may.append(.string("writeStatus")) }
+        var body: [String: JSONValue] = ["name": .string(principal.name), "role": .string(principal.role.rawValue), "may": .array(may)]
+        if let resource = principal.resource { body["resource"] = .string(resource) }
+        return .json(.ok, JSONCoding.encode(JSONValue.object(body)))
     }
 
     static func info(_ t: TokenRecord) -> JSONValue {
