@@ -166,7 +166,7 @@ public final class ChildProcess: Sendable {
     }
 }
 
-/// A loopback TCP port free at the time of asking.
+/// A loopback TCP port free at the time of asking, and not handed out before by this process.
 public func freeLoopbackPort() throws -> Int {
     // Below the kernel's ephemeral range: a port handed out here and bound a moment later is
     // never meanwhile given to a socket bound to port 0 or to an outgoing connection (a mesh's
@@ -174,12 +174,18 @@ public func freeLoopbackPort() throws -> Int {
     if ephemeralStart > 11_000 {
         for _ in 0..<200 {
             let port = Int.random(in: 10_000..<ephemeralStart)
+            // A port handed out is free until its user binds it: without this memory, two
+            // Envoys started together were once given the same one.
+            guard handedOut.withLock({ $0.insert(port).inserted }) else { continue }
             if let bound = bindLoopback(port: port) { return bound }
         }
     }
     guard let port = bindLoopback(port: 0) else { throw POSIXError(.EADDRINUSE) }
     return port
 }
+
+/// Ports `freeLoopbackPort` returned (or found taken) in this process.
+private let handedOut = Mutex<Set<Int>>([])
 
 /// The first port of `net.ipv4.ip_local_port_range` (read once).
 private let ephemeralStart: Int = {

@@ -112,6 +112,15 @@ struct ResourceModelTests {
         #expect(ResourceValidator.validate(docs[0]).isEmpty)
         #expect(throws: DocumentSyntaxError.self) { try DocumentReader.readAll(Data("a: [1\n".utf8), format: .yaml) }
         #expect(throws: DocumentSyntaxError.self) { try DocumentReader.readAll(Data("a: 1\na: 2\n".utf8), format: .yaml) }
+        // `&` and `*` inside scalars are text, not anchors.
+        #expect(
+            try DocumentReader.read(Data("a: R&D *stars* &co\nb: \"&x\"\nc: |\n  *y\n".utf8), format: .yaml)
+                == .object(["a": .string("R&D *stars* &co"), "b": .string("&x"), "c": .string("*y\n")]))
+        // YAML 1.1 base-60 integers are summed with overflow checks: past Int's range is an error, not a trap.
+        #expect(
+            try DocumentReader.read(Data("a: 1:30\nb: -2:00:01\nc: 0x1F\n".utf8), format: .yaml)
+                == .object(["a": .number(90), "b": .number(-7201), "c": .number(31)]))
+        #expect(throws: DocumentSyntaxError.self) { try DocumentReader.read(Data("a: 9000000000000000000:0\n".utf8), format: .yaml) }
         #expect(DocumentReader.sniff(Data("  {\"a\":1}".utf8)) == .json)
         #expect(DocumentReader.sniff(Data("a: 1".utf8)) == .yaml)
     }

@@ -120,6 +120,11 @@ struct HardeningTests {
             #expect(bomb.utf8.count < 1200)
             let reply = try await server.admin.send(.POST, "/api/v1/resources", body: Data(bomb.utf8), contentType: "application/yaml")
             #expect(reply.status == 400 && (reply.json?["detail"]?.stringValue ?? "").contains("anchors"))
+            // The same nest used twice as a mapping key: Yams hashes keys to find duplicates, which
+            // took exponential time before anchors were refused by the scanner ahead of it.
+            let keyed = bomb + "    m:\n      ? *i\n      : 1\n      ? *i\n      : 2\n"
+            let keyedReply = try await server.admin.send(.POST, "/api/v1/resources", body: Data(keyed.utf8), contentType: "application/yaml")
+            #expect(keyedReply.status == 400 && (keyedReply.json?["detail"]?.stringValue ?? "").contains("anchors"))
             let anchored = "apiVersion: triad.io/v1alpha1\nkind: Resource\nmetadata: {name: anchored}\nspec: &s {kind: Device}\n"
             #expect(try await server.admin.send(.POST, "/api/v1/resources", body: Data(anchored.utf8), contentType: "application/yaml").status == 400)
             let deep = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
@@ -353,6 +358,47 @@ struct HardeningTests {
                 try await ProbeControllerTests.status(server, "silent")?["phase"] == .string("Failed")
             }
             #expect(try await server.admin.call(.GET, "/api/v1/resources/far-future").json?["status"]?["phase"] != .string("Failed"))
+        }
+    }
+
+    /// Found by reading the parsers: each of these trapped (or could) the server before.
+    @Test func numbersAndNestingPastTheirBoundsAreRefused() async throws {
+        try await withServer(.sqlite) { server in
+            // A base-60 YAML integer past Int's range (Yams multiplies without overflow checks).
+            let sexagesimal =
+                "apiVersion: triad.io/v1alpha1\nkind: Resource\nmetadata: {name: s60}\nspec: {kind: Device, description: x}\nx: 9000000000000000000:0\n"
+            let s60 = try await server.admin.send(.POST, "/api/v1/resources", body: Data(sexagesimal.utf8), contentType: "application/yaml")
+            #expect(s60.status == 400 && (s60.json?["detail"]?.stringValue ?? "").contains("out of range"), "\(s60.status)")
+
+            // An operation's port outside 1…65535 (the HTTP client traps on it).
+            for (url, status) in [("http://127.0.0.1:70000/x", 422), ("http://127.0.0.1:0/x", 422), ("http://h:/x", 422), ("http://[::1]:8080/x", 201)] {
+                var doc = Docs.device("port-\(status)-\(url.count)")
+                doc = MergePatch.apply(
+                    .object([
+                        "spec": .object([
+                            "operations": .array([.object(["name": .string("go"), "httpAction": .object(["action": .string("GET"), "url": .string(url)])])])
+                        ])
+                    ]),
+                    to: doc)
+                let reply = try await server.admin.send(.POST, "/api/v1/resources", body: Docs.json(doc))
+                #expect(reply.status == status, "\(url) → \(reply.status)")
+            }
+
+            // Telemetry values deep enough to push the resource past the parser's depth limit.
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("deep")))
+            let deep = String(repeating: #"{"a":"#, count: 40) + "1" + String(repeating: "}", count: 40)
+            let sample = try await server.admin.send(.POST, "/api/v1/resources/deep/telemetry", body: Data(#"{"values":\#(deep)}"#.utf8))
+            #expect(sample.status == 422 && (sample.json?["detail"]?.stringValue ?? "").contains("32"), "\(sample.status)")
+            let bare = try await server.admin.send(.POST, "/api/v1/resources/deep/telemetry", body: Data(deep.utf8))
+            #expect(bare.status == 422)
+            #expect(try await server.admin.call(.GET, "/api/v1/resources/deep").json?["status"]?["telemetry"] == nil)
+
+            // Methods the API does not use (the HTTP parser knows dozens) share one metrics label.
+            #expect(try await server.admin.send(.RAW(value: "PROPFIND"), "/api/v1/resources").status == 405)
+            let metrics = String(decoding: try await server.admin.call(.GET, "/metrics").body, as: UTF8.self)
+            #expect(!metrics.contains("PROPFIND"))
+            #expect(metrics.contains(#"method="other""#))
+            #expect(try await server.admin.send(.GET, "/api/v1/resources").status == 200)
         }
     }
 

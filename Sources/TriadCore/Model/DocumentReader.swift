@@ -1,3 +1,4 @@
+import CYaml
 import Foundation
 import Yams
 
@@ -22,6 +23,7 @@ public enum DocumentReader {
         case .json: return [try JSONCoding.parse(data)]
         case .yaml:
             guard let text = String(data: data, encoding: .utf8) else { throw DocumentSyntaxError("body is not UTF-8 text") }
+            if hasAnchorsOrAliases(text) { throw DocumentSyntaxError("YAML anchors and aliases are not supported") }
             var nodes: [Node] = []
             var parser: Parser?
             do {
@@ -38,6 +40,31 @@ public enum DocumentReader {
             let values = try nodes.map { node throws(DocumentSyntaxError) in try value(of: node, depth: 0, budget: &budget) }
             withExtendedLifetime(parser) {}
             return values
+        }
+    }
+
+    /// Whether libyaml's scanner, which only splits the text into tokens (linear time), meets an
+    /// anchor or an alias. Checked before Yams composes the nodes: composing looks for duplicate
+    /// keys by hashing them, and a key that aliases nested anchors costs exponential time there.
+    static func hasAnchorsOrAliases(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        guard !bytes.isEmpty else { return false }
+        var parser = yaml_parser_t()
+        guard yaml_parser_initialize(&parser) == 1 else { return false }
+        defer { yaml_parser_delete(&parser) }
+        return bytes.withUnsafeBufferPointer { buffer in
+            yaml_parser_set_input_string(&parser, buffer.baseAddress, buffer.count)
+            while true {
+                var token = yaml_token_t()
+                // A syntax error ends the scan; the parse that follows reports it with its place.
+                guard yaml_parser_scan(&parser, &token) == 1 else { return false }
+                defer { yaml_token_delete(&token) }
+                switch token.type {
+                case YAML_ANCHOR_TOKEN, YAML_ALIAS_TOKEN: return true
+                case YAML_STREAM_END_TOKEN: return false
+                default: continue
+                }
+            }
         }
     }
 
@@ -86,7 +113,7 @@ public enum DocumentReader {
             case Tag.Name.null.rawValue: return .null
             case Tag.Name.bool.rawValue: return .bool(Bool.construct(from: scalar) ?? false)
             case Tag.Name.int.rawValue:
-                guard let i = Int.construct(from: scalar) else { throw DocumentSyntaxError("integer out of range: \(scalar.string)") }
+                guard let i = integer(scalar) else { throw DocumentSyntaxError("integer out of range: \(scalar.string)") }
                 return .number(Double(i))
             case Tag.Name.float.rawValue:
                 guard let d = Double.construct(from: scalar), d.isFinite else { throw DocumentSyntaxError("numbers must be finite: \(scalar.string)") }
@@ -108,6 +135,25 @@ public enum DocumentReader {
         case .alias:
             throw DocumentSyntaxError("YAML aliases are not supported")
         }
+    }
+
+    /// A YAML 1.1 integer. Base 60 (`1:30`) is summed here with overflow checks: Yams multiplies
+    /// without them, so a long base-60 scalar in a body would trap the server.
+    static func integer(_ scalar: Node.Scalar) -> Int? {
+        let text = scalar.string.replacingOccurrences(of: "_", with: "")
+        guard text.contains(":") else { return Int.construct(from: scalar) }
+        let negative = text.hasPrefix("-")
+        let digits = text.drop { $0 == "-" || $0 == "+" }
+        guard text.count - digits.count <= 1 else { return nil }
+        var total = 0
+        for part in digits.split(separator: ":", omittingEmptySubsequences: false) {
+            guard let place = Int(part, radix: 10), place >= 0 else { return nil }
+            let shifted = total.multipliedReportingOverflow(by: 60)
+            let summed = shifted.partialValue.addingReportingOverflow(place)
+            guard !shifted.overflow, !summed.overflow else { return nil }
+            total = summed.partialValue
+        }
+        return negative ? -total : total
     }
 }
 

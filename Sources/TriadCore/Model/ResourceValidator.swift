@@ -62,7 +62,7 @@ public enum ResourceValidator {
 
 /// The name syntaxes of `schemas/resource.schema.json`, written out by hand: they run on every
 /// request (path names), and Swift's Regex costs microseconds per match.
-enum Syntax {
+public enum Syntax {
     private static func isLower(_ b: UInt8) -> Bool { b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z") }
     private static func isUpper(_ b: UInt8) -> Bool { b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") }
     private static func isDigit(_ b: UInt8) -> Bool { b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") }
@@ -106,13 +106,24 @@ enum Syntax {
         return !name.isEmpty && name.utf8.count <= 63 && !name.contains("/") && isLabelValue(name)
     }
 
-    /// `https?://[^\s/?#]+([/?#]\S*)?`
-    static func isHTTPURL(_ url: String) -> Bool {
+    /// `https?://[^\s/?#]+([/?#]\S*)?`, and a port, when the authority names one, in 1…65535
+    /// (an HTTP client handed port 70000 traps rather than refuses).
+    public static func isHTTPURL(_ url: String) -> Bool {
         let rest: Substring
         if url.hasPrefix("http://") { rest = url.dropFirst(7) } else if url.hasPrefix("https://") { rest = url.dropFirst(8) } else { return false }
         guard !rest.contains(where: { $0.isWhitespace }) else { return false }
-        let host = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
-        return !host.isEmpty
+        let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        var hostAndPort = authority
+        if let at = authority.lastIndex(of: "@") { hostAndPort = authority[authority.index(after: at)...] }
+        // An IPv6 literal's colons are inside its brackets; the port follows the `]`.
+        let afterHost = hostAndPort.hasPrefix("[") ? hostAndPort.drop { $0 != "]" }.dropFirst() : hostAndPort.drop { $0 != ":" }
+        let host = hostAndPort.dropLast(afterHost.count)
+        guard !host.isEmpty, host != "[]" else { return false }
+        if afterHost.isEmpty { return true }
+        guard afterHost.first == ":" else { return false }
+        let port = afterHost.dropFirst()
+        guard (1...5).contains(port.count), port.allSatisfy({ $0.isASCII && $0.isNumber }), let number = Int(port) else { return false }
+        return (1...65535).contains(number)
     }
 }
 
@@ -302,7 +313,7 @@ private struct Walker {
                 w.fail("\(p)/action", "must be one of \(Walker.methods.joined(separator: ", ")), not \"\(s)\"")
             }
             if let url = m["url"], let s = w.string(url, at: "\(p)/url", maxLength: 2048), !Syntax.isHTTPURL(s) {
-                w.fail("\(p)/url", "must be an absolute http:// or https:// URL")
+                w.fail("\(p)/url", "must be an absolute http:// or https:// URL with a host (and a port, if any, in 1-65535)")
             }
             if let q = m["query"] { w.stringMap(q, at: "\(p)/query", maxEntries: nil, valueMaxLength: nil) }
             if let h = m["headers"] { w.stringMap(h, at: "\(p)/headers", maxEntries: nil, valueMaxLength: nil) }

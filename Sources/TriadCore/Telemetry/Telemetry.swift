@@ -24,6 +24,7 @@ public enum TelemetryRejection: String, Sendable, CaseIterable, Error {
     case unknownResource = "unknown-resource"
     case invalidJSON = "invalid-json"
     case valuesNotObject = "values-not-object"
+    case tooDeep = "too-deep"
     case invalidTimestamp = "invalid-timestamp"
     case tooLarge = "too-large"
     case rateLimited = "rate-limited"
@@ -36,6 +37,7 @@ public enum TelemetryRejection: String, Sendable, CaseIterable, Error {
         case .unknownResource: "no resource has this name"
         case .invalidJSON: "the payload is not a JSON object"
         case .valuesNotObject: "`values` must be a JSON object"
+        case .tooDeep: "`values` nest deeper than \(Telemetry.maxValuesDepth) levels"
         case .invalidTimestamp: "`ts` must be an RFC 3339 date-time or milliseconds since the epoch"
         case .tooLarge: "the payload is over \(Telemetry.maxPayloadBytes / 1024) KiB"
         case .rateLimited: "this resource sends more samples per second than the server accepts"
@@ -47,6 +49,9 @@ public enum TelemetryRejection: String, Sendable, CaseIterable, Error {
 
 public enum Telemetry {
     public static let maxPayloadBytes = 256 * 1024
+    /// Values become `status.telemetry.values` of the resource: bounded well below the document
+    /// parser's own depth limit, so the resource stays readable wherever it is parsed again.
+    public static let maxValuesDepth = 32
     public static let topicPrefix = "triad/v1/resources/"
 
     public enum Channel: String, Sendable { case telemetry, probe }
@@ -77,9 +82,11 @@ public enum Telemetry {
         let received = Timestamp.format(receivedAt)
         // The wrapped form is recognised by its `values` key; anything else is a bare object.
         guard let values = object["values"] else {
+            guard depth(of: .object(object)) <= maxValuesDepth else { throw .tooDeep }
             return TelemetrySample(resource: resource, time: received, receivedAt: received, values: JSONCoding.encode(JSONValue.object(object)))
         }
         guard case .object = values else { throw .valuesNotObject }
+        guard depth(of: values) <= maxValuesDepth else { throw .tooDeep }
         var time = received
         switch object["ts"] {
         case nil, .null?: break
@@ -91,6 +98,15 @@ public enum Telemetry {
         default: throw .invalidTimestamp
         }
         return TelemetrySample(resource: resource, time: time, receivedAt: received, values: JSONCoding.encode(values))
+    }
+
+    /// Levels of arrays and objects: `{}` is 1, `{"a":[1]}` is 2.
+    static func depth(of value: JSONValue) -> Int {
+        switch value {
+        case .object(let members): 1 + (members.values.map(depth(of:)).max() ?? 0)
+        case .array(let items): 1 + (items.map(depth(of:)).max() ?? 0)
+        default: 0
+        }
     }
 
     public enum ProbeState: String, Sendable { case online, offline }

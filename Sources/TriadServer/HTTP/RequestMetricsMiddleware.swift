@@ -13,7 +13,7 @@ struct RequestMetricsMiddleware: RouterMiddleware {
 
     struct Key: Hashable {
         var route: String
-        var method: HTTPRequest.Method
+        var method: String
         var status: Int
     }
 
@@ -23,7 +23,7 @@ struct RequestMetricsMiddleware: RouterMiddleware {
         func metrics(_ key: Key) -> (Counter, Timer) {
             entries.withLock { entries in
                 if let found = entries[key] { return found }
-                let dimensions = [("route", key.route), ("method", key.method.rawValue), ("status", String(key.status))]
+                let dimensions = [("route", key.route), ("method", key.method), ("status", String(key.status))]
                 let made = (
                     Counter(label: "triad_http_requests_total", dimensions: dimensions),
                     Timer(label: "triad_http_request_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
@@ -36,10 +36,15 @@ struct RequestMetricsMiddleware: RouterMiddleware {
 
     let cache = Cache()
 
+    /// The methods the API serves; the others the HTTP parser accepts (PROPFIND, MKCOL and dozens
+    /// more) share one label, so they cannot multiply the exported series.
+    static let methods: Set<HTTPRequest.Method> = [.get, .head, .post, .put, .patch, .delete, .options]
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = DispatchTime.now().uptimeNanoseconds
         let response = try await next(request, context)
-        let (counter, timer) = cache.metrics(Key(route: context.endpointPath ?? "unmatched", method: request.method, status: Int(response.status.code)))
+        let method = Self.methods.contains(request.method) ? request.method.rawValue : "other"
+        let (counter, timer) = cache.metrics(Key(route: context.endpointPath ?? "unmatched", method: method, status: Int(response.status.code)))
         counter.increment()
         timer.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - start))
         return response

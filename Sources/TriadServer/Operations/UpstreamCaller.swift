@@ -137,6 +137,8 @@ struct UpstreamCaller: Sendable {
     func call(_ action: HTTPActionSpec, query callerQuery: [(String, String)], body: Data?, trace: (traceId: String, traceparent: String)) async throws(Failure)
         -> Answer
     {
+        // Checked again here: a resource written before the validator checked ports may still hold one.
+        guard Syntax.isHTTPURL(action.url) else { throw .refused("the operation's URL is not an http(s) URL with a host and a port in 1-65535") }
         guard var url = URLComponents(string: action.url), let host = url.host else { throw .refused("the operation's URL has no host") }
         let target: UpstreamAddressing.Target
         do { target = try await addressing.target(host: host) } catch { throw .refused(error.reason) }

@@ -83,6 +83,8 @@ struct TelemetryRoutes {
         case .tooLarge: return .tooLarge(limit: Telemetry.maxPayloadBytes)
         case .invalidJSON: return .badRequest(rejection.message)
         case .valuesNotObject: return .invalid([Violation(pointer: "/values", message: "must be an object")], what: "telemetry sample")
+        case .tooDeep:
+            return .invalid([Violation(pointer: "/values", message: "must nest at most \(Telemetry.maxValuesDepth) levels")], what: "telemetry sample")
         case .invalidTimestamp:
             return .invalid([Violation(pointer: "/ts", message: "must be an RFC 3339 date-time or epoch milliseconds")], what: "telemetry sample")
         case .rateLimited:
