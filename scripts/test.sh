@@ -88,8 +88,13 @@ rc_fuzz=$?
 # The web console in a headless Chromium against a live server.
 bash "$ROOT/scripts/console_test.sh"
 rc_console=$?
+# deploy/kubernetes built with kubectl's Kustomize and checked against Kubernetes' schemas
+# offline, with the server's own check of the Deployment's settings and a rendered probe.
+bash "$ROOT/scripts/check_kubernetes.sh"
+rc_k8s=$?
 set -e
 [ "$rc" -ne 0 ] && exit "$rc"
 [ "$rc_load" -ne 0 ] && exit "$rc_load"
 [ "$rc_fuzz" -ne 0 ] && exit "$rc_fuzz"
-exit "$rc_console"
+[ "$rc_console" -ne 0 ] && exit "$rc_console"
+exit "$rc_k8s"

@@ -61,6 +61,8 @@ struct ServerCommand: AsyncParsableCommand {
     var shutdownGrace: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).")
     var logLevel: String?
+    @Flag(name: .customLong("check"), help: "Check the settings (flags, environment, --config file) and exit without serving or connecting to anything.")
+    var checkOnly = false
 
     static let fileKeys: Set<String> = [
         "database", "amqp", "mqtt", "mqttShared", "mqttAuth", "telemetryRetentionHours", "telemetryRate", "dataDir", "listen", "maxBodyBytes", "eventRetention",
@@ -132,6 +134,10 @@ struct ServerCommand: AsyncParsableCommand {
         let levelText = setting(logLevel, "TRIAD_LOG_LEVEL", "logLevel") ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else {
             throw ValidationError("logLevel must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        if checkOnly {
+            print("triad server: the settings are valid")
+            return
         }
 
         LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level) }
