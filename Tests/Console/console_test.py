@@ -181,6 +181,15 @@ def main(server):
                  content_type="application/merge-patch+json"), 200)
         until("its status change reaches the row", lambda: "Running" in text_of('tr[data-name="console-coffee"] .phase'))
         until("the space lists the device", lambda: "console-coffee" in text_of('[data-space="pantry-3f"]'))
+        # People are in a space by their location, and leave it when they move.
+        must(api("POST", "/api/v1/resources", {"apiVersion": "triad.io/v1alpha1", "kind": "Resource",
+                                               "metadata": {"name": "console-alice"}, "spec": {"kind": "Person"}}), 201)
+        must(api("PATCH", "/api/v1/resources/console-alice/status", {"status": {"location": {"space": "pantry-3f"}}},
+                 content_type="application/merge-patch+json"), 200)
+        until("the space lists the person who is in it", lambda: "console-alice" in text_of('[data-space="pantry-3f"]'))
+        must(api("PATCH", "/api/v1/resources/console-alice/status", {"status": {"location": {"space": "lobby-1f"}}},
+                 content_type="application/merge-patch+json"), 200)
+        until("the person leaves the space when she moves", lambda: "console-alice" not in text_of('[data-space="pantry-3f"]'))
 
         # Hostile data stays data.
         hostile = device("console-hostile", port, aliasName=HOSTILE_IMG, description={"en": HOSTILE_SCRIPT})
