@@ -132,6 +132,11 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
+        // The devops bridge: git repositories and the build manager.
+        .target(
+            name: "TriadDevops",
+            dependencies: ["TriadCore", "TriadProcess", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         // Resource agents: the agent host, device agents over Home Assistant, person agents.
         .target(
             name: "TriadAgents",
@@ -198,6 +203,10 @@ let package = Package(
             ],
             // Golden files, read by path (IstioRenderTests).
             exclude: ["Fixtures"]
+        ),
+        .testTarget(
+            name: "TriadDevopsTests",
+            dependencies: ["TriadDevops", "TriadCore", "TriadTesting"]
         ),
         .testTarget(
             name: "TriadAMQPTests",

@@ -120,7 +120,7 @@ struct ServerCommand: AsyncParsableCommand {
             cfg.probeAllow = ProbeAllowList(entries)
         }
         if let text = setting(invokeTimeout, "TRIAD_INVOKE_TIMEOUT", "invokeTimeout") {
-            guard let seconds = Self.duration(text), seconds > 0, seconds <= 3600 else {
+            guard let seconds = DurationText.seconds(text), seconds > 0, seconds <= 3600 else {
                 throw ValidationError("invokeTimeout must be a duration from 1ms to 1h (500ms, 10s, 2m, or seconds), not \(text)")
             }
             cfg.invokeTimeoutSeconds = seconds
@@ -180,14 +180,6 @@ struct ServerCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("error: \(what): \(String(describing: error))\n".utf8))
             throw ExitCode(1)
         }
-    }
-
-    /// `500ms`, `10s`, `2m`, `1h` or a bare number of seconds.
-    static func duration(_ text: String) -> Double? {
-        for (suffix, factor) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)] where text.hasSuffix(suffix) {
-            return Double(text.dropLast(suffix.count)).flatMap { $0.isFinite ? $0 * factor : nil }
-        }
-        return Double(text).flatMap { $0.isFinite ? $0 : nil }
     }
 
     /// The flat YAML map of --config; unknown keys are an error, not ignored.

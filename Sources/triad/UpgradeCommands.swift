@@ -21,15 +21,6 @@ func meshClient(_ url: String?) throws -> MeshClient {
     return MeshClient(controlURL: url, token: token)
 }
 
-/// `60s`, `500ms`, `2m`, or plain seconds.
-func parseSeconds(_ text: String) -> Double? {
-    let t = text.trimmingCharacters(in: .whitespaces).lowercased()
-    if t.hasSuffix("ms"), let v = Double(t.dropLast(2)) { return v / 1000 }
-    if t.hasSuffix("s"), let v = Double(t.dropLast()) { return v }
-    if t.hasSuffix("m"), let v = Double(t.dropLast()) { return v * 60 }
-    return Double(t)
-}
-
 struct UpgradeStart: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "start",
@@ -72,7 +63,7 @@ struct UpgradeStart: AsyncParsableCommand {
                 FileHandle.standardOutput.write(Data(IstioRender.render(.init(service: service, from: current, to: to, namespace: namespace, port: port)).utf8))
                 return
             }
-            guard let seconds = parseSeconds(drainTimeout), seconds > 0 else {
+            guard let seconds = DurationText.seconds(drainTimeout), seconds > 0 else {
                 throw MeshClient.Failure("--drain-timeout \(drainTimeout) is not a duration (60s, 2m, 500ms)")
             }
             if command != nil && upstream != nil { throw MeshClient.Failure("give --command or --upstream, not both") }

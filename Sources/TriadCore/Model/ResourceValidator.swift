@@ -132,7 +132,9 @@ func pointerEscape(_ key: String) -> String {
     key.replacingOccurrences(of: "~", with: "~0").replacingOccurrences(of: "/", with: "~1")
 }
 
-private struct Walker {
+/// Walks a JSON document and collects every violation (not only the first): the resource and
+/// project validators share it.
+struct Walker {
     var violations: [Violation] = []
 
     mutating func fail(_ pointer: String, _ message: String) {
