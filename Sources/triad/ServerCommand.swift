@@ -175,6 +175,7 @@ struct ServerCommand: AsyncParsableCommand {
             }
         } catch is CancellationError {
             // SIGTERM/SIGINT: a graceful shutdown, not a failure.
+            logger.info("stopped")
         } catch {
             let what = serving.load(ordering: .relaxed) ? "the server stopped" : "cannot start the server"
             FileHandle.standardError.write(Data("error: \(what): \(String(describing: error))\n".utf8))
