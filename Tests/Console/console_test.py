@@ -173,6 +173,7 @@ def main(server):
         css("#signin button")[0].click()
         until("the resources table after sign-in", lambda: css("#resources"))
         assert "console-app (app)" in text_of("#who")
+        assert "Resources" in text_of("nav") and "Ledger" in text_of("nav"), text_of("nav")
 
         # Created elsewhere: the row appears without a reload.
         must(api("POST", "/api/v1/resources", device("console-coffee", port)), 201)
@@ -251,6 +252,15 @@ def main(server):
         # A revoked token lands on sign-in with the reason.
         must(api("DELETE", "/api/v1/tokens/console-app"), 200)
         until("sign-in after the token was revoked", lambda: css("#signin") and "revoked" in text_of("#signin-message"))
+
+        # A device sees its own resource, and no table of everyone's, no ledger and no invoke buttons.
+        device_token = must(api("POST", "/api/v1/tokens", {"name": "console-device", "role": "device", "resource": "console-coffee"}), 201)["token"]
+        css("#token")[0].send_keys(device_token)
+        css("#signin button")[0].click()
+        until("a device lands on its own resource", lambda: "console-coffee" in text_of("#main h1") and "console-device (device)" in text_of("#who"))
+        nav = text_of("nav")
+        assert "Resources" not in nav and "Ledger" not in nav, f"a device is offered {nav}"
+        assert not css("button.op"), "a device is offered invoke buttons"
         print("console_test: all checks passed")
     finally:
         driver.quit()
