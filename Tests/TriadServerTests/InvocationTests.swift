@@ -99,6 +99,15 @@ struct InvocationTests {
         #expect(try await apiKey(app) == .string("<redacted>"))
         let listed = try await integrator.call(.GET, "/api/v1/resources?limit=1000").json?["items"]?.arrayValue ?? []
         #expect(!listed.isEmpty && !String(decoding: JSONCoding.encode(JSONValue.array(listed)), as: UTF8.self).contains("k-123"))
+        // The device's own token writes its status; the record it gets back is redacted too.
+        let deviceReply = try await admin.call(
+            .POST, "/api/v1/tokens", body: Data(#"{"name":"\#(appName)-dev","role":"device","resource":"\#(name)"}"#.utf8))
+        let deviceClient = TriadClient(server: server.baseURL, token: try #require(deviceReply.json?["token"]?.stringValue))
+        for method in [HTTPMethod.PATCH, .PUT] {
+            let written = try await deviceClient.call(method, "/api/v1/resources/\(name)/status", body: Data(#"{"status":{"phase":"Running"}}"#.utf8))
+            #expect(written.status == 200)
+            #expect(!String(decoding: written.body, as: UTF8.self).contains("k-123"), "\(method) status answers a device with credentials")
+        }
 
         // Refusals before anything is called: each its own problem, nothing recorded.
         var reply = try await app.send(.POST, "\(path)/brew", body: body)

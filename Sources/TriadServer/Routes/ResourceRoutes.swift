@@ -70,10 +70,16 @@ struct ResourceRoutes {
         let name = try context.parameters.name()
         guard let principal = context.principal else { throw Problem.unauthorized("a bearer token is required") }
         guard principal.mayRead(resource: name) else { throw Problem.forbidden("role \(principal.role.rawValue) may not read \(name)") }
-        var record = try await registry.get(name)
-        // Operations' header values (upstream credentials) are for those who write resources.
-        if !principal.may(.writeResources) { record.document = HeaderRedaction.redacted(record.document) }
-        return .resource(record)
+        return .resource(readable(try await registry.get(name), by: principal))
+    }
+
+    /// The record as `principal` may see it: operations' header values (upstream credentials)
+    /// are for those who write resources; a device writing its own status gets them redacted too.
+    private func readable(_ record: StoredResource, by principal: Principal) -> StoredResource {
+        guard !principal.may(.writeResources) else { return record }
+        var redacted = record
+        redacted.document = HeaderRedaction.redacted(record.document)
+        return redacted
     }
 
     @Sendable func create(_ request: Request, context: TriadRequestContext) async throws -> Response {
@@ -132,19 +138,19 @@ struct ResourceRoutes {
 
     @Sendable func replaceStatus(_ request: Request, context: TriadRequestContext) async throws -> Response {
         let name = try context.parameters.name()
-        _ = try context.require(.writeStatus(resource: name))
+        let principal = try context.require(.writeStatus(resource: name))
         let tree = try await reader.tree(request, kind: .document)
         guard case .object(let members) = tree else { throw Problem.invalid([Violation(pointer: "", message: "must be an object")]) }
         guard let status = members["status"] else { throw Problem.invalid([Violation(pointer: "/status", message: "is required")]) }
         let bodyVersion = try statusWriteVersion(tree)
         let precondition = try reader.precondition(request, bodyVersion: bodyVersion)
         let record = try await write("status") { try await registry.writeStatus(name, .replace(status), precondition: precondition) }
-        return .resource(record)
+        return .resource(readable(record, by: principal))
     }
 
     @Sendable func patchStatus(_ request: Request, context: TriadRequestContext) async throws -> Response {
         let name = try context.parameters.name()
-        _ = try context.require(.writeStatus(resource: name))
+        let principal = try context.require(.writeStatus(resource: name))
         let tree = try await reader.tree(request, kind: .mergePatch)
         guard case .object(let members) = tree else { throw Problem.badRequest("a merge patch must be a JSON object") }
         let unknown = members.keys.filter { $0 != "status" && $0 != "metadata" }.sorted()
@@ -156,7 +162,7 @@ struct ResourceRoutes {
         let bodyVersion = try statusWriteVersion(tree)
         let precondition = try reader.precondition(request, bodyVersion: bodyVersion)
         let record = try await write("status") { try await registry.writeStatus(name, .merge(status), precondition: precondition) }
-        return .resource(record)
+        return .resource(readable(record, by: principal))
     }
 
     /// Runs a registry write, counting it by outcome (`triad_registry_writes_total`) and timing
