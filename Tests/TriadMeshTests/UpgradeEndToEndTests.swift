@@ -232,6 +232,17 @@ struct UpgradeEndToEndTests {
             #expect(service.status == 1 && service.stderr.contains("no service shop in this mesh"), "\(service.stderr)")
             let strategy = try await mesh.upgrade(["--strategy", "XX"])
             #expect(strategy.status == 1 && strategy.stderr.contains("unknown strategy XX"), "\(strategy.stderr)")
+            // Drains beyond a day (or none at all) and version names that are not names are refused.
+            let endless = try await mesh.upgrade(["--drain-timeout", "1e16s"])
+            #expect(endless.status == 1 && endless.stderr.contains("drainTimeoutSeconds must be more than 0 and at most 86400"), "\(endless.stderr)")
+            for (to, drain) in [("v2", -1e16), ("v2", 0), ("../v2", 60), ("V2", 60)] {
+                do {
+                    _ = try await mesh.client.startUpgrade(UpgradeRequest(service: "auth", to: to, command: ["false"], drainTimeoutSeconds: drain))
+                    Issue.record("an upgrade to \(to) with a drain of \(drain) s was accepted")
+                } catch {
+                    #expect("\(error)".contains(to == "v2" ? "drainTimeoutSeconds" : "is not a version name"), "\(error)")
+                }
+            }
 
             // A v2 that never becomes healthy is rolled back with nothing changed.
             let broken = try await MeshTestSupport.triad(["upgrade", "auth", "--to", "v2", "--command", "false"], in: mesh.directory)

@@ -115,6 +115,9 @@ public actor UpgradeController {
     public func all() -> [UpgradeStatus] { upgrades.values.sorted { $0.requestedAt < $1.requestedAt } }
     public func status(of service: String) -> UpgradeStatus? { upgrades[service] }
 
+    /// The longest drain an upgrade may wait for (a day): anything longer is a mistake, not a plan.
+    static let longestDrain: Double = 86_400
+
     /// Validates and starts an upgrade; it runs on after this returns.
     public func start(_ request: UpgradeRequest) async throws -> UpgradeStatus {
         let strategy = request.strategy ?? "CV"
@@ -130,6 +133,12 @@ public actor UpgradeController {
         if let running = upgrades[request.service], running.phase == .running {
             throw Refusal.busy(
                 "an upgrade of \(request.service) to \(running.to) (\(running.strategy)) is already running; wait for it or see triad upgrade status")
+        }
+        guard MeshConfigParser.versionName(request.to) else {
+            throw Refusal.invalid("\(request.to) is not a version name (lower case letters, digits, '.'; no '-'; at most 63)")
+        }
+        if let seconds = request.drainTimeoutSeconds, !(seconds.isFinite && seconds > 0 && seconds <= Self.longestDrain) {
+            throw Refusal.invalid("drainTimeoutSeconds must be more than 0 and at most \(Int(Self.longestDrain)) (a day), not \(seconds)")
         }
         let from = routes.defaultVersion
         guard request.to != from else { throw Refusal.invalid("\(request.service) already runs \(from)") }
