@@ -136,12 +136,18 @@ struct HomeAssistantTests {
                     labels: {triad.io/space: pantry-3f}
                     prices: {set_percentage: 0.25, turn_on: 1}
                 """, amqp: amqp
-            ) { host, _ in
+            ) { host, port in
                 try await eventually("the purifier's resource is Running with its operations", within: 20) {
                     let r = try await Self.resource(server, name)
                     let ops = r?["spec"]?["operations"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
                     return r?["status"]?["phase"] == .string("Running") && ops.contains("set_percentage") && ops.contains("set_preset_mode")
                 }
+                // Its location is the resource's status.location: one the registry would refuse is refused here.
+                let agent = TriadClient(server: "http://127.0.0.1:\(port)", token: host.invocationSecret)
+                let badLocation = try await agent.send(.PATCH, "/agents/\(name)/meta", body: Data(#"{"location": {"since": "yesterday"}}"#.utf8))
+                #expect(badLocation.status == 422 && String(decoding: badLocation.body, as: UTF8.self).contains("/location/since"))
+                let moved = try await agent.call(.PATCH, "/agents/\(name)/meta", body: Data(#"{"location": {"space": "pantry-3f"}}"#.utf8))
+                #expect(moved.json?["location"]?["space"] == .string("pantry-3f"))
                 let app = try await server.namedToken(.app)
                 let client = server.client(token: app.secret)
                 _ = try await client.call(.POST, "/api/v1/resources/\(name)/binding", body: Data(#"{"ttlSeconds": 60}"#.utf8))

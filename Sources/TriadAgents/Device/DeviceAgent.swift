@@ -155,6 +155,11 @@ final class DeviceAgent: ResourceAgent {
             guard case .object(let members)? = Optional(MergePatch.apply(location, to: .object(state.withLock { $0.location }))) else {
                 throw AgentProblem(status: 422, title: "Invalid patch", detail: "location must be an object")
             }
+            // The location is reported as the resource's status.location: refused here, not by the registry later.
+            let violations = ResourceValidator.validateStatus(.object(["location": .object(members)]), at: "")
+            if !violations.isEmpty {
+                throw AgentProblem(status: 422, title: "Invalid patch", detail: violations.map(\.description).joined(separator: "; "))
+            }
             state.withLock { $0.location = members }
         }
         return meta()
