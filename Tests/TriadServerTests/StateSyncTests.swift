@@ -36,7 +36,9 @@ struct StateSyncTests {
             try await deadLetters.startConsuming()
 
             // (routing key, token, body, expected reason prefix; nil = applied)
+            let tooLarge = #"{"phase":"Failed","note":""# + String(repeating: "x", count: 1 << 20) + #""}"#
             let messages: [(String, String?, String, String?)] = [
+                (meter, "Bearer \(own)", tooLarge, "too-large"),
                 (meter, "Bearer \(own)", #"{"phase":"Running","location":{"space":"lab"}}"#, nil),
                 (meter, "Bearer \(own)", "{oops", "malformed"),
                 (meter, "Bearer \(own)", #"["Running"]"#, "malformed"),
@@ -51,10 +53,11 @@ struct StateSyncTests {
             for (i, (key, token, body, reason)) in messages.enumerated() {
                 let id = "\(meter)-\(i)"
                 if let reason { ids[id] = reason }
+                // The malformed ones also carry 90 KB of headers: more than a dead letter may copy.
+                var headers = token.map { ["authorization": $0] } ?? [:]
+                if reason == "malformed" { for h in ["x-a", "x-b", "x-c"] { headers[h] = String(repeating: "h", count: 30_000) } }
                 try await publisher.publishConfirmed([
-                    AMQPMessage(
-                        exchange: StateSync.exchange, routingKey: key, body: Array(body.utf8), messageID: id,
-                        headers: token.map { ["authorization": $0] } ?? [:])
+                    AMQPMessage(exchange: StateSync.exchange, routingKey: key, body: Array(body.utf8), messageID: id, headers: headers)
                 ])
             }
 
@@ -67,6 +70,8 @@ struct StateSyncTests {
                 let reason = dead[id]?.headers["x-triad-reason"] ?? ""
                 #expect(reason.hasPrefix(prefix + ":"), "\(id): \(reason)")
                 #expect(dead[id]?.headers["authorization"] == nil, "the token is not kept in the dead letter")
+                let copied = dead[id]?.headers.filter { !$0.key.hasPrefix("x-triad-") }.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count } ?? 0
+                #expect(copied <= 32 * 1024, "\(id): \(copied) bytes of headers copied")
             }
             // Generous: on a machine busy with every other suite, applying takes a while.
             try await eventually("both good messages are applied, in order", within: 60) {

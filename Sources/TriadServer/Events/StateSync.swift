@@ -9,7 +9,7 @@ import TriadCore
 /// State sync into the registry (docs/events.md): agents publish partial statuses to the topic
 /// exchange `triad.state` with routing key `<name>` and their token in the `authorization`
 /// header. Each message is applied as a status merge and acked only after the write; one
-/// that is malformed, unauthorised, names a missing resource or carries an invalid status goes
+/// that is malformed, too large, unauthorised, names a missing resource or carries an invalid status goes
 /// to the queue `triad.state.dead` with header `x-triad-reason` and is then acked, so it
 /// never blocks the messages behind it. A failing database is not the message's fault: it is
 /// left unacked and redelivered after reconnecting.
@@ -20,6 +20,8 @@ public final class StateSync: Service, Sendable {
     /// `triad.state` (docs/events.md); dead letters go to `<queue>.dead`. Only tests that run several
     /// independent registries against one broker name another.
     let queue: String
+    /// The largest body applied (the REST body limit); a larger one is dead-lettered `too-large`.
+    let maxBodyBytes: Int
     var deadQueue: String { queue + ".dead" }
     let registry: Registry
     let authority: TokenAuthority
@@ -28,10 +30,12 @@ public final class StateSync: Service, Sendable {
     private let problem = Mutex<String?>("not connected yet")
 
     public init(
-        url: String, queue: String = "triad.state", registry: Registry, authority: TokenAuthority, written: @escaping @Sendable () -> Void, logger: Logger
+        url: String, queue: String = "triad.state", maxBodyBytes: Int = 1 << 20, registry: Registry, authority: TokenAuthority,
+        written: @escaping @Sendable () -> Void, logger: Logger
     ) throws {
         endpoint = try AMQPEndpoint(url: url)
         self.queue = queue
+        self.maxBodyBytes = maxBodyBytes
         self.registry = registry
         self.authority = authority
         self.written = written
@@ -40,6 +44,11 @@ public final class StateSync: Service, Sendable {
 
     /// nil while consuming; otherwise why not (for `/readyz`).
     public var health: String? { problem.withLock { $0 } }
+
+    /// How much of a rejected message's headers its dead letter keeps, and of the reason's text:
+    /// together far below RabbitMQ's smallest frame (128 KiB).
+    static let copiedHeaderBytes = 32 * 1024
+    static let reasonCharacters = 2048
 
     /// Why a message was dead-lettered: the `x-triad-reason` header.
     struct Rejection: Error {
@@ -89,8 +98,16 @@ public final class StateSync: Service, Sendable {
             try await apply(delivery)
             Counter(label: "triad_state_messages_total", dimensions: [("result", "applied")]).increment()
         } catch let rejection as Rejection {
-            var headers = delivery.headers.filter { $0.key.lowercased() != "authorization" }  // never keep the secret
-            headers["x-triad-reason"] = rejection.reason
+            // The publisher's headers, minus the secret, within a bound: a dead letter must always fit
+            // in a frame, or it would fail to publish, be redelivered and block the queue forever.
+            var headers: [String: String] = [:]
+            var kept = 0
+            for (key, value) in delivery.headers.sorted(by: { $0.key < $1.key }) where key.lowercased() != "authorization" {
+                kept += key.utf8.count + value.utf8.count
+                if kept > Self.copiedHeaderBytes { break }
+                headers[key] = value
+            }
+            headers["x-triad-reason"] = String(rejection.reason.prefix(Self.reasonCharacters))
             headers["x-triad-routing-key"] = delivery.routingKey
             try await deadLetters.publishConfirmed([
                 AMQPMessage(
@@ -117,6 +134,9 @@ public final class StateSync: Service, Sendable {
         }
         guard principal.may(.writeStatus(resource: name)) else {
             throw Rejection(reason: "unauthorised: role \(principal.role.rawValue) may not write the status of \(name)")
+        }
+        guard delivery.body.count <= maxBodyBytes else {
+            throw Rejection(reason: "too-large: the body has \(delivery.body.count) bytes; at most \(maxBodyBytes) are applied")
         }
         let status: JSONValue
         do { status = try JSONCoding.parse(Data(delivery.body)) } catch {
