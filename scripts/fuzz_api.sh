@@ -6,7 +6,7 @@
 # body schema), a schema-violating request accepted, a wrong answer to an undeclared method,
 # authentication ignored, or a server that died.
 #
-# Knobs: FUZZ_MAX_EXAMPLES (per operation and phase, default 10: over 2,000 requests per role), FUZZ_PORT (default 18199),
+# Knobs: FUZZ_SEED (replay a run: the seed its summary printed), FUZZ_MAX_EXAMPLES (per operation and phase, default 10: over 2,000 requests per role), FUZZ_PORT (default 18199),
 # TRIAD_BIN (default .build/debug/triad).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,10 +42,10 @@ declare -A TOKENS=(
 )
 
 failed=0
-for role in admin operator app integrator device; do
+for role in ${FUZZ_ROLES:-admin operator app integrator device}; do
   echo "fuzz_api.sh: $role"
   set +e
-  schemathesis --config-file "$ROOT/scripts/schemathesis.toml" run schemas/openapi.yaml --url "$BASE" -H "Authorization: Bearer ${TOKENS[$role]}" \
+  schemathesis --config-file "$ROOT/scripts/schemathesis.toml" run ${FUZZ_SEED:+--seed "$FUZZ_SEED"} schemas/openapi.yaml --url "$BASE" -H "Authorization: Bearer ${TOKENS[$role]}" \
     --checks all --max-examples "$EXAMPLES" --exclude-method TRACE --no-color >"$WORK/$role.log" 2>&1
   rc=$?
   set -e
@@ -55,7 +55,9 @@ for role in admin operator app integrator device; do
   if [ $rc -ne 0 ]; then
     failed=1
     echo "fuzz_api.sh: $role: failures (log: $WORK/$role.log)"
-    tail -60 "$WORK/$role.log" | sed "s/^/  $role: /"
+    # The failures themselves (each with the request that reproduces it), then the summary.
+    sed -n '/= FAILURES =/,/= WARNINGS =/p' "$WORK/$role.log" | sed "s/^/  $role: /"
+    tail -25 "$WORK/$role.log" | sed "s/^/  $role: /"
   fi
 done
 [ $failed -eq 0 ] && echo "fuzz_api.sh: every role: no 5xx, no response outside the spec, server alive"
