@@ -112,7 +112,7 @@ public enum GitSyntax {
     public static func refProblem(_ text: String) -> String? {
         if text.isEmpty { return "must not be empty" }
         if text.hasPrefix("-") { return "must not start with '-'" }
-        if text.count > 255 { return "must be at most 255 characters" }
+        if text.unicodeScalars.count > 255 { return "must be at most 255 characters" }
         let forbidden: Set<Character> = [" ", "~", "^", ":", "?", "*", "[", "\\"]
         if text.contains(where: { forbidden.contains($0) || $0.isNewline || ($0.asciiValue ?? 32) < 32 }) || text.contains("..") || text.contains("@{")
             || text.hasSuffix(".lock") || text.hasSuffix("/") || text.hasSuffix(".")

@@ -111,7 +111,9 @@ public enum Syntax {
     public static func isHTTPURL(_ url: String) -> Bool {
         let rest: Substring
         if url.hasPrefix("http://") { rest = url.dropFirst(7) } else if url.hasPrefix("https://") { rest = url.dropFirst(8) } else { return false }
-        guard !rest.contains(where: { $0.isWhitespace }) else { return false }
+        // The schema's `\S` is Python's: it also refuses the control characters Swift's
+        // isWhitespace lets through (U+001C–U+001F); no URL needs any control character.
+        guard !rest.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.properties.generalCategory == .control }) else { return false }
         let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
         var hostAndPort = authority
         if let at = authority.lastIndex(of: "@") { hostAndPort = authority[authority.index(after: at)...] }
@@ -163,7 +165,9 @@ struct Walker {
             fail(p, "must be a string, not \(value.typeName)")
             return nil
         }
-        if let maxLength, s.count > maxLength {
+        // JSON Schema's maxLength counts code points; Swift's `count` counts grapheme clusters
+        // ("e" and a combining accent are one), which would let a longer string through.
+        if let maxLength, s.unicodeScalars.count > maxLength {
             fail(p, "must be at most \(maxLength) characters")
             return nil
         }
@@ -223,7 +227,7 @@ struct Walker {
     }
 
     static func qualifiedKeyProblem(_ key: String) -> String? {
-        if key.count > 253 || !Syntax.isQualifiedKey(key) {
+        if key.unicodeScalars.count > 253 || !Syntax.isQualifiedKey(key) {
             return "key must be a qualified name such as triad.io/space (an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.')"
         }
         return nil
