@@ -35,7 +35,7 @@ extension MeshEndToEndTests {
         var stopped: pid_t?
         do {
             let portal = try #require(plan.instances.first { $0.service == "portal" })
-            let authV1Sidecar = try #require(await runtime.children.first { $0.kind == "envoy" && $0.id == "auth-v1-0" })
+            let authV1Sidecar = try #require(await runtime.envoyProcess("auth-v1-0"))
             // v1 refuses unpinned requests; every caller still routes them to v1.
             try await runtime.setBlocked(service: "auth", version: "v1", true)
             kill(authV1Sidecar.pid, SIGSTOP)

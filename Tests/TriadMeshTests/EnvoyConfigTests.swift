@@ -48,8 +48,8 @@ struct EnvoyConfigTests {
         #expect(
             plan.environment(of: auth) == ["PORT": String(auth.app.port), "TRIAD_UPSTREAM_PORTAL": "http://127.0.0.1:\(auth.sidecar.outboundPorts["portal"]!)"])
         let files = EnvoyConfig.sidecar(auth, plan: plan)
-        #expect(Set(files.dynamic.keys) == ["lds.json", "cds.json", "rds-inbound.json", "rds-out-portal.json"])
-        let listeners = try #require(files.dynamic["lds.json"]?["resources"]?.arrayValue)
+        #expect(Set(files.dynamic.keys.map(\.name)) == ["lds.json", "cds.json", "rds-inbound.json", "rds-out-portal.json"])
+        let listeners = try #require(files.dynamic[.listeners]?["resources"]?.arrayValue)
         let inbound = try #require(
             listeners.first { $0["name"] == "inbound" }?["filter_chains"]?.arrayValue?.first?["filters"]?.arrayValue?.first?["typed_config"])
         #expect(inbound["access_log_options"]?["flush_access_log_on_new_request"] == .bool(true))
@@ -58,11 +58,11 @@ struct EnvoyConfigTests {
         let filters = outbound["http_filters"]?.arrayValue?.compactMap { $0["name"]?.stringValue }
         #expect(filters == ["envoy.filters.http.ext_authz", "envoy.filters.http.router"])
         #expect(outbound["http_filters"]?.arrayValue?.first?["typed_config"]?["clear_route_cache"] == .bool(true))
-        let inboundRoutes = try #require(files.dynamic["rds-inbound.json"]?["resources"]?.arrayValue?.first?["virtual_hosts"]?.arrayValue?.first)
+        let inboundRoutes = try #require(files.dynamic[.routes(.inbound)]?["resources"]?.arrayValue?.first?["virtual_hosts"]?.arrayValue?.first)
         #expect(inboundRoutes["response_headers_to_add"]?.arrayValue?.first?["header"]?["value"] == "auth-v1")
         // The auth-v1 cluster a caller uses lists both replicas' sidecars, not the instances.
         let portal = try #require(plan.instances.first { $0.service == "portal" })
-        let clusters = try #require(EnvoyConfig.sidecar(portal, plan: plan).dynamic["cds.json"]?["resources"]?.arrayValue)
+        let clusters = try #require(EnvoyConfig.sidecar(portal, plan: plan).dynamic[.clusters]?["resources"]?.arrayValue)
         let authV1 = try #require(clusters.first { $0["name"] == "auth-v1" })
         let ports = authV1["load_assignment"]?["endpoints"]?.arrayValue?.first?["lb_endpoints"]?.arrayValue?.compactMap {
             $0["endpoint"]?["address"]?["socket_address"]?["port_value"]
@@ -73,11 +73,11 @@ struct EnvoyConfigTests {
     @Test func applicationModeHasNoAuthzHop() throws {
         let plan = try Self.plan(.application)
         for files in [EnvoyConfig.gateway(plan: plan)] + plan.instances.map({ EnvoyConfig.sidecar($0, plan: plan) }) {
-            let text = String(decoding: JSONCoding.encode(files.dynamic["lds.json"]!), as: UTF8.self)
+            let text = String(decoding: JSONCoding.encode(files.dynamic[.listeners]!), as: UTF8.self)
             #expect(!text.contains("ext_authz"), "\(files.id)")
             #expect(!String(decoding: JSONCoding.encode(files.bootstrap), as: UTF8.self).contains("triad_authz"))
         }
-        let gateway = String(decoding: JSONCoding.encode(EnvoyConfig.gateway(plan: plan).dynamic["lds.json"]!), as: UTF8.self)
+        let gateway = String(decoding: JSONCoding.encode(EnvoyConfig.gateway(plan: plan).dynamic[.listeners]!), as: UTF8.self)
         #expect(gateway.contains("envoy.filters.http.lua"), "the gateway still assigns trace ids")
     }
 
@@ -87,7 +87,7 @@ struct EnvoyConfigTests {
         var plan = try Self.plan(.mesh)
         let portal = try #require(plan.instances.first { $0.service == "portal" })
         func skipsCheck(_ plan: MeshPlan) throws -> JSONValue? {
-            let table = try #require(EnvoyConfig.sidecar(portal, plan: plan).dynamic["rds-out-auth.json"]?["resources"]?.arrayValue?.first)
+            let table = try #require(EnvoyConfig.sidecar(portal, plan: plan).dynamic[.routes(.outbound(service: "auth"))]?["resources"]?.arrayValue?.first)
             return table["virtual_hosts"]?.arrayValue?.first?["typed_per_filter_config"]?["envoy.filters.http.ext_authz"]?["disabled"]
         }
         func auth(_ routes: ServiceRoutes) { plan.routes = plan.routes.map { $0.service == "auth" ? routes : $0 } }
@@ -107,11 +107,11 @@ struct EnvoyConfigTests {
         var plan = try Self.plan(.mesh)
         plan.plainEnvoy = true
         for files in [EnvoyConfig.gateway(plan: plan)] + plan.instances.map({ EnvoyConfig.sidecar($0, plan: plan) }) {
-            let lds = String(decoding: JSONCoding.encode(files.dynamic["lds.json"]!), as: UTF8.self)
+            let lds = String(decoding: JSONCoding.encode(files.dynamic[.listeners]!), as: UTF8.self)
             let bootstrap = String(decoding: JSONCoding.encode(files.bootstrap), as: UTF8.self)
             for added in ["ext_authz", "access_log", "envoy.filters.http.lua", "local_reply_config"] { #expect(!lds.contains(added), "\(files.id): \(added)") }
             #expect(!bootstrap.contains("triad_authz") && !bootstrap.contains("triad_log"))
-            #expect(files.dynamic.keys.contains { $0.hasPrefix("rds-") }, "the same route tables")
+            #expect(files.dynamic.keys.contains { $0.name.hasPrefix("rds-") }, "the same route tables")
         }
     }
 }

@@ -47,7 +47,7 @@ public enum MeshControl {
         // fallback (when this process is gone).
         let upgrades = UpgradeController(runtime: runtime, logger: logger) {
             guard var state = published.withLock({ $0 }) else { return }
-            state.processes = await runtime.processes()
+            state.processes = await runtime.processEntries()
             published.withLock { $0 = state }
             await onReady(state)
         }
@@ -70,7 +70,7 @@ public enum MeshControl {
             let state = MeshState(
                 name: plan.meshName, controlURL: "http://127.0.0.1:\(port ?? 0)", token: token, pid: Int(getpid()),
                 gateway: "http://\(plan.gatewayListen)", runDirectory: plan.runDirectory,
-                startedAt: ISO8601DateFormatter().string(from: Date()), processes: await runtime.processes())
+                startedAt: ISO8601DateFormatter().string(from: Date()), processes: await runtime.processEntries())
             published.withLock { $0 = state }
             await onReady(state)
         }

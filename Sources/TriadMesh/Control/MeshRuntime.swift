@@ -18,27 +18,21 @@ public actor MeshRuntime {
     public private(set) var plan: MeshPlan
     public let recorder: MeshRecorder
     public let routes: RouteState
-    let envoy: String
     let logger: Logger
     public let envoyConcurrency: Int
-    public private(set) var children: [ChildProcess] = []
+    private var processes: MeshProcesses
+    private var ports: PortAllocator
 
     public init(config: MeshConfig, envoy: String, runDirectory: String, socketDirectory: String, logger: Logger) throws {
-        self.envoy = envoy
         self.logger = logger
-        var used = Set<Int>([config.gateway.listen.port])
-        // Ports handed out here are free now; remembering them avoids handing one out twice.
-        self.plan = try MeshPlan.make(config, runDirectory: runDirectory, socketDirectory: socketDirectory) {
-            for _ in 0..<50 {
-                let p = try freeLoopbackPort()
-                if used.insert(p).inserted { return p }
-            }
-            throw Failure("no free loopback port")
-        }
+        var ports = PortAllocator(used: [config.gateway.listen.port])
+        self.plan = try MeshPlan.make(config, runDirectory: runDirectory, socketDirectory: socketDirectory) { try ports.next() }
+        self.ports = ports
         self.recorder = MeshRecorder(instances: plan.instances.map { ($0.sidecar.id, $0.service, $0.version) })
         recorder.setEntryService(plan.gatewayService)
         self.routes = RouteState(plan.routes)
         self.envoyConcurrency = Int(ProcessInfo.processInfo.environment["TRIAD_ENVOY_CONCURRENCY"] ?? "") ?? 1
+        self.processes = MeshProcesses(envoyExecutable: envoy, envoyConcurrency: envoyConcurrency)
     }
 
     // MARK: Start and stop
@@ -47,20 +41,25 @@ public actor MeshRuntime {
     public func start(timeout: Duration = .seconds(60)) async throws {
         do {
             try FileManager.default.createDirectory(atPath: plan.runDirectory, withIntermediateDirectories: true)
-            for instance in plan.instances { try startInstance(instance) }
+            for instance in plan.instances { try processes.startInstance(instance, plan: plan) }
+            var envoys: [(id: String, adminPort: Int)] = []
             for instance in plan.instances {
-                try startEnvoy(EnvoyConfig.sidecar(instance, plan: plan), adminPort: instance.sidecar.adminPort)
+                try processes.startEnvoy(EnvoyConfig.sidecar(instance, plan: plan), plan: plan)
+                envoys.append((instance.sidecar.id, instance.sidecar.adminPort))
             }
-            try startEnvoy(EnvoyConfig.gateway(plan: plan), adminPort: plan.gatewayAdminPort)
+            try processes.startEnvoy(EnvoyConfig.gateway(plan: plan), plan: plan)
+            envoys.append(("gateway", plan.gatewayAdminPort))
             let deadline = ContinuousClock.now + timeout
-            for instance in plan.instances { try await waitHealthy(instance, deadline: deadline) }
-            for child in children where child.kind == "envoy" {
-                let port = child.id == "gateway" ? plan.gatewayAdminPort : plan.instances.first { $0.sidecar.id == child.id }!.sidecar.adminPort
-                try await waitLive(child, adminPort: port, deadline: deadline)
+            for instance in plan.instances {
+                try await MeshProcesses.waitHealthy(instance, process: processes.child(instance.id, .instance), deadline: deadline)
+            }
+            for (id, port) in envoys {
+                guard let envoy = processes.child(id, .envoy) else { continue }
+                try await MeshProcesses.waitLive(envoy, adminPort: port, deadline: deadline)
                 // A listener Envoy could not create (a port in use) is only a rejected update to Envoy.
                 if let rejected = await EnvoyFiles.stat(adminPort: port, name: "listener_manager.lds.update_rejected"), rejected > 0 {
-                    let why = child.logTail().split(separator: "\n").last { $0.contains("rejected") }.map(String.init) ?? child.logTail()
-                    throw Failure("Envoy \(child.id) rejected its listeners: \(why)")
+                    let why = envoy.logTail().split(separator: "\n").last { $0.contains("rejected") }.map(String.init) ?? envoy.logTail()
+                    throw Failure("Envoy \(envoy.id) rejected its listeners: \(why)")
                 }
             }
             logger.info("mesh up", metadata: ["mesh": "\(plan.meshName)", "instances": "\(plan.instances.count)", "gateway": "\(plan.gatewayListen)"])
@@ -70,78 +69,12 @@ public actor MeshRuntime {
         }
     }
 
-    /// Stops every process the mesh started: the gateway first (no new transactions), then
-    /// the sidecars, then the instances.
+    /// Stops every process the mesh started: the Envoys first (no new transactions), then the
+    /// instances.
     public func stop() async {
-        let order =
-            children.filter { $0.id == "gateway" } + children.filter { $0.kind == "envoy" && $0.id != "gateway" }
-            + children.filter { $0.kind == "instance" }
-        let started = ContinuousClock.now
-        await withTaskGroup(of: Void.self) { group in
-            for child in order where child.kind == "envoy" { group.addTask { await child.stop() } }
-        }
-        let envoysStopped = ContinuousClock.now
-        await withTaskGroup(of: Void.self) { group in
-            for child in order where child.kind == "instance" { group.addTask { await child.stop() } }
-        }
-        logger.info("mesh stopped", metadata: ["envoys": "\(envoysStopped - started)", "instances": "\(ContinuousClock.now - envoysStopped)"])
-        children.removeAll()
-    }
-
-    func startInstance(_ instance: MeshPlan.Instance) throws {
-        guard let argv = instance.command else { return }
-        guard let program = ChildProcess.resolve(argv[0], directory: plan.baseDirectory) else {
-            throw Failure("\(instance.id): cannot find the program \(argv[0]) (relative to \(plan.baseDirectory) or on PATH)")
-        }
-        var env = ProcessInfo.processInfo.environment
-        // The contract is PORT and TRIAD_UPSTREAM_<S>; stale values from our own environment must not leak in.
-        for key in env.keys where key.hasPrefix("TRIAD_UPSTREAM_") { env.removeValue(forKey: key) }
-        for (k, v) in plan.environment(of: instance) { env[k] = v }
-        let child = try ChildProcess(
-            id: instance.id, kind: "instance", executable: program, arguments: Array(argv.dropFirst()),
-            environment: env, directory: plan.baseDirectory, logPath: "\(plan.runDirectory)/\(instance.id).log")
-        children.append(child)
-    }
-
-    func startEnvoy(_ files: EnvoyConfig.Files, adminPort: Int) throws {
-        let bootstrap = try EnvoyFiles.install(files, plan: plan)
-        let dir = EnvoyConfig.envoyDirectory(plan, id: files.id)
-        let child = try ChildProcess(
-            id: files.id, kind: "envoy", executable: envoy,
-            arguments: [
-                "-c", bootstrap, "--disable-hot-restart", "--use-dynamic-base-id", "--concurrency", String(envoyConcurrency),
-                "-l", "warning", "--drain-time-s", "1", "--service-node", files.id, "--service-cluster", plan.meshName,
-            ],
-            environment: ProcessInfo.processInfo.environment, directory: dir, logPath: dir + "/envoy.log")
-        children.append(child)
-    }
-
-    func waitHealthy(_ instance: MeshPlan.Instance, deadline: ContinuousClock.Instant) async throws {
-        let url = "http://\(instance.app)\(instance.health)"
-        let child = children.first { $0.id == instance.id }
-        while true {
-            if let child, !child.isRunning {
-                throw Failure(
-                    "\(instance.id) exited with status \(child.exitStatus ?? -1) before it was healthy; its log (\(child.logPath)) ends:\n\(child.logTail())")
-            }
-            if let response = try? await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(2)) {
-                _ = try? await response.body.collect(upTo: 1 << 16)
-                if (200..<300).contains(response.status.code) { return }
-            }
-            if ContinuousClock.now > deadline { throw Failure("\(instance.id) did not answer \(url) with 2xx in time") }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-    }
-
-    func waitLive(_ child: ChildProcess, adminPort: Int, deadline: ContinuousClock.Instant) async throws {
-        while true {
-            if !child.isRunning {
-                throw Failure("Envoy \(child.id) exited with status \(child.exitStatus ?? -1); its log (\(child.logPath)) ends:\n\(child.logTail())")
-            }
-            if await EnvoyFiles.ready(adminPort: adminPort) { return }
-            if ContinuousClock.now > deadline { throw Failure("Envoy \(child.id) was not live in time; its log ends:\n\(child.logTail())") }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        let took = await MeshProcesses.stop(processes.children)
+        logger.info("mesh stopped", metadata: ["envoys": "\(took.envoys)", "instances": "\(took.instances)"])
+        _ = processes.remove()
     }
 
     // MARK: Routes
@@ -165,50 +98,20 @@ public actor MeshRuntime {
         plan.routes = routes.current
     }
 
-    /// A file for one Envoy, and the counter that grows once Envoy has applied it.
-    struct EnvoyUpdate {
-        var id: String
-        var adminPort: Int
-        var file: String
-        var stat: String
-        var value: JSONValue
-    }
-
-    /// Writes every file, then returns once each Envoy reports it applied (`what` names it in
-    /// the error).
-    func apply(_ updates: [EnvoyUpdate], what: String, timeout: Duration = .seconds(5)) async throws {
-        var before: [Int] = []
-        for u in updates { before.append(await EnvoyFiles.stat(adminPort: u.adminPort, name: u.stat) ?? 0) }
-        for u in updates { try EnvoyFiles.writeAtomically(u.value, to: EnvoyConfig.configDirectory(plan, id: u.id) + "/" + u.file) }
-        let deadline = ContinuousClock.now + timeout
-        for (i, u) in updates.enumerated() {
-            while (await EnvoyFiles.stat(adminPort: u.adminPort, name: u.stat) ?? 0) <= before[i] {
-                if ContinuousClock.now > deadline { throw Failure("Envoy \(u.id) did not apply \(what) in time") }
-                try await Task.sleep(for: .milliseconds(5))
-            }
-        }
-    }
-
     /// Rewrites the route file of every Envoy that routes to `service`, then waits until each
     /// reports the update (`http.<prefix>.rds.<name>.update_success` grew).
     func pushRoutes(for service: String) async throws {
-        var targets: [EnvoyUpdate] = []
-        if plan.gatewayService == service, let table = EnvoyConfig.gateway(plan: plan).dynamic["rds-gateway.json"] {
-            targets.append(
-                .init(
-                    id: "gateway", adminPort: plan.gatewayAdminPort, file: "rds-gateway.json",
-                    stat: "http.gateway.rds.gateway.update_success", value: table))
+        var targets: [EnvoyFiles.Update] = []
+        if plan.gatewayService == service, let table = EnvoyConfig.gateway(plan: plan).dynamic[.routes(.gateway)] {
+            targets.append(.init(envoy: "gateway", adminPort: plan.gatewayAdminPort, file: .routes(.gateway), value: table))
         }
+        let file = EnvoyFile.routes(.outbound(service: service))
         for instance in plan.instances where instance.sidecar.outboundPorts[service] != nil {
-            let file = "rds-out-\(service).json"
             if let table = EnvoyConfig.sidecar(instance, plan: plan).dynamic[file] {
-                targets.append(
-                    .init(
-                        id: instance.sidecar.id, adminPort: instance.sidecar.adminPort, file: file,
-                        stat: "http.out_\(service).rds.out-\(service).update_success", value: table))
+                targets.append(.init(envoy: instance.sidecar.id, adminPort: instance.sidecar.adminPort, file: file, value: table))
             }
         }
-        try await apply(targets, what: "the new routes to \(service)")
+        try await EnvoyFiles.push(targets, plan: plan, what: "the new routes to \(service)")
         logger.info("routes applied", metadata: ["service": "\(service)", "envoys": "\(targets.count)"])
     }
 
@@ -222,16 +125,7 @@ public actor MeshRuntime {
         timeout: Duration = .seconds(60)
     ) async throws {
         guard routes.routes(of: service) != nil else { throw Failure("no service \(service)") }
-        var used = Set(plan.instances.flatMap { [$0.app.port, $0.sidecar.adminPort, $0.sidecar.inboundPort] + Array($0.sidecar.outboundPorts.values) })
-        used.insert(plan.gatewayListen.port)
-        used.insert(plan.gatewayAdminPort)
-        func port() throws -> Int {
-            for _ in 0..<50 {
-                let p = try freeLoopbackPort()
-                if used.insert(p).inserted { return p }
-            }
-            throw Failure("no free loopback port")
-        }
+        func port() throws -> Int { try ports.next() }
         let id = "\(service)-\(version)-0"
         var outbound: [String: Int] = [:]
         for other in plan.serviceNames where other != service { outbound[other] = try port() }
@@ -247,12 +141,12 @@ public actor MeshRuntime {
         plan.instances.append(instance)
         recorder.addInstance(id: id, service: service, version: version)
         do {
-            try startInstance(instance)
-            try startEnvoy(EnvoyConfig.sidecar(instance, plan: plan), adminPort: sidecar.adminPort)
+            try processes.startInstance(instance, plan: plan)
+            try processes.startEnvoy(EnvoyConfig.sidecar(instance, plan: plan), plan: plan)
             let deadline = ContinuousClock.now + timeout
-            try await waitHealthy(instance, deadline: deadline)
-            if let child = children.first(where: { $0.id == id && $0.kind == "envoy" }) {
-                try await waitLive(child, adminPort: sidecar.adminPort, deadline: deadline)
+            try await MeshProcesses.waitHealthy(instance, process: processes.child(id, .instance), deadline: deadline)
+            if let envoy = processes.child(id, .envoy) {
+                try await MeshProcesses.waitLive(envoy, adminPort: sidecar.adminPort, deadline: deadline)
             }
         } catch {
             await stopInstances([id])
@@ -291,13 +185,12 @@ public actor MeshRuntime {
             r.blocked.removeAll { $0 == version }
             if on { r.blocked.append(version) }
         }
-        try await apply(
+        try await EnvoyFiles.push(
             plan.instances(of: service, version: version).map { instance in
-                EnvoyUpdate(
-                    id: instance.sidecar.id, adminPort: instance.sidecar.adminPort, file: "rds-inbound.json",
-                    stat: "http.inbound.rds.inbound.update_success",
-                    value: EnvoyConfig.sidecar(instance, plan: plan).dynamic["rds-inbound.json"]!)
-            }, what: "its inbound routes")
+                EnvoyFiles.Update(
+                    envoy: instance.sidecar.id, adminPort: instance.sidecar.adminPort, file: .routes(.inbound),
+                    value: EnvoyConfig.sidecar(instance, plan: plan).dynamic[.routes(.inbound)]!)
+            }, plan: plan, what: "its inbound routes")
         logger.info("inbound block", metadata: ["service": "\(service)", "version": "\(version)", "on": "\(on)"])
     }
 
@@ -345,33 +238,26 @@ public actor MeshRuntime {
         let deadline = ContinuousClock.now + timeout
         let list = plan.instances(of: service, version: version)
         guard !list.isEmpty else { throw Failure("\(service) \(version) has no instances") }
-        for instance in list { try await waitHealthy(instance, deadline: deadline) }
+        for instance in list { try await MeshProcesses.waitHealthy(instance, process: processes.child(instance.id, .instance), deadline: deadline) }
     }
 
     func stopInstances(_ ids: [String]) async {
-        let victims = children.filter { ids.contains($0.id) }
-        await withTaskGroup(of: Void.self) { group in
-            for child in victims where child.kind == "envoy" { group.addTask { await child.stop() } }
-        }
-        await withTaskGroup(of: Void.self) { group in
-            for child in victims where child.kind == "instance" { group.addTask { await child.stop() } }
-        }
-        children.removeAll { ids.contains($0.id) }
+        _ = await MeshProcesses.stop(processes.children.filter { ids.contains($0.id) })
+        _ = processes.remove(ids)
     }
 
     /// Rewrites the cluster file of every Envoy that routes to `service` and waits until each applied it.
     func pushClusters(for service: String) async throws {
-        let stat = "cluster_manager.cds.update_success"
-        var targets: [EnvoyUpdate] = []
-        if plan.gatewayService == service, let cds = EnvoyConfig.gateway(plan: plan).dynamic["cds.json"] {
-            targets.append(.init(id: "gateway", adminPort: plan.gatewayAdminPort, file: "cds.json", stat: stat, value: cds))
+        var targets: [EnvoyFiles.Update] = []
+        if plan.gatewayService == service, let cds = EnvoyConfig.gateway(plan: plan).dynamic[.clusters] {
+            targets.append(.init(envoy: "gateway", adminPort: plan.gatewayAdminPort, file: .clusters, value: cds))
         }
         for instance in plan.instances where instance.sidecar.outboundPorts[service] != nil {
-            if let cds = EnvoyConfig.sidecar(instance, plan: plan).dynamic["cds.json"] {
-                targets.append(.init(id: instance.sidecar.id, adminPort: instance.sidecar.adminPort, file: "cds.json", stat: stat, value: cds))
+            if let cds = EnvoyConfig.sidecar(instance, plan: plan).dynamic[.clusters] {
+                targets.append(.init(envoy: instance.sidecar.id, adminPort: instance.sidecar.adminPort, file: .clusters, value: cds))
             }
         }
-        try await apply(targets, what: "the new clusters of \(service)")
+        try await EnvoyFiles.push(targets, plan: plan, what: "the new clusters of \(service)")
     }
 
     // MARK: Status
@@ -388,7 +274,7 @@ public actor MeshRuntime {
                         MeshStatus.Version(
                             version: v,
                             instances: plan.instances(of: r.service, version: v).map { i in
-                                let child = children.first { $0.id == i.id }
+                                let child = processes.child(i.id, .instance)
                                 return MeshStatus.Instance(
                                     id: i.id, app: i.app.description, sidecar: "127.0.0.1:\(i.sidecar.inboundPort)",
                                     pid: child.map { Int($0.pid) }, running: child?.isRunning ?? true)
@@ -398,9 +284,10 @@ public actor MeshRuntime {
             counters: recorder.counters)
     }
 
-    public func processes() -> [MeshState.ProcessEntry] {
-        children.map { .init(id: $0.id, kind: $0.kind, pid: Int($0.pid)) }
-    }
+    public func processEntries() -> [MeshState.ProcessEntry] { processes.entries }
+
+    /// The Envoy process with this id (a sidecar's id is its instance's; the gateway's is "gateway").
+    public func envoyProcess(_ id: String) -> ChildProcess? { processes.child(id, .envoy) }
 }
 
 public struct MeshStatus: Sendable, Codable, Equatable {

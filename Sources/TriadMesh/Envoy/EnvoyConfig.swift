@@ -11,7 +11,7 @@ public enum EnvoyConfig {
     public struct Files: Sendable {
         public var id: String
         public var bootstrap: JSONValue
-        public var dynamic: [String: JSONValue]
+        public var dynamic: [EnvoyFile: JSONValue]
     }
 
     static let logCluster = "triad_log"
@@ -37,19 +37,19 @@ public enum EnvoyConfig {
             listener("inbound", port: instance.sidecar.inboundPort, hcm: withoutRecording(inboundHCM(instance, cfg: cfg), plan))
         ]
         let blocked = plan.routes(of: instance.service)?.blocked.contains(instance.version) ?? false
-        var dynamic: [String: JSONValue] = ["rds-inbound.json": resources([inboundRoutes(instance, blocked: blocked)])]
+        var dynamic: [EnvoyFile: JSONValue] = [.routes(.inbound): resources([inboundRoutes(instance, blocked: blocked)])]
         var clusters: [JSONValue] = [cluster("local", endpoints: [instance.app])]
         for (service, port) in instance.sidecar.outboundPorts.sorted(by: { $0.key < $1.key }) {
             listeners.append(listener("out-\(service)", port: port, hcm: withoutRecording(outboundHCM(instance, target: service, plan: plan, cfg: cfg), plan)))
             if let routes = plan.routes(of: service) {
-                var table = targetRoutes("out-\(service)", routes)
+                var table = targetRoutes(EnvoyFile.RouteTable.outbound(service: service).configName, routes)
                 if plan.checksPins, !routes.pinsMatter { table = withVirtualHostField(table, "typed_per_filter_config", skipPinCheck) }
-                dynamic["rds-out-\(service).json"] = resources([table])
+                dynamic[.routes(.outbound(service: service))] = resources([table])
                 clusters += versionClusters(routes, plan: plan)
             }
         }
-        dynamic["lds.json"] = resources(listeners)
-        dynamic["cds.json"] = resources(clusters)
+        dynamic[.listeners] = resources(listeners)
+        dynamic[.clusters] = resources(clusters)
         return Files(
             id: instance.sidecar.id, bootstrap: bootstrap(id: instance.sidecar.id, adminPort: instance.sidecar.adminPort, plan: plan), dynamic: dynamic)
     }
@@ -58,13 +58,13 @@ public enum EnvoyConfig {
         let id = "gateway"
         let cfg = configDirectory(plan, id: id)
         let target = plan.gatewayService
-        var dynamic: [String: JSONValue] = [:]
+        var dynamic: [EnvoyFile: JSONValue] = [:]
         var clusters: [JSONValue] = []
         if let routes = plan.routes(of: target) {
-            var table = targetRoutes("gateway", routes)
+            var table = targetRoutes(EnvoyFile.RouteTable.gateway.configName, routes)
             // The client learns the trace id the gateway assigned (or kept).
             table = withVirtualHostField(table, "response_headers_to_add", [header("x-b3-traceid", "%REQ(X-B3-TRACEID)%")])
-            dynamic["rds-gateway.json"] = resources([table])
+            dynamic[.routes(.gateway)] = resources([table])
             clusters = versionClusters(routes, plan: plan)
         }
         var filters: [JSONValue] = plan.plainEnvoy ? [] : [luaTraceID]
@@ -72,8 +72,8 @@ public enum EnvoyConfig {
         filters.append(router)
         var hcm: [String: JSONValue] = [
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": "gateway",
-            "rds": rds("gateway", cfg: cfg),
+            "stat_prefix": .string(EnvoyFile.RouteTable.gateway.statPrefix),
+            "rds": rds(.gateway, cfg: cfg),
             "http_filters": .array(filters),
             // The gateway's trace manager records the transactions that completed.
             "access_log": [
@@ -89,8 +89,8 @@ public enum EnvoyConfig {
         let listeners: [JSONValue] = [
             listener("gateway", host: plan.gatewayListen.host, port: plan.gatewayListen.port, hcm: withoutRecording(.object(hcm), plan))
         ]
-        dynamic["lds.json"] = resources(listeners)
-        dynamic["cds.json"] = resources(clusters)
+        dynamic[.listeners] = resources(listeners)
+        dynamic[.clusters] = resources(clusters)
         return Files(id: id, bootstrap: bootstrap(id: id, adminPort: plan.gatewayAdminPort, plan: plan), dynamic: dynamic)
     }
 
@@ -106,10 +106,12 @@ public enum EnvoyConfig {
             "static_resources": ["clusters": .array(statics)],
             "dynamic_resources": [
                 "lds_config": [
-                    "path_config_source": ["path": .string(cfg + "/lds.json"), "watched_directory": ["path": .string(cfg)]], "resource_api_version": "V3",
+                    "path_config_source": ["path": .string(cfg + "/" + EnvoyFile.listeners.name), "watched_directory": ["path": .string(cfg)]],
+                    "resource_api_version": "V3",
                 ],
                 "cds_config": [
-                    "path_config_source": ["path": .string(cfg + "/cds.json"), "watched_directory": ["path": .string(cfg)]], "resource_api_version": "V3",
+                    "path_config_source": ["path": .string(cfg + "/" + EnvoyFile.clusters.name), "watched_directory": ["path": .string(cfg)]],
+                    "resource_api_version": "V3",
                 ],
             ],
         ]
@@ -118,8 +120,8 @@ public enum EnvoyConfig {
     static func inboundHCM(_ instance: MeshPlan.Instance, cfg: String) -> JSONValue {
         [
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": "inbound",
-            "rds": rds("inbound", cfg: cfg),
+            "stat_prefix": .string(EnvoyFile.RouteTable.inbound.statPrefix),
+            "rds": rds(.inbound, cfg: cfg),
             "http_filters": [router],
             // A visit is recorded when the request is admitted, not only when it ends
             // (models/README.md: a set fed by end records misses traces still in flight).
@@ -142,8 +144,8 @@ public enum EnvoyConfig {
         filters.append(router)
         var hcm: [String: JSONValue] = [
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": .string("out_\(target)"),
-            "rds": rds("out-\(target)", cfg: cfg),
+            "stat_prefix": .string(EnvoyFile.RouteTable.outbound(service: target).statPrefix),
+            "rds": rds(.outbound(service: target), cfg: cfg),
             "http_filters": .array(filters),
             // Only refusals (503) are shipped from outbound listeners: they are counted, not visits.
             "access_log": [
@@ -235,7 +237,7 @@ public enum EnvoyConfig {
         }
         return [
             "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-            "name": "inbound",
+            "name": .string(EnvoyFile.RouteTable.inbound.configName),
             "virtual_hosts": [
                 [
                     "name": "local", "domains": ["*"],
@@ -308,11 +310,12 @@ public enum EnvoyConfig {
         return .object(h)
     }
 
-    static func rds(_ name: String, cfg: String) -> JSONValue {
+    static func rds(_ table: EnvoyFile.RouteTable, cfg: String) -> JSONValue {
         [
-            "route_config_name": .string(name),
+            "route_config_name": .string(table.configName),
             "config_source": [
-                "path_config_source": ["path": .string("\(cfg)/rds-\(name).json"), "watched_directory": ["path": .string(cfg)]], "resource_api_version": "V3",
+                "path_config_source": ["path": .string("\(cfg)/\(EnvoyFile.routes(table).name)"), "watched_directory": ["path": .string(cfg)]],
+                "resource_api_version": "V3",
             ],
         ]
     }

@@ -20,10 +20,34 @@ public enum EnvoyFiles {
         let dir = EnvoyConfig.envoyDirectory(plan, id: files.id)
         let cfg = EnvoyConfig.configDirectory(plan, id: files.id)
         try FileManager.default.createDirectory(atPath: cfg, withIntermediateDirectories: true)
-        for (name, value) in files.dynamic { try writeAtomically(value, to: "\(cfg)/\(name)") }
+        for (file, value) in files.dynamic { try writeAtomically(value, to: "\(cfg)/\(file.name)") }
         let bootstrap = dir + "/bootstrap.json"
         try writeAtomically(files.bootstrap, to: bootstrap)
         return bootstrap
+    }
+
+    /// A new version of one file for one Envoy.
+    public struct Update: Sendable {
+        public var envoy: String
+        public var adminPort: Int
+        public var file: EnvoyFile
+        public var value: JSONValue
+    }
+
+    /// Writes every file, then returns once each Envoy reports it applied its file (the file's
+    /// counter grew); `what` names the change in the error. Envoy acknowledges a watched file
+    /// only in its counters, so this reads them (every 5 ms) until they move or time runs out.
+    public static func push(_ updates: [Update], plan: MeshPlan, what: String, timeout: Duration = .seconds(5)) async throws {
+        var before: [Int] = []
+        for u in updates { before.append(await stat(adminPort: u.adminPort, name: u.file.appliedCounter) ?? 0) }
+        for u in updates { try writeAtomically(u.value, to: EnvoyConfig.configDirectory(plan, id: u.envoy) + "/" + u.file.name) }
+        let deadline = ContinuousClock.now + timeout
+        for (i, u) in updates.enumerated() {
+            while (await stat(adminPort: u.adminPort, name: u.file.appliedCounter) ?? 0) <= before[i] {
+                if ContinuousClock.now > deadline { throw MeshRuntime.Failure("Envoy \(u.envoy) did not apply \(what) in time") }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+        }
     }
 
     /// A counter or gauge from Envoy's admin `/stats` (nil when Envoy does not answer or lacks it).
