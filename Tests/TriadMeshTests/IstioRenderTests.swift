@@ -35,7 +35,7 @@ struct IstioRenderTests {
         let steps = IstioRender.steps(.init(service: "auth", from: "v1", to: "v2"))
         #expect(steps.map(\.name) == ["initial", "started", "default-switched", "blocked", "locked", "retired", "cleaned"])
         func http(_ doc: IstioRender.Node) throws -> [[String: Any]] {
-            let y = try #require(try Yams.load(yaml: doc.yaml(indent: 0)) as? [String: Any])
+            let y = try #require(try Yams.load(yaml: doc.yaml) as? [String: Any])
             return try #require((y["spec"] as? [String: Any])?["http"] as? [[String: Any]])
         }
         func dest(_ route: [String: Any]) -> String? {

@@ -157,62 +157,29 @@ public enum DocumentReader {
     }
 }
 
-/// Writes documents as YAML for people (`triad get -o yaml`).
+/// Writes a JSON tree as block-style YAML with Yams (libyaml's emitter): keys sorted, strings
+/// quoted where YAML would read them as something else, no line folding (`triad get -o yaml`).
 public enum DocumentWriter {
     public static func yaml(_ value: JSONValue) -> String {
-        var out = ""
-        write(value, indent: 0, into: &out, inSequence: false)
-        return out
+        // A JSON tree always has a YAML form; were the emitter ever to refuse one, JSON is YAML too.
+        (try? Yams.serialize(node: node(value), indent: 2, width: -1, allowUnicode: true))
+            ?? String(decoding: JSONCoding.encode(value), as: UTF8.self) + "\n"
     }
 
-    private static func scalar(_ v: JSONValue) -> String? {
-        switch v {
-        case .null: return "null"
-        case .bool(let b): return b ? "true" : "false"
-        case .number(let d): return d.rounded() == d && abs(d) < 9e15 ? String(Int64(d)) : String(d)
-        case .string(let s): return quoteIfNeeded(s)
-        case .array(let a) where a.isEmpty: return "[]"
-        case .object(let o) where o.isEmpty: return "{}"
-        default: return nil
-        }
-    }
-
-    private static func quoteIfNeeded(_ s: String) -> String {
-        let plainSafe =
-            !s.isEmpty && s.allSatisfy { $0.isLetter || $0.isNumber || "-_./".contains($0) }
-            && !["true", "false", "null", "yes", "no", "on", "off", "~"].contains(s.lowercased())
-            && Double(s) == nil && Int(s) == nil
-        if plainSafe { return s }
-        return String(decoding: JSONCoding.encode(s), as: UTF8.self)
-    }
-
-    private static func write(_ value: JSONValue, indent: Int, into out: inout String, inSequence: Bool) {
-        let pad = String(repeating: "  ", count: indent)
+    static func node(_ value: JSONValue) -> Node {
         switch value {
-        case .object(let members) where !members.isEmpty:
-            var first = true
-            for key in members.keys.sorted() {
-                let child = members[key]!
-                let prefix = (inSequence && first) ? "" : pad
-                first = false
-                if let s = scalar(child) {
-                    out += "\(prefix)\(quoteIfNeeded(key)): \(s)\n"
-                } else {
-                    out += "\(prefix)\(quoteIfNeeded(key)):\n"
-                    write(child, indent: indent + 1, into: &out, inSequence: false)
-                }
-            }
-        case .array(let items) where !items.isEmpty:
-            for item in items {
-                if let s = scalar(item) {
-                    out += "\(pad)- \(s)\n"
-                } else {
-                    out += "\(pad)- "
-                    write(item, indent: indent + 1, into: &out, inSequence: true)
-                }
-            }
-        default:
-            out += "\(inSequence ? "" : pad)\(scalar(value) ?? "null")\n"
+        case .null: return Node("null", Tag(.null))
+        case .bool(let b): return Node(b ? "true" : "false", Tag(.bool))
+        case .number(let d): return d.rounded() == d && abs(d) < 9e15 ? Node(String(Int64(d)), Tag(.int)) : Node(String(d), Tag(.float))
+        case .string(let s): return string(s)
+        case .array(let items): return Node(items.map(node))
+        case .object(let members): return Node(members.keys.sorted().map { (string($0), node(members[$0]!)) })
         }
+    }
+
+    /// A string YAML reads back as this string: plain when it would, else single-quoted ("true",
+    /// "42", "null", "" would otherwise come back as other types).
+    public static func string(_ s: String) -> Node {
+        Resolver.default.resolveTag(of: Node(s)) == .str ? Node(s, Tag(.str)) : Node(s, Tag(.str), .singleQuoted)
     }
 }

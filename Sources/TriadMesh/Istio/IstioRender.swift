@@ -1,4 +1,6 @@
 import Foundation
+import TriadCore
+import Yams
 
 /// The CV upgrade as Istio documents, step by step (docs/mesh.md), for running the same
 /// procedure in a cluster (deploy/istio/README.md).
@@ -43,7 +45,7 @@ public enum IstioRender {
         case int(Int)
         case bool(Bool)
 
-        public static func == (a: Node, b: Node) -> Bool { a.yaml(indent: 0) == b.yaml(indent: 0) }
+        public static func == (a: Node, b: Node) -> Bool { a.yaml == b.yaml }
     }
 
     public static func steps(_ o: Options) -> [Step] {
@@ -113,7 +115,7 @@ public enum IstioRender {
             for d in step.delete { out += "#   kubectl delete -n \(o.namespace) \(d.lowercased())\n" }
             for (j, doc) in step.documents.enumerated() {
                 if j > 0 { out += "---\n" }
-                out += doc.yaml(indent: 0)
+                out += doc.yaml
             }
         }
         return out
@@ -493,59 +495,25 @@ public enum IstioRender {
 }
 
 extension IstioRender.Node {
-    /// Block-style YAML; strings are quoted when YAML would read them as something else.
-    public func yaml(indent: Int) -> String {
-        let pad = String(repeating: " ", count: indent)
-        switch self {
-        case .map(let pairs):
-            if pairs.isEmpty { return pad + "{}\n" }
-            var out = ""
-            for (k, v) in pairs {
-                switch v {
-                case .map(let p) where !p.isEmpty: out += "\(pad)\(Self.scalar(k)):\n" + v.yaml(indent: indent + 2)
-                case .list(let l) where !l.isEmpty: out += "\(pad)\(Self.scalar(k)):\n" + v.yaml(indent: indent)
-                case .string(let s) where s.contains("\n"):
-                    out +=
-                        "\(pad)\(Self.scalar(k)): |\n"
-                        + s.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map { $0.isEmpty ? "\n" : "\(pad)  \($0)\n" }.joined()
-                default: out += "\(pad)\(Self.scalar(k)): \(v.inline)\n"
-                }
-            }
-            return out
-        case .list(let items):
-            if items.isEmpty { return pad + "[]\n" }
-            var out = ""
-            for item in items {
-                switch item {
-                case .map(let p) where !p.isEmpty:
-                    let body = item.yaml(indent: indent + 2)
-                    out += pad + "- " + body.dropFirst(indent + 2)
-                default: out += "\(pad)- \(item.inline)\n"
-                }
-            }
-            return out
-        default:
-            return pad + inline + "\n"
+    /// Block-style YAML written by Yams, maps in their order (Kubernetes readers expect apiVersion,
+    /// kind, metadata, spec), multi-line strings (Lua) as literal blocks.
+    public var yaml: String {
+        do {
+            return try Yams.serialize(node: yamlNode, indent: 2, width: -1, allowUnicode: true)
+        } catch {
+            // Never seen: these nodes are strings, numbers and booleans; but never silently empty.
+            return "# the YAML emitter refused this document: \(error)\n"
         }
     }
 
-    var inline: String {
+    var yamlNode: Yams.Node {
         switch self {
-        case .string(let s): Self.scalar(s)
-        case .int(let i): String(i)
-        case .bool(let b): b ? "true" : "false"
-        case .map(let p) where p.isEmpty: "{}"
-        case .list(let l) where l.isEmpty: "[]"
-        default: "?"
+        case .map(let pairs): Yams.Node(pairs.map { (DocumentWriter.string($0.0), $0.1.yamlNode) })
+        case .list(let items): Yams.Node(items.map(\.yamlNode))
+        case .string(let s) where s.contains("\n"): Yams.Node(s, Tag(.str), .literal)
+        case .string(let s): DocumentWriter.string(s)
+        case .int(let i): Yams.Node(String(i), Tag(.int))
+        case .bool(let b): Yams.Node(b ? "true" : "false", Tag(.bool))
         }
-    }
-
-    static func scalar(_ s: String) -> String {
-        let plain =
-            s.allSatisfy { $0.isLetter || $0.isNumber || "-_./".contains($0) } && !s.isEmpty
-            && !["true", "false", "yes", "no", "null", "on", "off", "~"].contains(s.lowercased())
-            && !(s.first?.isNumber ?? false)
-        if plain { return s }
-        return "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
     }
 }
