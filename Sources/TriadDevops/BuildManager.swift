@@ -83,6 +83,8 @@ public actor BuildManager {
             return done
         }
         if let underway = running[place] { return await underway.value }
+        // One build per commit, shared: this caller and every caller that asks for the same commit
+        // meanwhile await its value (above), so it outlives none of them and runs only once.
         let task = Task { [git, clock] in
             await Self.run(
                 project: project, service: service, ref: ref, commit: commit, place: place, git: git, clock: clock, startedAt: startedAt, progress: progress)
