@@ -109,7 +109,7 @@ public final class MQTTClient: Sendable {
             c.connected.store(true, ordering: .releasing)
             c.lastError.withLock { $0 = nil }
             if c.subscriptions.isEmpty {
-                c.subscribed.store(true, ordering: .releasing)
+                c.markReady()
                 return
             }
             for topic in c.subscriptions {
@@ -127,7 +127,7 @@ public final class MQTTClient: Sendable {
                 return
             }
             if c.acknowledgedSubscriptions.add(1, ordering: .acquiringAndReleasing).newValue >= c.subscriptions.count {
-                c.subscribed.store(true, ordering: .releasing)
+                c.markReady()
             }
         }
         mosquitto_disconnect_callback_set(mosq) { _, obj, rc in
@@ -183,14 +183,20 @@ public final class MQTTClient: Sendable {
     public var lastError: String? { context.lastError.withLock { $0 } }
     public var droppedMessages: Int { context.dropped.load(ordering: .relaxed) }
 
-    /// Waits until `isReady`, polling; false on timeout.
+    /// Returns true once `isReady` (at once if it is), false when `timeout` passes first or the
+    /// caller is cancelled; woken by the connect and subscribe callbacks, not by polling.
     public func waitUntilReady(timeout: Duration) async -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while !isReady {
-            if ContinuousClock.now >= deadline { return false }
-            try? await Task.sleep(for: .milliseconds(20))
+        let context = self.context
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await context.waitUntilReady() }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first && isReady
         }
-        return true
     }
 
     /// Queues a message; libmosquitto's thread sends it (and, for QoS 1, resends until acked,
@@ -263,6 +269,41 @@ final class CallbackContext: Sendable {
         self.qos = qos
         self.byteBudget = byteBudget
         self.maxPayloadBytes = maxPayloadBytes
+    }
+
+    /// Tasks waiting for the client to be ready, by id (so a cancelled one can leave).
+    private let readyWaiters = Mutex<(next: Int, waiting: [Int: CheckedContinuation<Void, Never>])>((0, [:]))
+
+    /// Subscribed (or nothing to subscribe to): ready, and every waiter goes on.
+    func markReady() {
+        let waiting = readyWaiters.withLock { w in
+            subscribed.store(true, ordering: .releasing)
+            defer { w.waiting.removeAll() }
+            return Array(w.waiting.values)
+        }
+        for c in waiting { c.resume() }
+    }
+
+    /// Returns true once connected and subscribed, false if the caller is cancelled first.
+    func waitUntilReady() async -> Bool {
+        let id = readyWaiters.withLock { w in
+            defer { w.next += 1 }
+            return w.next
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                // Checked under the lock markReady sets it under: a wake-up is never missed.
+                let now = readyWaiters.withLock { w -> Bool in
+                    if (connected.load(ordering: .acquiring) && subscribed.load(ordering: .acquiring)) || Task.isCancelled { return true }
+                    w.waiting[id] = c
+                    return false
+                }
+                if now { c.resume() }
+            }
+        } onCancel: {
+            readyWaiters.withLock { $0.waiting.removeValue(forKey: id) }?.resume()
+        }
+        return !Task.isCancelled
     }
 
     /// What a queued message counts against the budget.
