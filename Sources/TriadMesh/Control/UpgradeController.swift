@@ -320,9 +320,11 @@ public actor UpgradeController {
         /// Returns the DiffSet left at the deadline (empty: drained).
         func drained(_ version: String, deadline: ContinuousClock.Instant) async throws -> [String] {
             let ids = await runtime.instanceIDs(service: service, version: version)
+            let recorder = runtime.recorder
             var last = -1
             while true {
-                var d = runtime.recorder.drain(instances: ids)
+                let seen = recorder.recordCount
+                var d = recorder.drain(instances: ids)
                 if d.diffSet.isEmpty && d.inFlight == 0 {
                     try await runtime.confirmRecordsRead(service: service, version: version)
                     d = runtime.recorder.drain(instances: ids)
@@ -341,6 +343,15 @@ public actor UpgradeController {
                     }
                 }
                 if ContinuousClock.now > deadline { return d.diffSet }
+                // Only a new record (a visit ending, a transaction completing) can shrink the
+                // DiffSet: wait for one, or for the deadline. Under load records come in
+                // thousands a second, so look again at most every 20 ms.
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await recorder.waitForRecords(after: seen) }
+                    group.addTask { try? await Task.sleep(until: deadline) }
+                    await group.next()
+                    group.cancelAll()
+                }
                 try await Task.sleep(for: .milliseconds(20))
             }
         }

@@ -30,6 +30,8 @@ public final class MeshRecorder: Sendable {
         var pinWaiters: [String: [PinWaiter]] = [:]
         /// The update controller waiting for a marker ("<instance> <marker>") to be read.
         var markerWaiters: [String: CheckedContinuation<Void, Never>] = [:]
+        /// Tasks waiting for the next record (a drain watching its DiffSet), by waiter id.
+        var recordWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter = 0
     }
     struct PinWaiter: Sendable {
@@ -63,27 +65,57 @@ public final class MeshRecorder: Sendable {
         let trace = access.trace
         let pinned = state.withLock { s -> [CheckedContinuation<Void, Never>] in
             Self.ingest(access, into: &s)
+            var woken: [CheckedContinuation<Void, Never>] = []
+            if !s.recordWaiters.isEmpty {
+                woken = Array(s.recordWaiters.values)
+                s.recordWaiters.removeAll()
+            }
             // A marker someone waits for is theirs (read once); they go on outside the lock.
             if !s.markerWaiters.isEmpty {
                 let read = s.markerWaiters.keys.filter { s.markers.contains($0) }
                 if !read.isEmpty {
-                    return read.compactMap { key in
-                        s.markers.remove(key)
-                        return s.markerWaiters.removeValue(forKey: key)
-                    }
+                    return woken
+                        + read.compactMap { key in
+                            s.markers.remove(key)
+                            return s.markerWaiters.removeValue(forKey: key)
+                        }
                 }
             }
             // Held requests of this trace whose pin is now known go on.
-            guard !s.pinWaiters.isEmpty, let trace, let waiting = s.pinWaiters[trace] else { return [] }
+            guard !s.pinWaiters.isEmpty, let trace, let waiting = s.pinWaiters[trace] else { return woken }
             var ready: [CheckedContinuation<Void, Never>] = []
             var later: [PinWaiter] = []
             for w in waiting {
                 if s.pins.pin(trace, w.service) != nil { ready.append(w.continuation) } else { later.append(w) }
             }
             s.pinWaiters[trace] = later.isEmpty ? nil : later
-            return ready
+            return woken + ready
         }
         for c in pinned { c.resume() }
+    }
+
+    /// How many records have been read: the watermark `waitForRecords(after:)` waits beyond.
+    public var recordCount: Int { state.withLock { $0.records } }
+
+    /// Returns once a record beyond the `count`-th has been read (at once if one has), or when
+    /// the caller is cancelled.
+    public func waitForRecords(after count: Int) async {
+        let id = state.withLock { s in
+            defer { s.nextWaiter += 1 }
+            return s.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    if s.records > count || Task.isCancelled { return true }
+                    s.recordWaiters[id] = c
+                    return false
+                }
+                if now { c.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.recordWaiters.removeValue(forKey: id) }?.resume()
+        }
     }
 
     /// Returns once `trace` has a pin to `service` (at once if it has), or when the caller is cancelled.
