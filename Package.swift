@@ -95,6 +95,7 @@ let package = Package(
                 "TriadAMQP",
                 "TriadMQTT",
                 "TriadProcess",
+                "TriadDevops",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -361,18 +361,18 @@ def walk_refs(node, path=()):
             yield from walk_refs(v, path + (i,))
 
 
-def unmirror(node):
-    """components.schemas.Resource -> the form of resource.schema.json (refs as "#/$defs/...")."""
+def unmirror(node, prefix=RESOURCE_REF_PREFIX):
+    """components.schemas.<Name> -> the form of its schema file (refs as "#/$defs/...")."""
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            if k == "$ref" and isinstance(v, str) and v.startswith(RESOURCE_REF_PREFIX):
-                out[k] = "#/" + v[len(RESOURCE_REF_PREFIX):]
+            if k == "$ref" and isinstance(v, str) and v.startswith(prefix):
+                out[k] = "#/" + v[len(prefix):]
             else:
-                out[k] = unmirror(v)
+                out[k] = unmirror(v, prefix)
         return out
     if isinstance(node, list):
-        return [unmirror(v) for v in node]
+        return [unmirror(v, prefix) for v in node]
     return node
 
 
@@ -396,24 +396,24 @@ def differences(a, b, path=()):
         yield pointer_of(path) or "/"
 
 
-def lint_mirror(spec, resource_schema_path):
+def lint_mirror(spec, resource_schema_path, name="Resource"):
     errors = []
     try:
         with open(resource_schema_path, encoding="utf-8") as f:
             original = json.load(f)
     except (OSError, ValueError) as e:
         return [f"cannot read {resource_schema_path}: {e}"]
-    mirror = ((spec.get("components") or {}).get("schemas") or {}).get("Resource")
+    mirror = ((spec.get("components") or {}).get("schemas") or {}).get(name)
     if not isinstance(mirror, dict):
-        return ["components.schemas.Resource is missing"]
+        return [f"components.schemas.{name} is missing"]
     for k in ("$schema", "$id"):
         if k in mirror:
-            errors.append(f"components.schemas.Resource must not carry {k} (see the header comment)")
+            errors.append(f"components.schemas.{name} must not carry {k} (see the header comment)")
     expected = {k: v for k, v in original.items() if k not in ("$schema", "$id")}
     actual = {k: v for k, v in mirror.items() if k not in ("$schema", "$id")}
-    diffs = list(differences(unmirror(actual), expected))
+    diffs = list(differences(unmirror(actual, f"#/components/schemas/{name}/"), expected))
     for d in diffs[:20]:
-        errors.append(f"components.schemas.Resource differs from {os.path.basename(resource_schema_path)} at {d}")
+        errors.append(f"components.schemas.{name} differs from {os.path.basename(resource_schema_path)} at {d}")
     if len(diffs) > 20:
         errors.append(f"(+{len(diffs) - 20} more differences)")
     return errors
@@ -499,6 +499,7 @@ def cmd_lint(spec, spec_path, resource_schema_path):
             errors.append(f"openapi-spec-validator: {type(e).__name__}: {short(str(e))}")
     errors += lint_conventions(spec)
     errors += lint_mirror(spec, resource_schema_path)
+    errors += lint_mirror(spec, os.path.join(os.path.dirname(resource_schema_path), "project.schema.json"), "Project")
     for e in errors:
         print(e)
     n_ops = sum(1 for _ in operations(spec))
@@ -506,7 +507,7 @@ def cmd_lint(spec, spec_path, resource_schema_path):
         print(f"{spec_path}: {len(errors)} errors ({validator_name})")
         return 1
     print(f"{spec_path}: OK — {n_ops} operations ({validator_name}); "
-          f"components.schemas.Resource mirrors {os.path.basename(resource_schema_path)}")
+          f"components.schemas.Resource mirrors {os.path.basename(resource_schema_path)}, Project project.schema.json")
     return 0
 
 

@@ -11,7 +11,7 @@ import TriadProcess
 public struct GitRepositories: Sendable {
     public struct Failure: Error, Sendable, Equatable, CustomStringConvertible {
         public var description: String
-        init(_ description: String) { self.description = description }
+        public init(_ description: String) { self.description = description }
     }
 
     public let directory: String

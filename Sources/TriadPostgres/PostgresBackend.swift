@@ -94,6 +94,23 @@ public final class PostgresBackend: RegistryBackend {
         return nil
     }
 
+    public func project(name: String) async throws -> StoredProject? {
+        let rows = try await client.query("SELECT name, revision, document FROM triad_projects WHERE name = \(name)", logger: logger)
+        for try await (name, revision, document) in rows.decode((String, Int64, String).self) {
+            return StoredProject(name: name, revision: revision, document: Data(document.utf8))
+        }
+        return nil
+    }
+
+    public func projects() async throws -> [StoredProject] {
+        var out: [StoredProject] = []
+        let rows = try await client.query("SELECT name, revision, document FROM triad_projects ORDER BY name", logger: logger)
+        for try await (name, revision, document) in rows.decode((String, Int64, String).self) {
+            out.append(StoredProject(name: name, revision: revision, document: Data(document.utf8)))
+        }
+        return out
+    }
+
     public func list(kind: ResourceKind?, after: String?, limit: Int) async throws -> [StoredResource] {
         var out: [StoredResource] = []
         let rows = try await client.execute(ResourcePage(kind: kind?.rawValue, after: after ?? "", limit: Int64(limit)), logger: logger)
@@ -131,7 +148,7 @@ public final class PostgresBackend: RegistryBackend {
         for try await r in rows.decode((Int64, String, String, String, String, String, String).self) {
             events.append(
                 RegistryEvent(
-                    id: r.0, type: try RowCoding.eventType(r.1), name: r.2, kind: try RowCoding.kind(r.3),
+                    id: r.0, type: try RowCoding.eventType(r.1), name: r.2, kind: try RowCoding.eventKind(r.3),
                     labels: RowCoding.labels(r.4), time: r.5, document: Data(r.6.utf8)))
         }
         return events
@@ -481,6 +498,16 @@ final class PostgresTransaction: RegistryTransaction {
         return nil
     }
 
+    /// Locks the project's row, as `load` locks a resource's.
+    func loadProject(name: String) async throws -> StoredProject? {
+        let rows = try await connection.query(
+            "SELECT name, revision, document FROM triad_projects WHERE name = \(name) FOR UPDATE", logger: logger)
+        for try await (name, revision, document) in rows.decode((String, Int64, String).self) {
+            return StoredProject(name: name, revision: revision, document: Data(document.utf8))
+        }
+        return nil
+    }
+
     func nextRevision() async throws -> Int64 {
         for try await value in try await connection.execute(NextRevision(), logger: logger) { return value }
         throw RegistryError.unavailable("revision counter missing")
@@ -517,6 +544,22 @@ final class PostgresTransaction: RegistryTransaction {
                     WITH changed AS (DELETE FROM triad_resources WHERE name = \(name))
                     \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
                     """, logger: logger)
+            case nil where e.type.subject == .project:
+                // The event is the project's change.
+                if e.type == .projectDeleted {
+                    _ = try await connection.query(
+                        """
+                        WITH changed AS (DELETE FROM triad_projects WHERE name = \(e.name))
+                        \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
+                        """, logger: logger)
+                } else {
+                    _ = try await connection.query(
+                        """
+                        WITH changed AS (INSERT INTO triad_projects (name, revision, document) VALUES (\(e.name), \(e.id), \(document))
+                          ON CONFLICT (name) DO UPDATE SET revision = EXCLUDED.revision, document = EXCLUDED.document)
+                        \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
+                        """, logger: logger)
+                }
             case nil:
                 guard let i = invocation else { throw RegistryError.unavailable("a registry event without a change") }
                 let record = String(decoding: i.document, as: UTF8.self)

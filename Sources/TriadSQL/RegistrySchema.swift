@@ -60,8 +60,37 @@ public enum RegistrySchema {
                     "CREATE INDEX triad_invocations_unfinished ON triad_invocations (node, state)",
                 ]
             )
-        ] + (dialect == .sqlite ? sqliteOperationEventTriggers : [])
+        ] + (dialect == .sqlite ? sqliteOperationEventTriggers : []) + [
+            // Projects (docs/projects.md): written from their events, as resources are.
+            (8, ["CREATE TABLE triad_projects (name TEXT\(bytewise) PRIMARY KEY, revision \(int64) NOT NULL, document TEXT NOT NULL)"])
+        ] + (dialect == .sqlite ? sqliteProjectEventTriggers : [])
     }
+
+    /// SQLite: a project event writes (or deletes) the project and moves the revision counter,
+    /// so a project write is one INSERT too.
+    static let sqliteProjectEventTriggers: [(version: Int, statements: [String])] = [
+        (
+            9,
+            [
+                """
+                CREATE TRIGGER triad_events_projects AFTER INSERT ON triad_events
+                  WHEN NEW.type IN ('project.created', 'project.updated', 'project.status')
+                BEGIN
+                  INSERT INTO triad_projects (name, revision, document) VALUES (NEW.name, NEW.id, NEW.document)
+                    ON CONFLICT (name) DO UPDATE SET revision = excluded.revision, document = excluded.document;
+                  UPDATE triad_counters SET value = NEW.id WHERE name = 'revision';
+                END
+                """,
+                """
+                CREATE TRIGGER triad_events_projects_delete AFTER INSERT ON triad_events WHEN NEW.type = 'project.deleted'
+                BEGIN
+                  DELETE FROM triad_projects WHERE name = NEW.name;
+                  UPDATE triad_counters SET value = NEW.id WHERE name = 'revision';
+                END
+                """,
+            ]
+        )
+    ]
 
     /// SQLite: operation events (`invoked`, `completed`) take a revision like every event but
     /// change no resource, so the apply trigger skips them; their own trigger writes the ledger's

@@ -99,6 +99,14 @@ public final class SQLiteBackend: RegistryBackend {
         index.withLock { $0.revision }
     }
 
+    public func project(name: String) async throws -> StoredProject? {
+        try await reader.query("SELECT name, revision, document FROM triad_projects WHERE name = ?", [.text(name)]).first.map(Self.project)
+    }
+
+    public func projects() async throws -> [StoredProject] {
+        try await reader.query("SELECT name, revision, document FROM triad_projects ORDER BY name", []).map(Self.project)
+    }
+
     public func events(after id: Int64, limit: Int) async throws -> EventBatch {
         let conn = reader
         let rows = try await conn.query(
@@ -298,12 +306,18 @@ public final class SQLiteBackend: RegistryBackend {
             document: Data((row.column("document")?.string ?? "").utf8))
     }
 
+    static func project(_ row: SQLiteRow) -> StoredProject {
+        StoredProject(
+            name: row.column("name")?.string ?? "", revision: Int64(row.column("revision")?.integer ?? 0),
+            document: Data((row.column("document")?.string ?? "").utf8))
+    }
+
     static func event(_ row: SQLiteRow) throws -> RegistryEvent {
         RegistryEvent(
             id: Int64(row.column("id")?.integer ?? 0),
             type: try RowCoding.eventType(row.column("type")?.string ?? ""),
             name: row.column("name")?.string ?? "",
-            kind: try RowCoding.kind(row.column("kind")?.string ?? ""),
+            kind: try RowCoding.eventKind(row.column("kind")?.string ?? ""),
             labels: RowCoding.labels(row.column("labels")?.string ?? "{}"),
             time: row.column("time")?.string ?? "",
             document: Data((row.column("document")?.string ?? "").utf8))
@@ -354,6 +368,11 @@ final class SQLiteTransaction: RegistryTransaction {
         return committed(name)
     }
 
+    /// Read on the writer connection: the write lock is held, so nothing changes it meanwhile.
+    func loadProject(name: String) async throws -> StoredProject? {
+        try await connection.query("SELECT name, revision, document FROM triad_projects WHERE name = ?", [.text(name)]).first.map(SQLiteBackend.project)
+    }
+
     func insert(_ r: StoredResource) async throws { change = (r.name, r) }
     func update(_ r: StoredResource) async throws { change = (r.name, r) }
     func delete(name: String) async throws { change = (name, nil) }
@@ -362,8 +381,8 @@ final class SQLiteTransaction: RegistryTransaction {
 
     func append(_ e: RegistryEvent) async throws {
         guard written == nil else { throw RegistryError.unavailable("a registry write appends one event") }
-        // One INSERT is the whole write: the schema's triggers apply it to the resources or, for
-        // an operation event, to the ledger (from the invocation record in the document).
+        // One INSERT is the whole write: the schema's triggers apply it to the resources, to the
+        // ledger (an operation event's document is the invocation record) or to the projects.
         _ = try await connection.query(
             "INSERT INTO triad_events (id, type, name, kind, labels, time, document) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [

@@ -6,6 +6,7 @@ import Metrics
 import ServiceLifecycle
 import TriadAMQP
 import TriadCore
+import TriadDevops
 import TriadMQTT
 import TriadPostgres
 import TriadSQLite
@@ -159,6 +160,13 @@ public final class TriadServer: Sendable {
         SystemRoutes(registry: registry, checks: checks, metrics: ServerMetrics.registry).register(table)
         ResourceRoutes(registry: registry, reader: reader, addressing: addressing, authority: authority, written: { notifier.notify() }).register(table)
         InvocationRoutes(registry: registry, runner: invocations, reader: reader).register(table)
+        ProjectRoutes(
+            registry: registry, reader: reader,
+            check: ProjectCheck(
+                git: GitRepositories(directory: URL(fileURLWithPath: configuration.dataDir).appendingPathComponent("git").path, timeoutSeconds: 30),
+                addressing: addressing, clock: { Date() }),
+            written: { notifier.notify() }
+        ).register(table)
         EventRoutes(
             registry: registry, tail: eventTail, authority: authority,
             streams: StreamCounter(limit: configuration.maxStreamsPerToken)

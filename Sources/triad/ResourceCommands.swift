@@ -145,7 +145,10 @@ struct DescribeCommand: AsyncParsableCommand {
             do {
                 try await api.streamEvents(query: "?follow=false&since=\(since)", lastEventID: nil) { id, type, data in
                     let event = try? JSONCoding.parse(data)
-                    if event?["subject"]?.stringValue == target { await lines.add("  \(id)\t\(type)\t\(event?["time"]?.stringValue ?? "")") }
+                    // A project may share the name: only this resource's events.
+                    if event?["subject"]?.stringValue == target, event?["source"]?.stringValue == "/triad/resources/\(target)" {
+                        await lines.add("  \(id)\t\(type)\t\(event?["time"]?.stringValue ?? "")")
+                    }
                 }
             } catch let failure as TriadClient.Failure where failure.status == 403 || failure.status == 410 {
                 await lines.add("  (not available: \(failure.description))")

@@ -10,7 +10,7 @@ struct Triad: AsyncParsableCommand {
         subcommands: [
             ServerCommand.self, ApplyCommand.self, GetCommand.self, DescribeCommand.self, DeleteCommand.self,
             InvokeCommand.self, BindCommand.self, UnbindCommand.self, EventsCommand.self, TokenCommand.self, ProbeCommand.self, AgentCommand.self,
-            MeshCommand.self, UpgradeCommand.self,
+            MeshCommand.self, UpgradeCommand.self, ProjectCommand.self,
         ])
 }
 

@@ -9,19 +9,7 @@ import TriadTesting
 /// Real git repositories made by the test; real builds (shell scripts) in clean checkouts.
 @Suite("Builds")
 struct BuildManagerTests {
-    /// A repository whose build writes `out/agent` from `VERSION`; tags v1 and v2.
-    static func makeRepository() throws -> (dir: String, repo: String) {
-        let dir = try TestPaths.temporaryDirectory()
-        let repo = dir + "/agent"
-        try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
-        try sh("git init -q -b main . && git config user.email t@example.invalid && git config user.name test", in: repo)
-        try write(repo + "/build.sh", "#!/bin/sh\nset -e\necho building $(cat VERSION)\nmkdir -p out\ncp VERSION out/agent\n")
-        try write(repo + "/VERSION", "v1\n")
-        try sh("chmod +x build.sh && git add -A && git commit -qm v1 && git tag -a v1 -m v1", in: repo)
-        try write(repo + "/VERSION", "v2\n")
-        try sh("git commit -qam v2 && git tag v2", in: repo)
-        return (dir, repo)
-    }
+    static func makeRepository() throws -> (dir: String, repo: String) { try GitFixture.makeRepository() }
 
     static func service(_ repo: String, ref: String = "v1", command: [String] = ["./build.sh"], artifact: String = "out/agent", timeout: Double = 60)
         -> ProjectManifest.Service
@@ -32,17 +20,9 @@ struct BuildManagerTests {
             run: ["{artifact}"], health: "/healthz", meshService: "agent")
     }
 
-    static func sh(_ script: String, in dir: String) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", script]
-        p.currentDirectoryURL = URL(fileURLWithPath: dir)
-        try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw GitRepositories.Failure("`\(script)` failed") }
-    }
+    static func sh(_ script: String, in dir: String) throws { try GitFixture.sh(script, in: dir) }
 
-    static func write(_ path: String, _ text: String) throws { try text.write(toFile: path, atomically: true, encoding: .utf8) }
+    static func write(_ path: String, _ text: String) throws { try GitFixture.write(path, text) }
 
     @Test func aTagIsBuiltOnceAndAMovedTagAnew() async throws {
         let (dir, repo) = try Self.makeRepository()

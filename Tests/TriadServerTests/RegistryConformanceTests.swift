@@ -372,3 +372,91 @@ struct RegistryConformanceTests {
         }
     }
 }
+
+extension RegistryConformanceTests {
+    static func project(_ name: String, ref: String = "v1", labels: [String: String]? = nil) -> JSONValue {
+        let labelsText = labels.map { String(decoding: JSONCoding.encode($0), as: UTF8.self) } ?? "null"
+        let text = """
+            {"apiVersion": "triad.io/v1alpha1", "kind": "Project", "metadata": {"name": "\(name)", "labels": \(labelsText)},
+             "spec": {"services": [{"name": "purifier-agent", "repository": "file:///srv/git/purifier.git", "ref": "\(ref)",
+               "build": {"command": ["make"], "artifact": "dist/agent"}, "run": ["{artifact}"], "health": "/healthz",
+               "meshService": "purifier"}]}}
+            """
+        var tree = try! JSONCoding.parse(Data(text.utf8))
+        if labels == nil, case .object(var root) = tree, case .object(var metadata)? = root["metadata"] {
+            metadata["labels"] = nil
+            root["metadata"] = .object(metadata)
+            tree = .object(root)
+        }
+        return tree
+    }
+
+    /// Projects have the resources' rules, and each write is one event of the shared log that
+    /// carries the project (the backends write the project from it).
+    @Test(arguments: Store.allCases)
+    func projectsAreDocumentsWithTheResourcesRulesAndEvents(_ kind: Store) async throws {
+        try await withStore(kind) { backend in
+            let registry = Registry(backend: backend)
+            let before = try await backend.latestRevision()
+            let (created, wasCreated) = try await registry.applyProject(Self.project("building", labels: ["team": "a"]), precondition: nil)
+            #expect(wasCreated)
+            let doc = try JSONCoding.parse(created.document)
+            #expect(doc["metadata"]?["generation"] == .number(1))
+            #expect(doc["metadata"]?["resourceVersion"] == .string(String(created.revision)))
+            #expect(doc["metadata"]?["uid"]?.stringValue != nil)
+            #expect(try await registry.project("building") == created)
+
+            // The same spec again: a new version, the same generation; a new ref: generation 2.
+            let (same, _) = try await registry.applyProject(Self.project("building", labels: ["team": "b"]), precondition: nil)
+            #expect(try JSONCoding.parse(same.document)["metadata"]?["generation"] == .number(1))
+            let (moved, movedCreated) = try await registry.applyProject(Self.project("building", ref: "v2"), precondition: nil)
+            #expect(!movedCreated)
+            let movedDoc = try JSONCoding.parse(moved.document)
+            #expect(movedDoc["metadata"]?["generation"] == .number(2))
+            #expect(movedDoc["metadata"]?["uid"] == doc["metadata"]?["uid"])
+
+            // Preconditions as for resources: a stale resourceVersion 409, a stale If-Match 412.
+            await #expect(
+                throws: RegistryError.conflict(
+                    current: String(moved.revision), detail: "resourceVersion \(created.revision) is stale; the current version is \(moved.revision)")
+            ) {
+                try await registry.applyProject(
+                    Self.project("building"), precondition: VersionPrecondition(source: .resourceVersion, version: String(created.revision)))
+            }
+            await #expect(throws: RegistryError.preconditionFailed(current: String(moved.revision))) {
+                try await registry.deleteProject("building", precondition: VersionPrecondition(source: .ifMatch, version: "1"))
+            }
+            // Invalid documents: every problem, nothing written.
+            await #expect(throws: RegistryError.self) { try await registry.applyProject(.object(["kind": .string("Project")]), precondition: nil) }
+
+            let status: JSONValue = .object(["execResult": .object(["result": .string("Succeeded")])])
+            let checked = try await registry.writeProjectStatus("building", status, ifRevision: moved.revision)
+            #expect(try JSONCoding.parse(checked.document)["status"] == status)
+            await #expect(throws: RegistryError.self) { try await registry.writeProjectStatus("building", status, ifRevision: moved.revision) }
+            let (respec, _) = try await registry.applyProject(Self.project("building", ref: "v3"), precondition: nil)
+            #expect(try JSONCoding.parse(respec.document)["status"] == status, "spec writes keep the status")
+
+            // A resource of the same name is another thing.
+            _ = try await registry.create(Self.resource("building", kind: .space))
+            #expect(try await registry.projects().map(\.name) == ["building"])
+
+            let deleted = try await registry.deleteProject("building", precondition: nil)
+            await #expect(throws: RegistryError.notFound(name: "building")) { try await registry.project("building") }
+            #expect(try await registry.projects().isEmpty)
+            #expect(try await registry.get("building").kind == .space)
+
+            let events = try await backend.events(after: before, limit: 100).events
+            #expect(
+                events.map(\.type) == [
+                    .projectCreated, .projectUpdated, .projectUpdated, .projectStatus, .projectUpdated, .created, .projectDeleted,
+                ])
+            #expect(events.filter { $0.type.subject == .project }.allSatisfy { $0.kind == .project })
+            #expect(events.last?.document == deleted.document)
+            #expect(events.first?.labels == ["team": "a"])
+            #expect(try await backend.latestRevision() == deleted.revision)
+            let rendered = try JSONCoding.parse(CloudEventRenderer.render(events[0]))
+            #expect(rendered["type"] == .string("io.triad.project.created") && rendered["source"] == .string("/triad/projects/building"))
+            #expect(CloudEventRenderer.routingKey(events[0]) == "project.building.created")
+        }
+    }
+}

@@ -12,6 +12,9 @@ public enum Action: Sendable, Equatable {
     /// Status of one resource (agents, controller, devices).
     case writeStatus(resource: String)
     case readEvents
+    /// Projects (docs/projects.md): their repositories and build settings are the operators'.
+    case readProjects
+    case writeProjects
     /// Take and give back bindings (exclusive leases).
     case bindResources
     case manageTokens
@@ -39,6 +42,7 @@ public struct Principal: Sendable, Equatable {
         case (.app, .invokeOperations), (.`operator`, .invokeOperations): true
         case (.`operator`, .readAllInvocations), (.integrator, .readAllInvocations): true
         case (.integrator, .readResources), (.integrator, .readEvents): true
+        case (.`operator`, .readProjects), (.`operator`, .writeProjects), (.integrator, .readProjects): true
         // Whoever may read may watch: apps every resource's events, a device its own resource's
         // (the event stream filters them).
         case (.app, .readEvents), (.device, .readEvents): true

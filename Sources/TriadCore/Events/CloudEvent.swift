@@ -7,7 +7,7 @@ public enum CloudEventRenderer {
         var header: [String: String] = [
             "specversion": "1.0",
             "id": String(event.id),
-            "source": "/triad/resources/\(event.name)",
+            "source": event.kind == .project ? "/triad/projects/\(event.name)" : "/triad/resources/\(event.name)",
             "type": event.type.cloudEventType,
             "subject": event.name,
             "time": event.time,
@@ -16,7 +16,7 @@ public enum CloudEventRenderer {
             "resourceversion": String(event.id),
         ]
         // An operation event's data is the ledger record; the resource did not change.
-        if !event.type.carriesResource { header["resourceversion"] = nil }
+        if event.type.subject == .invocation { header["resourceversion"] = nil }
         var out = JSONCoding.encode(JSONValue.object(header.mapValues(JSONValue.string)))
         // Replace the closing brace with `,"data":<document>}`.
         out.removeLast()
@@ -26,8 +26,8 @@ public enum CloudEventRenderer {
         return out
     }
 
-    /// The AMQP routing key `<kind>.<name>.<event>`.
+    /// The AMQP routing key `<kind>.<name>.<event>` (`project.<name>.<event>` for a project).
     public static func routingKey(_ event: RegistryEvent) -> String {
-        "\(event.kind.routingName).\(event.name).\(event.type.rawValue)"
+        "\(event.kind.routingName).\(event.name).\(event.type.routingName)"
     }
 }

@@ -71,6 +71,8 @@ public struct ProjectManifest: Sendable, Equatable {
             if let kind = m["kind"] { w.constant(kind, kindName, at: "/kind") }
             if let meta = m["metadata"] { w.metadata(meta, at: "/metadata") }
             if let spec = m["spec"] { w.projectSpec(spec, at: "/spec") }
+            // The server's; ignored on input, but it must be what the schema says it is.
+            if let status = m["status"], status.objectValue == nil { w.fail("/status", "must be an object, not \(status.typeName)") }
         }
         guard w.violations.isEmpty, case .object(let root) = document, let name = root["metadata"]?["name"]?.stringValue, let spec = root["spec"] else {
             throw Invalid(violations: w.violations)

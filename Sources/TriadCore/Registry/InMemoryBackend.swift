@@ -12,6 +12,7 @@ public final class InMemoryBackend: RegistryBackend {
         var telemetry: [TelemetrySample] = []
         var tokens: [String: TokenRecord] = [:]
         var invocations: [String: Invocation] = [:]
+        var projects: [String: StoredProject] = [:]
     }
 
     private let state = Mutex(State())
@@ -22,9 +23,10 @@ public final class InMemoryBackend: RegistryBackend {
 
     public func withWriteTransaction<T: Sendable>(_ body: @Sendable (any RegistryTransaction) async throws -> T) async throws -> T {
         try await writeLock.withLock {
-            let tx = InMemoryTransaction(revision: state.withLock { $0.index.revision }) { name in
-                self.state.withLock { $0.index.byName[name] }
-            }
+            let tx = InMemoryTransaction(
+                revision: state.withLock { $0.index.revision },
+                committed: { name in self.state.withLock { $0.index.byName[name] } },
+                committedProject: { name in self.state.withLock { $0.projects[name] } })
             let result = try await body(tx)
             state.withLock { tx.commit(into: &$0) }
             return result
@@ -36,6 +38,10 @@ public final class InMemoryBackend: RegistryBackend {
     public func list(kind: ResourceKind?, after: String?, limit: Int) async throws -> [StoredResource] {
         state.withLock { $0.index.page(kind: kind, after: after, limit: limit) }
     }
+
+    public func project(name: String) async throws -> StoredProject? { state.withLock { $0.projects[name] } }
+
+    public func projects() async throws -> [StoredProject] { state.withLock { $0.projects.values.sorted { $0.name < $1.name } } }
 
     public func latestRevision() async throws -> Int64 { state.withLock { $0.index.revision } }
 
@@ -148,15 +154,19 @@ public final class InMemoryBackend: RegistryBackend {
 final class InMemoryTransaction: RegistryTransaction, @unchecked Sendable {
     // @unchecked: used by one task at a time, under the backend's write lock (as SQLite's).
     private let committed: (String) -> StoredResource?
+    private let committedProject: (String) -> StoredProject?
     private let lastRevision: Int64
     private var change: (name: String, record: StoredResource?)?
     private var invocation: Invocation?
     private var event: RegistryEvent?
 
-    init(revision: Int64, committed: @escaping (String) -> StoredResource?) {
+    init(revision: Int64, committed: @escaping (String) -> StoredResource?, committedProject: @escaping (String) -> StoredProject?) {
         self.lastRevision = revision
         self.committed = committed
+        self.committedProject = committedProject
     }
+
+    func loadProject(name: String) async throws -> StoredProject? { committedProject(name) }
 
     func load(name: String) async throws -> StoredResource? {
         if let change, change.name == name { return change.record }
@@ -182,6 +192,12 @@ final class InMemoryTransaction: RegistryTransaction, @unchecked Sendable {
         if var record = invocation {
             if let existing = state.invocations[record.id] { record.sequence = existing.sequence }
             state.invocations[record.id] = record
+        }
+        switch event.type {
+        case .projectCreated, .projectUpdated, .projectStatus:
+            state.projects[event.name] = StoredProject(name: event.name, revision: event.id, document: event.document)
+        case .projectDeleted: state.projects[event.name] = nil
+        default: break
         }
         state.index.revision = event.id
         state.events.append(event)

@@ -13,8 +13,13 @@ public struct VersionPrecondition: Sendable, Equatable {
     }
 
     func check(against current: StoredResource?) throws(RegistryError) {
-        let currentVersion = current.map { String($0.revision) }
-        switch (current, version) {
+        try check(currentRevision: current?.revision)
+    }
+
+    /// `currentRevision`: the stored document's revision, nil when there is none.
+    func check(currentRevision: Int64?) throws(RegistryError) {
+        let currentVersion = currentRevision.map { String($0) }
+        switch (currentRevision, version) {
         case (nil, _):
             if source == .ifMatch { throw .preconditionFailed(current: nil) }
             throw .conflict(current: nil, detail: "the resource does not exist, so version \(version ?? "*") is stale")
@@ -53,9 +58,10 @@ public struct ResourcePage: Sendable {
 /// The registry's rules (server-set fields, generation, preconditions, the outbox), written once
 /// over any `RegistryBackend`. It does no I/O of its own.
 public struct Registry: Sendable {
-    private let backend: any RegistryBackend
-    private let clock: @Sendable () -> Date
-    private let makeUID: @Sendable () -> String
+    /// Internal, not private: the project rules (Registry+Projects.swift) use it too.
+    let backend: any RegistryBackend
+    let clock: @Sendable () -> Date
+    let makeUID: @Sendable () -> String
 
     public init(
         backend: any RegistryBackend,
@@ -282,7 +288,7 @@ public struct Registry: Sendable {
             try await tx.put(record)
             try await tx.append(
                 RegistryEvent(
-                    id: revision, type: type, name: resource.name, kind: resource.kind,
+                    id: revision, type: type, name: resource.name, kind: EventKind(resource.kind),
                     labels: resource.labels, time: now, document: record.document))
             return record
         }
@@ -370,7 +376,7 @@ public struct Registry: Sendable {
 
     static func event(_ type: RegistryEventType, _ record: StoredResource, _ now: String) -> RegistryEvent {
         RegistryEvent(
-            id: record.revision, type: type, name: record.name, kind: record.kind,
+            id: record.revision, type: type, name: record.name, kind: EventKind(record.kind),
             labels: record.labels, time: now, document: record.document)
     }
 

@@ -30,6 +30,20 @@ public struct StoredResource: Sendable, Equatable {
     }
 }
 
+/// A project as the registry stores it: its canonical JSON document (`metadata.resourceVersion`
+/// included) and the revision of the write that produced it.
+public struct StoredProject: Sendable, Equatable {
+    public var name: String
+    public var revision: Int64
+    public var document: Data
+
+    public init(name: String, revision: Int64, document: Data) {
+        self.name = name
+        self.revision = revision
+        self.document = document
+    }
+}
+
 public enum RegistryEventType: String, Sendable, CaseIterable, Codable {
     case created, updated, deleted, status
     /// A binding (exclusive lease) taken or given back (or expired); docs/events.md.
@@ -37,17 +51,56 @@ public enum RegistryEventType: String, Sendable, CaseIterable, Codable {
     /// An operation called and its outcome: the event's document is the ledger record, not the
     /// resource (the resource does not change).
     case invoked, completed
+    /// A project written, deleted, or its status (what its repositories' check found) written.
+    case projectCreated = "project.created"
+    case projectUpdated = "project.updated"
+    case projectDeleted = "project.deleted"
+    case projectStatus = "project.status"
+
+    /// What the event's document is.
+    public enum Subject: Sendable { case resource, invocation, project }
+
+    public var subject: Subject {
+        switch self {
+        case .invoked, .completed: .invocation
+        case .projectCreated, .projectUpdated, .projectDeleted, .projectStatus: .project
+        default: .resource
+        }
+    }
+
+    /// The event's own name, without its subject: the last part of its routing key and CloudEvent type.
+    public var routingName: String { subject == .project ? String(rawValue.dropFirst("project.".count)) : rawValue }
 
     public var cloudEventType: String {
         switch self {
         case .acquired, .released: "io.triad.binding.\(rawValue)"
         case .invoked, .completed: "io.triad.operation.\(rawValue)"
+        case .projectCreated, .projectUpdated, .projectDeleted, .projectStatus: "io.triad.project.\(routingName)"
         default: "io.triad.resource.\(rawValue)"
         }
     }
 
-    /// Whether the event's document is a resource (else an invocation record).
-    public var carriesResource: Bool { self != .invoked && self != .completed }
+    /// Whether the event's document is a resource (else an invocation record or a project).
+    public var carriesResource: Bool { subject == .resource }
+}
+
+/// What an event is about: a resource of one of the kinds, or a project.
+public enum EventKind: String, Sendable, CaseIterable, Codable {
+    case device = "Device"
+    case person = "Person"
+    case space = "Space"
+    case project = "Project"
+
+    public init(_ kind: ResourceKind) {
+        switch kind {
+        case .device: self = .device
+        case .person: self = .person
+        case .space: self = .space
+        }
+    }
+
+    /// The lower-case form used in routing keys and CloudEvent extensions.
+    public var routingName: String { rawValue.lowercased() }
 }
 
 /// One row of the outbox (docs/events.md): written in the same transaction as the change it reports.
@@ -56,13 +109,14 @@ public struct RegistryEvent: Sendable, Equatable {
     public var id: Int64
     public var type: RegistryEventType
     public var name: String
-    public var kind: ResourceKind
+    public var kind: EventKind
     public var labels: [String: String]
     public var time: String
-    /// The resource document after the change (before it, for `deleted`).
+    /// The document after the change (before it, for a deletion): the resource, the ledger
+    /// record (operation events) or the project.
     public var document: Data
 
-    public init(id: Int64, type: RegistryEventType, name: String, kind: ResourceKind, labels: [String: String], time: String, document: Data) {
+    public init(id: Int64, type: RegistryEventType, name: String, kind: EventKind, labels: [String: String], time: String, document: Data) {
         self.id = id
         self.type = type
         self.name = name
@@ -114,6 +168,9 @@ public struct TokenRecord: Sendable, Equatable {
 /// it together with the event.
 public protocol RegistryTransaction {
     func load(name: String) async throws -> StoredResource?
+    /// The project `name` as this transaction sees it. A project event appended here is the
+    /// project's change: backends write (or delete) the project from it.
+    func loadProject(name: String) async throws -> StoredProject?
     /// Takes the next revision. Backends serialise writers here (PostgreSQL: the counter row
     /// lock, held to commit), so revisions commit in order and readers never see a gap fill later.
     func nextRevision() async throws -> Int64
@@ -127,7 +184,7 @@ public protocol RegistryTransaction {
 
 /// The storage contract, by concern: each consumer takes the port it uses. Three backends
 /// implement all of them: SQLite (embedded default), PostgreSQL, and one in memory.
-public protocol RegistryBackend: ResourceStore, EventLog, RelayCursors, TelemetryHistory, LedgerStore, TokenStore, Leadership {
+public protocol RegistryBackend: ResourceStore, ProjectStore, EventLog, RelayCursors, TelemetryHistory, LedgerStore, TokenStore, Leadership {
     /// Whether the backend can serve (used by `/readyz`).
     func ping() async throws
 }
@@ -140,6 +197,13 @@ public protocol ResourceStore: Sendable {
     func get(name: String) async throws -> StoredResource?
     /// Resources ordered by name, after `after` (exclusive), optionally of one kind.
     func list(kind: ResourceKind?, after: String?, limit: Int) async throws -> [StoredResource]
+}
+
+/// Projects (docs/projects.md), written in the resource store's write transactions.
+public protocol ProjectStore: Sendable {
+    func project(name: String) async throws -> StoredProject?
+    /// Every project, by name.
+    func projects() async throws -> [StoredProject]
 }
 
 /// The event log every write appends to.

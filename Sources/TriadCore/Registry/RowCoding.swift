@@ -18,6 +18,11 @@ public enum RowCoding {
         return kind
     }
 
+    public static func eventKind(_ text: String) throws -> EventKind {
+        guard let kind = EventKind(rawValue: text) else { throw RegistryError.unavailable("stored event has unknown kind \(text)") }
+        return kind
+    }
+
     public static func role(_ text: String) throws -> Role {
         guard let role = Role(rawValue: text) else { throw RegistryError.unavailable("stored token has unknown role \(text)") }
         return role

@@ -128,7 +128,7 @@ public final class ProbeController: Service, Sendable {
             while true {
                 let limit = 500
                 let batch = try await registry.log.events(after: cursor, limit: limit).events
-                for event in batch { runner.add(event.name) }
+                for event in batch where event.kind != .project { runner.add(event.name) }
                 guard let last = batch.last else { break }
                 cursor = last.id
                 if batch.count < limit { break }  // a full batch: there may be more after it

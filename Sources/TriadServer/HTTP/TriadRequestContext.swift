@@ -32,6 +32,8 @@ public struct TriadRequestContext: RequestContext {
         case .readAllInvocations: "read other callers' invocations"
         case .writeStatus(let name): "write the status of \(name)"
         case .readEvents: "read events"
+        case .readProjects: "read projects"
+        case .writeProjects: "write projects"
         case .bindResources: "bind resources"
         case .manageTokens: "manage tokens"
         case .readServerInfo: "read server information"

@@ -86,8 +86,10 @@ struct EventRoutes {
         let labelFilter = selector
         // A device token watches only its own resource.
         let only: String? = principal.role == .device ? (principal.resource ?? "") : nil
+        // Project events go to those who may read projects; a device's name filter is its resource's.
+        let projects = principal.may(.readProjects)
         let filter: @Sendable (RegistryEvent) -> Bool = { event in
-            (only.map { event.name == $0 } ?? true)
+            (event.kind == .project ? projects : true) && (only.map { event.name == $0 && event.kind != .project } ?? true)
                 && (wanted?.contains(event.type.cloudEventType) ?? true) && labelFilter.matches(event.labels)
         }
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache"]

@@ -22,7 +22,7 @@ struct TokenRoutes {
         let actions: [(String, Action)] = [
             ("readResources", .readResources), ("writeResources", .writeResources), ("bindResources", .bindResources),
             ("invokeOperations", .invokeOperations), ("readAllInvocations", .readAllInvocations), ("readEvents", .readEvents),
-            ("manageTokens", .manageTokens),
+            ("manageTokens", .manageTokens), ("readProjects", .readProjects), ("writeProjects", .writeProjects),
         ]
         var may = actions.filter { principal.may($0.1) }.map { JSONValue.string($0.0) }
         if let resource = principal.resource, principal.may(.writeStatus(resource: resource)) { may.append(.string("writeStatus")) }

@@ -283,7 +283,8 @@ export function resourceView(ctx, el, name) {
   const tick = setInterval(reloadChart, 15000); // the time axis advances even when nothing is sent
   return {
     onEvent(ev) {
-      if (ev.subject !== name) return;
+      // A project may share the name: only this resource's events.
+      if (ev.subject !== name || ev.source !== `/triad/resources/${name}`) return;
       seen.unshift(ev);
       renderEvents();
       if (ev.type.startsWith('io.triad.operation.')) return reloadInvocations();

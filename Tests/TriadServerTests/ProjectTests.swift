@@ -1,0 +1,191 @@
+import Foundation
+import NIOHTTP1
+import Testing
+import TriadClient
+import TriadCore
+import TriadTesting
+
+/// `/api/v1/projects` against real git repositories the test makes: the resources' rules, the
+/// check of every repository and ref where it lives, roles, events, and refusals that leave
+/// nothing behind.
+@Suite("Projects")
+struct ProjectTests {
+    static func manifest(_ name: String, repository: String, ref: String, services: [String] = ["agent"]) -> Data {
+        let list = services.map { service in
+            """
+            {"name": "\(service)", "repository": "\(repository)", "ref": "\(ref)", "build": {"command": ["./build.sh"], "artifact": "out/agent"},
+             "run": ["{artifact}"], "health": "/healthz", "meshService": "agent"}
+            """
+        }
+        return Data(
+            """
+            {"apiVersion": "triad.io/v1alpha1", "kind": "Project", "metadata": {"name": "\(name)"},
+             "spec": {"description": "The building's agents", "services": [\(list.joined(separator: ","))]}}
+            """.utf8)
+    }
+
+    static func commit(_ ref: String, in repo: String) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+        p.arguments = ["-C", repo, "rev-parse", "\(ref)^{commit}"]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        p.waitUntilExit()
+        return String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test(arguments: [BackendKind.sqlite, .postgres])
+    func aProjectIsCheckedWhereItsRepositoriesLive(_ kind: BackendKind) async throws {
+        let (_, repo) = try GitFixture.makeRepository()
+        try await withServer(kind) { server in
+            let admin = server.admin
+            let created = try await admin.send(.PUT, "/api/v1/projects/building", body: Self.manifest("building", repository: repo, ref: "v1"))
+            #expect(created.status == 201 && created.header("Location") == "/api/v1/projects/building")
+            let doc = try #require(created.json)
+            #expect(doc["status"]?["execResult"]?["result"] == .string("Succeeded"), "\(doc)")
+            #expect(doc["status"]?["services"]?["agent"]?["commit"] == .string(try Self.commit("v1", in: repo)))
+            #expect(doc["status"]?["observedGeneration"] == .number(1))
+            #expect(created.header("ETag") == "\"\(doc["metadata"]?["resourceVersion"]?.stringValue ?? "")\"")
+
+            // A ref the repository does not have: recorded as Failed, with git's reason.
+            let missing = try await admin.call(.PUT, "/api/v1/projects/building", body: Self.manifest("building", repository: repo, ref: "v9"))
+            let result = try #require(missing.json?["status"]?["execResult"])
+            #expect(result["result"] == .string("Failed") && result["reason"] == .string("RepositoryCheckFailed"))
+            #expect(result["message"]?.stringValue?.contains("no tag, branch or commit named v9") == true, "\(result)")
+            #expect(missing.json?["metadata"]?["generation"] == .number(2))
+
+            // An unreachable repository, and a host the server may not reach: Failed, saying which.
+            let gone = try await admin.call(
+                .PUT, "/api/v1/projects/building", body: Self.manifest("building", repository: "file:///nonexistent/agent.git", ref: "v1"))
+            #expect(gone.json?["status"]?["execResult"]?["message"]?.stringValue?.contains("cannot reach the repository") == true)
+            let elsewhere = try await admin.call(
+                .PUT, "/api/v1/projects/building", body: Self.manifest("building", repository: "https://192.0.2.1/agent.git", ref: "v1"))
+            let refused = elsewhere.json?["status"]?["execResult"]?["message"]?.stringValue ?? ""
+            #expect(refused.contains("192.0.2.1 is not on the allowed hosts"), "\(refused)")
+
+            // The same spec again is a new version without a new check.
+            let again = try await admin.call(
+                .PUT, "/api/v1/projects/building", body: Self.manifest("building", repository: "https://192.0.2.1/agent.git", ref: "v1"))
+            #expect(again.json?["metadata"]?["generation"] == elsewhere.json?["metadata"]?["generation"])
+            #expect(again.json?["status"] == elsewhere.json?["status"])
+
+            // The resources' concurrency rules.
+            let version = try #require(again.json?["metadata"]?["resourceVersion"]?.stringValue)
+            var stale = try #require(JSONCoding.parse(Self.manifest("building", repository: repo, ref: "v1")).objectValue)
+            stale["metadata"] = .object(["name": .string("building"), "resourceVersion": .string("1")])
+            let conflict = try await admin.send(.PUT, "/api/v1/projects/building", body: JSONCoding.encode(JSONValue.object(stale)))
+            #expect(conflict.status == 409 && conflict.json?["currentResourceVersion"] == .string(version))
+            let precondition = try await admin.send(.DELETE, "/api/v1/projects/building", headers: [("If-Match", "\"1\"")])
+            #expect(precondition.status == 412)
+            #expect(try await admin.send(.POST, "/api/v1/projects", body: Self.manifest("building", repository: repo, ref: "v1")).status == 409)
+
+            let listed = try await admin.call(.GET, "/api/v1/projects").json
+            #expect(listed?["kind"] == .string("ProjectList") && listed?["items"]?.arrayValue?.count == 1)
+            let deleted = try await admin.send(.DELETE, "/api/v1/projects/building")
+            #expect(deleted.status == 200)
+            let after = try await admin.send(.GET, "/api/v1/projects/building")
+            #expect(after.status == 404 && after.json?["detail"]?.stringValue?.contains("project \"building\"") == true)
+        }
+    }
+
+    /// Bad documents are refused with every problem at once, and nothing is stored.
+    @Test func badProjectsAreRefusedAndNothingIsStored() async throws {
+        let (_, repo) = try GitFixture.makeRepository()
+        try await withServer(.sqlite) { server in
+            let twice = try await server.admin.send(.POST, "/api/v1/projects", body: Self.manifest("twice", repository: repo, ref: "v1", services: ["a", "a"]))
+            #expect(twice.status == 422)
+            let pointers = (twice.json?["errors"]?.arrayValue ?? []).compactMap { $0["pointer"]?.stringValue }
+            #expect(pointers == ["/spec/services/1/name"], "\(twice.json as Any)")
+            let badRef = try await server.admin.send(.PUT, "/api/v1/projects/bad", body: Self.manifest("bad", repository: "-oProxyCommand=x", ref: "..x"))
+            #expect(badRef.status == 422)
+            #expect(
+                Set((badRef.json?["errors"]?.arrayValue ?? []).compactMap { $0["pointer"]?.stringValue }) == [
+                    "/spec/services/0/repository", "/spec/services/0/ref",
+                ])
+            let otherName = try await server.admin.send(.PUT, "/api/v1/projects/other", body: Self.manifest("bad", repository: repo, ref: "v1"))
+            #expect(otherName.status == 422)
+            #expect(try await server.admin.send(.PUT, "/api/v1/projects/junk", body: Data("{not json".utf8)).status == 400)
+            #expect(try await server.admin.call(.GET, "/api/v1/projects").json?["items"]?.arrayValue?.isEmpty == true)
+            #expect(try await server.admin.send(.GET, "/api/v1/projects/twice").status == 404)
+        }
+    }
+
+    /// Operators write projects, integrators read them; apps and devices see neither projects nor
+    /// their events (a device whose resource shares a project's name included).
+    @Test func rolesAndEvents() async throws {
+        let (_, repo) = try GitFixture.makeRepository()
+        try await withServer(.sqlite) { server in
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device("building")))
+            let op = server.client(token: try await server.token(.operator))
+            let integrator = server.client(token: try await server.token(.integrator))
+            let app = server.client(token: try await server.token(.app))
+            let device = server.client(token: try await server.token(.device, resource: "building"))
+            #expect(try await op.send(.PUT, "/api/v1/projects/building", body: Self.manifest("building", repository: repo, ref: "v1")).status == 201)
+            #expect(try await integrator.send(.GET, "/api/v1/projects/building").status == 200)
+            #expect(try await integrator.send(.PUT, "/api/v1/projects/building", body: Self.manifest("building", repository: repo, ref: "v2")).status == 403)
+            #expect(try await app.send(.GET, "/api/v1/projects").status == 403)
+            #expect(try await device.send(.GET, "/api/v1/projects/building").status == 403)
+
+            func types(_ client: TriadClient) async throws -> [String] {
+                let body = String(decoding: try await client.call(.GET, "/api/v1/events?follow=false&since=0").body, as: UTF8.self)
+                return body.split(separator: "\n").filter { $0.hasPrefix("event: ") }.map { String($0.dropFirst(7)) }
+            }
+            // Created, then its check's status.
+            #expect(try await types(integrator).filter { $0.hasPrefix("io.triad.project.") } == ["io.triad.project.created", "io.triad.project.status"])
+            #expect(try await types(app).allSatisfy { !$0.hasPrefix("io.triad.project.") })
+            #expect(try await types(device) == ["io.triad.resource.created"])
+        }
+    }
+
+    /// `triad project apply|get|describe|delete` with the real executable and server: a check
+    /// that fails shows git's reason and exits 1; a bad manifest names every problem, sends nothing.
+    @Test func theCLIAppliesDescribesAndDeletesProjects() async throws {
+        let (dir, repo) = try GitFixture.makeRepository()
+        let token = "cli-admin-token-\(UUID().uuidString)"
+        let server = try await ServerProcess.start(["--data-dir", dir + "/data"], environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        defer { server.stop() }
+        let admin = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": token]
+        let manifest = """
+            apiVersion: triad.io/v1alpha1
+            kind: Project
+            metadata: {name: building}
+            spec:
+              description: The building's agents
+              services:
+                - name: purifier-agent
+                  repository: \(repo)
+                  ref: v1
+                  build: {command: [./build.sh], artifact: out/agent}
+                  run: ["{artifact}"]
+                  health: /healthz
+                  meshService: purifier
+            """
+        try GitFixture.write(dir + "/building.yaml", manifest)
+        var r = try runTriad(["project", "apply", "-f", dir + "/building.yaml"], environment: admin)
+        #expect(r.status == 0 && r.stdout.contains("project/building created") && r.stdout.contains("check: Succeeded"), "\(r.stdout)\(r.stderr)")
+        r = try runTriad(["project", "get"], environment: admin)
+        #expect(r.status == 0 && r.stdout.hasPrefix("NAME") && r.stdout.contains("purifier-agent") && r.stdout.contains("Succeeded"), "\(r.stdout)")
+        r = try runTriad(["project", "describe", "building"], environment: admin)
+        let v1 = String(try Self.commit("v1", in: repo).prefix(12))
+        #expect(r.status == 0 && r.stdout.contains(v1), "\(r.stdout)")
+
+        try GitFixture.write(dir + "/missing.yaml", manifest.replacingOccurrences(of: "ref: v1", with: "ref: v7"))
+        r = try runTriad(["project", "apply", "-f", dir + "/missing.yaml"], environment: admin)
+        #expect(r.status == 1 && r.stdout.contains("project/building configured") && r.stdout.contains("check: Failed"), "\(r.stdout)")
+        #expect(r.stdout.contains("no tag, branch or commit named v7"), "\(r.stdout)")
+
+        try GitFixture.write(
+            dir + "/bad.yaml",
+            manifest.replacingOccurrences(of: "name: building", with: "name: Bad_Name").replacingOccurrences(of: "ref: v1", with: "ref: -x"))
+        r = try runTriad(["project", "apply", "-f", dir + "/bad.yaml"], environment: admin)
+        #expect(r.status == 1 && r.stderr.contains("/metadata/name") && r.stderr.contains("/spec/services/0/ref"), "\(r.stderr)")
+        let listed = try runTriad(["project", "get", "-o", "json"], environment: admin)
+        #expect(!listed.stdout.contains("Bad_Name"))
+
+        r = try runTriad(["project", "delete", "building"], environment: admin)
+        #expect(r.status == 0 && r.stdout == "project/building deleted\n")
+        r = try runTriad(["project", "get", "building"], environment: admin)
+        #expect(r.status == 1 && r.stderr.contains("project \"building\" does not exist"), "\(r.stderr)")
+    }
+}
