@@ -166,6 +166,7 @@ let package = Package(
                 "TriadClient",
                 "TriadMQTT",
                 "TriadMesh",
+                "TriadDevops",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -3,13 +3,14 @@ import Foundation
 import NIOHTTP1
 import TriadClient
 import TriadCore
+import TriadDevops
 
 /// `triad project`: project manifests in the registry (docs/projects.md).
 struct ProjectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "project",
         abstract: "Projects: the services a team builds from git. The server checks every repository and ref when a project is applied.",
-        subcommands: [ProjectApply.self, ProjectGet.self, ProjectDescribe.self, ProjectDelete.self])
+        subcommands: [ProjectApply.self, ProjectGet.self, ProjectDescribe.self, ProjectDelete.self, ProjectBuild.self, ProjectBuilds.self])
 }
 
 struct ProjectApply: AsyncParsableCommand {
@@ -162,5 +163,124 @@ struct ProjectDelete: AsyncParsableCommand {
             _ = try await client.client().call(.DELETE, "/api/v1/projects/\(percentEncode(name))")
             print("project/\(name) deleted")
         }
+    }
+}
+
+/// Where `triad project build` keeps its work: git mirrors and builds under one directory of the
+/// machine the CLI runs on (builds run there, as the person who runs them, never in the server).
+struct BuildPlace: ParsableArguments {
+    @Option(help: "Where builds and git mirrors are kept (builds/ and git/ inside).")
+    var dataDir: String = ".triad"
+
+    var manager: BuildManager {
+        let root = URL(fileURLWithPath: dataDir)
+        return BuildManager(directory: root.appendingPathComponent("builds").path, git: GitRepositories(directory: root.appendingPathComponent("git").path))
+    }
+}
+
+struct ProjectBuild: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "build",
+        abstract: "Build a project's service at a ref: resolve it to a commit, build it in a clean checkout, keep the log and the artifact.",
+        discussion: """
+            The project comes from the server; the build runs here, within the manifest's time limit. A commit built \
+            before is not built again (a tag moved to another commit is built anew). Exits 1 when the build fails, \
+            with the reason and the log's last lines.
+            """)
+
+    @Argument(help: "The project.")
+    var project: String
+    @Argument(help: "The service to build.")
+    var service: String
+    @Option(help: "The tag, branch or commit to build (default: the one the manifest names).")
+    var ref: String?
+    @OptionGroup var place: BuildPlace
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        try await runClientVerb {
+            let document = try await client.client().call(.GET, "/api/v1/projects/\(percentEncode(project))").json ?? .null
+            let manifest: ProjectManifest
+            do { manifest = try ProjectManifest.parse(document) } catch let invalid as ProjectManifest.Invalid {
+                throw CLIError("project \(project) as the server holds it: \(invalid.description)")
+            }
+            guard let spec = manifest.service(service) else {
+                throw CLIError("project \(project) has no service \(service) (it has \(manifest.services.map(\.name).joined(separator: ", ")))")
+            }
+            let label = "\(project)/\(service) at \(ref ?? spec.ref)"
+            let line = ProgressLine()
+            let record = await place.manager.build(project: project, service: spec, ref: ref) { progress in
+                switch progress {
+                case .resolved(let commit): line.say("\(label): commit \(commit.prefix(12))", keep: true)
+                case .checkingOut: line.say("\(label): checking out")
+                case .building(let seconds, let last): line.say("\(label): building, \(Int(seconds)) s\(last.isEmpty ? "" : " — \(last)")")
+                }
+            }
+            line.end()
+            switch record.outcome {
+            case .succeeded:
+                print("build \(label): Succeeded\(record.reused == true ? " (built before, reused)" : "")")
+                print("  commit:   \(record.commit)")
+                print("  artifact: \(record.artifact ?? "")")
+                print("  sha256:   \(record.sha256 ?? "")")
+                print("  log:      \(record.log ?? "")")
+            case .failed:
+                throw CLIError("build \(label) failed: \(record.reason ?? "no reason recorded")\(record.log.map { "\n(log: \($0))" } ?? "")")
+            }
+        }
+    }
+}
+
+struct ProjectBuilds: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "builds", abstract: "List the builds kept here of a project (of one service, if named), newest first.")
+
+    @Argument(help: "The project.")
+    var project: String
+    @Argument(help: "Only this service.")
+    var service: String?
+    @Option(name: .shortAndLong, help: "Output: table or json.")
+    var output: OutputFormat = .table
+    @OptionGroup var place: BuildPlace
+
+    func validate() throws {
+        guard ResourceValidator.isValidName(project), service.map(ResourceValidator.isValidName) ?? true else {
+            throw ValidationError("project and service are DNS-1123 names (lower-case letters, digits and '-')")
+        }
+    }
+
+    func run() async throws {
+        let records = await place.manager.builds(project: project, service: service)
+        if output == .json {
+            print(String(decoding: (try? JSONEncoder().encode(records)) ?? Data("[]".utf8), as: UTF8.self))
+            return
+        }
+        if records.isEmpty {
+            print("No builds of \(project)\(service.map { "/\($0)" } ?? "") here (\(place.dataDir)).")
+            return
+        }
+        var rows = [["SERVICE", "REF", "COMMIT", "OUTCOME", "FINISHED", "SHA256"]]
+        for r in records {
+            rows.append([r.service, r.ref, String(r.commit.prefix(12)), r.outcome.rawValue, r.finishedAt, String((r.sha256 ?? "-").prefix(12))])
+        }
+        print(Output.table(rows), terminator: "")
+    }
+}
+
+/// One progress line on standard error: rewritten in place on a terminal, else printed as it
+/// changes (at most once a second, as the build reports).
+final class ProgressLine: Sendable {
+    private let terminal = isatty(STDERR_FILENO) != 0
+
+    func say(_ text: String, keep: Bool = false) {
+        if terminal {
+            FileHandle.standardError.write(Data("\r\u{1B}[K\(text)\(keep ? "\n" : "")".utf8))
+        } else {
+            FileHandle.standardError.write(Data("\(text)\n".utf8))
+        }
+    }
+
+    func end() {
+        if terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
     }
 }

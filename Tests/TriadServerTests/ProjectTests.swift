@@ -188,4 +188,52 @@ struct ProjectTests {
         r = try runTriad(["project", "get", "building"], environment: admin)
         #expect(r.status == 1 && r.stderr.contains("project \"building\" does not exist"), "\(r.stderr)")
     }
+
+    /// `triad project build|builds`: the build runs where the CLI runs, from the project the server
+    /// holds; a commit built before is reused; a failing build shows why and its log, and exits 1.
+    @Test func theCLIBuildsAServiceAtARefAndListsItsBuilds() async throws {
+        let (dir, repo) = try GitFixture.makeRepository()
+        // A second service whose build fails.
+        try GitFixture.write(repo + "/fail.sh", "#!/bin/sh\necho compiling\necho 'error: no such module' >&2\nexit 3\n")
+        try GitFixture.sh("chmod +x fail.sh && git add fail.sh && git commit -qm fail && git tag -f v2", in: repo)
+        let token = "cli-admin-token-\(UUID().uuidString)"
+        let server = try await ServerProcess.start(["--data-dir", dir + "/data"], environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        defer { server.stop() }
+        let env = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": token]
+        var manifest = try #require(JSONCoding.parse(Self.manifest("building", repository: repo, ref: "v1", services: ["agent", "broken"])).objectValue)
+        if case .object(var spec)? = manifest["spec"], case .array(var services)? = spec["services"], case .object(var broken) = services[1] {
+            broken["build"] = .object(["command": .array([.string("./fail.sh")]), "artifact": .string("out/agent")])
+            broken["ref"] = .string("v2")
+            services[1] = .object(broken)
+            spec["services"] = .array(services)
+            manifest["spec"] = .object(spec)
+        }
+        _ = try await TriadClient(server: server.baseURL, token: token).call(
+            .PUT, "/api/v1/projects/building", body: JSONCoding.encode(JSONValue.object(manifest)))
+        let place = ["--data-dir", dir + "/cli"]
+
+        var r = try runTriad(["project", "build", "building", "agent"] + place, environment: env)
+        #expect(r.status == 0 && r.stdout.contains("build building/agent at v1: Succeeded"), "\(r.stdout)\(r.stderr)")
+        #expect(r.stderr.contains("commit \(try Self.commit("v1", in: repo).prefix(12))"), "a progress line names the commit: \(r.stderr)")
+        let artifact = try #require(r.stdout.split(separator: "\n").first { $0.contains("artifact:") }?.split(separator: " ").last.map(String.init))
+        #expect(try String(contentsOfFile: artifact, encoding: .utf8) == "v1\n")
+        r = try runTriad(["project", "build", "building", "agent"] + place, environment: env)
+        #expect(r.status == 0 && r.stdout.contains("(built before, reused)"), "\(r.stdout)")
+        r = try runTriad(["project", "build", "building", "agent", "--ref", "v2"] + place, environment: env)
+        #expect(r.status == 0 && r.stdout.contains("at v2: Succeeded"), "\(r.stdout)\(r.stderr)")
+
+        r = try runTriad(["project", "build", "building", "broken"] + place, environment: env)
+        #expect(r.status == 1 && r.stderr.contains("exited with status 3") && r.stderr.contains("error: no such module"), "\(r.stderr)")
+        r = try runTriad(["project", "build", "building", "nope"] + place, environment: env)
+        #expect(r.status == 1 && r.stderr.contains("has no service nope (it has agent, broken)"), "\(r.stderr)")
+        r = try runTriad(["project", "build", "building", "agent", "--ref", "v9"] + place, environment: env)
+        #expect(r.status == 1 && r.stderr.contains("no tag, branch or commit named v9"), "\(r.stderr)")
+
+        r = try runTriad(["project", "builds", "building"] + place, environment: env)
+        #expect(r.status == 0 && r.stdout.hasPrefix("SERVICE"), "\(r.stdout)")
+        let rows = r.stdout.split(separator: "\n").dropFirst()
+        #expect(rows.filter { $0.contains("Succeeded") }.count == 2 && rows.filter { $0.contains("Failed") }.count == 1, "\(r.stdout)")
+        r = try runTriad(["project", "builds", "building", "broken"] + place, environment: env)
+        #expect(r.stdout.split(separator: "\n").count == 2, "\(r.stdout)")
+    }
 }
