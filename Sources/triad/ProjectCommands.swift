@@ -25,17 +25,7 @@ struct ProjectApply: AsyncParsableCommand {
 
     func run() async throws {
         try await runClientVerb {
-            let data: Data
-            if filename == "-" {
-                data = FileHandle.standardInput.readDataToEndOfFile()
-            } else {
-                guard let d = FileManager.default.contents(atPath: filename) else { throw CLIError("cannot read \(filename)") }
-                data = d
-            }
-            let docs: [JSONValue]
-            do { docs = ApplyCommand.unpack(try DocumentReader.readAll(data, format: DocumentReader.sniff(data))) } catch {
-                throw CLIError("\(filename): \((error as? DocumentSyntaxError)?.message ?? "\(error)")")
-            }
+            let docs = try ApplyCommand.documents(of: filename)
             guard !docs.isEmpty else { throw CLIError("\(filename) holds no document") }
             let api = try client.client()
             var failed = 0

@@ -14,20 +14,10 @@ struct ApplyCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await runClientVerb {
-            let data: Data
-            if filename == "-" {
-                data = FileHandle.standardInput.readDataToEndOfFile()
-            } else {
-                guard let d = FileManager.default.contents(atPath: filename) else { throw CLIError("cannot read \(filename)") }
-                data = d
-            }
-            let docs: [JSONValue]
-            do { docs = try DocumentReader.readAll(data, format: DocumentReader.sniff(data)) } catch {
-                throw CLIError("\(filename): \((error as? DocumentSyntaxError)?.message ?? "\(error)")")
-            }
+            let docs = try Self.documents(of: filename)
             let api = try client.client()
             var failed = 0
-            for (index, doc) in Self.unpack(docs).enumerated() {
+            for (index, doc) in docs.enumerated() {
                 guard let name = doc["metadata"]?["name"]?.stringValue, ResourceValidator.isValidName(name) else {
                     FileHandle.standardError.write(Data("error: \(filename) document \(index + 1): metadata.name is missing or not a valid name\n".utf8))
                     failed += 1
@@ -42,6 +32,21 @@ struct ApplyCommand: AsyncParsableCommand {
                 }
             }
             if failed > 0 { throw ExitCode(1) }
+        }
+    }
+
+    /// The documents of `filename` (- for standard input), unpacked; a file that cannot be read
+    /// or parsed is an error naming it.
+    static func documents(of filename: String) throws -> [JSONValue] {
+        let data: Data
+        if filename == "-" {
+            data = FileHandle.standardInput.readDataToEndOfFile()
+        } else {
+            guard let d = FileManager.default.contents(atPath: filename) else { throw CLIError("cannot read \(filename)") }
+            data = d
+        }
+        do { return unpack(try DocumentReader.readAll(data, format: DocumentReader.sniff(data))) } catch {
+            throw CLIError("\(filename): \((error as? DocumentSyntaxError)?.message ?? "\(error)")")
         }
     }
 
