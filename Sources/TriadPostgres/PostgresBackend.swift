@@ -552,11 +552,17 @@ final class PostgresTransaction: RegistryTransaction {
                         WITH changed AS (DELETE FROM triad_projects WHERE name = \(e.name))
                         \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
                         """, logger: logger)
+                } else if e.type == .projectCreated {
+                    // A plain INSERT: a creator that raced another one fails (23505) instead of overwriting it.
+                    _ = try await connection.query(
+                        """
+                        WITH changed AS (INSERT INTO triad_projects (name, revision, document) VALUES (\(e.name), \(e.id), \(document)))
+                        \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
+                        """, logger: logger)
                 } else {
                     _ = try await connection.query(
                         """
-                        WITH changed AS (INSERT INTO triad_projects (name, revision, document) VALUES (\(e.name), \(e.id), \(document))
-                          ON CONFLICT (name) DO UPDATE SET revision = EXCLUDED.revision, document = EXCLUDED.document)
+                        WITH changed AS (UPDATE triad_projects SET revision = \(e.id), document = \(document) WHERE name = \(e.name))
                         \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
                         """, logger: logger)
                 }

@@ -459,4 +459,32 @@ extension RegistryConformanceTests {
             #expect(CloudEventRenderer.routingKey(events[0]) == "project.building.created")
         }
     }
+
+    /// Two creators of one project at once: one creates it; the other replaces it (the stores that
+    /// serialise writers) or is told it exists (PostgreSQL), never a second creation.
+    @Test(arguments: Store.allCases)
+    func concurrentCreatorsOfOneProjectCreateItOnce(_ kind: Store) async throws {
+        try await withStore(kind) { backend in
+            let registry = Registry(backend: backend)
+            let before = try await backend.latestRevision()
+            let outcomes = await withTaskGroup(of: Result<Bool, any Error>.self) { group in
+                for ref in ["v1", "v2"] {
+                    group.addTask {
+                        do { return .success(try await registry.applyProject(Self.project("race", ref: ref), precondition: nil).created) } catch {
+                            return .failure(error)
+                        }
+                    }
+                }
+                var all: [Result<Bool, any Error>] = []
+                for await o in group { all.append(o) }
+                return all
+            }
+            let created = outcomes.filter { (try? $0.get()) == true }.count
+            #expect(created == 1)
+            for case .failure(let error) in outcomes { #expect(error as? RegistryError == .alreadyExists(name: "race"), "\(error)") }
+            let events = try await backend.events(after: before, limit: 10).events
+            #expect(events.filter { $0.type == .projectCreated }.count == 1)
+            #expect(try await registry.project("race").revision == events.last?.id)
+        }
+    }
 }
