@@ -209,6 +209,65 @@ struct InvocationTests {
         await upstream.stop()
     }
 
+    /// A call made for another one: an agent (the upstream) invokes Triad with its caller's token in
+    /// the trace Triad sent it. The ledger links the two and charges the price once, to the
+    /// caller's own call. A trace a client sends is continued; someone else's running call in the
+    /// same trace is not a parent.
+    @Test func aCallMadeForAnotherIsLinkedToItAndChargedOnce() async throws {
+        let upstream = try await Upstream.start()
+        defer { Task { await upstream.stop() } }
+        try await withServer(.sqlite) { server in
+            var kettle = Self.device("kettle", upstream: upstream, closedPort: try Self.closedPort(), access: "Shared")
+            if case .object(var root) = kettle, case .object(var spec)? = root["spec"], case .array(var ops)? = spec["operations"] {
+                ops.append(
+                    .object([
+                        "name": .string("relay"), "price": .number(5),
+                        "httpAction": .object(["action": .string("POST"), "url": .string(upstream.baseURL + "/relay")]),
+                    ]))
+                spec["operations"] = .array(ops)
+                root["spec"] = .object(spec)
+                kettle = .object(root)
+            }
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(kettle))
+            let (appName, appSecret) = try await server.namedToken(.app)
+            let app = server.client(token: appSecret)
+            let order = JSONValue.object([
+                "server": .string(server.baseURL), "token": .string(appSecret), "path": .string("/api/v1/resources/kettle/operations/brew"),
+            ])
+            let outer = try #require(try await app.call(.POST, "/api/v1/resources/kettle/operations/relay", body: JSONCoding.encode(order)).json?["invocation"])
+            #expect(outer["state"] == .string("Succeeded") && outer["charged"] == .number(5) && outer["parent"] == nil)
+            let ledger = try await server.admin.call(.GET, "/api/v1/invocations?caller=\(appName)").json
+            let inner = try #require(ledger?["items"]?.arrayValue?.first { $0["operation"] == .string("brew") })
+            #expect(inner["parent"] == outer["id"] && inner["traceId"] == outer["traceId"], "\(inner)")
+            #expect(inner["state"] == .string("Succeeded") && inner["price"] == .number(3.5) && inner["charged"] == .number(0))
+            #expect(ledger?["metadata"]?["totalPrice"] == .number(5))
+
+            // A client's own trace is continued; with no running call of its own in it, no parent.
+            let traceId = "4bf92f3577b34da6a3ce929d0e0e4736"
+            let traced = try #require(
+                try await app.call(
+                    .POST, "/api/v1/resources/kettle/operations/brew", body: Data("{}".utf8),
+                    headers: [("traceparent", "00-\(traceId)-00f067aa0ba902b7-01")]
+                ).json?["invocation"])
+            #expect(traced["traceId"] == .string(traceId) && traced["parent"] == nil && traced["charged"] == .number(3.5))
+            #expect(upstream.requests.last?.headers["x-b3-traceid"] == traceId)
+            // Garbage is not a trace: a fresh one.
+            let fresh = try await app.call(.POST, "/api/v1/resources/kettle/operations/brew", body: Data("{}".utf8), headers: [("traceparent", "00-zz-1-01")])
+            #expect(fresh.json?["invocation"]?["traceId"]?.stringValue?.count == 32 && fresh.json?["invocation"]?["traceId"] != .string(traceId))
+
+            // Another caller's call in the outer trace is not made for the app's call.
+            let other = server.client(token: try await server.token(.app))
+            let relayedByOther = JSONValue.object([
+                "server": .string(server.baseURL), "token": .string(try await server.token(.operator)),
+                "path": .string("/api/v1/resources/kettle/operations/brew"),
+            ])
+            _ = try await other.call(.POST, "/api/v1/resources/kettle/operations/relay", body: JSONCoding.encode(relayedByOther))
+            let all = try await server.admin.call(.GET, "/api/v1/invocations?limit=100").json?["items"]?.arrayValue ?? []
+            let operatorsBrew = try #require(all.first { $0["operation"] == .string("brew") && $0["caller"] != .string(appName) && $0["parent"] == nil })
+            #expect(operatorsBrew["charged"] == .number(3.5))
+        }
+    }
+
     @Test func theCLIBindsInvokesAndListsTheLedger() async throws {
         let upstream = try await Upstream.start()
         let dir = try TestPaths.temporaryDirectory()

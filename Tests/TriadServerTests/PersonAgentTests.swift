@@ -71,8 +71,15 @@ extension HomeAssistantTests {
                 #expect(reply.json?["invocation"]?["state"] == .string("Succeeded"))
                 #expect(try await Self.entity("switch.coffee_machine")?["state"] == .string("on"))
                 let ledger = try await server.admin.call(.GET, "/api/v1/invocations?resource=\(coffee)").json
-                #expect(ledger?["items"]?.arrayValue?.first?["caller"] == .string(aliceToken.name))
-                #expect(ledger?["items"]?.arrayValue?.first?["price"] == .number(1.5))
+                let deviceCall = ledger?["items"]?.arrayValue?.first
+                #expect(deviceCall?["caller"] == .string(aliceToken.name))
+                #expect(deviceCall?["price"] == .number(1.5))
+                // The device's call was made for hers, in her call's trace: charged once, to hers.
+                let herCall = try #require(reply.json?["invocation"])
+                #expect(deviceCall?["parent"] == herCall["id"] && deviceCall?["traceId"] == herCall["traceId"], "\(deviceCall as Any)")
+                #expect(deviceCall?["charged"] == .number(0) && herCall["charged"] == .number(1.5))
+                let hers = try await server.admin.call(.GET, "/api/v1/invocations?caller=\(aliceToken.name)").json
+                #expect(hers?["metadata"]?["totalPrice"] == .number(1.5), "\(hers as Any)")
                 // The coffee machine's lease was taken for the call and given back.
                 #expect(try await Self.resource(server, coffee)?["status"]?["bound"] != .bool(true))
 

@@ -37,11 +37,15 @@ public struct Invocation: Codable, Sendable, Equatable {
     public var traceparent: String
     /// The server that performs the call (a restarted server fails what it left unfinished).
     public var node: String
+    /// The caller's invocation this one was made for (the same caller, the same trace, still
+    /// running): a person's operation calling the device's. Its price is charged to the parent,
+    /// so a ledger total counts the call once.
+    public var parent: String?
     /// The ledger's order (newest first): the revision of the `invoked` event. Not part of the document.
     public var sequence: Int64 = 0
 
     enum CodingKeys: String, CodingKey {
-        case id, resource, operation, caller, price, charged, state, httpStatus, reason, message, startedAt, finishedAt, traceId, traceparent, node
+        case id, resource, operation, caller, price, charged, state, httpStatus, reason, message, startedAt, finishedAt, traceId, traceparent, node, parent
     }
 
     public init(
@@ -69,14 +73,28 @@ public struct Invocation: Codable, Sendable, Equatable {
         next.reason = reason
         next.message = message
         next.finishedAt = time
-        next.charged = state == .succeeded ? price : 0
+        next.charged = state == .succeeded && parent == nil ? price : 0
         return next
     }
 
     public var document: Data { JSONCoding.encode(self) }
 
-    /// A fresh W3C trace context: 16 random bytes of trace id, 8 of parent span.
-    public static func newTrace() -> (traceId: String, traceparent: String) {
+    /// The trace a caller's request continues: the trace id of its W3C `traceparent`, else its
+    /// `x-b3-traceid` (32 lower-case hex digits, not all zero); nil when it names none validly.
+    public static func incomingTraceID(traceparent: String?, b3: String?) -> String? {
+        func valid(_ id: Substring) -> Bool {
+            id.count == 32 && id.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) } && id.contains { $0 != "0" }
+        }
+        if let traceparent {
+            let parts = traceparent.trimmingCharacters(in: .whitespaces).split(separator: "-", omittingEmptySubsequences: false)
+            if parts.count >= 4, parts[0].count == 2, parts[0] != "ff", valid(parts[1]) { return String(parts[1]) }
+        }
+        if let b3 = b3?.trimmingCharacters(in: .whitespaces).lowercased(), valid(Substring(b3)) { return b3 }
+        return nil
+    }
+
+    /// A fresh W3C trace context: 16 random bytes of trace id (unless `continuing` one), 8 of parent span.
+    public static func newTrace(continuing incoming: String? = nil) -> (traceId: String, traceparent: String) {
         var generator = SystemRandomNumberGenerator()
         // By hand: String(format:) per byte was a visible share of an invocation's CPU.
         let digits = Array("0123456789abcdef".utf8)
@@ -90,7 +108,7 @@ public struct Invocation: Codable, Sendable, Equatable {
             }
             return String(decoding: out, as: UTF8.self)
         }
-        let trace = hex(16)
+        let trace = incoming ?? hex(16)
         let span = hex(8)
         return (trace, "00-\(trace)-\(span)-01")
     }

@@ -44,13 +44,23 @@ final class InvocationRunner: Service, Sendable {
         (jobs, submit) = AsyncStream<Job>.makeStream()
     }
 
-    /// A new invocation, recorded (`invoked`) before anything is called.
-    func begin(resource: StoredResource, operation: ResourceOperationSpec, caller principal: Principal, async: Bool) async throws -> Invocation {
-        let trace = Invocation.newTrace()
-        let fresh = Invocation(
+    /// A new invocation, recorded (`invoked`) before anything is called. `incomingTrace`: the
+    /// trace the caller's request continues (its `traceparent` or `x-b3-traceid`); the call goes
+    /// upstream in that trace, and when the same caller has an invocation of that trace still
+    /// running, this one is made for it: its `parent`, charged there.
+    func begin(
+        resource: StoredResource, operation: ResourceOperationSpec, caller principal: Principal, async: Bool, incomingTrace: String? = nil
+    ) async throws -> Invocation {
+        let trace = Invocation.newTrace(continuing: incomingTrace)
+        var fresh = Invocation(
             id: UUID().uuidString.lowercased(), resource: resource.name, operation: operation.name,
             caller: principal.name, price: operation.price ?? 0, state: async ? .pending : .running,
             startedAt: Timestamp.format(Date()), traceId: trace.traceId, traceparent: trace.traceparent, node: node)
+        if let incomingTrace {
+            // The caller's own recent calls: a parent is one of them, running in this trace.
+            let recent = try await registry.ledger.invocations(InvocationQuery(caller: principal.name, limit: 50)).items
+            fresh.parent = recent.first { $0.traceId == incomingTrace && $0.state == .running }?.id
+        }
         let recorded = try await registry.record(fresh, as: .invoked, resource: resource)
         written()
         return recorded

@@ -1,11 +1,15 @@
 import Foundation
 import Hummingbird
+import NIOHTTP1
 import ServiceLifecycle
 import Synchronization
+import TriadClient
+import TriadCore
 import TriadTesting
 
 /// A small HTTP server that operations call in tests: it records every request and answers by
-/// path: `/ok` echoes what it got (200, JSON), `/fail` answers 500, `/hang` never answers in time.
+/// path: `/ok` echoes what it got (200, JSON), `/fail` answers 500, `/hang` never answers in time,
+/// `/relay` invokes Triad in turn (an agent acting for its caller).
 final class Upstream: Sendable {
     struct Seen: Sendable {
         var method: String
@@ -48,6 +52,17 @@ final class Upstream: Sendable {
             let echo: [String: Any] = ["method": s.method, "query": s.query, "body": String(decoding: s.body, as: UTF8.self)]
             let data = try JSONSerialization.data(withJSONObject: echo, options: [.sortedKeys])
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        }
+        // An agent that calls Triad on its caller's behalf: the body says where and with which
+        // token; the call carries the trace context Triad sent here.
+        router.on("/relay", method: .post) { request, _ -> Response in
+            let s = try await record(request)
+            let order = try JSONCoding.parse(s.body)
+            guard let server = order["server"]?.stringValue, let path = order["path"]?.stringValue else { return Response(status: .badRequest) }
+            let reply = try await TriadClient(server: server, token: order["token"]?.stringValue).send(
+                .POST, path, body: Data("{}".utf8), headers: s.headers["traceparent"].map { [("traceparent", $0)] } ?? [])
+            return Response(
+                status: .init(code: reply.status), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: reply.body)))
         }
         router.on("/fail", method: .post) { request, _ -> Response in
             _ = try await record(request)
