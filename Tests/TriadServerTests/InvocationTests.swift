@@ -209,10 +209,10 @@ struct InvocationTests {
         await upstream.stop()
     }
 
-    /// A call made for another one: an agent (the upstream) invokes Triad with its caller's token in
-    /// the trace Triad sent it. The ledger links the two and charges the price once, to the
-    /// caller's own call. A trace a client sends is continued; someone else's running call in the
-    /// same trace is not a parent.
+    /// A call made for another one: an agent (the upstream) invokes Triad with its caller's token,
+    /// passing on the trace and the link Triad sent it. The ledger links the two and charges the
+    /// price once, to the caller's own call. A trace a client sends is continued; a forged link,
+    /// or someone else's call, is not a parent.
     @Test func aCallMadeForAnotherIsLinkedToItAndChargedOnce() async throws {
         let upstream = try await Upstream.start()
         defer { Task { await upstream.stop() } }
@@ -251,6 +251,14 @@ struct InvocationTests {
                 ).json?["invocation"])
             #expect(traced["traceId"] == .string(traceId) && traced["parent"] == nil && traced["charged"] == .number(3.5))
             #expect(upstream.requests.last?.headers["x-b3-traceid"] == traceId)
+            // Knowing a running call's id and trace is not enough: without the link only its upstream
+            // got, a call is charged in full.
+            let forged = try #require(
+                try await app.call(
+                    .POST, "/api/v1/resources/kettle/operations/brew", body: Data("{}".utf8),
+                    headers: [("traceparent", outer["traceparent"]?.stringValue ?? ""), ("triad-invocation", "\(outer["id"]?.stringValue ?? "");0000")]
+                ).json?["invocation"])
+            #expect(forged["parent"] == nil && forged["charged"] == .number(3.5))
             // Garbage is not a trace: a fresh one.
             let fresh = try await app.call(.POST, "/api/v1/resources/kettle/operations/brew", body: Data("{}".utf8), headers: [("traceparent", "00-zz-1-01")])
             #expect(fresh.json?["invocation"]?["traceId"]?.stringValue?.count == 32 && fresh.json?["invocation"]?["traceId"] != .string(traceId))

@@ -181,7 +181,7 @@ final class DeviceAgent: ResourceAgent {
 
     /// Runs `operation` on the entity: arguments checked first (422), an unknown operation 404,
     /// Home Assistant out of reach 503.
-    func invoke(_ operation: String, arguments: [String: JSONValue], traceparent: String?) async throws(AgentProblem) -> JSONValue {
+    func invoke(_ operation: String, arguments: [String: JSONValue], context: [(String, String)]) async throws(AgentProblem) -> JSONValue {
         let (entity, entityID, failure) = state.withLock { ($0.entity, $0.entityID, $0.failure) }
         guard let entity else {
             if failure?.reason == .entityNotFound {

@@ -124,7 +124,8 @@ public final class AgentHost: Sendable {
             guard case .object(let arguments) = body else {
                 throw AgentProblem(status: 400, title: "Bad request", detail: "the arguments must be a JSON object")
             }
-            return Response.json(try await agent.invoke(operation, arguments: arguments, traceparent: request.headers[.init("traceparent")!]))
+            let context = ["traceparent", "triad-invocation"].compactMap { name in request.headers[.init(name)!].map { (name, $0) } }
+            return Response.json(try await agent.invoke(operation, arguments: arguments, context: context))
         }
         return router
     }

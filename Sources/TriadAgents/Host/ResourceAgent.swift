@@ -9,9 +9,10 @@ protocol ResourceAgent: Sendable {
     func patchMeta(_ patch: [String: JSONValue]) async throws(AgentProblem) -> JSONValue
     /// `GET /operations`.
     func operationList() async -> JSONValue
-    /// `POST /operations/{op}`. `traceparent`: the W3C trace context Triad sent with the call,
-    /// for calls the agent makes on its behalf.
-    func invoke(_ operation: String, arguments: [String: JSONValue], traceparent: String?) async throws(AgentProblem) -> JSONValue
+    /// `POST /operations/{op}`. `context`: the headers Triad sent with the call that the agent
+    /// passes on when it calls Triad for it (its trace, and the link that makes Triad record
+    /// such a call as made for this one).
+    func invoke(_ operation: String, arguments: [String: JSONValue], context: [(String, String)]) async throws(AgentProblem) -> JSONValue
     /// Writes the Resource's status (each heartbeat, and after a change).
     func report() async
     /// The host stops: the Resource says so.

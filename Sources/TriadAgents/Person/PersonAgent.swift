@@ -285,9 +285,9 @@ final class PersonAgent: ResourceAgent {
 
     /// Runs `<device>.<op>` as the person: on an `Exclusive` device the person's lease is taken
     /// for the call and given back after (unless the person already held it), then the device's
-    /// operation is invoked through Triad with the person's token, in the trace of the call that
-    /// asked for it, so the ledger records it as made for that call (charged there, once).
-    func invoke(_ operation: String, arguments: [String: JSONValue], traceparent: String?) async throws(AgentProblem) -> JSONValue {
+    /// operation is invoked through Triad with the person's token, passing on the call's trace and
+    /// link, so the ledger records it as made for that call (charged there, once).
+    func invoke(_ operation: String, arguments: [String: JSONValue], context: [(String, String)]) async throws(AgentProblem) -> JSONValue {
         let (offer, space) = state.withLock { ($0.offered[operation], $0.space) }
         guard let offer else {
             throw AgentProblem(
@@ -307,7 +307,7 @@ final class PersonAgent: ResourceAgent {
         do throws(AgentProblem) {
             reply = try await ask(
                 .POST, "/api/v1/resources/\(offer.device)/operations/\(offer.operation)", body: .object(arguments),
-                headers: traceparent.map { [("traceparent", $0)] } ?? [])
+                headers: context)
         } catch {
             if tookLease { _ = try? await own.send(.DELETE, "/api/v1/resources/\(offer.device)/binding") }
             throw error

@@ -37,9 +37,9 @@ public struct Invocation: Codable, Sendable, Equatable {
     public var traceparent: String
     /// The server that performs the call (a restarted server fails what it left unfinished).
     public var node: String
-    /// The caller's invocation this one was made for (the same caller, the same trace, still
-    /// running): a person's operation calling the device's. Its price is charged to the parent,
-    /// so a ledger total counts the call once.
+    /// The caller's invocation this one was made for (a person's operation calling the device's),
+    /// proven by the link its upstream got (`Triad-Invocation`). Its price is charged to the
+    /// parent, so a ledger total counts the call once.
     public var parent: String?
     /// The ledger's order (newest first): the revision of the `invoked` event. Not part of the document.
     public var sequence: Int64 = 0

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Metrics
 import ServiceLifecycle
+import Synchronization
 import TriadCore
 
 /// Carries invocations through their states and into the ledger: recorded `invoked` before the
@@ -20,6 +21,12 @@ final class InvocationRunner: Service, Sendable {
     let written: @Sendable () -> Void
     private let jobs: AsyncStream<Job>
     private let submit: AsyncStream<Job>.Continuation
+    /// The calls this server is making now, by invocation id: the secret sent upstream with each
+    /// (header `Triad-Invocation`) and its caller. A call made for one of them presents it.
+    private let links = Mutex<[String: (secret: String, caller: String)]>([:])
+
+    /// The header that carries an invocation's link upstream, and back on the calls made for it.
+    static let linkHeader = "triad-invocation"
 
     struct Job: Sendable {
         var invocation: Invocation
@@ -45,22 +52,20 @@ final class InvocationRunner: Service, Sendable {
     }
 
     /// A new invocation, recorded (`invoked`) before anything is called. `incomingTrace`: the
-    /// trace the caller's request continues (its `traceparent` or `x-b3-traceid`); the call goes
-    /// upstream in that trace, and when the same caller has an invocation of that trace still
-    /// running, this one is made for it: its `parent`, charged there.
+    /// trace the caller's request continues (its `traceparent` or `x-b3-traceid`). `link`: the
+    /// request's `Triad-Invocation` header; when it names a call this server is making for the
+    /// same caller, with its secret (only that call's upstream has it), this one is made for it:
+    /// its `parent`, charged there.
     func begin(
-        resource: StoredResource, operation: ResourceOperationSpec, caller principal: Principal, async: Bool, incomingTrace: String? = nil
+        resource: StoredResource, operation: ResourceOperationSpec, caller principal: Principal, async: Bool, incomingTrace: String? = nil,
+        link: String? = nil
     ) async throws -> Invocation {
         let trace = Invocation.newTrace(continuing: incomingTrace)
         var fresh = Invocation(
             id: UUID().uuidString.lowercased(), resource: resource.name, operation: operation.name,
             caller: principal.name, price: operation.price ?? 0, state: async ? .pending : .running,
             startedAt: Timestamp.format(Date()), traceId: trace.traceId, traceparent: trace.traceparent, node: node)
-        if let incomingTrace {
-            // The caller's own recent calls: a parent is one of them, running in this trace.
-            let recent = try await registry.ledger.invocations(InvocationQuery(caller: principal.name, limit: 50)).items
-            fresh.parent = recent.first { $0.traceId == incomingTrace && $0.state == .running }?.id
-        }
+        if let link, let parent = linkedParent(link, caller: principal.name) { fresh.parent = parent }
         let recorded = try await registry.record(fresh, as: .invoked, resource: resource)
         written()
         return recorded
@@ -79,9 +84,12 @@ final class InvocationRunner: Service, Sendable {
         var outcome = Outcome(invocation: invocation)
         let now = { Timestamp.format(Date()) }
         do {
+            let secret = Self.newSecret()
+            links.withLock { $0[invocation.id] = (secret, invocation.caller) }
+            defer { _ = links.withLock { $0.removeValue(forKey: invocation.id) } }
             let answer = try await caller.call(
                 job.action, query: job.query, body: job.body,
-                trace: (invocation.traceId, invocation.traceparent))
+                trace: (invocation.traceId, invocation.traceparent), link: "\(invocation.id);\(secret)")
             outcome.answer = answer
             switch answer.status {
             case ..<400: invocation = invocation.finished(.succeeded, httpStatus: answer.status, reason: nil, message: nil, at: now())
@@ -117,6 +125,24 @@ final class InvocationRunner: Service, Sendable {
             logger.error("could not record an invocation's outcome", metadata: ["invocation": "\(invocation.id)", "error.type": "\(type(of: error))"])
         }
         return outcome
+    }
+
+    /// The invocation `link` ("<id>;<secret>") names, if this server is making it for `caller`
+    /// now and the secret is its own (compared in constant time).
+    func linkedParent(_ link: String, caller: String) -> String? {
+        let parts = link.split(separator: ";", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard parts.count == 2, let known = links.withLock({ $0[parts[0]] }), known.caller == caller else { return nil }
+        let given = Array(parts[1].utf8)
+        let expected = Array(known.secret.utf8)
+        guard given.count == expected.count else { return nil }
+        var difference: UInt8 = 0
+        for i in 0..<given.count { difference |= given[i] ^ expected[i] }
+        return difference == 0 ? parts[0] : nil
+    }
+
+    static func newSecret() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
     }
 
     /// Runs `job` in the background (`Prefer: respond-async`); false when shutting down.

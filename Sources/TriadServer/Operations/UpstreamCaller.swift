@@ -134,7 +134,11 @@ struct UpstreamCaller: Sendable {
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
-    func call(_ action: HTTPActionSpec, query callerQuery: [(String, String)], body: Data?, trace: (traceId: String, traceparent: String)) async throws(Failure)
+    /// `link`: the invocation's `Triad-Invocation` header, which the upstream passes back on the
+    /// calls it makes to Triad for this one.
+    func call(
+        _ action: HTTPActionSpec, query callerQuery: [(String, String)], body: Data?, trace: (traceId: String, traceparent: String), link: String? = nil
+    ) async throws(Failure)
         -> Answer
     {
         // Checked again here: a resource written before the validator checked ports may still hold one.
@@ -162,6 +166,7 @@ struct UpstreamCaller: Sendable {
         request.headers.replaceOrAdd(name: "host", value: hostHeader)
         request.headers.replaceOrAdd(name: "traceparent", value: trace.traceparent)
         request.headers.replaceOrAdd(name: "x-b3-traceid", value: trace.traceId)
+        if let link { request.headers.replaceOrAdd(name: InvocationRunner.linkHeader, value: link) }
         if let body, !body.isEmpty {
             request.headers.replaceOrAdd(name: "content-type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: body))

@@ -55,7 +55,9 @@ struct InvocationRoutes {
         let async = request.headers[.init("Prefer")!]?.lowercased().contains("respond-async") ?? false
         let incomingTrace = Invocation.incomingTraceID(
             traceparent: request.headers[.init("traceparent")!], b3: request.headers[.init("x-b3-traceid")!])
-        let invocation = try await runner.begin(resource: stored, operation: operation, caller: principal, async: async, incomingTrace: incomingTrace)
+        let invocation = try await runner.begin(
+            resource: stored, operation: operation, caller: principal, async: async, incomingTrace: incomingTrace,
+            link: request.headers[.init(InvocationRunner.linkHeader)!])
         let job = InvocationRunner.Job(invocation: invocation, resource: stored, action: operation.httpAction, query: callerQuery, body: body)
         if async && runner.enqueue(job) {
             let location = "/api/v1/invocations/\(invocation.id)"

@@ -60,7 +60,7 @@ final class Upstream: Sendable {
             let order = try JSONCoding.parse(s.body)
             guard let server = order["server"]?.stringValue, let path = order["path"]?.stringValue else { return Response(status: .badRequest) }
             let reply = try await TriadClient(server: server, token: order["token"]?.stringValue).send(
-                .POST, path, body: Data("{}".utf8), headers: s.headers["traceparent"].map { [("traceparent", $0)] } ?? [])
+                .POST, path, body: Data("{}".utf8), headers: ["traceparent", "triad-invocation"].compactMap { name in s.headers[name].map { (name, $0) } })
             return Response(
                 status: .init(code: reply.status), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: reply.body)))
         }
