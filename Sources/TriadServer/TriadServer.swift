@@ -111,9 +111,9 @@ public final class TriadServer: Sendable {
         }
         let (registry, authority) = (self.registry, self.authority)
         self.stateSync = try configuration.amqp.map {
-            try StateSync(
-                url: $0, queue: configuration.stateQueue, maxBodyBytes: configuration.maxBodyBytes, registry: registry, authority: authority,
-                written: { notifier.notify() }, logger: logger)
+            StateSync(
+                source: try AMQPStateSource(url: $0, queue: configuration.stateQueue, logger: logger), maxBodyBytes: configuration.maxBodyBytes,
+                registry: registry, authority: authority, written: { notifier.notify() }, logger: logger)
         }
         self.controller = ProbeController(
             registry: registry, authority: authority, notifier: notifier, mqttBroker: try configuration.mqtt.map { try MQTTEndpoint(url: $0) },

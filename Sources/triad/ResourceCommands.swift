@@ -46,7 +46,7 @@ struct ApplyCommand: AsyncParsableCommand {
             data = d
         }
         do { return unpack(try DocumentReader.readAll(data, format: DocumentReader.sniff(data))) } catch {
-            throw CLIError("\(filename): \((error as? DocumentSyntaxError)?.message ?? "\(error)")")
+            throw CLIError("\(filename): \(error.message)")
         }
     }
 
