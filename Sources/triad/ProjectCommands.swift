@@ -4,13 +4,16 @@ import NIOHTTP1
 import TriadClient
 import TriadCore
 import TriadDevops
+import TriadMesh
 
 /// `triad project`: project manifests in the registry (docs/projects.md).
 struct ProjectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "project",
         abstract: "Projects: the services a team builds from git. The server checks every repository and ref when a project is applied.",
-        subcommands: [ProjectApply.self, ProjectGet.self, ProjectDescribe.self, ProjectDelete.self, ProjectBuild.self, ProjectBuilds.self])
+        subcommands: [
+            ProjectApply.self, ProjectGet.self, ProjectDescribe.self, ProjectDelete.self, ProjectBuild.self, ProjectBuilds.self, ProjectUp.self,
+        ])
 }
 
 struct ProjectApply: AsyncParsableCommand {
@@ -254,6 +257,92 @@ struct ProjectBuilds: AsyncParsableCommand {
             rows.append([r.service, r.ref, String(r.commit.prefix(12)), r.outcome.rawValue, r.finishedAt, String((r.sha256 ?? "-").prefix(12))])
         }
         print(Output.table(rows), terminator: "")
+    }
+}
+
+struct ProjectUp: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "up",
+        abstract: "Build every service of a project at its ref and run them here as a mesh (its spec.mesh names the gateway).",
+        discussion: """
+            Each service is built as triad project build does (a commit built before is reused), then runs as the \
+            version its ref names (the ref itself when it is a version name: lower-case letters, digits and '.'; \
+            else c<commit>) of its mesh service. The mesh file is written to <data-dir>/projects/<project>/mesh.json \
+            and the mesh started as triad mesh up starts one: triad mesh status, audit and down work from this directory.
+            """)
+
+    @Argument(help: "The project.")
+    var project: String
+    @Option(help: "Envoy binary (default: TRIAD_ENVOY, else the one in ~/.cache/triad/envoy-venv).")
+    var envoy: String?
+    @Option(help: "Seconds to wait for the mesh to be up.")
+    var timeout: Int = 120
+    @OptionGroup var place: BuildPlace
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        try await runClientVerb {
+            let document = try await client.client().call(.GET, "/api/v1/projects/\(percentEncode(project))").json ?? .null
+            let manifest: ProjectManifest
+            do { manifest = try ProjectManifest.parse(document) } catch let invalid as ProjectManifest.Invalid {
+                throw CLIError("project \(project) as the server holds it: \(invalid.description)")
+            }
+            guard let mesh = manifest.mesh else {
+                throw CLIError("project \(project) has no spec.mesh: name its gateway (listen HOST:PORT, service) to run it as a mesh")
+            }
+            var byMeshService: [String: String] = [:]
+            for service in manifest.services {
+                if let other = byMeshService[service.meshService] {
+                    throw CLIError("services \(other) and \(service.name) are both mesh service \(service.meshService); each needs its own")
+                }
+                byMeshService[service.meshService] = service.name
+            }
+            // Build everything first: nothing starts unless every service has its artifact.
+            let manager = place.manager
+            var services: [JSONValue] = []
+            var summary: [String] = []
+            for service in manifest.services {
+                let line = ProgressLine()
+                let record = await manager.build(project: project, service: service) { progress in
+                    if case .building(let seconds, let last) = progress {
+                        line.say("\(project)/\(service.name) at \(service.ref): building, \(Int(seconds)) s\(last.isEmpty ? "" : " — \(last)")")
+                    }
+                }
+                line.end()
+                guard record.outcome == .succeeded, let artifact = record.artifact else {
+                    throw CLIError("build of \(project)/\(service.name) at \(service.ref) failed, nothing started: \(record.reason ?? "no reason recorded")")
+                }
+                let version = MeshConfigParser.versionName(service.ref) ? service.ref : "c" + record.commit.prefix(12)
+                let command = service.run.map { $0.replacingOccurrences(of: "{artifact}", with: artifact) }
+                services.append(
+                    .object([
+                        "name": .string(service.meshService), "default": .string(version),
+                        "versions": .array([
+                            .object([
+                                "version": .string(version), "command": .array(command.map(JSONValue.string)), "health": .string(service.health),
+                            ])
+                        ]),
+                    ]))
+                summary.append("\(service.meshService) \(version) (\(service.name) at \(service.ref), commit \(record.commit.prefix(12)))")
+            }
+            let meshDocument: JSONValue = .object([
+                "apiVersion": .string("triad.io/v1alpha1"), "kind": .string("Mesh"), "metadata": .object(["name": .string(project)]),
+                "spec": .object([
+                    "gateway": .object(["listen": .string(mesh.listen), "service": .string(mesh.entryService)]),
+                    "pinPropagation": .string(mesh.pinPropagation), "services": .array(services),
+                ]),
+            ])
+            let directory = URL(fileURLWithPath: place.dataDir).appendingPathComponent("projects/\(project)").standardizedFileURL.path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let file = directory + "/mesh.json"
+            guard FileManager.default.createFile(atPath: file, contents: JSONCoding.encode(meshDocument)) else { throw CLIError("cannot write \(file)") }
+            let config = try MeshConfigParser.load(path: file)
+            let state = try await MeshLauncher.up(
+                executable: try selfExecutable(), meshFile: file, envoy: try EnvoyInstall.locate(explicit: envoy),
+                workingDirectory: FileManager.default.currentDirectoryPath, timeout: .seconds(timeout))
+            print("project \(project) up: gateway \(state.gateway) -> \(config.gateway.service)")
+            for line in summary { print("  \(line)") }
+        }
     }
 }
 

@@ -49,6 +49,16 @@ struct ProjectManifestTests {
             let doc = Self.good.replacingOccurrences(of: "ref: v1", with: "ref: \"\(ref)\"")
             cases.append((ref, try DocumentReader.read(Data(doc.utf8), format: .yaml)))
         }
+        // The mesh section: listen addresses, pin propagation, unknown fields.
+        let listens = ["127.0.0.1:8000", "gw.local:65535", "localhost:65536", "h:0", "h:080", "-h:80", "h:", "[::1]:80", "h:1"]
+        for listen in listens {
+            let doc = Self.good + "\n  mesh: {gateway: {listen: \"\(listen)\", service: purifier}}\n"
+            cases.append(("listen " + listen, try DocumentReader.read(Data(doc.utf8), format: .yaml)))
+        }
+        for extra in ["pinPropagation: application", "pinPropagation: sometimes", "colour: red"] {
+            let doc = Self.good + "\n  mesh: {gateway: {listen: \"127.0.0.1:8000\", service: purifier}, \(extra)}\n"
+            cases.append((extra, try DocumentReader.read(Data(doc.utf8), format: .yaml)))
+        }
         let input = JSONValue.array(cases.map { .object(["name": .string($0.0), "doc": $0.1]) })
         let script = """
             import json, sys, jsonschema

@@ -3,6 +3,7 @@ import NIOHTTP1
 import Testing
 import TriadClient
 import TriadCore
+import TriadProcess
 import TriadTesting
 
 /// `/api/v1/projects` against real git repositories the test makes: the resources' rules, the
@@ -235,5 +236,68 @@ struct ProjectTests {
         #expect(rows.filter { $0.contains("Succeeded") }.count == 2 && rows.filter { $0.contains("Failed") }.count == 1, "\(r.stdout)")
         r = try runTriad(["project", "builds", "building", "broken"] + place, environment: env)
         #expect(r.stdout.split(separator: "\n").count == 2, "\(r.stdout)")
+    }
+
+    /// `triad project up`: every service built at its ref and run here as a mesh, behind the
+    /// gateway the manifest names; the version is the ref. A project without a mesh is refused.
+    @Test func theCLIRunsAProjectAsAMesh() async throws {
+        let (dir, repo) = try GitFixture.makeRepository()
+        // A service that answers with the version it was built from.
+        try GitFixture.write(
+            repo + "/svc.py",
+            """
+            import http.server, os
+
+            VERSION = "@VERSION@"
+            class Handler(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    body = VERSION.encode()
+                    self.send_response(200)
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                def log_message(self, *args):
+                    pass
+            http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+            """)
+        // The artifact is one file: the version goes into it.
+        try GitFixture.write(repo + "/pack.sh", "#!/bin/sh\nset -e\nmkdir -p out/web\nsed \"s/@VERSION@/$(cat VERSION)/\" svc.py > out/web/svc.py\n")
+        try GitFixture.write(repo + "/VERSION", "v1\n")
+        try GitFixture.sh("chmod +x pack.sh && git add -A && git commit -qm web && git tag -f v1", in: repo)
+        let token = "cli-admin-token-\(UUID().uuidString)"
+        let server = try await ServerProcess.start(["--data-dir", dir + "/data"], environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        defer { server.stop() }
+        let env = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": token]
+        let gateway = try freeLoopbackPort()
+        let manifest = """
+            apiVersion: triad.io/v1alpha1
+            kind: Project
+            metadata: {name: site}
+            spec:
+              services:
+                - name: web-agent
+                  repository: \(repo)
+                  ref: v1
+                  build: {command: [./pack.sh], artifact: out/web/svc.py}
+                  run: [python3, "{artifact}"]
+                  health: /healthz
+                  meshService: web
+            """
+        try GitFixture.write(dir + "/nomesh.yaml", manifest)
+        _ = try runTriad(["project", "apply", "-f", dir + "/nomesh.yaml"], environment: env)
+        var r = try runTriad(["project", "up", "site", "--data-dir", dir + "/cli"], directory: dir, environment: env)
+        #expect(r.status == 1 && r.stderr.contains("has no spec.mesh"), "\(r.stderr)")
+
+        try GitFixture.write(dir + "/site.yaml", manifest + "\n  mesh: {gateway: {listen: \"127.0.0.1:\(gateway)\", service: web}}\n")
+        r = try runTriad(["project", "apply", "-f", dir + "/site.yaml"], environment: env)
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        r = try runTriad(["project", "up", "site", "--data-dir", dir + "/cli"], directory: dir, environment: env)
+        defer { _ = try? runTriad(["mesh", "down"], directory: dir, environment: env) }
+        #expect(r.status == 0 && r.stdout.contains("project site up: gateway") && r.stdout.contains("web v1 (web-agent at v1"), "\(r.stdout)\(r.stderr)")
+        let reply = try await TriadClient(server: "http://127.0.0.1:\(gateway)", token: nil).send(.GET, "/")
+        #expect(reply.status == 200 && String(decoding: reply.body, as: UTF8.self) == "v1")
+        #expect(reply.header("x-version") == "web-v1", "the mesh's version header")
+        r = try runTriad(["mesh", "status"], directory: dir, environment: env)
+        #expect(r.status == 0 && r.stdout.contains("web"), "\(r.stdout)")
     }
 }

@@ -45,6 +45,23 @@ public struct ProjectManifest: Sendable, Equatable {
         }
     }
 
+    /// How the project's services run together (`triad project up`): the mesh's gateway and how
+    /// pins travel.
+    public struct Mesh: Sendable, Equatable {
+        /// `HOST:PORT` where requests enter.
+        public var listen: String
+        /// The mesh service behind the gateway (one of the services' `meshService`).
+        public var entryService: String
+        /// `mesh` (the default) or `application`.
+        public var pinPropagation: String
+
+        public init(listen: String, entryService: String, pinPropagation: String = "mesh") {
+            self.listen = listen
+            self.entryService = entryService
+            self.pinPropagation = pinPropagation
+        }
+    }
+
     public static let kindName = "Project"
     public static let defaultBuildTimeoutSeconds = 600.0
     public static let maxBuildTimeoutSeconds = 7200.0
@@ -52,6 +69,27 @@ public struct ProjectManifest: Sendable, Equatable {
     public var name: String
     public var description: String?
     public var services: [Service]
+    public var mesh: Mesh?
+
+    public init(name: String, description: String? = nil, services: [Service], mesh: Mesh? = nil) {
+        self.name = name
+        self.description = description
+        self.services = services
+        self.mesh = mesh
+    }
+
+    /// `HOST:PORT` as the schema has it: a host name or IPv4 address, and a port from 1 to 65535.
+    public static func isListenAddress(_ s: String) -> Bool {
+        guard let colon = s.lastIndex(of: ":") else { return false }
+        let host = s[..<colon].utf8
+        let port = s[s.index(after: colon)...]
+        let alnum: (UInt8) -> Bool = { (48...57).contains($0) || (65...90).contains($0) || (97...122).contains($0) }
+        guard let first = host.first, let last = host.last, alnum(first), alnum(last),
+            host.allSatisfy({ alnum($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }),
+            (1...5).contains(port.count), port.first != "0", port.utf8.allSatisfy({ (48...57).contains($0) }), let n = Int(port)
+        else { return false }
+        return (1...65535).contains(n)
+    }
 
     public func service(_ name: String) -> Service? { services.first { $0.name == name } }
 
@@ -92,7 +130,12 @@ public struct ProjectManifest: Sendable, Equatable {
                 health: s["health"]?.stringValue ?? "",
                 meshService: s["meshService"]?.stringValue ?? "")
         }
-        return ProjectManifest(name: name, description: spec["description"]?.stringValue, services: services)
+        let mesh = spec["mesh"].map { m in
+            Mesh(
+                listen: m["gateway"]?["listen"]?.stringValue ?? "", entryService: m["gateway"]?["service"]?.stringValue ?? "",
+                pinPropagation: m["pinPropagation"]?.stringValue ?? "mesh")
+        }
+        return ProjectManifest(name: name, description: spec["description"]?.stringValue, services: services, mesh: mesh)
     }
 }
 
@@ -127,7 +170,7 @@ public enum GitSyntax {
 
 extension Walker {
     mutating func projectSpec(_ value: JSONValue, at p: String) {
-        object(value, at: p, required: ["services"], allowed: ["description", "services"]) { m, w in
+        object(value, at: p, required: ["services"], allowed: ["description", "services", "mesh"]) { m, w in
             if let d = m["description"] { w.string(d, at: "\(p)/description", maxLength: 4096) }
             guard let services = m["services"] else { return }
             guard case .array(let items) = services, !items.isEmpty else { return w.fail("\(p)/services", "must be a non-empty array") }
@@ -141,6 +184,10 @@ extension Walker {
                 } else {
                     seen[name] = i
                 }
+            }
+            if let mesh = m["mesh"] {
+                let meshServices = items.compactMap { $0["meshService"]?.stringValue }
+                w.projectMesh(mesh, at: "\(p)/mesh", services: meshServices)
             }
         }
     }
@@ -184,6 +231,27 @@ extension Walker {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    mutating func projectMesh(_ value: JSONValue, at p: String, services: [String]) {
+        object(value, at: p, required: ["gateway"], allowed: ["gateway", "pinPropagation"]) { m, w in
+            if let g = m["gateway"] {
+                w.object(g, at: "\(p)/gateway", required: ["listen", "service"], allowed: ["listen", "service"]) { gm, w in
+                    if let l = gm["listen"], let s = w.string(l, at: "\(p)/gateway/listen"), !ProjectManifest.isListenAddress(s) {
+                        w.fail("\(p)/gateway/listen", "must be HOST:PORT with a port from 1 to 65535, such as 127.0.0.1:8000")
+                    }
+                    if let sv = gm["service"] {
+                        w.name(sv, at: "\(p)/gateway/service")
+                        if let name = sv.stringValue, ResourceValidator.isValidName(name), !services.contains(name) {
+                            w.fail("\(p)/gateway/service", "must be one of the services' meshService (\(services.joined(separator: ", ")))")
+                        }
+                    }
+                }
+            }
+            if let pins = m["pinPropagation"], let s = w.string(pins, at: "\(p)/pinPropagation"), s != "mesh", s != "application" {
+                w.fail("\(p)/pinPropagation", "must be mesh or application, not \"\(s)\"")
             }
         }
     }

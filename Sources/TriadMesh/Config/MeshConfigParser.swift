@@ -15,7 +15,7 @@ public enum MeshConfigParser {
         return isLower(first) && (isLower(last) || isDigit(last)) && s.allSatisfy { isLower($0) || isDigit($0) || $0 == "-" }
     }
     /// `^[a-z0-9]([a-z0-9.]*[a-z0-9])?$`, at most 63 characters: no '-', so a pin splits at its last '-'.
-    static func versionName(_ s: String) -> Bool {
+    public static func versionName(_ s: String) -> Bool {
         guard let first = s.first, let last = s.last, s.count <= 63 else { return false }
         let ok: (Character) -> Bool = { isLower($0) || isDigit($0) }
         return ok(first) && ok(last) && s.allSatisfy { ok($0) || $0 == "." }
