@@ -159,6 +159,16 @@ struct ProjectDelete: AsyncParsableCommand {
     }
 }
 
+extension ClientOptions {
+    /// The project `name` as the server holds it.
+    func project(_ name: String) async throws -> ProjectManifest {
+        let document = try await client().call(.GET, "/api/v1/projects/\(percentEncode(name))").json ?? .null
+        do { return try ProjectManifest.parse(document) } catch {
+            throw CLIError("project \(name) as the server holds it: \(error.description)")
+        }
+    }
+}
+
 /// Where `triad project build` keeps its work: git mirrors and builds under one directory of the
 /// machine the CLI runs on (builds run there, as the person who runs them, never in the server).
 struct BuildPlace: ParsableArguments {
@@ -192,11 +202,7 @@ struct ProjectBuild: AsyncParsableCommand {
 
     func run() async throws {
         try await runClientVerb {
-            let document = try await client.client().call(.GET, "/api/v1/projects/\(percentEncode(project))").json ?? .null
-            let manifest: ProjectManifest
-            do { manifest = try ProjectManifest.parse(document) } catch let invalid as ProjectManifest.Invalid {
-                throw CLIError("project \(project) as the server holds it: \(invalid.description)")
-            }
+            let manifest = try await client.project(project)
             guard let spec = manifest.service(service) else {
                 throw CLIError("project \(project) has no service \(service) (it has \(manifest.services.map(\.name).joined(separator: ", ")))")
             }
@@ -282,11 +288,7 @@ struct ProjectUp: AsyncParsableCommand {
 
     func run() async throws {
         try await runClientVerb {
-            let document = try await client.client().call(.GET, "/api/v1/projects/\(percentEncode(project))").json ?? .null
-            let manifest: ProjectManifest
-            do { manifest = try ProjectManifest.parse(document) } catch let invalid as ProjectManifest.Invalid {
-                throw CLIError("project \(project) as the server holds it: \(invalid.description)")
-            }
+            let manifest = try await client.project(project)
             guard let mesh = manifest.mesh else {
                 throw CLIError("project \(project) has no spec.mesh: name its gateway (listen HOST:PORT, service) to run it as a mesh")
             }
