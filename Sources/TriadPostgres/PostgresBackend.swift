@@ -95,16 +95,16 @@ public final class PostgresBackend: RegistryBackend {
     }
 
     public func project(name: String) async throws -> StoredProject? {
-        let rows = try await client.query("SELECT name, revision, document FROM triad_projects WHERE name = \(name)", logger: logger)
-        for try await (name, revision, document) in rows.decode((String, Int64, String).self) {
-            return StoredProject(name: name, revision: revision, document: Data(document.utf8))
-        }
-        return nil
+        try await Self.projects(client.query("SELECT name, revision, document FROM triad_projects WHERE name = \(name)", logger: logger)).first
     }
 
     public func projects() async throws -> [StoredProject] {
+        try await Self.projects(client.query("SELECT name, revision, document FROM triad_projects ORDER BY name", logger: logger))
+    }
+
+    /// Rows of `SELECT name, revision, document FROM triad_projects`.
+    static func projects(_ rows: PostgresRowSequence) async throws -> [StoredProject] {
         var out: [StoredProject] = []
-        let rows = try await client.query("SELECT name, revision, document FROM triad_projects ORDER BY name", logger: logger)
         for try await (name, revision, document) in rows.decode((String, Int64, String).self) {
             out.append(StoredProject(name: name, revision: revision, document: Data(document.utf8)))
         }
@@ -500,12 +500,9 @@ final class PostgresTransaction: RegistryTransaction {
 
     /// Locks the project's row, as `load` locks a resource's.
     func loadProject(name: String) async throws -> StoredProject? {
-        let rows = try await connection.query(
-            "SELECT name, revision, document FROM triad_projects WHERE name = \(name) FOR UPDATE", logger: logger)
-        for try await (name, revision, document) in rows.decode((String, Int64, String).self) {
-            return StoredProject(name: name, revision: revision, document: Data(document.utf8))
-        }
-        return nil
+        try await PostgresBackend.projects(
+            connection.query("SELECT name, revision, document FROM triad_projects WHERE name = \(name) FOR UPDATE", logger: logger)
+        ).first
     }
 
     func nextRevision() async throws -> Int64 {

@@ -99,8 +99,10 @@ public final class SQLiteBackend: RegistryBackend {
         index.withLock { $0.revision }
     }
 
+    static let projectByName = "SELECT name, revision, document FROM triad_projects WHERE name = ?"
+
     public func project(name: String) async throws -> StoredProject? {
-        try await reader.query("SELECT name, revision, document FROM triad_projects WHERE name = ?", [.text(name)]).first.map(Self.project)
+        try await reader.query(Self.projectByName, [.text(name)]).first.map(Self.project)
     }
 
     public func projects() async throws -> [StoredProject] {
@@ -370,7 +372,7 @@ final class SQLiteTransaction: RegistryTransaction {
 
     /// Read on the writer connection: the write lock is held, so nothing changes it meanwhile.
     func loadProject(name: String) async throws -> StoredProject? {
-        try await connection.query("SELECT name, revision, document FROM triad_projects WHERE name = ?", [.text(name)]).first.map(SQLiteBackend.project)
+        try await connection.query(SQLiteBackend.projectByName, [.text(name)]).first.map(SQLiteBackend.project)
     }
 
     func insert(_ r: StoredResource) async throws { change = (r.name, r) }

@@ -25,6 +25,13 @@ struct ProjectTests {
             """.utf8)
     }
 
+    /// The real executable's server on a data directory in `dir`, and the CLI's environment for it (its admin token).
+    static func cliServer(in dir: String) async throws -> (ServerProcess, [String: String]) {
+        let token = "cli-admin-token-\(UUID().uuidString)"
+        let server = try await ServerProcess.start(["--data-dir", dir + "/data"], environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        return (server, ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": token])
+    }
+
     static func commit(_ ref: String, in repo: String) throws -> String {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/git")
@@ -143,10 +150,8 @@ struct ProjectTests {
     /// that fails shows git's reason and exits 1; a bad manifest names every problem, sends nothing.
     @Test func theCLIAppliesDescribesAndDeletesProjects() async throws {
         let (dir, repo) = try GitFixture.makeRepository()
-        let token = "cli-admin-token-\(UUID().uuidString)"
-        let server = try await ServerProcess.start(["--data-dir", dir + "/data"], environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        let (server, admin) = try await Self.cliServer(in: dir)
         defer { server.stop() }
-        let admin = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": token]
         let manifest = """
             apiVersion: triad.io/v1alpha1
             kind: Project
@@ -197,10 +202,8 @@ struct ProjectTests {
         // A second service whose build fails.
         try GitFixture.write(repo + "/fail.sh", "#!/bin/sh\necho compiling\necho 'error: no such module' >&2\nexit 3\n")
         try GitFixture.sh("chmod +x fail.sh && git add fail.sh && git commit -qm fail && git tag -f v2", in: repo)
-        let token = "cli-admin-token-\(UUID().uuidString)"
-        let server = try await ServerProcess.start(["--data-dir", dir + "/data"], environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        let (server, env) = try await Self.cliServer(in: dir)
         defer { server.stop() }
-        let env = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": token]
         var manifest = try #require(JSONCoding.parse(Self.manifest("building", repository: repo, ref: "v1", services: ["agent", "broken"])).objectValue)
         if case .object(var spec)? = manifest["spec"], case .array(var services)? = spec["services"], case .object(var broken) = services[1] {
             broken["build"] = .object(["command": .array([.string("./fail.sh")]), "artifact": .string("out/agent")])
@@ -209,7 +212,7 @@ struct ProjectTests {
             spec["services"] = .array(services)
             manifest["spec"] = .object(spec)
         }
-        _ = try await TriadClient(server: server.baseURL, token: token).call(
+        _ = try await TriadClient(server: server.baseURL, token: env["TRIAD_TOKEN"]).call(
             .PUT, "/api/v1/projects/building", body: JSONCoding.encode(JSONValue.object(manifest)))
         let place = ["--data-dir", dir + "/cli"]
 
@@ -264,10 +267,8 @@ struct ProjectTests {
         try GitFixture.write(repo + "/pack.sh", "#!/bin/sh\nset -e\nmkdir -p out/web\nsed \"s/@VERSION@/$(cat VERSION)/\" svc.py > out/web/svc.py\n")
         try GitFixture.write(repo + "/VERSION", "v1\n")
         try GitFixture.sh("chmod +x pack.sh && git add -A && git commit -qm web && git tag -f v1", in: repo)
-        let token = "cli-admin-token-\(UUID().uuidString)"
-        let server = try await ServerProcess.start(["--data-dir", dir + "/data"], environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+        let (server, env) = try await Self.cliServer(in: dir)
         defer { server.stop() }
-        let env = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": token]
         let gateway = try freeLoopbackPort()
         let manifest = """
             apiVersion: triad.io/v1alpha1

@@ -17,6 +17,8 @@ actor TriadReporter {
     let logger: Logger
     /// Where the agents are reached (the resources' `httpAction`s); known once the host listens.
     private(set) var advertiseURL: String?
+    /// Fired when the host listens (`advertiseURL` is known).
+    nonisolated let listens = OneShot()
     private let bus: AMQPPublisher?
     private var busReady = false
     /// Status reports so far, by the way they went.
@@ -30,7 +32,10 @@ actor TriadReporter {
 
     deinit { bus?.close() }
 
-    func listening(at url: String) { advertiseURL = url }
+    func listening(at url: String) {
+        advertiseURL = url
+        listens.fire()
+    }
 
     func upsert(name: String, kind: String, accessMode: String, labels: [String: String], operations: [JSONValue]) async {
         var spec: [String: JSONValue] = ["kind": .string(kind), "accessMode": .string(accessMode)]

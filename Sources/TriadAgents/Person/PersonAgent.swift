@@ -107,13 +107,9 @@ final class PersonAgent: ResourceAgent {
     /// Writes the person's Resource with what the person may do now: read, changed, written
     /// with its `resourceVersion`, again on a conflict.
     func publish() async {
-        let advertise = await triad.advertiseURL
-        guard let advertise else {
-            // Not listening yet: look again shortly.
-            try? await Task.sleep(for: .milliseconds(100))
-            wake()
-            return
-        }
+        // The operations point at the host: wait until it listens.
+        await triad.listens.wait()
+        guard let advertise = await triad.advertiseURL else { return }
         let offers = offers()
         state.withLock { $0.offered = offers }
         if state.withLock({ $0.written }) == offers { return }

@@ -95,21 +95,8 @@ public struct Invocation: Codable, Sendable, Equatable {
 
     /// A fresh W3C trace context: 16 random bytes of trace id (unless `continuing` one), 8 of parent span.
     public static func newTrace(continuing incoming: String? = nil) -> (traceId: String, traceparent: String) {
-        var generator = SystemRandomNumberGenerator()
-        // By hand: String(format:) per byte was a visible share of an invocation's CPU.
-        let digits = Array("0123456789abcdef".utf8)
-        func hex(_ bytes: Int) -> String {
-            var out: [UInt8] = []
-            out.reserveCapacity(bytes * 2)
-            for _ in 0..<bytes {
-                let byte = UInt8.random(in: 0...255, using: &generator)
-                out.append(digits[Int(byte >> 4)])
-                out.append(digits[Int(byte & 0x0f)])
-            }
-            return String(decoding: out, as: UTF8.self)
-        }
-        let trace = incoming ?? hex(16)
-        let span = hex(8)
+        let trace = incoming ?? Secrets.randomHex(bytes: 16)
+        let span = Secrets.randomHex(bytes: 8)
         return (trace, "00-\(trace)-\(span)-01")
     }
 }

@@ -27,8 +27,7 @@ extension Registry {
             if onlyCreate, existing != nil { throw RegistryError.alreadyExists(name: manifest.name) }
             try precondition?.check(currentRevision: existing?.revision)
             let current = try existing.map { try JSONCoding.parse($0.document) }
-            let revision = try await tx.nextRevision()
-            var metadata: [String: JSONValue] = ["name": .string(manifest.name), "resourceVersion": .string(String(revision))]
+            var metadata: [String: JSONValue] = ["name": .string(manifest.name)]
             for key in ["labels", "annotations"] { metadata[key] = document["metadata"]?[key] }
             let spec = document["spec"] ?? .object([:])
             var status: JSONValue = .object([:])
@@ -42,12 +41,11 @@ extension Registry {
                 metadata["creationTimestamp"] = .string(now)
                 metadata["generation"] = .number(1)
             }
-            let next: JSONValue = .object([
+            let next: [String: JSONValue] = [
                 "apiVersion": .string(Resource.apiVersion), "kind": .string(ProjectManifest.kindName),
                 "metadata": .object(metadata), "spec": spec, "status": status,
-            ])
-            let record = StoredProject(name: manifest.name, revision: revision, document: JSONCoding.encode(next))
-            try await tx.append(Self.event(existing == nil ? .projectCreated : .projectUpdated, record, labels: next, now))
+            ]
+            let record = try await Self.commit(next, name: manifest.name, as: existing == nil ? .projectCreated : .projectUpdated, in: tx, now: now)
             return (record, existing == nil)
         }
     }
@@ -61,17 +59,11 @@ extension Registry {
             if let ifRevision, ifRevision != existing.revision {
                 throw RegistryError.conflict(current: String(existing.revision), detail: "the project changed since revision \(ifRevision)")
             }
-            guard case .object(var members) = try JSONCoding.parse(existing.document), case .object(var metadata)? = members["metadata"] else {
+            guard case .object(var members) = try JSONCoding.parse(existing.document) else {
                 throw RegistryError.unavailable("stored project \(name) is not a document")
             }
-            let revision = try await tx.nextRevision()
-            metadata["resourceVersion"] = .string(String(revision))
-            members["metadata"] = .object(metadata)
             members["status"] = status
-            let next = JSONValue.object(members)
-            let record = StoredProject(name: name, revision: revision, document: JSONCoding.encode(next))
-            try await tx.append(Self.event(.projectStatus, record, labels: next, now))
-            return record
+            return try await Self.commit(members, name: name, as: .projectStatus, in: tx, now: now)
         }
     }
 
@@ -80,22 +72,26 @@ extension Registry {
         return try await backend.withWriteTransaction { tx in
             let existing = try await tx.loadProject(name: name)
             try precondition?.check(currentRevision: existing?.revision)
-            guard let existing, case .object(var members) = try JSONCoding.parse(existing.document),
-                case .object(var metadata)? = members["metadata"]
-            else { throw RegistryError.notFound(name: name) }
-            let revision = try await tx.nextRevision()
-            metadata["resourceVersion"] = .string(String(revision))
-            members["metadata"] = .object(metadata)
-            let last = JSONValue.object(members)
-            let record = StoredProject(name: name, revision: revision, document: JSONCoding.encode(last))
-            try await tx.append(Self.event(.projectDeleted, record, labels: last, now))
-            return record
+            guard let existing, case .object(let members) = try JSONCoding.parse(existing.document) else { throw RegistryError.notFound(name: name) }
+            return try await Self.commit(members, name: name, as: .projectDeleted, in: tx, now: now)
         }
     }
 
-    static func event(_ type: RegistryEventType, _ record: StoredProject, labels document: JSONValue, _ now: String) -> RegistryEvent {
-        RegistryEvent(
-            id: record.revision, type: type, name: record.name, kind: .project,
-            labels: document["metadata"]?["labels"]?.objectValue?.compactMapValues(\.stringValue) ?? [:], time: now, document: record.document)
+    /// Takes the next revision, stamps it into the document's `metadata.resourceVersion`, and
+    /// appends the event that is the change (the backend writes the project from it).
+    static func commit(
+        _ document: [String: JSONValue], name: String, as type: RegistryEventType, in tx: any RegistryTransaction, now: String
+    ) async throws -> StoredProject {
+        let revision = try await tx.nextRevision()
+        var members = document
+        var metadata = members["metadata"]?.objectValue ?? [:]
+        metadata["resourceVersion"] = .string(String(revision))
+        members["metadata"] = .object(metadata)
+        let record = StoredProject(name: name, revision: revision, document: JSONCoding.encode(JSONValue.object(members)))
+        try await tx.append(
+            RegistryEvent(
+                id: revision, type: type, name: name, kind: .project,
+                labels: metadata["labels"]?.objectValue?.compactMapValues(\.stringValue) ?? [:], time: now, document: record.document))
+        return record
     }
 }

@@ -173,22 +173,10 @@ struct BearerMiddleware: RouterMiddleware {
     let token: String
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let header = request.headers[.authorization], Self.constantTimeEqual(header, "Bearer \(token)") else {
+        guard let header = request.headers[.authorization], Secrets.constantTimeEqual(header, "Bearer \(token)") else {
             return MeshControl.problem(.unauthorized, "send Authorization: Bearer <token> (the token is in .triad-mesh/state.json)")
         }
         return try await next(request, context)
-    }
-
-    /// Compares every byte whatever the first difference, so the answer's timing does not tell
-    /// how much of a guessed secret was right.
-    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8)
-        let y = Array(b.utf8)
-        var difference = UInt8(x.count == y.count ? 0 : 1)
-        for i in 0..<max(x.count, y.count) {
-            difference |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
-        }
-        return difference == 0
     }
 }
 

@@ -94,16 +94,20 @@ public final class MeshRecorder: Sendable {
         for c in pinned { c.resume() }
     }
 
+    private func newWaiterID() -> Int {
+        state.withLock { s in
+            defer { s.nextWaiter += 1 }
+            return s.nextWaiter
+        }
+    }
+
     /// How many records have been read: the watermark `waitForRecords(after:)` waits beyond.
     public var recordCount: Int { state.withLock { $0.records } }
 
     /// Returns once a record beyond the `count`-th has been read (at once if one has), or when
     /// the caller is cancelled.
     public func waitForRecords(after count: Int) async {
-        let id = state.withLock { s in
-            defer { s.nextWaiter += 1 }
-            return s.nextWaiter
-        }
+        let id = newWaiterID()
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 let now = state.withLock { s -> Bool in
@@ -121,10 +125,7 @@ public final class MeshRecorder: Sendable {
     /// Returns once `trace` has a pin to `service` (at once if it has), or when the caller is cancelled.
     public func waitForPin(trace rawTrace: String, service: String) async {
         let trace = rawTrace.lowercased()
-        let id = state.withLock { s in
-            defer { s.nextWaiter += 1 }
-            return s.nextWaiter
-        }
+        let id = newWaiterID()
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 let now = state.withLock { s -> Bool in

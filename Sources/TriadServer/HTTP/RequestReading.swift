@@ -61,6 +61,16 @@ struct RequestReader: Sendable {
         }
     }
 
+    /// A body's `metadata.resourceVersion`, when it has one (documents the model does not decode:
+    /// status writes, projects).
+    func bodyVersion(_ tree: JSONValue) throws -> String? {
+        guard let version = tree["metadata"]?["resourceVersion"] else { return nil }
+        guard case .string(let s) = version else {
+            throw Problem.invalid([Violation(pointer: "/metadata/resourceVersion", message: "must be a string")])
+        }
+        return s
+    }
+
     /// `If-Match` wins over `metadata.resourceVersion`; either makes the write conditional.
     func precondition(_ request: Request, bodyVersion: String?) throws -> VersionPrecondition? {
         if let ifMatch = request.headers[.ifMatch] {

@@ -84,7 +84,7 @@ final class InvocationRunner: Service, Sendable {
         var outcome = Outcome(invocation: invocation)
         let now = { Timestamp.format(Date()) }
         do {
-            let secret = Self.newSecret()
+            let secret = Secrets.randomHex(bytes: 16)
             links.withLock { $0[invocation.id] = (secret, invocation.caller) }
             defer { _ = links.withLock { $0.removeValue(forKey: invocation.id) } }
             let answer = try await caller.call(
@@ -132,17 +132,7 @@ final class InvocationRunner: Service, Sendable {
     func linkedParent(_ link: String, caller: String) -> String? {
         let parts = link.split(separator: ";", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
         guard parts.count == 2, let known = links.withLock({ $0[parts[0]] }), known.caller == caller else { return nil }
-        let given = Array(parts[1].utf8)
-        let expected = Array(known.secret.utf8)
-        guard given.count == expected.count else { return nil }
-        var difference: UInt8 = 0
-        for i in 0..<given.count { difference |= given[i] ^ expected[i] }
-        return difference == 0 ? parts[0] : nil
-    }
-
-    static func newSecret() -> String {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        return Secrets.constantTimeEqual(parts[1], known.secret) ? parts[0] : nil
     }
 
     /// Runs `job` in the background (`Prefer: respond-async`); false when shutting down.

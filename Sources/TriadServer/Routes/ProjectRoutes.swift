@@ -56,12 +56,7 @@ struct ProjectRoutes {
         if let bodyName = tree["metadata"]?["name"]?.stringValue, bodyName != name {
             throw Problem.invalid([Violation(pointer: "/metadata/name", message: "must match the name in the URL (\(name))")])
         }
-        var bodyVersion: String?
-        if let version = tree["metadata"]?["resourceVersion"] {
-            guard case .string(let s) = version else { throw Problem.invalid([Violation(pointer: "/metadata/resourceVersion", message: "must be a string")]) }
-            bodyVersion = s
-        }
-        let precondition = try reader.precondition(request, bodyVersion: bodyVersion)
+        let precondition = try reader.precondition(request, bodyVersion: try reader.bodyVersion(tree))
         let (record, created) = try await write { try await registry.applyProject(tree, precondition: precondition) }
         return .project(try await checked(record), status: created ? .created : .ok, location: created)
     }

@@ -142,8 +142,7 @@ struct ResourceRoutes {
         let tree = try await reader.tree(request, kind: .document)
         guard case .object(let members) = tree else { throw Problem.invalid([Violation(pointer: "", message: "must be an object")]) }
         guard let status = members["status"] else { throw Problem.invalid([Violation(pointer: "/status", message: "is required")]) }
-        let bodyVersion = try statusWriteVersion(tree)
-        let precondition = try reader.precondition(request, bodyVersion: bodyVersion)
+        let precondition = try reader.precondition(request, bodyVersion: try reader.bodyVersion(tree))
         let record = try await write("status") { try await registry.writeStatus(name, .replace(status), precondition: precondition) }
         return .resource(readable(record, by: principal))
     }
@@ -159,8 +158,7 @@ struct ResourceRoutes {
                 unknown.map { Violation(pointer: "/\($0)", message: "a status patch may only contain status (and metadata.resourceVersion)") })
         }
         guard let status = members["status"] else { throw Problem.invalid([Violation(pointer: "/status", message: "is required")]) }
-        let bodyVersion = try statusWriteVersion(tree)
-        let precondition = try reader.precondition(request, bodyVersion: bodyVersion)
+        let precondition = try reader.precondition(request, bodyVersion: try reader.bodyVersion(tree))
         let record = try await write("status") { try await registry.writeStatus(name, .merge(status), precondition: precondition) }
         return .resource(readable(record, by: principal))
     }
@@ -214,13 +212,5 @@ struct ResourceRoutes {
         }
         guard violations.isEmpty else { throw Problem.invalid(violations) }
         return try Resource(validated: tree, json: body.json)
-    }
-
-    private func statusWriteVersion(_ tree: JSONValue) throws -> String? {
-        guard let version = tree["metadata"]?["resourceVersion"] else { return nil }
-        guard case .string(let s) = version else {
-            throw Problem.invalid([Violation(pointer: "/metadata/resourceVersion", message: "must be a string")])
-        }
-        return s
     }
 }
