@@ -28,6 +28,14 @@ public struct TriadClient: Sendable {
         public var json: JSONValue? { try? JSONCoding.parse(body) }
     }
 
+    /// An HTTP client for a person at a terminal: a server that is not listening is said at once
+    /// (the shared client retries a refused connection until the request's deadline, 30 s).
+    public static let failingFast: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
     /// A failure worth one readable line: what the server said, or why it could not be asked.
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public var status: Int?

@@ -23,7 +23,7 @@ struct ClientOptions: ParsableArguments {
         if token == nil, Self.isLoopback(server), let data = FileManager.default.contents(atPath: ".triad/admin.token") {
             token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        return TriadClient(server: server, token: token)
+        return TriadClient(server: server, token: token, http: TriadClient.failingFast)
     }
 
     static func isLoopback(_ server: String) -> Bool {

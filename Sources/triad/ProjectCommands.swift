@@ -13,6 +13,7 @@ struct ProjectCommand: AsyncParsableCommand {
         abstract: "Projects: the services a team builds from git. The server checks every repository and ref when a project is applied.",
         subcommands: [
             ProjectApply.self, ProjectGet.self, ProjectDescribe.self, ProjectDelete.self, ProjectBuild.self, ProjectBuilds.self, ProjectUp.self,
+            ProjectUpdate.self,
         ])
 }
 
@@ -130,6 +131,30 @@ struct ProjectDescribe: AsyncParsableCommand {
                 ])
             }
             print(Output.table(rows), terminator: "")
+            if let current = p["status"]?["current"]?.objectValue, !current.isEmpty {
+                print("Running (put live by triad project update):")
+                var live = [["  SERVICE", "REF", "COMMIT", "VERSION", "SINCE"]]
+                for (service, v) in current.sorted(by: { $0.key < $1.key }) {
+                    live.append([
+                        "  " + service, v["ref"]?.stringValue ?? "", String((v["commit"]?.stringValue ?? "-").prefix(12)), v["version"]?.stringValue ?? "",
+                        v["since"]?.stringValue ?? "",
+                    ])
+                }
+                print(Output.table(live), terminator: "")
+            }
+            if let history = p["status"]?["history"]?.arrayValue, !history.isEmpty {
+                print("Updates (newest last):")
+                var rows = [["  TIME", "SERVICE", "FROM", "TO", "STRATEGY", "OUTCOME", "DRAINED", "BY"]]
+                for u in history.suffix(20) {
+                    rows.append([
+                        "  " + (u["time"]?.stringValue ?? ""), u["service"]?.stringValue ?? "", u["from"]?["ref"]?.stringValue ?? "-",
+                        u["to"]?["ref"]?.stringValue ?? "", u["strategy"]?.stringValue ?? "", u["outcome"]?.stringValue ?? "",
+                        u["drainedTransactions"]?.numberValue.map { String(Int($0)) } ?? "-", u["by"]?.stringValue ?? "",
+                    ])
+                }
+                print(Output.table(rows), terminator: "")
+                if let reason = history.last?["reason"]?.stringValue { print("  last reason: \(reason.split(separator: "\n").first ?? "")") }
+            }
             let check = p["status"]?["execResult"]
             print("Check:")
             line("  Result", check?["result"]?.stringValue)
@@ -161,9 +186,12 @@ struct ProjectDelete: AsyncParsableCommand {
 
 extension ClientOptions {
     /// The project `name` as the server holds it.
-    func project(_ name: String) async throws -> ProjectManifest {
+    func project(_ name: String) async throws -> ProjectManifest { try await projectDocument(name).manifest }
+
+    /// The project `name` as the server holds it, and its whole document (its status too).
+    func projectDocument(_ name: String) async throws -> (manifest: ProjectManifest, document: JSONValue) {
         let document = try await client().call(.GET, "/api/v1/projects/\(percentEncode(name))").json ?? .null
-        do { return try ProjectManifest.parse(document) } catch {
+        do { return (try ProjectManifest.parse(document), document) } catch {
             throw CLIError("project \(name) as the server holds it: \(error.description)")
         }
     }
@@ -314,7 +342,7 @@ struct ProjectUp: AsyncParsableCommand {
                 guard record.outcome == .succeeded, let artifact = record.artifact else {
                     throw CLIError("build of \(project)/\(service.name) at \(service.ref) failed, nothing started: \(record.reason ?? "no reason recorded")")
                 }
-                let version = MeshConfigParser.versionName(service.ref) ? service.ref : "c" + record.commit.prefix(12)
+                let version = ProjectManifest.meshVersion(ref: service.ref, commit: record.commit)
                 let command = service.run.map { $0.replacingOccurrences(of: "{artifact}", with: artifact) }
                 services.append(
                     .object([
@@ -344,6 +372,143 @@ struct ProjectUp: AsyncParsableCommand {
                 workingDirectory: FileManager.default.currentDirectoryPath, timeout: .seconds(timeout))
             print("project \(project) up: gateway \(state.gateway) -> \(config.gateway.service)")
             for line in summary { print("  \(line)") }
+        }
+    }
+}
+
+extension ProjectManifest {
+    /// The mesh version a service built at `ref` runs as: the ref itself when it is a version
+    /// name (lower-case letters, digits and '.'), else `c` and the commit's first 12 digits.
+    static func meshVersion(ref: String, commit: String) -> String {
+        MeshConfigParser.versionName(ref) ? ref : "c" + commit.prefix(12)
+    }
+}
+
+struct ProjectUpdate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "update",
+        abstract: "Put a service of a running project at another ref: build it, start it beside the running version, upgrade the mesh consistently.",
+        discussion: """
+            Runs where triad project up ran (the mesh of this directory, or --mesh). The ref is built as triad project \
+            build builds it, started as a new version of the service's mesh service, and the upgrade runs with the \
+            strategy given; its steps and the DiffSet draining are printed. Every update is recorded in the \
+            project's status.history (who, when, from, to, strategy, outcome, transactions drained); one that \
+            completes makes the ref and its commit the service's status.current. A failed build, a failed health \
+            check or a rollback leaves the running version as it was, and exits 1 with the reason.
+            """)
+
+    @Argument(help: "The project.")
+    var project: String
+    @Argument(help: "The service to update.")
+    var service: String
+    @Option(help: "The tag, branch or commit to put live.")
+    var ref: String
+    @Option(help: "CV (default), BF, WF or rolling.")
+    var strategy: String = "CV"
+    @Option(help: "How long the old version may take to drain (60s, 2m, 500ms).")
+    var drainTimeout: String = "60s"
+    @Flag(help: "At the drain deadline retire the old version anyway and report what may break (default: roll back).")
+    var force = false
+    @Option(help: "The mesh's control URL (default: the mesh of this directory).")
+    var mesh: String?
+    @OptionGroup var place: BuildPlace
+    @OptionGroup var client: ClientOptions
+
+    func validate() throws {
+        guard ["CV", "BF", "WF", "ROLLING"].contains(strategy.uppercased()) else {
+            throw ValidationError("--strategy \(strategy): one of CV, BF, WF, rolling")
+        }
+        guard let seconds = DurationText.seconds(drainTimeout), seconds > 0 else {
+            throw ValidationError("--drain-timeout \(drainTimeout) is not a duration (60s, 2m, 500ms)")
+        }
+    }
+
+    func run() async throws {
+        try await runClientVerb {
+            let strategy = strategy.uppercased() == "ROLLING" ? "rolling" : strategy.uppercased()
+            let api = try client.client()
+            let (manifest, document) = try await client.projectDocument(project)
+            guard let spec = manifest.service(service) else {
+                throw CLIError("project \(project) has no service \(service) (it has \(manifest.services.map(\.name).joined(separator: ", ")))")
+            }
+            let meshClient = try meshClient(mesh)
+            guard let running = try await meshClient.status().services.first(where: { $0.name == spec.meshService }) else {
+                throw CLIError("the mesh here runs no service \(spec.meshService); bring the project up first (triad project up \(project))")
+            }
+            // What runs now: the last update that put a version live, else what triad project up built.
+            let status = document["status"]
+            var from: [String: JSONValue] = ["version": .string(running.defaultVersion)]
+            if let current = status?["current"]?[service]?.objectValue {
+                from.merge(current.filter { ["ref", "commit"].contains($0.key) }) { _, new in new }
+            } else {
+                from["ref"] = .string(spec.ref)
+                if status?["services"]?[service]?["ref"]?.stringValue == spec.ref { from["commit"] = status?["services"]?[service]?["commit"] }
+            }
+            if MeshConfigParser.versionName(ref), ref == running.defaultVersion {
+                throw CLIError("\(project)/\(service) already runs \(ref); nothing to do")
+            }
+            let started = Date()
+            var to: [String: JSONValue] = ["ref": .string(ref)]
+            /// Records the update in the project's status and ends the command.
+            func record(_ outcome: String, reason: String?, drained: Int? = nil) async throws {
+                var entry: [String: JSONValue] = [
+                    "service": .string(service), "strategy": .string(strategy), "outcome": .string(outcome), "to": .object(to),
+                    "durationSeconds": .number((Date().timeIntervalSince(started) * 1000).rounded() / 1000),
+                ]
+                if from["ref"] != nil { entry["from"] = .object(from) }
+                if let reason { entry["reason"] = .string(String(reason.suffix(4096))) }
+                if let drained { entry["drainedTransactions"] = .number(Double(drained)) }
+                _ = try await api.call(.POST, "/api/v1/projects/\(percentEncode(project))/updates", body: JSONCoding.encode(JSONValue.object(entry)))
+                guard outcome == "Succeeded" else { throw CLIError("update of \(project)/\(service) to \(ref): \(outcome): \(reason ?? "")") }
+                print(
+                    "project \(project): \(service) now runs \(ref) (\(to["version"]?.stringValue ?? ""), commit \((to["commit"]?.stringValue ?? "").prefix(12)))"
+                )
+            }
+
+            let label = "\(project)/\(service) at \(ref)"
+            let line = ProgressLine()
+            let build = await place.manager.build(project: project, service: spec, ref: ref) { progress in
+                switch progress {
+                case .resolved(let commit): line.say("\(label): commit \(commit.prefix(12))", keep: true)
+                case .checkingOut: line.say("\(label): checking out")
+                case .building(let seconds, let last): line.say("\(label): building, \(Int(seconds)) s\(last.isEmpty ? "" : " — \(last)")")
+                }
+            }
+            line.end()
+            if !build.commit.isEmpty { to["commit"] = .string(build.commit) }
+            guard build.outcome == .succeeded, let artifact = build.artifact else {
+                try await record("Failed", reason: "build failed, nothing deployed: \(build.reason ?? "no reason recorded")")
+                return
+            }
+            let version = ProjectManifest.meshVersion(ref: ref, commit: build.commit)
+            to["version"] = .string(version)
+            if version == running.defaultVersion || (from["commit"]?.stringValue == build.commit && from["version"]?.stringValue == running.defaultVersion) {
+                throw CLIError(
+                    "\(project)/\(service) already runs \(ref) (version \(running.defaultVersion), commit \(build.commit.prefix(12))); nothing to do")
+            }
+            say("build \(label): \(build.reused == true ? "built before, reused" : "Succeeded") (artifact sha256 \((build.sha256 ?? "").prefix(12)))")
+            let upgrade: UpgradeStatus
+            do {
+                let begun = try await meshClient.startUpgrade(
+                    UpgradeRequest(
+                        service: spec.meshService, to: version, strategy: strategy,
+                        command: spec.run.map { $0.replacingOccurrences(of: "{artifact}", with: artifact) },
+                        drainTimeoutSeconds: DurationText.seconds(drainTimeout), force: force))
+                say("upgrade \(spec.meshService) \(begun.from) -> \(begun.to) (\(begun.strategy)) started")
+                upgrade = try await followUpgrade(meshClient, begun)
+            } catch let refused as MeshClient.Failure {
+                try await record("Failed", reason: "the mesh refused the upgrade: \(refused.description)")
+                return
+            }
+            switch upgrade.phase {
+            case .completed: try await record("Succeeded", reason: nil, drained: upgrade.drainedTransactions)
+            case .forced:
+                try await record(
+                    "Forced", reason: "retired \(upgrade.from) at the drain deadline with \(upgrade.mayBreak ?? 0) transactions on it",
+                    drained: upgrade.drainedTransactions)
+            case .rolledBack: try await record("RolledBack", reason: upgrade.message, drained: upgrade.drainedTransactions)
+            case .failed, .running: try await record("Failed", reason: upgrade.message, drained: upgrade.drainedTransactions)
+            }
         }
     }
 }

@@ -69,29 +69,12 @@ struct UpgradeStart: AsyncParsableCommand {
             if command != nil && upstream != nil { throw MeshClient.Failure("give --command or --upstream, not both") }
             let client = try meshClient(mesh)
             let argv = command?.split(separator: " ").map(String.init)
-            var status = try await client.startUpgrade(
+            let started = try await client.startUpgrade(
                 UpgradeRequest(
                     service: service, to: to, strategy: strategy, command: argv, upstream: upstream, drainTimeoutSeconds: seconds, force: force))
-            say("upgrade \(service) \(status.from) -> \(status.to) (\(status.strategy)) started")
+            say("upgrade \(service) \(started.from) -> \(started.to) (\(started.strategy)) started")
             if detach { return }
-            var printed = 0
-            var lastDiff: Int?
-            var lastDiffPrint = Date.distantPast
-            while true {
-                status = try await client.upgrade(of: service)
-                while printed < status.steps.count {
-                    let s = status.steps[printed]
-                    say(String(format: "[%7.3fs] %@: %@", s.at, s.name, s.detail ?? ""))
-                    printed += 1
-                }
-                if status.phase == .running, let d = status.diffSet, d != lastDiff, Date().timeIntervalSince(lastDiffPrint) > 0.5 {
-                    say("          DiffSet: \(d) transactions still on \(status.from)")
-                    lastDiff = d
-                    lastDiffPrint = Date()
-                }
-                if status.phase != .running { break }
-                try await Task.sleep(for: .milliseconds(100))
-            }
+            let status = try await followUpgrade(client, started)
             guard status.phase == .completed else {
                 FileHandle.standardError.write(Data("error: upgrade \(status.phase.rawValue): \(status.message ?? "")\n".utf8))
                 throw ExitCode(1)
@@ -125,6 +108,30 @@ struct UpgradeStatusCommand: AsyncParsableCommand {
                 for s in u.steps { print(String(format: "  [%7.3fs] %@: %@", s.at, s.name, s.detail ?? "")) }
             }
         }
+    }
+}
+
+/// Prints an upgrade's steps as they happen, and the DiffSet while it drains (at most twice a
+/// second); returns the upgrade once it ended.
+func followUpgrade(_ client: MeshClient, _ started: UpgradeStatus) async throws -> UpgradeStatus {
+    var status = started
+    var printed = 0
+    var lastDiff: Int?
+    var lastDiffPrint = Date.distantPast
+    while true {
+        status = try await client.upgrade(of: status.service)
+        while printed < status.steps.count {
+            let s = status.steps[printed]
+            say(String(format: "[%7.3fs] %@: %@", s.at, s.name, s.detail ?? ""))
+            printed += 1
+        }
+        if status.phase == .running, let d = status.diffSet, d != lastDiff, Date().timeIntervalSince(lastDiffPrint) > 0.5 {
+            say("          DiffSet: \(d) transactions still on \(status.from)")
+            lastDiff = d
+            lastDiffPrint = Date()
+        }
+        if status.phase != .running { return status }
+        try await Task.sleep(for: .milliseconds(100))
     }
 }
 

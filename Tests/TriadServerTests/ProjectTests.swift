@@ -243,7 +243,9 @@ struct ProjectTests {
 
     /// `triad project up`: every service built at its ref and run here as a mesh, behind the
     /// gateway the manifest names; the version is the ref. A project without a mesh is refused.
-    @Test func theCLIRunsAProjectAsAMesh() async throws {
+    /// `triad project update`: refs that cannot go live are refused and recorded; v2 goes live under
+    /// traffic with nothing failed, and the project's status shows it and the history.
+    @Test func theCLIRunsAProjectAsAMeshAndUpdatesItLive() async throws {
         let (dir, repo) = try GitFixture.makeRepository()
         // A service that answers with the version it was built from.
         try GitFixture.write(
@@ -300,5 +302,98 @@ struct ProjectTests {
         #expect(reply.header("x-version") == "web-v1", "the mesh's version header")
         r = try runTriad(["mesh", "status"], directory: dir, environment: env)
         #expect(r.status == 0 && r.stdout.contains("web"), "\(r.stdout)")
+
+        // Live updates. Refs that cannot go live first: each is a clear error, recorded, and v1 keeps serving.
+        try GitFixture.sh("git checkout -q -b attempts", in: repo)
+        try GitFixture.write(repo + "/pack.sh", "#!/bin/sh\necho compiling the web service\necho 'svc.py:3: syntax error' >&2\nexit 2\n")
+        try GitFixture.sh("chmod +x pack.sh && git commit -qam broken && git tag broken", in: repo)
+        try GitFixture.write(repo + "/pack.sh", "#!/bin/sh\necho packing nothing\n")
+        try GitFixture.sh("chmod +x pack.sh && git commit -qam empty && git tag empty", in: repo)
+        try GitFixture.sh("git checkout -q main", in: repo)
+        let update = ["project", "update", "site", "web-agent", "--data-dir", dir + "/cli"]
+        for (ref, says) in [
+            ("broken", "svc.py:3: syntax error"), ("empty", "out/web/svc.py"), ("v9", "v9"),
+        ] {
+            r = try runTriad(update + ["--ref", ref], directory: dir, environment: env)
+            #expect(r.status == 1 && r.stderr.contains("nothing deployed") && r.stderr.contains(says), "\(ref): \(r.stdout)\(r.stderr)")
+        }
+        r = try runTriad(update + ["--ref", "v1"], directory: dir, environment: env)
+        #expect(r.status == 1 && r.stderr.contains("already runs v1"), "\(r.stdout)\(r.stderr)")
+        r = try runTriad(update + ["--ref", "v2", "--strategy", "XY"], directory: dir, environment: env)
+        #expect(r.status != 0 && r.stderr.contains("--strategy XY"), "\(r.stderr)")
+        var served = try await TriadClient(server: "http://127.0.0.1:\(gateway)", token: nil).send(.GET, "/")
+        #expect(String(decoding: served.body, as: UTF8.self) == "v1", "nothing deployed")
+
+        // v2 live under traffic (CV): no request fails, v1 is retired, the project says so.
+        try GitFixture.sh("git tag -f v2 $(git rev-parse v1) && git commit -q --allow-empty -m v2", in: repo)
+        try GitFixture.write(repo + "/VERSION", "v2\n")
+        try GitFixture.sh("git commit -qam v2 && git tag -f v2", in: repo)
+        let traffic = Task {
+            var failures: [String] = []
+            var served = 0
+            let client = TriadClient(server: "http://127.0.0.1:\(gateway)", token: nil)
+            while !Task.isCancelled {
+                do {
+                    let reply = try await client.send(.GET, "/")
+                    if reply.status == 200 {
+                        served += 1
+                    } else {
+                        failures.append("\(reply.status) \(String(decoding: reply.body.prefix(200), as: UTF8.self))")
+                    }
+                } catch {
+                    if !Task.isCancelled { failures.append("\(error)") }
+                }
+            }
+            return (served, failures)
+        }
+        r = try runTriad(update + ["--ref", "v2"], directory: dir, environment: env)
+        traffic.cancel()
+        #expect(r.status == 0 && r.stdout.contains("retired") && r.stdout.contains("now runs v2"), "\(r.stdout)\(r.stderr)")
+        let (servedDuring, failures) = await traffic.value
+        #expect(servedDuring > 0 && failures.isEmpty, "no request failed during the CV update: \(failures.prefix(5))")
+        served = try await TriadClient(server: "http://127.0.0.1:\(gateway)", token: nil).send(.GET, "/")
+        #expect(String(decoding: served.body, as: UTF8.self) == "v2" && served.header("x-version") == "web-v2")
+        let status = try await TriadClient(server: env["TRIAD_SERVER"]!, token: env["TRIAD_TOKEN"]).send(.GET, "/api/v1/projects/site").json?["status"]
+        #expect(status?["current"]?["web-agent"]?["ref"] == .string("v2"))
+        #expect(status?["current"]?["web-agent"]?["commit"] == .string(try Self.commit("v2", in: repo)))
+        let history = status?["history"]?.arrayValue ?? []
+        #expect(history.compactMap { $0["outcome"]?.stringValue } == ["Failed", "Failed", "Failed", "Succeeded"], "\(history)")
+        #expect(history.last?["from"]?["ref"] == .string("v1") && history.last?["to"]?["version"] == .string("v2"))
+        #expect(history.last?["by"]?.stringValue != nil && history.last?["strategy"] == .string("CV"))
+        #expect(history.last?["drainedTransactions"]?.numberValue != nil)
+        r = try runTriad(["project", "describe", "site"], environment: env)
+        #expect(r.stdout.contains("Updates (newest last):") && r.stdout.contains("Succeeded"), "\(r.stdout)")
+        r = try runTriad(update + ["--ref", "v2"], directory: dir, environment: env)
+        #expect(r.status == 1 && r.stderr.contains("already runs v2"), "\(r.stdout)\(r.stderr)")
+    }
+
+    /// `POST /api/v1/projects/{name}/updates`: what the CLI records, checked field by field.
+    @Test func updateRecordsAreChecked() async throws {
+        let (_, repo) = try GitFixture.makeRepository()
+        try await withServer(.sqlite) { server in
+            _ = try await server.admin.call(.PUT, "/api/v1/projects/building", body: Self.manifest("building", repository: repo, ref: "v1"))
+            let path = "/api/v1/projects/building/updates"
+            for (body, pointer) in [
+                (#"{"service": "nope", "strategy": "CV", "outcome": "Succeeded", "to": {"ref": "v2"}}"#, "/service"),
+                (#"{"service": "agent", "strategy": "fast", "outcome": "Succeeded", "to": {"ref": "v2"}}"#, "/strategy"),
+                (#"{"service": "agent", "strategy": "CV", "outcome": "Great", "to": {"ref": "v2"}}"#, "/outcome"),
+                (#"{"service": "agent", "strategy": "CV", "outcome": "Failed"}"#, "/to"),
+                (#"{"service": "agent", "strategy": "CV", "outcome": "Failed", "to": {"ref": "v2", "commit": "XYZ"}}"#, "/to/commit"),
+                (#"{"service": "agent", "strategy": "CV", "outcome": "Failed", "to": {"ref": "v2"}, "by": "someone else"}"#, "/by"),
+                (#"{"service": "agent", "strategy": "CV", "outcome": "Failed", "to": {"ref": "v2"}, "drainedTransactions": -1}"#, "/drainedTransactions"),
+            ] {
+                let reply = try await server.admin.send(.POST, path, body: Data(body.utf8))
+                #expect(reply.status == 422 && String(decoding: reply.body, as: UTF8.self).contains("\"\(pointer)\""), "\(body): \(reply.status)")
+            }
+            let valid = Data(#"{"service": "agent", "strategy": "CV", "outcome": "Failed", "to": {"ref": "v2"}}"#.utf8)
+            #expect(try await server.admin.send(.POST, "/api/v1/projects/nothing/updates", body: valid).status == 404)
+            #expect(try await server.admin.call(.GET, "/api/v1/projects/building").json?["status"]?["history"] == nil, "nothing recorded")
+            let integrator = server.client(token: try await server.token(.integrator))
+            #expect(try await integrator.send(.POST, path, body: valid).status == 403)
+            let op = server.client(token: try await server.token(.operator))
+            let recorded = try await op.send(.POST, path, body: valid)
+            #expect(recorded.status == 201 && recorded.json?["status"]?["history"]?.arrayValue?.first?["outcome"] == .string("Failed"))
+            #expect(recorded.json?["status"]?["current"] == nil, "a failed update puts nothing live")
+        }
     }
 }

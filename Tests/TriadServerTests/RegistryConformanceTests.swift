@@ -429,10 +429,23 @@ extension RegistryConformanceTests {
             // Invalid documents: every problem, nothing written.
             await #expect(throws: RegistryError.self) { try await registry.applyProject(.object(["kind": .string("Project")]), precondition: nil) }
 
-            let status: JSONValue = .object(["execResult": .object(["result": .string("Succeeded")])])
-            let checked = try await registry.writeProjectStatus("building", status, ifRevision: moved.revision)
-            #expect(try JSONCoding.parse(checked.document)["status"] == status)
-            await #expect(throws: RegistryError.self) { try await registry.writeProjectStatus("building", status, ifRevision: moved.revision) }
+            let check: [String: JSONValue] = ["execResult": .object(["result": .string("Succeeded")])]
+            let checked = try await registry.writeProjectStatus("building", check, ifRevision: moved.revision)
+            #expect(try JSONCoding.parse(checked.document)["status"] == .object(check))
+            await #expect(throws: RegistryError.self) { try await registry.writeProjectStatus("building", check, ifRevision: moved.revision) }
+            // An update's record: history appended, the current version set; a later check keeps both.
+            let to: [String: JSONValue] = ["ref": .string("v2"), "version": .string("v2")]
+            _ = try await registry.recordProjectUpdate(
+                "building", service: "agent", entry: ["service": .string("agent"), "outcome": .string("Failed")], current: nil)
+            let updated = try await registry.recordProjectUpdate(
+                "building", service: "agent", entry: ["service": .string("agent"), "outcome": .string("Succeeded"), "to": .object(to)], current: to)
+            var status = try JSONCoding.parse(updated.document)["status"]
+            #expect(status?["history"]?.arrayValue?.compactMap { $0["outcome"]?.stringValue } == ["Failed", "Succeeded"])
+            #expect(status?["history"]?.arrayValue?.last?["time"]?.stringValue != nil)
+            #expect(status?["current"]?["agent"]?["ref"] == .string("v2") && status?["current"]?["agent"]?["since"] != nil)
+            let rechecked = try await registry.writeProjectStatus("building", check)
+            status = try JSONCoding.parse(rechecked.document)["status"]
+            #expect(status?["history"]?.arrayValue?.count == 2 && status?["current"]?["agent"]?["ref"] == .string("v2"), "a check keeps the updates")
             let (respec, _) = try await registry.applyProject(Self.project("building", ref: "v3"), precondition: nil)
             #expect(try JSONCoding.parse(respec.document)["status"] == status, "spec writes keep the status")
 
@@ -448,7 +461,8 @@ extension RegistryConformanceTests {
             let events = try await backend.events(after: before, limit: 100).events
             #expect(
                 events.map(\.type) == [
-                    .projectCreated, .projectUpdated, .projectUpdated, .projectStatus, .projectUpdated, .created, .projectDeleted,
+                    .projectCreated, .projectUpdated, .projectUpdated, .projectStatus, .projectStatus, .projectStatus, .projectStatus,
+                    .projectUpdated, .created, .projectDeleted,
                 ])
             #expect(events.filter { $0.type.subject == .project }.allSatisfy { $0.kind == .project })
             #expect(events.last?.document == deleted.document)

@@ -50,9 +50,42 @@ extension Registry {
         }
     }
 
-    /// Replaces a project's status (what the server found checking its repositories). `ifRevision`:
+    /// Sets fields of a project's status (what the server found checking its repositories); the
+    /// others (the services' current versions and their update history) are kept. `ifRevision`:
     /// only if the project is still at that revision (a check of an older spec is not recorded).
-    public func writeProjectStatus(_ name: String, _ status: JSONValue, ifRevision: Int64? = nil) async throws -> StoredProject {
+    public func writeProjectStatus(_ name: String, _ fields: [String: JSONValue], ifRevision: Int64? = nil) async throws -> StoredProject {
+        try await changeProjectStatus(name, ifRevision: ifRevision) { status, _ in
+            status.merge(fields) { _, new in new }
+        }
+    }
+
+    /// How many updates a project's `status.history` keeps (the oldest go first).
+    public static let projectHistoryLimit = 100
+
+    /// Records an update of one of a project's services (`triad project update`): appended to
+    /// `status.history`, stamped with `time`; when it put its version live (`current` given),
+    /// that becomes the service's entry in `status.current`.
+    public func recordProjectUpdate(_ name: String, service: String, entry: [String: JSONValue], current: [String: JSONValue]?) async throws
+        -> StoredProject
+    {
+        try await changeProjectStatus(name, ifRevision: nil) { status, now in
+            var stamped = entry
+            stamped["time"] = .string(now)
+            var history = status["history"]?.arrayValue ?? []
+            history.append(.object(stamped))
+            status["history"] = .array(Array(history.suffix(Self.projectHistoryLimit)))
+            if var current {
+                current["since"] = .string(now)
+                var all = status["current"]?.objectValue ?? [:]
+                all[service] = .object(current)
+                status["current"] = .object(all)
+            }
+        }
+    }
+
+    private func changeProjectStatus(
+        _ name: String, ifRevision: Int64?, _ change: @Sendable (inout [String: JSONValue], String) -> Void
+    ) async throws -> StoredProject {
         let now = Timestamp.format(clock())
         return try await backend.withWriteTransaction { tx in
             guard let existing = try await tx.loadProject(name: name) else { throw RegistryError.notFound(name: name) }
@@ -62,7 +95,9 @@ extension Registry {
             guard case .object(var members) = try JSONCoding.parse(existing.document) else {
                 throw RegistryError.unavailable("stored project \(name) is not a document")
             }
-            members["status"] = status
+            var status = members["status"]?.objectValue ?? [:]
+            change(&status, now)
+            members["status"] = .object(status)
             return try await Self.commit(members, name: name, as: .projectStatus, in: tx, now: now)
         }
     }

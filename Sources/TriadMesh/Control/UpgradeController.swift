@@ -58,6 +58,8 @@ public struct UpgradeStatus: Sendable, Codable, Equatable {
     public var diffSet: Int?
     /// Some of the DiffSet's trace ids (at most 10), to look up with `triad mesh audit`.
     public var diffSetSample: [String]?
+    /// The DiffSet's size when the old version's trace sets were locked: the transactions it drained.
+    public var drainedTransactions: Int?
     /// With --force: the transactions still running on the old version when it was retired.
     public var mayBreak: Int?
     public var message: String?
@@ -264,7 +266,10 @@ public actor UpgradeController {
                 try await runtime.confirmRecordsRead(service: service, version: from)
                 let ids = await runtime.instanceIDs(service: service, version: from)
                 let locked = runtime.recorder.drain(instances: ids)
-                await controller.update(service) { $0.diffSet = locked.diffSet.count }
+                await controller.update(service) {
+                    $0.diffSet = locked.diffSet.count
+                    $0.drainedTransactions = locked.diffSet.count
+                }
                 await step(
                     "locked", "\(service) \(from)'s trace set (\(locked.served) traces) locked and shipped to the gateway; DiffSet \(locked.diffSet.count)")
             case .hold:

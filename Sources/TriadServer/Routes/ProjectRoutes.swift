@@ -19,6 +19,7 @@ struct ProjectRoutes {
         routes.on(.get, "/api/v1/projects/{name}", get)
         routes.on(.put, "/api/v1/projects/{name}", replace)
         routes.on(.delete, "/api/v1/projects/{name}", delete)
+        routes.on(.post, "/api/v1/projects/{name}/updates", recordUpdate)
     }
 
     @Sendable func list(_ request: Request, context: TriadRequestContext) async throws -> Response {
@@ -68,6 +69,25 @@ struct ProjectRoutes {
         return .project(try await named(name) { try await write { try await registry.deleteProject(name, precondition: precondition) } })
     }
 
+    /// An update of one service (`triad project update`, which runs it where the project's mesh
+    /// runs): appended to `status.history` with who recorded it and when; one that put its
+    /// version live becomes the service's `status.current`.
+    @Sendable func recordUpdate(_ request: Request, context: TriadRequestContext) async throws -> Response {
+        let name = try context.parameters.name()
+        let principal = try context.require(.writeProjects)
+        let body = try await reader.tree(request, kind: .document)
+        let project = try await named(name) { try await registry.project(name) }
+        let services = (try? ProjectManifest.parse(JSONCoding.parse(project.document)))?.services.map(\.name) ?? []
+        var entry = try ProjectUpdateRecord.validate(body, services: services)
+        entry["by"] = .string(principal.name)
+        let live = ["Succeeded", "Forced"].contains(entry["outcome"]?.stringValue ?? "")
+        let service = entry["service"]?.stringValue ?? ""
+        let record = try await named(name) {
+            try await write { try await registry.recordProjectUpdate(name, service: service, entry: entry, current: live ? entry["to"]?.objectValue : nil) }
+        }
+        return .project(record, status: .created)
+    }
+
     /// The project once its repositories have been checked, if its spec changed since the last check.
     private func checked(_ record: StoredProject) async throws -> StoredProject {
         let document = try JSONCoding.parse(record.document)
@@ -76,7 +96,7 @@ struct ProjectRoutes {
         var status = await check.run(manifest)
         status["observedGeneration"] = generation
         do {
-            let updated = try await registry.writeProjectStatus(record.name, .object(status), ifRevision: record.revision)
+            let updated = try await registry.writeProjectStatus(record.name, status, ifRevision: record.revision)
             written()
             return updated
         } catch RegistryError.conflict(_, _), RegistryError.notFound(_) {
@@ -157,6 +177,72 @@ struct ProjectCheck: Sendable {
             result["log"] = .string(String(failures.joined(separator: "\n").suffix(4096)))
         }
         return ["execResult": .object(result), "services": .object(services)]
+    }
+}
+
+/// The body of `POST /api/v1/projects/{name}/updates`: checked field by field, every problem at once.
+enum ProjectUpdateRecord {
+    static let outcomes = ["Succeeded", "Failed", "RolledBack", "Forced"]
+    static let strategies = ["CV", "BF", "WF", "rolling"]
+
+    static func validate(_ body: JSONValue, services: [String]) throws -> [String: JSONValue] {
+        guard case .object(let fields) = body else {
+            throw Problem.invalid([Violation(pointer: "", message: "must be an object {service, strategy, outcome, from, to, ...}")], what: "update")
+        }
+        var violations: [Violation] = []
+        let known: Set = ["service", "strategy", "outcome", "reason", "from", "to", "drainedTransactions", "durationSeconds"]
+        violations += fields.keys.filter { !known.contains($0) }.sorted().map {
+            Violation(pointer: "/\($0)", message: "is not an update field (\(known.sorted().joined(separator: ", ")))")
+        }
+        func oneOf(_ key: String, _ allowed: [String]) {
+            guard let value = fields[key]?.stringValue, allowed.contains(value) else {
+                violations.append(Violation(pointer: "/\(key)", message: "must be one of \(allowed.joined(separator: ", "))"))
+                return
+            }
+        }
+        oneOf("service", services)
+        oneOf("strategy", strategies)
+        oneOf("outcome", outcomes)
+        if let reason = fields["reason"], (reason.stringValue?.unicodeScalars.count ?? .max) > 4096 {
+            violations.append(Violation(pointer: "/reason", message: "must be a string of at most 4096 characters"))
+        }
+        for key in ["from", "to"] {
+            guard let value = fields[key] else {
+                if key == "to" { violations.append(Violation(pointer: "/to", message: "is required: {ref, commit, version}")) }
+                continue
+            }
+            guard case .object(let version) = value else {
+                violations.append(Violation(pointer: "/\(key)", message: "must be an object {ref, commit, version}"))
+                continue
+            }
+            violations += version.keys.filter { !["ref", "commit", "version"].contains($0) }.sorted().map {
+                Violation(pointer: "/\(key)/\($0)", message: "is not a version field (ref, commit, version)")
+            }
+            if let ref = version["ref"]?.stringValue, (1...255).contains(ref.unicodeScalars.count) {
+            } else {
+                violations.append(Violation(pointer: "/\(key)/ref", message: "must be a string of 1 to 255 characters"))
+            }
+            if let commit = version["commit"] {
+                let hex = commit.stringValue ?? ""
+                if hex.count != 40 || !hex.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) {
+                    violations.append(Violation(pointer: "/\(key)/commit", message: "must be a commit id (40 lower-case hex digits)"))
+                }
+            }
+            if let v = version["version"], !(1...63).contains(v.stringValue?.unicodeScalars.count ?? 0) {
+                violations.append(Violation(pointer: "/\(key)/version", message: "must be a string of 1 to 63 characters"))
+            }
+        }
+        for key in ["drainedTransactions", "durationSeconds"] {
+            guard let value = fields[key] else { continue }
+            guard let n = value.numberValue, n >= 0, n <= 1e9, key == "durationSeconds" || n.rounded() == n else {
+                violations.append(
+                    Violation(
+                        pointer: "/\(key)", message: key == "durationSeconds" ? "must be a number of seconds, 0 or more" : "must be an integer, 0 or more"))
+                continue
+            }
+        }
+        guard violations.isEmpty else { throw Problem.invalid(violations, what: "update") }
+        return fields
     }
 }
 

@@ -185,6 +185,9 @@ def main(argv=None):
     total = int(round(a.rate * a.duration))
     interval = 1.0 / a.rate
     t0 = time.monotonic() + 0.05
+    # The trace log's "start" is relative to t0; this is t0 on the wall clock, to line the log up
+    # with other clocks (an upgrade's requestedAt).
+    t0_epoch = time.time() + (t0 - time.monotonic())
     sent = 0
     slow_sent = 0
     try:
@@ -251,6 +254,7 @@ def main(argv=None):
         "url": a.url,
         "target_rps": a.rate,
         "duration_s": a.duration,
+        "started_at_epoch": round(t0_epoch, 4),
         "concurrency": a.concurrency,
         "sent": sent,
         "ok": ok,
