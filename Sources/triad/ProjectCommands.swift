@@ -358,7 +358,10 @@ struct ProjectUp: AsyncParsableCommand {
             let meshDocument: JSONValue = .object([
                 "apiVersion": .string("triad.io/v1alpha1"), "kind": .string("Mesh"), "metadata": .object(["name": .string(project)]),
                 "spec": .object([
-                    "gateway": .object(["listen": .string(mesh.listen), "service": .string(mesh.entryService)]),
+                    "gateway": .object([
+                        "listen": .string(mesh.listen), "service": .string(mesh.entryService),
+                        "routes": .array(mesh.routes.map { .object(["prefix": .string($0.prefix), "service": .string($0.service)]) }),
+                    ]),
                     "pinPropagation": .string(mesh.pinPropagation), "services": .array(services),
                 ]),
             ])

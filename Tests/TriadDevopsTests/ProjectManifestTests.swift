@@ -59,6 +59,14 @@ struct ProjectManifestTests {
             let doc = Self.good + "\n  mesh: {gateway: {listen: \"127.0.0.1:8000\", service: purifier}, \(extra)}\n"
             cases.append((extra, try DocumentReader.read(Data(doc.utf8), format: .yaml)))
         }
+        // Gateway routes by path: a prefix other than "/", without spaces, '?' or '#'.
+        for route in [
+            "{prefix: /agents/people/, service: people}", "{prefix: /, service: people}", "{prefix: \"/a b\", service: people}",
+            "{prefix: \"/x?y\", service: people}", "{prefix: agents/, service: people}", "{prefix: /p/, service: people, weight: 1}",
+        ] {
+            let doc = Self.good + "\n  mesh: {gateway: {listen: \"127.0.0.1:8000\", service: purifier, routes: [\(route)]}}\n"
+            cases.append(("route " + route, try DocumentReader.read(Data(doc.utf8), format: .yaml)))
+        }
         let input = JSONValue.array(cases.map { .object(["name": .string($0.0), "doc": $0.1]) })
         let script = """
             import json, sys, jsonschema

@@ -63,6 +63,28 @@ struct MeshConfigTests {
         #expect(p == [#"spec.gateway.service: "shop" is not a service of this mesh (services: portal, auth)"#])
     }
 
+    @Test func gatewayRoutesByPath() throws {
+        let routed = Self.good.replacingOccurrences(
+            of: "service: portal}", with: "service: portal, routes: [{prefix: /agents/auth/, service: auth}, {prefix: /agents/a, service: portal}]}")
+        let c = try parse(routed)
+        #expect(c.gateway.routes == [.init(prefix: "/agents/auth/", service: "auth"), .init(prefix: "/agents/a", service: "portal")])
+        #expect(c.gateway.service(forPath: "/agents/auth/operations/x") == "auth", "the longest prefix wins")
+        #expect(c.gateway.service(forPath: "/agents/alice/meta") == "portal")
+        #expect(c.gateway.service(forPath: "/order") == "portal")
+        let bad = Self.good.replacingOccurrences(
+            of: "service: portal}",
+            with:
+                "service: portal, routes: [{prefix: /x/, service: shop}, {prefix: /, service: auth}, {prefix: /x/, service: auth}, {prefix: /y, service: auth, weight: 2}]}"
+        )
+        #expect(
+            problems(bad) == [
+                #"spec.gateway.routes[1].prefix: "/" is not an HTTP path prefix other than / (no spaces, '?' or '#')"#,
+                #"spec.gateway.routes[2].prefix: duplicate prefix "/x/" (also spec.gateway.routes[0])"#,
+                #"spec.gateway.routes[3].weight: unknown field (allowed: prefix, service)"#,
+                #"spec.gateway.routes[0].service: "shop" is not a service of this mesh (services: portal, auth)"#,
+            ])
+    }
+
     @Test func aDuplicateVersion() {
         let p = problems(Self.good.replacingOccurrences(of: "{version: v2, upstream", with: "{version: v1, upstream"))
         #expect(p.count == 1)

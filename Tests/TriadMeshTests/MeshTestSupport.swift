@@ -159,7 +159,7 @@ struct TestMesh: Sendable {
             ["upgrade", "auth", "--to", "v2", "--command", "python3 \(MeshTestSupport.examples)/auth.py --version v2"] + extra, in: directory)
     }
 
-    fileprivate func down() async throws {
+    func down() async throws {
         let latest = MeshState.load(from: directory)
         let run = try await MeshTestSupport.triad(["mesh", "down"], in: directory)
         #expect(run.status == 0, "\(run.stderr)")

@@ -106,6 +106,52 @@ struct RecorderTests {
         #expect(before.transactions == 5 && before.inconsistent == 1 && before.failed == 1)
     }
 
+    /// A transaction that enters the gateway again (an agent calling another through Triad)
+    /// completes when its last request at the gateway ends, not when the inner one does.
+    @Test func aTransactionThatReentersTheGatewayCompletesWhenItsOuterRequestEnds() {
+        let (r, _) = recorder()
+        func gw(_ kind: String, _ trace: String, code: String = "200", x: String = "via_upstream") -> LogRecord {
+            LogRecord(tag: "gw", fields: ["t": trace, "k": kind, "s": "100", "d": kind == "DownstreamStart" ? "-" : "9", "c": code, "x": x])
+        }
+        r.ingest(gw("DownstreamStart", "t"))  // the app's request, to the person agent
+        r.ingest(start("proc-v1-0", "t"))
+        r.ingest(gw("DownstreamStart", "t"))  // the person's call through Triad, to the device
+        r.ingest(start("auth-v1-0", "t"))
+        r.ingest(end("auth-v1-0", "t"))
+        r.ingest(gw("DownstreamEnd", "t"))
+        #expect(r.drain(instances: ["auth-v1-0"]).diffSet == ["t"], "the outer request still runs: auth v1 is not drained")
+        // A nested request the gateway refused itself counts down too, and completes nothing.
+        r.ingest(gw("DownstreamStart", "t"))
+        r.ingest(gw("DownstreamEnd", "t", code: "503", x: "ext_authz_denied"))
+        #expect(r.drain(instances: ["auth-v1-0"]).diffSet == ["t"])
+        r.ingest(end("proc-v1-0", "t"))
+        r.ingest(gw("DownstreamEnd", "t"))
+        #expect(r.drain(instances: ["auth-v1-0"]).diffSet.isEmpty)
+        #expect(r.audit().transactions == 1)
+        // Without its arrival record (lost) a transaction completes at its first end, as before.
+        r.ingest(start("auth-v1-0", "u"))
+        r.ingest(end("auth-v1-0", "u"))
+        r.ingest(gw("DownstreamEnd", "u"))
+        #expect(r.drain(instances: ["auth-v1-0"]).diffSet.isEmpty)
+    }
+
+    /// With gateway routes, the gateway's pin check is about the service the path enters.
+    @Test func theGatewaysPinCheckFollowsItsRoutesByPath() {
+        let recorder = MeshRecorder(instances: [("auth-v1-0", "auth", "v1"), ("proc-v1-0", "proc", "v1")])
+        let routes = RouteState([
+            ServiceRoutes(service: "auth", versions: ["v1", "v2"], defaultVersion: "v2"),
+            ServiceRoutes(service: "proc", versions: ["v1"], defaultVersion: "v1"),
+        ])
+        let gateway = MeshConfig.Gateway(
+            listen: HostPort(host: "127.0.0.1", port: 8000), service: "proc", routes: [.init(prefix: "/agents/auth/", service: "auth")])
+        let pins = PinAuthority(recorder: recorder, routes: routes, gateway: gateway)
+        recorder.ingest(start("auth-v1-0", "t1"))
+        recorder.ingest(start("proc-v1-0", "t1"))
+        #expect(pins.decide(path: "/check/gw/proc/agents/auth/operations/brew", trace: "t1", xVersion: nil) == .allow(xVersion: "auth-v1"))
+        #expect(pins.decide(path: "/check/gw/proc/agents/person/operations/x", trace: "t1", xVersion: nil) == .allow(xVersion: "proc-v1"))
+        #expect(pins.decide(path: "/check/gw/proc/agents/authx", trace: "t1", xVersion: nil) == .allow(xVersion: "proc-v1"))
+    }
+
     @Test func theAuditListsTransactionsThatFailedAtTheGatewayWithEnvoysReason() {
         let (r, _) = recorder()
         r.ingest(LogRecord(tag: "gw", fields: ["t": "ok", "s": "100", "d": "9", "c": "200", "x": "via_upstream"]))

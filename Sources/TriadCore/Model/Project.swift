@@ -54,11 +54,19 @@ public struct ProjectManifest: Sendable, Equatable {
         public var entryService: String
         /// `mesh` (the default) or `application`.
         public var pinPropagation: String
+        /// Paths the gateway sends to other mesh services than the entry service.
+        public var routes: [Route]
 
-        public init(listen: String, entryService: String, pinPropagation: String = "mesh") {
+        public struct Route: Sendable, Equatable {
+            public var prefix: String
+            public var service: String
+        }
+
+        public init(listen: String, entryService: String, pinPropagation: String = "mesh", routes: [Route] = []) {
             self.listen = listen
             self.entryService = entryService
             self.pinPropagation = pinPropagation
+            self.routes = routes
         }
     }
 
@@ -133,7 +141,10 @@ public struct ProjectManifest: Sendable, Equatable {
         let mesh = spec["mesh"].map { m in
             Mesh(
                 listen: m["gateway"]?["listen"]?.stringValue ?? "", entryService: m["gateway"]?["service"]?.stringValue ?? "",
-                pinPropagation: m["pinPropagation"]?.stringValue ?? "mesh")
+                pinPropagation: m["pinPropagation"]?.stringValue ?? "mesh",
+                routes: (m["gateway"]?["routes"]?.arrayValue ?? []).map {
+                    Mesh.Route(prefix: $0["prefix"]?.stringValue ?? "", service: $0["service"]?.stringValue ?? "")
+                })
         }
         return ProjectManifest(name: name, description: spec["description"]?.stringValue, services: services, mesh: mesh)
     }
@@ -238,7 +249,8 @@ extension Walker {
     mutating func projectMesh(_ value: JSONValue, at p: String, services: [String]) {
         object(value, at: p, required: ["gateway"], allowed: ["gateway", "pinPropagation"]) { m, w in
             if let g = m["gateway"] {
-                w.object(g, at: "\(p)/gateway", required: ["listen", "service"], allowed: ["listen", "service"]) { gm, w in
+                w.object(g, at: "\(p)/gateway", required: ["listen", "service"], allowed: ["listen", "service", "routes"]) { gm, w in
+                    if let routes = gm["routes"] { w.gatewayRoutes(routes, at: "\(p)/gateway/routes", services: services) }
                     if let l = gm["listen"], let s = w.string(l, at: "\(p)/gateway/listen"), !ProjectManifest.isListenAddress(s) {
                         w.fail("\(p)/gateway/listen", "must be HOST:PORT with a port from 1 to 65535, such as 127.0.0.1:8000")
                     }
@@ -252,6 +264,31 @@ extension Walker {
             }
             if let pins = m["pinPropagation"], let s = w.string(pins, at: "\(p)/pinPropagation"), s != "mesh", s != "application" {
                 w.fail("\(p)/pinPropagation", "must be mesh or application, not \"\(s)\"")
+            }
+        }
+    }
+
+    mutating func gatewayRoutes(_ value: JSONValue, at p: String, services: [String]) {
+        guard case .array(let items) = value else { return fail(p, "must be an array of {prefix, service}") }
+        var seen: [String: Int] = [:]
+        for (i, item) in items.enumerated() {
+            object(item, at: "\(p)/\(i)", required: ["prefix", "service"], allowed: ["prefix", "service"]) { r, w in
+                if let v = r["prefix"], let prefix = w.string(v, at: "\(p)/\(i)/prefix", maxLength: 1024) {
+                    let bad = prefix.unicodeScalars.contains { $0.properties.isWhitespace || $0 == "?" || $0 == "#" || $0.value < 0x20 || $0.value == 0x7F }
+                    if !prefix.hasPrefix("/") || prefix.unicodeScalars.count < 2 || bad {
+                        w.fail("\(p)/\(i)/prefix", "must be an HTTP path prefix other than / (no spaces, '?' or '#')")
+                    } else if let first = seen[prefix] {
+                        w.fail("\(p)/\(i)/prefix", "duplicates routes/\(first)")
+                    } else {
+                        seen[prefix] = i
+                    }
+                }
+                if let sv = r["service"] {
+                    w.name(sv, at: "\(p)/\(i)/service")
+                    if let name = sv.stringValue, ResourceValidator.isValidName(name), !services.contains(name) {
+                        w.fail("\(p)/\(i)/service", "must be one of the services' meshService (\(services.joined(separator: ", ")))")
+                    }
+                }
             }
         }
     }

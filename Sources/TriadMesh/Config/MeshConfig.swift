@@ -10,8 +10,30 @@ public struct MeshConfig: Sendable, Equatable {
     }
 
     public struct Gateway: Sendable, Equatable {
+        /// Requests whose path starts with `prefix` go to `service` instead of the gateway's own
+        /// (e.g. each agent of a project under `/agents/<name>/`).
+        public struct Route: Sendable, Equatable, Codable {
+            public var prefix: String
+            public var service: String
+            public init(prefix: String, service: String) {
+                self.prefix = prefix
+                self.service = service
+            }
+        }
         public var listen: HostPort
         public var service: String
+        public var routes: [Route] = []
+
+        public init(listen: HostPort, service: String, routes: [Route] = []) {
+            self.listen = listen
+            self.service = service
+            self.routes = routes
+        }
+
+        /// The service a request for `path` enters: the longest matching route's, else the gateway's own.
+        public func service(forPath path: String) -> String {
+            routes.filter { path.hasPrefix($0.prefix) }.max { $0.prefix.count < $1.prefix.count }?.service ?? service
+        }
     }
 
     public struct Service: Sendable, Equatable {

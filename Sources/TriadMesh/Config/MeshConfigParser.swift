@@ -33,6 +33,12 @@ public enum MeshConfigParser {
         return alnum(host.first!) && alnum(host.last!) && host.allSatisfy { alnum($0) || $0 == "-" || $0 == "." }
     }
     /// `^/[^\s?#]*(\?[^\s#]*)?$`
+    /// A gateway route's prefix: a path longer than "/", nothing Envoy or a URL would read otherwise.
+    static func routePrefix(_ s: String) -> Bool {
+        s.hasPrefix("/") && s.count > 1 && s.count <= 1024
+            && !s.contains(where: { $0.isWhitespace || $0 == "#" || $0 == "?" || $0.asciiValue.map { $0 < 0x20 || $0 == 0x7F } ?? false })
+    }
+
     static func healthPath(_ s: String) -> Bool {
         s.hasPrefix("/") && !s.contains(where: { $0.isWhitespace || $0 == "#" }) && s.filter { $0 == "?" }.count <= 1
     }
@@ -122,10 +128,11 @@ public enum MeshConfigParser {
             else { return nil }
 
             var gateway: MeshConfig.Gateway?
-            if let g = spec["gateway"], let gw = object(g, "spec.gateway", allowed: ["listen", "service"], required: ["listen", "service"]) {
+            if let g = spec["gateway"], let gw = object(g, "spec.gateway", allowed: ["listen", "service", "routes"], required: ["listen", "service"]) {
                 let listen = hostPort(gw["listen"], "spec.gateway.listen")
                 let service = string(gw["service"], "spec.gateway.service", matching: MeshConfigParser.dnsLabel, what: "a DNS label")
-                if let listen, let service { gateway = .init(listen: listen, service: service) }
+                let routes = gatewayRoutes(gw["routes"])
+                if let listen, let service { gateway = .init(listen: listen, service: service, routes: routes) }
             }
 
             var propagation = MeshConfig.PinPropagation.mesh
@@ -162,8 +169,36 @@ public enum MeshConfigParser {
             if let gateway, !names.isEmpty, !names.contains(gateway.service) {
                 fail("spec.gateway.service", "\"\(gateway.service)\" is not a service of this mesh (services: \(names.joined(separator: ", ")))")
             }
+            for (i, route) in (gateway?.routes ?? []).enumerated() where !names.isEmpty && !names.contains(route.service) {
+                fail("spec.gateway.routes[\(i)].service", "\"\(route.service)\" is not a service of this mesh (services: \(names.joined(separator: ", ")))")
+            }
             guard problems.isEmpty, let name, let gateway else { return nil }
             return MeshConfig(name: name, gateway: gateway, pinPropagation: propagation, services: services, baseDirectory: baseDirectory)
+        }
+
+        mutating func gatewayRoutes(_ value: JSONValue?) -> [MeshConfig.Gateway.Route] {
+            guard let value else { return [] }
+            guard let items = value.arrayValue else {
+                fail("spec.gateway.routes", "must be an array of {prefix, service}, not \(value.typeName)")
+                return []
+            }
+            var routes: [MeshConfig.Gateway.Route] = []
+            var seen: [String: Int] = [:]
+            for (i, item) in items.enumerated() {
+                let path = "spec.gateway.routes[\(i)]"
+                guard let r = object(item, path, allowed: ["prefix", "service"], required: ["prefix", "service"]) else { continue }
+                let prefix = string(
+                    r["prefix"], "\(path).prefix", matching: MeshConfigParser.routePrefix, what: "an HTTP path prefix other than / (no spaces, '?' or '#')")
+                let service = string(r["service"], "\(path).service", matching: MeshConfigParser.dnsLabel, what: "a DNS label")
+                guard let prefix, let service else { continue }
+                if let first = seen[prefix] {
+                    fail("\(path).prefix", "duplicate prefix \"\(prefix)\" (also spec.gateway.routes[\(first)])")
+                    continue
+                }
+                seen[prefix] = i
+                routes.append(.init(prefix: prefix, service: service))
+            }
+            return routes
         }
 
         mutating func service(_ value: JSONValue, _ path: String) -> MeshConfig.Service? {

@@ -62,6 +62,8 @@ public struct MeshPlan: Sendable {
     public var instances: [Instance]
     public var gatewayListen: HostPort
     public var gatewayService: String
+    /// Paths the gateway sends to other services than its own (MeshConfig.Gateway.routes).
+    public var gatewayRoutes: [MeshConfig.Gateway.Route] = []
     public var gatewayAdminPort: Int
     public var routes: [ServiceRoutes]
     public var baseDirectory: String
@@ -73,6 +75,12 @@ public struct MeshPlan: Sendable {
     public var logSocket: String { socketDirectory + "/log.sock" }
     public var authzSocket: String { socketDirectory + "/authz.sock" }
     public var serviceNames: [String] { routes.map(\.service) }
+    /// Every service the gateway routes to: its own, then its routes' (each once).
+    public var gatewayServices: [String] {
+        var all = [gatewayService]
+        for r in gatewayRoutes where !all.contains(r.service) { all.append(r.service) }
+        return all
+    }
 
     public func routes(of service: String) -> ServiceRoutes? { routes.first { $0.service == service } }
     public func instances(of service: String, version: String) -> [Instance] {
@@ -124,7 +132,7 @@ public struct MeshPlan: Sendable {
         }
         return MeshPlan(
             meshName: config.name, pinPropagation: config.pinPropagation, plainEnvoy: config.plainEnvoy, instances: instances,
-            gatewayListen: config.gateway.listen, gatewayService: config.gateway.service,
+            gatewayListen: config.gateway.listen, gatewayService: config.gateway.service, gatewayRoutes: config.gateway.routes,
             gatewayAdminPort: try freePort(),
             routes: config.services.map { ServiceRoutes(service: $0.name, versions: $0.versions.map(\.version), defaultVersion: $0.defaultVersion) },
             baseDirectory: config.baseDirectory, runDirectory: runDirectory, socketDirectory: socketDirectory)

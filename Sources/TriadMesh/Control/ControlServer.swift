@@ -59,7 +59,9 @@ public enum MeshControl {
                 portKnown.finish()
             },
             logger: logger)
-        let authority = PinAuthority(recorder: runtime.recorder, routes: runtime.routes)
+        let authority = PinAuthority(
+            recorder: runtime.recorder, routes: runtime.routes,
+            gateway: MeshConfig.Gateway(listen: plan.gatewayListen, service: plan.gatewayService, routes: plan.gatewayRoutes))
         let authz = Application(
             responder: CallbackResponder<BasicRequestContext> { request, _ in await authzResponse(authority, request) },
             configuration: .init(address: .unixDomainSocket(path: plan.authzSocket), serverName: nil),

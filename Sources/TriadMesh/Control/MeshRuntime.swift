@@ -102,7 +102,7 @@ public actor MeshRuntime {
     /// reports the update (`http.<prefix>.rds.<name>.update_success` grew).
     func pushRoutes(for service: String) async throws {
         var targets: [EnvoyFiles.Update] = []
-        if plan.gatewayService == service, let table = EnvoyConfig.gateway(plan: plan).dynamic[.routes(.gateway)] {
+        if plan.gatewayServices.contains(service), let table = EnvoyConfig.gateway(plan: plan).dynamic[.routes(.gateway)] {
             targets.append(.init(envoy: "gateway", adminPort: plan.gatewayAdminPort, file: .routes(.gateway), value: table))
         }
         let file = EnvoyFile.routes(.outbound(service: service))
@@ -249,7 +249,7 @@ public actor MeshRuntime {
     /// Rewrites the cluster file of every Envoy that routes to `service` and waits until each applied it.
     func pushClusters(for service: String) async throws {
         var targets: [EnvoyFiles.Update] = []
-        if plan.gatewayService == service, let cds = EnvoyConfig.gateway(plan: plan).dynamic[.clusters] {
+        if plan.gatewayServices.contains(service), let cds = EnvoyConfig.gateway(plan: plan).dynamic[.clusters] {
             targets.append(.init(envoy: "gateway", adminPort: plan.gatewayAdminPort, file: .clusters, value: cds))
         }
         for instance in plan.instances where instance.sidecar.outboundPorts[service] != nil {

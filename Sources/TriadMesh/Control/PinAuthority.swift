@@ -51,17 +51,22 @@ public struct PinAuthority: Sendable {
 
     let recorder: MeshRecorder
     let routes: RouteState
+    /// The gateway's routes by path (MeshConfig.Gateway.routes): at the gateway, the service a
+    /// request enters is chosen by its path.
+    let gateway: MeshConfig.Gateway?
 
-    public init(recorder: MeshRecorder, routes: RouteState) {
+    public init(recorder: MeshRecorder, routes: RouteState, gateway: MeshConfig.Gateway? = nil) {
         self.recorder = recorder
         self.routes = routes
+        self.gateway = gateway
     }
 
-    /// `path` is `/check/gw/<service>/…` (the gateway) or `/check/out/<service>/…` (a sidecar
+    /// `path` is `/check/gw/<service>/<request path>` (the gateway; the request's own path
+    /// follows, as Envoy's HTTP ext_authz appends it) or `/check/out/<service>/…` (a sidecar
     /// calling `<service>`).
     /// Decides, waiting out a BF hold (at most `maxHold`, then the default route is used).
     public func decideWaiting(path: String, trace: String?, xVersion: String?, maxHold: Duration = .seconds(28)) async -> Decision {
-        if let target = Self.target(path), let barrier = routes.barrier(target), !Self.pins(xVersion).contains(target),
+        if let target = target(path)?.service, let barrier = routes.barrier(target), !Self.pins(xVersion).contains(target),
             trace.map({ recorder.pin(trace: MeshRecorder.normalize($0) ?? $0, service: target) == nil }) ?? false
         {
             await barrier.wait()
@@ -86,10 +91,14 @@ public struct PinAuthority: Sendable {
         return again
     }
 
-    static func target(_ path: String) -> String? {
+    /// The service a checked request is about to reach, and whether the gateway asks.
+    func target(_ path: String) -> (service: String, atGateway: Bool)? {
         let parts = path.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: true)
         guard parts.count >= 3, parts[0] == "check" else { return nil }
-        return String(parts[2])
+        guard parts[1] == "gw", let gateway, !gateway.routes.isEmpty else { return (String(parts[2]), parts[1] == "gw") }
+        // The request's path as the gateway's routes saw it (what follows /check/gw/<service>).
+        let prefixLength = "/check/gw/".count + parts[2].count
+        return (gateway.service(forPath: String(path.dropFirst(prefixLength))), true)
     }
 
     /// The services an x-version value pins.
@@ -103,10 +112,7 @@ public struct PinAuthority: Sendable {
     }
 
     public func decide(path: String, trace rawTrace: String?, xVersion: String?, releasedTo: [String: String] = [:]) -> Decision {
-        let parts = path.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: true)
-        guard parts.count >= 3, parts[0] == "check" else { return .allow(xVersion: nil) }
-        let atGateway = parts[1] == "gw"
-        let target = String(parts[2])
+        guard let (target, atGateway) = target(path) else { return .allow(xVersion: nil) }
         let trace = MeshRecorder.normalize(rawTrace)
         var tokens = (xVersion ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         var pinnedServices = Set<String>()

@@ -61,11 +61,24 @@ public enum EnvoyConfig {
         var dynamic: [EnvoyFile: JSONValue] = [:]
         var clusters: [JSONValue] = []
         if let routes = plan.routes(of: target) {
-            var table = targetRoutes(EnvoyFile.RouteTable.gateway.configName, routes)
+            // The gateway's routes by path first (the longest prefix first), then its own service.
+            var list: [JSONValue] = []
+            for route in plan.gatewayRoutes.sorted(by: { $0.prefix.count > $1.prefix.count }) {
+                guard let other = plan.routes(of: route.service) else { continue }
+                list += targetRouteList(other, prefix: route.prefix)
+            }
+            list += targetRouteList(routes, prefix: "/")
+            var table: JSONValue = [
+                "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+                "name": .string(EnvoyFile.RouteTable.gateway.configName),
+                "virtual_hosts": [["name": .string(target), "domains": ["*"], "routes": .array(list)]],
+            ]
             // The client learns the trace id the gateway assigned (or kept).
             table = withVirtualHostField(table, "response_headers_to_add", [header("x-b3-traceid", "%REQ(X-B3-TRACEID)%")])
             dynamic[.routes(.gateway)] = resources([table])
-            clusters = versionClusters(routes, plan: plan)
+            for service in plan.gatewayServices {
+                if let r = plan.routes(of: service) { clusters += versionClusters(r, plan: plan) }
+            }
         }
         var filters: [JSONValue] = plan.plainEnvoy ? [] : [luaTraceID]
         if plan.checksPins { filters.append(authzFilter(pathPrefix: "/check/gw/\(target)")) }
@@ -75,13 +88,16 @@ public enum EnvoyConfig {
             "stat_prefix": .string(EnvoyFile.RouteTable.gateway.statPrefix),
             "rds": rds(.gateway, cfg: cfg),
             "http_filters": .array(filters),
-            // The gateway's trace manager records the transactions that completed.
+            // The gateway's trace manager records the transactions that completed. Requests
+            // are logged when they arrive too: a transaction may enter the gateway again (an
+            // agent calling another through Triad), and it completes when its last request here ends.
+            "access_log_options": ["flush_access_log_on_new_request": true],
             "access_log": [
                 fluentd(
                     tag: "gw",
                     record: [
-                        "t": "%REQ(X-B3-TRACEID)%", "s": "%START_TIME(%s.%6f)%", "d": "%DURATION%", "c": "%RESPONSE_CODE%",
-                        "r": "%ROUTE_NAME%", "x": "%RESPONSE_CODE_DETAILS%",
+                        "t": "%REQ(X-B3-TRACEID)%", "k": "%ACCESS_LOG_TYPE%", "s": "%START_TIME(%s.%6f)%", "d": "%DURATION%",
+                        "c": "%RESPONSE_CODE%", "r": "%ROUTE_NAME%", "x": "%RESPONSE_CODE_DETAILS%",
                     ])
             ],
         ]
@@ -164,24 +180,27 @@ public enum EnvoyConfig {
     /// Routes to a service's versions: one header route per version (x-version pin), a 503
     /// problem for a pin to a version that does not exist, then the default.
     public static func targetRoutes(_ name: String, _ routes: ServiceRoutes) -> JSONValue {
+        [
+            "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            "name": .string(name),
+            "virtual_hosts": [["name": .string(routes.service), "domains": ["*"], "routes": .array(targetRouteList(routes, prefix: "/"))]],
+        ]
+    }
+
+    /// The routes of `targetRoutes` for the requests whose path starts with `prefix`.
+    static func targetRouteList(_ routes: ServiceRoutes, prefix: String) -> [JSONValue] {
         let s = routes.service
         var list: [JSONValue] = []
         let defaultRoute: JSONValue = [
             "name": .string("default:\(s)-\(routes.defaultVersion)"),
-            "match": ["prefix": "/"],
+            "match": ["prefix": .string(prefix)],
             "route": routeAction("\(s)-\(routes.defaultVersion)"),
         ]
-        guard routes.pinRoutes else {
-            return [
-                "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-                "name": .string(name),
-                "virtual_hosts": [["name": .string(s), "domains": ["*"], "routes": [defaultRoute]]],
-            ]
-        }
+        guard routes.pinRoutes else { return [defaultRoute] }
         for v in routes.versions {
             list.append([
                 "name": .string("pin:\(s)-\(v)"),
-                "match": ["prefix": "/", "headers": [pinMatch(s, versionRegex: escape(v))]],
+                "match": ["prefix": .string(prefix), "headers": [pinMatch(s, versionRegex: escape(v))]],
                 "route": routeAction("\(s)-\(v)"),
             ])
         }
@@ -195,16 +214,12 @@ public enum EnvoyConfig {
         ]
         list.append([
             "name": .string(unknownPinRoute),
-            "match": ["prefix": "/", "headers": [pinMatch(s, versionRegex: "[a-z0-9.]+")]],
+            "match": ["prefix": .string(prefix), "headers": [pinMatch(s, versionRegex: "[a-z0-9.]+")]],
             "direct_response": ["status": 503, "body": ["inline_string": .string(String(decoding: JSONCoding.encode(problem), as: UTF8.self) + "\n")]],
             "response_headers_to_add": [header("content-type", "application/problem+json")],
         ])
         list.append(defaultRoute)
-        return [
-            "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-            "name": .string(name),
-            "virtual_hosts": [["name": .string(s), "domains": ["*"], "routes": .array(list)]],
-        ]
+        return list
     }
 
     /// A route to a version's cluster. A 307 from a blocked version is followed inside the

@@ -181,11 +181,18 @@ public final class MeshRecorder: Sendable {
                 }
             }
         case .gateway:
+            guard let trace = r.trace else {
+                if !r.isStart, r.route == .unknownPin { s.unknownPinRefusals += 1 }
+                return
+            }
+            if r.isStart {
+                s.gateway.started(trace)
+                return
+            }
             if r.route == .unknownPin { s.unknownPinRefusals += 1 }
-            guard let trace = r.trace else { return }
             // A request the gateway itself refused never reached a version: not a transaction.
-            if r.deniedByAuthz || r.route == .unknownPin { return }
-            s.gateway.completed(trace, start: r.gatewayStart, durationMs: r.durationMs, status: r.status, detail: r.detail)
+            let refused = r.deniedByAuthz || r.route == .unknownPin
+            s.gateway.ended(trace, start: r.gatewayStart, durationMs: r.durationMs, status: r.status, detail: r.detail, refused: refused)
         case .outbound:
             if r.route == .unknownPin { s.unknownPinRefusals += 1 }
         case .unknown:

@@ -66,13 +66,37 @@ public struct GatewayTraceManager: Sendable {
         public var detail: String?
     }
     public private(set) var completed: [String: Completion] = [:]
+    /// Requests of a trace at the gateway that have arrived and not ended: a transaction that
+    /// enters again (an agent calling another through Triad) completes when the count is back
+    /// to zero. A trace whose arrival record was lost completes at its first end, as before
+    /// arrivals were logged.
+    public private(set) var open: [String: Int] = [:]
+
+    public mutating func started(_ trace: String) { open[trace, default: 0] += 1 }
+
+    /// A request of `trace` ended at the gateway; `refused`: the gateway answered it itself (no
+    /// version saw it), so it completes nothing on its own.
+    public mutating func ended(_ trace: String, start: Double, durationMs: Double, status: Int, detail: String? = nil, refused: Bool = false) {
+        if let n = open[trace] {
+            if n > 1 {
+                open[trace] = n - 1
+                return
+            }
+            open[trace] = nil
+        }
+        if refused { return }
+        completed(trace, start: start, durationMs: durationMs, status: status, detail: detail)
+    }
 
     public mutating func completed(_ trace: String, start: Double, durationMs: Double, status: Int, detail: String? = nil) {
         let failed = !(100..<500).contains(status)
         completed[trace] = Completion(start: start, end: start + durationMs / 1000, status: status, detail: failed ? (detail ?? "-") : nil)
     }
 
-    mutating func forget(_ trace: String) { completed[trace] = nil }
+    mutating func forget(_ trace: String) {
+        completed[trace] = nil
+        open[trace] = nil
+    }
 }
 
 /// `triad mesh audit --json` (docs/mesh.md).

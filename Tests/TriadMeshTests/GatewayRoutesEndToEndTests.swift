@@ -1,0 +1,122 @@
+import Foundation
+import NIOHTTP1
+import Testing
+import TriadCore
+import TriadMesh
+import TriadTesting
+
+/// Gateway routes by path, and transactions that enter the gateway again (as an agent's call to
+/// another agent through Triad does): the real Envoy, services written here in Python.
+@Suite("Gateway routes end to end", .serialized)
+struct GatewayRoutesEndToEndTests {
+    /// `front` reserves at `back` and then acts with the reservation, both calls through the
+    /// gateway (not through its sidecar), with a pause between them; `back` answers its version.
+    static let front = """
+        import http.server, json, os, sys, time, urllib.request
+        GATEWAY = sys.argv[1]
+        def call(path, trace):
+            req = urllib.request.Request(GATEWAY + path, headers={"x-b3-traceid": trace})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.read().decode()
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            def do_GET(self):
+                if self.path == "/healthz":
+                    body = b"ok"
+                else:
+                    trace = self.headers.get("x-b3-traceid", "")
+                    pause = int(self.path.split("pause_ms=")[1]) if "pause_ms=" in self.path else 0
+                    try:
+                        reserved = call("/back/reserve", trace)
+                        time.sleep(pause / 1000)
+                        acted = call("/back/act", trace)
+                        body = json.dumps({"reserve": reserved, "act": acted}).encode()
+                    except Exception as e:
+                        body = json.dumps({"error": str(e)}).encode()
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            def log_message(self, *a):
+                pass
+        http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+        """
+    static let back = """
+        import http.server, os, sys
+        VERSION = sys.argv[1].encode()
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("content-length", str(len(VERSION)))
+                self.end_headers()
+                self.wfile.write(VERSION)
+            def log_message(self, *a):
+                pass
+        http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+        """
+
+    @Test func aTransactionThatReentersTheGatewayStaysOnOneVersionThroughAnUpgrade() async throws {
+        _ = try MeshTestSupport.envoy()
+        let dir = try TestPaths.temporaryDirectory("triad-gateway-routes")
+        try Self.front.write(toFile: dir + "/front.py", atomically: true, encoding: .utf8)
+        try Self.back.write(toFile: dir + "/back.py", atomically: true, encoding: .utf8)
+        let port = try MeshTestSupport.freePort()
+        let gateway = "http://127.0.0.1:\(port)"
+        try """
+        apiVersion: triad.io/v1alpha1
+        kind: Mesh
+        metadata: {name: reentry}
+        spec:
+          gateway:
+            listen: 127.0.0.1:\(port)
+            service: front
+            routes: [{prefix: /back/, service: back}]
+          services:
+            - name: front
+              default: v1
+              versions: [{version: v1, command: [python3, front.py, "\(gateway)"]}]
+            - name: back
+              default: v1
+              versions: [{version: v1, command: [python3, back.py, v1], health: /healthz}]
+        """.write(toFile: dir + "/mesh.yaml", atomically: true, encoding: .utf8)
+        let up = try await MeshTestSupport.triad(["mesh", "up", "-f", "mesh.yaml"], in: dir)
+        guard up.status == 0, let state = MeshState.load(from: dir) else {
+            Issue.record("triad mesh up failed: \(up.stderr)\(up.stdout)")
+            return
+        }
+        let mesh = TestMesh(directory: dir, gateway: gateway, state: state)
+        do { try await Self.reentry(mesh) } catch {
+            try? await mesh.down()
+            throw error
+        }
+        try await mesh.down()
+    }
+
+    static func reentry(_ mesh: TestMesh) async throws {
+        let gateway = mesh.gateway
+        let dir = mesh.directory
+
+        // The gateway routes /back/ to back, everything else to front.
+        let direct = try await MeshTestSupport.send(.GET, gateway + "/back/ping")
+        #expect(direct.status == 200 && direct.header("x-version") == "back-v1", "\(direct.status) \(direct.header("x-version") ?? "-")")
+
+        // A transaction reserves at back v1, then pauses through the whole upgrade before it acts.
+        let trace = MeshTestSupport.newTraceID()
+        let slow = Task { try await MeshTestSupport.send(.GET, gateway + "/order?pause_ms=1500", headers: ["x-b3-traceid": trace]) }
+        try await MeshEndToEndTests.waitAdmitted(mesh, instance: "back-v1-0", trace: trace)
+        let upgrade = try await MeshTestSupport.triad(["upgrade", "back", "--to", "v2", "--command", "python3 back.py v2"], in: dir)
+        #expect(upgrade.status == 0, "\(upgrade.stdout)\(upgrade.stderr)")
+        let answer = try await slow.value
+        #expect(
+            answer.json?["reserve"] == .string("v1") && answer.json?["act"] == .string("v1"),
+            "one version per transaction: \(String(decoding: answer.body, as: UTF8.self))")
+        let status = try await mesh.client.upgrade(of: "back")
+        #expect(status.phase == .completed && (status.drainedTransactions ?? 0) >= 1, "v1 drained the paused transaction: \(status)")
+
+        let after = try await MeshTestSupport.send(.GET, gateway + "/order")
+        #expect(after.json?["reserve"] == .string("v2") && after.json?["act"] == .string("v2"), "\(String(decoding: after.body, as: UTF8.self))")
+        let audit = try await mesh.audit()
+        #expect(audit["inconsistent"] == .number(0) && audit["failed"] == .number(0), "\(audit)")
+    }
+}
