@@ -37,16 +37,27 @@ public enum EnvoyFiles {
     /// Writes every file, then returns once each Envoy reports it applied its file (the file's
     /// counter grew); `what` names the change in the error. Envoy acknowledges a watched file
     /// only in its counters, so this reads them (every 5 ms) until they move or time runs out.
+    /// The Envoys are asked side by side: a retirement waits for this, so its time is that of
+    /// the slowest Envoy, not the sum of all.
     public static func push(_ updates: [Update], plan: MeshPlan, what: String, timeout: Duration = .seconds(5)) async throws {
-        var before: [Int] = []
-        for u in updates { before.append(await stat(adminPort: u.adminPort, name: u.file.appliedCounter) ?? 0) }
+        let before = await withTaskGroup(of: (Int, Int).self) { group in
+            for (i, u) in updates.enumerated() { group.addTask { (i, await stat(adminPort: u.adminPort, name: u.file.appliedCounter) ?? 0) } }
+            var counts = [Int](repeating: 0, count: updates.count)
+            for await (i, count) in group { counts[i] = count }
+            return counts
+        }
         for u in updates { try writeAtomically(u.value, to: EnvoyConfig.configDirectory(plan, id: u.envoy) + "/" + u.file.name) }
         let deadline = ContinuousClock.now + timeout
-        for (i, u) in updates.enumerated() {
-            while (await stat(adminPort: u.adminPort, name: u.file.appliedCounter) ?? 0) <= before[i] {
-                if ContinuousClock.now > deadline { throw MeshRuntime.Failure("Envoy \(u.envoy) did not apply \(what) in time") }
-                try await Task.sleep(for: .milliseconds(5))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (i, u) in updates.enumerated() {
+                group.addTask {
+                    while (await stat(adminPort: u.adminPort, name: u.file.appliedCounter) ?? 0) <= before[i] {
+                        if ContinuousClock.now > deadline { throw MeshRuntime.Failure("Envoy \(u.envoy) did not apply \(what) in time") }
+                        try await Task.sleep(for: .milliseconds(5))
+                    }
+                }
             }
+            try await group.waitForAll()
         }
     }
 
