@@ -181,9 +181,10 @@ let package = Package(
             dependencies: ["TriadCore", "TriadMQTT", "TriadAMQP"],
             path: "bench/Sources/triad-bench"
         ),
-        // What every test suite shares: waiting for what happens, a manual clock, paths.
+        // What every test suite shares: waiting for what happens, a manual clock, paths, programs run.
         .target(
             name: "TriadTesting",
+            dependencies: ["TriadProcess"],
             path: "Tests/TriadTesting"
         ),
         .testTarget(

@@ -75,12 +75,33 @@ swift build --build-tests
 # The mesh's end-to-end suites put 200 transactions/s through Python services and six Envoys
 # and judge every one of them: they run alone, after the rest, so that what they see is the
 # mesh and not a machine saturated by thirty other suites (both runs must pass).
+# The live update of agents under 100 invocations/s runs alone after them, for the same reason.
 LOAD_SUITES='TriadMeshTests\.(Upgrade|Mesh)EndToEndTests'
+AGENT_LOAD_SUITE='TriadServerTests\.AgentUpdateEndToEndTests'
+
+# One `swift test` run, killed if it has not ended within $1: a test that hangs then fails the
+# run at once, and the tests that had started and not ended are named.
+swift_test() {
+  local limit=$1 log rc
+  shift
+  log=$(mktemp)
+  timeout --kill-after=30s "$limit" swift test --disable-xctest "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    echo "test.sh: error: swift test $* did not end within $limit; these tests had started and not ended:" >&2
+    comm -23 <(sed -n 's/^.* Test \(.*\) started\.$/\1/p' "$log" | sort -u) \
+      <(sed -n 's/^.* Test \(.*\) \(passed\|failed\) after.*$/\1/p' "$log" | sed 's/ with [0-9]* test cases*$//' | sort -u) >&2
+  fi
+  rm -f "$log"
+  return "$rc"
+}
 set +e
-swift test --disable-xctest --skip "$LOAD_SUITES"
+swift_test "${TRIAD_TEST_LIMIT:-35m}" --skip "$LOAD_SUITES|$AGENT_LOAD_SUITE"
 rc=$?
-swift test --disable-xctest --filter "$LOAD_SUITES"
+swift_test 15m --filter "$LOAD_SUITES"
 rc_load=$?
+swift_test 10m --filter "$AGENT_LOAD_SUITE"
+rc_agent_load=$?
 # schemathesis from schemas/openapi.yaml against a live server, once per role: no 5xx, nothing
 # outside the spec, the server alive throughout.
 bash "$ROOT/scripts/fuzz_api.sh"
@@ -95,6 +116,7 @@ rc_k8s=$?
 set -e
 [ "$rc" -ne 0 ] && exit "$rc"
 [ "$rc_load" -ne 0 ] && exit "$rc_load"
+[ "$rc_agent_load" -ne 0 ] && exit "$rc_agent_load"
 [ "$rc_fuzz" -ne 0 ] && exit "$rc_fuzz"
 [ "$rc_console" -ne 0 ] && exit "$rc_console"
 exit "$rc_k8s"

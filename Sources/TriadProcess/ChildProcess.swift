@@ -28,12 +28,12 @@ public final class ChildProcess: Sendable {
     public var exitStatus: Int32? { status.code }
 
     /// `id` and `kind` label it in messages. Its stderr goes to `logPath` too, or to `errorPath`
-    /// when given. `newProcessGroup`: the child leads a group of its own, and `stop` signals the
-    /// whole group. `onExit` runs on the reaper thread.
+    /// when given; its stdin is `inputPath`. `newProcessGroup`: the child leads a group of its
+    /// own, and `stop` signals the whole group. `onExit` runs on the reaper thread.
     public init(
         id: String, kind: String, executable: String, arguments: [String], environment: [String: String],
-        directory: String, logPath: String, errorPath: String? = nil, newProcessGroup: Bool = false,
-        onExit: @escaping @Sendable (Int32) -> Void = { _ in }
+        directory: String, logPath: String, errorPath: String? = nil, inputPath: String = "/dev/null",
+        newProcessGroup: Bool = false, onExit: @escaping @Sendable (Int32) -> Void = { _ in }
     ) throws {
         self.id = id
         self.kind = kind
@@ -42,7 +42,7 @@ public final class ChildProcess: Sendable {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 0, inputPath, O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0o600)
         if let errorPath {
             posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0o600)

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import TriadAgents
+import TriadMesh
 import UnixSignals
 
 struct AgentCommand: AsyncParsableCommand {
@@ -19,15 +20,27 @@ struct AgentCommand: AsyncParsableCommand {
     var config: String
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).")
     var logLevel: String = "info"
+    @Option(help: "HOST:PORT to listen on instead of the file's listen (e.g. the PORT a mesh gives its instances).")
+    var listen: String?
 
     func run() async throws {
-        let parsed: AgentConfig
+        var listenOverride: HostPort?
+        if let listen {
+            guard let hostPort = HostPort(listen) else { throw ValidationError("--listen \(listen) is not HOST:PORT (e.g. 127.0.0.1:8090)") }
+            listenOverride = hostPort
+        }
+        var parsed: AgentConfig
         do {
             parsed = try AgentConfig.load(path: config)
         } catch {
             FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
             throw ExitCode(2)
         }
+        if let listenOverride {
+            parsed.listenHost = listenOverride.host
+            parsed.listenPort = listenOverride.port
+        }
+        let agents = parsed.agents.map(\.name).joined(separator: ",")
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
@@ -35,7 +48,7 @@ struct AgentCommand: AsyncParsableCommand {
         let logger = Logger(label: "triad.agent")
         let host = AgentHost(config: parsed, logger: logger)
         let application = host.makeApplication { port in
-            logger.info("agents listening", metadata: ["port": "\(port)", "agents": "\(parsed.agents.map(\.name).joined(separator: ","))"])
+            logger.info("agents listening", metadata: ["port": "\(port)", "agents": "\(agents)"])
         }
         let group = ServiceGroup(configuration: .init(services: [application], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

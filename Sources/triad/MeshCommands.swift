@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOHTTP1
+import TriadClient
 import TriadCore
 import TriadMesh
 
@@ -101,20 +103,61 @@ struct MeshAudit: AsyncParsableCommand {
             #"Print {"transactions", "inconsistent", "traces": [{"traceId", "service", "versions"}], "failed", "failures": [{"traceId", "status", "detail"}]}."#
     )
     var json = false
+    @Flag(
+        help: """
+            Name the Triad invocations of each listed transaction (the ledger's traceId is the mesh's x-b3-traceid): \
+            reads the ledger from --server with --token (a role that reads the whole ledger); with --json each trace \
+            and failure gets "invocations": [ids].
+            """)
+    var invocations = false
+    @OptionGroup var client: ClientOptions
 
     func run() async throws {
         try await runClientVerb {
-            let (client, _) = try MeshClient.find(in: FileManager.default.currentDirectoryPath)
-            let report = try await client.audit()
+            let (mesh, _) = try MeshClient.find(in: FileManager.default.currentDirectoryPath)
+            let report = try await mesh.audit()
+            let named = invocations ? try await Self.invocationsByTrace(client.client()) : [:]
             if json {
-                print(String(decoding: JSONCoding.encode(report), as: UTF8.self))
+                guard invocations, case .object(var out) = try JSONCoding.parse(JSONCoding.encode(report)) else {
+                    print(String(decoding: JSONCoding.encode(report), as: UTF8.self))
+                    return
+                }
+                for key in ["traces", "failures"] {
+                    out[key] = .array(
+                        (out[key]?.arrayValue ?? []).map { entry in
+                            guard case .object(var e) = entry else { return entry }
+                            e["invocations"] = .array((named[e["traceId"]?.stringValue ?? ""] ?? []).map(JSONValue.string))
+                            return .object(e)
+                        })
+                }
+                print(String(decoding: JSONCoding.encode(JSONValue.object(out)), as: UTF8.self))
                 return
             }
+            func ids(_ trace: String) -> String {
+                guard invocations else { return "" }
+                let list = named[trace] ?? []
+                return list.isEmpty ? " (no invocation)" : " invocations: " + list.joined(separator: ", ")
+            }
             print("transactions: \(report.transactions), inconsistent: \(report.inconsistent)")
-            for t in report.traces { print("  \(t.traceId) \(t.service): \(t.versions.joined(separator: ", "))") }
+            for t in report.traces { print("  \(t.traceId) \(t.service): \(t.versions.joined(separator: ", "))\(ids(t.traceId))") }
             print("failed at the gateway: \(report.failed)")
-            for f in report.failures { print("  \(f.traceId) \(f.status): \(f.detail)") }
+            for f in report.failures { print("  \(f.traceId) \(f.status): \(f.detail)\(ids(f.traceId))") }
         }
+    }
+
+    /// The ledger's invocation ids by trace id, every page of it.
+    static func invocationsByTrace(_ api: TriadClient) async throws -> [String: [String]] {
+        var byTrace: [String: [String]] = [:]
+        var next: String?
+        repeat {
+            let query = "limit=1000" + (next.map { "&continue=\(percentEncode($0))" } ?? "")
+            let page = try await api.call(.GET, "/api/v1/invocations?\(query)").json
+            for item in page?["items"]?.arrayValue ?? [] {
+                if let trace = item["traceId"]?.stringValue?.lowercased(), let id = item["id"]?.stringValue { byTrace[trace, default: []].append(id) }
+            }
+            next = page?["metadata"]?["continue"]?.stringValue
+        } while next != nil
+        return byTrace
     }
 }
 

@@ -10,7 +10,8 @@ import TriadTesting
 @Suite("Gateway routes end to end", .serialized)
 struct GatewayRoutesEndToEndTests {
     /// `front` reserves at `back` and then acts with the reservation, both calls through the
-    /// gateway (not through its sidecar), with a pause between them; `back` answers its version.
+    /// gateway (not through its sidecar); with `?hold=FILE` it acts only once FILE exists (the
+    /// test says when, whatever the machine's speed). `back` answers its version.
     static let front = """
         import http.server, json, os, sys, time, urllib.request
         GATEWAY = sys.argv[1]
@@ -25,10 +26,12 @@ struct GatewayRoutesEndToEndTests {
                     body = b"ok"
                 else:
                     trace = self.headers.get("x-b3-traceid", "")
-                    pause = int(self.path.split("pause_ms=")[1]) if "pause_ms=" in self.path else 0
+                    hold = self.path.split("hold=")[1] if "hold=" in self.path else None
                     try:
                         reserved = call("/back/reserve", trace)
-                        time.sleep(pause / 1000)
+                        deadline = time.time() + 120
+                        while hold and not os.path.exists(hold) and time.time() < deadline:
+                            time.sleep(0.01)
                         acted = call("/back/act", trace)
                         body = json.dumps({"reserve": reserved, "act": acted}).encode()
                     except Exception as e:
@@ -101,12 +104,19 @@ struct GatewayRoutesEndToEndTests {
         let direct = try await MeshTestSupport.send(.GET, gateway + "/back/ping")
         #expect(direct.status == 200 && direct.header("x-version") == "back-v1", "\(direct.status) \(direct.header("x-version") ?? "-")")
 
-        // A transaction reserves at back v1, then pauses through the whole upgrade before it acts.
+        // A transaction reserves at back v1, then holds until v1's trace set is locked (the
+        // upgrade switched the default meanwhile) before it acts.
         let trace = MeshTestSupport.newTraceID()
-        let slow = Task { try await MeshTestSupport.send(.GET, gateway + "/order?pause_ms=1500", headers: ["x-b3-traceid": trace]) }
+        let release = dir + "/release-\(trace)"
+        let slow = Task { try await MeshTestSupport.send(.GET, gateway + "/order?hold=\(release)", headers: ["x-b3-traceid": trace]) }
         try await MeshEndToEndTests.waitAdmitted(mesh, instance: "back-v1-0", trace: trace)
-        let upgrade = try await MeshTestSupport.triad(["upgrade", "back", "--to", "v2", "--command", "python3 back.py v2"], in: dir)
-        #expect(upgrade.status == 0, "\(upgrade.stdout)\(upgrade.stderr)")
+        let upgrade = Task { try await MeshTestSupport.triad(["upgrade", "back", "--to", "v2", "--command", "python3 back.py v2"], in: dir) }
+        try await eventually("back v1's trace set is locked", within: 120) {
+            (try? await mesh.client.upgrade(of: "back"))?.steps.contains { $0.name == "locked" } == true
+        }
+        FileManager.default.createFile(atPath: release, contents: nil)
+        let upgraded = try await upgrade.value
+        #expect(upgraded.status == 0, "\(upgraded.stdout)\(upgraded.stderr)")
         let answer = try await slow.value
         #expect(
             answer.json?["reserve"] == .string("v1") && answer.json?["act"] == .string("v1"),

@@ -50,28 +50,12 @@ enum MeshTestSupport {
             """
     }
 
-    struct Run {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-    }
-
     /// Runs `triad` with `arguments` in `directory` and waits for it.
-    static func triad(_ arguments: [String], in directory: String, environment extra: [String: String] = [:]) async throws -> Run {
+    static func triad(_ arguments: [String], in directory: String, environment extra: [String: String] = [:]) async throws -> ProgramRun {
         var env = ProcessInfo.processInfo.environment
         env["TRIAD_ENVOY"] = try envoy()
         for (k, v) in extra { env[k] = v }
-        let out = directory + "/.out-\(UUID().uuidString.prefix(6))"
-        let err = out + ".err"
-        // ChildProcess, not Foundation's Process: `mesh up` leaves a detached control process
-        // behind, and Process was seen never to notice its own child's exit then.
-        let child = try ChildProcess(
-            id: "triad", kind: "cli", executable: try TestPaths.triadExecutable(), arguments: arguments, environment: env,
-            directory: directory, logPath: out, errorPath: err)
-        let status = await child.waitForExit() ?? -1
-        return Run(
-            status: status, stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
-            stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
+        return try await ProgramRun.run(try TestPaths.triadExecutable(), arguments, directory: directory, environment: env)
     }
 
     struct Answer {
@@ -154,7 +138,7 @@ struct TestMesh: Sendable {
     }
 
     /// `triad upgrade auth --to v2`, v2 started from the example's script.
-    func upgrade(_ extra: [String]) async throws -> MeshTestSupport.Run {
+    func upgrade(_ extra: [String]) async throws -> ProgramRun {
         try await MeshTestSupport.triad(
             ["upgrade", "auth", "--to", "v2", "--command", "python3 \(MeshTestSupport.examples)/auth.py --version v2"] + extra, in: directory)
     }

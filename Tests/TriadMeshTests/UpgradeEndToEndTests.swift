@@ -59,7 +59,7 @@ struct UpgradeEndToEndTests {
     }
 
     struct Outcome {
-        var run: MeshTestSupport.Run
+        var run: ProgramRun
         var load: Load
         var audit: AuditReport
         var status: MeshStatus

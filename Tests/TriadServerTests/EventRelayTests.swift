@@ -94,7 +94,7 @@ struct EventRelayTests {
             #expect(try JSONCoding.parse(Data(received[1].body))["data"]?["status"]?["phase"] == .string("Running"))
             // Each one a valid CloudEvent, judged by schemas/cloudevent.schema.json (and its data by
             // resource.schema.json) with Python's jsonschema.
-            try Self.expectValidCloudEvents((received + telemetry).map(\.body))
+            try await Self.expectValidCloudEvents((received + telemetry).map(\.body))
             // Nothing about the person reaches a queue bound to devices.
             while let extra = try await consumer.next(timeout: .milliseconds(500)) {
                 #expect(!extra.routingKey.contains(alice), "\(extra.routingKey)")
@@ -104,21 +104,21 @@ struct EventRelayTests {
     }
 
     /// Writes each event to a file and runs scripts/check_cloudevents.py over them.
-    static func expectValidCloudEvents(_ bodies: [[UInt8]]) throws {
+    static func expectValidCloudEvents(_ bodies: [[UInt8]]) async throws {
         let dir = try TestPaths.temporaryDirectory()
         let files = try bodies.enumerated().map { i, body in
             let path = "\(dir)/event-\(i).json"
             try Data(body).write(to: URL(fileURLWithPath: path))
             return path
         }
-        let result = try Python.run("check_cloudevents.py", files)
+        let result = try await Python.run("check_cloudevents.py", files)
         #expect(result.status == 0, "\(result.output)")
         let verdicts = try result.output.split(separator: "\n").map { try JSONCoding.parse(Data($0.utf8)) }
         #expect(verdicts.count == files.count)
         for v in verdicts { #expect(v["valid"] == .bool(true), "\(v)") }
     }
 
-    @Test func theCloudEventSchemaRefusesBrokenEvents() throws {
+    @Test func theCloudEventSchemaRefusesBrokenEvents() async throws {
         let dir = try TestPaths.temporaryDirectory()
         let broken = [
             #"{"specversion":"1.0","source":"/triad/resources/a","type":"io.triad.telemetry","subject":"a","time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","resourcekind":"device","data":{"ts":"2026-01-01T00:00:00Z","values":{}}}"#,
@@ -129,7 +129,7 @@ struct EventRelayTests {
             try Data(text.utf8).write(to: URL(fileURLWithPath: path))
             return path
         }
-        let verdicts = try Python.run("check_cloudevents.py", files).output.split(separator: "\n").map { try JSONCoding.parse(Data($0.utf8)) }
+        let verdicts = try await Python.run("check_cloudevents.py", files).output.split(separator: "\n").map { try JSONCoding.parse(Data($0.utf8)) }
         #expect(verdicts.map { $0["valid"] } == [.bool(false), .bool(false)], "a missing id; data that is no Resource")
     }
 

@@ -156,15 +156,15 @@ struct HardeningTests {
         #expect(mode(dir + "/.triad") == 0o700)
         // The CLI sends the local admin token only to a server on this machine.
         let token = try String(contentsOfFile: dir + "/.triad/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        #expect(try runTriad(["get", "resources", "--server", server.baseURL], directory: dir).status == 0)
+        #expect(try await runTriad(["get", "resources", "--server", server.baseURL], directory: dir).status == 0)
         // A server named other than by a loopback name gets no token: here it is this machine
         // again (0.0.0.0), and it answers 401 instead of the list.
         let elsewhere = server.baseURL.replacingOccurrences(of: "127.0.0.1", with: "0.0.0.0")
-        let r = try runTriad(["get", "resources", "--server", elsewhere], directory: dir)
+        let r = try await runTriad(["get", "resources", "--server", elsewhere], directory: dir)
         #expect(r.status != 0 && r.stderr.contains("HTTP 401") && !r.stderr.contains(token), "\(r.stderr)")
         server.stop()
         // A short TRIAD_ADMIN_TOKEN is refused at start.
-        let short = try runTriad(
+        let short = try await runTriad(
             ["server", "--data-dir", dir + "/short", "--listen", "127.0.0.1:0"], directory: dir,
             environment: ["TRIAD_ADMIN_TOKEN": "too-short"])
         #expect(short.status != 0 && short.stderr.contains("at least 32 characters"))

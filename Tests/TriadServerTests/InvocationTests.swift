@@ -181,7 +181,7 @@ struct InvocationTests {
         #expect(firstCall.map(\.0) == ["device.\(name).invoked", "device.\(name).completed"])
         #expect(firstCall.map { $0.1["type"]?.stringValue ?? "" } == ["io.triad.operation.invoked", "io.triad.operation.completed"])
         #expect(firstCall.last?.1["data"]?["price"] == .number(3.5))
-        try EventRelayTests.expectValidCloudEvents(events.map { Array(JSONCoding.encode($0.1)) })
+        try await EventRelayTests.expectValidCloudEvents(events.map { Array(JSONCoding.encode($0.1)) })
         await upstream.stop()
     }
 
@@ -287,31 +287,31 @@ struct InvocationTests {
         let admin = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": token]
         _ = try await TriadClient(server: server.baseURL, token: token).call(
             .POST, "/api/v1/resources", body: Docs.json(Self.device("kettle", upstream: upstream, closedPort: try Self.closedPort())))
-        var r = try runTriad(["token", "create", "--role", "app", "--name", "kiosk"], environment: admin)
+        var r = try await runTriad(["token", "create", "--role", "app", "--name", "kiosk"], environment: admin)
         let kiosk = ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": r.stdout.trimmingCharacters(in: .newlines)]
 
-        r = try runTriad(["invoke", "kettle", "brew", "--data", #"{"cups":1}"#], environment: kiosk)
+        r = try await runTriad(["invoke", "kettle", "brew", "--data", #"{"cups":1}"#], environment: kiosk)
         #expect(r.status == 1 && r.stderr.contains("bind it first") && r.stderr.contains("HTTP 409"), "\(r.stderr)")
-        r = try runTriad(["bind", "kettle", "--ttl", "2m"], environment: kiosk)
+        r = try await runTriad(["bind", "kettle", "--ttl", "2m"], environment: kiosk)
         #expect(r.status == 0 && r.stdout.hasPrefix("resource/kettle bound by kiosk until "), "\(r.stdout)\(r.stderr)")
-        r = try runTriad(["invoke", "kettle", "brew", "--data", #"{"cups":1}"#, "--query", "size=small"], environment: kiosk)
+        r = try await runTriad(["invoke", "kettle", "brew", "--data", #"{"cups":1}"#, "--query", "size=small"], environment: kiosk)
         #expect(r.status == 0, "\(r.stderr)")
         let echoed = try JSONCoding.parse(Data(r.stdout.utf8))
         #expect(echoed["query"]?["size"] == .string("small") && echoed["body"] == .string(#"{"cups":1}"#), "prints the upstream's body")
-        r = try runTriad(["invoke", "kettle", "explode"], environment: kiosk)
+        r = try await runTriad(["invoke", "kettle", "explode"], environment: kiosk)
         #expect(r.status == 1 && r.stderr.contains("HTTP 502"))
-        r = try runTriad(["invoke", "kettle", "brew", "--data", "{not json"], environment: kiosk)
+        r = try await runTriad(["invoke", "kettle", "brew", "--data", "{not json"], environment: kiosk)
         #expect(r.status == 1 && r.stderr.contains("--data is not JSON"))
-        r = try runTriad(["invoke", "kettle", "brew", "--async", "-o", "json"], environment: kiosk)
+        r = try await runTriad(["invoke", "kettle", "brew", "--async", "-o", "json"], environment: kiosk)
         #expect(try r.status == 0 && (JSONCoding.parse(Data(r.stdout.utf8)))["invocation"]?["state"] == .string("Pending"))
 
-        r = try runTriad(["get", "invocations", "--caller", "kiosk"], environment: admin)
+        r = try await runTriad(["get", "invocations", "--caller", "kiosk"], environment: admin)
         #expect(r.status == 0 && r.stdout.hasPrefix("ID") && r.stdout.contains("explode") && r.stdout.contains("TOTAL CHARGED: "), "\(r.stdout)")
-        r = try runTriad(["get", "invocations", "--resource", "kettle", "-o", "json"], environment: kiosk)
+        r = try await runTriad(["get", "invocations", "--resource", "kettle", "-o", "json"], environment: kiosk)
         #expect(try JSONCoding.parse(Data(r.stdout.utf8))["items"]?.arrayValue?.count == 3)
-        r = try runTriad(["describe", "resource", "kettle"], environment: admin)
+        r = try await runTriad(["describe", "resource", "kettle"], environment: admin)
         #expect(r.stdout.contains("Binding:") && r.stdout.contains("kiosk") && r.stdout.contains("Invocations:") && r.stdout.contains("explode"))
-        r = try runTriad(["unbind", "kettle"], environment: kiosk)
+        r = try await runTriad(["unbind", "kettle"], environment: kiosk)
         #expect(r.status == 0 && r.stdout == "resource/kettle unbound\n")
         await upstream.stop()
     }

@@ -10,14 +10,14 @@ import TriadTesting
 /// server answers conforms to it.
 @Suite("OpenAPI conformance")
 struct OpenAPIConformanceTests {
-    @Test func specIsValidAndMirrorsTheResourceSchema() throws {
-        let result = try Python.run("check_openapi.py", ["lint"])
+    @Test func specIsValidAndMirrorsTheResourceSchema() async throws {
+        let result = try await Python.run("check_openapi.py", ["lint"])
         #expect(result.status == 0, "\(result.output)")
     }
 
     /// deploy/kubernetes carries the same schema as a CRD; it is generated, and must not drift.
-    @Test func kubernetesCRDMatchesTheResourceSchema() throws {
-        let result = try Python.run("render_crd.py", ["--check"])
+    @Test func kubernetesCRDMatchesTheResourceSchema() async throws {
+        let result = try await Python.run("render_crd.py", ["--check"])
         #expect(result.status == 0, "\(result.output)")
     }
 
@@ -27,7 +27,7 @@ struct OpenAPIConformanceTests {
             #expect(routes.count >= 17)
             let file = try TestPaths.temporaryDirectory() + "/routes.txt"
             try routes.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
-            let result = try Python.run("check_openapi.py", ["routes", file])
+            let result = try await Python.run("check_openapi.py", ["routes", file])
             #expect(result.status == 0, "\(result.output)")
         }
     }
@@ -134,7 +134,7 @@ struct OpenAPIConformanceTests {
             _ = try await call(admin, .GET, "/openapi.yaml", "/openapi.yaml")
             let file = try TestPaths.temporaryDirectory() + "/responses.jsonl"
             try await recorder.lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
-            let result = try Python.run("check_openapi.py", ["responses", file])
+            let result = try await Python.run("check_openapi.py", ["responses", file])
             #expect(result.status == 0, "\(result.output)")
             #expect(result.output.contains("0 failures"), "\(result.output)")
         }

@@ -97,52 +97,52 @@ struct ProcessTests {
             spec: {kind: Space}
             """
         try manifest.write(toFile: dir + "/demo.yaml", atomically: true, encoding: .utf8)
-        var r = try runTriad(["apply", "-f", dir + "/demo.yaml"], environment: env)
+        var r = try await runTriad(["apply", "-f", dir + "/demo.yaml"], environment: env)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "resource/coffee-3f created\nresource/alice created\nresource/pantry-3f created\n")
-        r = try runTriad(["apply", "-f", "-"], stdin: manifest, environment: env)
+        r = try await runTriad(["apply", "-f", "-"], stdin: manifest, environment: env)
         #expect(r.stdout.contains("resource/alice configured"))
 
-        r = try runTriad(["get", "resources", "-l", "triad.io/space=pantry-3f", "-o", "json"], environment: env)
+        r = try await runTriad(["get", "resources", "-l", "triad.io/space=pantry-3f", "-o", "json"], environment: env)
         #expect(r.status == 0)
         #expect(try JSONCoding.parse(Data(r.stdout.utf8))["items"]?.arrayValue?.count == 1)
-        r = try runTriad(["get", "resources", "--kind", "Person"], environment: env)
+        r = try await runTriad(["get", "resources", "--kind", "Person"], environment: env)
         #expect(r.stdout.hasPrefix("NAME") && r.stdout.contains("alice") && !r.stdout.contains("coffee-3f"))
-        r = try runTriad(["get", "resources", "coffee-3f", "-o", "yaml"], environment: env)
+        r = try await runTriad(["get", "resources", "coffee-3f", "-o", "yaml"], environment: env)
         #expect(r.stdout.contains("name: coffee-3f"))
-        r = try runTriad(["describe", "resource", "coffee-3f"], environment: env)
+        r = try await runTriad(["describe", "resource", "coffee-3f"], environment: env)
         #expect(r.status == 0 && r.stdout.contains("brew") && r.stdout.contains("io.triad.resource.created"))
 
         // Server errors: one readable line on stderr and a non-zero exit.
-        r = try runTriad(["get", "resources", "missing"], environment: env)
+        r = try await runTriad(["get", "resources", "missing"], environment: env)
         #expect(r.status != 0)
         #expect(r.stderr == "error: Not found: resource \"missing\" does not exist (HTTP 404)\n")
-        r = try runTriad(
+        r = try await runTriad(
             ["apply", "-f", "-"], stdin: "apiVersion: triad.io/v1alpha1\nkind: Resource\nmetadata: {name: bad}\nspec: {kind: Robot}\n", environment: env)
         #expect(r.status != 0)
         #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("/spec/kind"))
-        r = try runTriad(["apply", "-f", "-"], stdin: "metadata: {name: [\n", environment: env)
+        r = try await runTriad(["apply", "-f", "-"], stdin: "metadata: {name: [\n", environment: env)
         #expect(r.status != 0 && r.stderr.hasPrefix("error: -: body is not valid YAML"))
-        r = try runTriad(["get", "resources"], environment: ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": "wrong"])
+        r = try await runTriad(["get", "resources"], environment: ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": "wrong"])
         #expect(r.status != 0 && r.stderr.contains("HTTP 401"))
 
         // Tokens: created (printed alone), used, revoked.
-        r = try runTriad(["token", "create", "--role", "app", "--name", "kiosk"], environment: env)
+        r = try await runTriad(["token", "create", "--role", "app", "--name", "kiosk"], environment: env)
         #expect(r.status == 0)
         let kiosk = r.stdout.trimmingCharacters(in: .newlines)
         #expect(!kiosk.contains(" ") && r.stdout.split(separator: "\n").count == 1)
-        #expect(try runTriad(["get", "resources"], environment: ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": kiosk]).status == 0)
-        r = try runTriad(["delete", "resource", "alice"], environment: ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": kiosk])
+        #expect(try await runTriad(["get", "resources"], environment: ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": kiosk]).status == 0)
+        r = try await runTriad(["delete", "resource", "alice"], environment: ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": kiosk])
         #expect(r.status != 0 && r.stderr.contains("HTTP 403"))
-        r = try runTriad(["token", "create", "--role", "device", "--name", "probe", "--resource", "coffee-3f"], environment: env)
+        r = try await runTriad(["token", "create", "--role", "device", "--name", "probe", "--resource", "coffee-3f"], environment: env)
         #expect(r.status == 0)
-        #expect(try runTriad(["token", "revoke", "kiosk"], environment: env).stdout == "token/kiosk revoked\n")
-        #expect(try runTriad(["get", "resources"], environment: ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": kiosk]).status != 0)
+        #expect(try await runTriad(["token", "revoke", "kiosk"], environment: env).stdout == "token/kiosk revoked\n")
+        #expect(try await runTriad(["get", "resources"], environment: ["TRIAD_SERVER": server.baseURL, "TRIAD_TOKEN": kiosk]).status != 0)
 
-        r = try runTriad(["events", "--types", "io.triad.resource.created"], environment: env)
+        r = try await runTriad(["events", "--types", "io.triad.resource.created"], environment: env)
         #expect(r.status == 0)
         #expect(r.stdout.split(separator: "\n").count == 3)
-        #expect(try runTriad(["delete", "resource", "alice"], environment: env).stdout == "resource/alice deleted\n")
+        #expect(try await runTriad(["delete", "resource", "alice"], environment: env).stdout == "resource/alice deleted\n")
     }
 
     /// The embedded registry serves from memory, so a second server on the same file must not start.
@@ -150,7 +150,7 @@ struct ProcessTests {
         let dir = try TestPaths.temporaryDirectory()
         let first = try await ServerProcess.start(["--data-dir", dir + "/data"], directory: dir)
         defer { first.stop() }
-        let r = try runTriad(["server", "--data-dir", dir + "/data", "--listen", "127.0.0.1:0"], directory: dir)
+        let r = try await runTriad(["server", "--data-dir", dir + "/data", "--listen", "127.0.0.1:0"], directory: dir)
         #expect(r.status != 0)
         #expect(r.stderr.contains("another triad server is using"), "\(r.stderr)")
     }
@@ -172,28 +172,30 @@ struct ProcessTests {
         #expect(FileManager.default.fileExists(atPath: dir + "/from-flag/admin.token"), "the flag beats both")
     }
 
-    @Test func badServerConfigurationIsRefusedClearly() throws {
+    @Test func badServerConfigurationIsRefusedClearly() async throws {
         let dir = try TestPaths.temporaryDirectory()
-        var r = try runTriad(["server", "--database", "mysql://x"], directory: dir)
+        var r = try await runTriad(["server", "--database", "mysql://x"], directory: dir)
         #expect(r.status != 0 && r.stderr.contains("--database must be"))
-        r = try runTriad(["server", "--listen", "nowhere"], directory: dir)
+        r = try await runTriad(["server", "--listen", "nowhere"], directory: dir)
         #expect(r.status != 0 && r.stderr.contains("--listen must be HOST:PORT"))
         try "database: sqlite:x.db\ncolour: blue\n".write(toFile: dir + "/c.yaml", atomically: true, encoding: .utf8)
-        r = try runTriad(["server", "--config", dir + "/c.yaml"], directory: dir)
+        r = try await runTriad(["server", "--config", dir + "/c.yaml"], directory: dir)
         #expect(r.status != 0 && r.stderr.contains("unknown key \"colour\""))
-        r = try runTriad(["server"], directory: dir, environment: ["TRIAD_MAX_BODY_BYTES": "lots"])
+        r = try await runTriad(["server"], directory: dir, environment: ["TRIAD_MAX_BODY_BYTES": "lots"])
         #expect(r.status != 0 && r.stderr.contains("maxBodyBytes must be an integer"))
         // The broker and telemetry settings.
-        r = try runTriad(["server", "--data-dir", dir + "/d1", "--mqtt", "http://broker:1883"], directory: dir)
+        r = try await runTriad(["server", "--data-dir", dir + "/d1", "--mqtt", "http://broker:1883"], directory: dir)
         #expect(r.status == 1 && r.stderr.contains("invalid MQTT URL"), "\(r.stderr)")
-        r = try runTriad(["server", "--data-dir", dir + "/d2", "--amqp", "amqp://guest:secret@"], directory: dir)
+        r = try await runTriad(["server", "--data-dir", dir + "/d2", "--amqp", "amqp://guest:secret@"], directory: dir)
         #expect(r.status == 1 && !r.stderr.contains("secret"), "no password in the message: \(r.stderr)")
-        r = try runTriad(["server", "--mqtt-shared", "maybe"], directory: dir)
+        r = try await runTriad(["server", "--mqtt-shared", "maybe"], directory: dir)
         #expect(r.status != 0 && r.stderr.contains("mqttShared must be true or false"))
-        r = try runTriad(["server", "--telemetry-rate", "0"], directory: dir)
+        r = try await runTriad(["server", "--telemetry-rate", "0"], directory: dir)
         #expect(r.status != 0 && r.stderr.contains("telemetryRate must be at least 1"))
         try "telemetryRetentionHours: forever\n".write(toFile: dir + "/t.yaml", atomically: true, encoding: .utf8)
-        r = try runTriad(["server", "--config", dir + "/t.yaml"], directory: dir)
+        r = try await runTriad(["server", "--config", dir + "/t.yaml"], directory: dir)
         #expect(r.status != 0 && r.stderr.contains("telemetryRetentionHours must be an integer"))
+        r = try await runTriad(["agent", "--config", dir + "/t.yaml", "--listen", "nowhere"], directory: dir)
+        #expect(r.status != 0 && r.stderr.contains("--listen nowhere is not HOST:PORT"), "\(r.stderr)")
     }
 }

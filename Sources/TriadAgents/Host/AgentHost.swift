@@ -28,7 +28,16 @@ public final class AgentHost: Sendable {
     let follower: RegistryFollower?
     let secret: String
 
-    public init(config: AgentConfig, logger: Logger, http: HTTPClient = .shared) {
+    /// The host's client of Triad and Home Assistant: every call an agent is serving may be
+    /// waiting on one (a person's device call), so it keeps as many connections as calls run
+    /// (the shared client keeps 8 per host and would queue the rest).
+    public static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 256
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
+    public init(config: AgentConfig, logger: Logger, http: HTTPClient = AgentHost.client) {
         self.config = config
         self.logger = logger
         let triadClient = TriadClient(server: config.triad.url, token: config.triad.token, http: http)

@@ -129,8 +129,10 @@ struct UpstreamCaller: Sendable {
         // A refused connection is the upstream being down: say so now (a 502), rather than
         // retrying until the invoke timeout turns it into a 504.
         configuration.connectionPool.retryConnectionEstablishment = false
-        // Concurrent invocations of one upstream each need a connection of their own.
-        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
+        // Concurrent invocations of one upstream each need a connection of their own; calls
+        // nested in others to the same host (agents behind one mesh gateway calling each other
+        // through Triad) need theirs while the outer ones hold theirs.
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 512
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 

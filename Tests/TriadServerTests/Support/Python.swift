@@ -10,17 +10,10 @@ enum Python {
         var output: String
     }
 
-    static func run(_ script: String, _ arguments: [String]) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", repositoryRoot.appendingPathComponent("scripts/\(script)").path] + arguments
-        process.currentDirectoryURL = repositoryRoot
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+    static func run(_ script: String, _ arguments: [String]) async throws -> Result {
+        let run = try await ProgramRun.run(
+            "/usr/bin/env", ["python3", repositoryRoot.appendingPathComponent("scripts/\(script)").path] + arguments,
+            directory: repositoryRoot.path, environment: ProcessInfo.processInfo.environment)
+        return Result(status: run.status, output: run.stdout + run.stderr)
     }
 }

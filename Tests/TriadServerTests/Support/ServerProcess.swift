@@ -86,31 +86,26 @@ final class ServerProcess: Sendable {
     }
 }
 
-/// Runs the `triad` CLI and returns its exit code, stdout and stderr.
-func runTriad(_ arguments: [String], stdin: String? = nil, directory: String? = nil, environment: [String: String] = [:]) throws -> (
+/// Runs the `triad` CLI and returns its exit code, stdout and stderr (see `ProgramRun.run`).
+func runTriad(_ arguments: [String], stdin: String? = nil, directory: String? = nil, environment: [String: String] = [:]) async throws -> (
     status: Int32, stdout: String, stderr: String
 ) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: try TestPaths.triadExecutable())
-    process.arguments = arguments
-    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
     var env = ProcessInfo.processInfo.environment
     for key in ["TRIAD_SERVER", "TRIAD_TOKEN", "TRIAD_ADMIN_TOKEN"] { env.removeValue(forKey: key) }
     for (k, v) in environment { env[k] = v }
-    process.environment = env
-    let out = Pipe()
-    let err = Pipe()
-    let input = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = input
-    try process.run()
-    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-    try input.fileHandleForWriting.close()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    let run = try await ProgramRun.run(try TestPaths.triadExecutable(), arguments, directory: directory, environment: env, stdin: stdin)
+    return (run.status, run.stdout, run.stderr)
+}
+
+/// Runs `body`, then `triad mesh down` in `directory` whatever `body` did.
+func withMeshDownAfter(in directory: String, environment: [String: String], _ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch {
+        _ = try? await runTriad(["mesh", "down"], directory: directory, environment: environment)
+        throw error
+    }
+    _ = try? await runTriad(["mesh", "down"], directory: directory, environment: environment)
 }
 
 actor Acknowledged {
