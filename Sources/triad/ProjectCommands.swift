@@ -355,13 +355,15 @@ struct ProjectUp: AsyncParsableCommand {
                     ]))
                 summary.append("\(service.meshService) \(version) (\(service.name) at \(service.ref), commit \(record.commit.prefix(12)))")
             }
+            var gateway: [String: JSONValue] = [
+                "listen": .string(mesh.listen), "service": .string(mesh.entryService),
+                "routes": .array(mesh.routes.map { .object(["prefix": .string($0.prefix), "service": .string($0.service)]) }),
+            ]
+            if let maxInFlight = mesh.maxInFlight { gateway["maxInFlight"] = .number(Double(maxInFlight)) }
             let meshDocument: JSONValue = .object([
                 "apiVersion": .string("triad.io/v1alpha1"), "kind": .string("Mesh"), "metadata": .object(["name": .string(project)]),
                 "spec": .object([
-                    "gateway": .object([
-                        "listen": .string(mesh.listen), "service": .string(mesh.entryService),
-                        "routes": .array(mesh.routes.map { .object(["prefix": .string($0.prefix), "service": .string($0.service)]) }),
-                    ]),
+                    "gateway": .object(gateway),
                     "pinPropagation": .string(mesh.pinPropagation), "services": .array(services),
                 ]),
             ])

@@ -67,6 +67,11 @@ struct ProjectManifestTests {
             let doc = Self.good + "\n  mesh: {gateway: {listen: \"127.0.0.1:8000\", service: purifier, routes: [\(route)]}}\n"
             cases.append(("route " + route, try DocumentReader.read(Data(doc.utf8), format: .yaml)))
         }
+        // The gateway's bound on requests in progress: an integer from 1 to 100000.
+        for limit in ["64", "1", "100000", "0", "2.5", "many", "100001"] {
+            let doc = Self.good + "\n  mesh: {gateway: {listen: \"127.0.0.1:8000\", service: purifier, maxInFlight: \(limit)}}\n"
+            cases.append(("maxInFlight " + limit, try DocumentReader.read(Data(doc.utf8), format: .yaml)))
+        }
         let input = JSONValue.array(cases.map { .object(["name": .string($0.0), "doc": $0.1]) })
         let script = """
             import json, sys, jsonschema

@@ -96,6 +96,70 @@ struct GatewayRoutesEndToEndTests {
         try await mesh.down()
     }
 
+    /// Past `maxInFlight` the gateway refuses at once instead of queueing: with a limit of one,
+    /// a transaction held at front is in progress, a second waits for it at the gateway, and a
+    /// third is answered 503 (overloaded) without waiting, while another service behind the
+    /// gateway still answers; once the held one ends, the waiting one is served.
+    @Test func pastItsLimitTheGatewayRefusesAtOnce() async throws {
+        _ = try MeshTestSupport.envoy()
+        let dir = try TestPaths.temporaryDirectory("triad-gateway-limit")
+        try Self.front.write(toFile: dir + "/front.py", atomically: true, encoding: .utf8)
+        try Self.back.write(toFile: dir + "/back.py", atomically: true, encoding: .utf8)
+        let port = try MeshTestSupport.freePort()
+        let gateway = "http://127.0.0.1:\(port)"
+        try """
+        apiVersion: triad.io/v1alpha1
+        kind: Mesh
+        metadata: {name: limited}
+        spec:
+          gateway:
+            listen: 127.0.0.1:\(port)
+            service: front
+            routes: [{prefix: /back/, service: back}]
+            maxInFlight: 1
+          services:
+            - name: front
+              default: v1
+              versions: [{version: v1, command: [python3, front.py, "\(gateway)"]}]
+            - name: back
+              default: v1
+              versions: [{version: v1, command: [python3, back.py, v1], health: /healthz}]
+        """.write(toFile: dir + "/mesh.yaml", atomically: true, encoding: .utf8)
+        let up = try await MeshTestSupport.triad(["mesh", "up", "-f", "mesh.yaml"], in: dir)
+        guard up.status == 0, let state = MeshState.load(from: dir) else {
+            Issue.record("triad mesh up failed: \(up.stderr)\(up.stdout)")
+            return
+        }
+        let mesh = TestMesh(directory: dir, gateway: gateway, state: state)
+        do {
+            let release = dir + "/release"
+            let trace = MeshTestSupport.newTraceID()
+            let first = Task { try await MeshTestSupport.send(.GET, gateway + "/order?hold=\(release)", headers: ["x-b3-traceid": trace]) }
+            try await MeshEndToEndTests.waitAdmitted(mesh, instance: "back-v1-0", trace: trace)
+            let second = Task { try await MeshTestSupport.send(.GET, gateway + "/order?hold=\(release)") }
+            let bootstrap = try JSONCoding.parse(Data(contentsOf: URL(fileURLWithPath: state.runDirectory + "/envoy/gateway/bootstrap.json")))
+            let admin = try #require(bootstrap["admin"]?["address"]?["socket_address"]?["port_value"]?.numberValue.map { Int($0) })
+            try await eventually("the second transaction waits at the gateway") {
+                await EnvoyFiles.stat(adminPort: admin, name: "cluster.front-v1.upstream_rq_pending_active") == 1
+            }
+            let refused = try await MeshTestSupport.send(.GET, gateway + "/order")
+            #expect(refused.status == 503 && refused.header("x-envoy-overloaded") == "true", "\(refused.status) \(refused.headers)")
+            let other = try await MeshTestSupport.send(.GET, gateway + "/back/ping")
+            #expect(other.status == 200, "back has a limit of its own")
+            FileManager.default.createFile(atPath: release, contents: nil)
+            for t in [first, second] {
+                let answer = try await t.value
+                #expect(answer.status == 200 && answer.json?["act"] == .string("v1"), "\(String(decoding: answer.body, as: UTF8.self))")
+            }
+            let after = try await MeshTestSupport.send(.GET, gateway + "/order")
+            #expect(after.status == 200, "\(after.status)")
+        } catch {
+            try? await mesh.down()
+            throw error
+        }
+        try await mesh.down()
+    }
+
     static func reentry(_ mesh: TestMesh) async throws {
         let gateway = mesh.gateway
         let dir = mesh.directory

@@ -85,6 +85,17 @@ struct MeshConfigTests {
             ])
     }
 
+    @Test func theGatewaysLimitOfRequestsInProgress() throws {
+        #expect(try parse(Self.good).gateway.maxInFlight == nil, "unset: Envoy's own limits")
+        #expect(try parse(Self.good.replacingOccurrences(of: "service: portal}", with: "service: portal, maxInFlight: 64}")).gateway.maxInFlight == 64)
+        for bad in ["0", "2.5", "\"many\"", "100001"] {
+            #expect(
+                problems(Self.good.replacingOccurrences(of: "service: portal}", with: "service: portal, maxInFlight: \(bad)}")) == [
+                    "spec.gateway.maxInFlight: must be an integer from 1 to 100000"
+                ], "\(bad)")
+        }
+    }
+
     @Test func aDuplicateVersion() {
         let p = problems(Self.good.replacingOccurrences(of: "{version: v2, upstream", with: "{version: v1, upstream"))
         #expect(p.count == 1)

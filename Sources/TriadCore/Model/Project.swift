@@ -56,17 +56,21 @@ public struct ProjectManifest: Sendable, Equatable {
         public var pinPropagation: String
         /// Paths the gateway sends to other mesh services than the entry service.
         public var routes: [Route]
+        /// The gateway's bound on requests in progress at each version (the mesh file's
+        /// `gateway.maxInFlight`); nil: Envoy's own limits.
+        public var maxInFlight: Int?
 
         public struct Route: Sendable, Equatable {
             public var prefix: String
             public var service: String
         }
 
-        public init(listen: String, entryService: String, pinPropagation: String = "mesh", routes: [Route] = []) {
+        public init(listen: String, entryService: String, pinPropagation: String = "mesh", routes: [Route] = [], maxInFlight: Int? = nil) {
             self.listen = listen
             self.entryService = entryService
             self.pinPropagation = pinPropagation
             self.routes = routes
+            self.maxInFlight = maxInFlight
         }
     }
 
@@ -144,7 +148,8 @@ public struct ProjectManifest: Sendable, Equatable {
                 pinPropagation: m["pinPropagation"]?.stringValue ?? "mesh",
                 routes: (m["gateway"]?["routes"]?.arrayValue ?? []).map {
                     Mesh.Route(prefix: $0["prefix"]?.stringValue ?? "", service: $0["service"]?.stringValue ?? "")
-                })
+                },
+                maxInFlight: m["gateway"]?["maxInFlight"]?.numberValue.map { Int($0) })
         }
         return ProjectManifest(name: name, description: spec["description"]?.stringValue, services: services, mesh: mesh)
     }
@@ -249,8 +254,11 @@ extension Walker {
     mutating func projectMesh(_ value: JSONValue, at p: String, services: [String]) {
         object(value, at: p, required: ["gateway"], allowed: ["gateway", "pinPropagation"]) { m, w in
             if let g = m["gateway"] {
-                w.object(g, at: "\(p)/gateway", required: ["listen", "service"], allowed: ["listen", "service", "routes"]) { gm, w in
+                w.object(g, at: "\(p)/gateway", required: ["listen", "service"], allowed: ["listen", "service", "routes", "maxInFlight"]) { gm, w in
                     if let routes = gm["routes"] { w.gatewayRoutes(routes, at: "\(p)/gateway/routes", services: services) }
+                    if let m = gm["maxInFlight"], !(m.numberValue.map { $0.rounded() == $0 && $0 >= 1 && $0 <= 100_000 } ?? false) {
+                        w.fail("\(p)/gateway/maxInFlight", "must be an integer from 1 to 100000")
+                    }
                     if let l = gm["listen"], let s = w.string(l, at: "\(p)/gateway/listen"), !ProjectManifest.isListenAddress(s) {
                         w.fail("\(p)/gateway/listen", "must be HOST:PORT with a port from 1 to 65535, such as 127.0.0.1:8000")
                     }

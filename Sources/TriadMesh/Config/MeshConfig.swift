@@ -23,12 +23,20 @@ public struct MeshConfig: Sendable, Equatable {
         public var listen: HostPort
         public var service: String
         public var routes: [Route] = []
+        /// At most this many requests in progress at each version the gateway routes to, and as
+        /// many waiting for one of them; beyond that the gateway answers 503 at once
+        /// (`x-envoy-overloaded: true`) rather than queue requests into a time-out. nil: Envoy's
+        /// own limits (1024).
+        public var maxInFlight: Int?
 
-        public init(listen: HostPort, service: String, routes: [Route] = []) {
+        public init(listen: HostPort, service: String, routes: [Route] = [], maxInFlight: Int? = nil) {
             self.listen = listen
             self.service = service
             self.routes = routes
+            self.maxInFlight = maxInFlight
         }
+
+        public static let maxInFlightLimit = 100_000
 
         /// The service a request for `path` enters: the longest matching route's, else the gateway's own.
         public func service(forPath path: String) -> String {

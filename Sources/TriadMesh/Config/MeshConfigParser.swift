@@ -128,11 +128,21 @@ public enum MeshConfigParser {
             else { return nil }
 
             var gateway: MeshConfig.Gateway?
-            if let g = spec["gateway"], let gw = object(g, "spec.gateway", allowed: ["listen", "service", "routes"], required: ["listen", "service"]) {
+            if let g = spec["gateway"],
+                let gw = object(g, "spec.gateway", allowed: ["listen", "service", "routes", "maxInFlight"], required: ["listen", "service"])
+            {
                 let listen = hostPort(gw["listen"], "spec.gateway.listen")
                 let service = string(gw["service"], "spec.gateway.service", matching: MeshConfigParser.dnsLabel, what: "a DNS label")
                 let routes = gatewayRoutes(gw["routes"])
-                if let listen, let service { gateway = .init(listen: listen, service: service, routes: routes) }
+                var maxInFlight: Int?
+                if let m = gw["maxInFlight"] {
+                    if case .number(let d) = m, d.rounded() == d, d >= 1, d <= Double(MeshConfig.Gateway.maxInFlightLimit) {
+                        maxInFlight = Int(d)
+                    } else {
+                        fail("spec.gateway.maxInFlight", "must be an integer from 1 to \(MeshConfig.Gateway.maxInFlightLimit)")
+                    }
+                }
+                if let listen, let service { gateway = .init(listen: listen, service: service, routes: routes, maxInFlight: maxInFlight) }
             }
 
             var propagation = MeshConfig.PinPropagation.mesh

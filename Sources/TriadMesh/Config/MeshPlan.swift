@@ -64,6 +64,8 @@ public struct MeshPlan: Sendable {
     public var gatewayService: String
     /// Paths the gateway sends to other services than its own (MeshConfig.Gateway.routes).
     public var gatewayRoutes: [MeshConfig.Gateway.Route] = []
+    /// MeshConfig.Gateway.maxInFlight: the gateway's limit per version cluster.
+    public var gatewayMaxInFlight: Int?
     public var gatewayAdminPort: Int
     public var routes: [ServiceRoutes]
     public var baseDirectory: String
@@ -133,7 +135,7 @@ public struct MeshPlan: Sendable {
         return MeshPlan(
             meshName: config.name, pinPropagation: config.pinPropagation, plainEnvoy: config.plainEnvoy, instances: instances,
             gatewayListen: config.gateway.listen, gatewayService: config.gateway.service, gatewayRoutes: config.gateway.routes,
-            gatewayAdminPort: try freePort(),
+            gatewayMaxInFlight: config.gateway.maxInFlight, gatewayAdminPort: try freePort(),
             routes: config.services.map { ServiceRoutes(service: $0.name, versions: $0.versions.map(\.version), defaultVersion: $0.defaultVersion) },
             baseDirectory: config.baseDirectory, runDirectory: runDirectory, socketDirectory: socketDirectory)
     }

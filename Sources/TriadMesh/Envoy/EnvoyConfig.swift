@@ -77,7 +77,7 @@ public enum EnvoyConfig {
             table = withVirtualHostField(table, "response_headers_to_add", [header("x-b3-traceid", "%REQ(X-B3-TRACEID)%")])
             dynamic[.routes(.gateway)] = resources([table])
             for service in plan.gatewayServices {
-                if let r = plan.routes(of: service) { clusters += versionClusters(r, plan: plan) }
+                if let r = plan.routes(of: service) { clusters += versionClusters(r, plan: plan, maxInFlight: plan.gatewayMaxInFlight) }
             }
         }
         var filters: [JSONValue] = plan.plainEnvoy ? [] : [luaTraceID]
@@ -271,16 +271,20 @@ public enum EnvoyConfig {
 
     static func escape(_ version: String) -> String { version.replacingOccurrences(of: ".", with: "\\.") }
 
-    static func versionClusters(_ routes: ServiceRoutes, plan: MeshPlan) -> [JSONValue] {
+    static func versionClusters(_ routes: ServiceRoutes, plan: MeshPlan, maxInFlight: Int? = nil) -> [JSONValue] {
         routes.versions.map { v in
             let endpoints = plan.instances(of: routes.service, version: v).map { HostPort(host: "127.0.0.1", port: $0.sidecar.inboundPort) }
-            return cluster("\(routes.service)-\(v)", endpoints: endpoints)
+            return cluster("\(routes.service)-\(v)", endpoints: endpoints, maxInFlight: maxInFlight)
         }
     }
 
-    static func cluster(_ name: String, endpoints: [HostPort]) -> JSONValue {
+    /// `maxInFlight`: Envoy's circuit breakers. Over HTTP/1.1 a request holds a connection, so
+    /// at most that many connections (requests in progress) and as many requests waiting for
+    /// one (a bounded queue: a request arriving while a connection is being made waits there);
+    /// past them Envoy answers 503 at once with `x-envoy-overloaded: true`.
+    static func cluster(_ name: String, endpoints: [HostPort], maxInFlight: Int? = nil) -> JSONValue {
         let literal = endpoints.allSatisfy { $0.host.allSatisfy { $0.isNumber || $0 == "." || $0 == ":" } }
-        return [
+        var cluster: [String: JSONValue] = [
             "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
             "name": .string(name),
             "type": literal ? "STATIC" : "STRICT_DNS",
@@ -290,6 +294,13 @@ public enum EnvoyConfig {
                 "endpoints": [["lb_endpoints": .array(endpoints.map { ["endpoint": ["address": socketAddress($0.host, $0.port)]] })]],
             ],
         ]
+        if let maxInFlight {
+            let n = JSONValue.int(maxInFlight)
+            cluster["circuit_breakers"] = [
+                "thresholds": [["priority": "DEFAULT", "max_connections": n, "max_pending_requests": n, "max_requests": n]]
+            ]
+        }
+        return .object(cluster)
     }
 
     static func pipeCluster(_ name: String, path: String) -> JSONValue {
