@@ -104,6 +104,12 @@ public final class ChildProcess: Sendable {
         return unsafeBitCast(symbol, to: AddCloseFrom.self)
     }()
 
+    /// Sends SIGTERM (to its group, see `newProcessGroup`) and returns at once; `stop` waits.
+    public func terminate() {
+        guard isRunning else { return }
+        kill(signalsGroup ? -pid : pid, SIGTERM)
+    }
+
     /// SIGTERM, then SIGKILL after `grace` (at once if the caller is cancelled); returns once the
     /// process is gone, or once it was killed if the caller is cancelled (the reaper collects it).
     public func stop(grace: Duration = .seconds(5)) async {

@@ -158,18 +158,35 @@ public actor MeshRuntime {
         try await pushRoutes(for: service)
     }
 
-    /// Retires a version: no caller routes to it any more (its pin route and cluster go), then
-    /// its instances and sidecars stop. The route table is back to its initial shape.
-    public func removeVersion(service: String, version: String) async throws {
+    /// Retires a version: no caller routes to it any more (its pin route and cluster go), its
+    /// sidecars stop and its instances are told to stop (SIGTERM); `unroutable` runs then, and
+    /// this returns once the instances have exited (their own shutdown, SIGKILL after a grace).
+    /// The route table is back to its initial shape.
+    public func removeVersion(service: String, version: String, unroutable: @Sendable () async -> Void = {}) async throws {
+        let started = ContinuousClock.now
         updateRoutes(of: service) { r in
             r.versions.removeAll { $0 == version }
             r.blocked.removeAll { $0 == version }
         }
         try await pushRoutes(for: service)
+        let routed = ContinuousClock.now
         try await pushClusters(for: service)
+        let clustered = ContinuousClock.now
         let ids = plan.instances(of: service, version: version).map(\.id)
-        await stopInstances(ids)
+        let victims = processes.children.filter { ids.contains($0.id) }
+        let sidecars = await MeshProcesses.stop(victims.filter { $0.kind == MeshProcesses.Kind.envoy.rawValue })
+        for child in victims where child.kind == MeshProcesses.Kind.instance.rawValue { child.terminate() }
+        await unroutable()
+        let instances = await MeshProcesses.stop(victims.filter { $0.kind == MeshProcesses.Kind.instance.rawValue })
+        _ = processes.remove(ids)
         plan.instances.removeAll { ids.contains($0.id) }
+        // What a retirement costs, part by part.
+        logger.info(
+            "version removed",
+            metadata: [
+                "service": "\(service)", "version": "\(version)", "routes": "\(routed - started)", "clusters": "\(clustered - routed)",
+                "sidecarsStopped": "\(sidecars.envoys)", "instancesExited": "\(instances.instances)",
+            ])
     }
 
     /// Whether callers route by pins for `service` (false: one default route, the `rolling` baseline).

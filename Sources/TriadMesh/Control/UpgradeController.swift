@@ -64,9 +64,12 @@ public struct UpgradeStatus: Sendable, Codable, Equatable {
     public var mayBreak: Int?
     public var message: String?
     public var requestedAt: Double
-    /// Seconds from the request to the default switch, and to the retirement of the old version.
+    /// Seconds from the request to the default switch; to the retirement of the old version
+    /// (out of every route, its sidecars stopped, its instances told to stop); and to its
+    /// instances' exit (their own shutdown).
     public var switchedAfter: Double?
     public var retiredAfter: Double?
+    public var exitedAfter: Double?
 }
 
 /// The update controller (docs/mesh.md): one upgrade at a time per
@@ -284,14 +287,20 @@ public actor UpgradeController {
                 let left = try await drained(version, deadline: fromStart ? started + drain : ContinuousClock.now + drain)
                 return .drained(left: left.count)
             case .retire, .retireAtOnce:
-                try await runtime.removeVersion(service: service, version: from)
-                let after = await controller.elapsed(service)
-                await controller.update(service) { $0.retiredAfter = after }
+                let (controller, service, from) = (self.controller, self.service, self.from)
+                let atOnce = action == .retireAtOnce
+                try await runtime.removeVersion(service: service, version: from) {
+                    let after = await controller.elapsed(service)
+                    await controller.update(service) { $0.retiredAfter = after }
+                    await controller.step(
+                        service, "retired",
+                        "\(service) \(from) is out of every route, its sidecars stopped, its instances told to stop"
+                            + (atOnce ? " (at once: no guarantee)" : ""))
+                }
+                let exited = await controller.elapsed(service)
+                await controller.update(service) { $0.exitedAfter = exited }
                 if action == .retire {
-                    await step("retired", "\(service) \(from) stopped")
-                    await step("cleaned", "routes back to the initial shape: \(service) \(to) only")
-                } else {
-                    await step("retired", "\(service) \(from) stopped at once (no guarantee)")
+                    await step("cleaned", "routes back to the initial shape: \(service) \(to) only; \(from)'s instances exited")
                 }
             case .markMayBreak(let n):
                 await controller.update(service) { $0.mayBreak = n }
