@@ -120,15 +120,17 @@ public final class ProbeController: Service, Sendable {
         }
     }
 
-    /// Each registry event after `cursor` names a resource to look at. The log is read when the
-    /// notifier says something was written (here, by another replica, or the 1 s fallback tick).
+    /// Each registry event after `cursor` that changed a resource names one to look at (a ledger
+    /// record's event does not change its resource, and a project is no resource). The log is
+    /// read when the notifier says something was written (here, by another replica, or the 1 s
+    /// fallback tick).
     private func followEvents(after start: Int64, into runner: ControllerRunner<String, ContinuousClock>) async throws {
         var cursor = start
         for await _ in notifier.subscribe() {
             while true {
                 let limit = 500
                 let batch = try await registry.log.events(after: cursor, limit: limit).events
-                for event in batch where event.kind != .project { runner.add(event.name) }
+                for event in batch where event.type.subject == .resource { runner.add(event.name) }
                 guard let last = batch.last else { break }
                 cursor = last.id
                 if batch.count < limit { break }  // a full batch: there may be more after it
