@@ -116,17 +116,7 @@ public final class ChildProcess: Sendable {
         guard isRunning else { return }
         let target = signalsGroup ? -pid : pid
         kill(target, SIGTERM)
-        let exited = await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await self.status.wait() != nil }
-            group.addTask {
-                try? await Task.sleep(for: grace)
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
-        }
-        if !exited && isRunning {
+        if await waitForExit(within: grace) == nil && isRunning {
             kill(target, SIGKILL)
             _ = await status.wait()
         }
@@ -135,6 +125,21 @@ public final class ChildProcess: Sendable {
     /// Waits until the process has exited; its status, or nil if the caller was cancelled first.
     public func waitForExit() async -> Int32? {
         await status.wait()
+    }
+
+    /// Waits until the process has exited, for at most `timeout`; its status, or nil if it still
+    /// runs then (or the caller was cancelled).
+    public func waitForExit(within timeout: Duration) async -> Int32? {
+        await withTaskGroup(of: Int32?.self) { group in
+            group.addTask { await self.status.wait() }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
     }
 
     /// The last `bytes` of the log, for an error message.

@@ -59,9 +59,11 @@ struct GatewayRoutesEndToEndTests {
         http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
         """
 
-    @Test func aTransactionThatReentersTheGatewayStaysOnOneVersionThroughAnUpgrade() async throws {
+    /// Runs `body` with front (v1) and back (v1) up behind a gateway that routes /back/ to back
+    /// (`gatewayExtra`: more lines of spec.gateway), and takes the mesh down whatever happens.
+    static func withFrontAndBack(_ name: String, gatewayExtra: String = "", _ body: (TestMesh) async throws -> Void) async throws {
         _ = try MeshTestSupport.envoy()
-        let dir = try TestPaths.temporaryDirectory("triad-gateway-routes")
+        let dir = try TestPaths.temporaryDirectory("triad-gateway-\(name)")
         try Self.front.write(toFile: dir + "/front.py", atomically: true, encoding: .utf8)
         try Self.back.write(toFile: dir + "/back.py", atomically: true, encoding: .utf8)
         let port = try MeshTestSupport.freePort()
@@ -69,12 +71,13 @@ struct GatewayRoutesEndToEndTests {
         try """
         apiVersion: triad.io/v1alpha1
         kind: Mesh
-        metadata: {name: reentry}
+        metadata: {name: \(name)}
         spec:
           gateway:
             listen: 127.0.0.1:\(port)
             service: front
             routes: [{prefix: /back/, service: back}]
+        \(gatewayExtra)
           services:
             - name: front
               default: v1
@@ -89,11 +92,15 @@ struct GatewayRoutesEndToEndTests {
             return
         }
         let mesh = TestMesh(directory: dir, gateway: gateway, state: state)
-        do { try await Self.reentry(mesh) } catch {
+        do { try await body(mesh) } catch {
             try? await mesh.down()
             throw error
         }
         try await mesh.down()
+    }
+
+    @Test func aTransactionThatReentersTheGatewayStaysOnOneVersionThroughAnUpgrade() async throws {
+        try await Self.withFrontAndBack("reentry") { mesh in try await Self.reentry(mesh) }
     }
 
     /// Past `maxInFlight` the gateway refuses at once instead of queueing: with a limit of one,
@@ -101,37 +108,8 @@ struct GatewayRoutesEndToEndTests {
     /// third is answered 503 (overloaded) without waiting, while another service behind the
     /// gateway still answers; once the held one ends, the waiting one is served.
     @Test func pastItsLimitTheGatewayRefusesAtOnce() async throws {
-        _ = try MeshTestSupport.envoy()
-        let dir = try TestPaths.temporaryDirectory("triad-gateway-limit")
-        try Self.front.write(toFile: dir + "/front.py", atomically: true, encoding: .utf8)
-        try Self.back.write(toFile: dir + "/back.py", atomically: true, encoding: .utf8)
-        let port = try MeshTestSupport.freePort()
-        let gateway = "http://127.0.0.1:\(port)"
-        try """
-        apiVersion: triad.io/v1alpha1
-        kind: Mesh
-        metadata: {name: limited}
-        spec:
-          gateway:
-            listen: 127.0.0.1:\(port)
-            service: front
-            routes: [{prefix: /back/, service: back}]
-            maxInFlight: 1
-          services:
-            - name: front
-              default: v1
-              versions: [{version: v1, command: [python3, front.py, "\(gateway)"]}]
-            - name: back
-              default: v1
-              versions: [{version: v1, command: [python3, back.py, v1], health: /healthz}]
-        """.write(toFile: dir + "/mesh.yaml", atomically: true, encoding: .utf8)
-        let up = try await MeshTestSupport.triad(["mesh", "up", "-f", "mesh.yaml"], in: dir)
-        guard up.status == 0, let state = MeshState.load(from: dir) else {
-            Issue.record("triad mesh up failed: \(up.stderr)\(up.stdout)")
-            return
-        }
-        let mesh = TestMesh(directory: dir, gateway: gateway, state: state)
-        do {
+        try await Self.withFrontAndBack("limited", gatewayExtra: "    maxInFlight: 1") { mesh in
+            let (dir, gateway, state) = (mesh.directory, mesh.gateway, mesh.state)
             let release = dir + "/release"
             let trace = MeshTestSupport.newTraceID()
             let first = Task { try await MeshTestSupport.send(.GET, gateway + "/order?hold=\(release)", headers: ["x-b3-traceid": trace]) }
@@ -153,11 +131,7 @@ struct GatewayRoutesEndToEndTests {
             }
             let after = try await MeshTestSupport.send(.GET, gateway + "/order")
             #expect(after.status == 200, "\(after.status)")
-        } catch {
-            try? await mesh.down()
-            throw error
         }
-        try await mesh.down()
     }
 
     static func reentry(_ mesh: TestMesh) async throws {

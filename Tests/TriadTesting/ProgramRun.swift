@@ -28,18 +28,9 @@ public struct ProgramRun: Sendable {
             id: URL(fileURLWithPath: executable).lastPathComponent, kind: "test program", executable: executable,
             arguments: arguments, environment: environment, directory: directory ?? files,
             logPath: files + "/stdout", errorPath: files + "/stderr", inputPath: inputPath)
-        let ended = await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await child.waitForExit() != nil }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
-        }
+        let exited = await child.waitForExit(within: timeout)
         let read = { (name: String) in (try? String(contentsOfFile: files + "/" + name, encoding: .utf8)) ?? "" }
-        guard ended, let status = child.exitStatus else {
+        guard let status = exited else {
             await child.stop(grace: .seconds(2))
             throw SetupError(
                 "\(executable) \(arguments.joined(separator: " ")) did not end within \(timeout); killed. stdout: \(read("stdout").suffix(2000)) stderr: \(read("stderr").suffix(2000))"
