@@ -7,7 +7,7 @@
 #   - from the `project update` command to v2 serving every new transaction (the default switch),
 #     and to v1 retired, against the longest transaction in flight when the upgrade was requested;
 #   - how long after the last transaction that ran on Auth v1 ended v1 was retired (out of every
-#     route, its sidecar stopped, its instance signalled), and how long its process took to exit;
+#     route, its sidecar and instance signalled), and how long its processes took to exit;
 #   - transaction p99 before the update and during it, failed transactions, the mesh's audit.
 # Writes bench/results/project-<UTC>.md and .json, and bench/results/latest-project.md.
 # Needs: swift build (debug triad), python3, git, Envoy (TRIAD_ENVOY or scripts/envoy.sh).
@@ -145,8 +145,8 @@ for s, x in res["strategies"].items():
     lines.append(f"| {s} | {x['outcome']} | {x['command_to_requested_s']} | {x['command_to_v2_default_s']} | {x['command_to_v1_retired_s']} | "
                  f"{x['longest_in_flight_at_request_ms']} | {x['v1_retired_after_last_v1_tx_ms']} | {x['v1_exited_after_retired_ms']} | {x['p99_before_ms']} | "
                  f"{x['p99_during_ms']} | {ratio} | {x['failed']} / {x['sent']} | {x['inconsistent']} | {x['drained']} |")
-lines += ["", "v1 retired: out of every Envoy's routes and clusters, its sidecar stopped, its instance told to stop (SIGTERM). "
-          "Its process exited after that by its own graceful shutdown (the example services poll for it every 200 ms).",
+lines += ["", "v1 retired: out of every Envoy's routes and clusters, its sidecar and instance told to stop (SIGTERM). "
+          "Its processes exited after that by their own shutdown (the example services poll for it every 200 ms).",
           "Goals: v1 retired within 100 ms after its last transaction ended; p99 during the update <= 1.2x the p99 before it. "
           "The p99 is dominated by the 400 ms slow transactions."]
 text = "\n".join(lines) + "\n"

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import NIOCore
 import NIOHTTP1
 import Synchronization
 import Testing
@@ -93,7 +94,8 @@ struct AgentUpdateEndToEndTests {
                     sent.add(1, ordering: .relaxed)
                     group.addTask {
                         do {
-                            let reply = try await client.send(.POST, "/api/v1/resources/\(resource)/operations/\(operation)", body: Data("{}".utf8))
+                            let reply = try await client.send(
+                                .POST, "/api/v1/resources/\(resource)/operations/\(operation)", body: Data("{}".utf8), timeout: .seconds(120))
                             if !(200..<300).contains(reply.status) {
                                 self.failures.withLock { $0.append("\(reply.status) \(String(decoding: reply.body.prefix(300), as: UTF8.self))") }
                             }
@@ -108,10 +110,13 @@ struct AgentUpdateEndToEndTests {
         }
     }
 
-    /// Enough connections for the rate (the shared client keeps 8 per host), for the process's life.
+    /// Enough connections for the rate (the shared client keeps 8 per host), for the process's
+    /// life; on a machine busy with other suites a connection may take long to make, and that
+    /// is waited for (an invocation the server never saw is not what the test judges).
     static let http: HTTPClient = {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 256
+        configuration.timeout.connect = .seconds(120)
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
 
@@ -258,7 +263,10 @@ struct AgentUpdateEndToEndTests {
             // invocations. One of them for certain, whatever the machine's speed: it reserves at v2
             // and acts only once v3 has replaced v2.
             let release = dir + "/release"
-            let held = Task { try await alice.send(.POST, "/api/v1/resources/alice/operations/brewer.brew", body: Data(#"{"hold": "\#(release)"}"#.utf8)) }
+            let held = Task {
+                try await alice.send(
+                    .POST, "/api/v1/resources/alice/operations/brewer.brew", body: Data(#"{"hold": "\#(release)"}"#.utf8), timeout: .seconds(120))
+            }
             try await eventually("the held invocation has reserved at v2", within: 60) { FileManager.default.fileExists(atPath: release + ".reserved") }
             let (rolling, rollingUpdate) = try await updateUnderLoad("v3", "rolling")
             #expect(rollingUpdate.status == 0, "\(rollingUpdate.stdout)\(rollingUpdate.stderr)")

@@ -158,10 +158,10 @@ public actor MeshRuntime {
         try await pushRoutes(for: service)
     }
 
-    /// Retires a version: no caller routes to it any more (its pin route and cluster go), its
-    /// sidecars stop and its instances are told to stop (SIGTERM); `unroutable` runs then, and
-    /// this returns once the instances have exited (their own shutdown, SIGKILL after a grace).
-    /// The route table is back to its initial shape.
+    /// Retires a version: no caller routes to it any more (its pin route and cluster go), then
+    /// its sidecars and instances are told to stop (SIGTERM) and `unroutable` runs; this returns
+    /// once they have exited (their own shutdown, SIGKILL after a grace). The route table is
+    /// back to its initial shape.
     public func removeVersion(service: String, version: String, unroutable: @Sendable () async -> Void = {}) async throws {
         let started = ContinuousClock.now
         updateRoutes(of: service) { r in
@@ -174,10 +174,10 @@ public actor MeshRuntime {
         let clustered = ContinuousClock.now
         let ids = plan.instances(of: service, version: version).map(\.id)
         let victims = processes.children.filter { ids.contains($0.id) }
-        let sidecars = await MeshProcesses.stop(victims.filter { $0.kind == MeshProcesses.Kind.envoy.rawValue })
-        for child in victims where child.kind == MeshProcesses.Kind.instance.rawValue { child.terminate() }
+        // Nothing reaches them any more: both are signalled at once, and waited for after.
+        for child in victims { child.terminate() }
         await unroutable()
-        let instances = await MeshProcesses.stop(victims.filter { $0.kind == MeshProcesses.Kind.instance.rawValue })
+        let took = await MeshProcesses.stop(victims)
         _ = processes.remove(ids)
         plan.instances.removeAll { ids.contains($0.id) }
         // What a retirement costs, part by part.
@@ -185,7 +185,7 @@ public actor MeshRuntime {
             "version removed",
             metadata: [
                 "service": "\(service)", "version": "\(version)", "routes": "\(routed - started)", "clusters": "\(clustered - routed)",
-                "sidecarsStopped": "\(sidecars.envoys)", "instancesExited": "\(instances.instances)",
+                "sidecarsExited": "\(took.envoys)", "instancesExited": "\(took.instances)",
             ])
     }
 

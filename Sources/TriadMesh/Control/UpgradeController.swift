@@ -65,8 +65,7 @@ public struct UpgradeStatus: Sendable, Codable, Equatable {
     public var message: String?
     public var requestedAt: Double
     /// Seconds from the request to the default switch; to the retirement of the old version
-    /// (out of every route, its sidecars stopped, its instances told to stop); and to its
-    /// instances' exit (their own shutdown).
+    /// (out of every route, its sidecars and instances told to stop); and to their exit.
     public var switchedAfter: Double?
     public var retiredAfter: Double?
     public var exitedAfter: Double?
@@ -294,13 +293,13 @@ public actor UpgradeController {
                     await controller.update(service) { $0.retiredAfter = after }
                     await controller.step(
                         service, "retired",
-                        "\(service) \(from) is out of every route, its sidecars stopped, its instances told to stop"
+                        "\(service) \(from) is out of every route, its sidecars and instances told to stop"
                             + (atOnce ? " (at once: no guarantee)" : ""))
                 }
                 let exited = await controller.elapsed(service)
                 await controller.update(service) { $0.exitedAfter = exited }
                 if action == .retire {
-                    await step("cleaned", "routes back to the initial shape: \(service) \(to) only; \(from)'s instances exited")
+                    await step("cleaned", "routes back to the initial shape: \(service) \(to) only; \(from)'s processes exited")
                 }
             case .markMayBreak(let n):
                 await controller.update(service) { $0.mayBreak = n }
