@@ -24,10 +24,9 @@ struct AgentCommand: AsyncParsableCommand {
     var listen: String?
 
     func run() async throws {
-        var listenOverride: HostPort?
-        if let listen {
-            guard let hostPort = HostPort(listen) else { throw ValidationError("--listen \(listen) is not HOST:PORT (e.g. 127.0.0.1:8090)") }
-            listenOverride = hostPort
+        let listenOverride = try listen.map { text in
+            guard let hostPort = HostPort(text) else { throw ValidationError("--listen \(text) is not HOST:PORT (e.g. 127.0.0.1:8090)") }
+            return hostPort
         }
         var parsed: AgentConfig
         do {

@@ -115,33 +115,24 @@ struct MeshAudit: AsyncParsableCommand {
     func run() async throws {
         try await runClientVerb {
             let (mesh, _) = try MeshClient.find(in: FileManager.default.currentDirectoryPath)
-            let report = try await mesh.audit()
-            let named = invocations ? try await Self.invocationsByTrace(client.client()) : [:]
+            var report = try await mesh.audit()
+            if invocations {
+                let named = try await Self.invocationsByTrace(client.client())
+                for i in report.traces.indices { report.traces[i].invocations = named[report.traces[i].traceId] ?? [] }
+                for i in report.failures.indices { report.failures[i].invocations = named[report.failures[i].traceId] ?? [] }
+            }
             if json {
-                guard invocations, case .object(var out) = try JSONCoding.parse(JSONCoding.encode(report)) else {
-                    print(String(decoding: JSONCoding.encode(report), as: UTF8.self))
-                    return
-                }
-                for key in ["traces", "failures"] {
-                    out[key] = .array(
-                        (out[key]?.arrayValue ?? []).map { entry in
-                            guard case .object(var e) = entry else { return entry }
-                            e["invocations"] = .array((named[e["traceId"]?.stringValue ?? ""] ?? []).map(JSONValue.string))
-                            return .object(e)
-                        })
-                }
-                print(String(decoding: JSONCoding.encode(JSONValue.object(out)), as: UTF8.self))
+                print(String(decoding: JSONCoding.encode(report), as: UTF8.self))
                 return
             }
-            func ids(_ trace: String) -> String {
-                guard invocations else { return "" }
-                let list = named[trace] ?? []
+            func ids(_ list: [String]?) -> String {
+                guard let list else { return "" }
                 return list.isEmpty ? " (no invocation)" : " invocations: " + list.joined(separator: ", ")
             }
             print("transactions: \(report.transactions), inconsistent: \(report.inconsistent)")
-            for t in report.traces { print("  \(t.traceId) \(t.service): \(t.versions.joined(separator: ", "))\(ids(t.traceId))") }
+            for t in report.traces { print("  \(t.traceId) \(t.service): \(t.versions.joined(separator: ", "))\(ids(t.invocations))") }
             print("failed at the gateway: \(report.failed)")
-            for f in report.failures { print("  \(f.traceId) \(f.status): \(f.detail)\(ids(f.traceId))") }
+            for f in report.failures { print("  \(f.traceId) \(f.status): \(f.detail)\(ids(f.invocations))") }
         }
     }
 

@@ -59,6 +59,8 @@ public struct ProjectManifest: Sendable, Equatable {
         /// The gateway's bound on requests in progress at each version (the mesh file's
         /// `gateway.maxInFlight`); nil: Envoy's own limits.
         public var maxInFlight: Int?
+        /// The largest `maxInFlight`, here and in the mesh file.
+        public static let maxInFlightLimit = 100_000
 
         public struct Route: Sendable, Equatable {
             public var prefix: String
@@ -256,8 +258,9 @@ extension Walker {
             if let g = m["gateway"] {
                 w.object(g, at: "\(p)/gateway", required: ["listen", "service"], allowed: ["listen", "service", "routes", "maxInFlight"]) { gm, w in
                     if let routes = gm["routes"] { w.gatewayRoutes(routes, at: "\(p)/gateway/routes", services: services) }
-                    if let m = gm["maxInFlight"], !(m.numberValue.map { $0.rounded() == $0 && $0 >= 1 && $0 <= 100_000 } ?? false) {
-                        w.fail("\(p)/gateway/maxInFlight", "must be an integer from 1 to 100000")
+                    let limit = ProjectManifest.Mesh.maxInFlightLimit
+                    if let m = gm["maxInFlight"], !(m.numberValue.map { $0.rounded() == $0 && $0 >= 1 && $0 <= Double(limit) } ?? false) {
+                        w.fail("\(p)/gateway/maxInFlight", "must be an integer from 1 to \(limit)")
                     }
                     if let l = gm["listen"], let s = w.string(l, at: "\(p)/gateway/listen"), !ProjectManifest.isListenAddress(s) {
                         w.fail("\(p)/gateway/listen", "must be HOST:PORT with a port from 1 to 65535, such as 127.0.0.1:8000")

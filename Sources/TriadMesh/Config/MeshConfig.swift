@@ -1,4 +1,5 @@
 import Foundation
+import TriadCore
 
 /// The mesh file (`triad mesh up -f mesh.yaml`; docs/mesh.md, schemas/mesh.schema.json), validated.
 public struct MeshConfig: Sendable, Equatable {
@@ -36,7 +37,7 @@ public struct MeshConfig: Sendable, Equatable {
             self.maxInFlight = maxInFlight
         }
 
-        public static let maxInFlightLimit = 100_000
+        public static let maxInFlightLimit = ProjectManifest.Mesh.maxInFlightLimit
 
         /// The service a request for `path` enters: the longest matching route's, else the gateway's own.
         public func service(forPath path: String) -> String {

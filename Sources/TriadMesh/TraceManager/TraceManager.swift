@@ -105,6 +105,8 @@ public struct AuditReport: Sendable, Codable, Equatable {
         public var traceId: String
         public var service: String
         public var versions: [String]
+        /// The ledger's invocations of this transaction (`triad mesh audit --invocations`).
+        public var invocations: [String]?
         public init(traceId: String, service: String, versions: [String]) {
             self.traceId = traceId
             self.service = service
@@ -117,6 +119,8 @@ public struct AuditReport: Sendable, Codable, Equatable {
         public var traceId: String
         public var status: Int
         public var detail: String
+        /// The ledger's invocations of this transaction (`triad mesh audit --invocations`).
+        public var invocations: [String]?
         public init(traceId: String, status: Int, detail: String) {
             self.traceId = traceId
             self.status = status
