@@ -75,7 +75,7 @@ swift build --build-tests
 # The mesh's end-to-end suites put 200 transactions/s through Python services and six Envoys
 # and judge every one of them: they run alone, after the rest, so that what they see is the
 # mesh and not a machine saturated by thirty other suites (both runs must pass).
-# The live update of agents under 100 invocations/s runs alone after them, for the same reason.
+# The live update of agents under at least 100 invocations/s runs alone after them, for the same reason.
 LOAD_SUITES='TriadMeshTests\.(Upgrade|Mesh)EndToEndTests'
 AGENT_LOAD_SUITE='TriadServerTests\.AgentUpdateEndToEndTests'
 
