@@ -7,9 +7,14 @@ import TriadSQL
 
 /// The registry on PostgreSQL, for many replicas. Writers serialise on the revision counter's
 /// row lock (held to commit), so event ids commit in order and the outbox never has a late gap.
+/// Each replica serves reads of resources from memory (`ResourceCache`), kept current by its own
+/// commits and by following the event log.
 public final class PostgresBackend: RegistryBackend {
     public let client: PostgresClient
     private let logger: Logger
+    private let cache: ResourceCache
+    /// The read cache's bound, in resources (about 2 KB each): past it, reads go to the database.
+    public static let defaultCacheLimit = 200_000
     /// Relay cursor rows known to exist (see `relayRound`).
     private let relayCursorRows = Mutex<Set<String>>([])
 
@@ -40,14 +45,22 @@ public final class PostgresBackend: RegistryBackend {
 
     /// Runs `body` with a migrated backend. The connection pool runs as a child task of this
     /// call, so it lives exactly as long as `body`: when `body` returns or throws, the pool closes.
+    /// The read cache is loaded before `body` runs and followed while it does.
     public static func withBackend<T: Sendable>(
-        url: String, searchPath: String? = nil, logger: Logger, _ body: (PostgresBackend) async throws -> T
+        url: String, searchPath: String? = nil, cacheLimit: Int = defaultCacheLimit, logger: Logger,
+        _ body: (PostgresBackend) async throws -> T
     ) async throws -> T {
         var config = try configuration(url: url)
         if let searchPath { config.options.additionalStartupParameters = [("search_path", searchPath)] }
         return try await withRunningClient(config, logger: logger) { client in
             try await PostgresMigrations.run(on: client, logger: logger)
-            return try await body(PostgresBackend(client: client, logger: logger))
+            let backend = PostgresBackend(client: client, cache: ResourceCache(limit: cacheLimit), logger: logger)
+            try await backend.reloadCache()
+            return try await withThrowingTaskGroup(of: Void.self, returning: T.self) { group in
+                group.addTask { await backend.followOtherWriters() }
+                defer { group.cancelAll() }
+                return try await body(backend)
+            }
         }
     }
 
@@ -71,17 +84,70 @@ public final class PostgresBackend: RegistryBackend {
         }
     }
 
-    private init(client: PostgresClient, logger: Logger) {
+    private init(client: PostgresClient, cache: ResourceCache, logger: Logger) {
         self.client = client
+        self.cache = cache
         self.logger = logger
+    }
+
+    /// Whether reads go to the database because the registry outgrew the read cache.
+    public var cacheIsOff: Bool { cache.read { _ in true } == nil }
+
+    /// Loads every resource into the cache. The log's position is read first: events after it
+    /// that the load already reflects are skipped when followed (older revisions never win).
+    private func reloadCache() async throws {
+        let revision = try await latestRevision()
+        var resources: [StoredResource] = []
+        let rows = try await client.query("SELECT name, kind, labels, revision, document FROM triad_resources", logger: logger)
+        for try await row in rows.decode((String, String, String, Int64, String).self) { resources.append(try Self.resource(row)) }
+        cache.reload(resources, revision: revision, logger: logger)
+    }
+
+    /// Follows the event log into the cache, woken by other writers' notifications and once a
+    /// second (a notification lost while listening again is caught up then). Runs until cancelled.
+    private func followOtherWriters() async {
+        let (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await self.watchOtherWriters { wake.yield() } }
+            group.addTask {
+                while (try? await Task.sleep(for: .seconds(1))) != nil { wake.yield() }
+            }
+            for await _ in wakes {
+                do {
+                    try await catchUpCache()
+                } catch  where Task.isCancelled {
+                    break
+                } catch {
+                    logger.warning("the read cache could not follow the event log; trying again", metadata: ["error": "\(error)"])
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    private func catchUpCache() async throws {
+        while cache.read({ _ in true }) == true {
+            let from = cache.followedRevision
+            let events = try await Self.events(client.query(Self.eventsAfter(from, limit: 1000), logger: logger))
+            if !cache.follow(events, logger: logger) {
+                logger.info("the event log was compacted past the read cache's position; reloading", metadata: ["position": "\(from)"])
+                try await reloadCache()
+                continue
+            }
+            if events.count < 1000 { return }
+        }
     }
 
     public func withWriteTransaction<T: Sendable>(_ body: @Sendable (any RegistryTransaction) async throws -> T) async throws -> T {
         let logger = self.logger
         do {
-            return try await client.withTransaction(logger: logger) { connection in
-                try await body(PostgresTransaction(connection: connection, logger: logger))
+            let (result, committed) = try await client.withTransaction(logger: logger) { connection in
+                let tx = PostgresTransaction(connection: connection, logger: logger)
+                let result = try await body(tx)
+                return (result, tx.committedChange)
             }
+            if let committed { cache.applyCommitted(name: committed.name, record: committed.record, revision: committed.revision) }
+            return result
         } catch let error as PostgresTransactionError {
             // The registry's own refusals (conflict, not found, invalid) come back unwrapped.
             if let refusal = error.closureError as? RegistryError, error.rollbackError == nil { throw refusal }
@@ -90,6 +156,7 @@ public final class PostgresBackend: RegistryBackend {
     }
 
     public func get(name: String) async throws -> StoredResource? {
+        if let cached = cache.read({ $0.byName[name] }) { return cached }
         for try await row in try await client.execute(ResourceByName(name: name), logger: logger) { return try Self.resource(row) }
         return nil
     }
@@ -112,6 +179,7 @@ public final class PostgresBackend: RegistryBackend {
     }
 
     public func list(kind: ResourceKind?, after: String?, limit: Int) async throws -> [StoredResource] {
+        if let page = cache.read({ $0.page(kind: kind, after: after, limit: limit) }) { return page }
         var out: [StoredResource] = []
         let rows = try await client.execute(ResourcePage(kind: kind?.rawValue, after: after ?? "", limit: Int64(limit)), logger: logger)
         for try await row in rows { out.append(try Self.resource(row)) }
@@ -485,6 +553,8 @@ final class PostgresTransaction: RegistryTransaction {
     }
     private var change: Change?
     private var invocation: Invocation?
+    /// The resource change `append` wrote, for the read cache once the transaction commits.
+    private(set) var committedChange: (name: String, record: StoredResource?, revision: Int64)?
 
     init(connection: PostgresConnection, logger: Logger) {
         self.connection = connection
@@ -573,6 +643,13 @@ final class PostgresTransaction: RegistryTransaction {
                       ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, charged = EXCLUDED.charged, document = EXCLUDED.document)
                     \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
                     """, logger: logger)
+            }
+            switch change {
+            case .insert(let r), .update(let r):
+                // As written above: the event's document and labels.
+                committedChange = (r.name, StoredResource(name: r.name, kind: r.kind, labels: e.labels, revision: r.revision, document: e.document), e.id)
+            case .delete(let name): committedChange = (name, nil, e.id)
+            case nil: break
             }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
             // Two creators of one name: both saw no row; the one that committed first wins.

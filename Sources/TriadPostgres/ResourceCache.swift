@@ -1,0 +1,103 @@
+import Foundation
+import Logging
+import Synchronization
+import TriadCore
+
+/// The resources of a PostgreSQL registry held in memory by one replica, so that reads by name
+/// and lists (label selectors filter the same pages) never reach the database.
+///
+/// It is kept current from two sides:
+/// - this replica's own writes, applied the moment they commit (a read after a write on the
+///   same replica sees it);
+/// - the event log, followed by id (`catchUp`) whenever PostgreSQL notifies a write and once a
+///   second besides. Event ids are the registry's revisions, gap-free and committed in order, so
+///   a notification lost on the way is caught up at the next wake and never guessed; a gap in
+///   the ids (the log compacted past this replica's position) reloads the whole table.
+///
+/// Older news never overwrites newer: a resource keeps the highest revision seen, and a
+/// deletion by this replica is remembered until the log passes it.
+///
+/// Bounded: past `limit` resources the cache turns itself off and every read goes to the
+/// database until the server restarts.
+final class ResourceCache: Sendable {
+    private struct State {
+        /// `index.revision` is how far the event log has been followed.
+        var index = ResourceIndex()
+        /// This replica's deletions that the log has not been followed to yet: name → revision.
+        var deletions: [String: Int64] = [:]
+        var enabled = true
+    }
+
+    private let state = Mutex(State())
+    let limit: Int
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    /// `body` on the index, or nil when the cache is off (read the database).
+    func read<T>(_ body: (ResourceIndex) -> T) -> T? {
+        state.withLock { $0.enabled ? body($0.index) : nil }
+    }
+
+    var followedRevision: Int64 { state.withLock { $0.index.revision } }
+
+    /// Replaces the contents: `resources` read after the log's position `revision` was.
+    func reload(_ resources: [StoredResource], revision: Int64, logger: Logger) {
+        state.withLock { s in
+            guard resources.count <= limit else {
+                s = State(enabled: false)
+                logger.warning(
+                    "the registry holds more resources than the read cache's limit; reads go to the database",
+                    metadata: ["resources": "\(resources.count)", "limit": "\(limit)"])
+                return
+            }
+            var index = ResourceIndex()
+            for r in resources { index.put(r) }
+            index.revision = revision
+            s.index = index
+            s.deletions = [:]
+        }
+    }
+
+    /// A write of this replica, just committed: `record` is the resource after it (nil: deleted).
+    func applyCommitted(name: String, record: StoredResource?, revision: Int64) {
+        state.withLock { s in
+            guard s.enabled, (s.index.byName[name]?.revision ?? 0) < revision else { return }
+            if let record {
+                s.index.put(record)
+                s.deletions[name] = nil
+            } else {
+                s.index.remove(name)
+                if revision > s.index.revision { s.deletions[name] = revision }
+            }
+        }
+    }
+
+    /// Applies events read from the log after `followedRevision`, in id order. Returns false when
+    /// they do not follow on (a gap: the caller reloads).
+    func follow(_ events: [RegistryEvent], logger: Logger) -> Bool {
+        state.withLock { s in
+            guard s.enabled, let first = events.first, let last = events.last else { return true }
+            guard first.id == s.index.revision + 1 else { return false }
+            for e in events where e.type.carriesResource {
+                if let deleted = s.deletions[e.name], deleted >= e.id { continue }
+                if let current = s.index.byName[e.name], current.revision >= e.id { continue }
+                if e.type == .deleted {
+                    s.index.remove(e.name)
+                } else if let kind = ResourceKind(rawValue: e.kind.rawValue) {
+                    s.index.put(StoredResource(name: e.name, kind: kind, labels: e.labels, revision: e.id, document: e.document))
+                }
+            }
+            s.index.revision = last.id
+            s.deletions = s.deletions.filter { $0.value > last.id }
+            if s.index.byName.count > limit {
+                s = State(enabled: false)
+                logger.warning(
+                    "the registry outgrew the read cache's limit; reads go to the database",
+                    metadata: ["limit": "\(limit)"])
+            }
+            return true
+        }
+    }
+}

@@ -1,0 +1,83 @@
+import Foundation
+import Logging
+import Testing
+import TriadCore
+import TriadTesting
+
+@testable import TriadPostgres
+
+/// The PostgreSQL backend serves reads from memory: its own writes at once, other replicas'
+/// writes once the event log says so, against the real PostgreSQL that scripts/test.sh starts.
+@Suite("Read cache on PostgreSQL")
+struct ReadCacheTests {
+    static func resource(_ name: String, labels: [String: String]? = nil) -> Resource {
+        Resource(metadata: ObjectMeta(name: name, labels: labels), spec: ResourceSpec(kind: .device))
+    }
+
+    @Test func aWriteOnOneReplicaIsReadOnTheOtherAndAtOnceOnItsOwn() async throws {
+        try await TestEnvironment.withBackend(.postgres) { a, schema in
+            try await TestEnvironment.withBackend(.postgres, reuse: schema) { b, _ in
+                let onA = Registry(backend: a)
+                let onB = Registry(backend: b)
+
+                let created = try await onA.create(Self.resource("fan", labels: ["floor": "3"]))
+                #expect(try await onA.get("fan") == created, "read-your-writes on the writing replica")
+                try await eventually("the other replica reads the new resource") { (try? await onB.get("fan")) == created }
+                #expect(try await b.list(kind: .device, after: nil, limit: 10).map(\.name) == ["fan"])
+
+                var changed = Self.resource("fan", labels: ["floor": "4"])
+                changed.spec.aliasName = "Pantry fan"
+                let (replaced, _) = try await onB.replace(changed, precondition: nil)
+                #expect(try await onB.get("fan") == replaced)
+                try await eventually("the first replica reads the change") { (try? await onA.get("fan")) == replaced }
+
+                _ = try await onA.delete("fan", precondition: nil)
+                await #expect(throws: RegistryError.notFound(name: "fan")) { try await onA.get("fan") }
+                try await eventually("the other replica no longer reads it") { (try? await onB.get("fan")) == nil }
+                #expect(try await b.list(kind: nil, after: nil, limit: 10).isEmpty)
+            }
+        }
+    }
+
+    /// Past its bound the cache turns off and reads are the database's (still correct).
+    @Test func pastItsBoundReadsGoToTheDatabase() async throws {
+        let schema = TestEnvironment.uniqueName("t")
+        try await TestEnvironment.postgresAdmin("CREATE SCHEMA \(schema)")
+        try await PostgresBackend.withBackend(url: try TestEnvironment.postgresURL(), searchPath: schema, cacheLimit: 2, logger: TestEnvironment.logger) {
+            backend in
+            let registry = Registry(backend: backend)
+            for name in ["a", "b", "c"] { _ = try await registry.create(Self.resource(name)) }
+            try await eventually("the cache turns itself off") { backend.cacheIsOff }
+            #expect(try await backend.list(kind: nil, after: nil, limit: 10).map(\.name) == ["a", "b", "c"])
+            _ = try await registry.delete("b", precondition: nil)
+            #expect(try await backend.get(name: "b") == nil)
+            #expect(try await backend.get(name: "c")?.name == "c")
+        }
+    }
+
+    static func event(_ id: Int64, _ type: RegistryEventType, _ name: String) -> RegistryEvent {
+        RegistryEvent(id: id, type: type, name: name, kind: .device, labels: [:], time: "2026-12-06T00:00:00Z", document: Data("{\"r\":\(id)}".utf8))
+    }
+
+    static func stored(_ name: String, _ revision: Int64) -> StoredResource {
+        StoredResource(name: name, kind: .device, labels: [:], revision: revision, document: Data("{\"r\":\(revision)}".utf8))
+    }
+
+    /// Older news never overwrites newer, and a gap in the log is refused (the caller reloads).
+    @Test func theLogNeverUndoesALaterOwnWrite() {
+        let cache = ResourceCache(limit: 100)
+        let logger = Logger(label: "test")
+        cache.reload([Self.stored("fan", 1)], revision: 1, logger: logger)
+        // This replica updates the fan at 3 and deletes the lamp at 5 before following the log.
+        cache.applyCommitted(name: "fan", record: Self.stored("fan", 3), revision: 3)
+        cache.applyCommitted(name: "lamp", record: nil, revision: 5)
+        #expect(cache.follow([Self.event(2, .updated, "fan"), Self.event(3, .updated, "fan"), Self.event(4, .created, "lamp")], logger: logger))
+        #expect(cache.read { $0.byName["fan"]?.revision } == 3)
+        #expect(cache.read { $0.byName["lamp"] } == .some(nil), "the later deletion stands")
+        #expect(cache.follow([Self.event(5, .deleted, "lamp"), Self.event(6, .created, "lamp")], logger: logger))
+        #expect(cache.read { $0.byName["lamp"]?.revision } == 6)
+        #expect(cache.followedRevision == 6)
+        #expect(!cache.follow([Self.event(9, .updated, "fan")], logger: logger), "7 and 8 are missing")
+        #expect(cache.followedRevision == 6)
+    }
+}
