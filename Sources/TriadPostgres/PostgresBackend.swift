@@ -13,6 +13,7 @@ public final class PostgresBackend: RegistryBackend {
     public let client: PostgresClient
     private let logger: Logger
     private let cache: ResourceCache
+    private let groups = GroupCommit()
     /// The read cache's bound, in resources (about 2 KB each): past it, reads go to the database.
     public static let defaultCacheLimit = 200_000
     /// Relay cursor rows known to exist (see `relayRound`).
@@ -45,7 +46,8 @@ public final class PostgresBackend: RegistryBackend {
 
     /// Runs `body` with a migrated backend. The connection pool runs as a child task of this
     /// call, so it lives exactly as long as `body`: when `body` returns or throws, the pool closes.
-    /// The read cache is loaded before `body` runs and followed while it does.
+    /// The read cache is loaded before `body` runs and followed while it does; writes are
+    /// committed in groups by a task that runs as long as `body`.
     public static func withBackend<T: Sendable>(
         url: String, searchPath: String? = nil, cacheLimit: Int = defaultCacheLimit, logger: Logger,
         _ body: (PostgresBackend) async throws -> T
@@ -57,6 +59,7 @@ public final class PostgresBackend: RegistryBackend {
             let backend = PostgresBackend(client: client, cache: ResourceCache(limit: cacheLimit), logger: logger)
             try await backend.reloadCache()
             return try await withThrowingTaskGroup(of: Void.self, returning: T.self) { group in
+                group.addTask { await backend.groups.run(backend.commit) }
                 group.addTask { await backend.followOtherWriters() }
                 defer { group.cancelAll() }
                 return try await body(backend)
@@ -138,21 +141,50 @@ public final class PostgresBackend: RegistryBackend {
         }
     }
 
-    public func withWriteTransaction<T: Sendable>(_ body: @Sendable (any RegistryTransaction) async throws -> T) async throws -> T {
+    /// The write joins the next group (`GroupCommit`) and returns once the group has committed.
+    public func withWriteTransaction<T: Sendable>(_ body: @escaping @Sendable (any RegistryTransaction) async throws -> T) async throws -> T {
+        try await groups.write(body)
+    }
+
+    /// One group in one transaction: the counter locked first (so every read the bodies make
+    /// sees all that committed before), the bodies in turn, one statement for all they wrote.
+    private func commit(_ writes: [PendingWrite]) async {
+        var outcomes: [(any Error)?] = Array(repeating: nil, count: writes.count)
+        var committed: [(name: String, record: StoredResource?, revision: Int64)] = []
         let logger = self.logger
         do {
-            let (result, committed) = try await client.withTransaction(logger: logger) { connection in
-                let tx = PostgresTransaction(connection: connection, logger: logger)
-                let result = try await body(tx)
-                return (result, tx.committedChange)
+            try await client.withConnection { conn in
+                _ = try await conn.query("BEGIN", logger: logger)
+                do {
+                    var start: Int64?
+                    for try await value in try await conn.execute(LockRevisionCounter(), logger: logger) { start = value }
+                    guard let start else { throw RegistryError.unavailable("revision counter missing") }
+                    let group = GroupState(connection: conn, logger: logger, revision: start)
+                    for (i, write) in writes.enumerated() {
+                        let tx = GroupTransaction(group)
+                        do {
+                            try await write.body(tx)
+                            try tx.merge()
+                        } catch let refusal as RegistryError {
+                            outcomes[i] = refusal
+                        }
+                    }
+                    if !group.events.isEmpty {
+                        for try await _ in try await conn.execute(group.flush, logger: logger) {}
+                    }
+                    _ = try await conn.query("COMMIT", logger: logger)
+                    committed = group.changes
+                } catch {
+                    _ = try? await conn.query("ROLLBACK", logger: logger)
+                    throw error
+                }
             }
-            if let committed { cache.applyCommitted(name: committed.name, record: committed.record, revision: committed.revision) }
-            return result
-        } catch let error as PostgresTransactionError {
-            // The registry's own refusals (conflict, not found, invalid) come back unwrapped.
-            if let refusal = error.closureError as? RegistryError, error.rollbackError == nil { throw refusal }
-            throw error
+        } catch {
+            // Nothing of the group committed: the writes it would have carried fail with it.
+            for i in outcomes.indices where outcomes[i] == nil { outcomes[i] = error }
         }
+        for c in committed { cache.applyCommitted(name: c.name, record: c.record, revision: c.revision) }
+        for (write, outcome) in zip(writes, outcomes) { write.finish(outcome) }
     }
 
     public func get(name: String) async throws -> StoredResource? {
@@ -504,20 +536,6 @@ struct ResourceByName: ResourceRowByName {
     var name: String
 }
 
-/// The row of a resource about to be written, locked until the transaction ends.
-struct ResourceForUpdate: ResourceRowByName {
-    static let sql = "SELECT name, kind, labels, revision, document FROM triad_resources WHERE name = $1 FOR UPDATE"
-    var name: String
-}
-
-struct NextRevision: PostgresPreparedStatement {
-    static let sql = "UPDATE triad_counters SET value = value + 1 WHERE name = 'revision' RETURNING value"
-    typealias Row = Int64
-
-    func makeBindings() throws -> PostgresBindings { PostgresBindings() }
-    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Int64.self) }
-}
-
 struct ResourcePage: PostgresPreparedStatement {
     static let sql = """
         SELECT name, kind, labels, revision, document FROM triad_resources
@@ -537,125 +555,6 @@ struct ResourcePage: PostgresPreparedStatement {
     }
 
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
-}
-
-/// One registry write in a PostgreSQL transaction: the resource's row is locked when loaded,
-/// the revision counter only once the write is decided, and the change goes out with its event
-/// in one statement, so the counter lock (which orders all writers) is held for two round trips
-/// and the commit.
-final class PostgresTransaction: RegistryTransaction {
-    let connection: PostgresConnection
-    let logger: Logger
-    private enum Change {
-        case insert(StoredResource)
-        case update(StoredResource)
-        case delete(String)
-    }
-    private var change: Change?
-    private var invocation: Invocation?
-    /// The resource change `append` wrote, for the read cache once the transaction commits.
-    private(set) var committedChange: (name: String, record: StoredResource?, revision: Int64)?
-
-    init(connection: PostgresConnection, logger: Logger) {
-        self.connection = connection
-        self.logger = logger
-    }
-
-    func load(name: String) async throws -> StoredResource? {
-        for try await row in try await connection.execute(ResourceForUpdate(name: name), logger: logger) {
-            return try PostgresBackend.resource(row)
-        }
-        return nil
-    }
-
-    /// Locks the project's row, as `load` locks a resource's.
-    func loadProject(name: String) async throws -> StoredProject? {
-        try await PostgresBackend.projects(
-            connection.query("SELECT name, revision, document FROM triad_projects WHERE name = \(name) FOR UPDATE", logger: logger)
-        ).first
-    }
-
-    func nextRevision() async throws -> Int64 {
-        for try await value in try await connection.execute(NextRevision(), logger: logger) { return value }
-        throw RegistryError.unavailable("revision counter missing")
-    }
-
-    func insert(_ r: StoredResource) async throws { change = .insert(r) }
-    func update(_ r: StoredResource) async throws { change = .update(r) }
-    func delete(name: String) async throws { change = .delete(name) }
-    func put(_ invocation: Invocation) async throws { self.invocation = invocation }
-
-    func append(_ e: RegistryEvent) async throws {
-        let document = String(decoding: e.document, as: UTF8.self)
-        let labels = RowCoding.labelsText(e.labels)
-        let event = "INSERT INTO triad_events (id, type, name, kind, labels, time, document) VALUES"
-        do {
-            switch change {
-            case .insert(let r):
-                _ = try await connection.query(
-                    """
-                    WITH changed AS (INSERT INTO triad_resources (name, kind, labels, revision, document)
-                      VALUES (\(r.name), \(r.kind.rawValue), \(labels), \(r.revision), \(document)))
-                    \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
-                    """, logger: logger)
-            case .update(let r):
-                _ = try await connection.query(
-                    """
-                    WITH changed AS (UPDATE triad_resources SET kind = \(r.kind.rawValue), labels = \(labels),
-                      revision = \(r.revision), document = \(document) WHERE name = \(r.name))
-                    \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
-                    """, logger: logger)
-            case .delete(let name):
-                _ = try await connection.query(
-                    """
-                    WITH changed AS (DELETE FROM triad_resources WHERE name = \(name))
-                    \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
-                    """, logger: logger)
-            case nil where e.type.subject == .project:
-                // The event is the project's change.
-                if e.type == .projectDeleted {
-                    _ = try await connection.query(
-                        """
-                        WITH changed AS (DELETE FROM triad_projects WHERE name = \(e.name))
-                        \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
-                        """, logger: logger)
-                } else if e.type == .projectCreated {
-                    // A plain INSERT: a creator that raced another one fails (23505) instead of overwriting it.
-                    _ = try await connection.query(
-                        """
-                        WITH changed AS (INSERT INTO triad_projects (name, revision, document) VALUES (\(e.name), \(e.id), \(document)))
-                        \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
-                        """, logger: logger)
-                } else {
-                    _ = try await connection.query(
-                        """
-                        WITH changed AS (UPDATE triad_projects SET revision = \(e.id), document = \(document) WHERE name = \(e.name))
-                        \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
-                        """, logger: logger)
-                }
-            case nil:
-                guard let i = invocation else { throw RegistryError.unavailable("a registry event without a change") }
-                let record = String(decoding: i.document, as: UTF8.self)
-                _ = try await connection.query(
-                    """
-                    WITH changed AS (INSERT INTO triad_invocations (id, seq, resource, caller, state, node, started_at, charged, document)
-                      VALUES (\(i.id), \(i.sequence), \(i.resource), \(i.caller), \(i.state.rawValue), \(i.node), \(i.startedAt), \(i.charged), \(record))
-                      ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, charged = EXCLUDED.charged, document = EXCLUDED.document)
-                    \(unescaped: event) (\(e.id), \(e.type.rawValue), \(e.name), \(e.kind.rawValue), \(labels), \(e.time), \(document))
-                    """, logger: logger)
-            }
-            switch change {
-            case .insert(let r), .update(let r):
-                // As written above: the event's document and labels.
-                committedChange = (r.name, StoredResource(name: r.name, kind: r.kind, labels: e.labels, revision: r.revision, document: e.document), e.id)
-            case .delete(let name): committedChange = (name, nil, e.id)
-            case nil: break
-            }
-        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
-            // Two creators of one name: both saw no row; the one that committed first wins.
-            throw RegistryError.alreadyExists(name: e.name)
-        }
-    }
 }
 
 /// Versioned schema changes, applied in order at start under an advisory lock, so replicas

@@ -140,7 +140,7 @@ public final class SQLiteBackend: RegistryBackend {
     /// One writer at a time. A registry write appends exactly one event, and that one INSERT
     /// (with the triggers of `RegistrySchema`) is the whole write, so no BEGIN/COMMIT is needed:
     /// if the body throws before it, nothing was written.
-    public func withWriteTransaction<T: Sendable>(_ body: @Sendable (any RegistryTransaction) async throws -> T) async throws -> T {
+    public func withWriteTransaction<T: Sendable>(_ body: @escaping @Sendable (any RegistryTransaction) async throws -> T) async throws -> T {
         let result = try await writeLock.withLock {
             // The index changes only here, after a write, so the transaction may read it live.
             let tx = SQLiteTransaction(connection: writer, revision: index.withLock { $0.revision }) { name in

@@ -288,6 +288,35 @@ struct RegistryConformanceTests {
         }
     }
 
+    /// Many writers at once (on PostgreSQL they commit in groups): each gets its own outcome, and
+    /// the revisions they take are gap-free and in the order their events are read back.
+    @Test(arguments: Store.allCases)
+    func manyWritersAtOnceEachGetTheirOwnOutcome(_ kind: Store) async throws {
+        try await withRegistry(kind) { registry in
+            let results = await withTaskGroup(of: (String, Result<StoredResource, any Error>).self) { group in
+                for i in 0..<60 {
+                    let name = "many-\(i % 30)"
+                    group.addTask {
+                        do { return (name, .success(try await registry.create(Self.resource(name)))) } catch { return (name, .failure(error)) }
+                    }
+                }
+                var all: [(String, Result<StoredResource, any Error>)] = []
+                for await r in group { all.append(r) }
+                return all
+            }
+            let created = results.compactMap { try? $0.1.get() }
+            #expect(created.count == 30, "one creator of each name wins")
+            #expect(Set(created.map(\.name)).count == 30)
+            for case (let name, .failure(let error)) in results {
+                #expect(error as? RegistryError == .alreadyExists(name: name), "\(error)")
+            }
+            let events = try await registry.log.events(after: 0, limit: 100).events
+            #expect(events.map(\.id) == Array(1...30), "gap-free, in commit order")
+            #expect(Set(created.map(\.revision)) == Set(events.map(\.id)))
+            for record in created { #expect(try await registry.get(record.name) == record) }
+        }
+    }
+
     @Test(arguments: Store.allCases)
     func tokensAreStoredHashedAndRevocable(_ kind: Store) async throws {
         try await withStore(kind) { backend in

@@ -21,7 +21,7 @@ public final class InMemoryBackend: RegistryBackend {
 
     public init() {}
 
-    public func withWriteTransaction<T: Sendable>(_ body: @Sendable (any RegistryTransaction) async throws -> T) async throws -> T {
+    public func withWriteTransaction<T: Sendable>(_ body: @escaping @Sendable (any RegistryTransaction) async throws -> T) async throws -> T {
         try await writeLock.withLock {
             let tx = InMemoryTransaction(
                 revision: state.withLock { $0.index.revision },

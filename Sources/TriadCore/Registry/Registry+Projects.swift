@@ -84,7 +84,7 @@ extension Registry {
     }
 
     private func changeProjectStatus(
-        _ name: String, ifRevision: Int64?, _ change: @Sendable (inout [String: JSONValue], String) -> Void
+        _ name: String, ifRevision: Int64?, _ change: @escaping @Sendable (inout [String: JSONValue], String) -> Void
     ) async throws -> StoredProject {
         let now = Timestamp.format(clock())
         return try await backend.withWriteTransaction { tx in

@@ -191,8 +191,10 @@ public protocol RegistryBackend: ResourceStore, ProjectStore, EventLog, RelayCur
 
 /// Resources, and the write transaction that changes one together with its event.
 public protocol ResourceStore: Sendable {
-    /// Runs `body` in one serialisable write transaction; commits if it returns, rolls back if it throws.
-    func withWriteTransaction<T: Sendable>(_ body: @Sendable (any RegistryTransaction) async throws -> T) async throws -> T
+    /// Runs `body` in one serialisable write transaction; commits if it returns, rolls back if it
+    /// throws. PostgreSQL commits concurrent writes in groups, each with its own outcome, so
+    /// `body` may run on another task than the caller's.
+    func withWriteTransaction<T: Sendable>(_ body: @escaping @Sendable (any RegistryTransaction) async throws -> T) async throws -> T
 
     func get(name: String) async throws -> StoredResource?
     /// Resources ordered by name, after `after` (exclusive), optionally of one kind.
