@@ -183,7 +183,9 @@ let package = Package(
         // The measuring side of bench/pipeline.sh; lives with the benchmarks.
         .executableTarget(
             name: "triad-bench",
-            dependencies: ["TriadCore", "TriadMQTT", "TriadAMQP"],
+            dependencies: [
+                "TriadCore", "TriadMQTT", "TriadAMQP", "TriadClient", .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             path: "bench/Sources/triad-bench"
         ),
         // What every test suite shares: waiting for what happens, a manual clock, paths, programs run.

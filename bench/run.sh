@@ -20,6 +20,8 @@ WORK=$ROOT/bench/.work            # scratch, git-ignored
 OUT=$WORK/out                     # raw tool outputs, kept for inspection
 RESULTS_DIR=$ROOT/bench/results
 SERVICES=$ROOT/scripts/services.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 PG_PORT=${TRIAD_PG_PORT:-55432}
 PG_URL_BASE=postgres://postgres:postgres@127.0.0.1:$PG_PORT
@@ -33,9 +35,6 @@ PGBENCH_DURATION=${BENCH_PGBENCH_DURATION:-15}
 WRK_ARGS=(-t2 -c64 --latency)
 ANCHORS_ONLY=${BENCH_ANCHORS_ONLY:-0}
 ANCHOR_DB=triad_bench_pgbench     # pgbench's own database on the same server
-
-die() { echo "bench: error: $*" >&2; exit 1; }
-log() { echo "bench: $*" >&2; }
 
 # --- tools ----------------------------------------------------------------------------
 
@@ -54,11 +53,6 @@ install_tools() {
   PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
   NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 }
-
-# client_min_messages: no "does not exist, skipping" notices from the drops.
-psql_tcp() { PGPASSWORD=postgres PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
-
-port_free() { ! (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
 
 # --- processes we start (all stopped by cleanup) ---------------------------------------
 
@@ -122,10 +116,6 @@ seed() {
     esac
   done
   log "seeded 100 resources on $addr"
-}
-
-resource_body() {
-  printf '{"apiVersion":"triad.io/v1alpha1","kind":"Resource","metadata":{"name":"%s","labels":{"triad.io/space":"bench"}},"spec":{"kind":"Device","description":{"brand":"Acme"},"operations":[{"name":"brew","price":3.5,"httpAction":{"action":"POST","url":"http://127.0.0.1:9101/operations/brew"}}]}}' "$1"
 }
 
 # GET with the token; fail unless 200.
@@ -199,19 +189,6 @@ EOF
 declare -A RPS P50 P99 ERRS NOTE
 CASES=()
 
-# parse_wrk FILE — prints "rps p50ms p99ms errors" (errors = non-2xx/3xx + socket errors).
-parse_wrk() {
-  awk '
-    function ms(v) { if (v ~ /us$/) return v * 0.001; if (v ~ /ms$/) return v + 0;
-                     if (v ~ /m$/) return v * 60000; if (v ~ /s$/) return v * 1000; return v + 0 }
-    /^ +50%/ { p50 = ms($2) }
-    /^ +99%/ { p99 = ms($2) }
-    /^Requests\/sec:/ { rps = $2 }
-    /Non-2xx or 3xx responses:/ { err += $NF }
-    /Socket errors:/ { err += $4 + $6 + $8 + $10 }
-    END { if (rps == "") exit 1; printf "%.1f %.3f %.3f %d\n", rps, p50, p99, err }' "$1"
-}
-
 # wrk_case ID LABEL URL [wrk args...] — a read case.
 wrk_case() {
   local id=$1 label=$2 url=$3; shift 3
@@ -257,42 +234,7 @@ pgbench_case() {
 }
 
 write_scripts() {
-  # Unique names per request: "c-<thread>-<n>"; counts response statuses per thread.
-  cat >"$WORK/create.lua" <<'EOF'
-local threads, next_tid = {}, 1
-function setup(thread)
-  thread:set("tid", next_tid)
-  next_tid = next_tid + 1
-  table.insert(threads, thread)
-end
-
-local n = 0
-statuses = {}
-local headers = {
-  ["Authorization"] = "Bearer " .. (os.getenv("BENCH_TOKEN") or "bench-admin-token"),
-  ["Content-Type"] = "application/json",
-}
-local template = '{"apiVersion":"triad.io/v1alpha1","kind":"Resource","metadata":{"name":"c-%d-%d","labels":{"triad.io/space":"bench"}},"spec":{"kind":"Device","description":{"brand":"Acme"},"operations":[{"name":"brew","price":3.5,"httpAction":{"action":"POST","url":"http://127.0.0.1:9101/operations/brew"}}]}}'
-
-function request()
-  n = n + 1
-  return wrk.format("POST", "/api/v1/resources", headers, string.format(template, tid, n))
-end
-
-function response(status, hdrs, body)
-  statuses[status] = (statuses[status] or 0) + 1
-end
-
-function done(summary, latency, requests)
-  local total = {}
-  for _, t in ipairs(threads) do
-    for k, v in pairs(t:get("statuses")) do total[k] = (total[k] or 0) + v end
-  end
-  local created = total[201] or 0
-  io.write(string.format("CREATED %d\nCREATES_PER_SEC %.1f\n", created, created / (summary.duration / 1e6)))
-  for k, v in pairs(total) do io.write(string.format("STATUS %d %d\n", k, v)) end
-end
-EOF
+  write_create_lua "$WORK/create.lua"
 
   # One row like a stored resource (~640 bytes of jsonb), unique-ish name; same server as Triad's.
   DOC='{"apiVersion":"triad.io/v1alpha1","kind":"Resource","metadata":{"name":"p-bench","uid":"0b6f2d3e-5a1c-4e1f-9a7b-2c4d6e8f0001","resourceVersion":"1","generation":1,"creationTimestamp":"2026-01-01T00:00:00Z","labels":{"triad.io/space":"bench"},"annotations":{"triad.io/created-by":"bench-admin"}},"spec":{"kind":"Device","description":{"brand":"Acme"},"operations":[{"name":"brew","price":3.5,"httpAction":{"action":"POST","url":"http://127.0.0.1:9101/operations/brew"}}]},"status":{"phase":"Registered"}}'

@@ -56,7 +56,7 @@ public final class PostgresBackend: RegistryBackend {
         if let searchPath { config.options.additionalStartupParameters = [("search_path", searchPath)] }
         return try await withRunningClient(config, logger: logger) { client in
             try await PostgresMigrations.run(on: client, logger: logger)
-            let backend = PostgresBackend(client: client, cache: ResourceCache(limit: cacheLimit), logger: logger)
+            let backend = PostgresBackend(client: client, cache: ResourceCache(limit: cacheLimit, logger: logger), logger: logger)
             try await backend.reloadCache()
             return try await withThrowingTaskGroup(of: Void.self, returning: T.self) { group in
                 group.addTask { await backend.groups.run(backend.commit) }
@@ -94,7 +94,7 @@ public final class PostgresBackend: RegistryBackend {
     }
 
     /// Whether reads go to the database because the registry outgrew the read cache.
-    public var cacheIsOff: Bool { cache.read { _ in true } == nil }
+    public var cacheIsOff: Bool { !cache.isOn }
 
     /// Loads every resource into the cache. The log's position is read first: events after it
     /// that the load already reflects are skipped when followed (older revisions never win).
@@ -103,7 +103,7 @@ public final class PostgresBackend: RegistryBackend {
         var resources: [StoredResource] = []
         let rows = try await client.query("SELECT name, kind, labels, revision, document FROM triad_resources", logger: logger)
         for try await row in rows.decode((String, String, String, Int64, String).self) { resources.append(try Self.resource(row)) }
-        cache.reload(resources, revision: revision, logger: logger)
+        cache.reload(resources, revision: revision)
     }
 
     /// Follows the event log into the cache, woken by other writers' notifications and once a
@@ -129,10 +129,10 @@ public final class PostgresBackend: RegistryBackend {
     }
 
     private func catchUpCache() async throws {
-        while cache.read({ _ in true }) == true {
+        while cache.isOn {
             let from = cache.followedRevision
             let events = try await Self.events(client.query(Self.eventsAfter(from, limit: 1000), logger: logger))
-            if !cache.follow(events, logger: logger) {
+            if !cache.follow(events) {
                 logger.info("the event log was compacted past the read cache's position; reloading", metadata: ["position": "\(from)"])
                 try await reloadCache()
                 continue
@@ -150,7 +150,7 @@ public final class PostgresBackend: RegistryBackend {
     /// sees all that committed before), the bodies in turn, one statement for all they wrote.
     private func commit(_ writes: [PendingWrite]) async {
         var outcomes: [(any Error)?] = Array(repeating: nil, count: writes.count)
-        var committed: [(name: String, record: StoredResource?, revision: Int64)] = []
+        var committed: (changes: [(name: String, record: StoredResource?, revision: Int64)], start: Int64, end: Int64)?
         let logger = self.logger
         do {
             try await client.withConnection { conn in
@@ -173,7 +173,7 @@ public final class PostgresBackend: RegistryBackend {
                         for try await _ in try await conn.execute(group.flush, logger: logger) {}
                     }
                     _ = try await conn.query("COMMIT", logger: logger)
-                    committed = group.changes
+                    if !group.events.isEmpty { committed = (group.changes, start, group.revision) }
                 } catch {
                     _ = try? await conn.query("ROLLBACK", logger: logger)
                     throw error
@@ -183,7 +183,7 @@ public final class PostgresBackend: RegistryBackend {
             // Nothing of the group committed: the writes it would have carried fail with it.
             for i in outcomes.indices where outcomes[i] == nil { outcomes[i] = error }
         }
-        for c in committed { cache.applyCommitted(name: c.name, record: c.record, revision: c.revision) }
+        if let committed { cache.applyCommitted(committed.changes, after: committed.start, through: committed.end) }
         for (write, outcome) in zip(writes, outcomes) { write.finish(outcome) }
     }
 
@@ -216,6 +216,13 @@ public final class PostgresBackend: RegistryBackend {
         let rows = try await client.execute(ResourcePage(kind: kind?.rawValue, after: after ?? "", limit: Int64(limit)), logger: logger)
         for try await row in rows { out.append(try Self.resource(row)) }
         return out
+    }
+
+    /// How far the read cache has followed the log (its own later writes are in it too); the
+    /// database's latest revision when the cache is off.
+    public func readRevision() async throws -> Int64 {
+        if cache.isOn { return cache.followedRevision }
+        return try await latestRevision()
     }
 
     public func latestRevision() async throws -> Int64 {

@@ -8,7 +8,8 @@ import TriadCore
 ///
 /// It is kept current from two sides:
 /// - this replica's own writes, applied the moment they commit (a read after a write on the
-///   same replica sees it);
+///   same replica sees it); when nothing else was written meanwhile, the cache's position moves
+///   past them too, so a list after a write reports that write's revision;
 /// - the event log, followed by id (`catchUp`) whenever PostgreSQL notifies a write and once a
 ///   second besides. Event ids are the registry's revisions, gap-free and committed in order, so
 ///   a notification lost on the way is caught up at the next wake and never guessed; a gap in
@@ -30,9 +31,18 @@ final class ResourceCache: Sendable {
 
     private let state = Mutex(State())
     let limit: Int
+    private let logger: Logger
 
-    init(limit: Int) {
+    init(limit: Int, logger: Logger) {
         self.limit = limit
+        self.logger = logger
+    }
+
+    /// Turns the cache off once it holds more than `limit` resources.
+    private func keepWithinLimit(_ s: inout State) {
+        guard s.enabled, s.index.byName.count > limit else { return }
+        s = State(enabled: false)
+        logger.warning("the registry outgrew the read cache's limit; reads go to the database", metadata: ["limit": "\(limit)"])
     }
 
     /// `body` on the index, or nil when the cache is off (read the database).
@@ -42,8 +52,11 @@ final class ResourceCache: Sendable {
 
     var followedRevision: Int64 { state.withLock { $0.index.revision } }
 
+    /// Whether reads are served from memory (false once the registry outgrew `limit`).
+    var isOn: Bool { state.withLock { $0.enabled } }
+
     /// Replaces the contents: `resources` read after the log's position `revision` was.
-    func reload(_ resources: [StoredResource], revision: Int64, logger: Logger) {
+    func reload(_ resources: [StoredResource], revision: Int64) {
         state.withLock { s in
             guard resources.count <= limit else {
                 s = State(enabled: false)
@@ -60,24 +73,35 @@ final class ResourceCache: Sendable {
         }
     }
 
-    /// A write of this replica, just committed: `record` is the resource after it (nil: deleted).
-    func applyCommitted(name: String, record: StoredResource?, revision: Int64) {
+    /// A group of this replica's writes, just committed: it took the revisions after `start`
+    /// through `end`, and `changes` are its resource changes (record nil: deleted). When the cache
+    /// had followed the log up to `start`, it now reflects everything through `end`.
+    func applyCommitted(_ changes: [(name: String, record: StoredResource?, revision: Int64)], after start: Int64, through end: Int64) {
         state.withLock { s in
-            guard s.enabled, (s.index.byName[name]?.revision ?? 0) < revision else { return }
-            if let record {
-                s.index.put(record)
-                s.deletions[name] = nil
-            } else {
-                s.index.remove(name)
-                if revision > s.index.revision { s.deletions[name] = revision }
+            guard s.enabled else { return }
+            for (name, record, revision) in changes where (s.index.byName[name]?.revision ?? 0) < revision {
+                if let record {
+                    s.index.put(record)
+                    s.deletions[name] = nil
+                } else {
+                    s.index.remove(name)
+                    if revision > s.index.revision { s.deletions[name] = revision }
+                }
             }
+            if s.index.revision == start {
+                s.index.revision = end
+                s.deletions = s.deletions.filter { $0.value > end }
+            }
+            keepWithinLimit(&s)
         }
     }
 
     /// Applies events read from the log after `followedRevision`, in id order. Returns false when
     /// they do not follow on (a gap: the caller reloads).
-    func follow(_ events: [RegistryEvent], logger: Logger) -> Bool {
+    func follow(_ events: [RegistryEvent]) -> Bool {
         state.withLock { s in
+            // What this replica's own commits already moved the cache past is skipped.
+            let events = events.drop { $0.id <= s.index.revision }
             guard s.enabled, let first = events.first, let last = events.last else { return true }
             guard first.id == s.index.revision + 1 else { return false }
             for e in events where e.type.carriesResource {
@@ -91,12 +115,7 @@ final class ResourceCache: Sendable {
             }
             s.index.revision = last.id
             s.deletions = s.deletions.filter { $0.value > last.id }
-            if s.index.byName.count > limit {
-                s = State(enabled: false)
-                logger.warning(
-                    "the registry outgrew the read cache's limit; reads go to the database",
-                    metadata: ["limit": "\(limit)"])
-            }
+            keepWithinLimit(&s)
             return true
         }
     }

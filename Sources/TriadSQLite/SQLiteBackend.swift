@@ -166,6 +166,9 @@ public final class SQLiteBackend: RegistryBackend {
         index.withLock { $0.revision }
     }
 
+    /// The index changes only after a commit, so it is exact.
+    public func readRevision() async throws -> Int64 { try await latestRevision() }
+
     static let projectByName = "SELECT name, revision, document FROM triad_projects WHERE name = ?"
 
     public func project(name: String) async throws -> StoredProject? {

@@ -44,6 +44,7 @@ public final class InMemoryBackend: RegistryBackend {
     public func projects() async throws -> [StoredProject] { state.withLock { $0.projects.values.sorted { $0.name < $1.name } } }
 
     public func latestRevision() async throws -> Int64 { state.withLock { $0.index.revision } }
+    public func readRevision() async throws -> Int64 { try await latestRevision() }
 
     public func events(after id: Int64, limit: Int) async throws -> EventBatch {
         state.withLock { s in

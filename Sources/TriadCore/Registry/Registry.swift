@@ -98,7 +98,7 @@ public struct Registry: Sendable {
     }
 
     public func list(_ query: ListQuery) async throws -> ResourcePage {
-        let revision = try await backend.latestRevision()
+        let revision = try await backend.readRevision()
         var after = try query.continueToken.map(ContinueToken.decode)
         let limit = max(1, min(query.limit, ListQuery.maxLimit))
         var items: [StoredResource] = []

@@ -199,6 +199,9 @@ public protocol ResourceStore: Sendable {
     func get(name: String) async throws -> StoredResource?
     /// Resources ordered by name, after `after` (exclusive), optionally of one kind.
     func list(kind: ResourceKind?, after: String?, limit: Int) async throws -> [StoredResource]
+    /// A revision that `get` and `list` reflect in full: every change up to it is in what they
+    /// return (some later ones may be too). A list reports it, so a watch from it misses nothing.
+    func readRevision() async throws -> Int64
 }
 
 /// Projects (docs/projects.md), written in the resource store's write transactions.

@@ -54,6 +54,7 @@ struct ResourceRoutes {
         let page = try await registry.list(query)
         // Spliced from stored documents: a list costs no decoding.
         var out = Data(#"{"apiVersion":"triad.io/v1alpha1","items":["#.utf8)
+        out.reserveCapacity(page.items.reduce(256) { $0 + $1.document.count + 1 })
         for (i, item) in page.items.enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
             out.append(redact ? HeaderRedaction.redacted(item.document) : item.document)

@@ -4,8 +4,13 @@
 //   amqp-ceiling  — RabbitMQ's confirmed publish rate (batches, as Triad's forwarder sends)
 //   pipeline      — probe → MQTT → Triad → AMQP → an integrator's queue: samples carry their
 //                   send time and sequence; reports sent, received, lost, duplicates, p50/p99
+// and one for bench/replicas.sh:
+//   propagation   — a write on one replica until another reads it: writes a resource on --write,
+//                   reads it on --read until its resourceVersion shows; reports p50/p99/max
 import Foundation
+import NIOHTTP1
 import TriadAMQP
+import TriadClient
 import TriadCore
 import TriadMQTT
 
@@ -173,13 +178,43 @@ func pipeline() async throws {
     ])
 }
 
+func propagation() async throws {
+    let token = try argument("token")
+    let writer = TriadClient(server: try argument("write"), token: token)
+    let reader = TriadClient(server: try argument("read"), token: token)
+    let count = Int(try argument("count", "300"))!
+    let name = "propagation-\(UUID().uuidString.prefix(8).lowercased())"
+    var delays: [Double] = []
+    for i in 0..<count {
+        let body = Data(
+            #"{"apiVersion":"triad.io/v1alpha1","kind":"Resource","metadata":{"name":"\#(name)","labels":{"seq":"\#(i)"}},"spec":{"kind":"Device"}}"#.utf8)
+        let written = try await writer.call(.PUT, "/api/v1/resources/\(name)", body: body)
+        guard written.status / 100 == 2, let version = written.json?["metadata"]?["resourceVersion"]?.stringValue.flatMap(Int64.init) else {
+            throw Failure(description: "PUT answered \(written.status)")
+        }
+        let start = nowMs()
+        while true {
+            let read = try await reader.call(.GET, "/api/v1/resources/\(name)")
+            if let seen = read.json?["metadata"]?["resourceVersion"]?.stringValue.flatMap(Int64.init), seen >= version { break }
+            guard nowMs() - start < 10_000 else { throw Failure(description: "revision \(version) not readable on the other replica after 10 s") }
+        }
+        delays.append(nowMs() - start)
+    }
+    let sorted = delays.sorted()
+    let p50 = (percentile(sorted, 0.5) * 100).rounded() / 100
+    let p99 = (percentile(sorted, 0.99) * 100).rounded() / 100
+    let max = ((sorted.last ?? 0) * 100).rounded() / 100
+    emit(["case": .string("propagation"), "writes": .number(Double(count)), "p50ms": .number(p50), "p99ms": .number(p99), "maxms": .number(max)])
+}
+
 do {
     switch CommandLine.arguments.dropFirst().first {
+    case "propagation": try await propagation()
     case "mqtt-ceiling": try await mqttCeiling()
     case "amqp-ceiling": try await amqpCeiling()
     case "pipeline": try await pipeline()
     default:
-        FileHandle.standardError.write(Data("usage: triad-bench mqtt-ceiling|amqp-ceiling|pipeline --mqtt URL --amqp URL …\n".utf8))
+        FileHandle.standardError.write(Data("usage: triad-bench mqtt-ceiling|amqp-ceiling|pipeline|propagation …\n".utf8))
         exit(2)
     }
 } catch {
