@@ -205,7 +205,7 @@ public final class SQLiteBackend: RegistryBackend {
     }
 
     public func setRelayCursor(_ name: String, to id: Int64) async throws {
-        try await write { db in
+        _ = try await write { db in
             try db.query(
                 "INSERT INTO triad_relay_cursors (name, last_id) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id",
                 [.text(name), .integer(Int(id))])
@@ -254,7 +254,7 @@ public final class SQLiteBackend: RegistryBackend {
     }
 
     public func saveInvocation(_ invocation: Invocation) async throws {
-        try await write { db in
+        _ = try await write { db in
             try db.query(Self.upsertInvocation, Self.invocationBinds(invocation))
         }
     }
@@ -365,7 +365,7 @@ public final class SQLiteBackend: RegistryBackend {
     }
 
     public func ping() async throws {
-        try await read { try $0.query("SELECT 1") }
+        _ = try await read { try $0.query("SELECT 1") }
     }
 
     private func close() async {
