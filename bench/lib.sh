@@ -4,6 +4,14 @@
 die() { echo "bench: error: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
 
+# apt_install_missing PACKAGE... — installs the named Debian packages (callers pass those missing).
+apt_install_missing() {
+  [ $# -gt 0 ] || return 0
+  log "installing $*"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "$@" >/dev/null || die "apt-get install $* failed"
+}
+
 port_free() { ! (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
 
 # client_min_messages: no "does not exist, skipping" notices from the drops.

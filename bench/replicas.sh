@@ -37,11 +37,7 @@ pkgs=()
 command -v wrk >/dev/null 2>&1 || pkgs+=(wrk)
 command -v haproxy >/dev/null 2>&1 || pkgs+=(haproxy)
 command -v curl >/dev/null 2>&1 || pkgs+=(curl)
-if [ ${#pkgs[@]} -gt 0 ]; then
-  log "installing ${pkgs[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq "${pkgs[@]}" >/dev/null || die "apt-get install ${pkgs[*]} failed"
-fi
+apt_install_missing "${pkgs[@]}"
 "$SERVICES" install pg
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 

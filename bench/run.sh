@@ -44,11 +44,7 @@ install_tools() {
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
   command -v curl  >/dev/null 2>&1 || pkgs+=(curl)
   compgen -G '/usr/lib/postgresql/*/bin/pgbench' >/dev/null || pkgs+=(postgresql-contrib)
-  if [ ${#pkgs[@]} -gt 0 ]; then
-    log "installing ${pkgs[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq "${pkgs[@]}" >/dev/null || die "apt-get install ${pkgs[*]} failed"
-  fi
+  apt_install_missing "${pkgs[@]}"
   "$SERVICES" install pg
   PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
   NGINX=$(command -v nginx || echo /usr/sbin/nginx)

@@ -201,16 +201,27 @@ struct ReplicaRelayTests {
         }
     }
 
+    /// A consumer of every device event on the events exchange, on a queue of its own.
+    static func deviceEventConsumer(url: String) async throws -> AMQPConsumer {
+        let consumer = AMQPConsumer(endpoint: try AMQPEndpoint(url: url))
+        try await consumer.connect()
+        do {
+            try await consumer.declareTopicExchange(AMQPEventPublisher.exchange)
+            try await consumer.declareQueue("", durable: false)
+            try await consumer.bind(exchange: AMQPEventPublisher.exchange, routingKey: "device.#")
+            try await consumer.startConsuming()
+            return consumer
+        } catch {
+            consumer.close()
+            throw error
+        }
+    }
+
     static func publishEachEventOnce(_ first: any RegistryBackend, _ second: any RegistryBackend, url: String) async throws {
         let prefix = "r\(UUID().uuidString.prefix(6).lowercased())"
 
-        let consumer = AMQPConsumer(endpoint: try AMQPEndpoint(url: url))
-        try await consumer.connect()
+        let consumer = try await deviceEventConsumer(url: url)
         defer { consumer.close() }
-        try await consumer.declareTopicExchange(AMQPEventPublisher.exchange)
-        try await consumer.declareQueue("", durable: false)
-        try await consumer.bind(exchange: AMQPEventPublisher.exchange, routingKey: "device.#")
-        try await consumer.startConsuming()
 
         let notifiers = [EventNotifier(), EventNotifier()]
         let relays = try [first, second].enumerated().map { i, backend in

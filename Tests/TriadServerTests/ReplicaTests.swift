@@ -18,23 +18,25 @@ struct ReplicaTests {
         return text.split(separator: "\n").first { $0.hasPrefix(line + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
     }
 
-    @Test func oneLeaderTakesOverAndTelemetryIsShared() async throws {
-        let mqtt = try TestEnvironment.mqttURL()
-        let amqp = try TestEnvironment.amqpURL()
+    /// Two servers on one new PostgreSQL database with `arguments`, each with a data directory of
+    /// its own under the returned one.
+    static func startTwo(_ arguments: [String], token: String) async throws -> ([ServerProcess], String) {
         let dir = try TestPaths.temporaryDirectory()
         let database = try await ProcessTests.databaseArguments(.postgres, dataDir: dir + "/a")
-        let token = "replica-token-\(UUID().uuidString)"
-        var args = database + ["--mqtt", mqtt, "--mqtt-shared", "true", "--amqp", amqp]
+        var args = database + arguments
         let a = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
         args[args.firstIndex(of: dir + "/a")!] = dir + "/b"
-        let b = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
-        defer {
+        do {
+            let b = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
+            return ([a, b], dir)
+        } catch {
             a.stop()
-            b.stop()
+            throw error
         }
-        let servers = [a, b]
+    }
 
-        // Exactly one leads.
+    /// Which of `servers` leads the controller, once exactly one does.
+    static func leader(of servers: [ServerProcess], token: String) async throws -> Int {
         var leaders: [Double] = []
         try await eventually("one server leads the controller", within: 10) {
             leaders = []
@@ -42,7 +44,16 @@ struct ReplicaTests {
             return leaders.reduce(0, +) == 1
         }
         #expect(leaders.sorted() == [0, 1])
-        let leaderIndex = leaders.firstIndex(of: 1) ?? 0
+        return leaders.firstIndex(of: 1) ?? 0
+    }
+
+    @Test func oneLeaderTakesOverAndTelemetryIsShared() async throws {
+        let mqtt = try TestEnvironment.mqttURL()
+        let amqp = try TestEnvironment.amqpURL()
+        let token = "replica-token-\(UUID().uuidString)"
+        let (servers, dir) = try await Self.startTwo(["--mqtt", mqtt, "--mqtt-shared", "true", "--amqp", amqp], token: token)
+        defer { servers.forEach { $0.stop() } }
+        let leaderIndex = try await Self.leader(of: servers, token: token)
         let leader = servers[leaderIndex]
         let standby = servers[1 - leaderIndex]
         let standbyProbeLog = dir + (leaderIndex == 0 ? "/b" : "/a") + "/probes/"
@@ -102,35 +113,15 @@ struct ReplicaTests {
     /// the other, so an event may arrive twice, never more than one batch of them.
     @Test func theLeaderKilledUnderLoadIsReplacedAndNoEventIsLost() async throws {
         let amqp = try TestEnvironment.amqpURL()
-        let dir = try TestPaths.temporaryDirectory()
-        let database = try await ProcessTests.databaseArguments(.postgres, dataDir: dir + "/a")
         let token = "replica-token-\(UUID().uuidString)"
-        var args = database + ["--amqp", amqp]
-        let a = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
-        args[args.firstIndex(of: dir + "/a")!] = dir + "/b"
-        let b = try await ServerProcess.start(args, environment: ["TRIAD_ADMIN_TOKEN": token], directory: dir)
-        defer {
-            a.stop()
-            b.stop()
-        }
-        let servers = [a, b]
-        var leaders: [Double] = []
-        try await eventually("one server leads the controller", within: 10) {
-            leaders = []
-            for s in servers { leaders.append(try await Self.metric(s, token: token, "triad_controller_leader")) }
-            return leaders.reduce(0, +) == 1
-        }
-        let leaderIndex = leaders.firstIndex(of: 1) ?? 0
+        let (servers, _) = try await Self.startTwo(["--amqp", amqp], token: token)
+        defer { servers.forEach { $0.stop() } }
+        let leaderIndex = try await Self.leader(of: servers, token: token)
         let standby = servers[1 - leaderIndex]
 
         let prefix = "k\(UUID().uuidString.prefix(6).lowercased())"
-        let consumer = AMQPConsumer(endpoint: try AMQPEndpoint(url: amqp))
-        try await consumer.connect()
+        let consumer = try await ReplicaRelayTests.deviceEventConsumer(url: amqp)
         defer { consumer.close() }
-        try await consumer.declareTopicExchange(AMQPEventPublisher.exchange)
-        try await consumer.declareQueue("", durable: false)
-        try await consumer.bind(exchange: AMQPEventPublisher.exchange, routingKey: "device.#")
-        try await consumer.startConsuming()
 
         // Four writers per server, each creating resources until its server is told to stop.
         let log = WriteLog()
