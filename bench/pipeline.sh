@@ -12,6 +12,7 @@
 #
 # Knobs: BENCH_STEP_SECONDS=10 BENCH_HALF_SECONDS=60 BENCH_RATES="1000 2000 4000 6000 8000 9000 10000 11000 12000 14000 16000"
 #        BENCH_SKIP_BUILD=1 (reuse the release binaries)
+#        BENCH_TRIAD_BIN=PATH (run this triad, and the triad-bench next to it; implies no build)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,12 +37,16 @@ command -v curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q
 "$SERVICES" install rabbitmq mosquitto
 "$SERVICES" start rabbitmq mosquitto >&2
 
-if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-  log "building release binaries"
-  swift build -c release --product triad >&2
-  swift build -c release --product triad-bench >&2
+if [ -n "${BENCH_TRIAD_BIN:-}" ]; then
+  BIN=$(dirname "$BENCH_TRIAD_BIN")
+else
+  if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    log "building release binaries"
+    swift build -c release --product triad >&2
+    swift build -c release --product triad-bench >&2
+  fi
+  BIN=$(swift build -c release --show-bin-path)
 fi
-BIN=$(swift build -c release --show-bin-path)
 [ -x "$BIN/triad" ] && [ -x "$BIN/triad-bench" ] || die "release binaries missing in $BIN"
 
 rm -rf "$WORK"; mkdir -p "$WORK" "$RESULTS_DIR"
