@@ -80,9 +80,11 @@ swift build --build-tests
 # The mesh's end-to-end suites put 200 transactions/s through Python services and six Envoys
 # and judge every one of them: they run alone, after the rest, so that what they see is the
 # mesh and not a machine saturated by thirty other suites (both runs must pass).
-# The live update of agents under at least 100 invocations/s runs alone after them, for the same reason.
+# The live update of agents under at least 100 invocations/s runs alone after them, for the same
+# reason, and so does the kill of a replica's leader under writes as fast as two servers take.
 LOAD_SUITES='TriadMeshTests\.(Upgrade|Mesh)EndToEndTests'
 AGENT_LOAD_SUITE='TriadServerTests\.AgentUpdateEndToEndTests'
+REPLICA_LOAD_SUITE='TriadServerTests\.ReplicaLoadTests'
 
 # One `swift test` run, killed if it has not ended within $1: a test that hangs then fails the
 # run at once, and the tests that had started and not ended are named.
@@ -101,12 +103,14 @@ swift_test() {
   return "$rc"
 }
 set +e
-swift_test "${TRIAD_TEST_LIMIT:-35m}" --skip "$LOAD_SUITES|$AGENT_LOAD_SUITE"
+swift_test "${TRIAD_TEST_LIMIT:-35m}" --skip "$LOAD_SUITES|$AGENT_LOAD_SUITE|$REPLICA_LOAD_SUITE"
 rc=$?
 swift_test 15m --filter "$LOAD_SUITES"
 rc_load=$?
 swift_test 10m --filter "$AGENT_LOAD_SUITE"
 rc_agent_load=$?
+swift_test 10m --filter "$REPLICA_LOAD_SUITE"
+rc_replica_load=$?
 # schemathesis from schemas/openapi.yaml against a live server, once per role: no 5xx, nothing
 # outside the spec, the server alive throughout.
 bash "$ROOT/scripts/fuzz_api.sh"
@@ -122,6 +126,7 @@ set -e
 [ "$rc" -ne 0 ] && exit "$rc"
 [ "$rc_load" -ne 0 ] && exit "$rc_load"
 [ "$rc_agent_load" -ne 0 ] && exit "$rc_agent_load"
+[ "$rc_replica_load" -ne 0 ] && exit "$rc_replica_load"
 [ "$rc_fuzz" -ne 0 ] && exit "$rc_fuzz"
 [ "$rc_console" -ne 0 ] && exit "$rc_console"
 exit "$rc_k8s"

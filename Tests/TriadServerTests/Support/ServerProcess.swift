@@ -63,11 +63,27 @@ final class ServerProcess: Sendable {
         let writer = Task {
             for i in 0..<100_000 {
                 let name = "\(prefix)-\(i)"
-                guard let reply = try? await api.send(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))), reply.status == 201 else { break }
-                await progress.add(name, reply.json?["metadata"]?["resourceVersion"]?.stringValue ?? "")
+                do {
+                    let reply = try await api.send(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name)))
+                    guard reply.status == 201 else {
+                        await progress.stop(because: "\(name): HTTP \(reply.status) \(String(decoding: reply.body, as: UTF8.self))")
+                        return
+                    }
+                    await progress.add(name, reply.json?["metadata"]?["resourceVersion"]?.stringValue ?? "")
+                } catch {
+                    await progress.stop(because: "\(name): \(error)")
+                    return
+                }
             }
         }
-        while await progress.count < atLeast { try await Task.sleep(for: .milliseconds(20)) }
+        while await progress.count < atLeast {
+            // A writer that stopped before the kill would leave this loop waiting for ever.
+            if let why = await progress.stopped {
+                kill9()
+                throw SetupError("the writer stopped after \(await progress.count) writes, before the kill: \(why)\n\(log)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
         kill9()
         await writer.value
         return await progress.items
@@ -110,6 +126,9 @@ func withMeshDownAfter(in directory: String, environment: [String: String], _ bo
 
 actor Acknowledged {
     var items: [String: String] = [:]
+    /// Why the writer stopped, once it has.
+    var stopped: String?
     var count: Int { items.count }
     func add(_ name: String, _ version: String) { items[name] = version }
+    func stop(because reason: String) { stopped = reason }
 }
