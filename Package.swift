@@ -85,11 +85,12 @@ let package = Package(
         ),
         // Child processes (probes, mesh instances, Envoy) started and reaped the same way.
         .target(
-            name: "TriadProcess"
+            name: "TriadProcess",
+            dependencies: ["TriadCore"]
         ),
         .target(
             name: "TriadMQTT",
-            dependencies: ["CMosquitto"]
+            dependencies: ["CMosquitto", "TriadCore"]
         ),
         .target(
             name: "TriadServer",

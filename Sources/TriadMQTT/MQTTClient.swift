@@ -1,5 +1,6 @@
 import CMosquitto
 import Synchronization
+import TriadCore
 
 public struct MQTTMessage: Sendable, Equatable {
     public var topic: String
@@ -187,16 +188,7 @@ public final class MQTTClient: Sendable {
     /// caller is cancelled; woken by the connect and subscribe callbacks, not by polling.
     public func waitUntilReady(timeout: Duration) async -> Bool {
         let context = self.context
-        return await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await context.waitUntilReady() }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first && isReady
-        }
+        return await first(within: timeout, otherwise: false) { await context.waitUntilReady() } && isReady
     }
 
     /// Queues a message; libmosquitto's thread sends it (and, for QoS 1, resends until acked,

@@ -80,6 +80,20 @@ final class GroupCommit: Sendable {
     }
 }
 
+/// A group that committed: it took the revisions after `start` through `end`, and `changes` are
+/// its resource changes in order (for the read cache).
+struct CommittedGroup: Sendable {
+    struct Change: Sendable {
+        var name: String
+        /// The resource after the change; nil: deleted.
+        var record: StoredResource?
+        var revision: Int64
+    }
+    var changes: [Change]
+    var start: Int64
+    var end: Int64
+}
+
 /// What a group has written so far, in order; its bodies read through it.
 final class GroupState {
     let connection: PostgresConnection
@@ -92,7 +106,7 @@ final class GroupState {
     var projects: [String: StoredProject?] = [:]
     var invocations: [String: Invocation] = [:]
     /// The resource changes in commit order, for the read cache.
-    var changes: [(name: String, record: StoredResource?, revision: Int64)] = []
+    var changes: [CommittedGroup.Change] = []
 
     init(connection: PostgresConnection, logger: Logger, revision: Int64) {
         self.connection = connection
@@ -207,10 +221,10 @@ final class GroupTransaction: RegistryTransaction {
             // As the event reports it: its document and labels.
             let record = StoredResource(name: r.name, kind: r.kind, labels: e.labels, revision: r.revision, document: e.document)
             group.resources[r.name] = .some(record)
-            group.changes.append((r.name, record, e.id))
+            group.changes.append(.init(name: r.name, record: record, revision: e.id))
         case .delete(let name):
             group.resources[name] = .some(nil)
-            group.changes.append((name, nil, e.id))
+            group.changes.append(.init(name: name, record: nil, revision: e.id))
         case nil where e.type.subject == .project:
             group.projects[e.name] = e.type == .projectDeleted ? .some(nil) : StoredProject(name: e.name, revision: e.id, document: e.document)
         case nil:

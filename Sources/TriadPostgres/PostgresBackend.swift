@@ -150,40 +150,34 @@ public final class PostgresBackend: RegistryBackend {
     /// sees all that committed before), the bodies in turn, one statement for all they wrote.
     private func commit(_ writes: [PendingWrite]) async {
         var outcomes: [(any Error)?] = Array(repeating: nil, count: writes.count)
-        var committed: (changes: [(name: String, record: StoredResource?, revision: Int64)], start: Int64, end: Int64)?
+        var committed: CommittedGroup?
         let logger = self.logger
         do {
-            try await client.withConnection { conn in
-                _ = try await conn.query("BEGIN", logger: logger)
-                do {
-                    var start: Int64?
-                    for try await value in try await conn.execute(LockRevisionCounter(), logger: logger) { start = value }
-                    guard let start else { throw RegistryError.unavailable("revision counter missing") }
-                    let group = GroupState(connection: conn, logger: logger, revision: start)
-                    for (i, write) in writes.enumerated() {
-                        let tx = GroupTransaction(group)
-                        do {
-                            try await write.body(tx)
-                            try tx.merge()
-                        } catch let refusal as RegistryError {
-                            outcomes[i] = refusal
-                        }
+            try await client.withTransaction(logger: logger) { conn in
+                var start: Int64?
+                for try await value in try await conn.execute(LockRevisionCounter(), logger: logger) { start = value }
+                guard let start else { throw RegistryError.unavailable("revision counter missing") }
+                let group = GroupState(connection: conn, logger: logger, revision: start)
+                for (i, write) in writes.enumerated() {
+                    let tx = GroupTransaction(group)
+                    do {
+                        try await write.body(tx)
+                        try tx.merge()
+                    } catch let refusal as RegistryError {
+                        outcomes[i] = refusal
                     }
-                    if !group.events.isEmpty {
-                        for try await _ in try await conn.execute(group.flush, logger: logger) {}
-                    }
-                    _ = try await conn.query("COMMIT", logger: logger)
-                    if !group.events.isEmpty { committed = (group.changes, start, group.revision) }
-                } catch {
-                    _ = try? await conn.query("ROLLBACK", logger: logger)
-                    throw error
+                }
+                if !group.events.isEmpty {
+                    for try await _ in try await conn.execute(group.flush, logger: logger) {}
+                    committed = CommittedGroup(changes: group.changes, start: start, end: group.revision)
                 }
             }
         } catch {
             // Nothing of the group committed: the writes it would have carried fail with it.
+            committed = nil
             for i in outcomes.indices where outcomes[i] == nil { outcomes[i] = error }
         }
-        if let committed { cache.applyCommitted(committed.changes, after: committed.start, through: committed.end) }
+        if let committed { cache.applyCommitted(committed) }
         for (write, outcome) in zip(writes, outcomes) { write.finish(outcome) }
     }
 

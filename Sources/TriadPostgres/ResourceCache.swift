@@ -73,24 +73,23 @@ final class ResourceCache: Sendable {
         }
     }
 
-    /// A group of this replica's writes, just committed: it took the revisions after `start`
-    /// through `end`, and `changes` are its resource changes (record nil: deleted). When the cache
-    /// had followed the log up to `start`, it now reflects everything through `end`.
-    func applyCommitted(_ changes: [(name: String, record: StoredResource?, revision: Int64)], after start: Int64, through end: Int64) {
+    /// A group of this replica's writes, just committed. When the cache had followed the log up
+    /// to the group's start, it now reflects everything through its end.
+    func applyCommitted(_ group: CommittedGroup) {
         state.withLock { s in
             guard s.enabled else { return }
-            for (name, record, revision) in changes where (s.index.byName[name]?.revision ?? 0) < revision {
-                if let record {
+            for change in group.changes where (s.index.byName[change.name]?.revision ?? 0) < change.revision {
+                if let record = change.record {
                     s.index.put(record)
-                    s.deletions[name] = nil
+                    s.deletions[change.name] = nil
                 } else {
-                    s.index.remove(name)
-                    if revision > s.index.revision { s.deletions[name] = revision }
+                    s.index.remove(change.name)
+                    if change.revision > s.index.revision { s.deletions[change.name] = change.revision }
                 }
             }
-            if s.index.revision == start {
-                s.index.revision = end
-                s.deletions = s.deletions.filter { $0.value > end }
+            if s.index.revision == group.start {
+                s.index.revision = group.end
+                s.deletions = s.deletions.filter { $0.value > group.end }
             }
             keepWithinLimit(&s)
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TriadCore
 
 #if canImport(Glibc)
     import Glibc
@@ -130,16 +131,7 @@ public final class ChildProcess: Sendable {
     /// Waits until the process has exited, for at most `timeout`; its status, or nil if it still
     /// runs then (or the caller was cancelled).
     public func waitForExit(within timeout: Duration) async -> Int32? {
-        await withTaskGroup(of: Int32?.self) { group in
-            group.addTask { await self.status.wait() }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
-        }
+        await first(within: timeout, otherwise: nil) { await self.status.wait() }
     }
 
     /// The last `bytes` of the log, for an error message.

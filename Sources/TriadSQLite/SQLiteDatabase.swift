@@ -159,18 +159,17 @@ final class SQLiteConnectionBox: Sendable {
 
     /// Runs `body` on the calling thread: for statements that touch a few rows by key.
     func sync<T: Sendable>(_ body: (SQLiteDatabase) throws -> T) throws -> T {
-        try database.withLock { db in
-            guard let db else { throw SQLiteError(code: SQLITE_MISUSE, message: "the registry is closed") }
-            return try body(db)
-        }
+        try database.withLock { try body(Self.open($0)) }
     }
 
     /// `sync` if nobody else is using the connection right now, else nil.
     func syncIfFree<T: Sendable>(_ body: (SQLiteDatabase) throws -> T) throws -> T? {
-        try database.withLockIfAvailable { db in
-            guard let db else { throw SQLiteError(code: SQLITE_MISUSE, message: "the registry is closed") }
-            return try body(db)
-        }
+        try database.withLockIfAvailable { try body(Self.open($0)) }
+    }
+
+    private static func open(_ db: SQLiteDatabase?) throws -> SQLiteDatabase {
+        guard let db else { throw SQLiteError(code: SQLITE_MISUSE, message: "the registry is closed") }
+        return db
     }
 
     /// Runs `body` on NIO's blocking thread pool: for scans, batches and checkpoints, which would

@@ -69,8 +69,8 @@ struct ReadCacheTests {
         cache.reload([Self.stored("fan", 1)], revision: 1)
         // Another replica wrote 2 and 4; this one updated the fan at 3 and deleted the lamp at 5
         // before following the log.
-        cache.applyCommitted([("fan", Self.stored("fan", 3), 3)], after: 2, through: 3)
-        cache.applyCommitted([("lamp", nil, 5)], after: 4, through: 5)
+        cache.applyCommitted(CommittedGroup(changes: [.init(name: "fan", record: Self.stored("fan", 3), revision: 3)], start: 2, end: 3))
+        cache.applyCommitted(CommittedGroup(changes: [.init(name: "lamp", record: nil, revision: 5)], start: 4, end: 5))
         #expect(cache.followedRevision == 1, "2 and 4 are not followed yet")
         #expect(cache.follow([Self.event(2, .updated, "fan"), Self.event(3, .updated, "fan"), Self.event(4, .created, "lamp")]))
         #expect(cache.read { $0.byName["fan"]?.revision } == 3)
@@ -80,7 +80,7 @@ struct ReadCacheTests {
         #expect(cache.followedRevision == 6)
         // A group of this replica's right after what was followed moves the position with it,
         // and the log's copy of it is then skipped.
-        cache.applyCommitted([("fan", Self.stored("fan", 7), 7)], after: 6, through: 8)
+        cache.applyCommitted(CommittedGroup(changes: [.init(name: "fan", record: Self.stored("fan", 7), revision: 7)], start: 6, end: 8))
         #expect(cache.followedRevision == 8)
         #expect(cache.follow([Self.event(7, .updated, "fan"), Self.event(8, .completed, "fan")]))
         #expect(cache.read { $0.byName["fan"]?.revision } == 7)

@@ -221,18 +221,9 @@ public actor MeshRuntime {
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(2))
             _ = try? await response.body.collect(upTo: 4096)
             let recorder = self.recorder
-            let read = await withTaskGroup(of: Bool.self) { group in
-                group.addTask {
-                    await recorder.waitForMarker(instance: instance.id, id: marker)
-                    return !Task.isCancelled
-                }
-                group.addTask {
-                    try? await Task.sleep(for: timeout)
-                    return false
-                }
-                let first = await group.next() ?? false
-                group.cancelAll()
-                return first
+            let read = await first(within: timeout, otherwise: false) {
+                await recorder.waitForMarker(instance: instance.id, id: marker)
+                return !Task.isCancelled
             }
             guard read else { throw Failure("the trace manager of \(instance.id) did not read its marker in time") }
         }
