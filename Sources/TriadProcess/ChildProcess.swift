@@ -169,7 +169,8 @@ public final class ChildProcess: Sendable {
     }
 }
 
-/// A loopback TCP port free at the time of asking, and not handed out before by this process.
+/// A loopback TCP port free at the time of asking, not handed out before by this process, nor in
+/// the last ten minutes by another Triad process on the machine.
 public func freeLoopbackPort() throws -> Int {
     // Below the kernel's ephemeral range: a port handed out here and bound a moment later is
     // never meanwhile given to a socket bound to port 0 or to an outgoing connection (a mesh's
@@ -180,6 +181,9 @@ public func freeLoopbackPort() throws -> Int {
             // A port handed out is free until its user binds it: without this memory, two
             // Envoys started together were once given the same one.
             guard handedOut.withLock({ $0.insert(port).inserted }) else { continue }
+            // Other Triad processes (`triad mesh up` and `triad upgrade` side by side) draw from
+            // the same range: a lock on the port's file keeps them from handing it out too.
+            guard PortReservations.shared.reserve(port) else { continue }
             if let bound = bindLoopback(port: port) { return bound }
         }
     }
@@ -189,6 +193,44 @@ public func freeLoopbackPort() throws -> Int {
 
 /// Ports `freeLoopbackPort` returned (or found taken) in this process.
 private let handedOut = Mutex<Set<Int>>([])
+
+/// Ports this process handed out, each held by an exclusive `flock` on a file of its own in a
+/// directory every Triad process on the machine shares. A lock outlives the hand-out for
+/// `holdFor`, long enough for the port's user to bind it; the kernel drops every lock of a
+/// process that ends, so a killed process leaves nothing to clean.
+private final class PortReservations: Sendable {
+    static let shared = PortReservations()
+    private static let directory = "/tmp/triad-ports"
+    private static let holdFor: Duration = .seconds(600)
+    private let held = Mutex<[(fd: Int32, since: ContinuousClock.Instant)]>([])
+
+    /// Whether `port` is now reserved by this process (false: another process holds it).
+    func reserve(_ port: Int) -> Bool {
+        release(olderThan: Self.holdFor)
+        mkdir(Self.directory, 0o1777)
+        chmod(Self.directory, 0o1777)  // whoever creates it first: every user may reserve
+        let fd = open("\(Self.directory)/\(port)", O_CREAT | O_RDWR | O_CLOEXEC, 0o666)
+        // Without the directory (a read-only /tmp) the process-wide memory is all there is.
+        guard fd >= 0 else { return true }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            return false
+        }
+        held.withLock { $0.append((fd, .now)) }
+        return true
+    }
+
+    private func release(olderThan age: Duration) {
+        let now = ContinuousClock.now
+        held.withLock { held in
+            held.removeAll { entry in
+                guard now - entry.since > age else { return false }
+                close(entry.fd)
+                return true
+            }
+        }
+    }
+}
 
 /// The first port of `net.ipv4.ip_local_port_range` (read once).
 private let ephemeralStart: Int = {
