@@ -209,7 +209,7 @@ private final class PortReservations: Sendable {
         release(olderThan: Self.holdFor)
         mkdir(Self.directory, 0o1777)
         chmod(Self.directory, 0o1777)  // whoever creates it first: every user may reserve
-        let fd = open("\(Self.directory)/\(port)", O_CREAT | O_RDWR | O_CLOEXEC, 0o666)
+        let fd = open("\(Self.directory)/\(port)", O_CREAT | O_RDONLY | O_CLOEXEC, 0o644)  // flock needs no write access
         // Without the directory (a read-only /tmp) the process-wide memory is all there is.
         guard fd >= 0 else { return true }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
