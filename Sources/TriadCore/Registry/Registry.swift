@@ -66,7 +66,7 @@ public struct Registry: Sendable {
     public init(
         backend: any RegistryBackend,
         clock: @escaping @Sendable () -> Date = { Date() },
-        makeUID: @escaping @Sendable () -> String = { UUID().uuidString.lowercased() }
+        makeUID: @escaping @Sendable () -> String = Secrets.uuid
     ) {
         self.backend = backend
         self.clock = clock
