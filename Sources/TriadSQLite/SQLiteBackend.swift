@@ -23,6 +23,7 @@ public final class SQLiteBackend: RegistryBackend {
     private let writesSinceCheckpoint = Atomic<Int>(0)
     private let checkpointRunning = Atomic<Bool>(false)
     private let index: Mutex<ResourceIndex>
+    private let recent: Mutex<RecentEvents>
     private let fileLock: FileLock
     private let logger: Logger
 
@@ -53,7 +54,7 @@ public final class SQLiteBackend: RegistryBackend {
         }
         do {
             let writer = SQLiteConnectionBox(try SQLiteDatabase(path: path))
-            let index = try await writer.offloaded { db in
+            let (index, recent) = try await writer.offloaded { db in
                 // WAL: readers do not block the writer; synchronous=NORMAL survives a killed
                 // process. The writer never checkpoints itself: `checkpointIfDue` does, elsewhere.
                 try db.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; PRAGMA wal_autocheckpoint=0")
@@ -63,7 +64,8 @@ public final class SQLiteBackend: RegistryBackend {
                     index.put(try resource(row))
                 }
                 index.revision = Int64(try db.query("SELECT value FROM triad_counters WHERE name = 'revision'").first?.column("value")?.integer ?? 0)
-                return index
+                let oldest = try db.query("SELECT min(id) AS id FROM triad_events").first?.column("id")?.integer
+                return (index, RecentEvents(oldestRetained: oldest.map(Int64.init)))
             }
             func connection() throws -> SQLiteConnectionBox {
                 let db = try SQLiteDatabase(path: path)
@@ -72,7 +74,7 @@ public final class SQLiteBackend: RegistryBackend {
             }
             return SQLiteBackend(
                 writer: writer, readers: try (0..<max(1, readerCount)).map { _ in try connection() }, checkpointer: try connection(),
-                index: index, fileLock: fileLock, logger: logger)
+                index: index, recent: recent, fileLock: fileLock, logger: logger)
         } catch {
             fileLock.release()
             throw error
@@ -80,13 +82,14 @@ public final class SQLiteBackend: RegistryBackend {
     }
 
     private init(
-        writer: SQLiteConnectionBox, readers: [SQLiteConnectionBox], checkpointer: SQLiteConnectionBox, index: ResourceIndex, fileLock: FileLock,
-        logger: Logger
+        writer: SQLiteConnectionBox, readers: [SQLiteConnectionBox], checkpointer: SQLiteConnectionBox, index: ResourceIndex,
+        recent: RecentEvents, fileLock: FileLock, logger: Logger
     ) {
         self.writer = writer
         self.readers = readers
         self.checkpointer = checkpointer
         self.index = Mutex(index)
+        self.recent = Mutex(recent)
         self.fileLock = fileLock
         self.logger = logger
     }
@@ -147,6 +150,7 @@ public final class SQLiteBackend: RegistryBackend {
                 self.index.withLock { $0.byName[name] }
             }
             let result = try await body(tx)
+            if let event = tx.appended { recent.withLock { $0.add(event) } }
             index.withLock { tx.apply(to: &$0) }
             return result
         }
@@ -180,7 +184,8 @@ public final class SQLiteBackend: RegistryBackend {
     }
 
     public func events(after id: Int64, limit: Int) async throws -> EventBatch {
-        try await scan { db in
+        if let batch = recent.withLock({ $0.batch(after: id, limit: limit) }) { return batch }
+        return try await scan { db in
             let rows = try db.query(
                 "SELECT id, type, name, kind, labels, time, document FROM triad_events WHERE id > ? ORDER BY id LIMIT ?",
                 [.integer(Int(id)), .integer(limit)])
@@ -190,11 +195,14 @@ public final class SQLiteBackend: RegistryBackend {
     }
 
     public func compactEvents(keep: Int, notAfter: Int64?) async throws -> Int {
-        try await bulkWrite { db in
-            try db.query(
+        try await bulkWrite { [self] db in
+            let deleted = try db.query(
                 "DELETE FROM triad_events WHERE id <= min((SELECT max(id) FROM triad_events) - ?, ?) RETURNING id",
                 [.integer(keep), .integer(Int(notAfter ?? Int64.max))]
             ).count
+            let oldest = try db.query("SELECT min(id) AS id FROM triad_events").first?.column("id")?.integer
+            recent.withLock { $0.compacted(oldestRetained: oldest.map(Int64.init)) }
+            return deleted
         }
     }
 
@@ -423,6 +431,8 @@ final class SQLiteTransaction: RegistryTransaction {
     private let lastRevision: Int64
     private var change: (name: String, record: StoredResource?)?
     private var written: Int64?
+    /// The event this write appended, once committed.
+    private(set) var appended: RegistryEvent?
 
     init(connection: SQLiteConnectionBox, revision: Int64, committed: @escaping (String) -> StoredResource?) {
         self.connection = connection
@@ -471,6 +481,47 @@ final class SQLiteTransaction: RegistryTransaction {
                 ])
         }
         written = e.id
+        appended = e
+    }
+}
+
+/// The newest events this server committed, oldest first, with contiguous ids. Those who follow
+/// the log (the event tail, the controller, the relay) read them here instead of querying the
+/// file after every write: the server is the file's only writer (its lock says so), so nothing
+/// else appends between them.
+struct RecentEvents: Sendable {
+    static let capacity = 2048
+    private var events: [RegistryEvent] = []
+    /// The table's smallest id (nil: empty). Only grows: ids only grow and compaction removes
+    /// the oldest.
+    private(set) var oldestRetained: Int64?
+
+    init(oldestRetained: Int64?) {
+        self.oldestRetained = oldestRetained
+    }
+
+    mutating func add(_ event: RegistryEvent) {
+        if let last = events.last, event.id != last.id + 1 { events.removeAll() }
+        events.append(event)
+        // Trimmed in chunks, so that each write does not move the whole array.
+        if events.count >= 2 * Self.capacity { events.removeFirst(events.count - Self.capacity) }
+        if oldestRetained == nil { oldestRetained = event.id }
+    }
+
+    mutating func compacted(oldestRetained oldest: Int64?) {
+        guard let oldest else { return }
+        oldestRetained = max(oldestRetained ?? oldest, oldest)
+    }
+
+    /// What `events(after:limit:)` answers, when every event after `id` that this server
+    /// committed is here; nil when the file must be asked.
+    func batch(after id: Int64, limit: Int) -> EventBatch? {
+        // Behind the oldest retained event the file reports the gap: leave that to it.
+        // `id >= first - 1`, not `id + 1 >= first`: an id of Int64.max must not trap.
+        guard let first = events.first?.id, id >= first - 1, id >= (oldestRetained ?? 1) - 1 else { return nil }
+        let start = Int(min(id - (first - 1), Int64(events.count)))
+        let end = min(events.count, start + max(0, limit))
+        return EventBatch(events: Array(events[start..<end]), oldestRetained: oldestRetained)
     }
 }
 

@@ -336,6 +336,33 @@ struct RegistryConformanceTests {
         }
     }
 
+    /// A server reads the newest events from memory (SQLite) or a cache it follows
+    /// (PostgreSQL); a restarted one reads them from the database: both must read the same.
+    @Test(arguments: BackendKind.allCases)
+    func theLogReadFromMemoryIsTheLogReadAfterARestart(_ kind: BackendKind) async throws {
+        let ((whole, pages), location) = try await TestEnvironment.withBackend(kind) { backend, location in
+            let registry = Registry(backend: backend)
+            _ = try await registry.create(Self.resource("a", labels: ["triad.io/space": "pantry"]))
+            _ = try await registry.writeStatus("a", .merge(.object(["phase": .string("Running")])), precondition: nil)
+            _ = try await registry.create(Self.resource("b"))
+            _ = try await registry.delete("b", precondition: nil)
+            let whole = try await registry.log.events(after: 0, limit: 100)
+            var pages: [[RegistryEvent]] = []
+            for after in Int64(0)...5 { pages.append(try await registry.log.events(after: after, limit: 2).events) }
+            return ((whole, pages), location)
+        }
+        #expect(whole.events.count == 4)
+        #expect(pages.map(\.count) == [2, 2, 2, 1, 0, 0])
+        try await TestEnvironment.withBackend(kind, reuse: location) { reopened, _ in
+            let again = try await reopened.events(after: 0, limit: 100)
+            #expect(again.events == whole.events)
+            #expect(again.oldestRetained == whole.oldestRetained)
+            for after in Int64(0)...5 {
+                #expect(try await reopened.events(after: after, limit: 2).events == pages[Int(after)], "after \(after)")
+            }
+        }
+    }
+
     @Test(arguments: BackendKind.allCases)
     func reopeningKeepsDataAndMigratesOnce(_ kind: BackendKind) async throws {
         let (created, location) = try await TestEnvironment.withBackend(kind) { backend, location in
