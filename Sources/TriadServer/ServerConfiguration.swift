@@ -27,6 +27,16 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var telemetryRetentionHours: Int = 168
     /// Samples per second each resource may send before the rest are rejected as rate-limited.
     public var telemetryRate: Int = 100
+    /// How telemetry samples go to RabbitMQ: one message each, or batched (docs/events.md).
+    public var telemetryEvents: TelemetryEvents = .single
+
+    public enum TelemetryEvents: String, Sendable, CaseIterable {
+        /// One message per sample, `application/cloudevents+json`.
+        case single
+        /// One message per resource for what queued up while the last publication was being
+        /// confirmed, `application/cloudevents-batch+json` (a JSON array of the same events).
+        case batch
+    }
     /// When probes count as crash-looping or silent (tests shorten them).
     public var probePolicy = ProbeReconciler.Policy()
     /// The executables the local probe runtime may start (default: this `triad` executable).

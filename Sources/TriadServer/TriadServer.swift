@@ -99,7 +99,7 @@ public final class TriadServer: Sendable {
         let notifier = self.notifier
         let publisher = try configuration.amqp.map { try AMQPEventPublisher(url: $0) }
         self.relay = publisher.map { OutboxRelay(cursors: backend, publisher: $0, notifier: notifier, logger: logger) }
-        let forwarder = try configuration.amqp.map { try TelemetryForwarder(url: $0, logger: logger) }
+        let forwarder = try configuration.amqp.map { try TelemetryForwarder(url: $0, batched: configuration.telemetryEvents == .batch, logger: logger) }
         self.telemetryForwarder = forwarder
         let ingest = TelemetryIngest(
             registry: registry, forwarder: forwarder,

@@ -16,7 +16,7 @@ struct ServerCommand: AsyncParsableCommand {
             Every setting comes from a flag, else a TRIAD_* environment variable, else the YAML file \
             given with --config, else its default. Keys: database (TRIAD_DATABASE), dataDir \
             (TRIAD_DATA_DIR), amqp (TRIAD_AMQP), mqtt (TRIAD_MQTT), mqttShared (TRIAD_MQTT_SHARED), mqttAuth (TRIAD_MQTT_AUTH), \
-            telemetryRetentionHours (TRIAD_TELEMETRY_RETENTION_HOURS), telemetryRate (TRIAD_TELEMETRY_RATE), listen (TRIAD_LISTEN), maxBodyBytes (TRIAD_MAX_BODY_BYTES), \
+            telemetryRetentionHours (TRIAD_TELEMETRY_RETENTION_HOURS), telemetryRate (TRIAD_TELEMETRY_RATE), telemetryEvents (TRIAD_TELEMETRY_EVENTS), listen (TRIAD_LISTEN), maxBodyBytes (TRIAD_MAX_BODY_BYTES), \
             eventRetention (TRIAD_EVENT_RETENTION), shutdownGrace (TRIAD_SHUTDOWN_GRACE), \
             idleTimeout (TRIAD_IDLE_TIMEOUT), allowedHosts (TRIAD_ALLOWED_HOSTS), probeAllow (TRIAD_PROBE_ALLOW), invokeTimeout (TRIAD_INVOKE_TIMEOUT), logLevel (TRIAD_LOG_LEVEL). TRIAD_ADMIN_TOKEN \
             ensures an admin with that token (environment only, never a file or flag).
@@ -41,6 +41,11 @@ struct ServerCommand: AsyncParsableCommand {
     var telemetryRetentionHours: Int?
     @Option(help: "Telemetry samples per second accepted from each resource (default 100).")
     var telemetryRate: Int?
+    @Option(
+        help:
+            "single: one RabbitMQ message per telemetry sample; batch: one message per resource for the samples that queued up meanwhile, a JSON array of the same events (default single)."
+    )
+    var telemetryEvents: String?
     @Option(help: "Directory for the embedded database and admin.token (default ./.triad).")
     var dataDir: String?
     @Option(help: "HOST:PORT to listen on (default 127.0.0.1:8080).")
@@ -65,7 +70,8 @@ struct ServerCommand: AsyncParsableCommand {
     var checkOnly = false
 
     static let fileKeys: Set<String> = [
-        "database", "amqp", "mqtt", "mqttShared", "mqttAuth", "telemetryRetentionHours", "telemetryRate", "dataDir", "listen", "maxBodyBytes", "eventRetention",
+        "database", "amqp", "mqtt", "mqttShared", "mqttAuth", "telemetryRetentionHours", "telemetryRate", "telemetryEvents", "dataDir", "listen",
+        "maxBodyBytes", "eventRetention",
         "shutdownGrace", "idleTimeout", "allowedHosts", "probeAllow", "invokeTimeout", "logLevel",
     ]
 
@@ -103,6 +109,12 @@ struct ServerCommand: AsyncParsableCommand {
             cfg.telemetryRetentionHours = n
         }
         if let n = try integer(telemetryRate, "TRIAD_TELEMETRY_RATE", "telemetryRate", minimum: 1) { cfg.telemetryRate = n }
+        if let text = setting(telemetryEvents, "TRIAD_TELEMETRY_EVENTS", "telemetryEvents") {
+            guard let mode = ServerConfiguration.TelemetryEvents(rawValue: text) else {
+                throw ValidationError("telemetryEvents must be single or batch, not \(text)")
+            }
+            cfg.telemetryEvents = mode
+        }
         if let dir = setting(dataDir, "TRIAD_DATA_DIR", "dataDir") { cfg.dataDir = dir }
         if let listen = setting(listen, "TRIAD_LISTEN", "listen") {
             do { try cfg.setListen(listen) } catch { throw ValidationError("\(error)") }

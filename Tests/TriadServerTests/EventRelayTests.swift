@@ -103,6 +103,62 @@ struct EventRelayTests {
         }
     }
 
+    /// `telemetryEvents: batch`: each message is a JSON array of one resource's samples, in the
+    /// order they came; together they are every sample, once.
+    @Test func batchedTelemetryCarriesEverySampleOnceInOrderAsArraysOfEvents() async throws {
+        let url = try TestEnvironment.amqpURL()
+        try await withServer(.sqlite, amqp: url, configure: { $0.telemetryEvents = .batch }) { server in
+            try await Self.waitForRelay(server)
+            let consumer = AMQPConsumer(endpoint: try AMQPEndpoint(url: url))
+            try await consumer.connect()
+            defer { consumer.close() }
+            try await consumer.declareQueue("", durable: false)
+            try await consumer.bind(exchange: AMQPEventPublisher.exchange, routingKey: "#.telemetry")
+            try await consumer.startConsuming()
+
+            let names = (0..<2).map { _ in "meter-\(UUID().uuidString.prefix(8).lowercased())" }
+            let perResource = 40
+            for name in names { _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(Docs.device(name))) }
+            // Sent side by side, so that samples queue up while a publication is being confirmed.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for name in names {
+                    group.addTask {
+                        for seq in 0..<perResource {
+                            let reply = try await server.admin.call(
+                                .POST, "/api/v1/resources/\(name)/telemetry", body: Data(#"{"values":{"seq":\#(seq)}}"#.utf8))
+                            #expect(reply.status == 202 || reply.status == 200, "\(reply.status)")
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+
+            var seqs: [String: [Int]] = [:]
+            var ids: Set<String> = []
+            var events: [JSONValue] = []
+            while seqs.values.reduce(0, { $0 + $1.count }) < names.count * perResource, let delivery = try await consumer.next(timeout: .seconds(10)) {
+                guard let name = names.first(where: { delivery.routingKey == "device.\($0).telemetry" }) else { continue }
+                #expect(delivery.contentType == "application/cloudevents-batch+json")
+                #expect(delivery.persistent)
+                guard case .array(let batch) = try JSONCoding.parse(Data(delivery.body)), let first = batch.first else {
+                    Issue.record("not a non-empty JSON array: \(String(decoding: delivery.body, as: UTF8.self))")
+                    continue
+                }
+                #expect(first["id"]?.stringValue == delivery.messageID, "message_id is the first event's id")
+                for event in batch {
+                    #expect(event["type"] == .string("io.triad.telemetry"))
+                    #expect(event["subject"] == .string(name), "a batch holds one resource's samples")
+                    let fresh = ids.insert(event["id"]?.stringValue ?? "").inserted
+                    #expect(fresh, "each sample once")
+                    if case .number(let seq)? = event["data"]?["values"]?["seq"] { seqs[name, default: []].append(Int(seq)) }
+                    events.append(event)
+                }
+            }
+            for name in names { #expect(seqs[name] == Array(0..<perResource), "\(name): every sample, in order") }
+            try await Self.expectValidCloudEvents(events.prefix(10).map { Array(JSONCoding.encode($0)) })
+        }
+    }
+
     /// Writes each event to a file and runs scripts/check_cloudevents.py over them.
     static func expectValidCloudEvents(_ bodies: [[UInt8]]) async throws {
         let dir = try TestPaths.temporaryDirectory()

@@ -20,9 +20,13 @@ public final class TelemetryForwarder: TelemetryPublisher, Service, Sendable {
     private let wakeContinuation: AsyncStream<Void>.Continuation
     private let problem = Mutex<String?>("not connected yet")
 
-    public init(url: String, byteBudget: Int = 64 << 20, logger: Logger) throws {
+    /// One message per resource per publication instead of one per sample.
+    let batched: Bool
+
+    public init(url: String, byteBudget: Int = 64 << 20, batched: Bool = false, logger: Logger) throws {
         publisher = AMQPPublisher(endpoint: try AMQPEndpoint(url: url))
         self.byteBudget = byteBudget
+        self.batched = batched
         self.logger = logger
         (wake, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
@@ -44,6 +48,33 @@ public final class TelemetryForwarder: TelemetryPublisher, Service, Sendable {
             wakeContinuation.yield()
         } else {
             Counter(label: "triad_telemetry_dropped_total", dimensions: [("stage", "amqp")]).increment()
+        }
+    }
+
+    static let batchContentType = "application/cloudevents-batch+json"
+
+    /// The samples of each routing key (so of each resource) as one message, in the order they
+    /// came: a JSON array of their events, joined as bytes (each is already a whole event).
+    /// `message_id` is the first event's id; consumers de-duplicate by the events' own ids.
+    static func perResource(_ messages: [AMQPMessage]) -> [AMQPMessage] {
+        var order: [String] = []
+        var groups: [String: [AMQPMessage]] = [:]
+        for message in messages {
+            if groups[message.routingKey] == nil { order.append(message.routingKey) }
+            groups[message.routingKey, default: []].append(message)
+        }
+        return order.map { key in
+            let group = groups[key]!
+            var body: [UInt8] = [UInt8(ascii: "[")]
+            body.reserveCapacity(group.reduce(2) { $0 + $1.body.count + 1 })
+            for (i, message) in group.enumerated() {
+                if i > 0 { body.append(UInt8(ascii: ",")) }
+                body.append(contentsOf: message.body)
+            }
+            body.append(UInt8(ascii: "]"))
+            return AMQPMessage(
+                exchange: group[0].exchange, routingKey: key, body: body, contentType: batchContentType,
+                messageID: group[0].messageID, persistent: true)
         }
     }
 
@@ -73,7 +104,7 @@ public final class TelemetryForwarder: TelemetryPublisher, Service, Sendable {
                         continue
                     }
                     do {
-                        try await self.publisher.publishConfirmed(batch)
+                        try await self.publisher.publishConfirmed(self.batched ? Self.perResource(batch) : batch)
                         Counter(label: "triad_telemetry_forwarded_total").increment(by: batch.count)
                     } catch {
                         // Samples are not replayed (docs/events.md): count the unconfirmed batch as dropped.
