@@ -11,6 +11,8 @@
 #      latency, and the server's resident memory sampled every 5 s (flat or not)
 #
 # Knobs: BENCH_STEP_SECONDS=10 BENCH_HALF_SECONDS=60 BENCH_RATES="1000 2000 4000 6000 8000 9000 10000 11000 12000 14000 16000"
+#        BENCH_TELEMETRY_EVENTS=single|batch (the server's --telemetry-events; batch results go to
+#        pipeline-batch-*.md and latest-pipeline-batch.md)
 #        BENCH_SKIP_BUILD=1 (reuse the release binaries)
 #        BENCH_TRIAD_BIN=PATH (run this triad, and the triad-bench next to it; implies no build)
 set -euo pipefail
@@ -28,6 +30,8 @@ DEVICES=50
 STEP=${BENCH_STEP_SECONDS:-10}
 HALF=${BENCH_HALF_SECONDS:-60}
 RATES=${BENCH_RATES:-"1000 2000 4000 6000 8000 9000 10000 11000 12000 14000 16000"}
+MODE=${BENCH_TELEMETRY_EVENTS:-single}
+case $MODE in single) NAME=pipeline ;; batch) NAME=pipeline-batch ;; *) echo "pipeline: error: BENCH_TELEMETRY_EVENTS must be single or batch" >&2; exit 1 ;; esac
 
 log() { echo "pipeline: $*" >&2; }
 die() { echo "pipeline: error: $*" >&2; exit 1; }
@@ -56,7 +60,7 @@ trap cleanup EXIT
 
 # The server under test: embedded SQLite, MQTT in, AMQP out; no per-resource rate limit in the way.
 (cd "$WORK" && TRIAD_ADMIN_TOKEN=$TOKEN exec "$BIN/triad" server --listen "$ADDR" --mqtt "$MQTT" --amqp "$AMQP" \
-   --telemetry-rate 1000000 --log-level warning) >"$WORK/server.log" 2>&1 &
+   --telemetry-rate 1000000 --telemetry-events "$MODE" --log-level warning) >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do
   curl -sf "http://$ADDR/readyz" >/dev/null 2>&1 && break
@@ -104,22 +108,23 @@ kill "$SAMPLER" 2>/dev/null || true
 log "half load: $HALF_RESULT"
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-REPORT=$RESULTS_DIR/pipeline-$STAMP.md
-python3 - "$REPORT" "$MQTT_CEIL" "$AMQP_CEIL" "$WORK/ramp.jsonl" "$SUSTAINED" "$HALF_RESULT" "$WORK/rss.txt" "$STEP" "$HALF" <<'PY'
+REPORT=$RESULTS_DIR/$NAME-$STAMP.md
+python3 - "$REPORT" "$MQTT_CEIL" "$AMQP_CEIL" "$WORK/ramp.jsonl" "$SUSTAINED" "$HALF_RESULT" "$WORK/rss.txt" "$STEP" "$HALF" "$MODE" <<'PY'
 import json, sys
-report, mqtt, amqp, ramp, sustained, half, rss, step, halfs = sys.argv[1:]
+report, mqtt, amqp, ramp, sustained, half, rss, step, halfs, mode = sys.argv[1:]
 mqtt, amqp, half = json.loads(mqtt), json.loads(amqp), json.loads(half)
 ramp = [json.loads(l) for l in open(ramp) if l.strip()]
 rss = [int(l.split()[1]) for l in open(rss) if len(l.split()) == 2 and l.split()[1].isdigit()]
 lower = min(mqtt["perSecond"], amqp["perSecond"])
 sustained = int(sustained)
 out = []
-out.append("# Telemetry pipeline benchmark\n")
-out.append("probe → MQTT (Mosquitto) → Triad (embedded SQLite; history, status, forwarder) → AMQP (RabbitMQ) → an integrator's queue; 50 devices; loopback; everything on the same 2 cores.\n")
+out.append("# Telemetry pipeline benchmark" + (" (batched telemetry events)" if mode == "batch" else "") + "\n")
+out.append("probe → MQTT (Mosquitto) → Triad (embedded SQLite; history, status, forwarder) → AMQP (RabbitMQ) → an integrator's queue; 50 devices; loopback; everything on the same 2 cores. "
+           + ("Server with `--telemetry-events batch`: one RabbitMQ message per resource per publication.\n" if mode == "batch" else "One RabbitMQ message per sample (the default).\n"))
 out.append("| case | figure |\n|---|---|")
 out.append(f"| ceiling: one subscriber's receive rate from Mosquitto | {mqtt['perSecond']:,} msg/s |")
 out.append(f"| ceiling: RabbitMQ confirmed publish rate (batches of {amqp['batch']}) | {amqp['perSecond']:,} msg/s |")
-out.append(f"| pipeline sustained: nothing lost, no backlog (p50 < 100 ms), {step} s steps | {sustained:,} samples/s = {sustained/lower:.2f}× the lower ceiling |")
+out.append(f"| pipeline sustained: nothing lost, no backlog (p50 < 100 ms), {step} s steps | {sustained:,} samples/s = {sustained/lower:.2f}× the lower ceiling ({sustained/mqtt['perSecond']:.2f}× Mosquitto's, {sustained/amqp['perSecond']:.2f}× RabbitMQ's) |")
 out.append(f"| latency at half load ({half['rate']:,.0f}/s for {halfs} s) | p50 {half['p50ms']} ms, p99 {half['p99ms']} ms; lost {half['lost']:.0f}, duplicates {half['duplicates']:.0f} |")
 if "toServerP99ms" in half:
     out.append(f"| p99 of each leg at half load | probe → Mosquitto → Triad {half['toServerP99ms']} ms; Triad → RabbitMQ → integrator {half['fromServerP99ms']} ms |")
@@ -132,5 +137,5 @@ if rss:
     out.append("\n## Server RSS (KiB) every 5 s at half load\n\n" + " ".join(str(x) for x in rss))
 open(report, "w").write("\n".join(out) + "\n")
 PY
-cp "$REPORT" "$RESULTS_DIR/latest-pipeline.md"
+cp "$REPORT" "$RESULTS_DIR/latest-$NAME.md"
 cat "$REPORT"

@@ -134,18 +134,25 @@ func pipeline() async throws {
         latencies.reserveCapacity(total)
         while let d = try await consumer.next(timeout: .seconds(drain)) {
             guard d.routingKey.hasPrefix("device.\(prefix)-") else { continue }
-            let event = try JSONCoding.parse(Data(d.body))
-            guard case .number(let seq)? = event["data"]?["values"]?["seq"], case .number(let sentAt)? = event["data"]?["values"]?["sentAt"] else { continue }
-            if !seen.insert(Int(seq)).inserted {
-                duplicates += 1
-                continue
-            }
             let now = nowMs()
-            latencies.append(now - sentAt)
-            if case .string(let time)? = event["time"], let received = Timestamp.parse(time) {
-                let receivedMs = received.timeIntervalSince1970 * 1000
-                toServer.append(receivedMs - sentAt)
-                fromServer.append(now - receivedMs)
+            // A server with `--telemetry-events batch` sends arrays of events.
+            let body = try JSONCoding.parse(Data(d.body))
+            let events: [JSONValue]
+            if case .array(let batch) = body { events = batch } else { events = [body] }
+            for event in events {
+                guard case .number(let seq)? = event["data"]?["values"]?["seq"], case .number(let sentAt)? = event["data"]?["values"]?["sentAt"] else {
+                    continue
+                }
+                if !seen.insert(Int(seq)).inserted {
+                    duplicates += 1
+                    continue
+                }
+                latencies.append(now - sentAt)
+                if case .string(let time)? = event["time"], let received = Timestamp.parse(time) {
+                    let receivedMs = received.timeIntervalSince1970 * 1000
+                    toServer.append(receivedMs - sentAt)
+                    fromServer.append(now - receivedMs)
+                }
             }
             if seen.count == total { break }
         }
