@@ -27,12 +27,8 @@ struct EventRelayTests {
         let url = try TestEnvironment.amqpURL()
         try await withServer(kind, amqp: url) { server in
             try await Self.waitForRelay(server)
-            let consumer = AMQPConsumer(endpoint: try AMQPEndpoint(url: url))
-            try await consumer.connect()
+            let consumer = try await ReplicaRelayTests.eventConsumer(url: url)
             defer { consumer.close() }
-            try await consumer.declareQueue("", durable: false)
-            try await consumer.bind(exchange: AMQPEventPublisher.exchange, routingKey: "device.#")
-            try await consumer.startConsuming()
 
             let api = server.admin
             // Names unique to this test case: the exchange is shared by every server in the run.
@@ -109,12 +105,8 @@ struct EventRelayTests {
         let url = try TestEnvironment.amqpURL()
         try await withServer(.sqlite, amqp: url, configure: { $0.telemetryEvents = .batch }) { server in
             try await Self.waitForRelay(server)
-            let consumer = AMQPConsumer(endpoint: try AMQPEndpoint(url: url))
-            try await consumer.connect()
+            let consumer = try await ReplicaRelayTests.eventConsumer(url: url, boundTo: "#.telemetry")
             defer { consumer.close() }
-            try await consumer.declareQueue("", durable: false)
-            try await consumer.bind(exchange: AMQPEventPublisher.exchange, routingKey: "#.telemetry")
-            try await consumer.startConsuming()
 
             let names = (0..<2).map { _ in "meter-\(UUID().uuidString.prefix(8).lowercased())" }
             let perResource = 40
@@ -257,14 +249,14 @@ struct ReplicaRelayTests {
         }
     }
 
-    /// A consumer of every device event on the events exchange, on a queue of its own.
-    static func deviceEventConsumer(url: String) async throws -> AMQPConsumer {
+    /// An integrator: a consumer of the events exchange on a queue of its own, bound with `key`.
+    static func eventConsumer(url: String, boundTo key: String = "device.#") async throws -> AMQPConsumer {
         let consumer = AMQPConsumer(endpoint: try AMQPEndpoint(url: url))
         try await consumer.connect()
         do {
             try await consumer.declareTopicExchange(AMQPEventPublisher.exchange)
             try await consumer.declareQueue("", durable: false)
-            try await consumer.bind(exchange: AMQPEventPublisher.exchange, routingKey: "device.#")
+            try await consumer.bind(exchange: AMQPEventPublisher.exchange, routingKey: key)
             try await consumer.startConsuming()
             return consumer
         } catch {
@@ -276,7 +268,7 @@ struct ReplicaRelayTests {
     static func publishEachEventOnce(_ first: any RegistryBackend, _ second: any RegistryBackend, url: String) async throws {
         let prefix = "r\(UUID().uuidString.prefix(6).lowercased())"
 
-        let consumer = try await deviceEventConsumer(url: url)
+        let consumer = try await eventConsumer(url: url)
         defer { consumer.close() }
 
         let notifiers = [EventNotifier(), EventNotifier()]

@@ -122,12 +122,8 @@ struct HomeAssistantTests {
             let name = TelemetryTests.name("purifier")
             // An integrator follows the purifier's status on RabbitMQ.
             try await EventRelayTests.waitForRelay(server)
-            let integrator = AMQPConsumer(endpoint: try AMQPEndpoint(url: amqp))
-            try await integrator.connect()
+            let integrator = try await ReplicaRelayTests.eventConsumer(url: amqp, boundTo: "device.\(name).status")
             defer { integrator.close() }
-            try await integrator.declareQueue("", durable: false)
-            try await integrator.bind(exchange: AMQPEventPublisher.exchange, routingKey: "device.\(name).status")
-            try await integrator.startConsuming()
             try await Self.withAgents(
                 server,
                 """

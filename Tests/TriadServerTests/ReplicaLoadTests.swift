@@ -25,7 +25,7 @@ struct ReplicaLoadTests {
         let standby = servers[1 - leaderIndex]
 
         let prefix = "k\(UUID().uuidString.prefix(6).lowercased())"
-        let consumer = try await ReplicaRelayTests.deviceEventConsumer(url: amqp)
+        let consumer = try await ReplicaRelayTests.eventConsumer(url: amqp)
         defer { consumer.close() }
 
         // Four writers per server, each creating resources until its server is told to stop.

@@ -7,7 +7,6 @@ import TriadCore
 
 /// Delivers the registry's event log to an `EventPublisher`, in log order, in batches, and moves
 /// its cursor only after the publisher confirmed a batch (replicas on one PostgreSQL take turns
-/// through the cursor row's lock, so one publishes at a time) (replicas on one PostgreSQL take turns
 /// through the cursor row's lock, so one publishes at a time): an event is never skipped, and is sent
 /// twice only if the server dies between a confirm and the cursor write. While the destination
 /// is down the API keeps accepting writes; the events wait in the log (compaction stops at the
@@ -39,7 +38,7 @@ public final class OutboxRelay: Service, Sendable {
             var iterator = self.notifier.subscribe().makeAsyncIterator()
             var backoff = ReconnectBackoff()
             var connected = false
-            while !Task.isCancelled {
+            relaying: while !Task.isCancelled {
                 do {
                     if !connected {
                         try await self.publisher.connect()
@@ -54,8 +53,11 @@ public final class OutboxRelay: Service, Sendable {
                         delivered.increment(by: count)
                     case .idle, .busy:
                         // Woken by this server's writes, and every second for other replicas'
-                        // (or to take over when the replica relaying now stops).
-                        _ = await iterator.next()
+                        // (or to take over when the replica relaying now stops). No more
+                        // wake-ups: the server is shutting down. (Looping on would spin without
+                        // ever suspending once the log is read from memory, and starve the
+                        // very tasks that shut down.)
+                        guard await iterator.next() != nil else { break relaying }
                     }
                 } catch is CancellationError {
                     break
@@ -71,5 +73,8 @@ public final class OutboxRelay: Service, Sendable {
             }
             if connected { await self.publisher.disconnect() }
         }
+        // The server ends the notifier as its shutdown begins, possibly before this service is
+        // told: returning earlier would count as failing.
+        try? await gracefulShutdown()
     }
 }
