@@ -64,8 +64,7 @@ public final class SQLiteBackend: RegistryBackend {
                     index.put(try resource(row))
                 }
                 index.revision = Int64(try db.query("SELECT value FROM triad_counters WHERE name = 'revision'").first?.column("value")?.integer ?? 0)
-                let oldest = try db.query("SELECT min(id) AS id FROM triad_events").first?.column("id")?.integer
-                return (index, RecentEvents(oldestRetained: oldest.map(Int64.init)))
+                return (index, RecentEvents(oldestRetained: try oldestEventID(db)))
             }
             func connection() throws -> SQLiteConnectionBox {
                 let db = try SQLiteDatabase(path: path)
@@ -189,8 +188,7 @@ public final class SQLiteBackend: RegistryBackend {
             let rows = try db.query(
                 "SELECT id, type, name, kind, labels, time, document FROM triad_events WHERE id > ? ORDER BY id LIMIT ?",
                 [.integer(Int(id)), .integer(limit)])
-            let oldest = try db.query("SELECT min(id) AS id FROM triad_events").first?.column("id")?.integer
-            return EventBatch(events: try rows.map(Self.event), oldestRetained: oldest.map(Int64.init))
+            return EventBatch(events: try rows.map(Self.event), oldestRetained: try Self.oldestEventID(db))
         }
     }
 
@@ -200,8 +198,8 @@ public final class SQLiteBackend: RegistryBackend {
                 "DELETE FROM triad_events WHERE id <= min((SELECT max(id) FROM triad_events) - ?, ?) RETURNING id",
                 [.integer(keep), .integer(Int(notAfter ?? Int64.max))]
             ).count
-            let oldest = try db.query("SELECT min(id) AS id FROM triad_events").first?.column("id")?.integer
-            recent.withLock { $0.compacted(oldestRetained: oldest.map(Int64.init)) }
+            let oldest = try Self.oldestEventID(db)
+            recent.withLock { $0.compacted(oldestRetained: oldest) }
             return deleted
         }
     }
@@ -399,6 +397,11 @@ public final class SQLiteBackend: RegistryBackend {
             document: Data((row.column("document")?.string ?? "").utf8))
     }
 
+    /// The smallest id in the event log (nil: empty).
+    static func oldestEventID(_ db: SQLiteDatabase) throws -> Int64? {
+        try db.query("SELECT min(id) AS id FROM triad_events").first?.column("id")?.integer.map(Int64.init)
+    }
+
     static func event(_ row: SQLiteRow) throws -> RegistryEvent {
         RegistryEvent(
             id: Int64(row.column("id")?.integer ?? 0),
@@ -430,7 +433,6 @@ final class SQLiteTransaction: RegistryTransaction {
     private let committed: (String) -> StoredResource?
     private let lastRevision: Int64
     private var change: (name: String, record: StoredResource?)?
-    private var written: Int64?
     /// The event this write appended, once committed.
     private(set) var appended: RegistryEvent?
 
@@ -441,7 +443,7 @@ final class SQLiteTransaction: RegistryTransaction {
     }
 
     func apply(to index: inout ResourceIndex) {
-        guard let written else { return }
+        guard let written = appended?.id else { return }
         if let change {
             if let record = change.record { index.put(record) } else { index.remove(change.name) }
         }
@@ -469,7 +471,7 @@ final class SQLiteTransaction: RegistryTransaction {
     func put(_ invocation: Invocation) async throws {}
 
     func append(_ e: RegistryEvent) async throws {
-        guard written == nil else { throw RegistryError.unavailable("a registry write appends one event") }
+        guard appended == nil else { throw RegistryError.unavailable("a registry write appends one event") }
         // One INSERT is the whole write: the schema's triggers apply it to the resources, to the
         // ledger (an operation event's document is the invocation record) or to the projects.
         try connection.sync { db in
@@ -480,7 +482,6 @@ final class SQLiteTransaction: RegistryTransaction {
                     .text(RowCoding.labelsText(e.labels)), .text(e.time), .text(String(decoding: e.document, as: UTF8.self)),
                 ])
         }
-        written = e.id
         appended = e
     }
 }
