@@ -12,7 +12,9 @@
  *                   (whole-table swaps, in order) and acknowledges them.
  *   V1Sidecar       v1's inbound Envoy: applies the "block unpinned requests" config and
  *                   then writes a marker into v1's log stream.
- *   V1TraceManager  v1's trace manager: TraceidSet fed by v1's log stream (FIFO); locks the
+ *   V1TraceManager  v1's trace manager: TraceidSet fed by v1's log stream (FIFO), which
+ *                   carries admissions and the marker only (no request ends: the
+ *                   retirement needs none, see active1 below); locks the
  *                   set at the marker and ships it to the gateway's trace manager.
  *   GatewayTM       the gateway's trace manager: completed traces, DiffSet, "v1 is free".
  *   Controller      the upgrade steps.

@@ -53,6 +53,14 @@ struct EnvoyConfigTests {
         let inbound = try #require(
             listeners.first { $0["name"] == "inbound" }?["filter_chains"]?.arrayValue?.first?["filters"]?.arrayValue?.first?["typed_config"])
         #expect(inbound["access_log_options"]?["flush_access_log_on_new_request"] == .bool(true))
+        // Behind the entry service, admissions alone are logged; the entry service logs ends too.
+        let authLog = try #require(inbound["access_log"]?.arrayValue?.first)
+        #expect(authLog["filter"]?["log_type_filter"]?["types"] == ["DownstreamStart"])
+        let portal = try #require(plan.instances.first { $0.service == "portal" })
+        let portalListeners = try #require(EnvoyConfig.sidecar(portal, plan: plan).dynamic[.listeners]?["resources"]?.arrayValue)
+        let portalInbound = try #require(
+            portalListeners.first { $0["name"] == "inbound" }?["filter_chains"]?.arrayValue?.first?["filters"]?.arrayValue?.first?["typed_config"])
+        #expect(portalInbound["access_log"]?.arrayValue?.first?["filter"] == nil)
         let outbound = try #require(
             listeners.first { $0["name"] == "out-portal" }?["filter_chains"]?.arrayValue?.first?["filters"]?.arrayValue?.first?["typed_config"])
         let filters = outbound["http_filters"]?.arrayValue?.compactMap { $0["name"]?.stringValue }
@@ -61,7 +69,6 @@ struct EnvoyConfigTests {
         let inboundRoutes = try #require(files.dynamic[.routes(.inbound)]?["resources"]?.arrayValue?.first?["virtual_hosts"]?.arrayValue?.first)
         #expect(inboundRoutes["response_headers_to_add"]?.arrayValue?.first?["header"]?["value"] == "auth-v1")
         // The auth-v1 cluster a caller uses lists both replicas' sidecars, not the instances.
-        let portal = try #require(plan.instances.first { $0.service == "portal" })
         let clusters = try #require(EnvoyConfig.sidecar(portal, plan: plan).dynamic[.clusters]?["resources"]?.arrayValue)
         let authV1 = try #require(clusters.first { $0["name"] == "auth-v1" })
         let ports = authV1["load_assignment"]?["endpoints"]?.arrayValue?.first?["lb_endpoints"]?.arrayValue?.compactMap {

@@ -28,8 +28,7 @@ public actor MeshRuntime {
         var ports = PortAllocator(used: [config.gateway.listen.port])
         self.plan = try MeshPlan.make(config, runDirectory: runDirectory, socketDirectory: socketDirectory) { try ports.next() }
         self.ports = ports
-        self.recorder = MeshRecorder(instances: plan.instances.map { ($0.sidecar.id, $0.service, $0.version) })
-        recorder.setEntryService(plan.gatewayService)
+        self.recorder = MeshRecorder(instances: plan.instances.map { ($0.sidecar.id, $0.service, $0.version) }, entryService: plan.gatewayService)
         self.routes = RouteState(plan.routes)
         self.envoyConcurrency = Int(ProcessInfo.processInfo.environment["TRIAD_ENVOY_CONCURRENCY"] ?? "") ?? 1
         self.processes = MeshProcesses(envoyExecutable: envoy, envoyConcurrency: envoyConcurrency)

@@ -34,7 +34,9 @@ public enum EnvoyConfig {
     public static func sidecar(_ instance: MeshPlan.Instance, plan: MeshPlan) -> Files {
         let cfg = configDirectory(plan, id: instance.sidecar.id)
         var listeners: [JSONValue] = [
-            listener("inbound", port: instance.sidecar.inboundPort, hcm: withoutRecording(inboundHCM(instance, cfg: cfg), plan))
+            listener(
+                "inbound", port: instance.sidecar.inboundPort,
+                hcm: withoutRecording(inboundHCM(instance, cfg: cfg, logsEnds: instance.service == plan.gatewayService), plan))
         ]
         let blocked = plan.routes(of: instance.service)?.blocked.contains(instance.version) ?? false
         var dynamic: [EnvoyFile: JSONValue] = [.routes(.inbound): resources([inboundRoutes(instance, blocked: blocked)])]
@@ -133,7 +135,12 @@ public enum EnvoyConfig {
         ]
     }
 
-    static func inboundHCM(_ instance: MeshPlan.Instance, cfg: String) -> JSONValue {
+    /// `logsEnds`: the entry service's sidecars log each request's end too (a transaction whose
+    /// gateway record was lost completes when its root request ends, MeshRecorder.isComplete);
+    /// every other sidecar logs admissions alone. Retirement needs no more: a version is free
+    /// once every transaction that visited it completed at the gateway, and calls within a
+    /// transaction end before it does (models/README.md).
+    static func inboundHCM(_ instance: MeshPlan.Instance, cfg: String, logsEnds: Bool) -> JSONValue {
         [
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": .string(EnvoyFile.RouteTable.inbound.statPrefix),
@@ -142,14 +149,14 @@ public enum EnvoyConfig {
             // A visit is recorded when the request is admitted, not only when it ends
             // (models/README.md: a set fed by end records misses traces still in flight).
             "access_log_options": ["flush_access_log_on_new_request": true],
-            // Only what the trace manager needs (two records per request make this the mesh's
-            // main per-request cost); times are the receiver's clock, a millisecond later.
+            // Only what the trace manager needs (records are the mesh's main per-request
+            // cost); times are the receiver's clock, a millisecond later.
             "access_log": [
                 fluentd(
                     tag: "in.\(instance.sidecar.id)",
                     record: [
                         "t": "%REQ(X-B3-TRACEID)%", "k": "%ACCESS_LOG_TYPE%", "r": "%ROUTE_NAME%",
-                    ])
+                    ], filter: logsEnds ? nil : ["log_type_filter": ["types": ["DownstreamStart"]]])
             ],
         ]
     }

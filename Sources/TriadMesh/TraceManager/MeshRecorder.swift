@@ -17,7 +17,7 @@ public final class MeshRecorder: Sendable {
         /// flight at once (the controller's lock and the pin checks' rounds).
         var markers = Set<String>()
         /// The service behind the gateway: its inbound request spans the whole transaction.
-        var entryService: String?
+        var entryService: String? = nil
         /// What `prune` forgot, kept for the audit: counts, every inconsistent trace (up to a
         /// bound) and the first failures.
         var archivedTransactions = 0
@@ -46,17 +46,24 @@ public final class MeshRecorder: Sendable {
     static let archivedInconsistentKept = 10_000
     private let state = Mutex(State())
 
-    public init(instances: [(id: String, service: String, version: String)]) {
+    /// `entryService`: the service behind the gateway; only its sidecars log request ends
+    /// (EnvoyConfig.inboundHCM). Without one, every instance is taken to log them.
+    public init(instances: [(id: String, service: String, version: String)], entryService: String? = nil) {
         state.withLock { s in
-            for i in instances { s.managers[i.id] = TraceManager(service: i.service, version: i.version) }
+            s.entryService = entryService
+            for i in instances { s.managers[i.id] = Self.manager(service: i.service, version: i.version, s) }
         }
     }
 
     /// Adds the trace manager of an instance started later (an upgrade's new version).
     public func addInstance(id: String, service: String, version: String) {
         state.withLock { s in
-            if s.managers[id] == nil { s.managers[id] = TraceManager(service: service, version: version) }
+            if s.managers[id] == nil { s.managers[id] = Self.manager(service: service, version: version, s) }
         }
+    }
+
+    static func manager(service: String, version: String, _ s: State) -> TraceManager {
+        TraceManager(service: service, version: version, logsEnds: s.entryService.map { $0 == service } ?? true)
     }
 
     public func ingest(_ record: LogRecord) {
@@ -248,8 +255,6 @@ public final class MeshRecorder: Sendable {
         public var diffSet: [String]
         public var inFlight: Int
     }
-
-    public func setEntryService(_ service: String) { state.withLock { $0.entryService = service } }
 
     /// A transaction completed when the gateway logged its end, or when every request of it
     /// to the service behind the gateway (the root sub-transaction) has ended. The second

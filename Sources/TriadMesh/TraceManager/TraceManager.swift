@@ -19,16 +19,20 @@ public struct TraceManager: Sendable {
     public let version: String
     public private(set) var visits: [String: Visit] = [:]
     public private(set) var inFlight: [String: Int] = [:]
+    /// Whether this instance's sidecar logs request ends (the entry service's do,
+    /// EnvoyConfig.inboundHCM); without them nothing here is counted in flight.
+    public let logsEnds: Bool
 
-    public init(service: String, version: String) {
+    public init(service: String, version: String, logsEnds: Bool = true) {
         self.service = service
         self.version = version
+        self.logsEnds = logsEnds
     }
 
     /// Returns true when this is the trace's first visit here.
     @discardableResult
     public mutating func admitted(_ trace: String, at time: Double) -> Bool {
-        inFlight[trace, default: 0] += 1
+        if logsEnds { inFlight[trace, default: 0] += 1 }
         if var v = visits[trace] {
             v.requests += 1
             visits[trace] = v
