@@ -109,6 +109,29 @@ struct EnvoyConfigTests {
         #expect(try skipsCheck(plan) == nil, "no check to skip")
     }
 
+    /// The gateway skips the check for a request that pins nothing while the service it enters
+    /// has one version; a request that carries a pin is still checked (an unknown version is
+    /// refused there).
+    @Test func theGatewayChecksOnlyPinnedRequestsToAServiceWithOneVersion() throws {
+        var plan = try Self.plan(.mesh)
+        func gatewayRoutes(_ plan: MeshPlan) throws -> [JSONValue] {
+            let table = try #require(EnvoyConfig.gateway(plan: plan).dynamic[.routes(.gateway)]?["resources"]?.arrayValue?.first)
+            return try #require(table["virtual_hosts"]?.arrayValue?.first?["routes"]?.arrayValue)
+        }
+        var routes = try gatewayRoutes(plan)
+        #expect(routes.count == 4, "the unpinned route, then the pin, unknown-pin and default routes")
+        #expect(routes[0]["match"]?["headers"] == [["name": "x-version", "present_match": false]])
+        #expect(routes[0]["typed_per_filter_config"]?["envoy.filters.http.ext_authz"]?["disabled"] == .bool(true))
+        #expect(routes[0]["name"] == routes[3]["name"], "its records read as the default route's")
+        #expect(routes.dropFirst().allSatisfy { $0["typed_per_filter_config"] == nil })
+        plan.routes = plan.routes.map { $0.service == "portal" ? ServiceRoutes(service: "portal", versions: ["v1", "v2"], defaultVersion: "v1") : $0 }
+        routes = try gatewayRoutes(plan)
+        #expect(routes.allSatisfy { $0["typed_per_filter_config"] == nil }, "during an upgrade every request is checked")
+        plan.pinPropagation = .application
+        plan.routes = try Self.plan(.mesh).routes
+        #expect(try gatewayRoutes(plan).count == 3, "no check to skip")
+    }
+
     /// The benchmark's baseline keeps the listeners and routes and drops everything Triad adds.
     @Test func plainEnvoyRoutesOnlyAndShipsNothing() throws {
         var plan = try Self.plan(.mesh)

@@ -67,9 +67,9 @@ public enum EnvoyConfig {
             var list: [JSONValue] = []
             for route in plan.gatewayRoutes.sorted(by: { $0.prefix.count > $1.prefix.count }) {
                 guard let other = plan.routes(of: route.service) else { continue }
-                list += targetRouteList(other, prefix: route.prefix)
+                list += gatewayRouteList(other, prefix: route.prefix, plan: plan)
             }
-            list += targetRouteList(routes, prefix: "/")
+            list += gatewayRouteList(routes, prefix: "/", plan: plan)
             var table: JSONValue = [
                 "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
                 "name": .string(EnvoyFile.RouteTable.gateway.configName),
@@ -182,6 +182,21 @@ public enum EnvoyConfig {
         ]
         if plan.checksPins { hcm["local_reply_config"] = denyAs503 }
         return .object(hcm)
+    }
+
+    /// The gateway's routes to a service. While the service has one version, a request that
+    /// pins nothing (no `x-version`) skips the pin check: there is no pin to refuse, learn or
+    /// attach. The route has the default's name, so its records read the same.
+    static func gatewayRouteList(_ routes: ServiceRoutes, prefix: String, plan: MeshPlan) -> [JSONValue] {
+        let list = targetRouteList(routes, prefix: prefix)
+        guard plan.checksPins, !routes.pinsMatter else { return list }
+        let unpinned: JSONValue = [
+            "name": .string("default:\(routes.service)-\(routes.defaultVersion)"),
+            "match": ["prefix": .string(prefix), "headers": [["name": "x-version", "present_match": false]]],
+            "route": routeAction("\(routes.service)-\(routes.defaultVersion)"),
+            "typed_per_filter_config": skipPinCheck,
+        ]
+        return [unpinned] + list
     }
 
     /// Routes to a service's versions: one header route per version (x-version pin), a 503
