@@ -201,10 +201,11 @@ for name, label in labels[1:]:
     x = h[name]
     lines.append(f"| {label} | {per_call(x, h['direct'], 'fast_p50_ms')} / {per_call(x, h['direct'], 'fast_p99_ms')} | "
                  f"{per_call(x, h['plain'], 'fast_p50_ms')} / {per_call(x, h['plain'], 'fast_p99_ms')} |")
-lines.append("\nIn mode `mesh` the gateway asks the pin check (ext_authz) on every transaction, a caller's sidecar only "
-             "for a service with more than one version; the last row is Auth during an upgrade: its 2 calls per transaction pay the check.")
+lines.append("\nIn mode `mesh` the gateway asks the pin check (ext_authz) for a transaction that carries a pin (x-version) or enters a "
+             "service with more than one version, a caller's sidecar for a service with more than one version; the last row is Auth "
+             "during an upgrade: its 2 calls per transaction pay the check.")
 lines.append(f"\nThroughput goals against plain Envoy: application >= 0.9x ({ratio(h['application']['throughput_tps'], h['plain']['throughput_tps'])}), "
-             f"mesh >= 0.6x ({ratio(h['mesh']['throughput_tps'], h['plain']['throughput_tps'])}).")
+             f"mesh >= 0.75x ({ratio(h['mesh']['throughput_tps'], h['plain']['throughput_tps'])}).")
 lines += ["", "## Strategies (upgrade Auth v1 -> v2 at t = 3 s, 10 % of transactions sleep 400 ms between their Auth calls)", "",
           "| strategy | outcome | default switched (s) | v1 retired (s) | longest tx in flight at request (ms) | p99 before (ms) | p99 during (ms) | failed / sent | inconsistent |",
           "|---|---|---|---|---|---|---|---|---|"]

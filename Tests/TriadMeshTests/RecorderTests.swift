@@ -33,6 +33,16 @@ struct RecorderTests {
         #expect(v.first?.end == 100.25)
     }
 
+    /// Trace ids compare trimmed and in lower case; "-" (Envoy's "absent") and blanks are no trace.
+    @Test func traceIdsAreTrimmedAndLowerCased() {
+        let (r, _) = recorder()
+        for (i, raw) in ["abc1", " AbC2\t", "\u{00A0}abc3\u{00A0}", "-", " ", ""].enumerated() {
+            r.ingest(start(i % 2 == 0 ? "auth-v1-0" : "proc-v1-0", raw))
+        }
+        let traces = (r.visits(instance: "auth-v1-0") + r.visits(instance: "proc-v1-0")).map(\.traceId).sorted()
+        #expect(traces == ["abc1", "abc2", "abc3"])
+    }
+
     @Test func meshPinsFollowTheFirstVisit() {
         let (r, pins) = recorder()
         // No visit yet: nothing to attach.

@@ -386,6 +386,9 @@ public enum EnvoyConfig {
         return .object(t)
     }
 
+    /// The access loggers' flush timer (see `fluentd`).
+    static let flushInterval = "1s"
+
     static func fluentd(tag: String, record: JSONValue, filter: JSONValue? = nil) -> JSONValue {
         var logger: [String: JSONValue] = [
             "name": "envoy.access_loggers.fluentd",
@@ -393,7 +396,9 @@ public enum EnvoyConfig {
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.fluentd.v3.FluentdAccessLogConfig",
                 "cluster": .string(logCluster), "tag": .string(tag), "stat_prefix": "triad_log",
                 // 1 byte = send each entry at once (0 loses every entry in Envoy 1.40: `entries_lost`).
-                "buffer_size_bytes": 1, "buffer_flush_interval": "0.001s",
+                // The flush timer then has nothing to send, but it fires every interval whether
+                // or not anything was logged: at 1 ms it cost each idle Envoy 2 % of a core.
+                "buffer_size_bytes": 1, "buffer_flush_interval": .string(flushInterval),
                 "record": record,
             ],
         ]

@@ -371,7 +371,7 @@ public enum IstioRender {
                     ("tag", .string(tag)),
                     ("stat_prefix", .string("triad_log")),
                     ("buffer_size_bytes", .int(1)),
-                    ("buffer_flush_interval", .string("0.001s")),
+                    ("buffer_flush_interval", .string(EnvoyConfig.flushInterval)),
                     ("record", .map(record.map { ($0.0, .string($0.1)) })),
                 ])
             ),
