@@ -14,6 +14,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TRIAD=${TRIAD:-$ROOT/.build/debug/triad}
+case $TRIAD in */release/*) export TRIAD_BUILD=release ;; *) export TRIAD_BUILD=debug ;; esac
 export TRIAD_ENVOY=${TRIAD_ENVOY:-$(bash "$ROOT/scripts/envoy.sh")}
 PY=$ROOT/agents/examples/python
 FACTOR=${FACTOR:-2}
@@ -102,7 +103,7 @@ json.dump(result, open(f"{out}/overload-{stamp}.json", "w"), indent=2)
 lines = [
     f"# Overload benchmark {stamp}",
     "",
-    f"The example system as a mesh (pinPropagation: {propagation}), debug build of triad, on this machine's shared vCPUs. "
+    f"The example system as a mesh (pinPropagation: {propagation}), {os.environ.get('TRIAD_BUILD', 'debug')} build of triad, on this machine's shared vCPUs. "
     f"Capacity (closed loop, fast transactions): {capacity} tx/s. Offered: {rate} tx/s open loop for {seconds} s, "
     f"{float(slow_fraction) * 100:.0f} % of transactions sleeping {slow_ms} ms, a client time-out of {timeout} s, "
     f"{workers} load-generator connections. `limited`: gateway.maxInFlight {limit}.",
