@@ -186,6 +186,29 @@ struct InvocationTests {
     }
 
     /// A server killed mid-call leaves the record unfinished; the restarted server fails it.
+    /// A call whose upstream is slow to answer has its `invoked` event announced while it is
+    /// still being made, not only with its outcome (soon after it began; the server's one-second
+    /// wake-up would do it too, so LateAnnouncementsTests checks the announcing loop itself).
+    @Test func aSlowCallIsAnnouncedWhileItIsMade() async throws {
+        let upstream = try await Upstream.start()
+        try await withServer(.sqlite, configure: { $0.invokeTimeoutSeconds = 5 }) { server in
+            _ = try await server.admin.call(
+                .POST, "/api/v1/resources",
+                body: Docs.json(Self.device("slowpoke", upstream: upstream, closedPort: try Self.closedPort(), access: "Shared")))
+            let (_, secret) = try await server.namedToken(.integrator)
+            let stream = try await HardeningTests.openEventStream(port: UInt16(server.baseURL.split(separator: ":").last!)!, token: secret)
+            defer { close(stream) }
+            let call = Task { try await server.admin.send(.POST, "/api/v1/resources/slowpoke/operations/wait.forever") }
+            let (text, _) = await HardeningTests.read(stream) { $0.contains("io.triad.operation.invoked") }
+            #expect(text.contains("io.triad.operation.invoked"))
+            #expect(!text.contains("io.triad.operation.completed"), "announced before the call ended")
+            let ledger = try await server.admin.call(.GET, "/api/v1/invocations?resource=slowpoke").json
+            #expect(ledger?["items"]?.arrayValue?.map { $0["state"] } == [.string("Running")], "the call was still being made")
+            #expect(try await call.value.status == 504)
+        }
+        await upstream.stop()
+    }
+
     @Test func aCallCutByAKillIsMarkedFailedAtRestart() async throws {
         let upstream = try await Upstream.start()
         let dir = try TestPaths.temporaryDirectory()

@@ -24,6 +24,8 @@ final class InvocationRunner: Service, Sendable {
     /// The calls this server is making now, by invocation id: the secret sent upstream with each
     /// (header `Triad-Invocation`) and its caller. A call made for one of them presents it.
     private let links = Mutex<[String: (secret: String, caller: String)]>([:])
+    /// The calls whose `invoked` event is not announced yet (see `begin`).
+    private let late: LateAnnouncements
 
     /// The header that carries an invocation's link upstream, and back on the calls made for it.
     static let linkHeader = "triad-invocation"
@@ -50,6 +52,7 @@ final class InvocationRunner: Service, Sendable {
         self.caller = caller
         self.node = node
         self.logger = logger
+        self.late = LateAnnouncements(after: Self.announceWithin, announce: written)
         (jobs, submit) = AsyncStream<Job>.makeStream()
     }
 
@@ -81,14 +84,9 @@ final class InvocationRunner: Service, Sendable {
         var invocation = job.invocation
         // Not yet announced (see `begin`): it is, once answered, or after `announceWithin` if
         // the upstream is slow to answer.
-        let lateAnnouncement: Task<Void, Never>? =
-            invocation.state == .pending
-            ? nil
-            : Task { [written] in
-                try? await Task.sleep(for: Self.announceWithin)
-                if !Task.isCancelled { written() }
-            }
-        defer { lateAnnouncement?.cancel() }
+        let unannounced = invocation.state != .pending
+        if unannounced { late.began(invocation.id) }
+        defer { if unannounced { late.ended(invocation.id) } }
         if invocation.state == .pending {
             invocation.state = .running
             do { try await registry.ledger.saveInvocation(invocation) } catch {
@@ -160,9 +158,11 @@ final class InvocationRunner: Service, Sendable {
     func run() async throws {
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
+                group.addTask { await self.late.run() }
                 for await job in jobs {
                     group.addTask { _ = await self.perform(job) }
                 }
+                late.finish()
             }
         } onGracefulShutdown: { [submit] in
             submit.finish()
@@ -182,6 +182,80 @@ final class InvocationRunner: Service, Sendable {
                 ?? StoredResource(name: leftover.resource, kind: .device, labels: [:], revision: 0, document: Data("{}".utf8))
             _ = try await registry.record(failed, as: .completed, resource: resource)
             logger.notice("invocation left unfinished by a restart marked failed", metadata: ["invocation": "\(leftover.id)"])
+        }
+    }
+}
+
+/// The `invoked` events of calls still waiting for their upstream: one loop announces them once
+/// the oldest has waited `after`. A timer task per call did the same at the cost of six thread
+/// switches and a quarter of a millisecond of CPU per call on two cores. Announcing wakes the
+/// log's followers, who read every event committed so far: every waiting call is announced at once.
+final class LateAnnouncements: Sendable {
+    private struct State {
+        /// When each waiting call began, by invocation id.
+        var waiting: [String: ContinuousClock.Instant] = [:]
+        /// The loop, while nothing waits.
+        var idle: CheckedContinuation<Void, Never>?
+        var finished = false
+    }
+    private let state = Mutex(State())
+    private let after: Duration
+    private let announce: @Sendable () -> Void
+
+    init(after: Duration, announce: @escaping @Sendable () -> Void) {
+        self.after = after
+        self.announce = announce
+    }
+
+    /// A call began; its `invoked` event is committed.
+    func began(_ id: String) {
+        let loop = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            s.waiting[id] = .now
+            defer { s.idle = nil }
+            return s.idle
+        }
+        loop?.resume()
+    }
+
+    /// The call was answered (its events are announced with its outcome).
+    func ended(_ id: String) { _ = state.withLock { $0.waiting.removeValue(forKey: id) } }
+
+    /// Ends `run` (the server is shutting down; calls still running announce with their outcome).
+    func finish() {
+        state.withLock { s -> CheckedContinuation<Void, Never>? in
+            s.finished = true
+            defer { s.idle = nil }
+            return s.idle
+        }?.resume()
+    }
+
+    func run() async {
+        while let oldest = await oldestWaiting() {
+            try? await Task.sleep(until: oldest + after)
+            let now = ContinuousClock.now
+            let due = state.withLock { s -> Bool in
+                guard s.waiting.values.contains(where: { $0 + after <= now }) else { return false }
+                s.waiting.removeAll()
+                return true
+            }
+            if due { announce() }
+        }
+    }
+
+    /// When the oldest waiting call began, once one waits; nil once finished.
+    private func oldestWaiting() async -> ContinuousClock.Instant? {
+        while true {
+            let (oldest, finished) = state.withLock { ($0.waiting.values.min(), $0.finished) }
+            if finished { return nil }
+            if let oldest { return oldest }
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    if !s.waiting.isEmpty || s.finished { return true }
+                    s.idle = c
+                    return false
+                }
+                if now { c.resume() }
+            }
         }
     }
 }
