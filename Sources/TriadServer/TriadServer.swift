@@ -129,7 +129,7 @@ public final class TriadServer: Sendable {
         self.invocations = InvocationRunner(
             registry: registry,
             caller: UpstreamCaller(http: upstreamClient, addressing: addressing, timeout: invokeTimeout),
-            node: node, logger: logger, written: { notifier.notify() })
+            node: node, logger: logger, written: { notifier.notify(.ledgerOnly) })
         do {
             try await InvocationRunner.failLeftovers(registry: registry, node: node, logger: logger)
         } catch {

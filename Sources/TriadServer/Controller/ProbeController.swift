@@ -126,7 +126,7 @@ public final class ProbeController: Service, Sendable {
     /// fallback tick).
     private func followEvents(after start: Int64, into runner: ControllerRunner<String, ContinuousClock>) async throws {
         var cursor = start
-        for await _ in notifier.subscribe() {
+        for await _ in notifier.subscribe(ledger: false) {
             while true {
                 let limit = 500
                 let batch = try await registry.log.events(after: cursor, limit: limit).events

@@ -34,3 +34,29 @@ struct LateAnnouncementsTests {
         await loop.value
     }
 }
+
+/// Who an event write wakes.
+@Suite("Event wake-ups")
+struct EventNotifierTests {
+    static func wakeUps(_ stream: AsyncStream<Void>) async -> Int {
+        var count = 0
+        for await _ in stream { count += 1 }
+        return count
+    }
+
+    @Test func aLedgerOnlyWriteWakesOnlyTheFollowersOfTheLedger() async {
+        let notifier = EventNotifier()
+        let controller = notifier.subscribe(ledger: false)
+        let tail = notifier.subscribe()
+        notifier.notify(.ledgerOnly)
+        notifier.finishAll()
+        #expect(await Self.wakeUps(controller) == 0, "an invocation's record does not wake the controller")
+        #expect(await Self.wakeUps(tail) == 1)
+
+        let later = EventNotifier()
+        let woken = later.subscribe(ledger: false)
+        later.notify()
+        later.finishAll()
+        #expect(await Self.wakeUps(woken) == 1, "any other write does")
+    }
+}
