@@ -17,7 +17,7 @@ public final class MeshRecorder: Sendable {
         /// flight at once (the controller's lock and the pin checks' rounds).
         var markers = Set<String>()
         /// The service behind the gateway: its inbound request spans the whole transaction.
-        var entryService: String? = nil
+        var entryService: String?
         /// What `prune` forgot, kept for the audit: counts, every inconsistent trace (up to a
         /// bound) and the first failures.
         var archivedTransactions = 0
