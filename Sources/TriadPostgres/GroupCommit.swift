@@ -108,10 +108,16 @@ final class GroupState {
     /// The resource changes in commit order, for the read cache.
     var changes: [CommittedGroup.Change] = []
 
-    init(connection: PostgresConnection, logger: Logger, revision: Int64) {
+    /// The replica's read cache when it has followed the log exactly to the group's start: with
+    /// the counter locked nobody else can commit, so it is the database's state and the bodies'
+    /// reads need no round trip. nil: read the database.
+    let current: ResourceCache?
+
+    init(connection: PostgresConnection, logger: Logger, revision: Int64, cache: ResourceCache) {
         self.connection = connection
         self.logger = logger
         self.revision = revision
+        current = cache.followedRevision == revision ? cache : nil
     }
 
     /// The statement that writes the whole group: every event, every resource's and project's
@@ -186,6 +192,7 @@ final class GroupTransaction: RegistryTransaction {
         default: break
         }
         if let staged = group.resources[name] { return staged }
+        if let cached = group.current?.read({ $0.byName[name] }) { return cached }
         for try await row in try await group.connection.execute(ResourceByName(name: name), logger: group.logger) {
             return try PostgresBackend.resource(row)
         }

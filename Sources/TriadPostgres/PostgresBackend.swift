@@ -157,7 +157,7 @@ public final class PostgresBackend: RegistryBackend {
                 var start: Int64?
                 for try await value in try await conn.execute(LockRevisionCounter(), logger: logger) { start = value }
                 guard let start else { throw RegistryError.unavailable("revision counter missing") }
-                let group = GroupState(connection: conn, logger: logger, revision: start)
+                let group = GroupState(connection: conn, logger: logger, revision: start, cache: cache)
                 for (i, write) in writes.enumerated() {
                     let tx = GroupTransaction(group)
                     do {
