@@ -170,20 +170,6 @@ public struct TelemetrySnapshot: Codable, Sendable, Equatable {
     public var values: [String: JSONValue]?
 }
 
-extension Resource {
-    /// Decodes a tree that `ResourceValidator` accepted. Throws only for trees it did not check.
-    /// `json`, when given, is the text the tree was parsed from: decoding it directly saves
-    /// encoding the tree again.
-    public init(validated tree: JSONValue, json: Data? = nil) throws {
-        self = try JSONDecoder().decode(Resource.self, from: json ?? JSONCoding.encode(tree))
-    }
-
-    public var jsonTree: JSONValue {
-        // Round-trips through JSON; our own types always encode and decode.
-        (try? JSONDecoder().decode(JSONValue.self, from: JSONCoding.encode(self))) ?? .null
-    }
-}
-
 public enum Timestamp {
     /// RFC 3339 with milliseconds in UTC (`2026-11-25T10:00:00.000Z`), the form every server-set
     /// time takes. Hand-written: Foundation's formatter and parser cost more than the rest of a

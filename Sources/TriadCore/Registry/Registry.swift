@@ -168,7 +168,7 @@ public struct Registry: Sendable {
             let current = try existing.decode()
             var merged = MergePatch.apply(patch, to: current.jsonTree)
             if case .object(var members) = merged {
-                members["status"] = current.status.map { statusTree($0) }
+                members["status"] = current.status?.jsonTree
                 merged = .object(members)
             }
             let violations = ResourceValidator.validate(merged)
@@ -202,7 +202,7 @@ public struct Registry: Sendable {
             let newStatus: JSONValue
             switch write {
             case .replace(let tree): newStatus = tree
-            case .merge(let patch): newStatus = StatusMergePatch.apply(patch, to: current.status.map { statusTree($0) } ?? .object([:]))
+            case .merge(let patch): newStatus = StatusMergePatch.apply(patch, to: current.status?.jsonTree ?? .object([:]))
             }
             var violations = ResourceValidator.validateStatus(newStatus)
             let size = JSONCoding.encode(newStatus).count
@@ -212,7 +212,7 @@ public struct Registry: Sendable {
             guard violations.isEmpty else { throw RegistryError.invalid(violations) }
             // `bound` and `binding` are the server's: status writes leave them as they are.
             let (bound, binding) = (current.status?.bound, current.status?.binding)
-            current.status = try JSONDecoder().decode(ResourceStatus.self, from: JSONCoding.encode(newStatus))
+            current.status = try ResourceStatus(validated: newStatus)
             current.status?.bound = bound
             current.status?.binding = binding
             return try await Self.commitStatus(current, as: .status, in: tx, now: now)
@@ -386,10 +386,6 @@ public struct Registry: Sendable {
         if case .string(let v)? = patch["metadata"]?["resourceVersion"] { return VersionPrecondition(source: .resourceVersion, version: v) }
         return nil
     }
-}
-
-private func statusTree(_ status: ResourceStatus) -> JSONValue {
-    (try? JSONDecoder().decode(JSONValue.self, from: JSONCoding.encode(status))) ?? .object([:])
 }
 
 /// `continue` tokens are opaque to clients; inside they carry the last name returned.

@@ -18,16 +18,6 @@ public struct StoredResource: Sendable, Equatable {
         self.revision = revision
         self.document = document
     }
-
-    public init(_ resource: Resource, revision: Int64) {
-        self.init(
-            name: resource.name, kind: resource.spec.kind, labels: resource.metadata.labels ?? [:],
-            revision: revision, document: JSONCoding.encode(resource))
-    }
-
-    public func decode() throws -> Resource {
-        try JSONDecoder().decode(Resource.self, from: document)
-    }
 }
 
 /// A project as the registry stores it: its canonical JSON document (`metadata.resourceVersion`

@@ -9,26 +9,16 @@ struct RequestReader: Sendable {
 
     enum BodyKind { case document, mergePatch }
 
-    /// A body read as a JSON tree, with the bytes it came from when they were JSON.
-    struct Body {
-        var tree: JSONValue
-        var json: Data?
-    }
-
-    /// The body, after checking its media type and size.
-    func read(_ request: Request, kind: BodyKind) async throws -> Body {
+    /// The body as a JSON tree, after checking its media type and size.
+    func tree(_ request: Request, kind: BodyKind) async throws -> JSONValue {
         let format = try mediaFormat(request, kind: kind)
         let data = try await body(request)
         if data.isEmpty { throw Problem.badRequest("the request body is empty") }
         do {
-            return Body(tree: try DocumentReader.read(data, format: format), json: format == .json ? data : nil)
+            return try DocumentReader.read(data, format: format)
         } catch {
             throw Problem.badRequest(error.message)
         }
-    }
-
-    func tree(_ request: Request, kind: BodyKind) async throws -> JSONValue {
-        try await read(request, kind: kind).tree
     }
 
     func body(_ request: Request) async throws -> Data {

@@ -45,7 +45,7 @@ struct ProjectRoutes {
 
     @Sendable func create(_ request: Request, context: TriadRequestContext) async throws -> Response {
         _ = try context.require(.writeProjects)
-        let tree = try await reader.read(request, kind: .document).tree
+        let tree = try await reader.tree(request, kind: .document)
         let (record, _) = try await write { try await registry.applyProject(tree, precondition: nil, onlyCreate: true) }
         return .project(try await checked(record), status: .created, location: true)
     }
@@ -53,7 +53,7 @@ struct ProjectRoutes {
     @Sendable func replace(_ request: Request, context: TriadRequestContext) async throws -> Response {
         let name = try context.parameters.name()
         _ = try context.require(.writeProjects)
-        let tree = try await reader.read(request, kind: .document).tree
+        let tree = try await reader.tree(request, kind: .document)
         if let bodyName = tree["metadata"]?["name"]?.stringValue, bodyName != name {
             throw Problem.invalid([Violation(pointer: "/metadata/name", message: "must match the name in the URL (\(name))")])
         }

@@ -207,13 +207,12 @@ struct ResourceRoutes {
 
     /// Reads, validates and decodes a Resource document from the body.
     private func document(_ request: Request, pathName: String? = nil) async throws -> Resource {
-        let body = try await reader.read(request, kind: .document)
-        let tree = body.tree
+        let tree = try await reader.tree(request, kind: .document)
         var violations = ResourceValidator.validate(tree)
         if let pathName, let bodyName = tree["metadata"]?["name"]?.stringValue, bodyName != pathName {
             violations.append(Violation(pointer: "/metadata/name", message: "must match the name in the URL (\(pathName))"))
         }
         guard violations.isEmpty else { throw Problem.invalid(violations) }
-        return try Resource(validated: tree, json: body.json)
+        return try Resource(validated: tree)
     }
 }
