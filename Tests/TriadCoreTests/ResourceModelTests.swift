@@ -215,6 +215,14 @@ struct JSONParserTests {
         #expect(try JSONCoding.parse(doc) == (try JSONDecoder().decode(JSONValue.self, from: doc)))
     }
 
+    @Test func rejectsBytesThatAreNotUTF8WithOrWithoutEscapes() {
+        for bytes: [UInt8] in [[0x22, 0xFF, 0x22], [0x22, 0x5C, 0x6E, 0xC3, 0x22]] {
+            #expect(throws: DocumentSyntaxError("body is not valid JSON: string is not valid UTF-8 at line 1, column \(bytes.count + 1)")) {
+                try JSONCoding.parse(Data(bytes))
+            }
+        }
+    }
+
     @Test(arguments: [
         ("{\"a\": 1,}", "line 1, column 9"),
         ("{\n  \"a\": tru\n}", "line 2, column 8"),

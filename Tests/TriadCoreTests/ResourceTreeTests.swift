@@ -85,3 +85,13 @@ struct ResourceTreeTests {
         #expect(throws: ResourceTreeError.self) { try ResourceStatus(validated: .object(["observedGeneration": .number(1.5)])) }
     }
 }
+
+@Suite("JSON pointers of violations")
+struct PointerEscapeTests {
+    @Test func keysWithSlashesAndTildesAreEscapedAndOthersKeptAsTheyAre() {
+        #expect(pointerEscape("triad.io/space") == "triad.io~1space")
+        #expect(pointerEscape("a~b/c/") == "a~0b~1c~1")
+        #expect(pointerEscape("plain-ü") == "plain-ü")
+        #expect(pointerEscape("") == "")
+    }
+}

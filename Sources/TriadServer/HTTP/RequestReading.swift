@@ -36,7 +36,7 @@ struct RequestReader: Sendable {
 
     private func mediaFormat(_ request: Request, kind: BodyKind) throws -> DocumentReader.Format {
         let raw = request.headers[.contentType] ?? ""
-        let media = raw.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        let media = Self.mediaType(raw)
         switch (kind, media) {
         case (.document, "application/json"), (.mergePatch, "application/merge-patch+json"), (.mergePatch, "application/json"):
             return .json
@@ -49,6 +49,15 @@ struct RequestReader: Sendable {
         default:
             throw Problem.unsupportedMediaType("\(media) is not accepted; use application/json or application/yaml")
         }
+    }
+
+    /// A Content-Type's media type: parameters dropped, trimmed, lower-cased (by hand: this runs
+    /// on every write, and Foundation's trimming showed in its profile).
+    static func mediaType(_ contentType: String) -> String {
+        let isBlank = { (b: UInt8) in b == 0x20 || b == 0x09 }
+        var bytes = contentType.utf8.prefix { $0 != UInt8(ascii: ";") }.drop(while: isBlank)
+        while let last = bytes.last, isBlank(last) { bytes = bytes.dropLast() }
+        return String(decoding: bytes.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
     }
 
     /// A body's `metadata.resourceVersion`, when it has one (documents the model does not decode:
