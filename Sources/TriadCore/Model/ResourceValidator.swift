@@ -155,8 +155,10 @@ struct Walker {
         violations.append(Violation(pointer: pointer, message: message))
     }
 
+    // `allowed` is an array: a Set literal would be built and hashed on every call, for a
+    // handful of names.
     mutating func object(
-        _ value: JSONValue, at p: String, required: [String] = [], allowed: Set<String>?,
+        _ value: JSONValue, at p: String, required: [String] = [], allowed: [String]?,
         _ body: (([String: JSONValue], inout Walker) -> Void)? = nil
     ) {
         guard case .object(let members) = value else { return fail(p, "must be an object, not \(value.typeName)") }
