@@ -539,6 +539,34 @@ status_homeassistant() {
   if ha_running; then log "homeassistant running on 127.0.0.1:$HA_PORT"; else log "homeassistant stopped"; return 1; fi
 }
 
+# --- ports ----------------------------------------------------------------------------
+
+# The services' ports lie in Linux's ephemeral range (32768-60999): on a busy machine the kernel
+# may give one to an outgoing connection just before the service binds it (RabbitMQ's
+# distribution port failed so right after a benchmark's thousands of connections). Reserving
+# them keeps the kernel from handing them out; explicit binds still work. Not persistent, and
+# skipped where the setting is read-only (containers).
+reserve_ports() {
+  local f=/proc/sys/net/ipv4/ip_local_reserved_ports current p missing=()
+  [ -w "$f" ] || return 0
+  current=",$(cat "$f" 2>/dev/null),"
+  for p in "$@"; do [[ $current == *",$p,"* ]] || missing+=("$p"); done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  local list
+  list=$(IFS=,; echo "${missing[*]}")
+  if [ "$current" = ",," ]; then echo "$list" > "$f"; else echo "${current:1:-1},$list" > "$f"; fi 2>/dev/null \
+    && log "reserved ports ${missing[*]} (kernel ephemeral range; until reboot)" || true
+}
+
+service_ports() {
+  case $1 in
+    pg) echo "$PG_PORT" ;;
+    rabbitmq) echo "$AMQP_PORT $AMQP_DIST_PORT" ;;
+    mosquitto) echo "$MQTT_PORT $MQTT_DYNSEC_PORT" ;;
+    homeassistant) echo "$HA_PORT" ;;
+  esac
+}
+
 # --- dispatch -------------------------------------------------------------------------
 
 [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and uses runuser)"
@@ -554,7 +582,10 @@ for t in "${targets[@]}"; do [[ " ${SERVICES[*]} " == *" $t "* ]] || usage; done
 rc=0
 case "$verb" in
   install) for s in "${targets[@]}"; do "install_$s"; done ;;
-  start)   for s in "${targets[@]}"; do "start_$s"; done ;;
+  start)
+    # shellcheck disable=SC2046 # word splitting of the port lists is intended
+    reserve_ports $(for s in "${targets[@]}"; do service_ports "$s"; done)
+    for s in "${targets[@]}"; do "start_$s"; done ;;
   # Stop in reverse order, so later services that may depend on earlier ones go first.
   stop)    for ((i=${#targets[@]}-1; i>=0; i--)); do "stop_${targets[i]}"; done ;;
   # Exit 3 when anything is down, like systemctl status.
