@@ -95,3 +95,29 @@ struct PointerEscapeTests {
         #expect(pointerEscape("") == "")
     }
 }
+
+@Suite("Invocation documents")
+struct InvocationDocumentTests {
+    @Test(arguments: [0.0, 3.5, 0.1, 12.0])
+    func theLedgerRecordIsTheCodableText(price: Double) throws {
+        var started = Invocation(
+            id: "inv-1", resource: "coffee-3f", operation: "turn_on", caller: "alice", price: price, state: .running,
+            startedAt: "2026-12-07T10:00:00.000Z", traceId: String(repeating: "a", count: 32),
+            traceparent: "00-\(String(repeating: "a", count: 32))-\(String(repeating: "b", count: 16))-01", node: "node-1")
+        #expect(started.document == JSONCoding.encode(started))
+        started.parent = "inv-0"
+        let finished = started.finished(.failed, httpStatus: 502, reason: "UpstreamError", message: "bad \"gateway\"\n", at: "2026-12-07T10:00:01.000Z")
+        #expect(finished.document == JSONCoding.encode(finished))
+        #expect(try JSONDecoder().decode(Invocation.self, from: finished.document) == finished)
+    }
+
+    @Test func theTargetIsReadFromTheStoredDocument() throws {
+        let resource = ResourceTreeTests.everyField(price: 2)
+        let target = try StoredResource(resource, revision: 1).invocationTarget()
+        #expect(target.spec.operations == resource.spec.operations)
+        #expect(target.spec.accessMode == .exclusive)
+        #expect(target.status?.binding == resource.status?.binding)
+        #expect(target.status?.phase == .running)
+        #expect(target.status?.conditions == resource.status?.conditions)
+    }
+}

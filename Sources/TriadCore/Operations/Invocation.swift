@@ -77,7 +77,23 @@ public struct Invocation: Codable, Sendable, Equatable {
         return next
     }
 
-    public var document: Data { JSONCoding.encode(self) }
+    /// Written by the tree writer: two ledger records per call, and JSONEncoder cost more than
+    /// the rest of writing them. The text is the Codable conformance's (`InvocationDocumentTests`).
+    public var document: Data { JSONCoding.encode(jsonTree) }
+
+    var jsonTree: JSONValue {
+        var members: [String: JSONValue] = [
+            "id": .string(id), "resource": .string(resource), "operation": .string(operation), "caller": .string(caller),
+            "price": .number(price), "charged": .number(charged), "state": .string(state.rawValue), "startedAt": .string(startedAt),
+            "traceId": .string(traceId), "traceparent": .string(traceparent), "node": .string(node),
+        ]
+        members["httpStatus"] = httpStatus.map { .number(Double($0)) }
+        members["reason"] = reason.map(JSONValue.string)
+        members["message"] = message.map(JSONValue.string)
+        members["finishedAt"] = finishedAt.map(JSONValue.string)
+        members["parent"] = parent.map(JSONValue.string)
+        return .object(members)
+    }
 
     /// The trace a caller's request continues: the trace id of its W3C `traceparent`, else its
     /// `x-b3-traceid` (32 lower-case hex digits, not all zero); nil when it names none validly.
@@ -141,13 +157,13 @@ public struct InvocationPage: Sendable {
 
 /// What invoking reads of a stored resource, decoded without the rest: a device's status may
 /// carry large telemetry and many conditions, which an invocation never looks at.
-public struct InvocationTarget: Decodable, Sendable {
-    public struct Spec: Decodable, Sendable {
+public struct InvocationTarget: Sendable {
+    public struct Spec: Sendable {
         public var operations: [ResourceOperationSpec]?
         public var accessMode: ResourceAccessMode?
     }
 
-    public struct Status: Decodable, Sendable {
+    public struct Status: Sendable {
         public var phase: ResourcePhase?
         public var binding: Binding?
         public var conditions: [Condition]?
@@ -159,6 +175,9 @@ public struct InvocationTarget: Decodable, Sendable {
 
 extension StoredResource {
     public func invocationTarget() throws -> InvocationTarget {
-        try JSONDecoder().decode(InvocationTarget.self, from: document)
+        let resource = try decode()
+        return InvocationTarget(
+            spec: .init(operations: resource.spec.operations, accessMode: resource.spec.accessMode),
+            status: resource.status.map { .init(phase: $0.phase, binding: $0.binding, conditions: $0.conditions) })
     }
 }
