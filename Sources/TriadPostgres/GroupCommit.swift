@@ -227,6 +227,7 @@ final class GroupTransaction: RegistryTransaction {
         case .put(let r):
             // As the event reports it: its document and labels.
             let record = StoredResource(name: r.name, kind: r.kind, labels: e.labels, revision: r.revision, document: e.document)
+                .keepingDecoded(of: r)
             group.resources[r.name] = .some(record)
             group.changes.append(.init(name: r.name, record: record, revision: e.id))
         case .delete(let name):

@@ -14,7 +14,8 @@ public final class PostgresBackend: RegistryBackend {
     private let logger: Logger
     private let cache: ResourceCache
     private let groups = GroupCommit()
-    /// The read cache's bound, in resources (about 2 KB each): past it, reads go to the database.
+    /// The read cache's bound, in resources (about 2 KB each, twice that for those this replica
+    /// wrote and keeps decoded): past it, reads go to the database.
     public static let defaultCacheLimit = 200_000
     /// Relay cursor rows known to exist (see `relayRound`).
     private let relayCursorRows = Mutex<Set<String>>([])

@@ -31,10 +31,12 @@ extension StoredResource {
         self.init(
             name: resource.name, kind: resource.spec.kind, labels: resource.metadata.labels ?? [:],
             revision: revision, document: JSONCoding.encode(resource.jsonTree))
+        decoded = resource
     }
 
     public func decode() throws -> Resource {
-        try Resource(validated: JSONCoding.parse(document))
+        if let decoded { return decoded }
+        return try Resource(validated: JSONCoding.parse(document))
     }
 }
 

@@ -9,7 +9,13 @@ public struct StoredResource: Sendable, Equatable {
     /// The revision of the write that produced this document (`metadata.resourceVersion`).
     public var revision: Int64
     /// Canonical JSON of the whole document, `metadata.resourceVersion` included.
-    public var document: Data
+    public var document: Data {
+        didSet { decoded = nil }
+    }
+    /// The resource the document was written from, when this value comes from that write: the
+    /// registry's readers (the controller, invocations, status writes) then decode nothing. Held
+    /// in the in-memory indexes beside the document; not part of equality.
+    var decoded: Resource?
 
     public init(name: String, kind: ResourceKind, labels: [String: String], revision: Int64, document: Data) {
         self.name = name
@@ -17,6 +23,18 @@ public struct StoredResource: Sendable, Equatable {
         self.labels = labels
         self.revision = revision
         self.document = document
+    }
+
+    public static func == (a: StoredResource, b: StoredResource) -> Bool {
+        a.name == b.name && a.kind == b.kind && a.labels == b.labels && a.revision == b.revision && a.document == b.document
+    }
+
+    /// This record with the decoded resource of `other` when both hold the same document.
+    public func keepingDecoded(of other: StoredResource) -> StoredResource {
+        guard other.decoded != nil, other.document == document else { return self }
+        var copy = self
+        copy.decoded = other.decoded
+        return copy
     }
 }
 
