@@ -121,3 +121,23 @@ struct InvocationDocumentTests {
         #expect(target.status?.conditions == resource.status?.conditions)
     }
 }
+
+@Suite("Stored resources keep what they were written from")
+struct StoredResourceDecodedTests {
+    @Test func aWrittenRecordDecodesToItsResourceAndAChangedDocumentIsReadAgain() throws {
+        let resource = ResourceTreeTests.everyField(price: 1)
+        var stored = StoredResource(resource, revision: 7)
+        #expect(stored.decoded == resource)
+        let read = StoredResource(name: stored.name, kind: stored.kind, labels: stored.labels, revision: 7, document: stored.document)
+        #expect(read.decoded == nil)
+        #expect(read == stored, "equality is the record's, not the cache's")
+        #expect(read.keepingDecoded(of: stored).decoded == resource)
+
+        var other = resource
+        other.metadata.name = "lamp-2"
+        stored.document = StoredResource(other, revision: 7).document
+        #expect(stored.decoded == nil)
+        #expect(try stored.decode().name == "lamp-2")
+        #expect(stored.keepingDecoded(of: StoredResource(resource, revision: 7)).decoded == nil, "another document keeps nothing")
+    }
+}
