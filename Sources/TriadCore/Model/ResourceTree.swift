@@ -31,7 +31,7 @@ extension StoredResource {
         self.init(
             name: resource.name, kind: resource.spec.kind, labels: resource.metadata.labels ?? [:],
             revision: revision, document: JSONCoding.encode(resource.jsonTree))
-        decoded = resource
+        remember(resource)
     }
 
     public func decode() throws -> Resource {

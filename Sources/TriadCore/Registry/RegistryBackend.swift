@@ -10,12 +10,15 @@ public struct StoredResource: Sendable, Equatable {
     public var revision: Int64
     /// Canonical JSON of the whole document, `metadata.resourceVersion` included.
     public var document: Data {
-        didSet { decoded = nil }
+        didSet { written = nil }
     }
     /// The resource the document was written from, when this value comes from that write: the
     /// registry's readers (the controller, invocations, status writes) then decode nothing. Held
     /// in the in-memory indexes beside the document; not part of equality.
-    var decoded: Resource?
+    var decoded: Resource? { written?.resource }
+    /// Boxed: records are copied into every list page, and one reference costs one retain where
+    /// a whole `Resource` costs one per string and collection in it.
+    private var written: WrittenResource?
 
     public init(name: String, kind: ResourceKind, labels: [String: String], revision: Int64, document: Data) {
         self.name = name
@@ -31,11 +34,21 @@ public struct StoredResource: Sendable, Equatable {
 
     /// This record with the decoded resource of `other` when both hold the same document.
     public func keepingDecoded(of other: StoredResource) -> StoredResource {
-        guard other.decoded != nil, other.document == document else { return self }
+        guard other.written != nil, other.document == document else { return self }
         var copy = self
-        copy.decoded = other.decoded
+        copy.written = other.written
         return copy
     }
+
+    /// Records `resource` as the one the document was written from.
+    mutating func remember(_ resource: Resource) {
+        written = WrittenResource(resource)
+    }
+}
+
+private final class WrittenResource: Sendable {
+    let resource: Resource
+    init(_ resource: Resource) { self.resource = resource }
 }
 
 /// A project as the registry stores it: its canonical JSON document (`metadata.resourceVersion`
