@@ -120,9 +120,11 @@ start_pg() {
     if (exec 3<>"/dev/tcp/127.0.0.1/$PG_PORT") 2>/dev/null; then
       die "port $PG_PORT on 127.0.0.1 is already in use by another process (set TRIAD_PG_PORT)"
     fi
-    # fsync=off: test data is throwaway, and it makes the suite much faster.
+    # fsync=off: test data is throwaway, and it makes the suite much faster. max_connections:
+    # the suite runs many servers at once, each with a pool of up to 16 connections; at the
+    # default of 100 a busy moment refused connections ("too many clients already").
     if ! as_pg "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off" start >/dev/null; then
+        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off -c max_connections=300" start >/dev/null; then
       tail -20 "$PG_DIR/server.log" >&2 || true
       die "postgres did not start (log: $PG_DIR/server.log)"
     fi

@@ -55,6 +55,35 @@ struct ReadCacheTests {
         }
     }
 
+    /// A replica writes without the counter's lock while its cache is current, and its write
+    /// commits only if nobody wrote since. Here another writer changes the fan and takes a
+    /// revision without an event, so this replica cannot hear of it: a write made against its
+    /// stale copy is checked against the database (a conflict), and one without a precondition
+    /// commits after the other writer's revision.
+    @Test func aWriteAgainstAStaleCacheIsCheckedAgainstTheDatabase() async throws {
+        try await TestEnvironment.withBackend(.postgres) { backend, schema in
+            let registry = Registry(backend: backend)
+            let created = try await registry.create(Self.resource("fan"))
+            try await TestEnvironment.postgresAdmin(
+                """
+                WITH c AS (UPDATE \(schema).triad_counters SET value = value + 1 WHERE name = 'revision' RETURNING value)
+                UPDATE \(schema).triad_resources SET revision = c.value FROM c WHERE name = 'fan'
+                """)
+            var changed = Self.resource("fan")
+            changed.spec.aliasName = "Pantry fan"
+            let stale = VersionPrecondition(source: .resourceVersion, version: String(created.revision))
+            await #expect {
+                try await registry.replace(changed, precondition: stale)
+            } throws: { error in
+                if case RegistryError.conflict = error { return true }
+                return false
+            }
+            let (replaced, _) = try await registry.replace(changed, precondition: nil)
+            #expect(replaced.revision == created.revision + 2)
+            #expect(try await registry.get("fan") == replaced)
+        }
+    }
+
     static func event(_ id: Int64, _ type: RegistryEventType, _ name: String) -> RegistryEvent {
         RegistryEvent(id: id, type: type, name: name, kind: .device, labels: [:], time: "2026-12-06T00:00:00Z", document: Data("{\"r\":\(id)}".utf8))
     }
