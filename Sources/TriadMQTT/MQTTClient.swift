@@ -1,4 +1,5 @@
 import CMosquitto
+import Foundation
 import Synchronization
 import TriadCore
 
@@ -51,10 +52,10 @@ public struct MQTTWill: Sendable {
 // initialised lazily and exactly once.
 private let libraryInitialised: Int32 = mosquitto_lib_init()
 
-/// One MQTT connection through libmosquitto, run by libmosquitto's own network thread
-/// (`mosquitto_loop_start`), which also reconnects with exponential back-off (1 s to 30 s) and
-/// re-subscribes after each reconnect. Received messages are copied out of C memory in the
-/// callback and delivered through `messages`. Publishing is safe from any thread.
+/// One MQTT connection through libmosquitto, run by a network thread of its own (`NetworkLoop`),
+/// which also reconnects with exponential back-off (1 s to 30 s) and re-subscribes after each
+/// reconnect. Received messages are copied out of C memory in the callback and delivered through
+/// `messages`. Publishing is safe from any thread.
 public final class MQTTClient: Sendable {
     public let endpoint: MQTTEndpoint
     /// Every message of the subscriptions, in arrival order. Ends when the client stops.
@@ -62,6 +63,8 @@ public final class MQTTClient: Sendable {
     private let context: CallbackContext
     /// nil once stopped: publish and stop must not touch a destroyed handle.
     private let handle: Mutex<MosquittoHandle?>
+    /// Runs once `start` is called.
+    private let network = Mutex<NetworkLoop?>(nil)
 
     /// `byteBudget` bounds the bytes (payloads and topics) held for a slow reader; beyond it new
     /// messages are dropped and counted (`droppedMessages`), so a stalled reader cannot exhaust
@@ -167,12 +170,18 @@ public final class MQTTClient: Sendable {
     public func start() throws(MQTTError) {
         try handle.withLock { (h: inout MosquittoHandle?) throws(MQTTError) in
             guard let mosq = h?.pointer else { throw MQTTError("the MQTT client is stopped") }
-            let rc = mosquitto_connect_async(mosq, endpoint.host, Int32(endpoint.port), 30)
-            // A refused first attempt is not fatal: the network thread keeps retrying.
-            if rc != MOSQ_ERR_SUCCESS.rawValue && rc != MOSQ_ERR_ERRNO.rawValue && rc != MOSQ_ERR_CONN_REFUSED.rawValue {
-                throw MQTTError("cannot connect to \(endpoint): \(String(cString: mosquitto_strerror(rc)))")
+            try network.withLock { (n: inout NetworkLoop?) throws(MQTTError) in
+                guard n == nil else { throw MQTTError("the MQTT client is already started") }
+                // The network thread does all the socket work: nothing is written from the
+                // caller's thread, and publishing only wakes it.
+                try Self.check(mosquitto_threaded_set(mosq, true), "hand the network to the client's thread")
+                let rc = mosquitto_connect_async(mosq, endpoint.host, Int32(endpoint.port), 30)
+                // A refused first attempt is not fatal: the network thread keeps retrying.
+                if rc != MOSQ_ERR_SUCCESS.rawValue && rc != MOSQ_ERR_ERRNO.rawValue && rc != MOSQ_ERR_CONN_REFUSED.rawValue {
+                    throw MQTTError("cannot connect to \(endpoint): \(String(cString: mosquitto_strerror(rc)))")
+                }
+                n = try NetworkLoop(handle: h!, context: context)
             }
-            try Self.check(mosquitto_loop_start(mosq), "start the network thread")
         }
     }
 
@@ -203,6 +212,7 @@ public final class MQTTClient: Sendable {
                 throw MQTTError("cannot publish to '\(topic)': \(String(cString: mosquitto_strerror(rc)))")
             }
         }
+        network.withLock { $0?.wake() }
     }
 
     /// Disconnects cleanly (no will is sent), joins the network thread and frees the handle.
@@ -219,8 +229,11 @@ public final class MQTTClient: Sendable {
                 return h
             })?.pointer
         else { return }
-        if cleanly { mosquitto_disconnect(mosq) }
-        mosquitto_loop_stop(mosq, !cleanly)
+        // Sends the DISCONNECT first when `cleanly`, and returns once the thread has ended.
+        network.withLock { n in
+            defer { n = nil }
+            return n
+        }?.stop(cleanly: cleanly)
         mosquitto_destroy(mosq)  // without a DISCONNECT first, this just closes the socket
         context.continuation.finish()
         // Released only now: the joined thread can no longer call back with it.
@@ -232,9 +245,9 @@ public final class MQTTClient: Sendable {
     }
 }
 
-/// A libmosquitto handle. Sendable because, once `mosquitto_loop_start` runs, libmosquitto
-/// itself locks around publish, subscribe and disconnect; `MQTTClient` only ensures no call
-/// follows `mosquitto_destroy`.
+/// A libmosquitto handle. Sendable because, once threaded (`mosquitto_threaded_set`),
+/// libmosquitto itself locks around publish, subscribe and disconnect; `MQTTClient` only ensures
+/// no call follows `mosquitto_destroy`.
 private struct MosquittoHandle: @unchecked Sendable {
     let pointer: OpaquePointer
 }
@@ -303,5 +316,96 @@ final class CallbackContext: Sendable {
 
     static func from(_ obj: UnsafeMutableRawPointer?) -> CallbackContext {
         Unmanaged<CallbackContext>.fromOpaque(obj!).takeUnretainedValue()
+    }
+}
+
+/// The client's network thread. libmosquitto's own (`mosquitto_loop_start`) waits with
+/// `select()`, which cannot watch a descriptor numbered 1024 or more: in a process with that many
+/// files open (a busy server, a test suite) its thread quit right after sending CONNECT, and the
+/// client never heard the broker again. This one waits with `poll()` on the socket and on an
+/// eventfd that publishing and stopping write to, and drives libmosquitto's read, write and
+/// keepalive steps itself; a lost connection is made again after 1, 4, 9, ... s (at most 30 s,
+/// back to 1 s once connected), as libmosquitto's loop did.
+private final class NetworkLoop: Sendable {
+    private let handle: MosquittoHandle
+    private let context: CallbackContext
+    private let wakeFD: Int32
+    /// 0 running, 1 stop after sending DISCONNECT, 2 stop without it (the broker sends the will).
+    private let stopping = Atomic<Int>(0)
+    private let ended = DispatchSemaphore(value: 0)
+
+    init(handle: MosquittoHandle, context: CallbackContext) throws(MQTTError) {
+        self.handle = handle
+        self.context = context
+        wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        guard wakeFD >= 0 else { throw MQTTError("cannot create the network thread's wake-up descriptor (errno \(errno))") }
+        let thread = Thread { [self] in
+            run()
+            ended.signal()
+        }
+        thread.name = "mqtt-network"
+        thread.start()
+    }
+
+    func wake() {
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    /// Ends the thread and waits for it.
+    func stop(cleanly: Bool) {
+        stopping.store(cleanly ? 1 : 2, ordering: .releasing)
+        wake()
+        ended.wait()
+        close(wakeFD)
+    }
+
+    private func run() {
+        let mosq = handle.pointer
+        var attempts = 0
+        while stopping.load(ordering: .acquiring) == 0 {
+            if context.connected.load(ordering: .acquiring) { attempts = 0 }
+            let socket = mosquitto_socket(mosq)
+            guard socket >= 0 else {
+                attempts += 1
+                waitForWake(timeoutMilliseconds: Int32(min(30, attempts * attempts) * 1000))
+                if stopping.load(ordering: .acquiring) != 0 { break }
+                _ = mosquitto_reconnect(mosq)
+                continue
+            }
+            let wantsWrite = mosquitto_want_write(mosq)
+            var fds = [
+                pollfd(fd: socket, events: Int16(POLLIN) | (wantsWrite ? Int16(POLLOUT) : 0), revents: 0),
+                pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
+            ]
+            // At least once a second, for the keepalive.
+            if poll(&fds, 2, 1000) < 0 && errno != EINTR { continue }
+            if fds[1].revents != 0 { drainWakes() }
+            if fds[0].revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 {
+                // On failure libmosquitto has closed the socket and called on_disconnect.
+                if mosquitto_loop_read(mosq, 1) != MOSQ_ERR_SUCCESS.rawValue { continue }
+            }
+            if mosquitto_socket(mosq) >= 0 && (fds[0].revents & Int16(POLLOUT) != 0 || mosquitto_want_write(mosq)) {
+                if mosquitto_loop_write(mosq, 1) != MOSQ_ERR_SUCCESS.rawValue { continue }
+            }
+            _ = mosquitto_loop_misc(mosq)
+        }
+        if stopping.load(ordering: .acquiring) == 1 && mosquitto_socket(mosq) >= 0 {
+            mosquitto_disconnect(mosq)
+            // A DISCONNECT is a few bytes: written at once unless the socket is full.
+            for _ in 0..<10 where mosquitto_socket(mosq) >= 0 && mosquitto_want_write(mosq) {
+                if mosquitto_loop_write(mosq, 1) != MOSQ_ERR_SUCCESS.rawValue { break }
+            }
+        }
+    }
+
+    private func waitForWake(timeoutMilliseconds: Int32) {
+        var fd = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
+        if poll(&fd, 1, timeoutMilliseconds) > 0 { drainWakes() }
+    }
+
+    private func drainWakes() {
+        var count: UInt64 = 0
+        _ = read(wakeFD, &count, 8)
     }
 }

@@ -19,10 +19,22 @@ final class ServerProcess: Sendable {
     }
 
     /// Starts `triad server` with `arguments` (listening on a free loopback port) and waits until it serves.
-    static func start(_ arguments: [String], environment: [String: String] = [:], directory: String) async throws -> ServerProcess {
+    /// `openFiles`: files the server inherits open (from a shell that opens them, then runs it),
+    /// so that every descriptor it opens itself is numbered above them.
+    static func start(
+        _ arguments: [String], environment: [String: String] = [:], directory: String, openFiles: Int = 0
+    ) async throws -> ServerProcess {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: try TestPaths.triadExecutable())
-        process.arguments = ["server", "--listen", "127.0.0.1:0"] + arguments
+        let triad = try TestPaths.triadExecutable()
+        let serverArguments = ["server", "--listen", "127.0.0.1:0"] + arguments
+        if openFiles > 0 {
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            let script = "ulimit -n \(openFiles + 1024) && for _ in $(seq 1 \(openFiles)); do exec {fd}</dev/null; done && exec \"$0\" \"$@\""
+            process.arguments = ["-c", script, triad] + serverArguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: triad)
+            process.arguments = serverArguments
+        }
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "TRIAD_ADMIN_TOKEN")
