@@ -96,7 +96,6 @@ public final class MQTTClient: Sendable {
                         mosquitto_will_set(mosq, will.topic, Int32(b.count), b.baseAddress, 1, will.retain)
                     }, "set the will on '\(will.topic)'")
             }
-            try Self.check(mosquitto_reconnect_delay_set(mosq, 1, 30, true), "set the reconnect delay")
             // Enough in flight for telemetry rates; libmosquitto queues the rest.
             try Self.check(mosquitto_max_inflight_messages_set(mosq, 1000), "set max in-flight messages")
         } catch {
