@@ -232,6 +232,11 @@ public final class PostgresBackend: RegistryBackend {
         for try await value in try await client.query("SELECT min(id) FROM triad_events", logger: logger).decode(Int64?.self) {
             oldest = value
         }
+        // A reader that saw an event reads the registry at least that new (the controller reads a
+        // resource right after hearing of its change): the cache follows first when it is behind.
+        if cache.isOn, let last = events.last, last.id > cache.followedRevision, !cache.follow(events) {
+            try await catchUpCache()
+        }
         return EventBatch(events: events, oldestRetained: oldest)
     }
 
