@@ -17,8 +17,9 @@ struct PendingWrite: Sendable {
 /// own outcome: a body that refuses (a conflict, a missing resource) takes no revision and
 /// writes nothing, and the others commit. Revisions stay gap-free and in commit order.
 ///
-/// With one writer at a time a group is one write, at the same number of round trips as a write
-/// on its own; under load the counter lock is held once per group instead of once per write.
+/// With one writer at a time a group is one write; under load the counter lock is held once per
+/// group instead of once per write. While this replica's read cache is current, a group takes no
+/// lock and is one round trip (`PostgresBackend.commit`).
 final class GroupCommit: Sendable {
     static let maxGroup = 128
 
@@ -110,7 +111,8 @@ final class GroupState {
 
     /// The replica's read cache when it has followed the log exactly to the group's start: with
     /// the counter locked nobody else can commit, so it is the database's state and the bodies'
-    /// reads need no round trip. nil: read the database.
+    /// reads need no round trip (without the lock, the group's statement commits only if that
+    /// still holds). nil: read the database.
     let current: ResourceCache?
 
     init(connection: PostgresConnection, logger: Logger, revision: Int64, cache: ResourceCache) {
@@ -121,9 +123,10 @@ final class GroupState {
     }
 
     /// The statement that writes the whole group: every event, every resource's and project's
-    /// final state, every ledger row, and the counter. The events' trigger notifies the replicas.
-    var flush: GroupFlush {
-        var flush = GroupFlush(revision: revision)
+    /// final state, every ledger row, and the counter, if the counter is still at `start`. The
+    /// events' trigger notifies the replicas.
+    func flush(expecting start: Int64) -> GroupFlush {
+        var flush = GroupFlush(revision: revision, expected: start)
         for e in events {
             flush.eventIDs.append(e.id)
             flush.eventTypes.append(e.type.rawValue)
@@ -251,28 +254,33 @@ struct LockRevisionCounter: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Int64.self) }
 }
 
-/// A group's whole write in one statement, prepared once per connection (arrays unnested into rows).
+/// A group's whole write in one statement, prepared once per connection (arrays unnested into
+/// rows). Compare and set: every part joins the counter's update, which matches only while the
+/// counter holds `expected`; no row back means nothing was written.
 struct GroupFlush: PostgresPreparedStatement {
     static let sql = """
-        WITH events AS (
+        WITH counter AS (
+          UPDATE triad_counters SET value = $27 WHERE name = 'revision' AND value = $28 RETURNING value),
+        events AS (
           INSERT INTO triad_events (id, type, name, kind, labels, time, document)
-          SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])),
+          SELECT e.* FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS e, counter),
         resources AS (
           INSERT INTO triad_resources (name, kind, labels, revision, document)
-          SELECT * FROM unnest($8::text[], $9::text[], $10::text[], $11::int8[], $12::text[])
+          SELECT r.* FROM unnest($8::text[], $9::text[], $10::text[], $11::int8[], $12::text[]) AS r, counter
           ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, labels = EXCLUDED.labels, revision = EXCLUDED.revision,
             document = EXCLUDED.document),
-        deleted_resources AS (DELETE FROM triad_resources WHERE name = ANY($13::text[])),
+        deleted_resources AS (DELETE FROM triad_resources WHERE name = ANY($13::text[]) AND EXISTS (SELECT 1 FROM counter)),
         projects AS (
-          INSERT INTO triad_projects (name, revision, document) SELECT * FROM unnest($14::text[], $15::int8[], $16::text[])
+          INSERT INTO triad_projects (name, revision, document)
+          SELECT p.* FROM unnest($14::text[], $15::int8[], $16::text[]) AS p, counter
           ON CONFLICT (name) DO UPDATE SET revision = EXCLUDED.revision, document = EXCLUDED.document),
-        deleted_projects AS (DELETE FROM triad_projects WHERE name = ANY($17::text[])),
+        deleted_projects AS (DELETE FROM triad_projects WHERE name = ANY($17::text[]) AND EXISTS (SELECT 1 FROM counter)),
         ledger AS (
           INSERT INTO triad_invocations (id, seq, resource, caller, state, node, started_at, charged, document)
-          SELECT * FROM unnest($18::text[], $19::int8[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
-            $25::float8[], $26::text[])
+          SELECT l.* FROM unnest($18::text[], $19::int8[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
+            $25::float8[], $26::text[]) AS l, counter
           ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, charged = EXCLUDED.charged, document = EXCLUDED.document)
-        UPDATE triad_counters SET value = $27 WHERE name = 'revision' RETURNING value
+        SELECT value FROM counter
         """
     typealias Row = Int64
 
@@ -304,8 +312,12 @@ struct GroupFlush: PostgresPreparedStatement {
     var invocationCharges: [Double] = []
     var invocationDocuments: [String] = []
 
-    init(revision: Int64) {
+    /// The counter's value the group started from: nothing is written unless it still is.
+    var expected: Int64
+
+    init(revision: Int64, expected: Int64) {
         self.revision = revision
+        self.expected = expected
     }
 
     func makeBindings() throws -> PostgresBindings {
@@ -337,6 +349,7 @@ struct GroupFlush: PostgresPreparedStatement {
         b.append(invocationCharges)
         b.append(invocationDocuments)
         b.append(revision)
+        b.append(expected)
         return b
     }
 

@@ -147,9 +147,15 @@ public final class PostgresBackend: RegistryBackend {
         try await groups.write(body)
     }
 
-    /// One group in one transaction: the counter locked first (so every read the bodies make
-    /// sees all that committed before), the bodies in turn, one statement for all they wrote.
+    /// One group. First without a transaction when the read cache has followed the log to its
+    /// end (`optimistically`); else, or when another replica committed meanwhile, in one
+    /// transaction with the counter locked first (so every read the bodies make sees all that
+    /// committed before), the bodies in turn, one statement for all they wrote.
     private func commit(_ writes: [PendingWrite]) async {
+        if let outcomes = await optimistically(writes) {
+            for (write, outcome) in zip(writes, outcomes) { write.finish(outcome) }
+            return
+        }
         var outcomes: [(any Error)?] = Array(repeating: nil, count: writes.count)
         var committed: CommittedGroup?
         let logger = self.logger
@@ -159,17 +165,11 @@ public final class PostgresBackend: RegistryBackend {
                 for try await value in try await conn.execute(LockRevisionCounter(), logger: logger) { start = value }
                 guard let start else { throw RegistryError.unavailable("revision counter missing") }
                 let group = GroupState(connection: conn, logger: logger, revision: start, cache: cache)
-                for (i, write) in writes.enumerated() {
-                    let tx = GroupTransaction(group)
-                    do {
-                        try await write.body(tx)
-                        try tx.merge()
-                    } catch let refusal as RegistryError {
-                        outcomes[i] = refusal
-                    }
-                }
+                outcomes = try await Self.run(writes, in: group)
                 if !group.events.isEmpty {
-                    for try await _ in try await conn.execute(group.flush, logger: logger) {}
+                    var set = false
+                    for try await _ in try await conn.execute(group.flush(expecting: start), logger: logger) { set = true }
+                    guard set else { throw RegistryError.unavailable("the revision counter moved while locked") }
                     committed = CommittedGroup(changes: group.changes, start: start, end: group.revision)
                 }
             }
@@ -180,6 +180,52 @@ public final class PostgresBackend: RegistryBackend {
         }
         if let committed { cache.applyCommitted(committed) }
         for (write, outcome) in zip(writes, outcomes) { write.finish(outcome) }
+    }
+
+    /// The group in one round trip instead of four (BEGIN, the counter's lock, the write, COMMIT):
+    /// the bodies read the cache, which has followed the log to revision `start`, and the write is
+    /// one statement that commits only if the counter is still at `start` (compare and set), that
+    /// is, if nobody has committed since and every read was the database's state. nil: not tried
+    /// or not committed (another replica wrote first; nothing was written), and the group goes
+    /// the locked way; its bodies run again there.
+    private func optimistically(_ writes: [PendingWrite]) async -> [(any Error)?]? {
+        guard cache.isOn else { return nil }
+        let start = cache.followedRevision
+        let logger = self.logger
+        do {
+            return try await client.withConnection { conn in
+                let group = GroupState(connection: conn, logger: logger, revision: start, cache: cache)
+                guard group.current != nil else { return nil }
+                let outcomes = try await Self.run(writes, in: group)
+                // A group that writes nothing has no statement to check its reads with.
+                guard !group.events.isEmpty else { return nil }
+                var set = false
+                for try await _ in try await conn.execute(group.flush(expecting: start), logger: logger) { set = true }
+                guard set else { return nil }
+                cache.applyCommitted(CommittedGroup(changes: group.changes, start: start, end: group.revision))
+                return outcomes
+            }
+        } catch {
+            logger.debug("optimistic group commit failed; taking the lock", metadata: ["error.type": "\(type(of: error))"])
+            return nil
+        }
+    }
+
+    /// Runs each write's body against the group; a body that refuses (a conflict, a missing
+    /// resource) takes no revision and writes nothing. Returns each write's refusal, if any; any
+    /// other error ends the group.
+    private static func run(_ writes: [PendingWrite], in group: GroupState) async throws -> [(any Error)?] {
+        var outcomes: [(any Error)?] = Array(repeating: nil, count: writes.count)
+        for (i, write) in writes.enumerated() {
+            let tx = GroupTransaction(group)
+            do {
+                try await write.body(tx)
+                try tx.merge()
+            } catch let refusal as RegistryError {
+                outcomes[i] = refusal
+            }
+        }
+        return outcomes
     }
 
     public func get(name: String) async throws -> StoredResource? {
@@ -227,10 +273,28 @@ public final class PostgresBackend: RegistryBackend {
     }
 
     public func events(after id: Int64, limit: Int) async throws -> EventBatch {
-        let events = try await Self.events(client.query(Self.eventsAfter(id, limit: limit), logger: logger))
+        // One round trip (each follower asks after every commit it hears of): the oldest retained
+        // id on every row, and one row without an event when none follows `id`.
+        let rows = try await client.query(
+            """
+            SELECT o.oldest, e.id, e.type, e.name, e.kind, e.labels, e.time, e.document
+            FROM (SELECT min(id) AS oldest FROM triad_events) AS o
+            LEFT JOIN LATERAL (
+              SELECT id, type, name, kind, labels, time, document FROM triad_events WHERE id > \(id) ORDER BY id LIMIT \(limit)
+            ) AS e ON true
+            ORDER BY e.id
+            """, logger: logger)
+        var events: [RegistryEvent] = []
         var oldest: Int64?
-        for try await value in try await client.query("SELECT min(id) FROM triad_events", logger: logger).decode(Int64?.self) {
-            oldest = value
+        for try await r in rows.decode((Int64?, Int64?, String?, String?, String?, String?, String?, String?).self) {
+            oldest = r.0
+            guard let id = r.1, let type = r.2, let name = r.3, let kind = r.4, let labels = r.5, let time = r.6, let document = r.7 else {
+                continue
+            }
+            events.append(
+                RegistryEvent(
+                    id: id, type: try RowCoding.eventType(type), name: name, kind: try RowCoding.eventKind(kind),
+                    labels: RowCoding.labels(labels), time: time, document: Data(document.utf8)))
         }
         // A reader that saw an event reads the registry at least that new (the controller reads a
         // resource right after hearing of its change): the cache follows first when it is behind.
