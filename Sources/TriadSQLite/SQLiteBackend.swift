@@ -17,6 +17,8 @@ public final class SQLiteBackend: RegistryBackend {
     private let writer: SQLiteConnectionBox
     /// Serialises the writer's users without blocking a thread while they wait.
     private let writeLock = AsyncMutex()
+    /// Registry writes waiting for the writer, in order (`withWriteTransaction`).
+    private let queued = Mutex<[QueuedWrite]>([])
     private let readers: [SQLiteConnectionBox]
     private let nextReader = Atomic<Int>(0)
     private let checkpointer: SQLiteConnectionBox
@@ -139,22 +141,99 @@ public final class SQLiteBackend: RegistryBackend {
         }
     }
 
-    /// One writer at a time. A registry write appends exactly one event, and that one INSERT
-    /// (with the triggers of `RegistrySchema`) is the whole write, so no BEGIN/COMMIT is needed:
-    /// if the body throws before it, nothing was written.
+    /// A registry write appends exactly one event, and that one INSERT (with the triggers of
+    /// `RegistrySchema`) is the whole write: if the body throws before it, nothing was written.
+    ///
+    /// Writers queue, and whoever holds the writer commits every write queued so far as one group
+    /// (`commit`): alone, a write is its INSERT and no more; under load, many writes share one
+    /// transaction, so SQLite writes each page they touch once per group instead of once per
+    /// write. Each writer gets its own outcome either way.
     public func withWriteTransaction<T: Sendable>(_ body: @escaping @Sendable (any RegistryTransaction) async throws -> T) async throws -> T {
-        let result = try await writeLock.withLock {
-            // The index changes only here, after a write, so the transaction may read it live.
-            let tx = SQLiteTransaction(connection: writer, revision: index.withLock { $0.revision }) { name in
-                self.index.withLock { $0.byName[name] }
-            }
-            let result = try await body(tx)
-            if let event = tx.appended { recent.withLock { $0.add(event) } }
-            index.withLock { tx.apply(to: &$0) }
-            return result
+        let result = Mutex<T?>(nil)
+        let write = QueuedWrite { tx in
+            let value = try await body(tx)
+            result.withLock { $0 = value }
         }
-        checkpointIfDue(writes: 1)
-        return result
+        queued.withLock { $0.append(write) }
+        let committed = try await writeLock.withLock {
+            var committed = 0
+            // Writes queued ahead of this one are committed first, a group at a time.
+            while write.outcome.withLock({ $0 == nil }) {
+                let group = queued.withLock { q in
+                    let n = min(q.count, Self.maxGroup)
+                    defer { q.removeFirst(n) }
+                    return Array(q.prefix(n))
+                }
+                await commit(group)
+                committed += group.count
+            }
+            return committed
+        }
+        if committed > 0 { checkpointIfDue(writes: committed) }
+        try write.outcome.withLock { $0! }.get()
+        guard let value = result.withLock({ $0.take() }) else { throw RegistryError.unavailable("a registry write ended without a result") }
+        return value
+    }
+
+    /// The most writes one transaction takes.
+    static let maxGroup = 128
+
+    /// Registry writes waiting for the writer now (the tests wait on it).
+    var queuedWrites: Int { queued.withLock { $0.count } }
+
+    /// Commits `group` with the writer held. One write is its own INSERT; more run in one
+    /// transaction, each in a savepoint (a body that fails is undone alone) and each reading what
+    /// the earlier ones wrote. The index and the recent events take the changes once committed.
+    private func commit(_ group: [QueuedWrite]) async {
+        var revision = index.withLock { $0.revision }
+        if group.count == 1, let write = group.first {
+            let tx = SQLiteTransaction(connection: writer, revision: revision) { name in self.index.withLock { $0.byName[name] } }
+            do {
+                try await write.body(tx)
+                if let event = tx.appended { recent.withLock { $0.add(event) } }
+                index.withLock { tx.apply(to: &$0) }
+                write.finish(nil)
+            } catch {
+                write.finish(error)
+            }
+            return
+        }
+        let overlay = GroupOverlay()
+        var written: [(QueuedWrite, SQLiteTransaction)] = []
+        do {
+            try writer.sync { try $0.execute("BEGIN IMMEDIATE") }
+            for write in group {
+                let tx = SQLiteTransaction(connection: writer, revision: revision) { name in
+                    if let change = overlay.changes[name] { return change }
+                    return self.index.withLock { $0.byName[name] }
+                }
+                try writer.sync { try $0.execute("SAVEPOINT write") }
+                do {
+                    try await write.body(tx)
+                    try writer.sync { try $0.execute("RELEASE write") }
+                } catch {
+                    try writer.sync { try $0.execute("ROLLBACK TO write; RELEASE write") }
+                    write.finish(error)
+                    continue
+                }
+                if let event = tx.appended { revision = event.id }
+                if let change = tx.change { overlay.changes[change.name] = .some(change.record) }
+                written.append((write, tx))
+            }
+            try writer.sync { try $0.execute("COMMIT") }
+        } catch {
+            _ = try? writer.sync { try $0.execute("ROLLBACK") }
+            for (write, _) in written { write.finish(error) }
+            for write in group where write.outcome.withLock({ $0 == nil }) { write.finish(error) }
+            return
+        }
+        recent.withLock { r in
+            for (_, tx) in written { if let event = tx.appended { r.add(event) } }
+        }
+        index.withLock { i in
+            for (_, tx) in written { tx.apply(to: &i) }
+        }
+        for (write, _) in written { write.finish(nil) }
     }
 
     public func get(name: String) async throws -> StoredResource? {
@@ -432,7 +511,8 @@ final class SQLiteTransaction: RegistryTransaction {
     /// Reads the committed index without copying it (a copy would cost a whole dictionary per write).
     private let committed: (String) -> StoredResource?
     private let lastRevision: Int64
-    private var change: (name: String, record: StoredResource?)?
+    /// The resource this write changed (nil record: deleted).
+    private(set) var change: (name: String, record: StoredResource?)?
     /// The event this write appended, once committed.
     private(set) var appended: RegistryEvent?
 
@@ -548,4 +628,23 @@ enum SQLiteMigrations {
             }
         }
     }
+}
+
+/// A registry write waiting for the writer, and its outcome once its group is done.
+final class QueuedWrite: Sendable {
+    let body: @Sendable (any RegistryTransaction) async throws -> Void
+    let outcome = Mutex<Result<Void, any Error>?>(nil)
+
+    init(_ body: @escaping @Sendable (any RegistryTransaction) async throws -> Void) {
+        self.body = body
+    }
+
+    func finish(_ error: (any Error)?) {
+        outcome.withLock { $0 = error.map { .failure($0) } ?? .success(()) }
+    }
+}
+
+/// What a group's earlier writes changed, read by its later ones (nil: deleted).
+final class GroupOverlay {
+    var changes: [String: StoredResource?] = [:]
 }
