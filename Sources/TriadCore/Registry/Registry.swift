@@ -101,8 +101,15 @@ public struct Registry: Sendable {
         let revision = try await backend.readRevision()
         var after = try query.continueToken.map(ContinueToken.decode)
         let limit = max(1, min(query.limit, ListQuery.maxLimit))
-        var items: [StoredResource] = []
         // Keyset pagination by name: an item that exists for the whole listing is returned exactly once.
+        if query.selector.requirements.isEmpty {
+            // Every row matches: the backend's page is the answer, taken as it is (no copy).
+            var items = try await backend.list(kind: query.kind, after: after, limit: limit + 1)
+            guard items.count > limit else { return ResourcePage(items: items, continueToken: nil, revision: revision) }
+            items.removeLast(items.count - limit)
+            return ResourcePage(items: items, continueToken: ContinueToken.encode(items[limit - 1].name), revision: revision)
+        }
+        var items: [StoredResource] = []
         while true {
             let batch = try await backend.list(kind: query.kind, after: after, limit: limit + 1)
             for row in batch where query.selector.matches(row.labels) {

@@ -61,10 +61,11 @@ struct ResourceRoutes {
             if i > 0 { out.writeInteger(UInt8(ascii: ",")) }
             out.writeBytes(redact ? HeaderRedaction.redacted(item.document) : item.document)
         }
-        var meta: [String: String] = ["resourceVersion": String(page.revision)]
-        if let token = page.continueToken { meta["continue"] = token }
+        // A tree, not a dictionary: trees take the hand-written writer (JSONEncoder cost 5% of a list).
+        var meta: [String: JSONValue] = ["resourceVersion": .string(String(page.revision))]
+        if let token = page.continueToken { meta["continue"] = .string(token) }
         out.writeString(#"],"kind":"ResourceList","metadata":"#)
-        out.writeBytes(JSONCoding.encode(meta))
+        out.writeBytes(JSONCoding.encode(JSONValue.object(meta)))
         out.writeInteger(UInt8(ascii: "}"))
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: out))
     }
