@@ -54,6 +54,31 @@ struct ResourceModelTests {
         }
     }
 
+    /// The operation URL syntax, byte by byte as the schema's pattern reads it, and a port the
+    /// HTTP client can take.
+    @Test(arguments: [
+        ("http://127.0.0.1:9101/operations/brew", true), ("https://example.com", true), ("http://[::1]:8080/x", true),
+        ("http://user@host:1/", true), ("http://host:65535?q=1", true), ("http://hôst/ä", true),
+        ("http://host:65536", false), ("http://host:0", false), ("http://host:", false), ("http://host:8a", false),
+        ("http://:80/", false), ("http://[]:80", false), ("http://", false), ("ftp://host", false),
+        ("http://host/a b", false), ("http://host/\u{1C}", false), ("http://host/\u{7F}", false), ("http://hôst/\u{2003}", false),
+    ])
+    func operationURLs(_ url: String, _ valid: Bool) {
+        #expect(Syntax.isHTTPURL(url) == valid)
+    }
+
+    @Test func nameSyntaxes() {
+        for (name, valid) in [("a", true), ("a--b", true), ("0", true), ("a-", false), ("-a", false), ("", false), ("A", false), ("a.b", false)] {
+            #expect(Syntax.isDNSLabel(name) == valid, "\(name)")
+        }
+        for (value, valid) in [("", true), ("A.b_c-D", true), ("x", true), ("_a", false), ("a.", false), ("a/b", false)] {
+            #expect(Syntax.isLabelValue(value) == valid, "\(value)")
+        }
+        for (key, valid) in [("triad.io/space", true), ("space", true), ("a/b/c", false), ("Triad.io/space", false), ("triad.io/", false)] {
+            #expect(Syntax.isQualifiedKey(key) == valid, "\(key)")
+        }
+    }
+
     /// The README's example documents stay valid.
     @Test func examplesAreValid() throws {
         let dir = Self.repositoryRoot.appendingPathComponent("examples")
