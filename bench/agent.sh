@@ -9,7 +9,11 @@
 # latest-agent.md.
 #
 # Knobs (environment):
-#   BENCH_DURATION=10        seconds per case (at least 500 calls are required of each)
+#   BENCH_DURATION=10        seconds per case, split over the rounds (at least 500 calls are
+#                            required of each case)
+#   BENCH_ROUNDS=5           the cases run interleaved, this many rounds: Home Assistant's own
+#                            latency drifts by a millisecond and more over a minute, and cases
+#                            run one after the other took that drift for Triad's cost
 #   BENCH_SKIP_BUILD=1       reuse the existing release binary
 #   BENCH_TRIAD_BIN=PATH     run this binary instead of building (implies no build)
 set -euo pipefail
@@ -25,6 +29,7 @@ AGENT_ADDR=127.0.0.1:18192
 HA_URL=http://127.0.0.1:${TRIAD_HA_PORT:-58123}
 HA_TOKEN_FILE=${TRIAD_SVC_DIR:-/tmp/triad-services}/homeassistant/token
 DURATION=${BENCH_DURATION:-10}
+ROUNDS=${BENCH_ROUNDS:-5}
 
 die() { echo "bench: error: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
@@ -89,21 +94,22 @@ wrk.body = '{"percentage":60}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 
-ROWS=()
-declare -A P50 P99
+declare -A CALLS P50S P99S
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
+# median of the numbers given as arguments
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# measure NAME URL SCRIPT TOKEN ROUND — one round of a case: its calls, p50 and p99 are kept.
 measure() {
-  local name=$1 url=$2 script=$3 auth=$4 out="$WORK/wrk-$1.txt"
-  wrk -t1 -c1 "-d${DURATION}s" --latency -s "$script" -H "Authorization: Bearer $auth" "$url" >"$out"
+  local name=$1 url=$2 script=$3 auth=$4 round=$5 out="$WORK/wrk-$1-$5.txt"
+  wrk -t1 -c1 "-d${SLICE}s" --latency -s "$script" -H "Authorization: Bearer $auth" "$url" >"$out"
   local requests p50 p99 non2xx
   requests=$(awk '/requests in/ {print $1}' "$out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' "$out"); non2xx=${non2xx:-0}
   p50=$(awk '$1 == "50%" {print $2}' "$out"); p99=$(awk '$1 == "99%" {print $2}' "$out")
-  [ "${requests:-0}" -ge 500 ] || die "$name: only ${requests:-0} calls (at least 500 are required); raise BENCH_DURATION"
   [ "$non2xx" = 0 ] || die "$name: $non2xx answers were not 2xx (see $out)"
-  P50[$name]=$(to_ms "$p50"); P99[$name]=$(to_ms "$p99")
-  ROWS+=("| $name | $requests | ${P50[$name]} | ${P99[$name]} |")
-  log "$name: $requests calls, p50 ${P50[$name]} ms, p99 ${P99[$name]} ms"
+  CALLS[$name]=$(( ${CALLS[$name]:-0} + requests ))
+  P50S[$name]="${P50S[$name]:-} $(to_ms "$p50")"; P99S[$name]="${P99S[$name]:-} $(to_ms "$p99")"
+  log "round $round, $name: $requests calls, p50 $(to_ms "$p50") ms, p99 $(to_ms "$p99") ms"
 }
 
 # The agent alone (what Triad calls): its URL and invocation secret, as the operation has them.
@@ -112,15 +118,40 @@ import json, sys
 op = next(o for o in json.load(sys.stdin)["spec"]["operations"] if o["name"] == "set_percentage")
 print(op["httpAction"]["url"], op["httpAction"]["headers"]["Authorization"].split(" ", 1)[1])')
 
-measure direct "$HA_URL/api/services/fan/set_percentage" "$WORK/direct.lua" "$HA_TOKEN"
-measure agent "$AGENT_URL" "$WORK/triad.lua" "$AGENT_SECRET"
-measure triad "$OP_URL" "$WORK/triad.lua" "$APP"
-# Home Assistant answers a call later when calls come further apart (it idles between them), and
-# through Triad they come a few ms apart: the same direct call again, with that pause between
-# calls (the Triad case's p50 less the direct one's, whole ms, at least 1).
-PAUSE=$(awk -v a="${P50[triad]}" -v b="${P50[direct]}" 'BEGIN { p = int(a - b + 0.5); print (p < 1 ? 1 : p) }')
-{ cat "$WORK/direct.lua"; echo "function delay() return $PAUSE end"; } >"$WORK/direct-paced.lua"
-measure direct_paced "$HA_URL/api/services/fan/set_percentage" "$WORK/direct-paced.lua" "$HA_TOKEN"
+# The server's own time per call (its request time less its upstream call's), from its metrics:
+# only the Triad case calls it, so the difference of two readings covers exactly those calls.
+server_times() {
+  curl -s -H "Authorization: Bearer $TOKEN" "http://$TRIAD_ADDR/metrics" | awk '
+    /^triad_http_request_duration_seconds_(sum|count)\{route="\/api\/v1\/resources\/\{name\}\/operations\/\{op\}",method="POST",status="200"\}/ {
+      if ($1 ~ /_sum/) rs = $2; else rc = $2 }
+    /^triad_invocation_upstream_seconds_sum / { us = $2 }
+    END { printf "%s %s %s\n", rs + 0, rc + 0, us + 0 }'
+}
+read -r REQ_SUM0 REQ_COUNT0 UP_SUM0 < <(server_times)
+SLICE=$(( DURATION / ROUNDS )); [ "$SLICE" -ge 1 ] || SLICE=1
+ADDED=() ADDED_AGENT=() ADDED_PACED=()
+for round in $(seq "$ROUNDS"); do
+  measure direct "$HA_URL/api/services/fan/set_percentage" "$WORK/direct.lua" "$HA_TOKEN" "$round"
+  measure agent "$AGENT_URL" "$WORK/triad.lua" "$AGENT_SECRET" "$round"
+  measure triad "$OP_URL" "$WORK/triad.lua" "$APP" "$round"
+  # Home Assistant answers a call later when calls come further apart (it idles between them),
+  # and through Triad they come a few ms apart: the same direct call again, with that pause
+  # between calls (this round's Triad p50 less its direct one, whole ms, at least 1).
+  d=$(echo "${P50S[direct]}" | awk '{print $NF}'); a=$(echo "${P50S[agent]}" | awk '{print $NF}'); t=$(echo "${P50S[triad]}" | awk '{print $NF}')
+  PAUSE=$(awk -v a="$t" -v b="$d" 'BEGIN { p = int(a - b + 0.5); print (p < 1 ? 1 : p) }')
+  { cat "$WORK/direct.lua"; echo "function delay() return $PAUSE end"; } >"$WORK/direct-paced.lua"
+  measure direct_paced "$HA_URL/api/services/fan/set_percentage" "$WORK/direct-paced.lua" "$HA_TOKEN" "$round"
+  p=$(echo "${P50S[direct_paced]}" | awk '{print $NF}')
+  ADDED+=("$(awk -v a="$t" -v b="$d" 'BEGIN { printf "%.3f", a - b }')")
+  ADDED_AGENT+=("$(awk -v a="$a" -v b="$d" 'BEGIN { printf "%.3f", a - b }')")
+  ADDED_PACED+=("$(awk -v a="$t" -v b="$p" 'BEGIN { printf "%.3f", a - b }')")
+done
+read -r REQ_SUM1 REQ_COUNT1 UP_SUM1 < <(server_times)
+SERVER_OWN=$(awk -v a="$REQ_SUM0" -v b="$REQ_SUM1" -v c="$UP_SUM0" -v d="$UP_SUM1" -v n0="$REQ_COUNT0" -v n1="$REQ_COUNT1" \
+  'BEGIN { n = n1 - n0; if (n > 0) printf "%.3f", 1000 * ((b - a) - (d - c)) / n; else print "n/a" }')
+for name in direct agent triad direct_paced; do
+  [ "${CALLS[$name]}" -ge 500 ] || die "$name: only ${CALLS[$name]} calls (at least 500 are required); raise BENCH_DURATION"
+done
 recorded=$(curl -s -H "Authorization: Bearer $TOKEN" "http://$TRIAD_ADDR/api/v1/invocations?resource=purifier-bench&limit=1" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata"]["matched"])')
 
@@ -129,18 +160,21 @@ OUT=$RESULTS_DIR/agent-$STAMP.md
 {
   echo "# Device agent: a Home Assistant service call, direct and through Triad ($STAMP)"
   echo
-  echo "fan.set_percentage 60 on fan.air_purifier, wrk -c1 for ${DURATION}s each, same machine, loopback."
+  echo "fan.set_percentage 60 on fan.air_purifier, wrk -c1, $ROUNDS rounds of ${SLICE}s per case, the four cases interleaved in each round; same machine, loopback."
   echo "Binary: $TRIAD_BIN. Ledger entries recorded for the Triad case (with warm-up): $recorded."
   echo
-  echo "| case | calls | p50 ms | p99 ms |"
-  echo "|---|---|---|---|"
-  printf '%s\n' "${ROWS[@]}"
+  echo "| case | calls | p50 ms (median of rounds) | p99 ms (median of rounds) | p50 of each round |"
+  echo "|---|---|---|---|---|"
+  for name in direct agent triad direct_paced; do
+    # shellcheck disable=SC2086
+    echo "| $name | ${CALLS[$name]} | $(median ${P50S[$name]}) | $(median ${P99S[$name]}) | ${P50S[$name]# } |"
+  done
   echo
-  awk -v a="${P50[triad]}" -v b="${P50[direct]}" -v c="${P99[triad]}" -v d="${P99[direct]}" -v e="${P50[agent]}" -v f="${P99[agent]}" \
-    'BEGIN { printf "Added by Triad: p50 +%.3f ms, p99 +%.3f ms (goal: under 2 ms at p50); of which the agent alone: p50 +%.3f ms, p99 +%.3f ms.\n", a - b, c - d, e - b, f - d }'
+  echo "Added by Triad (each round's Triad p50 less the same round's direct p50; median of the rounds): p50 +$(median "${ADDED[@]}") ms (goal: under 2 ms at p50), by round: ${ADDED[*]}; of which the agent alone: +$(median "${ADDED_AGENT[@]}") ms."
   echo
-  awk -v a="${P50[triad]}" -v b="${P50[direct_paced]}" -v c="${P99[triad]}" -v d="${P99[direct_paced]}" -v p="$PAUSE" \
-    'BEGIN { printf "Against direct calls paced like the Triad case (%d ms between calls, direct_paced): p50 +%.3f ms, p99 +%.3f ms. Home Assistant alone answers the same call later when calls come apart than back to back; the first line compares with back-to-back calls.\n", p, a - b, c - d }'
+  echo "Triad's server alone, from its own metrics over the Triad rounds (request time less the time in the upstream call, which is the agent's and Home Assistant's): $SERVER_OWN ms per call (a mean, not a median)."
+  echo
+  echo "Against direct calls paced like the Triad case (each round's pause: its Triad p50 less its direct p50, whole ms, at least 1; direct_paced): p50 +$(median "${ADDED_PACED[@]}") ms, by round: ${ADDED_PACED[*]}. Home Assistant alone answers the same call later when calls come apart than back to back; the first line compares with back-to-back calls."
 } >"$OUT"
 cp "$OUT" "$RESULTS_DIR/latest-agent.md"
 cat "$OUT"
