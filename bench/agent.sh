@@ -9,8 +9,9 @@
 # latest-agent.md.
 #
 # Knobs (environment):
-#   BENCH_DURATION=10        seconds per case, split over the rounds (at least 500 calls are
-#                            required of each case)
+#   BENCH_DURATION=25        seconds per case, split over the rounds (at least 500 calls are
+#                            required of each case; 5 s a round gives each round's p99 some
+#                            500 calls or more on the 2-vCPU machine)
 #   BENCH_ROUNDS=5           the cases run interleaved, this many rounds: Home Assistant's own
 #                            latency drifts by a millisecond and more over a minute, and cases
 #                            run one after the other took that drift for Triad's cost
@@ -28,7 +29,7 @@ TRIAD_ADDR=127.0.0.1:18191
 AGENT_ADDR=127.0.0.1:18192
 HA_URL=http://127.0.0.1:${TRIAD_HA_PORT:-58123}
 HA_TOKEN_FILE=${TRIAD_SVC_DIR:-/tmp/triad-services}/homeassistant/token
-DURATION=${BENCH_DURATION:-10}
+DURATION=${BENCH_DURATION:-25}
 ROUNDS=${BENCH_ROUNDS:-5}
 
 die() { echo "bench: error: $*" >&2; exit 1; }
