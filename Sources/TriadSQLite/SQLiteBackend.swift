@@ -554,7 +554,7 @@ final class SQLiteTransaction: RegistryTransaction {
         guard appended == nil else { throw RegistryError.unavailable("a registry write appends one event") }
         // One INSERT is the whole write: the schema's triggers apply it to the resources, to the
         // ledger (an operation event's document is the invocation record) or to the projects.
-        try connection.sync { db in
+        _ = try connection.sync { db in
             try db.query(
                 "INSERT INTO triad_events (id, type, name, kind, labels, time, document) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
