@@ -99,6 +99,8 @@ declare -A CALLS P50S P99S
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
 # median of the numbers given as arguments
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# this_round NAME — the case's p50 in the round just measured
+this_round() { echo "${P50S[$1]}" | awk '{print $NF}'; }
 # measure NAME URL SCRIPT TOKEN ROUND — one round of a case: its calls, p50 and p99 are kept.
 measure() {
   local name=$1 url=$2 script=$3 auth=$4 round=$5 out="$WORK/wrk-$1-$5.txt"
@@ -138,11 +140,11 @@ for round in $(seq "$ROUNDS"); do
   # Home Assistant answers a call later when calls come further apart (it idles between them),
   # and through Triad they come a few ms apart: the same direct call again, with that pause
   # between calls (this round's Triad p50 less its direct one, whole ms, at least 1).
-  d=$(echo "${P50S[direct]}" | awk '{print $NF}'); a=$(echo "${P50S[agent]}" | awk '{print $NF}'); t=$(echo "${P50S[triad]}" | awk '{print $NF}')
+  d=$(this_round direct); a=$(this_round agent); t=$(this_round triad)
   PAUSE=$(awk -v a="$t" -v b="$d" 'BEGIN { p = int(a - b + 0.5); print (p < 1 ? 1 : p) }')
   { cat "$WORK/direct.lua"; echo "function delay() return $PAUSE end"; } >"$WORK/direct-paced.lua"
   measure direct_paced "$HA_URL/api/services/fan/set_percentage" "$WORK/direct-paced.lua" "$HA_TOKEN" "$round"
-  p=$(echo "${P50S[direct_paced]}" | awk '{print $NF}')
+  p=$(this_round direct_paced)
   ADDED+=("$(awk -v a="$t" -v b="$d" 'BEGIN { printf "%.3f", a - b }')")
   ADDED_AGENT+=("$(awk -v a="$a" -v b="$d" 'BEGIN { printf "%.3f", a - b }')")
   ADDED_PACED+=("$(awk -v a="$t" -v b="$p" 'BEGIN { printf "%.3f", a - b }')")

@@ -185,34 +185,23 @@ public final class SQLiteBackend: RegistryBackend {
     /// transaction, each in a savepoint (a body that fails is undone alone) and each reading what
     /// the earlier ones wrote. The index and the recent events take the changes once committed.
     private func commit(_ group: [QueuedWrite]) async {
+        let grouped = group.count > 1
         var revision = index.withLock { $0.revision }
-        if group.count == 1, let write = group.first {
-            let tx = SQLiteTransaction(connection: writer, revision: revision) { name in self.index.withLock { $0.byName[name] } }
-            do {
-                try await write.body(tx)
-                if let event = tx.appended { recent.withLock { $0.add(event) } }
-                index.withLock { tx.apply(to: &$0) }
-                write.finish(nil)
-            } catch {
-                write.finish(error)
-            }
-            return
-        }
         let overlay = GroupOverlay()
         var written: [(QueuedWrite, SQLiteTransaction)] = []
         do {
-            try writer.sync { try $0.execute("BEGIN IMMEDIATE") }
+            if grouped { try writer.sync { try $0.execute("BEGIN IMMEDIATE") } }
             for write in group {
                 let tx = SQLiteTransaction(connection: writer, revision: revision) { name in
                     if let change = overlay.changes[name] { return change }
                     return self.index.withLock { $0.byName[name] }
                 }
-                try writer.sync { try $0.execute("SAVEPOINT write") }
+                if grouped { try writer.sync { try $0.execute("SAVEPOINT write") } }
                 do {
                     try await write.body(tx)
-                    try writer.sync { try $0.execute("RELEASE write") }
+                    if grouped { try writer.sync { try $0.execute("RELEASE write") } }
                 } catch {
-                    try writer.sync { try $0.execute("ROLLBACK TO write; RELEASE write") }
+                    if grouped { try writer.sync { try $0.execute("ROLLBACK TO write; RELEASE write") } }
                     write.finish(error)
                     continue
                 }
@@ -220,10 +209,9 @@ public final class SQLiteBackend: RegistryBackend {
                 if let change = tx.change { overlay.changes[change.name] = .some(change.record) }
                 written.append((write, tx))
             }
-            try writer.sync { try $0.execute("COMMIT") }
+            if grouped { try writer.sync { try $0.execute("COMMIT") } }
         } catch {
-            _ = try? writer.sync { try $0.execute("ROLLBACK") }
-            for (write, _) in written { write.finish(error) }
+            if grouped { _ = try? writer.sync { try $0.execute("ROLLBACK") } }
             for write in group where write.outcome.withLock({ $0 == nil }) { write.finish(error) }
             return
         }
