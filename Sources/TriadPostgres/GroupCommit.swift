@@ -91,6 +91,8 @@ struct CommittedGroup: Sendable {
         var revision: Int64
     }
     var changes: [Change]
+    /// Its events, ids `start + 1` through `end`.
+    var events: [RegistryEvent]
     var start: Int64
     var end: Int64
 }

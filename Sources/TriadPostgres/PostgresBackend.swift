@@ -170,7 +170,7 @@ public final class PostgresBackend: RegistryBackend {
                     var set = false
                     for try await _ in try await conn.execute(group.flush(expecting: start), logger: logger) { set = true }
                     guard set else { throw RegistryError.unavailable("the revision counter moved while locked") }
-                    committed = CommittedGroup(changes: group.changes, start: start, end: group.revision)
+                    committed = CommittedGroup(changes: group.changes, events: group.events, start: start, end: group.revision)
                 }
             }
         } catch {
@@ -202,7 +202,7 @@ public final class PostgresBackend: RegistryBackend {
                 var set = false
                 for try await _ in try await conn.execute(group.flush(expecting: start), logger: logger) { set = true }
                 guard set else { return nil }
-                cache.applyCommitted(CommittedGroup(changes: group.changes, start: start, end: group.revision))
+                cache.applyCommitted(CommittedGroup(changes: group.changes, events: group.events, start: start, end: group.revision))
                 return outcomes
             }
         } catch {
@@ -273,6 +273,9 @@ public final class PostgresBackend: RegistryBackend {
     }
 
     public func events(after id: Int64, limit: Int) async throws -> EventBatch {
+        // What the cache has followed is in memory: a follower woken by this replica's own commit
+        // (the event tail, the controller) reads it without a round trip.
+        if let batch = cache.recentEvents(after: id, limit: limit) { return batch }
         // One round trip (each follower asks after every commit it hears of): the oldest retained
         // id on every row, and one row without an event when none follows `id`.
         let rows = try await client.query(
@@ -333,7 +336,15 @@ public final class PostgresBackend: RegistryBackend {
             DELETE FROM triad_events WHERE id <= least((SELECT max(id) FROM triad_events) - \(keep64), \(limit)) RETURNING id
             """, logger: logger)
         var n = 0
-        for try await _ in rows { n += 1 }
+        var through: Int64 = 0
+        for try await id in rows.decode(Int64.self) {
+            n += 1
+            through = max(through, id)
+        }
+        // Readers behind this are told of the gap by the database, not answered from memory. (A
+        // compaction by another replica is not heard of here: readers behind it that this
+        // replica's memory still covers get every event after their position, which is no gap.)
+        if n > 0 { cache.compacted(through: through) }
         return n
     }
 

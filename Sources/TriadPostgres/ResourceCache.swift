@@ -26,6 +26,9 @@ final class ResourceCache: Sendable {
         var index = ResourceIndex()
         /// This replica's deletions that the log has not been followed to yet: name → revision.
         var deletions: [String: Int64] = [:]
+        /// The newest events followed, through `index.revision`. Its `oldestRetained` is the
+        /// first event it took, not the table's: it answers only readers it has every event for.
+        var recent = RecentEvents(oldestRetained: nil)
         var enabled = true
     }
 
@@ -70,6 +73,7 @@ final class ResourceCache: Sendable {
             index.revision = revision
             s.index = index
             s.deletions = [:]
+            s.recent = RecentEvents(oldestRetained: nil)
         }
     }
 
@@ -88,11 +92,26 @@ final class ResourceCache: Sendable {
                 }
             }
             if s.index.revision == group.start {
+                for e in group.events { s.recent.add(e) }
                 s.index.revision = group.end
                 s.deletions = s.deletions.filter { $0.value > group.end }
             }
             keepWithinLimit(&s)
         }
+    }
+
+    /// The events after `id`, when the cache has followed the log past `id` and still holds
+    /// every event after it; nil: ask the database (it may hold newer ones than the cache).
+    func recentEvents(after id: Int64, limit: Int) -> EventBatch? {
+        state.withLock { s in
+            guard s.enabled, id < s.index.revision else { return nil }
+            return s.recent.batch(after: id, limit: limit)
+        }
+    }
+
+    /// The log's events through `id` were deleted (compaction).
+    func compacted(through id: Int64) {
+        state.withLock { $0.recent.compacted(oldestRetained: id + 1) }
     }
 
     /// Applies events read from the log after `followedRevision`, in id order. Returns false when
@@ -103,6 +122,7 @@ final class ResourceCache: Sendable {
             let events = events.drop { $0.id <= s.index.revision }
             guard s.enabled, let first = events.first, let last = events.last else { return true }
             guard first.id == s.index.revision + 1 else { return false }
+            for e in events { s.recent.add(e) }
             for e in events where e.type.carriesResource {
                 if let deleted = s.deletions[e.name], deleted >= e.id { continue }
                 if let current = s.index.byName[e.name], current.revision >= e.id { continue }

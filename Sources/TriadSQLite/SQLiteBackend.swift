@@ -554,46 +554,6 @@ final class SQLiteTransaction: RegistryTransaction {
     }
 }
 
-/// The newest events this server committed, oldest first, with contiguous ids. Those who follow
-/// the log (the event tail, the controller, the relay) read them here instead of querying the
-/// file after every write: the server is the file's only writer (its lock says so), so nothing
-/// else appends between them.
-struct RecentEvents: Sendable {
-    static let capacity = 2048
-    private var events: [RegistryEvent] = []
-    /// The table's smallest id (nil: empty). Only grows: ids only grow and compaction removes
-    /// the oldest.
-    private(set) var oldestRetained: Int64?
-
-    init(oldestRetained: Int64?) {
-        self.oldestRetained = oldestRetained
-    }
-
-    mutating func add(_ event: RegistryEvent) {
-        if let last = events.last, event.id != last.id + 1 { events.removeAll() }
-        events.append(event)
-        // Trimmed in chunks, so that each write does not move the whole array.
-        if events.count >= 2 * Self.capacity { events.removeFirst(events.count - Self.capacity) }
-        if oldestRetained == nil { oldestRetained = event.id }
-    }
-
-    mutating func compacted(oldestRetained oldest: Int64?) {
-        guard let oldest else { return }
-        oldestRetained = max(oldestRetained ?? oldest, oldest)
-    }
-
-    /// What `events(after:limit:)` answers, when every event after `id` that this server
-    /// committed is here; nil when the file must be asked.
-    func batch(after id: Int64, limit: Int) -> EventBatch? {
-        // Behind the oldest retained event the file reports the gap: leave that to it.
-        // `id >= first - 1`, not `id + 1 >= first`: an id of Int64.max must not trap.
-        guard let first = events.first?.id, id >= first - 1, id >= (oldestRetained ?? 1) - 1 else { return nil }
-        let start = Int(min(id - (first - 1), Int64(events.count)))
-        let end = min(events.count, start + max(0, limit))
-        return EventBatch(events: Array(events[start..<end]), oldestRetained: oldestRetained)
-    }
-}
-
 /// Versioned schema changes, applied in order at start; each runs once.
 enum SQLiteMigrations {
     static let steps = RegistrySchema.migrations(.sqlite)

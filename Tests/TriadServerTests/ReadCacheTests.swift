@@ -114,8 +114,11 @@ struct ReadCacheTests {
         cache.reload([Self.stored("fan", 1)], revision: 1)
         // Another replica wrote 2 and 4; this one updated the fan at 3 and deleted the lamp at 5
         // before following the log.
-        cache.applyCommitted(CommittedGroup(changes: [.init(name: "fan", record: Self.stored("fan", 3), revision: 3)], start: 2, end: 3))
-        cache.applyCommitted(CommittedGroup(changes: [.init(name: "lamp", record: nil, revision: 5)], start: 4, end: 5))
+        cache.applyCommitted(
+            CommittedGroup(
+                changes: [.init(name: "fan", record: Self.stored("fan", 3), revision: 3)], events: [Self.event(3, .updated, "fan")], start: 2, end: 3))
+        cache.applyCommitted(
+            CommittedGroup(changes: [.init(name: "lamp", record: nil, revision: 5)], events: [Self.event(5, .deleted, "lamp")], start: 4, end: 5))
         #expect(cache.followedRevision == 1, "2 and 4 are not followed yet")
         #expect(cache.follow([Self.event(2, .updated, "fan"), Self.event(3, .updated, "fan"), Self.event(4, .created, "lamp")]))
         #expect(cache.read { $0.byName["fan"]?.revision } == 3)
@@ -125,11 +128,26 @@ struct ReadCacheTests {
         #expect(cache.followedRevision == 6)
         // A group of this replica's right after what was followed moves the position with it,
         // and the log's copy of it is then skipped.
-        cache.applyCommitted(CommittedGroup(changes: [.init(name: "fan", record: Self.stored("fan", 7), revision: 7)], start: 6, end: 8))
+        cache.applyCommitted(
+            CommittedGroup(
+                changes: [.init(name: "fan", record: Self.stored("fan", 7), revision: 7)],
+                events: [Self.event(7, .updated, "fan"), Self.event(8, .completed, "fan")], start: 6, end: 8))
         #expect(cache.followedRevision == 8)
         #expect(cache.follow([Self.event(7, .updated, "fan"), Self.event(8, .completed, "fan")]))
         #expect(cache.read { $0.byName["fan"]?.revision } == 7)
         #expect(!cache.follow([Self.event(10, .updated, "fan")]), "9 is missing")
         #expect(cache.followedRevision == 8)
+        // What was followed, from the log or from its own commits in order, is served from
+        // memory; what is older than that, or not followed yet, is the database's to answer.
+        #expect(cache.recentEvents(after: 1, limit: 100)?.events.map(\.id) == [2, 3, 4, 5, 6, 7, 8])
+        #expect(cache.recentEvents(after: 5, limit: 2)?.events.map(\.id) == [6, 7])
+        #expect(
+            cache.recentEvents(after: 5, limit: 2)?.events.map(\.document) == [
+                Self.event(6, .created, "lamp").document, Self.event(7, .updated, "fan").document,
+            ])
+        #expect(cache.recentEvents(after: 8, limit: 100) == nil, "nothing followed after 8: the database may have more")
+        #expect(cache.recentEvents(after: 0, limit: 100) == nil, "event 1 was never seen")
+        cache.reload([Self.stored("fan", 9)], revision: 9)
+        #expect(cache.recentEvents(after: 7, limit: 100) == nil, "a reload forgets the events")
     }
 }
