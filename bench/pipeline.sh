@@ -78,8 +78,18 @@ sleep 6  # the ingest's resource cache sees the new devices
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status"; }
 
+# CPU time per message of each process, so the report shows where the two cores go: the brokers'
+# and the server's from /proc (clock ticks, user + system), triad-bench's from its own output.
+SVC_DIR=${TRIAD_SVC_DIR:-/tmp/triad-services}
+MOSQUITTO_PID=$(cat "$SVC_DIR/mosquitto/mosquitto.pid")
+RABBITMQ_PID=$(cat "$SVC_DIR/rabbitmq/rabbit.pid")
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_snapshot() { echo "$(cpu_ticks "$SERVER_PID") $(cpu_ticks "$MOSQUITTO_PID") $(cpu_ticks "$RABBITMQ_PID")"; }
+
 log "ceilings"
+CPU_CEILING_BEFORE=$(cpu_snapshot)
 MQTT_CEIL=$("$BIN/triad-bench" mqtt-ceiling --mqtt "$MQTT" --messages 100000)
+CPU_CEILING_AFTER=$(cpu_snapshot)
 AMQP_CEIL=$("$BIN/triad-bench" amqp-ceiling --amqp "$AMQP" --messages 100000)
 echo "$MQTT_CEIL" >"$WORK/ceilings.jsonl"; echo "$AMQP_CEIL" >>"$WORK/ceilings.jsonl"
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
@@ -103,15 +113,20 @@ log "half load: $HALF_RATE/s for $HALF s"
 : >"$WORK/rss.txt"
 ( while kill -0 "$SERVER_PID" 2>/dev/null; do echo "$(date +%s) $(rss_kb)" >>"$WORK/rss.txt"; sleep 5; done ) &
 SAMPLER=$!
+CPU_HALF_BEFORE=$(cpu_snapshot)
 HALF_RESULT=$("$BIN/triad-bench" pipeline --mqtt "$MQTT" --amqp "$AMQP" --prefix "$PREFIX" --devices "$DEVICES" --rate "$HALF_RATE" --seconds "$HALF" --drain 5)
+CPU_HALF_AFTER=$(cpu_snapshot)
 kill "$SAMPLER" 2>/dev/null || true
 log "half load: $HALF_RESULT"
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 REPORT=$RESULTS_DIR/$NAME-$STAMP.md
-python3 - "$REPORT" "$MQTT_CEIL" "$AMQP_CEIL" "$WORK/ramp.jsonl" "$SUSTAINED" "$HALF_RESULT" "$WORK/rss.txt" "$STEP" "$HALF" "$MODE" <<'PY'
+python3 - "$REPORT" "$MQTT_CEIL" "$AMQP_CEIL" "$WORK/ramp.jsonl" "$SUSTAINED" "$HALF_RESULT" "$WORK/rss.txt" "$STEP" "$HALF" "$MODE" \
+  "$CPU_CEILING_BEFORE" "$CPU_CEILING_AFTER" "$CPU_HALF_BEFORE" "$CPU_HALF_AFTER" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
-report, mqtt, amqp, ramp, sustained, half, rss, step, halfs, mode = sys.argv[1:]
+report, mqtt, amqp, ramp, sustained, half, rss, step, halfs, mode = sys.argv[1:11]
+ceiling_before, ceiling_after, half_before, half_after = ([int(x) for x in a.split()] for a in sys.argv[11:15])
+tick = 1 / int(sys.argv[15])
 mqtt, amqp, half = json.loads(mqtt), json.loads(amqp), json.loads(half)
 ramp = [json.loads(l) for l in open(ramp) if l.strip()]
 rss = [int(l.split()[1]) for l in open(rss) if len(l.split()) == 2 and l.split()[1].isdigit()]
@@ -133,6 +148,27 @@ if rss:
 out.append("\n## Ramp\n\n| rate/s | achieved/s | sent | received | lost | dup | p50 ms | p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in ramp:
     out.append(f"| {r['rate']:,.0f} | {r['achievedPerSecond']:,.0f} | {r['sent']:,.0f} | {r['received']:,.0f} | {r['lost']:,.0f} | {r['duplicates']:.0f} | {r['p50ms']} | {r['p99ms']} |")
+# CPU per message (µs): server, Mosquitto, RabbitMQ from /proc; the probe and integrator (triad-bench).
+def per_message(before, after, bench_seconds, messages):
+    used = [(a - b) * tick for a, b in zip(after, before)] + [bench_seconds]
+    return [u / messages * 1e6 for u in used]
+if "cpuSeconds" in mqtt and "cpuSeconds" in half and half["received"] > 0:
+    ceiling = per_message(ceiling_before, ceiling_after, mqtt["cpuSeconds"], mqtt["messages"])
+    pipeline = per_message(half_before, half_after, half["cpuSeconds"], half["received"])
+    cores = 2
+    out.append(f"\n## CPU per message\n\nCPU time (user + system) each process used, divided by the messages it carried: in the Mosquitto ceiling "
+               f"(a flood of {mqtt['messages']:,.0f}) and in the pipeline at half load. The ceiling's publisher and subscriber are one triad-bench process; "
+               f"in the pipeline triad-bench is the probe and the integrator. {cores} cores give {cores * 1e6:,.0f} µs of CPU a second, so a case that needs "
+               "N µs per message on this machine carries at most that divided by N messages a second, whatever each process does alone.\n")
+    out.append("| process | ceiling µs/msg | pipeline µs/sample |\n|---|---:|---:|")
+    # The ceiling involves Mosquitto and triad-bench only (the server and RabbitMQ idle meanwhile).
+    ceiling = [None, ceiling[1], None, ceiling[3]]
+    ceiling_total = ceiling[1] + ceiling[3]
+    for name, c, p in zip(["Triad server", "Mosquitto", "RabbitMQ", "triad-bench"], ceiling, pipeline):
+        out.append(f"| {name} | {'–' if c is None else f'{c:.1f}'} | {p:.1f} |")
+    out.append(f"| **total** | **{ceiling_total:.1f}** | **{sum(pipeline):.1f}** |")
+    out.append(f"\nAt these costs two cores carry at most {cores * 1e6 / ceiling_total:,.0f} msg/s in the ceiling and "
+               f"{cores * 1e6 / sum(pipeline):,.0f} samples/s in the pipeline ({ceiling_total / sum(pipeline):.2f}× the ceiling's).")
 if rss:
     out.append("\n## Server RSS (KiB) every 5 s at half load\n\n" + " ".join(str(x) for x in rss))
 open(report, "w").write("\n".join(out) + "\n")

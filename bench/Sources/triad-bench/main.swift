@@ -4,6 +4,7 @@
 //   amqp-ceiling  — RabbitMQ's confirmed publish rate (batches, as Triad's forwarder sends)
 //   pipeline      — probe → MQTT → Triad → AMQP → an integrator's queue: samples carry their
 //                   send time and sequence; reports sent, received, lost, duplicates, p50/p99
+// (mqtt-ceiling and pipeline also report `cpuSeconds`, the CPU time the process used)
 // and one for bench/replicas.sh:
 //   propagation   — a write on one replica until another reads it: writes a resource on --write,
 //                   reads it on --read until its resourceVersion shows; reports p50/p99/max
@@ -27,6 +28,15 @@ func nowMs() -> Double { Date().timeIntervalSince1970 * 1000 }
 
 func emit(_ object: [String: JSONValue]) {
     print(String(decoding: JSONCoding.encode(JSONValue.object(object)), as: UTF8.self))
+}
+
+/// This process's CPU time (user + system), in seconds: the pipeline's CPU budget per sample
+/// counts the probe and the integrator too, since they share the machine with the pipeline.
+func cpuSeconds() -> Double {
+    var usage = rusage()
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 func percentile(_ sorted: [Double], _ p: Double) -> Double {
@@ -71,6 +81,7 @@ func mqttCeiling() async throws {
     emit([
         "case": .string("mqtt-ceiling"), "messages": .number(Double(received)), "seconds": .number(seconds),
         "perSecond": .number((Double(received) / seconds).rounded()),
+        "cpuSeconds": .number((cpuSeconds() * 1000).rounded() / 1000),
     ])
 }
 
@@ -132,7 +143,15 @@ func pipeline() async throws {
         var toServer: [Double] = []
         var fromServer: [Double] = []
         latencies.reserveCapacity(total)
-        while let d = try await consumer.next(timeout: .seconds(drain)) {
+        // Acked 64 at a time (`multiple`), as a consumer at these rates would: one ack frame per
+        // delivery would cost RabbitMQ more than the delivery itself.
+        var unacked = 0
+        while let d = try await consumer.next(timeout: .seconds(drain), autoAck: false) {
+            unacked += 1
+            if unacked >= 64 {
+                try await consumer.ack(d, multiple: true)
+                unacked = 0
+            }
             guard d.routingKey.hasPrefix("device.\(prefix)-") else { continue }
             let now = nowMs()
             // A server with `--telemetry-events batch` sends arrays of events.
@@ -182,6 +201,7 @@ func pipeline() async throws {
         "p50ms": .number((percentile(sorted, 0.5) * 100).rounded() / 100), "p99ms": .number((percentile(sorted, 0.99) * 100).rounded() / 100),
         "toServerP99ms": .number((percentile(toServer.sorted(), 0.99) * 100).rounded() / 100),
         "fromServerP99ms": .number((percentile(fromServer.sorted(), 0.99) * 100).rounded() / 100),
+        "cpuSeconds": .number((cpuSeconds() * 1000).rounded() / 1000),
     ])
 }
 
