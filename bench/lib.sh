@@ -30,7 +30,8 @@ parse_wrk() {
     END { if (rps == "") exit 1; printf "%.1f %.3f %.3f %d\n", rps, p50, p99, err }' "$1"
 }
 
-# write_create_lua FILE — a wrk script that POSTs resources with unique names ("c-<thread>-<n>")
+# write_create_lua FILE — a wrk script that POSTs resources with unique names
+# ("<BENCH_NAME_PREFIX or c>-<thread>-<n>")
 # and prints CREATED, CREATES_PER_SEC and one STATUS line per response status.
 write_create_lua() {
   cat >"$1" <<'LUA'
@@ -43,15 +44,16 @@ end
 
 local n = 0
 statuses = {}
+local prefix = os.getenv("BENCH_NAME_PREFIX") or "c"
 local headers = {
   ["Authorization"] = "Bearer " .. (os.getenv("BENCH_TOKEN") or "bench-admin-token"),
   ["Content-Type"] = "application/json",
 }
-local template = '{"apiVersion":"triad.io/v1alpha1","kind":"Resource","metadata":{"name":"c-%d-%d","labels":{"triad.io/space":"bench"}},"spec":{"kind":"Device","description":{"brand":"Acme"},"operations":[{"name":"brew","price":3.5,"httpAction":{"action":"POST","url":"http://127.0.0.1:9101/operations/brew"}}]}}'
+local template = '{"apiVersion":"triad.io/v1alpha1","kind":"Resource","metadata":{"name":"%s-%d-%d","labels":{"triad.io/space":"bench"}},"spec":{"kind":"Device","description":{"brand":"Acme"},"operations":[{"name":"brew","price":3.5,"httpAction":{"action":"POST","url":"http://127.0.0.1:9101/operations/brew"}}]}}'
 
 function request()
   n = n + 1
-  return wrk.format("POST", "/api/v1/resources", headers, string.format(template, tid, n))
+  return wrk.format("POST", "/api/v1/resources", headers, string.format(template, prefix, tid, n))
 end
 
 function response(status, hdrs, body)

@@ -8,6 +8,7 @@
 #   BENCH_DURATION=15          seconds per read case (wrk)
 #   BENCH_CREATE_DURATION=10   seconds per create case (wrk + Lua)
 #   BENCH_PGBENCH_DURATION=15  seconds per pgbench case
+#   BENCH_CREATE_ROUNDS=3      rounds of the interleaved creates (pgbench -c8 5 s, then Triad 5 s)
 #   BENCH_SKIP_BUILD=1         reuse the existing release binary
 #   BENCH_TRIAD_BIN=PATH       run this binary instead of building (implies no build)
 #   BENCH_ANCHORS_ONLY=1       nginx + pgbench only, with synthetic JSON (no Triad server);
@@ -32,6 +33,8 @@ PGSRV_ADDR=127.0.0.1:18082
 DURATION=${BENCH_DURATION:-15}
 CREATE_DURATION=${BENCH_CREATE_DURATION:-10}
 PGBENCH_DURATION=${BENCH_PGBENCH_DURATION:-15}
+CREATE_ROUNDS=${BENCH_CREATE_ROUNDS:-3}
+ROUND_SECONDS=5
 WRK_ARGS=(-t2 -c64 --latency)
 ANCHORS_ONLY=${BENCH_ANCHORS_ONLY:-0}
 ANCHOR_DB=triad_bench_pgbench     # pgbench's own database on the same server
@@ -209,6 +212,28 @@ create_case() {
   CASES+=("$id")
 }
 
+# create_rounds ID ADDR — the creates again, interleaved with their anchor: CREATE_ROUNDS rounds
+# of pgbench -c8 for ROUND_SECONDS, then Triad's creates for as long. A slow spell of the shared
+# machine then falls on both sides of a round's ratio, not on one case of the run.
+declare -A ROUNDS
+create_rounds() {
+  local id=$1 addr=$2 r anchor created ratios=""
+  for r in $(seq 1 "$CREATE_ROUNDS"); do
+    log "round $r of $CREATE_ROUNDS: pgbench -c8 then $id (${ROUND_SECONDS}s each)"
+    psql_tcp -d "$ANCHOR_DB" -c 'truncate bench_items'
+    PGPASSWORD=postgres "$PGBIN/pgbench" -n -M prepared -h 127.0.0.1 -p "$PG_PORT" -U postgres \
+      -c 8 -j 2 -T "$ROUND_SECONDS" -f "$WORK/insert.sql" "$ANCHOR_DB" >"$OUT/$id-round$r-pgbench.txt" 2>&1 \
+      || { cat "$OUT/$id-round$r-pgbench.txt" >&2; die "pgbench failed in round $r"; }
+    anchor=$(awk '/^tps = /{printf "%.1f", $3; exit}' "$OUT/$id-round$r-pgbench.txt")
+    BENCH_NAME_PREFIX="r$r" BENCH_TOKEN=$TOKEN wrk "${WRK_ARGS[@]}" -d"${ROUND_SECONDS}s" -s "$WORK/create.lua" "http://$addr" \
+      >"$OUT/$id-round$r.txt" 2>&1 || { cat "$OUT/$id-round$r.txt" >&2; die "wrk failed in round $r"; }
+    created=$(awk '/^CREATES_PER_SEC /{print $2}' "$OUT/$id-round$r.txt")
+    [ -n "$anchor" ] && [ -n "$created" ] || die "cannot parse round $r of $id (see $OUT/$id-round$r*.txt)"
+    ratios+="$created $anchor"$'\n'
+  done
+  ROUNDS[$id]=$ratios
+}
+
 # pgbench_case ID LABEL CLIENTS THREADS — inserts into bench_items; p50/p99 from per-transaction logs.
 pgbench_case() {
   local id=$1 label=$2 c=$3 j=$4
@@ -276,6 +301,26 @@ write_report() {
     done
     echo
     echo "errors = non-2xx/3xx responses + socket errors (wrk), failed transactions (pgbench). Raw outputs: bench/.work/out/."
+    if [ "${#ROUNDS[@]}" -gt 0 ]; then
+      echo
+      echo "## Creates interleaved with pgbench -c8"
+      echo
+      echo "${CREATE_ROUNDS} rounds, each pgbench -c8 -j2 for ${ROUND_SECONDS} s and then Triad's creates (wrk as above) for ${ROUND_SECONDS} s: each round's ratio compares two rates measured a few seconds apart."
+      echo
+      echo "| case | creates/s per round | pgbench -c8 tps per round | ratio per round | median ratio |"
+      echo "|---|---|---|---|---:|"
+      for id in sqlite_create pg_create; do
+        [ -n "${ROUNDS[$id]:-}" ] || continue
+        printf '%s' "${ROUNDS[$id]}" | awk -v id="$id" '
+          NF == 2 { n++; c[n] = $1; a[n] = $2; r[n] = $1 / $2 }
+          END {
+            for (i = 1; i <= n; i++) { cs = cs sep sprintf("%.0f", c[i]); as = as sep sprintf("%.0f", a[i]); rs = rs sep sprintf("%.3f", r[i]); sep = ", "; s[i] = r[i] }
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (s[j] < s[i]) { t = s[i]; s[i] = s[j]; s[j] = t }
+            m = (n % 2) ? s[(n + 1) / 2] : (s[n / 2] + s[n / 2 + 1]) / 2
+            printf "| %s | %s | %s | %s | %.3f× |\n", id, cs, as, rs, m
+          }'
+      done
+    fi
   } >"$file"
   cp "$file" "$RESULTS_DIR/latest-foundation.md"
   echo
@@ -342,6 +387,7 @@ main() {
     wrk_case sqlite_get "triad/sqlite GET /api/v1/resources/dev-001" "http://$SQLITE_ADDR/api/v1/resources/dev-001" "${auth[@]}"
     wrk_case sqlite_list "triad/sqlite GET /api/v1/resources?limit=100" "http://$SQLITE_ADDR/api/v1/resources?limit=100" "${auth[@]}"
     create_case sqlite_create "triad/sqlite POST /api/v1/resources" "$SQLITE_ADDR"
+    create_rounds sqlite_create "$SQLITE_ADDR"
     stop_triad
 
     start_triad pg "$PGSRV_ADDR" "$PG_URL_BASE/triad_bench" bench/.work/pg
@@ -349,6 +395,7 @@ main() {
     wrk_case pg_get "triad/postgres GET /api/v1/resources/dev-001" "http://$PGSRV_ADDR/api/v1/resources/dev-001" "${auth[@]}"
     wrk_case pg_list "triad/postgres GET /api/v1/resources?limit=100" "http://$PGSRV_ADDR/api/v1/resources?limit=100" "${auth[@]}"
     create_case pg_create "triad/postgres POST /api/v1/resources" "$PGSRV_ADDR"
+    create_rounds pg_create "$PGSRV_ADDR"
     stop_triad
   fi
 
