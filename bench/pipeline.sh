@@ -3,7 +3,7 @@
 # a consuming integrator, beside the machine's two ceilings measured in the same run (one
 # subscriber's receive rate from Mosquitto; RabbitMQ's confirmed publish rate).
 #
-#   1. ceilings: triad-bench mqtt-ceiling and amqp-ceiling (100 000 messages each)
+#   1. ceilings: triad-bench mqtt-ceiling (best of three floods) and amqp-ceiling (100 000 messages each)
 #   2. ramp: the pipeline at rising rates for BENCH_STEP_SECONDS each; the sustained rate is the
 #      highest with nothing lost, nothing duplicated, the publisher keeping pace, and no backlog
 #      building up (median publish→consume latency under 100 ms)
@@ -87,9 +87,23 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 cpu_snapshot() { echo "$(cpu_ticks "$SERVER_PID") $(cpu_ticks "$MOSQUITTO_PID") $(cpu_ticks "$RABBITMQ_PID")"; }
 
 log "ceilings"
+# The best of three floods: a ceiling is what the machine can do, and one flood of a few seconds
+# can fall on a slow spell of the shared machine (20,941/s once, 34,329/s an hour earlier).
 CPU_CEILING_BEFORE=$(cpu_snapshot)
-MQTT_CEIL=$("$BIN/triad-bench" mqtt-ceiling --mqtt "$MQTT" --messages 100000)
+: >"$WORK/mqtt-ceilings.jsonl"
+for _ in 1 2 3; do "$BIN/triad-bench" mqtt-ceiling --mqtt "$MQTT" --messages 100000 >>"$WORK/mqtt-ceilings.jsonl"; done
 CPU_CEILING_AFTER=$(cpu_snapshot)
+MQTT_CEIL=$(python3 - "$WORK/mqtt-ceilings.jsonl" <<'PY'
+import json, sys
+floods = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+best = max(floods, key=lambda f: f["perSecond"])
+best["floods"] = [f["perSecond"] for f in floods]
+# The CPU table counts all three floods (the brokers' CPU was read around them all).
+best["allMessages"] = sum(f["messages"] for f in floods)
+best["allCpuSeconds"] = sum(f.get("cpuSeconds", 0) for f in floods)
+print(json.dumps(best))
+PY
+)
 AMQP_CEIL=$("$BIN/triad-bench" amqp-ceiling --amqp "$AMQP" --messages 100000)
 echo "$MQTT_CEIL" >"$WORK/ceilings.jsonl"; echo "$AMQP_CEIL" >>"$WORK/ceilings.jsonl"
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
@@ -137,7 +151,8 @@ out.append("# Telemetry pipeline benchmark" + (" (batched telemetry events)" if 
 out.append("probe → MQTT (Mosquitto) → Triad (embedded SQLite; history, status, forwarder) → AMQP (RabbitMQ) → an integrator's queue; 50 devices; loopback; everything on the same 2 cores. "
            + ("Server with `--telemetry-events batch`: one RabbitMQ message per resource per publication.\n" if mode == "batch" else "One RabbitMQ message per sample (the default).\n"))
 out.append("| case | figure |\n|---|---|")
-out.append(f"| ceiling: one subscriber's receive rate from Mosquitto | {mqtt['perSecond']:,} msg/s |")
+floods = ", ".join(f"{f:,.0f}" for f in mqtt.get("floods", [mqtt["perSecond"]]))
+out.append(f"| ceiling: one subscriber's receive rate from Mosquitto (best of floods of {mqtt['messages']:,.0f}: {floods}) | {mqtt['perSecond']:,} msg/s |")
 out.append(f"| ceiling: RabbitMQ confirmed publish rate (batches of {amqp['batch']}) | {amqp['perSecond']:,} msg/s |")
 out.append(f"| pipeline sustained: nothing lost, no backlog (p50 < 100 ms), {step} s steps | {sustained:,} samples/s = {sustained/lower:.2f}× the lower ceiling ({sustained/mqtt['perSecond']:.2f}× Mosquitto's, {sustained/amqp['perSecond']:.2f}× RabbitMQ's) |")
 out.append(f"| latency at half load ({half['rate']:,.0f}/s for {halfs} s) | p50 {half['p50ms']} ms, p99 {half['p99ms']} ms; lost {half['lost']:.0f}, duplicates {half['duplicates']:.0f} |")
@@ -153,11 +168,11 @@ def per_message(before, after, bench_seconds, messages):
     used = [(a - b) * tick for a, b in zip(after, before)] + [bench_seconds]
     return [u / messages * 1e6 for u in used]
 if "cpuSeconds" in mqtt and "cpuSeconds" in half and half["received"] > 0:
-    ceiling = per_message(ceiling_before, ceiling_after, mqtt["cpuSeconds"], mqtt["messages"])
+    ceiling = per_message(ceiling_before, ceiling_after, mqtt["allCpuSeconds"], mqtt["allMessages"])
     pipeline = per_message(half_before, half_after, half["cpuSeconds"], half["received"])
     cores = 2
     out.append(f"\n## CPU per message\n\nCPU time (user + system) each process used, divided by the messages it carried: in the Mosquitto ceiling "
-               f"(a flood of {mqtt['messages']:,.0f}) and in the pipeline at half load. The ceiling's publisher and subscriber are one triad-bench process; "
+               f"(all its floods, {mqtt['allMessages']:,.0f} messages) and in the pipeline at half load. The ceiling's publisher and subscriber are one triad-bench process; "
                f"in the pipeline triad-bench is the probe and the integrator. {cores} cores give {cores * 1e6:,.0f} µs of CPU a second, so a case that needs "
                "N µs per message on this machine carries at most that divided by N messages a second, whatever each process does alone.\n")
     out.append("| process | ceiling µs/msg | pipeline µs/sample |\n|---|---:|---:|")

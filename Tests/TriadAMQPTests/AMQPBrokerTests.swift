@@ -64,6 +64,60 @@ func unique(_ prefix: String) -> String { "\(prefix).\(UInt64.random(in: 0...UIn
         #expect(try await consumer.next(timeout: .milliseconds(300)) == nil)
     }
 
+    /// What a consumer at high rates does: deliveries taken in batches (one hop for what has
+    /// arrived) and acked many at a time. An ack with `multiple` settles every earlier delivery,
+    /// and only those: what follows it comes again to the next consumer of the queue.
+    @Test func batchesAndGroupedAcks() async throws {
+        let exchange = unique("triad.test.batches")
+        let queue = unique("triad.test.batches.queue")
+        let publisher = AMQPPublisher(endpoint: endpoint)
+        try await publisher.connect()
+        defer { publisher.close() }
+        try await publisher.declareTopicExchange(exchange)
+        let consumer = AMQPConsumer(endpoint: endpoint)
+        try await consumer.connect()
+        try await consumer.declareQueue(queue, durable: false)
+        try await consumer.bind(exchange: exchange, routingKey: "#")
+        try await consumer.startConsuming()
+        try await publisher.publishConfirmed(
+            (0..<300).map { AMQPMessage(exchange: exchange, routingKey: "device.d\($0).changed", body: Array("\($0)".utf8), messageID: "m\($0)") })
+
+        var received: [AMQPDelivery] = []
+        var batches = 0
+        var ackedThrough = 0
+        while received.count < 300 {
+            let batch = try await consumer.next(upTo: 64, timeout: .seconds(5), autoAck: false)
+            #expect(!batch.isEmpty && batch.count <= 64, "a batch of \(batch.count)")
+            guard let last = batch.last else { break }
+            received += batch
+            batches += 1
+            // Through the 200th: the broker stops at 256 unacked (the prefetch), so acks must flow.
+            if received.count <= 200 {
+                try await consumer.ack(last, multiple: true)
+                ackedThrough = received.count
+            }
+        }
+        #expect(received.map { String(decoding: $0.body, as: UTF8.self) } == (0..<300).map(String.init))
+        #expect(batches < 300, "what had arrived came together")
+        #expect(try await consumer.next(upTo: 64, timeout: .milliseconds(300)).isEmpty)
+        consumer.close()
+
+        // Acked in groups through the `ackedThrough`th delivery; the rest come again.
+        let again = AMQPConsumer(endpoint: endpoint)
+        try await again.connect()
+        defer { again.close() }
+        try await again.declareQueue(queue, durable: false)
+        try await again.startConsuming()
+        var redelivered: [String] = []
+        while true {
+            let batch = try await again.next(upTo: 64, timeout: .milliseconds(500))
+            if batch.isEmpty { break }
+            redelivered += batch.map { String(decoding: $0.body, as: UTF8.self) }
+        }
+        #expect(ackedThrough > 0)
+        #expect(redelivered == (ackedThrough..<300).map(String.init))
+    }
+
     @Test func publishingToMissingExchangeThrowsReadableErrorAndRecovers() async throws {
         let publisher = AMQPPublisher(endpoint: endpoint)
         try await publisher.connect()
