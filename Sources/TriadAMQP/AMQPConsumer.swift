@@ -167,7 +167,7 @@ extension ConsumerSession {
     /// Up to `max` deliveries: the first waits up to `timeout` (none: empty), the rest are those
     /// already read from the socket, taken without waiting.
     func next(upTo max: Int, timeout: Duration, autoAck: Bool) throws(AMQPError) -> [AMQPDelivery] {
-        guard let first = try next(timeout: timeout, autoAck: autoAck) else { return [] }
+        guard max > 0, let first = try next(timeout: timeout, autoAck: autoAck) else { return [] }
         var batch = [first]
         while batch.count < max {
             let c = try live()
@@ -227,8 +227,6 @@ public final class AMQPConsumer: Sendable {
         try await owner.run { s throws(AMQPError) in try Self.session(s).next(timeout: timeout, autoAck: autoAck) }
     }
 
-    /// With `multiple`, also acks every earlier unacked delivery of this consumer (one frame
-    /// for many: what a consumer at thousands of messages a second wants).
     /// Up to `max` deliveries in one hop to the session's thread: the first waits up to `timeout`
     /// (empty when none came), the others are those that had already arrived. For consumers at
     /// thousands of messages a second, for whom a hop per delivery costs more than the delivery.
@@ -236,6 +234,8 @@ public final class AMQPConsumer: Sendable {
         try await owner.run { s throws(AMQPError) in try Self.session(s).next(upTo: max, timeout: timeout, autoAck: autoAck) }
     }
 
+    /// With `multiple`, also acks every earlier unacked delivery of this consumer (one frame
+    /// for many: what a consumer at thousands of messages a second wants).
     public func ack(_ delivery: AMQPDelivery, multiple: Bool = false) async throws(AMQPError) {
         try await owner.run { s throws(AMQPError) in try Self.session(s).ack(delivery.deliveryTag, multiple: multiple) }
     }
