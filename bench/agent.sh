@@ -32,8 +32,8 @@ HA_TOKEN_FILE=${TRIAD_SVC_DIR:-/tmp/triad-services}/homeassistant/token
 DURATION=${BENCH_DURATION:-25}
 ROUNDS=${BENCH_ROUNDS:-5}
 
-die() { echo "bench: error: $*" >&2; exit 1; }
-log() { echo "bench: $*" >&2; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 command -v wrk >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 || {
   log "installing wrk curl"
@@ -97,8 +97,6 @@ LUA
 
 declare -A CALLS P50S P99S
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
-# median of the numbers given as arguments
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # this_round NAME — the case's p50 in the round just measured
 this_round() { echo "${P50S[$1]}" | awk '{print $NF}'; }
 # measure NAME URL SCRIPT TOKEN ROUND — one round of a case: its calls, p50 and p99 are kept.

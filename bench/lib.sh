@@ -12,6 +12,9 @@ apt_install_missing() {
   apt-get update -qq && apt-get install -y -qq "$@" >/dev/null || die "apt-get install $* failed"
 }
 
+# median NUMBER... — the median, to 3 decimals.
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
 port_free() { ! (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
 
 # client_min_messages: no "does not exist, skipping" notices from the drops.

@@ -197,12 +197,31 @@ wrk_case() {
   NOTE[$id]=$label; CASES+=("$id")
 }
 
+# run_creates OUT ADDR SECONDS NAME_PREFIX — wrk POSTing unique resources; its output to OUT.
+run_creates() {
+  local out=$1 addr=$2 seconds=$3 prefix=$4
+  BENCH_NAME_PREFIX=$prefix BENCH_TOKEN=$TOKEN wrk "${WRK_ARGS[@]}" -d"${seconds}s" -s "$WORK/create.lua" "http://$addr" \
+    >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed (POST http://$addr/api/v1/resources)"; }
+}
+
+# run_pgbench OUT CLIENTS THREADS SECONDS [pgbench args...] — the INSERT anchor on an empty table;
+# prints its tps.
+run_pgbench() {
+  local out=$1 c=$2 j=$3 seconds=$4 tps; shift 4
+  psql_tcp -d "$ANCHOR_DB" -c 'truncate bench_items' >/dev/null
+  PGPASSWORD=postgres "$PGBIN/pgbench" -n -M prepared -h 127.0.0.1 -p "$PG_PORT" -U postgres \
+    -c "$c" -j "$j" -T "$seconds" -f "$WORK/insert.sql" "$@" "$ANCHOR_DB" >"$out" 2>&1 \
+    || { cat "$out" >&2; die "pgbench -c$c failed"; }
+  tps=$(awk '/^tps = /{printf "%.1f", $3; exit}' "$out")
+  [ -n "$tps" ] || { cat "$out" >&2; die "cannot parse pgbench output ($out)"; }
+  echo "$tps"
+}
+
 # create_case ID LABEL ADDR — POST unique resources for CREATE_DURATION s; rate counts 201s only.
 create_case() {
   local id=$1 label=$2 addr=$3 created per_sec statuses
   log "wrk: $label (POST http://$addr/api/v1/resources, ${CREATE_DURATION}s)"
-  BENCH_TOKEN=$TOKEN wrk "${WRK_ARGS[@]}" -d"${CREATE_DURATION}s" -s "$WORK/create.lua" "http://$addr" \
-    >"$OUT/$id.txt" 2>&1 || { cat "$OUT/$id.txt" >&2; die "wrk failed for $label"; }
+  run_creates "$OUT/$id.txt" "$addr" "$CREATE_DURATION" c
   read -r _ "P50[$id]" "P99[$id]" "ERRS[$id]" < <(parse_wrk "$OUT/$id.txt") || { cat "$OUT/$id.txt" >&2; die "cannot parse wrk output for $label"; }
   created=$(awk '/^CREATED /{print $2}' "$OUT/$id.txt")
   per_sec=$(awk '/^CREATES_PER_SEC /{print $2}' "$OUT/$id.txt")
@@ -215,36 +234,26 @@ create_case() {
 # create_rounds ID ADDR — the creates again, interleaved with their anchor: CREATE_ROUNDS rounds
 # of pgbench -c8 for ROUND_SECONDS, then Triad's creates for as long. A slow spell of the shared
 # machine then falls on both sides of a round's ratio, not on one case of the run.
+# ROUNDS[id] holds one "creates/s tps" line per round.
 declare -A ROUNDS
 create_rounds() {
-  local id=$1 addr=$2 r anchor created ratios=""
+  local id=$1 addr=$2 r anchor created
   for r in $(seq 1 "$CREATE_ROUNDS"); do
     log "round $r of $CREATE_ROUNDS: pgbench -c8 then $id (${ROUND_SECONDS}s each)"
-    psql_tcp -d "$ANCHOR_DB" -c 'truncate bench_items'
-    PGPASSWORD=postgres "$PGBIN/pgbench" -n -M prepared -h 127.0.0.1 -p "$PG_PORT" -U postgres \
-      -c 8 -j 2 -T "$ROUND_SECONDS" -f "$WORK/insert.sql" "$ANCHOR_DB" >"$OUT/$id-round$r-pgbench.txt" 2>&1 \
-      || { cat "$OUT/$id-round$r-pgbench.txt" >&2; die "pgbench failed in round $r"; }
-    anchor=$(awk '/^tps = /{printf "%.1f", $3; exit}' "$OUT/$id-round$r-pgbench.txt")
-    BENCH_NAME_PREFIX="r$r" BENCH_TOKEN=$TOKEN wrk "${WRK_ARGS[@]}" -d"${ROUND_SECONDS}s" -s "$WORK/create.lua" "http://$addr" \
-      >"$OUT/$id-round$r.txt" 2>&1 || { cat "$OUT/$id-round$r.txt" >&2; die "wrk failed in round $r"; }
+    anchor=$(run_pgbench "$OUT/$id-round$r-pgbench.txt" 8 2 "$ROUND_SECONDS")
+    run_creates "$OUT/$id-round$r.txt" "$addr" "$ROUND_SECONDS" "r$r"
     created=$(awk '/^CREATES_PER_SEC /{print $2}' "$OUT/$id-round$r.txt")
-    [ -n "$anchor" ] && [ -n "$created" ] || die "cannot parse round $r of $id (see $OUT/$id-round$r*.txt)"
-    ratios+="$created $anchor"$'\n'
+    [ -n "$created" ] || die "cannot parse round $r of $id (see $OUT/$id-round$r.txt)"
+    ROUNDS[$id]+="$created $anchor"$'\n'
   done
-  ROUNDS[$id]=$ratios
 }
 
 # pgbench_case ID LABEL CLIENTS THREADS — inserts into bench_items; p50/p99 from per-transaction logs.
 pgbench_case() {
   local id=$1 label=$2 c=$3 j=$4
   log "pgbench: $label (${PGBENCH_DURATION}s)"
-  psql_tcp -d "$ANCHOR_DB" -c 'truncate bench_items'
   rm -f "$OUT/$id.log"*
-  PGPASSWORD=postgres "$PGBIN/pgbench" -n -M prepared -h 127.0.0.1 -p "$PG_PORT" -U postgres \
-    -c "$c" -j "$j" -T "$PGBENCH_DURATION" -f "$WORK/insert.sql" -l --log-prefix="$OUT/$id.log" \
-    "$ANCHOR_DB" >"$OUT/$id.txt" 2>&1 || { cat "$OUT/$id.txt" >&2; die "pgbench failed for $label"; }
-  RPS[$id]=$(awk '/^tps = /{printf "%.1f", $3; exit}' "$OUT/$id.txt")
-  [ -n "${RPS[$id]}" ] || { cat "$OUT/$id.txt" >&2; die "cannot parse pgbench output for $label"; }
+  RPS[$id]=$(run_pgbench "$OUT/$id.txt" "$c" "$j" "$PGBENCH_DURATION" -l --log-prefix="$OUT/$id.log")
   # Column 3 of pgbench's log is each transaction's latency in microseconds.
   read -r "P50[$id]" "P99[$id]" < <(cat "$OUT/$id.log"* | awk '{print $3}' | sort -n | awk '
     { v[NR] = $1 } END { i50 = int(NR * 0.50); i99 = int(NR * 0.99); if (i50 < 1) i50 = 1; if (i99 < 1) i99 = 1
@@ -309,16 +318,14 @@ write_report() {
       echo
       echo "| case | creates/s per round | pgbench -c8 tps per round | ratio per round | median ratio |"
       echo "|---|---|---|---|---:|"
+      local creates anchors ratios
       for id in sqlite_create pg_create; do
         [ -n "${ROUNDS[$id]:-}" ] || continue
-        printf '%s' "${ROUNDS[$id]}" | awk -v id="$id" '
-          NF == 2 { n++; c[n] = $1; a[n] = $2; r[n] = $1 / $2 }
-          END {
-            for (i = 1; i <= n; i++) { cs = cs sep sprintf("%.0f", c[i]); as = as sep sprintf("%.0f", a[i]); rs = rs sep sprintf("%.3f", r[i]); sep = ", "; s[i] = r[i] }
-            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (s[j] < s[i]) { t = s[i]; s[i] = s[j]; s[j] = t }
-            m = (n % 2) ? s[(n + 1) / 2] : (s[n / 2] + s[n / 2 + 1]) / 2
-            printf "| %s | %s | %s | %s | %.3f× |\n", id, cs, as, rs, m
-          }'
+        creates=$(printf '%s' "${ROUNDS[$id]}" | awk '{ printf "%s%.0f", sep, $1; sep = ", " }')
+        anchors=$(printf '%s' "${ROUNDS[$id]}" | awk '{ printf "%s%.0f", sep, $2; sep = ", " }')
+        ratios=$(printf '%s' "${ROUNDS[$id]}" | awk '{ printf "%s%.3f", sep, $1 / $2; sep = " " }')
+        # shellcheck disable=SC2086 # one argument per round
+        printf '| %s | %s | %s | %s | %s× |\n' "$id" "$creates" "$anchors" "${ratios// /, }" "$(median $ratios)"
       done
     fi
   } >"$file"

@@ -6,8 +6,9 @@
 public struct RecentEvents: Sendable {
     public static let capacity = 2048
     private var events: [RegistryEvent] = []
-    /// The table's smallest id (nil: empty). Only grows: ids only grow and compaction removes
-    /// the oldest.
+    /// The log's smallest id as far as this buffer knows (nil: none known): given at start, else
+    /// the first event added, raised by compaction. Only grows: ids only grow and compaction
+    /// removes the oldest.
     public private(set) var oldestRetained: Int64?
 
     public init(oldestRetained: Int64?) {

@@ -147,7 +147,7 @@ func pipeline() async throws {
         // at a time (`multiple`), as a consumer at these rates would: a hop and an ack frame per
         // delivery would cost more than the delivery itself.
         var unacked = 0
-        reading: while true {
+        while true {
             let batch = try await consumer.next(upTo: 256, timeout: .seconds(drain), autoAck: false)
             guard let last = batch.last else { break }
             unacked += batch.count
@@ -160,7 +160,7 @@ func pipeline() async throws {
                 // A server with `--telemetry-events batch` sends arrays of events.
                 let body = try JSONCoding.parse(Data(d.body))
                 let events: [JSONValue]
-                if case .array(let batch) = body { events = batch } else { events = [body] }
+                if case .array(let array) = body { events = array } else { events = [body] }
                 for event in events {
                     guard case .number(let seq)? = event["data"]?["values"]?["seq"], case .number(let sentAt)? = event["data"]?["values"]?["sentAt"] else {
                         continue
@@ -177,7 +177,7 @@ func pipeline() async throws {
                     }
                 }
             }
-            if seen.count == total { break reading }
+            if seen.count == total { break }
         }
         return (seen, duplicates, latencies, toServer, fromServer)
     }
