@@ -80,4 +80,23 @@ struct SQLiteGroupCommitTests {
             #expect(try await backend.latestRevision() == 12)
         }
     }
+
+    /// Under steady writes the WAL file stops growing: after a checkpoint the writes start it
+    /// over. (A passive checkpoint alone never caught up with them, and the WAL grew by every
+    /// write, without end.)
+    @Test func theWALStartsOverAfterACheckpoint() async throws {
+        let path = try TestPaths.temporaryDirectory() + "/triad.db"
+        let walSize = { (try? FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int) ?? -1 }
+        try await SQLiteBackend.withBackend(path: path, logger: TestEnvironment.logger) { backend in
+            let registry = Registry(backend: backend)
+            for i in 0..<(SQLiteBackend.checkpointEvery + 100) { _ = try await registry.create(Self.resource("steady-\(i)")) }
+            try await eventually("a checkpoint has run") { backend.checkpoints >= 1 }
+            let afterCheckpoint = walSize()
+            #expect(afterCheckpoint > 0)
+            // Fewer writes than the WAL already held, and fewer than make the next checkpoint due.
+            for i in 0..<200 { _ = try await registry.create(Self.resource("after-\(i)")) }
+            #expect(backend.checkpoints == 1)
+            #expect(walSize() == afterCheckpoint, "the WAL grew from \(afterCheckpoint) to \(walSize()) bytes after a checkpoint")
+        }
+    }
 }
