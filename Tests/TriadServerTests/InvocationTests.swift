@@ -209,6 +209,37 @@ struct InvocationTests {
         await upstream.stop()
     }
 
+    /// An answer longer than 1 MiB is cut there and marked truncated, also one that never ends
+    /// (it is not waited out until the timeout).
+    @Test func aLongAnswerIsCutAt1MiB() async throws {
+        let upstream = try await Upstream.start()
+        try await withServer(.sqlite, configure: { $0.invokeTimeoutSeconds = 30 }) { server in
+            let device: JSONValue = .object([
+                "apiVersion": .string("triad.io/v1alpha1"), "kind": .string("Resource"), "metadata": .object(["name": .string("talker")]),
+                "spec": .object([
+                    "kind": .string("Device"), "accessMode": .string("Shared"),
+                    "operations": .array(
+                        ["large", "endless"].map { path in
+                            .object(["name": .string(path), "httpAction": .object(["action": .string("POST"), "url": .string(upstream.baseURL + "/" + path)])])
+                        }),
+                ]),
+            ])
+            _ = try await server.admin.call(.POST, "/api/v1/resources", body: Docs.json(device))
+            for operation in ["large", "endless"] {
+                let started = ContinuousClock.now
+                let reply = try await server.admin.call(.POST, "/api/v1/resources/talker/operations/\(operation)")
+                let response = reply.json?["response"]
+                #expect(reply.status == 200, "\(operation)")
+                #expect(response?["truncated"] == .bool(true), "\(operation)")
+                #expect(response?["body"]?.stringValue?.utf8.count == 1 << 20, "\(operation)")
+                #expect(reply.json?["invocation"]?["state"] == .string("Succeeded"), "\(operation)")
+                // Well inside the 30 s timeout: the endless answer was cut, not waited out.
+                #expect(ContinuousClock.now - started < .seconds(25), "\(operation)")
+            }
+        }
+        await upstream.stop()
+    }
+
     @Test func aCallCutByAKillIsMarkedFailedAtRestart() async throws {
         let upstream = try await Upstream.start()
         let dir = try TestPaths.temporaryDirectory()

@@ -1,4 +1,5 @@
 import Hummingbird
+import NIOCore
 import TriadCore
 
 public struct TriadRequestContext: RequestContext {
@@ -8,10 +9,14 @@ public struct TriadRequestContext: RequestContext {
     /// The bearer secret the principal was authenticated with: long-lived responses (event
     /// streams) check it again, so a revoked token's stream ends.
     var bearerSecret: String?
+    /// The event loop of the caller's connection: an upstream call made for this request keeps
+    /// its connection there, so the answer needs no hop between loops.
+    let eventLoop: any EventLoop
 
     public init(source: Source) {
         self.coreContext = .init(source: source)
         self.principal = nil
+        self.eventLoop = source.channel.eventLoop
     }
 
     /// The caller, if allowed to do `action`; otherwise the problem to answer with.

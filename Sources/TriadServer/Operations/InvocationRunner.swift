@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import Metrics
+import NIOCore
 import ServiceLifecycle
 import Synchronization
 import TriadCore
@@ -38,6 +39,9 @@ final class InvocationRunner: Service, Sendable {
         var action: HTTPActionSpec
         var query: [(String, String)]
         var body: Data?
+        /// Where to make the upstream call: the caller's connection's loop for a call answered in
+        /// the same request (nil: any).
+        var eventLoop: (any EventLoop)? = nil
     }
 
     struct Outcome: Sendable {
@@ -102,7 +106,7 @@ final class InvocationRunner: Service, Sendable {
             defer { _ = links.withLock { $0.removeValue(forKey: invocation.id) } }
             let answer = try await caller.call(
                 job.action, query: job.query, body: job.body,
-                trace: (invocation.traceId, invocation.traceparent), link: "\(invocation.id);\(secret)")
+                trace: (invocation.traceId, invocation.traceparent), link: "\(invocation.id);\(secret)", on: job.eventLoop)
             outcome.answer = answer
             switch answer.status {
             case ..<400: invocation = invocation.finished(.succeeded, httpStatus: answer.status, reason: nil, message: nil, at: now())

@@ -9,7 +9,8 @@ import TriadTesting
 
 /// A small HTTP server that operations call in tests: it records every request and answers by
 /// path: `/ok` echoes what it got (200, JSON), `/fail` answers 500, `/hang` never answers in time,
-/// `/relay` invokes Triad in turn (an agent acting for its caller).
+/// `/relay` invokes Triad in turn (an agent acting for its caller), `/large` answers 2 MiB of
+/// text, `/endless` streams text and never ends.
 final class Upstream: Sendable {
     struct Seen: Sendable {
         var method: String
@@ -72,6 +73,22 @@ final class Upstream: Sendable {
             _ = try await record(request)
             try await Task.sleep(for: .seconds(60))
             return Response(status: .ok)
+        }
+        router.on("/large", method: .post) { request, _ -> Response in
+            _ = try await record(request)
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(repeating: UInt8(ascii: "a"), count: 2 << 20)))
+        }
+        router.on("/endless", method: .post) { request, _ -> Response in
+            _ = try await record(request)
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain"],
+                body: ResponseBody { writer in
+                    while true {
+                        try await writer.write(ByteBuffer(repeating: UInt8(ascii: "b"), count: 64 << 10))
+                        try await Task.sleep(for: .milliseconds(5))
+                    }
+                })
         }
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         let app = Application(
