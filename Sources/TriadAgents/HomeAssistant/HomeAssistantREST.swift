@@ -47,26 +47,21 @@ public struct HomeAssistantREST: Sendable {
     }
 
     func send(_ method: HTTPMethod, _ path: String, body: JSONValue? = nil) async throws(HomeAssistantError) -> (status: UInt, tree: JSONValue?) {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(data: JSONCoding.encode(body)))
+        }
         do {
-            var request = try HTTPClient.Request(url: baseURL + path, method: method)
-            request.headers.add(name: "Authorization", value: "Bearer \(token)")
-            if let body {
-                request.headers.add(name: "Content-Type", value: "application/json")
-                request.body = .bytes(JSONCoding.encode(body))
-            }
-            // The call and its connection on one event loop, the answer gathered there and handed
-            // over whole: the streaming API passed steps between two loops and the task's thread,
-            // a thread wake-up each, on the path of every device call.
-            let loop = http.eventLoopGroup.any()
-            let response = try await http.execute(
-                request: request, delegate: ResponseAccumulator(request: request, maxBodySize: 4 << 20),
-                eventLoop: .delegateAndChannel(on: loop), deadline: .now() + timeout
-            ).get()
+            let response = try await http.execute(request, timeout: timeout)
+            let bytes = try await response.body.collect(upTo: 4 << 20)
             let status = response.status.code
             if status == 401 || status == 403 {
                 throw HomeAssistantError(reason: .tokenRefused, description: "Home Assistant refused the token (\(status))")
             }
-            let tree = (response.body?.readableBytes ?? 0) > 0 ? try? JSONCoding.parse(Data(buffer: response.body!)) : nil
+            let tree = bytes.readableBytes > 0 ? try? JSONCoding.parse(Data(buffer: bytes)) : nil
             return (status, tree)
         } catch let error as HomeAssistantError {
             throw error
