@@ -96,7 +96,9 @@ public final class EventTail: Service, Sendable {
         window.withLock { w in
             w.events.append(contentsOf: events)
             w.newest = events.last?.id ?? w.newest
-            if w.events.count > capacity {
+            // Trimmed back to `capacity` once a quarter over it: trimming at every append moved
+            // the whole window each time.
+            if w.events.count > capacity + capacity / 4 {
                 let drop = w.events.count - capacity
                 w.coveredAfter = w.events[drop - 1].id
                 w.events.removeFirst(drop)
