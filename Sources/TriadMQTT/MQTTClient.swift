@@ -377,8 +377,12 @@ private final class NetworkLoop: Sendable {
                 pollfd(fd: socket, events: Int16(POLLIN) | (wantsWrite ? Int16(POLLOUT) : 0), revents: 0),
                 pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
             ]
-            // At least once a second, for the keepalive.
-            if poll(&fds, 2, 1000) < 0 && errno != EINTR { continue }
+            // At least once a second, for the keepalive. A failing poll (not a signal) is retried
+            // after a pause rather than at once, which would spin the thread.
+            if poll(&fds, 2, 1000) < 0 {
+                if errno != EINTR { usleep(100_000) }
+                continue
+            }
             if fds[1].revents != 0 { drainWakes() }
             if fds[0].revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 {
                 // On failure libmosquitto has closed the socket and called on_disconnect.
