@@ -234,6 +234,9 @@ struct JSONParserTests {
         #expect(v["a"] == .array([.number(1), .number(-2500), .number(0), .bool(true), .bool(false), .null]))
         #expect(v["b"]?["c"] == .string("x\"y\\z/\né😀"))
         #expect(v[""] == .string(""))
+        // Strings without escapes, ASCII and not.
+        #expect(
+            try JSONCoding.parse(Data(#"["plain", "naïve café 😀", "a\u00e9"]"#.utf8)) == .array([.string("plain"), .string("naïve café 😀"), .string("aé")]))
         #expect(try JSONCoding.parse(Data(" 3 ".utf8)) == .number(3))
         // Agrees with Foundation's decoder on a real document.
         let doc = try Data(contentsOf: ResourceModelTests.fixtures.appendingPathComponent("valid/full-status.json"))

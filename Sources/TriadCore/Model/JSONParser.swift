@@ -166,9 +166,18 @@ struct JSONParser {
         // Most strings have no escapes: made from the bytes in place, without copying them one
         // by one (every key and value of every write comes through here).
         let start = i
-        while i < bytes.count, bytes[i] != UInt8(ascii: "\""), bytes[i] != UInt8(ascii: "\\"), bytes[i] >= 0x20 { i += 1 }
+        var ascii = true
+        while i < bytes.count, bytes[i] != UInt8(ascii: "\""), bytes[i] != UInt8(ascii: "\\"), bytes[i] >= 0x20 {
+            if bytes[i] >= 0x80 { ascii = false }
+            i += 1
+        }
         if i < bytes.count, bytes[i] == UInt8(ascii: "\"") {
             i += 1
+            if ascii {
+                // ASCII is valid UTF-8: the plain decoding, which the generic validation (its
+                // metadata lookups were a percent of a create's CPU) is not needed for.
+                return bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[start..<(i - 1)]), as: UTF8.self) }
+            }
             guard let s = String(validating: bytes[start..<(i - 1)], as: UTF8.self) else { throw error("string is not valid UTF-8") }
             return s
         }
