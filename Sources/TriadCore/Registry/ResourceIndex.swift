@@ -86,7 +86,7 @@ struct SortedNames: Sendable {
                 i = 0
             }
             return nil
-        }.lazy
+        }
     }
 
     /// The first chunk whose last name is not less than `name` (`chunks.count` if none).

@@ -39,9 +39,6 @@ final class InvocationRunner: Service, Sendable {
         var action: HTTPActionSpec
         var query: [(String, String)]
         var body: Data?
-        /// Where to make the upstream call: the caller's connection's loop for a call answered in
-        /// the same request (nil: any).
-        var eventLoop: (any EventLoop)? = nil
     }
 
     struct Outcome: Sendable {
@@ -83,8 +80,9 @@ final class InvocationRunner: Service, Sendable {
         return recorded
     }
 
-    /// Calls the upstream and records the outcome (`completed`).
-    func perform(_ job: Job) async -> Outcome {
+    /// Calls the upstream and records the outcome (`completed`). `eventLoop`: the caller's
+    /// connection's loop, for a call answered in the same request (nil: any).
+    func perform(_ job: Job, on eventLoop: (any EventLoop)? = nil) async -> Outcome {
         var invocation = job.invocation
         // Not yet announced (see `begin`): it is, once answered, or after `announceWithin` if
         // the upstream is slow to answer.
@@ -106,7 +104,7 @@ final class InvocationRunner: Service, Sendable {
             defer { _ = links.withLock { $0.removeValue(forKey: invocation.id) } }
             let answer = try await caller.call(
                 job.action, query: job.query, body: job.body,
-                trace: (invocation.traceId, invocation.traceparent), link: "\(invocation.id);\(secret)", on: job.eventLoop)
+                trace: (invocation.traceId, invocation.traceparent), link: "\(invocation.id);\(secret)", on: eventLoop)
             outcome.answer = answer
             switch answer.status {
             case ..<400: invocation = invocation.finished(.succeeded, httpStatus: answer.status, reason: nil, message: nil, at: now())

@@ -58,15 +58,14 @@ struct InvocationRoutes {
         let invocation = try await runner.begin(
             resource: stored, operation: operation, caller: principal, async: async, incomingTrace: incomingTrace,
             link: request.headers[.init(InvocationRunner.linkHeader)!])
-        var job = InvocationRunner.Job(invocation: invocation, resource: stored, action: operation.httpAction, query: callerQuery, body: body)
+        let job = InvocationRunner.Job(invocation: invocation, resource: stored, action: operation.httpAction, query: callerQuery, body: body)
         if async && runner.enqueue(job) {
             let location = "/api/v1/invocations/\(invocation.id)"
             return .json(
                 .accepted, JSONCoding.encode(JSONValue.object(["invocation": Self.tree(invocation)])),
                 headers: [.location: location, .init("Preference-Applied")!: "respond-async"])
         }
-        job.eventLoop = context.eventLoop
-        return try Self.answer(await runner.perform(job))
+        return try Self.answer(await runner.perform(job, on: context.eventLoop))
     }
 
     /// An exclusive resource is invoked only by the holder of its live binding.
